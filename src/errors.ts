@@ -1,0 +1,67 @@
+// The one registry of operating errors (STYLE.md item 6). A broken invariant is a bug and uses
+// `assert`; an expected failure (bad input, full inbox, lost peer) throws a CfnError whose code is
+// listed here and documented in docs/ERRORS.md. test/errors.test.ts keeps the two in step.
+//
+// To add a code: add one line here (keep the groups), and one row in docs/ERRORS.md.
+
+export const ERROR_CODES = {
+  // configuration
+  CFN_ERR_CONFIG_INVALID: "A setting is missing, of the wrong type, or outside its allowed range",
+  CFN_ERR_CONFIG_FILE: "A configuration file cannot be read or parsed",
+
+  // local bus
+  CFN_ERR_INVALID_AGENT_ID: "An agent id is empty, too long, or has characters outside [A-Za-z0-9._-]",
+  CFN_ERR_INBOX_FULL: "The receiver's inbox holds inboxDepthMax messages; nothing was written",
+  CFN_ERR_MESSAGE_TOO_LARGE: "An encoded message is larger than messageBytesMax",
+  CFN_ERR_BATCH_TOO_LARGE: "A batch holds more than batchMessagesMax messages",
+  CFN_ERR_INVALID_MESSAGE: "A message on the bus or from a caller is malformed",
+  CFN_ERR_UNKNOWN_AGENT: "No mailbox exists for the agent",
+  CFN_ERR_TIMEOUT: "A deadline passed before the operation could finish",
+  CFN_ERR_CLOSED: "The component was closed and takes no more work",
+
+  // raft
+  CFN_ERR_PROPOSAL_DROPPED: "A proposal was dropped: no leader, a transfer in progress, or too many uncommitted bytes",
+  CFN_ERR_NOT_LEADER: "The request needs the leader and this node is not it",
+  CFN_ERR_RAFT_CONFIG: "A Raft limit is out of range or inconsistent with another",
+  CFN_ERR_CONF_CHANGE: "A membership change is not allowed now (one is pending, or it would lose quorum)",
+
+  // storage
+  CFN_ERR_STORAGE: "The log store failed to read or write",
+  CFN_ERR_COMPACTED: "The requested log index was compacted into a snapshot",
+  CFN_ERR_UNAVAILABLE: "The requested log index is not yet in the log",
+  CFN_ERR_DATA_DIR_FOREIGN: "The data dir belongs to another cluster or node",
+
+  // transport
+  CFN_ERR_FRAME_TOO_LARGE: "A peer sent a frame larger than frameBytesMax",
+  CFN_ERR_BAD_FRAME: "A peer sent a frame that does not decode to a valid message",
+  CFN_ERR_AUTH: "A peer presented a wrong cluster token or an unknown node id",
+  CFN_ERR_PEER_UNREACHABLE: "A peer could not be reached",
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** An expected operating error with a stable code; `details` carries machine-readable context. */
+export class CfnError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message?: string, details: Record<string, unknown> = {}) {
+    super(message ?? ERROR_CODES[code]);
+    this.name = "CfnError";
+    this.code = code;
+    this.details = details;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, ...this.details };
+  }
+}
+
+export function isCfnError(error: unknown, code?: ErrorCode): error is CfnError {
+  return error instanceof CfnError && (code === undefined || error.code === code);
+}
+
+/** Invariant check: a failure is a bug, never an operating error. */
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`invariant violated: ${message}`);
+}
