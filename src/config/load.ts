@@ -44,21 +44,31 @@ function readFileLayer(file: string): Plain {
   try {
     text = readFileSync(file, "utf8");
   } catch (error) {
-    throw new CfnError("CFN_ERR_CONFIG_FILE", `cannot read config file ${file}: ${(error as Error).message}`, {
-      file,
-    });
+    throw new CfnError(
+      "CFN_ERR_CONFIG_FILE",
+      `cannot read config file ${file}: ${(error as Error).message}`,
+      {
+        file,
+      },
+    );
   }
   let parsed: unknown;
   try {
     parsed = file.endsWith(".json") ? JSON.parse(text) : parseYaml(text);
   } catch (error) {
-    throw new CfnError("CFN_ERR_CONFIG_FILE", `cannot parse config file ${file}: ${(error as Error).message}`, {
-      file,
-    });
+    throw new CfnError(
+      "CFN_ERR_CONFIG_FILE",
+      `cannot parse config file ${file}: ${(error as Error).message}`,
+      {
+        file,
+      },
+    );
   }
   if (parsed === null || parsed === undefined) return {};
   if (typeof parsed !== "object" || Array.isArray(parsed)) {
-    throw new CfnError("CFN_ERR_CONFIG_FILE", `config file ${file} must hold a mapping at the top level`, { file });
+    throw new CfnError("CFN_ERR_CONFIG_FILE", `config file ${file} must hold a mapping at the top level`, {
+      file,
+    });
   }
   return parsed as Plain;
 }
@@ -148,10 +158,14 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const result = configSchema.safeParse(merged);
   if (!result.success) {
     const first = result.error.issues[0];
-    throw new CfnError("CFN_ERR_CONFIG_INVALID", `invalid configuration: ${describeIssues(result.error.issues)}`, {
-      field: first?.path.join("."),
-      issues: result.error.issues.map((issue) => ({ field: issue.path.join("."), message: issue.message })),
-    });
+    throw new CfnError(
+      "CFN_ERR_CONFIG_INVALID",
+      `invalid configuration: ${describeIssues(result.error.issues)}`,
+      {
+        field: first?.path.join("."),
+        issues: result.error.issues.map((issue) => ({ field: issue.path.join("."), message: issue.message })),
+      },
+    );
   }
   return result.data;
 }

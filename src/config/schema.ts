@@ -2,8 +2,8 @@
 // a default, and a range; docs/CONFIGURATION.md lists them all (test/config.test.ts checks that
 // every leaf here appears there).
 
-import { tmpdir } from "node:os";
 import { existsSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 
@@ -18,63 +18,72 @@ const int = (min: number, max: number) => z.number().int().min(min).max(max);
 
 export const busSchema = z
   .object({
-    /** Root under which each bus has its directory. */
-    root: z.string().min(1).default(defaultBusRoot()),
-    /** Name of this bus; its directory is <root>/<name>. */
+    root: z
+      .string()
+      .min(1)
+      .default(defaultBusRoot())
+      .describe("Root under which each bus has its directory."),
     name: z
       .string()
       .regex(/^[A-Za-z0-9._-]{1,64}$/, "letters, digits, '.', '_' or '-', 1 to 64 characters")
-      .default("default"),
-    /** Shard directories agent dirs are spread over. */
-    shards: int(1, 4096).default(16),
-    /** Messages an inbox holds (queued + claimed) before sends are refused with INBOX_FULL. */
-    inboxDepthMax: int(1, 1_000_000).default(1000),
-    /** Largest encoded message accepted, in bytes. */
-    messageBytesMax: int(256, 64 * MiB).default(MiB),
-    /** Largest number of messages in one batch file. */
-    batchMessagesMax: int(1, 100_000).default(1000),
-    /** A claimed message not acknowledged within this time is redelivered. */
-    visibilityTimeoutMs: int(100, 86_400_000).default(30_000),
-    /** Deliveries before a message goes to dead-letter. */
-    deliveriesMax: int(1, 1000).default(5),
-    /** How often an agent refreshes its liveness mark. */
-    heartbeatIntervalMs: int(100, 3_600_000).default(30_000),
-    /** Longest a send may wait for room in a full inbox when the caller asks to wait. */
-    sendWaitMsMax: int(0, 3_600_000).default(30_000),
-    /** Rescan interval of a waiting receiver, a safety net under fs.watch. */
-    rescanIntervalMs: int(1, 60_000).default(250),
+      .default("default")
+      .describe("Name of this bus; its directory is <root>/<name>."),
+    shards: int(1, 4096).default(16).describe("Shard directories agent dirs are spread over."),
+    inboxDepthMax: int(1, 1_000_000)
+      .default(1000)
+      .describe("Messages an inbox holds (queued + claimed) before sends are refused with INBOX_FULL."),
+    messageBytesMax: int(256, 64 * MiB)
+      .default(MiB)
+      .describe("Largest encoded message accepted, in bytes."),
+    batchMessagesMax: int(1, 100_000).default(100).describe("Largest number of messages in one batch file."),
+    visibilityTimeoutMs: int(100, 86_400_000)
+      .default(30_000)
+      .describe("A claimed message not acknowledged within this time is redelivered."),
+    deliveriesMax: int(1, 1000).default(5).describe("Deliveries before a message goes to dead-letter."),
+    heartbeatIntervalMs: int(100, 3_600_000)
+      .default(30_000)
+      .describe("How often an agent refreshes its liveness mark."),
+    sendWaitMsMax: int(0, 3_600_000)
+      .default(30_000)
+      .describe("Longest a send may wait for room in a full inbox when the caller asks to wait."),
+    rescanIntervalMs: int(1, 60_000)
+      .default(250)
+      .describe("Rescan interval of a waiting receiver, a safety net under fs.watch."),
   })
   .strict();
 
 export const metricsSchema = z
   .object({
-    /** JSONL metrics stream; empty disables it. */
-    jsonlPath: z.string().default(""),
-    /** Port of the HTTP /metrics endpoint of a node; 0 picks a free port. */
-    httpPort: int(0, 65_535).default(9464),
+    jsonlPath: z.string().default("").describe("JSONL metrics stream; empty disables it."),
+    httpPort: int(0, 65_535)
+      .default(9464)
+      .describe("Port of the HTTP /metrics endpoint of a node; 0 picks a free port."),
   })
   .strict();
 
 export const logSchema = z
   .object({
-    level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+    level: z
+      .enum(["debug", "info", "warn", "error", "silent"])
+      .default("info")
+      .describe("Lowest level of log lines written to stderr."),
   })
   .strict();
 
 export const demoSchema = z
   .object({
-    /** Agents the demo spawns. */
-    agents: int(1, 100_000).default(100),
-    /** Teams of the hybrid topology; 1 is flat. */
-    teams: int(1, 1000).default(4),
-    /** Deadline of one coordination round. */
-    roundTimeoutMs: int(100, 3_600_000).default(30_000),
+    agents: int(1, 100_000).default(100).describe("Agents the demo spawns."),
+    teams: int(1, 1000).default(4).describe("Teams of the hybrid topology; 1 is flat."),
+    roundTimeoutMs: int(100, 3_600_000).default(30_000).describe("Deadline of one coordination round."),
   })
   .strict();
 
 export const configSchema = z
   .object({
-    profile: z.enum(["dev", "staging", "prod"]).default("dev"),
+    profile: z
+      .enum(["dev", "staging", "prod"])
+      .default("dev")
+      .describe("Preset layered under file, environment and flags."),
     bus: busSchema.default(busSchema.parse({})),
     metrics: metricsSchema.default(metricsSchema.parse({})),
     log: logSchema.default(logSchema.parse({})),

@@ -1,0 +1,41 @@
+#!/usr/bin/env node
+// `cfn`: the command-line interface. Each command group lives in its own file and registers here.
+
+import { Command, CommanderError } from "commander";
+import { registerConfigCommands } from "./config-commands.js";
+import { EXIT, reportError } from "./output.js";
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name("cfn")
+    .description("Coordinate swarms of CLI agents over a tmpfs message bus, across one host or many")
+    .version("0.1.0")
+    .option("-c, --config <file>", "configuration file (YAML or JSON); also CFN_CONFIG")
+    .option("--profile <name>", "configuration profile: dev, staging, prod")
+    .option("--bus <name>", "bus name (bus.name)")
+    .option("--bus-root <dir>", "root directory of buses (bus.root)")
+    .option("--log-level <level>", "debug, info, warn, error, silent")
+    .showHelpAfterError()
+    .exitOverride();
+  registerConfigCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version exit 0; usage errors were already printed by commander.
+      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    return reportError(error, argv.includes("--json"));
+  }
+}
+
+main(process.argv).then((code) => {
+  process.exitCode = code;
+});
