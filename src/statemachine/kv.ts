@@ -1,0 +1,204 @@
+// A small replicated key-value store: the state machine used by tests, the chaos simulator and
+// the benchmarks. Commands are JSON bytes (readable in a log dump, no codec dependency) and carry
+// a client session (clientId, requestId) so a proposal retried after a timeout or leader change
+// takes effect at most once (Raft dissertation §6.3). Pure: no node:*, no clock, no randomness.
+
+import { type Entry, EntryType } from "../raft/types.js";
+import type { StateMachine } from "./types.js";
+
+export type KvOp = "put" | "get" | "delete" | "cas";
+
+/**
+ * One command. `requestId` grows by one per new request of a client; a retry reuses the id.
+ * `cas` swaps `value` in when the current value equals `expected` (`null` = key absent).
+ */
+export type KvCommand =
+  | { op: "put"; key: string; value: string; clientId: string; requestId: number }
+  | { op: "get"; key: string; clientId: string; requestId: number }
+  | { op: "delete"; key: string; clientId: string; requestId: number }
+  | { op: "cas"; key: string; expected: string | null; value: string; clientId: string; requestId: number };
+
+export type KvErrorCode =
+  /** The entry's bytes are not a KvCommand. */
+  | "malformed"
+  /** The client already moved past this requestId; its result is no longer kept. */
+  | "stale_request";
+
+/**
+ * What the proposer learns. `value` is the value the command observed when it applied: the
+ * previous value for put/delete, the current value for get, and for cas the value it compared
+ * against (so `ok: false` tells the caller what is there instead).
+ */
+export interface KvResult {
+  ok: boolean;
+  value: string | null;
+  error?: KvErrorCode;
+}
+
+/** Limits of the KV state machine; see `KV_DEFAULTS`. */
+export interface KvLimits {
+  /** Client sessions kept for dedup; the least recently used is evicted past this. Default 10,000. */
+  sessionsMax: number;
+}
+
+export const KV_DEFAULTS: KvLimits = { sessionsMax: 10_000 };
+
+interface Session {
+  requestId: number;
+  result: KvResult;
+  /** Log index of the session's last request; orders eviction deterministically. */
+  lastIndex: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Encodes a command as the bytes of a Raft proposal. */
+export function encodeKvCommand(command: KvCommand): Uint8Array {
+  return encoder.encode(JSON.stringify(command));
+}
+
+/** Decodes proposal bytes; returns undefined for anything that is not a well-formed KvCommand. */
+export function decodeKvCommand(data: Uint8Array): KvCommand | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(decoder.decode(data));
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== "object" || parsed === null) return undefined;
+  const c = parsed as Record<string, unknown>;
+  if (typeof c.key !== "string" || typeof c.clientId !== "string") return undefined;
+  if (typeof c.requestId !== "number" || !Number.isSafeInteger(c.requestId) || c.requestId < 0)
+    return undefined;
+  const base = { key: c.key, clientId: c.clientId, requestId: c.requestId };
+  switch (c.op) {
+    case "put":
+      return typeof c.value === "string" ? { op: "put", ...base, value: c.value } : undefined;
+    case "get":
+      return { op: "get", ...base };
+    case "delete":
+      return { op: "delete", ...base };
+    case "cas":
+      if (typeof c.value !== "string") return undefined;
+      if (c.expected !== null && typeof c.expected !== "string") return undefined;
+      return { op: "cas", ...base, expected: c.expected, value: c.value };
+    default:
+      return undefined;
+  }
+}
+
+interface KvSnapshotV1 {
+  v: 1;
+  appliedIndex: number;
+  /** Sorted by key so equal states serialize to equal bytes. */
+  data: [string, string][];
+  /** Sorted by clientId. */
+  sessions: [string, number, number, KvResult][];
+}
+
+function invariant(condition: boolean, message: string): asserts condition {
+  if (!condition) throw new Error(`kv invariant broken: ${message}`);
+}
+
+function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The key-value state machine. See the module comment for what it promises. */
+export class KvStateMachine implements StateMachine<KvResult> {
+  private data = new Map<string, string>();
+  private sessions = new Map<string, Session>();
+  private applied = 0;
+  private readonly limits: KvLimits;
+
+  constructor(limits: Partial<KvLimits> = {}) {
+    this.limits = { ...KV_DEFAULTS, ...limits };
+    invariant(
+      Number.isSafeInteger(this.limits.sessionsMax) && this.limits.sessionsMax >= 1,
+      "sessionsMax >= 1",
+    );
+  }
+
+  get appliedIndex(): number {
+    return this.applied;
+  }
+
+  /** Number of keys held; for tests and metrics. */
+  get size(): number {
+    return this.data.size;
+  }
+
+  apply(entry: Entry): KvResult | undefined {
+    invariant(entry.index === this.applied + 1, `apply index ${entry.index} after ${this.applied}`);
+    this.applied = entry.index;
+    if (entry.type !== EntryType.Normal || entry.data.length === 0) return undefined;
+    const command = decodeKvCommand(entry.data);
+    if (command === undefined) return { ok: false, value: null, error: "malformed" };
+
+    const session = this.sessions.get(command.clientId);
+    if (session !== undefined) {
+      if (command.requestId === session.requestId) return session.result;
+      if (command.requestId < session.requestId) return { ok: false, value: null, error: "stale_request" };
+    }
+    const result = this.execute(command);
+    this.sessions.delete(command.clientId); // re-insert to keep Map order = recency
+    this.sessions.set(command.clientId, { requestId: command.requestId, result, lastIndex: entry.index });
+    if (this.sessions.size > this.limits.sessionsMax) {
+      // Map iteration order is insertion order, and every apply re-inserts: the first key is the
+      // least recently used. Every replica evicts the same one because apply order is the log's.
+      const oldest = this.sessions.keys().next().value as string;
+      this.sessions.delete(oldest);
+    }
+    return result;
+  }
+
+  /** Reads the applied state directly: the read half of a ReadIndex read. */
+  read(key: string): string | null {
+    return this.data.get(key) ?? null;
+  }
+
+  snapshot(): Uint8Array {
+    const snapshot: KvSnapshotV1 = {
+      v: 1,
+      appliedIndex: this.applied,
+      data: [...this.data.entries()].sort((a, b) => compareStrings(a[0], b[0])),
+      sessions: [...this.sessions.entries()]
+        .sort((a, b) => a[1].lastIndex - b[1].lastIndex || compareStrings(a[0], b[0]))
+        .map(([clientId, s]) => [clientId, s.requestId, s.lastIndex, s.result]),
+    };
+    return encoder.encode(JSON.stringify(snapshot));
+  }
+
+  restore(data: Uint8Array): void {
+    const snapshot = JSON.parse(decoder.decode(data)) as KvSnapshotV1;
+    invariant(snapshot.v === 1, `unknown kv snapshot version ${String(snapshot.v)}`);
+    this.applied = snapshot.appliedIndex;
+    this.data = new Map(snapshot.data);
+    // Sessions are stored oldest first, which rebuilds the recency order eviction relies on.
+    this.sessions = new Map(
+      snapshot.sessions.map(([clientId, requestId, lastIndex, result]) => [
+        clientId,
+        { requestId, result, lastIndex },
+      ]),
+    );
+  }
+
+  private execute(command: KvCommand): KvResult {
+    const current = this.data.get(command.key) ?? null;
+    switch (command.op) {
+      case "get":
+        return { ok: true, value: current };
+      case "put":
+        this.data.set(command.key, command.value);
+        return { ok: true, value: current };
+      case "delete":
+        this.data.delete(command.key);
+        return { ok: true, value: current };
+      case "cas":
+        if (current !== command.expected) return { ok: false, value: current };
+        this.data.set(command.key, command.value);
+        return { ok: true, value: current };
+    }
+  }
+}

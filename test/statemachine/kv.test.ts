@@ -1,0 +1,189 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { type Entry, EntryType } from "../../src/raft/types.js";
+import {
+  decodeKvCommand,
+  encodeKvCommand,
+  type KvCommand,
+  KvStateMachine,
+} from "../../src/statemachine/kv.js";
+
+function entry(index: number, command: KvCommand | Uint8Array, type: EntryType = EntryType.Normal): Entry {
+  const data = command instanceof Uint8Array ? command : encodeKvCommand(command);
+  return { term: 1, index, type, data };
+}
+
+describe("KvStateMachine", () => {
+  it("applies put, get, delete and cas with the observed value", () => {
+    const kv = new KvStateMachine();
+    const c = { clientId: "c1" };
+    expect(kv.apply(entry(1, { op: "get", key: "a", ...c, requestId: 1 }))).toEqual({
+      ok: true,
+      value: null,
+    });
+    expect(kv.apply(entry(2, { op: "put", key: "a", value: "x", ...c, requestId: 2 }))).toEqual({
+      ok: true,
+      value: null,
+    });
+    expect(kv.apply(entry(3, { op: "put", key: "a", value: "y", ...c, requestId: 3 }))).toEqual({
+      ok: true,
+      value: "x",
+    });
+    expect(
+      kv.apply(entry(4, { op: "cas", key: "a", expected: "x", value: "z", ...c, requestId: 4 })),
+    ).toEqual({
+      ok: false,
+      value: "y",
+    });
+    expect(kv.read("a")).toBe("y");
+    expect(
+      kv.apply(entry(5, { op: "cas", key: "a", expected: "y", value: "z", ...c, requestId: 5 })),
+    ).toEqual({
+      ok: true,
+      value: "y",
+    });
+    expect(kv.read("a")).toBe("z");
+    expect(kv.apply(entry(6, { op: "delete", key: "a", ...c, requestId: 6 }))).toEqual({
+      ok: true,
+      value: "z",
+    });
+    expect(kv.read("a")).toBeNull();
+    expect(
+      kv.apply(entry(7, { op: "cas", key: "a", expected: null, value: "n", ...c, requestId: 7 })),
+    ).toEqual({
+      ok: true,
+      value: null,
+    });
+    expect(kv.read("a")).toBe("n");
+    expect(kv.appliedIndex).toBe(7);
+  });
+
+  it("applies a retried request once and returns the first result again", () => {
+    const kv = new KvStateMachine();
+    kv.apply(entry(1, { op: "put", key: "k", value: "1", clientId: "c", requestId: 1 }));
+    const first = kv.apply(
+      entry(2, { op: "cas", key: "k", expected: "1", value: "2", clientId: "c", requestId: 2 }),
+    );
+    const retry = kv.apply(
+      entry(3, { op: "cas", key: "k", expected: "1", value: "2", clientId: "c", requestId: 2 }),
+    );
+    expect(first).toEqual({ ok: true, value: "1" });
+    expect(retry).toEqual(first);
+    // Another client's identical request id is a different session.
+    expect(kv.apply(entry(4, { op: "put", key: "k", value: "3", clientId: "d", requestId: 2 }))).toEqual({
+      ok: true,
+      value: "2",
+    });
+    expect(kv.apply(entry(5, { op: "put", key: "k", value: "old", clientId: "c", requestId: 1 }))).toEqual({
+      ok: false,
+      value: null,
+      error: "stale_request",
+    });
+    expect(kv.read("k")).toBe("3");
+  });
+
+  it("treats no-ops, conf changes and malformed bytes as entries without effect", () => {
+    const kv = new KvStateMachine();
+    expect(kv.apply(entry(1, new Uint8Array()))).toBeUndefined();
+    expect(kv.apply(entry(2, new Uint8Array([1, 2, 3]), EntryType.ConfChange))).toBeUndefined();
+    expect(kv.apply(entry(3, new TextEncoder().encode("{not json")))).toEqual({
+      ok: false,
+      value: null,
+      error: "malformed",
+    });
+    expect(kv.apply(entry(4, new Uint8Array([0xff, 0xfe])))).toEqual({
+      ok: false,
+      value: null,
+      error: "malformed",
+    });
+    expect(
+      kv.apply(entry(5, new TextEncoder().encode('{"op":"put","key":"a","clientId":"c","requestId":1}'))),
+    ).toEqual({
+      ok: false,
+      value: null,
+      error: "malformed",
+    });
+    expect(kv.appliedIndex).toBe(5);
+    expect(kv.size).toBe(0);
+  });
+
+  it("rejects an entry out of index order as a broken invariant", () => {
+    const kv = new KvStateMachine();
+    expect(() => kv.apply(entry(2, new Uint8Array()))).toThrow(/invariant/);
+  });
+
+  it("evicts the least recently used session past sessionsMax, the same way on every replica", () => {
+    const kv = new KvStateMachine({ sessionsMax: 2 });
+    kv.apply(entry(1, { op: "put", key: "k", value: "a", clientId: "A", requestId: 1 }));
+    kv.apply(entry(2, { op: "put", key: "k", value: "b", clientId: "B", requestId: 1 }));
+    kv.apply(entry(3, { op: "get", key: "k", clientId: "A", requestId: 2 }));
+    kv.apply(entry(4, { op: "put", key: "k", value: "c", clientId: "C", requestId: 1 })); // evicts B
+    // A's session (recently used) survived: its retry returns the cached read, not the current "c".
+    expect(kv.apply(entry(5, { op: "get", key: "k", clientId: "A", requestId: 2 }))).toEqual({
+      ok: true,
+      value: "b",
+    });
+    // B's retry is no longer recognised, so it applies again: the documented cost of eviction.
+    expect(kv.apply(entry(6, { op: "put", key: "k", value: "b", clientId: "B", requestId: 1 }))).toEqual({
+      ok: true,
+      value: "c",
+    });
+  });
+
+  it("decodes only well-formed commands", () => {
+    const cmd: KvCommand = { op: "cas", key: "k", expected: null, value: "v", clientId: "c", requestId: 3 };
+    expect(decodeKvCommand(encodeKvCommand(cmd))).toEqual(cmd);
+    const bad = (s: string) => decodeKvCommand(new TextEncoder().encode(s));
+    expect(bad("null")).toBeUndefined();
+    expect(bad('{"op":"nope","key":"k","clientId":"c","requestId":1}')).toBeUndefined();
+    expect(bad('{"op":"get","key":"k","clientId":"c","requestId":-1}')).toBeUndefined();
+    expect(bad('{"op":"get","key":"k","clientId":"c","requestId":1.5}')).toBeUndefined();
+    expect(
+      bad('{"op":"cas","key":"k","expected":5,"value":"v","clientId":"c","requestId":1}'),
+    ).toBeUndefined();
+  });
+
+  const commandArb: fc.Arbitrary<KvCommand> = fc.oneof(
+    fc.record({
+      op: fc.constant("put" as const),
+      key: fc.constantFrom("a", "b", "c"),
+      value: fc.string({ maxLength: 3 }),
+      clientId: fc.constantFrom("x", "y", "z", "w"),
+      requestId: fc.nat(5),
+    }),
+    fc.record({
+      op: fc.constantFrom("get" as const, "delete" as const),
+      key: fc.constantFrom("a", "b", "c"),
+      clientId: fc.constantFrom("x", "y", "z", "w"),
+      requestId: fc.nat(5),
+    }),
+    fc.record({
+      op: fc.constant("cas" as const),
+      key: fc.constantFrom("a", "b", "c"),
+      expected: fc.option(fc.string({ maxLength: 3 }), { nil: null }),
+      value: fc.string({ maxLength: 3 }),
+      clientId: fc.constantFrom("x", "y", "z", "w"),
+      requestId: fc.nat(5),
+    }),
+  );
+
+  it("is deterministic and snapshot/restore at any point gives the same final state (property)", () => {
+    fc.assert(
+      fc.property(fc.array(commandArb, { maxLength: 40 }), fc.nat(40), (commands, cutAt) => {
+        const entries = commands.map((c, i) => entry(i + 1, c));
+        const cut = Math.min(cutAt, entries.length);
+        const a = new KvStateMachine({ sessionsMax: 3 });
+        const b = new KvStateMachine({ sessionsMax: 3 });
+        const resultsA = entries.map((e) => a.apply(e));
+        for (const e of entries.slice(0, cut)) b.apply(e);
+        const c = new KvStateMachine({ sessionsMax: 3 });
+        c.restore(b.snapshot());
+        expect(c.appliedIndex).toBe(cut);
+        const resultsC = entries.slice(cut).map((e) => c.apply(e));
+        expect(resultsC).toEqual(resultsA.slice(cut));
+        expect(c.snapshot()).toEqual(a.snapshot());
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
