@@ -20,7 +20,8 @@ export const ERROR_CODES = {
   CFN_ERR_CLOSED: "The component was closed and takes no more work",
 
   // raft
-  CFN_ERR_PROPOSAL_DROPPED: "A proposal was dropped: no leader, a transfer in progress, or too many uncommitted bytes",
+  CFN_ERR_PROPOSAL_DROPPED:
+    "A proposal was dropped: no leader, a transfer in progress, or too many uncommitted bytes",
   CFN_ERR_NOT_LEADER: "The request needs the leader and this node is not it",
   CFN_ERR_RAFT_CONFIG: "A Raft limit is out of range or inconsistent with another",
   CFN_ERR_CONF_CHANGE: "A membership change is not allowed now (one is pending, or it would lose quorum)",
@@ -30,6 +31,7 @@ export const ERROR_CODES = {
   CFN_ERR_COMPACTED: "The requested log index was compacted into a snapshot",
   CFN_ERR_UNAVAILABLE: "The requested log index is not yet in the log",
   CFN_ERR_DATA_DIR_FOREIGN: "The data dir belongs to another cluster or node",
+  CFN_ERR_DATA_DIR_LOCKED: "The data dir is already open, in this process or in another one",
 
   // transport
   CFN_ERR_FRAME_TOO_LARGE: "A peer sent a frame larger than frameBytesMax",

@@ -1,0 +1,270 @@
+// The LevelDB adapter of the LogStore port (classic-level). One `save` is one
+// `batch(ops, { sync: true })`: LevelDB appends the batch to its write-ahead log and fdatasyncs
+// it before the promise resolves, so an acknowledged save survives kill -9 and power loss, and a
+// batch is all-or-nothing after a crash.
+//
+// Writes are serialized through one promise chain: the adapter keeps the log's bounds in memory
+// to compute which stale entries a batch deletes, and two interleaved batches would race on them.
+
+import { resolve } from "node:path";
+import { ClassicLevel } from "classic-level";
+import { CfnError, isCfnError } from "../errors.js";
+import type { Logger } from "../obs/logger.js";
+import type { Metrics } from "../obs/metrics.js";
+import type { Entry, Snapshot } from "../raft/types.js";
+import {
+  decodeEntry,
+  decodeHardState,
+  decodeIdentity,
+  decodeSnapshot,
+  ENTRY_KEY_END,
+  ENTRY_KEY_PREFIX,
+  encodeEntry,
+  encodeHardState,
+  encodeIdentity,
+  encodeSnapshot,
+  entryIndexOfKey,
+  entryKey,
+  HARD_STATE_KEY,
+  IDENTITY_KEY,
+  SNAPSHOT_KEY,
+} from "./codec.js";
+import {
+  assertSaveBatch,
+  checkSnapshotNewer,
+  foreignDataDirError,
+  LOG_STORE_FORMAT_VERSION,
+  type LoadedLog,
+  type LogStore,
+  type SaveBatch,
+  type StoreIdentity,
+  validateIdentity,
+  ZERO_HARD_STATE,
+} from "./log-store.js";
+import { LogStoreMetrics } from "./log-store-metrics.js";
+
+type Db = ClassicLevel<string, Uint8Array>;
+type BatchOp = { type: "put"; key: string; value: Uint8Array } | { type: "del"; key: string };
+
+/**
+ * Paths held open by this process. classic-level's LOCK only guards against other processes:
+ * a second open of the same path in one process would share the lock and corrupt the store.
+ */
+const openPaths = new Set<string>();
+
+export interface LevelLogStoreOptions {
+  /** The data dir (created when missing). */
+  path: string;
+  identity: StoreIdentity;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+export class LevelLogStore implements LogStore {
+  private readonly db: Db;
+  private readonly path: string;
+  private readonly logger: Logger;
+  private readonly storeMetrics: LogStoreMetrics;
+  private readonly identity: StoreIdentity;
+  private snapshotIndex = 0;
+  private lastIndex = 0;
+  private writeChain: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  private constructor(db: Db, path: string, options: LevelLogStoreOptions) {
+    this.db = db;
+    this.path = path;
+    this.identity = { clusterId: options.identity.clusterId, nodeId: options.identity.nodeId };
+    this.logger = options.logger.child("storage");
+    this.storeMetrics = new LogStoreMetrics(options.metrics, "leveldb");
+  }
+
+  /**
+   * Opens (creating when missing) the store at `path`, checks the identity record and reads the
+   * log's bounds. Another cluster's or node's dir → CFN_ERR_DATA_DIR_FOREIGN; a dir already open
+   * in this or another process → CFN_ERR_DATA_DIR_LOCKED.
+   */
+  static async open(options: LevelLogStoreOptions): Promise<LevelLogStore> {
+    validateIdentity(options.identity);
+    const path = resolve(options.path);
+    if (openPaths.has(path)) {
+      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `data dir ${path} is already open in this process`, { path });
+    }
+    openPaths.add(path);
+    const db: Db = new ClassicLevel<string, Uint8Array>(path, { keyEncoding: "utf8", valueEncoding: "view" });
+    try {
+      try {
+        await db.open({ createIfMissing: true });
+      } catch (error) {
+        if (hasCode(error, "LEVEL_LOCKED")) {
+          throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `data dir ${path} is locked by another process`, {
+            path,
+            cause: error,
+          });
+        }
+        throw storageError(`cannot open data dir ${path}`, error);
+      }
+      const store = new LevelLogStore(db, path, options);
+      await store.checkIdentity();
+      await store.readBounds();
+      store.logger.info("log store opened", {
+        path,
+        snapshotIndex: store.snapshotIndex,
+        lastIndex: store.lastIndex,
+      });
+      return store;
+    } catch (error) {
+      openPaths.delete(path);
+      await db.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async load(): Promise<LoadedLog> {
+    this.assertOpen();
+    await this.writeChain.catch(() => undefined);
+    try {
+      const hardStateBytes = await this.db.get(HARD_STATE_KEY);
+      const snapshotBytes = await this.db.get(SNAPSHOT_KEY);
+      const snapshot = snapshotBytes ? decodeSnapshot(snapshotBytes) : undefined;
+      const entries: Entry[] = [];
+      for await (const [, value] of this.db.iterator({ gte: ENTRY_KEY_PREFIX, lt: ENTRY_KEY_END })) {
+        entries.push(decodeEntry(value));
+      }
+      return {
+        hardState: hardStateBytes ? decodeHardState(hardStateBytes) : { ...ZERO_HARD_STATE },
+        ...(snapshot ? { snapshot } : {}),
+        entries,
+        meta: {
+          ...this.identity,
+          formatVersion: LOG_STORE_FORMAT_VERSION,
+          firstIndex: this.snapshotIndex + 1,
+          lastIndex: this.lastIndex,
+        },
+      };
+    } catch (error) {
+      throw storageError(`cannot read data dir ${this.path}`, error);
+    }
+  }
+
+  async save(batch: SaveBatch): Promise<void> {
+    this.assertOpen();
+    return this.serialize(() => this.writeSave(batch));
+  }
+
+  async compact(snapshot: Snapshot): Promise<void> {
+    this.assertOpen();
+    return this.serialize(() => this.writeCompact(snapshot));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.writeChain.catch(() => undefined);
+    try {
+      await this.db.close();
+    } finally {
+      openPaths.delete(this.path);
+    }
+  }
+
+  private async writeSave(batch: SaveBatch): Promise<void> {
+    assertSaveBatch(batch, { snapshotIndex: this.snapshotIndex, lastIndex: this.lastIndex });
+    const ops: BatchOp[] = [];
+    let snapshotIndex = this.snapshotIndex;
+    let lastIndex = this.lastIndex;
+    if (batch.snapshot) {
+      checkSnapshotNewer(batch.snapshot, this.snapshotIndex);
+      for (let index = snapshotIndex + 1; index <= lastIndex; index++) ops.push({ type: "del", key: entryKey(index) });
+      ops.push({ type: "put", key: SNAPSHOT_KEY, value: encodeSnapshot(batch.snapshot) });
+      snapshotIndex = batch.snapshot.metadata.index;
+      lastIndex = snapshotIndex;
+    }
+    if (batch.entries.length > 0) {
+      const newLast = batch.entries[batch.entries.length - 1].index;
+      // The conflicting suffix beyond the new last entry; the rest is overwritten by the puts.
+      for (let index = newLast + 1; index <= lastIndex; index++) ops.push({ type: "del", key: entryKey(index) });
+      for (const entry of batch.entries) ops.push({ type: "put", key: entryKey(entry.index), value: encodeEntry(entry) });
+      lastIndex = newLast;
+    }
+    if (batch.hardState) ops.push({ type: "put", key: HARD_STATE_KEY, value: encodeHardState(batch.hardState) });
+    if (ops.length === 0) return;
+    await this.writeSynced(ops, batch.entries.length);
+    this.snapshotIndex = snapshotIndex;
+    this.lastIndex = lastIndex;
+  }
+
+  private async writeCompact(snapshot: Snapshot): Promise<void> {
+    checkSnapshotNewer(snapshot, this.snapshotIndex);
+    const index = snapshot.metadata.index;
+    const ops: BatchOp[] = [{ type: "put", key: SNAPSHOT_KEY, value: encodeSnapshot(snapshot) }];
+    const dropUpTo = Math.min(index, this.lastIndex);
+    for (let i = this.snapshotIndex + 1; i <= dropUpTo; i++) ops.push({ type: "del", key: entryKey(i) });
+    await this.writeSynced(ops, 0);
+    this.snapshotIndex = index;
+    this.lastIndex = Math.max(this.lastIndex, index);
+  }
+
+  private async writeSynced(ops: BatchOp[], entryCount: number): Promise<void> {
+    const startedAt = performance.now();
+    let bytes = 0;
+    for (const op of ops) if (op.type === "put") bytes += op.value.byteLength;
+    try {
+      await this.db.batch(ops, { sync: true });
+    } catch (error) {
+      this.storeMetrics.recordFailure();
+      throw storageError(`synced write to ${this.path} failed`, error);
+    }
+    this.storeMetrics.recordBatch((performance.now() - startedAt) / 1000, entryCount, bytes);
+  }
+
+  private async checkIdentity(): Promise<void> {
+    const bytes = await this.db.get(IDENTITY_KEY);
+    if (bytes === undefined) {
+      const record = { ...this.identity, formatVersion: LOG_STORE_FORMAT_VERSION };
+      await this.db.put(IDENTITY_KEY, encodeIdentity(record), { sync: true });
+      return;
+    }
+    const stored = decodeIdentity(bytes);
+    if (stored.clusterId !== this.identity.clusterId || stored.nodeId !== this.identity.nodeId) {
+      throw foreignDataDirError(this.path, stored, this.identity);
+    }
+    if (stored.formatVersion !== LOG_STORE_FORMAT_VERSION) {
+      throw new CfnError(
+        "CFN_ERR_STORAGE",
+        `data dir ${this.path} has format version ${stored.formatVersion}; this build reads ${LOG_STORE_FORMAT_VERSION}`,
+        { path: this.path },
+      );
+    }
+  }
+
+  private async readBounds(): Promise<void> {
+    const snapshotBytes = await this.db.get(SNAPSHOT_KEY);
+    this.snapshotIndex = snapshotBytes ? decodeSnapshot(snapshotBytes).metadata.index : 0;
+    const last = await this.db.keys({ gte: ENTRY_KEY_PREFIX, lt: ENTRY_KEY_END, reverse: true, limit: 1 }).all();
+    this.lastIndex = last.length > 0 ? Math.max(entryIndexOfKey(last[0]), this.snapshotIndex) : this.snapshotIndex;
+  }
+
+  private serialize(operation: () => Promise<void>): Promise<void> {
+    const run = this.writeChain.then(operation, operation);
+    this.writeChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new CfnError("CFN_ERR_CLOSED", `log store ${this.path} is closed`);
+  }
+}
+
+function hasCode(error: unknown, code: string): boolean {
+  for (let e = error as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (e.code === code) return true;
+  }
+  return false;
+}
+
+function storageError(message: string, cause: unknown): CfnError {
+  if (isCfnError(cause)) return cause;
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  return new CfnError("CFN_ERR_STORAGE", `${message}: ${reason}`, { cause });
+}
