@@ -1,0 +1,411 @@
+// The bus of one host: opens <root>/<name>, writes messages into agents' inboxes (maildir: write
+// to tmp/, rename into inbox/), enforces the limits, reports status, and opens mailboxes.
+// Sends are synchronous on purpose: sync fs calls on tmpfs cost a few microseconds, a promise
+// round trip per file would cost more than the write itself.
+
+import { randomUUID } from "node:crypto";
+import { readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { CfnError } from "../errors.js";
+import { silentLogger, type Logger } from "../obs/logger.js";
+import { Metrics } from "../obs/metrics.js";
+import { busSchema, type BusConfig } from "../config/schema.js";
+import { isValidAgentId, validateAgentId } from "./agent-id.js";
+import { createBusMetrics, type BusMetrics } from "./bus-metrics.js";
+import { nextArrivalUs, UniqueNames, wallClockUs } from "./clock.js";
+import { fitsAfterCount, mustRecount, type DepthEstimate } from "./backpressure.js";
+import {
+  encodeBatchFile,
+  encodeMessageFile,
+  headersProblem,
+  isValidMessageId,
+  isValidMessageType,
+  PROTOCOL_VERSION,
+  type Envelope,
+} from "./envelope.js";
+import { BusLayout, FILE_MODE, openBusDirectory, type AgentPaths } from "./layout.js";
+import { Mailbox, type MailboxOptions } from "./mailbox.js";
+import { countOfEntry, formatQueuedName, PRIORITY_DIGIT, type Priority } from "./names.js";
+
+/** What a caller sends; the bus fills in the rest of the envelope. */
+export interface OutgoingMessage {
+  /** Application message type ([A-Za-z0-9._:/-], 1 to 128 characters). */
+  type: string;
+  /** Any JSON-serialisable value; undefined is sent as null. */
+  payload?: unknown;
+  /** Default "normal". High is delivered before normal, normal before low. */
+  priority?: Priority;
+  /** String headers, e.g. { traceparent: "00-…" }. */
+  headers?: Record<string, string>;
+  /** Message id; default a random UUID. Give one to make retries idempotent downstream. */
+  id?: string;
+}
+
+export interface SendOptions {
+  /**
+   * How long to wait for room when the inbox is full, in ms (capped by sendWaitMsMax). 0 (the
+   * default) refuses at once with CFN_ERR_INBOX_FULL. Only the async send/sendBatch can wait.
+   */
+  waitMs?: number;
+}
+
+export interface SendResult {
+  /** Ids of the messages written, in order. */
+  ids: string[];
+  /** Name of the file written into the inbox. */
+  file: string;
+}
+
+export interface BusOptions {
+  /** Bus settings; missing ones take the defaults of busSchema. */
+  config?: Partial<BusConfig>;
+  metrics?: Metrics;
+  logger?: Logger;
+}
+
+/** Per-agent view of the bus, for `cfn status` and dashboards. */
+export interface AgentStatus {
+  agentId: string;
+  shard: number;
+  /** Messages waiting in inbox/ (a batch counts its messages). */
+  inboxDepth: number;
+  /** Messages held by consumers in claimed/. */
+  claimed: number;
+  /** Files in dead/. */
+  deadLetters: number;
+  /** Time of the last heartbeat in ms since the epoch; null when the agent never opened a mailbox. */
+  lastSeenMs: number | null;
+}
+
+export interface BusStatus {
+  dir: string;
+  shards: number;
+  agents: AgentStatus[];
+}
+
+const OVERFLOW_LOG_INTERVAL_MS = 1000;
+
+export class Bus {
+  readonly config: BusConfig;
+  /** <root>/<name>. */
+  readonly dir: string;
+  readonly layout: BusLayout;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** @internal shared with mailboxes */
+  readonly busMetrics: BusMetrics;
+  /** @internal */
+  readonly uniqueNames = new UniqueNames();
+  private readonly sequences = new Map<string, number>();
+  private readonly depthEstimates = new Map<string, DepthEstimate>();
+  private readonly overflowLog = new Map<string, { lastMs: number; suppressed: number }>();
+  private closed = false;
+
+  constructor(options: BusOptions = {}) {
+    this.config = busSchema.parse({ ...busSchema.parse({}), ...options.config });
+    this.logger = (options.logger ?? silentLogger).child("bus");
+    this.metrics = options.metrics ?? new Metrics();
+    this.busMetrics = createBusMetrics(this.metrics);
+    this.dir = join(this.config.root, this.config.name);
+    const shards = openBusDirectory(this.dir, this.config.shards, this.uniqueNames.next());
+    if (shards !== this.config.shards) {
+      this.logger.warn("bus.conf fixes a different shard count; using it", { configured: this.config.shards, shards });
+    }
+    this.layout = new BusLayout(this.dir, shards);
+  }
+
+  /** Writes one message into `to`'s inbox, or throws (INBOX_FULL, MESSAGE_TOO_LARGE, INVALID_*). */
+  sendSync(from: string, to: string, message: OutgoingMessage): SendResult {
+    return this.sendMessage(from, to, message, true);
+  }
+
+  private sendMessage(from: string, to: string, message: OutgoingMessage, countOverflow: boolean): SendResult {
+    this.assertOpen();
+    validateAgentId(from);
+    validateAgentId(to);
+    const sequenceBefore = this.sequences.get(from);
+    try {
+      const envelope = this.envelope(from, to, message);
+      const text = encodeMessageFile(envelope);
+    if (text.length > this.config.messageBytesMax || Buffer.byteLength(text) > this.config.messageBytesMax) {
+      throw new CfnError("CFN_ERR_MESSAGE_TOO_LARGE", `message of ${Buffer.byteLength(text)} bytes exceeds messageBytesMax ${this.config.messageBytesMax}`, {
+        bytes: Buffer.byteLength(text),
+        messageBytesMax: this.config.messageBytesMax,
+      });
+    }
+      const file = this.deliverFile(to, envelope.priority, 1, text, countOverflow);
+      return { ids: [envelope.id], file };
+    } catch (error) {
+      this.restoreSequence(from, sequenceBefore);
+      throw error;
+    }
+  }
+
+  /**
+   * Writes several messages to one inbox as ONE batch file: all are queued or none (atomic per
+   * inbox). The batch is queued at the priority of its first message.
+   */
+  sendBatchSync(from: string, to: string, messages: OutgoingMessage[]): SendResult {
+    return this.sendBatchMessages(from, to, messages, true);
+  }
+
+  private sendBatchMessages(from: string, to: string, messages: OutgoingMessage[], countOverflow: boolean): SendResult {
+    this.assertOpen();
+    validateAgentId(from);
+    validateAgentId(to);
+    if (!Array.isArray(messages) || messages.length === 0) {
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "a batch needs at least one message");
+    }
+    if (messages.length > this.config.batchMessagesMax) {
+      throw new CfnError("CFN_ERR_BATCH_TOO_LARGE", `batch of ${messages.length} exceeds batchMessagesMax ${this.config.batchMessagesMax}`, {
+        messages: messages.length,
+        batchMessagesMax: this.config.batchMessagesMax,
+      });
+    }
+    const sequenceBefore = this.sequences.get(from);
+    try {
+      return this.sendBatchEnvelopes(to, messages.map((message) => this.envelope(from, to, message)), countOverflow);
+    } catch (error) {
+      this.restoreSequence(from, sequenceBefore);
+      throw error;
+    }
+  }
+
+  private sendBatchEnvelopes(to: string, envelopes: Envelope[], countOverflow: boolean): SendResult {
+    const text = encodeBatchFile(envelopes);
+    // Each message is held to messageBytesMax; the file may hold N of them.
+    const bytes = Buffer.byteLength(text);
+    if (bytes > this.config.messageBytesMax * envelopes.length) {
+      throw new CfnError("CFN_ERR_MESSAGE_TOO_LARGE", `batch of ${bytes} bytes exceeds ${envelopes.length} × messageBytesMax`, {
+        bytes,
+        messageBytesMax: this.config.messageBytesMax,
+      });
+    }
+    for (const envelope of envelopes) {
+      const single = Buffer.byteLength(encodeMessageFile(envelope));
+      if (envelopes.length > 1 && single > this.config.messageBytesMax) {
+        throw new CfnError("CFN_ERR_MESSAGE_TOO_LARGE", `batch message ${envelope.id} of ${single} bytes exceeds messageBytesMax`, {
+          bytes: single,
+          messageBytesMax: this.config.messageBytesMax,
+        });
+      }
+    }
+    const file = this.deliverFile(to, envelopes[0].priority, envelopes.length, text, countOverflow);
+    return { ids: envelopes.map((envelope) => envelope.id), file };
+  }
+
+  /** sendSync that may wait for room in a full inbox (options.waitMs). */
+  async send(from: string, to: string, message: OutgoingMessage, options: SendOptions = {}): Promise<SendResult> {
+    return this.retryWhileFull((last) => this.sendMessage(from, to, message, last), options);
+  }
+
+  /** sendBatchSync that may wait for room in a full inbox (options.waitMs). */
+  async sendBatch(from: string, to: string, messages: OutgoingMessage[], options: SendOptions = {}): Promise<SendResult> {
+    return this.retryWhileFull((last) => this.sendBatchMessages(from, to, messages, last), options);
+  }
+
+  /** Opens (creating if needed) the mailbox of `agentId` to receive its messages. */
+  openMailbox(agentId: string, options: MailboxOptions = {}): Mailbox {
+    this.assertOpen();
+    validateAgentId(agentId);
+    return new Mailbox(this, agentId, options);
+  }
+
+  /** Messages queued + claimed in an agent's inbox, counted now (two readdirs). */
+  inboxDepth(agentId: string): number {
+    validateAgentId(agentId);
+    return this.countDepth(this.layout.agent(agentId));
+  }
+
+  /** Status of one agent; undefined when it has no directory on this bus. */
+  agentStatus(agentId: string): AgentStatus | undefined {
+    validateAgentId(agentId);
+    const paths = this.layout.agent(agentId);
+    let inboxDepth: number;
+    try {
+      inboxDepth = sumCounts(readdirSync(paths.inbox));
+    } catch {
+      return undefined;
+    }
+    const claimed = sumCounts(safeReaddir(paths.claimed));
+    const deadLetters = safeReaddir(paths.dead).filter((name) => !name.endsWith(".reason")).length;
+    let lastSeenMs: number | null = null;
+    try {
+      lastSeenMs = statSync(paths.heartbeat).mtimeMs;
+    } catch {
+      lastSeenMs = null;
+    }
+    this.busMetrics.inboxDepth.set({ agent: agentId }, inboxDepth + claimed);
+    return { agentId, shard: paths.shard, inboxDepth, claimed, deadLetters, lastSeenMs };
+  }
+
+  /** Ids of every agent with a directory on this bus, sorted. */
+  listAgents(): string[] {
+    const agents: string[] = [];
+    for (const shard of safeReaddir(this.dir)) {
+      if (!/^[0-9]+$/.test(shard)) continue;
+      for (const agentId of safeReaddir(join(this.dir, shard))) if (isValidAgentId(agentId)) agents.push(agentId);
+    }
+    return agents.sort();
+  }
+
+  /** Status of every agent of the bus. */
+  status(): BusStatus {
+    const agents: AgentStatus[] = [];
+    for (const agentId of this.listAgents()) {
+      const status = this.agentStatus(agentId);
+      if (status) agents.push(status);
+    }
+    return { dir: this.dir, shards: this.layout.shards, agents };
+  }
+
+  /** Stops taking sends. Mailboxes are closed by their owners. */
+  close(): void {
+    this.closed = true;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  private restoreSequence(from: string, sequenceBefore: number | undefined): void {
+    if (sequenceBefore === undefined) this.sequences.delete(from);
+    else this.sequences.set(from, sequenceBefore);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new CfnError("CFN_ERR_CLOSED", "the bus is closed");
+  }
+
+  private envelope(from: string, to: string, message: OutgoingMessage): Envelope {
+    if (typeof message !== "object" || message === null) throw new CfnError("CFN_ERR_INVALID_MESSAGE", "a message must be an object");
+    if (!isValidMessageType(message.type)) {
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "message type must match [A-Za-z0-9._:/-]{1,128}", { type: message.type });
+    }
+    const priority = message.priority ?? "normal";
+    if (PRIORITY_DIGIT[priority] === undefined) {
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "priority must be high, normal or low", { priority });
+    }
+    const headers = message.headers ?? {};
+    const problem = message.headers === undefined ? undefined : headersProblem(headers);
+    if (problem) throw new CfnError("CFN_ERR_INVALID_MESSAGE", problem);
+    let id = message.id;
+    if (id === undefined) id = randomUUID();
+    else if (!isValidMessageId(id)) throw new CfnError("CFN_ERR_INVALID_MESSAGE", "message id must match [A-Za-z0-9._:-]{1,128}", { id });
+    const seq = (this.sequences.get(from) ?? 0) + 1;
+    this.sequences.set(from, seq);
+    return { v: PROTOCOL_VERSION, id, from, to, type: message.type, priority, seq, ts: wallClockUs(), headers, payload: message.payload };
+  }
+
+  /** The send path: admission, write into tmp/, rename into inbox/. Returns the inbox file name. */
+  private deliverFile(to: string, priority: Priority, count: number, text: string, countOverflow: boolean): string {
+    const paths = this.layout.agent(to);
+    this.layout.ensureAgent(paths);
+    this.admit(paths, count, countOverflow);
+    const name = formatQueuedName({ priority, arrivalUs: nextArrivalUs(), count, unique: this.uniqueNames.next(), deliveries: 0 });
+    const tmpPath = join(paths.tmp, name);
+    const inboxPath = join(paths.inbox, name);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        writeFileSync(tmpPath, text, { mode: FILE_MODE });
+        renameSync(tmpPath, inboxPath);
+        break;
+      } catch (error) {
+        // The mailbox was removed under us (agent shut down): recreate it and write again.
+        if ((error as NodeJS.ErrnoException).code !== "ENOENT" || attempt >= 2) {
+          try {
+            unlinkSync(tmpPath);
+          } catch {}
+          this.forgetEstimate(to, count);
+          throw error;
+        }
+        this.layout.ensureAgent(paths, true);
+      }
+    }
+    this.busMetrics.sent.inc(count);
+    return name;
+  }
+
+  private admit(paths: AgentPaths, count: number, countOverflow: boolean): void {
+    const depthMax = this.config.inboxDepthMax;
+    let estimate = this.depthEstimates.get(paths.agentId);
+    if (mustRecount(estimate, count, depthMax)) {
+      estimate = { counted: this.countDepth(paths), sentSinceCount: 0 };
+      if (this.depthEstimates.size > 10_000) this.depthEstimates.clear();
+      this.depthEstimates.set(paths.agentId, estimate);
+      if (!fitsAfterCount(estimate.counted, count, depthMax)) this.refuseFull(paths, estimate.counted, count, countOverflow);
+    }
+    (estimate as DepthEstimate).sentSinceCount += count;
+  }
+
+  private forgetEstimate(agentId: string, count: number): void {
+    const estimate = this.depthEstimates.get(agentId);
+    if (estimate) estimate.sentSinceCount = Math.max(0, estimate.sentSinceCount - count);
+  }
+
+  private countDepth(paths: AgentPaths): number {
+    return sumCounts(safeReaddir(paths.inbox)) + sumCounts(safeReaddir(paths.claimed));
+  }
+
+  private refuseFull(paths: AgentPaths, depth: number, count: number, countOverflow: boolean): never {
+    if (countOverflow) this.countOverflow(paths, depth, count);
+    throw new CfnError("CFN_ERR_INBOX_FULL", `inbox of ${paths.agentId} holds ${depth} of ${this.config.inboxDepthMax} messages`, {
+      agentId: paths.agentId,
+      depth,
+      count,
+      inboxDepthMax: this.config.inboxDepthMax,
+    });
+  }
+
+  private countOverflow(paths: AgentPaths, depth: number, count: number): void {
+    this.busMetrics.overflows.inc(count);
+    this.busMetrics.inboxDepth.set({ agent: paths.agentId }, depth);
+    // One log line per inbox per second at most; the counter has the exact number.
+    const now = Date.now();
+    const log = this.overflowLog.get(paths.agentId) ?? { lastMs: 0, suppressed: 0 };
+    if (now - log.lastMs >= OVERFLOW_LOG_INTERVAL_MS) {
+      this.logger.warn("inbox full, send refused", { agent: paths.agentId, depth, inboxDepthMax: this.config.inboxDepthMax, suppressed: log.suppressed });
+      this.metrics.emit("cfn_bus_inbox_overflows_total", count + log.suppressed, { agent: paths.agentId });
+      log.lastMs = now;
+      log.suppressed = 0;
+    } else {
+      log.suppressed += count;
+    }
+    this.overflowLog.set(paths.agentId, log);
+  }
+
+  /** Retries a refused send until options.waitMs passes; only the last refusal counts as an overflow. */
+  private async retryWhileFull(attempt: (last: boolean) => SendResult, options: SendOptions): Promise<SendResult> {
+    const waitMs = Math.min(Math.max(0, options.waitMs ?? 0), this.config.sendWaitMsMax);
+    const deadline = Date.now() + waitMs;
+    let pauseMs = 1;
+    for (;;) {
+      try {
+        return attempt(Date.now() >= deadline);
+      } catch (error) {
+        if (!(error instanceof CfnError) || error.code !== "CFN_ERR_INBOX_FULL" || waitMs === 0) throw error;
+        if (Date.now() >= deadline) {
+          // The deadline passed during this attempt: one last, counted attempt.
+          return attempt(true);
+        }
+      }
+      await sleep(Math.min(pauseMs, Math.max(1, deadline - Date.now())));
+      pauseMs = Math.min(pauseMs * 2, 50);
+    }
+  }
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+function sumCounts(names: string[]): number {
+  let total = 0;
+  for (const name of names) total += countOfEntry(name);
+  return total;
+}

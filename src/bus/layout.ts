@@ -1,0 +1,110 @@
+// Directory layout of a bus (docs/PROTOCOL.md, "Layout"):
+//
+//   <root>/<name>/bus.conf                       version=1, shards=<n>  (first opener writes it)
+//   <root>/<name>/<shard>/<agent>/tmp/           files being written
+//   <root>/<name>/<shard>/<agent>/inbox/         queued files
+//   <root>/<name>/<shard>/<agent>/claimed/       files a consumer holds
+//   <root>/<name>/<shard>/<agent>/dead/          dead letters, each with a <file>.reason
+//   <root>/<name>/<shard>/<agent>/heartbeat      liveness mark (its mtime is last-seen)
+//
+// Every directory is created 0700. Directory existence is cached per agent: a send costs no mkdir.
+
+import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { shardOf } from "./agent-id.js";
+
+export interface AgentPaths {
+  agentId: string;
+  shard: number;
+  dir: string;
+  tmp: string;
+  inbox: string;
+  claimed: string;
+  dead: string;
+  heartbeat: string;
+}
+
+export const DIRECTORY_MODE = 0o700;
+export const FILE_MODE = 0o600;
+
+export class BusLayout {
+  readonly base: string;
+  readonly shards: number;
+  private readonly paths = new Map<string, AgentPaths>();
+  private readonly created = new Set<string>();
+
+  constructor(base: string, shards: number) {
+    this.base = base;
+    this.shards = shards;
+  }
+
+  /** Paths of an agent (the id must be validated by the caller). */
+  agent(agentId: string): AgentPaths {
+    let paths = this.paths.get(agentId);
+    if (!paths) {
+      const shard = shardOf(agentId, this.shards);
+      const dir = join(this.base, String(shard), agentId);
+      paths = {
+        agentId,
+        shard,
+        dir,
+        tmp: join(dir, "tmp"),
+        inbox: join(dir, "inbox"),
+        claimed: join(dir, "claimed"),
+        dead: join(dir, "dead"),
+        heartbeat: join(dir, "heartbeat"),
+      };
+      if (this.paths.size > 100_000) this.paths.clear();
+      this.paths.set(agentId, paths);
+    }
+    return paths;
+  }
+
+  /** Creates the agent's directories unless this process already did; `force` re-checks. */
+  ensureAgent(paths: AgentPaths, force = false): void {
+    if (!force && this.created.has(paths.agentId)) return;
+    for (const dir of [paths.tmp, paths.inbox, paths.claimed, paths.dead]) {
+      mkdirSync(dir, { recursive: true, mode: DIRECTORY_MODE });
+    }
+    if (this.created.size > 100_000) this.created.clear();
+    this.created.add(paths.agentId);
+  }
+
+  /** Forgets the cached existence of an agent's directories (after they were removed). */
+  forgetAgent(agentId: string): void {
+    this.created.delete(agentId);
+  }
+}
+
+/**
+ * Creates the bus directory and returns the shard count it was created with: the first opener
+ * writes bus.conf without overwriting (link), later openers read it so all processes agree.
+ */
+export function openBusDirectory(base: string, shards: number, unique: string): number {
+  mkdirSync(base, { recursive: true, mode: DIRECTORY_MODE });
+  const confPath = join(base, "bus.conf");
+  const existing = readShards(confPath);
+  if (existing !== undefined) return existing;
+  const tmpPath = join(base, `.bus.conf.${unique}`);
+  writeFileSync(tmpPath, `version=1\nshards=${shards}\n`, { mode: FILE_MODE });
+  try {
+    linkSync(tmpPath, confPath);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  } finally {
+    unlinkSync(tmpPath);
+  }
+  return readShards(confPath) ?? shards;
+}
+
+function readShards(confPath: string): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(confPath, "utf8");
+  } catch {
+    return undefined;
+  }
+  const match = /^shards=([0-9]+)$/m.exec(text);
+  const shards = match ? Number(match[1]) : Number.NaN;
+  return Number.isInteger(shards) && shards >= 1 ? shards : undefined;
+}

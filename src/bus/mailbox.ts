@@ -1,0 +1,608 @@
+// The receiving side of one agent: claims files from its inbox in delivery order (priority, then
+// arrival: a byte-sorted readdir), hands out their messages, and settles them — ack removes the
+// claim, nack puts it back (or into dead-letter after deliveriesMax). fs.watch only wakes a waiting
+// receive; the inbox is always rescanned, on wake-up and on a rescanIntervalMs timer, because
+// inotify drops events past its queue limit.
+//
+// Claims carry their visibility deadline and the claimant's pid in the file name, so any consumer
+// can return an expired claim to the inbox, and a new mailbox returns the claims of dead processes
+// at once (crashed-consumer recovery).
+
+import {
+  closeSync,
+  fstatSync,
+  openSync,
+  readdirSync,
+  readSync,
+  renameSync,
+  rmSync,
+  unlinkSync,
+  utimesSync,
+  watch,
+  writeFileSync,
+  type FSWatcher,
+} from "node:fs";
+import { join } from "node:path";
+import { CfnError } from "../errors.js";
+import type { Logger } from "../obs/logger.js";
+import type { Bus } from "./bus.js";
+import { isProcessAlive, wallClockUs } from "./clock.js";
+import { moveToDeadLetter, type DeadLetterCause, type DeadLetterContext } from "./dead-letter.js";
+import { decodeFile, encodeBatchFile, encodeMessageFile, type Envelope } from "./envelope.js";
+import { FILE_MODE, type AgentPaths } from "./layout.js";
+import {
+  formatClaimedName,
+  formatQueuedName,
+  parseClaimedName,
+  parseQueuedName,
+  type ClaimedName,
+} from "./names.js";
+
+export interface MailboxOptions {
+  /** Refresh the heartbeat every heartbeatIntervalMs while open (default true). */
+  heartbeat?: boolean;
+  /** Watch the inbox with fs.watch for fast wake-ups (default true); rescans happen regardless. */
+  watch?: boolean;
+}
+
+export interface ReceiveOptions {
+  /** Longest wait for a first message, in ms; 0 (default) returns at once. */
+  timeoutMs?: number;
+  /** Most messages returned (default 1). */
+  max?: number;
+}
+
+/** One message handed to a consumer; settle it with ack or nack. */
+export interface Delivery {
+  readonly message: Envelope;
+  /** Times this message's file has been claimed, 1 on the first delivery. */
+  readonly deliveries: number;
+  /** @internal */
+  readonly claim: Claim;
+  /** @internal position of the message in its file */
+  readonly index: number;
+}
+
+export interface NackOptions {
+  /** Why the consumer gave up; kept in the dead-letter reason when deliveries are exhausted. */
+  reason?: string;
+}
+
+/** @internal A claimed file and the settlement of its messages. */
+interface Claim {
+  path: string;
+  fileName: string;
+  name: ClaimedName;
+  envelopes: Envelope[];
+  /** Per message: UNSETTLED, ACKED or REQUEUED. */
+  states: Uint8Array;
+  /** Messages not yet acked or nacked. */
+  unsettled: number;
+  /** True once at least one requeued message was nacked (counts a delivery) rather than handed back. */
+  penalised: boolean;
+  lastReason: string | undefined;
+  done: boolean;
+}
+
+const UNSETTLED = 0;
+const ACKED = 1;
+const REQUEUED = 2;
+
+const READ_BUFFER_BYTES_MIN = 64 * 1024;
+/** Extra bytes allowed per message of a batch file for its wrapper. */
+const BATCH_OVERHEAD_BYTES = 64;
+
+export class Mailbox {
+  readonly agentId: string;
+  readonly paths: AgentPaths;
+  private readonly bus: Bus;
+  private readonly logger: Logger;
+  private readonly deadLetterContext: DeadLetterContext;
+  /** Sorted inbox names from the last scan and the next one to try. */
+  private queue: string[] = [];
+  private queueIndex = 0;
+  /** Set by fs.watch: something changed in the inbox since the last scan. */
+  private inboxChanged = true;
+  /** Messages of claimed batch files not yet handed out. */
+  private readonly ready: Delivery[] = [];
+  /** Claims with unsettled messages, by claimed path. */
+  private readonly claims = new Map<string, Claim>();
+  private lastSweepMs = 0;
+  private watcher: FSWatcher | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private wake: (() => void) | undefined;
+  private readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES_MIN);
+  private closed = false;
+
+  /** Use Bus.openMailbox. */
+  constructor(bus: Bus, agentId: string, options: MailboxOptions = {}) {
+    this.bus = bus;
+    this.agentId = agentId;
+    this.logger = bus.logger.child("mailbox");
+    this.paths = bus.layout.agent(agentId);
+    bus.layout.ensureAgent(this.paths, true);
+    this.deadLetterContext = { paths: this.paths, logger: this.logger, metrics: bus.metrics, busMetrics: bus.busMetrics };
+    this.heartbeat();
+    this.recoverClaims();
+    this.removeStaleTemps();
+    if (options.watch ?? true) this.startWatch();
+    if (options.heartbeat ?? true) {
+      this.heartbeatTimer = setInterval(() => this.heartbeat(), bus.config.heartbeatIntervalMs);
+      this.heartbeatTimer.unref();
+    }
+  }
+
+  /**
+   * Returns up to `max` messages, waiting up to `timeoutMs` for the first. An empty array means the
+   * deadline passed. Throws CFN_ERR_CLOSED after close().
+   */
+  async receive(options: ReceiveOptions = {}): Promise<Delivery[]> {
+    const max = options.max ?? 1;
+    const deadline = Date.now() + Math.max(0, options.timeoutMs ?? 0);
+    for (;;) {
+      const deliveries = this.receiveNow(max);
+      if (deliveries.length > 0) return deliveries;
+      const now = Date.now();
+      if (now >= deadline) return deliveries;
+      await this.waitForChange(Math.min(deadline - now, this.bus.config.rescanIntervalMs));
+    }
+  }
+
+  /** Returns up to `max` messages that are available now, without waiting. */
+  receiveNow(max = 1): Delivery[] {
+    this.assertOpen();
+    const out: Delivery[] = [];
+    this.maybeSweep();
+    let rescanned = false;
+    if (this.inboxChanged && this.ready.length < max) {
+      this.scanInbox();
+      rescanned = true;
+    }
+    while (out.length < max) {
+      const next = this.ready.shift();
+      if (next) {
+        out.push(next);
+        continue;
+      }
+      if (this.queueIndex >= this.queue.length) {
+        if (rescanned) break;
+        this.scanInbox();
+        rescanned = true;
+        if (this.queue.length === 0) break;
+      }
+      this.claimFile(this.queue[this.queueIndex++]);
+    }
+    return out;
+  }
+
+  /** Acknowledges processed messages: their file is removed once all its messages are settled. */
+  ack(delivery: Delivery | Delivery[]): void {
+    for (const one of Array.isArray(delivery) ? delivery : [delivery]) this.settle(one, undefined, false);
+  }
+
+  /**
+   * Gives a message back: it is redelivered (to this or another consumer), or moved to dead-letter
+   * once it has been delivered deliveriesMax times.
+   */
+  nack(delivery: Delivery, options: NackOptions = {}): void {
+    this.settle(delivery, options.reason ?? "nacked", true);
+  }
+
+  /** Refreshes the liveness mark (heartbeat file mtime). Called on a timer while open. */
+  heartbeat(): void {
+    const now = new Date();
+    try {
+      utimesSync(this.paths.heartbeat, now, now);
+    } catch {
+      try {
+        writeFileSync(this.paths.heartbeat, `${process.pid}\n`, { mode: FILE_MODE });
+      } catch (error) {
+        this.logger.warn("heartbeat failed", { agent: this.agentId, error });
+      }
+    }
+  }
+
+  /** Messages held by this mailbox and not yet settled (handed out or waiting in a claimed batch). */
+  get unsettledCount(): number {
+    let count = 0;
+    for (const claim of this.claims.values()) count += claim.unsettled;
+    return count;
+  }
+
+  /**
+   * Graceful shutdown, step 1: processes every message now in the inbox with `handler` (ack on
+   * success, nack on a throw) until the inbox is empty or `timeoutMs` passes. Returns the number
+   * of messages acked.
+   */
+  async drain(handler: (message: Envelope, delivery: Delivery) => unknown, options: { timeoutMs?: number } = {}): Promise<number> {
+    const deadline = Date.now() + (options.timeoutMs ?? this.bus.config.visibilityTimeoutMs);
+    let acked = 0;
+    while (Date.now() < deadline) {
+      this.inboxChanged = true;
+      const deliveries = this.receiveNow(64);
+      if (deliveries.length === 0) break;
+      for (const delivery of deliveries) {
+        try {
+          await handler(delivery.message, delivery);
+          this.ack(delivery);
+          acked++;
+        } catch (error) {
+          this.nack(delivery, { reason: `handler failed during drain: ${(error as Error)?.message ?? String(error)}` });
+        }
+      }
+    }
+    return acked;
+  }
+
+  /**
+   * Graceful shutdown, step 2: hands every unsettled message back to the inbox (without counting a
+   * delivery), stops watching and heartbeating. With `removeDirs`, removes the agent's directories
+   * when its inbox and claims are empty — a message that races in is moved back, never lost.
+   */
+  close(options: { removeDirs?: boolean } = {}): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.watcher?.close();
+    this.watcher = undefined;
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.wake?.();
+    for (const claim of [...this.claims.values()]) {
+      for (let index = 0; index < claim.states.length; index++) if (claim.states[index] === UNSETTLED) claim.states[index] = REQUEUED;
+      claim.unsettled = 0;
+      this.finishClaim(claim);
+    }
+    this.ready.length = 0;
+    if (options.removeDirs) this.removeDirsIfEmpty();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  // ---- claiming -------------------------------------------------------------------------------
+
+  private scanInbox(): void {
+    this.inboxChanged = false;
+    let names: string[];
+    try {
+      names = readdirSync(this.paths.inbox);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      this.bus.layout.ensureAgent(this.paths, true);
+      names = [];
+    }
+    names.sort();
+    this.queue = names;
+    this.queueIndex = 0;
+  }
+
+  /** Claims one inbox file by rename; pushes its messages to `ready`. Losing the race is normal. */
+  private claimFile(fileName: string): void {
+    const inboxPath = join(this.paths.inbox, fileName);
+    const queued = parseQueuedName(fileName);
+    if (!queued) {
+      moveToDeadLetter(this.deadLetterContext, inboxPath, fileName, "foreign", "file name does not follow the protocol", 0);
+      return;
+    }
+    const config = this.bus.config;
+    if (queued.deliveries >= config.deliveriesMax) {
+      moveToDeadLetter(this.deadLetterContext, inboxPath, fileName, "deliveries_exhausted", `already delivered ${queued.deliveries} times`, queued.deliveries);
+      return;
+    }
+    const name: ClaimedName = {
+      ...queued,
+      deliveries: queued.deliveries + 1,
+      deadlineMs: Date.now() + config.visibilityTimeoutMs,
+      pid: process.pid,
+    };
+    const claimedName = formatClaimedName(name);
+    const claimedPath = join(this.paths.claimed, claimedName);
+    try {
+      renameSync(inboxPath, claimedPath);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return; // another consumer won
+      throw error;
+    }
+    const text = this.readClaimed(claimedPath, name.count);
+    if (typeof text !== "string") {
+      this.deadLetterClaim(claimedPath, claimedName, text.cause, text.reason, name.deliveries);
+      return;
+    }
+    const decoded = decodeFile(text, name.count);
+    if (!decoded.ok) {
+      this.deadLetterClaim(claimedPath, claimedName, "malformed", decoded.reason, name.deliveries);
+      return;
+    }
+    for (const envelope of decoded.envelopes) {
+      if (envelope.to !== this.agentId) {
+        this.deadLetterClaim(claimedPath, claimedName, "misaddressed", `addressed to ${envelope.to}`, name.deliveries);
+        return;
+      }
+    }
+    const claim: Claim = {
+      path: claimedPath,
+      fileName: claimedName,
+      name,
+      envelopes: decoded.envelopes,
+      states: new Uint8Array(decoded.envelopes.length),
+      unsettled: decoded.envelopes.length,
+      penalised: false,
+      lastReason: undefined,
+      done: false,
+    };
+    this.claims.set(claimedPath, claim);
+    const nowUs = wallClockUs();
+    const metrics = this.bus.busMetrics;
+    metrics.received.inc(decoded.envelopes.length);
+    for (let index = 0; index < decoded.envelopes.length; index++) {
+      const envelope = decoded.envelopes[index];
+      metrics.latency.observe(Math.max(0, nowUs - envelope.ts) / 1e6);
+      this.ready.push({ message: envelope, deliveries: name.deliveries, claim, index });
+    }
+  }
+
+  /** Reads a claimed file, refusing one larger than its messages may be. */
+  private readClaimed(path: string, count: number): string | { cause: DeadLetterCause; reason: string } {
+    const bytesMax = count === 1 ? this.bus.config.messageBytesMax : count * (this.bus.config.messageBytesMax + BATCH_OVERHEAD_BYTES);
+    const fd = openSync(path, "r");
+    try {
+      const size = fstatSync(fd).size;
+      if (size > bytesMax) return { cause: "oversized", reason: `file of ${size} bytes exceeds ${bytesMax}` };
+      if (size > this.readBuffer.length) this.readBuffer = Buffer.allocUnsafe(Math.max(size, this.readBuffer.length * 2));
+      let length = 0;
+      for (;;) {
+        const read = readSync(fd, this.readBuffer, length, this.readBuffer.length - length, length);
+        if (read === 0) break;
+        length += read;
+        if (length > bytesMax) return { cause: "oversized", reason: `file exceeds ${bytesMax} bytes` };
+        if (length === this.readBuffer.length) {
+          const bigger = Buffer.allocUnsafe(this.readBuffer.length * 2);
+          this.readBuffer.copy(bigger, 0, 0, length);
+          this.readBuffer = bigger;
+        }
+      }
+      return this.readBuffer.toString("utf8", 0, length);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private deadLetterClaim(path: string, fileName: string, cause: DeadLetterCause, reason: string, deliveries: number): void {
+    moveToDeadLetter(this.deadLetterContext, path, fileName, cause, reason, deliveries);
+  }
+
+  // ---- settling -------------------------------------------------------------------------------
+
+  private settle(delivery: Delivery, reason: string | undefined, penalise: boolean): void {
+    const claim = delivery.claim;
+    if (!claim || claim.done || claim.states[delivery.index] !== UNSETTLED || !this.claims.has(claim.path)) {
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "this delivery is already settled or belongs to another mailbox");
+    }
+    if (penalise) {
+      claim.states[delivery.index] = REQUEUED;
+      claim.penalised = true;
+      claim.lastReason = reason;
+    } else {
+      claim.states[delivery.index] = ACKED;
+    }
+    claim.unsettled -= 1;
+    if (claim.unsettled === 0) this.finishClaim(claim);
+  }
+
+  /** All messages of a claim are settled: remove it, put it back, or dead-letter what was nacked. */
+  private finishClaim(claim: Claim): void {
+    claim.done = true;
+    this.claims.delete(claim.path);
+    const requeue = claim.envelopes.filter((_, index) => claim.states[index] === REQUEUED);
+    const deliveries = claim.name.deliveries;
+    const exhausted = claim.penalised && deliveries >= this.bus.config.deliveriesMax;
+    // Handed back without a nack: the delivery does not count.
+    const nextDeliveries = claim.penalised ? deliveries : deliveries - 1;
+    if (requeue.length === 0) {
+      this.unlinkClaim(claim.path);
+      return;
+    }
+    if (exhausted) {
+      const reason = `delivered ${deliveries} times (deliveriesMax ${this.bus.config.deliveriesMax}); last: ${claim.lastReason ?? "nacked"}`;
+      if (requeue.length === claim.envelopes.length) {
+        this.deadLetterClaim(claim.path, claim.fileName, "deliveries_exhausted", reason, deliveries);
+      } else {
+        const fileName = this.writeRemainder(this.paths.dead, claim, requeue, deliveries);
+        moveToDeadLetterAfterWrite(this.deadLetterContext, fileName, reason, deliveries);
+        this.unlinkClaim(claim.path);
+      }
+      return;
+    }
+    this.bus.busMetrics.redeliveries.inc({ cause: claim.penalised ? "nack" : "handed_back" }, requeue.length);
+    if (requeue.length === claim.envelopes.length) {
+      const inboxName = formatQueuedName({ ...claim.name, deliveries: nextDeliveries });
+      try {
+        renameSync(claim.path, join(this.paths.inbox, inboxName));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+        this.logger.debug("claim vanished before requeue (visibility timeout)", { file: claim.fileName });
+      }
+      return;
+    }
+    this.writeRemainder(this.paths.inbox, claim, requeue, nextDeliveries);
+    this.unlinkClaim(claim.path);
+  }
+
+  /** Writes the requeued part of a batch as a new file (same priority and arrival); returns its name. */
+  private writeRemainder(dir: string, claim: Claim, envelopes: Envelope[], deliveries: number): string {
+    const ordered = envelopes;
+    const fileName = formatQueuedName({
+      priority: claim.name.priority,
+      arrivalUs: claim.name.arrivalUs,
+      count: ordered.length,
+      unique: this.bus.uniqueNames.next(),
+      deliveries,
+    });
+    const tmpPath = join(this.paths.tmp, fileName);
+    writeFileSync(tmpPath, ordered.length === 1 ? encodeMessageFile(ordered[0]) : encodeBatchFile(ordered), { mode: FILE_MODE });
+    renameSync(tmpPath, join(dir, fileName));
+    return fileName;
+  }
+
+  private unlinkClaim(path: string): void {
+    try {
+      unlinkSync(path);
+    } catch (error) {
+      // The visibility timeout returned it to the inbox meanwhile: it will be delivered again.
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      this.logger.debug("claim vanished before ack (visibility timeout passed)", { path });
+    }
+  }
+
+  // ---- recovery -------------------------------------------------------------------------------
+
+  private maybeSweep(): void {
+    const now = Date.now();
+    if (now - this.lastSweepMs < this.bus.config.rescanIntervalMs) return;
+    this.lastSweepMs = now;
+    this.recoverClaims();
+  }
+
+  /**
+   * Returns expired claims (any claimant) and claims of processes that no longer exist (crashed
+   * consumers) to the inbox, or to dead-letter after deliveriesMax. Runs on open and every
+   * rescanIntervalMs while receiving.
+   */
+  private recoverClaims(): void {
+    let names: string[];
+    try {
+      names = readdirSync(this.paths.claimed);
+    } catch {
+      return;
+    }
+    const now = Date.now();
+    for (const fileName of names) {
+      const path = join(this.paths.claimed, fileName);
+      if (this.claims.has(path)) continue;
+      const name = parseClaimedName(fileName);
+      if (!name) {
+        moveToDeadLetter(this.deadLetterContext, path, fileName, "foreign", "file name in claimed/ does not follow the protocol", 0);
+        continue;
+      }
+      const expired = name.deadlineMs <= now;
+      const crashed = !expired && name.pid !== process.pid && !isProcessAlive(name.pid);
+      if (!expired && !crashed) continue;
+      if (name.deliveries >= this.bus.config.deliveriesMax) {
+        moveToDeadLetter(this.deadLetterContext, path, fileName, "deliveries_exhausted", `${expired ? "visibility timeout" : "consumer died"} after ${name.deliveries} deliveries`, name.deliveries);
+        continue;
+      }
+      try {
+        renameSync(path, join(this.paths.inbox, formatQueuedName(name)));
+        this.bus.busMetrics.redeliveries.inc({ cause: expired ? "visibility_timeout" : "consumer_died" }, name.count);
+        this.inboxChanged = true;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      }
+    }
+  }
+
+  /** Removes files left in tmp/ by processes that died mid-write. */
+  private removeStaleTemps(): void {
+    let names: string[];
+    try {
+      names = readdirSync(this.paths.tmp);
+    } catch {
+      return;
+    }
+    for (const fileName of names) {
+      const pid = pidOfTemp(fileName);
+      if (pid !== undefined && (pid === process.pid || isProcessAlive(pid))) continue;
+      try {
+        unlinkSync(join(this.paths.tmp, fileName));
+      } catch {}
+    }
+  }
+
+  private removeDirsIfEmpty(): void {
+    if (readdirSafe(this.paths.inbox).length > 0 || readdirSafe(this.paths.claimed).length > 0) return;
+    const trash = join(this.bus.dir, `.trash-${this.bus.uniqueNames.next()}`);
+    try {
+      renameSync(this.paths.dir, trash);
+    } catch {
+      return;
+    }
+    this.bus.layout.forgetAgent(this.agentId);
+    // A sender may have renamed a message in between: move it back into a fresh mailbox.
+    const late = readdirSafe(join(trash, "inbox"));
+    const lateClaims = readdirSafe(join(trash, "claimed"));
+    const lateDead = readdirSafe(join(trash, "dead"));
+    if (late.length + lateClaims.length + lateDead.length > 0) {
+      this.bus.layout.ensureAgent(this.paths, true);
+      for (const fileName of late) renameSync(join(trash, "inbox", fileName), join(this.paths.inbox, fileName));
+      for (const fileName of lateClaims) renameSync(join(trash, "claimed", fileName), join(this.paths.claimed, fileName));
+      for (const fileName of lateDead) renameSync(join(trash, "dead", fileName), join(this.paths.dead, fileName));
+    }
+    rmSync(trash, { recursive: true, force: true });
+  }
+
+  // ---- waiting --------------------------------------------------------------------------------
+
+  private startWatch(): void {
+    try {
+      this.watcher = watch(this.paths.inbox, { persistent: false }, () => {
+        this.inboxChanged = true;
+        const wake = this.wake;
+        if (wake) wake();
+      });
+      this.watcher.on("error", (error) => {
+        this.logger.warn("inbox watch failed; polling every rescanIntervalMs", { agent: this.agentId, error });
+        this.watcher?.close();
+        this.watcher = undefined;
+      });
+    } catch (error) {
+      this.logger.warn("cannot watch inbox; polling every rescanIntervalMs", { agent: this.agentId, error });
+    }
+  }
+
+  /** Resolves on an inbox change, after `waitMs`, or on close. The timer rescan is the safety net. */
+  private waitForChange(waitMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, waitMs);
+      const self = this;
+      function done(): void {
+        clearTimeout(timer);
+        if (self.wake === done) self.wake = undefined;
+        // A timer wake-up rescans too: inotify may have dropped the event.
+        self.inboxChanged = true;
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new CfnError("CFN_ERR_CLOSED", `mailbox of ${this.agentId} is closed`);
+  }
+}
+
+/** Dead-letters a file already written into dead/ (the remainder of a batch): reason file only. */
+function moveToDeadLetterAfterWrite(context: DeadLetterContext, fileName: string, reason: string, deliveries: number): void {
+  const reasonPath = join(context.paths.dead, `${fileName}.reason`);
+  const record = { cause: "deliveries_exhausted", reason, deliveries, agent: context.paths.agentId, at: new Date().toISOString(), pid: process.pid };
+  writeFileSync(reasonPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
+  context.busMetrics.deadLetters.inc({ reason: "deliveries_exhausted" });
+  context.logger.warn("message moved to dead-letter", { agent: context.paths.agentId, file: fileName, reason });
+}
+
+/** The pid in a temp file's UNIQ field (<host>-<pid>-<random>-<counter>), when readable. */
+function pidOfTemp(fileName: string): number | undefined {
+  const queued = parseQueuedName(fileName);
+  if (!queued) return undefined;
+  const parts = queued.unique.split("-");
+  if (parts.length < 4) return undefined;
+  const pid = Number(parts[parts.length - 3]);
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
