@@ -120,6 +120,9 @@ export interface Message {
   snapshotChunk?: { offset: number; total: number; last: boolean };
   /** ReadIndex / heartbeats: opaque request context to correlate responses. */
   context?: Uint8Array;
+  /** Vote/PreVote: the campaign follows a leadership transfer (TimeoutNow), so voters grant
+   *  it even while they still hear from the old leader (they are inside its lease). */
+  leaderTransfer?: boolean;
 }
 
 /** A linearizable read whose index is now known: apply up to `index`, then read. */
@@ -151,6 +154,8 @@ export interface Ready {
   committedEntries: Entry[];
   messages: Message[];
   readStates: ReadState[];
-  /** True when `messages` must wait for the persist step (always true here; kept explicit). */
+  /** True when the persist step must be synced (fsync) before `messages` are sent: there are
+   *  entries, a snapshot, or a new term or vote. False when only the commit index moved, which
+   *  may be written without a sync (it is recovered from the leader after a crash). */
   mustSync: boolean;
 }
