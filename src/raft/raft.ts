@@ -598,13 +598,13 @@ export class Raft {
     }
     if (this.maybeCommit()) {
       this.releasePendingReadIndexMessages();
-      this.bcastAppend();
-    } else if (wasPaused) {
-      this.sendAppend(m.from);
-    }
-    // Fill the window: pipelining sends further appends without waiting.
-    while (this.maybeSendAppend(m.from, false)) {
-      // keep sending
+      this.bcastAppend(); // carries the new commit index, and entries where the window allows
+    } else {
+      // Fill the window: pipelining sends further appends without waiting.
+      let sent = false;
+      while (this.maybeSendAppend(m.from, false)) sent = true;
+      // A follower that was paused may have missed commit updates broadcast meanwhile.
+      if (!sent && wasPaused) this.sendAppend(m.from);
     }
     if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) this.sendTimeoutNow(m.from);
   }
@@ -612,7 +612,7 @@ export class Raft {
   private handleHeartbeatResponse(m: Message, pr: Progress): void {
     pr.recentActive = true;
     pr.msgAppFlowPaused = false;
-    if (pr.match < this.log.lastIndex() || pr.state === "probe") this.sendAppend(m.from);
+    if (pr.match < this.log.lastIndex()) this.sendAppend(m.from);
     if (this.config.readOnlyOption !== "safe" || !m.context || m.context.byteLength === 0) return;
     const acks = this.readOnly.recvAck(m.from, m.context);
     if (!acks || !this.tracker.isQuorum(acks)) return;
