@@ -24,7 +24,10 @@ export const ENTRY_KEY_END = "e0";
 const packr = new Packr({ useRecords: false });
 
 export function entryKey(index: number): string {
-  assert(Number.isSafeInteger(index) && index >= 0, `entry index ${index} is not a safe non-negative integer`);
+  assert(
+    Number.isSafeInteger(index) && index >= 0,
+    `entry index ${index} is not a safe non-negative integer`,
+  );
   return ENTRY_KEY_PREFIX + String(index).padStart(ENTRY_INDEX_DIGITS, "0");
 }
 

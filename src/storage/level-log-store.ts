@@ -88,7 +88,9 @@ export class LevelLogStore implements LogStore {
     validateIdentity(options.identity);
     const path = resolve(options.path);
     if (openPaths.has(path)) {
-      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `data dir ${path} is already open in this process`, { path });
+      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `data dir ${path} is already open in this process`, {
+        path,
+      });
     }
     openPaths.add(path);
     const db: Db = new ClassicLevel<string, Uint8Array>(path, { keyEncoding: "utf8", valueEncoding: "view" });
@@ -175,7 +177,8 @@ export class LevelLogStore implements LogStore {
     let lastIndex = this.lastIndex;
     if (batch.snapshot) {
       checkSnapshotNewer(batch.snapshot, this.snapshotIndex);
-      for (let index = snapshotIndex + 1; index <= lastIndex; index++) ops.push({ type: "del", key: entryKey(index) });
+      for (let index = snapshotIndex + 1; index <= lastIndex; index++)
+        ops.push({ type: "del", key: entryKey(index) });
       ops.push({ type: "put", key: SNAPSHOT_KEY, value: encodeSnapshot(batch.snapshot) });
       snapshotIndex = batch.snapshot.metadata.index;
       lastIndex = snapshotIndex;
@@ -183,11 +186,14 @@ export class LevelLogStore implements LogStore {
     if (batch.entries.length > 0) {
       const newLast = batch.entries[batch.entries.length - 1].index;
       // The conflicting suffix beyond the new last entry; the rest is overwritten by the puts.
-      for (let index = newLast + 1; index <= lastIndex; index++) ops.push({ type: "del", key: entryKey(index) });
-      for (const entry of batch.entries) ops.push({ type: "put", key: entryKey(entry.index), value: encodeEntry(entry) });
+      for (let index = newLast + 1; index <= lastIndex; index++)
+        ops.push({ type: "del", key: entryKey(index) });
+      for (const entry of batch.entries)
+        ops.push({ type: "put", key: entryKey(entry.index), value: encodeEntry(entry) });
       lastIndex = newLast;
     }
-    if (batch.hardState) ops.push({ type: "put", key: HARD_STATE_KEY, value: encodeHardState(batch.hardState) });
+    if (batch.hardState)
+      ops.push({ type: "put", key: HARD_STATE_KEY, value: encodeHardState(batch.hardState) });
     if (ops.length === 0) return;
     await this.writeSynced(ops, batch.entries.length);
     this.snapshotIndex = snapshotIndex;
@@ -241,8 +247,11 @@ export class LevelLogStore implements LogStore {
   private async readBounds(): Promise<void> {
     const snapshotBytes = await this.db.get(SNAPSHOT_KEY);
     this.snapshotIndex = snapshotBytes ? decodeSnapshot(snapshotBytes).metadata.index : 0;
-    const last = await this.db.keys({ gte: ENTRY_KEY_PREFIX, lt: ENTRY_KEY_END, reverse: true, limit: 1 }).all();
-    this.lastIndex = last.length > 0 ? Math.max(entryIndexOfKey(last[0]), this.snapshotIndex) : this.snapshotIndex;
+    const last = await this.db
+      .keys({ gte: ENTRY_KEY_PREFIX, lt: ENTRY_KEY_END, reverse: true, limit: 1 })
+      .all();
+    this.lastIndex =
+      last.length > 0 ? Math.max(entryIndexOfKey(last[0]), this.snapshotIndex) : this.snapshotIndex;
   }
 
   private serialize(operation: () => Promise<void>): Promise<void> {

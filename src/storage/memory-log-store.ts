@@ -70,13 +70,16 @@ export class MemoryLogStore implements LogStore {
     validateIdentity(options.identity);
     const { dir, identity } = options;
     if (dir.inUse) {
-      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `memory data dir ${dir.name} is already open`, { path: dir.name });
+      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `memory data dir ${dir.name} is already open`, {
+        path: dir.name,
+      });
     }
     const stored = dir.state.identity;
     if (stored && (stored.clusterId !== identity.clusterId || stored.nodeId !== identity.nodeId)) {
       throw foreignDataDirError(dir.name, stored, identity);
     }
-    if (!stored) dir.state = { ...dir.state, identity: { clusterId: identity.clusterId, nodeId: identity.nodeId } };
+    if (!stored)
+      dir.state = { ...dir.state, identity: { clusterId: identity.clusterId, nodeId: identity.nodeId } };
     dir.inUse = true;
     return new MemoryLogStore(options);
   }
@@ -85,7 +88,8 @@ export class MemoryLogStore implements LogStore {
     this.assertOpen();
     const state = structuredClone(this.dir.state);
     const snapshotIndex = state.snapshot?.metadata.index ?? 0;
-    const lastIndex = state.entries.length > 0 ? state.entries[state.entries.length - 1].index : snapshotIndex;
+    const lastIndex =
+      state.entries.length > 0 ? state.entries[state.entries.length - 1].index : snapshotIndex;
     return {
       hardState: state.hardState ?? { ...ZERO_HARD_STATE },
       ...(state.snapshot ? { snapshot: state.snapshot } : {}),
@@ -133,7 +137,8 @@ export class MemoryLogStore implements LogStore {
   crash(): MemoryLogStore {
     this.closed = true;
     const lost = this.pending.splice(0);
-    for (const write of lost) write.reject(new CfnError("CFN_ERR_CLOSED", "log store crashed before the write synced"));
+    for (const write of lost)
+      write.reject(new CfnError("CFN_ERR_CLOSED", "log store crashed before the write synced"));
     this.dir.inUse = true;
     return new MemoryLogStore(this.options);
   }

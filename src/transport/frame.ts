@@ -3,9 +3,16 @@
 // frame's payload is Message[]; decoded Raft messages are shape-checked before anyone sees them,
 // because they come from the network.
 
-import { Unpackr, Packr } from "msgpackr";
+import { Packr, Unpackr } from "msgpackr";
 import { CfnError } from "../errors.js";
-import { EntryType, type Entry, type Message, MessageType, type NodeId, type Snapshot } from "../raft/types.js";
+import {
+  type Entry,
+  EntryType,
+  type Message,
+  MessageType,
+  type NodeId,
+  type Snapshot,
+} from "../raft/types.js";
 import { RAFT_CHANNEL } from "./transport.js";
 
 export const FRAME_VERSION = 1;
@@ -31,9 +38,11 @@ export function decodeFrame(bytes: Uint8Array): DecodedFrame {
   } catch (error) {
     throw badFrame("decode", `frame does not decode as msgpack: ${(error as Error).message}`);
   }
-  if (!Array.isArray(decoded) || decoded.length !== 3) throw badFrame("envelope", "frame is not [version, channel, payload]");
+  if (!Array.isArray(decoded) || decoded.length !== 3)
+    throw badFrame("envelope", "frame is not [version, channel, payload]");
   const [version, channel] = decoded;
-  if (version !== FRAME_VERSION) throw badFrame("version", `frame version ${String(version)} is not ${FRAME_VERSION}`);
+  if (version !== FRAME_VERSION)
+    throw badFrame("version", `frame version ${String(version)} is not ${FRAME_VERSION}`);
   if (typeof channel !== "string" || channel.length === 0 || channel.length > 64) {
     throw badFrame("envelope", "frame channel is not a short string");
   }
@@ -52,7 +61,8 @@ const ENTRY_TYPES = new Set<number>(Object.values(EntryType));
  * Returns the messages with binary fields as plain Uint8Arrays; throws CFN_ERR_BAD_FRAME.
  */
 export function parseRaftPayload(payload: unknown, from: NodeId, to: NodeId): Message[] {
-  if (!Array.isArray(payload) || payload.length === 0) throw badFrame("shape", "raft frame payload is not a non-empty array");
+  if (!Array.isArray(payload) || payload.length === 0)
+    throw badFrame("shape", "raft frame payload is not a non-empty array");
   return payload.map((raw, i) => parseMessage(raw, from, to, i));
 }
 
@@ -60,7 +70,11 @@ function parseMessage(raw: unknown, from: NodeId, to: NodeId, position: number):
   const fail = (what: string) => badFrame("shape", `raft message ${position}: ${what}`);
   if (!isPlainObject(raw)) throw fail("not an object");
   if (typeof raw.type !== "string" || !MESSAGE_TYPES.has(raw.type)) throw fail("unknown type");
-  if (raw.from !== from) throw badFrame("sender", `raft message ${position}: from ${String(raw.from)} is not the connected peer ${from}`);
+  if (raw.from !== from)
+    throw badFrame(
+      "sender",
+      `raft message ${position}: from ${String(raw.from)} is not the connected peer ${from}`,
+    );
   if (raw.to !== to) throw fail(`addressed to ${String(raw.to)}, not ${to}`);
   for (const key of ["term", "index", "logTerm", "commit", "rejectHint"] as const) {
     if (!isIndex(raw[key])) throw fail(`${key} is not a non-negative integer`);
@@ -79,22 +93,38 @@ function parseMessage(raw: unknown, from: NodeId, to: NodeId, position: number):
     reject: raw.reject,
     rejectHint: raw.rejectHint as number,
   };
-  if (raw.snapshot !== undefined && raw.snapshot !== null) message.snapshot = parseSnapshot(raw.snapshot, fail);
+  if (raw.snapshot !== undefined && raw.snapshot !== null)
+    message.snapshot = parseSnapshot(raw.snapshot, fail);
   if (raw.snapshotChunk !== undefined && raw.snapshotChunk !== null) {
     const chunk = raw.snapshotChunk;
-    if (!isPlainObject(chunk) || !isIndex(chunk.offset) || !isIndex(chunk.total) || typeof chunk.last !== "boolean") {
+    if (
+      !isPlainObject(chunk) ||
+      !isIndex(chunk.offset) ||
+      !isIndex(chunk.total) ||
+      typeof chunk.last !== "boolean"
+    ) {
       throw fail("snapshotChunk is malformed");
     }
-    message.snapshotChunk = { offset: chunk.offset as number, total: chunk.total as number, last: chunk.last };
+    message.snapshotChunk = {
+      offset: chunk.offset as number,
+      total: chunk.total as number,
+      last: chunk.last,
+    };
   }
-  if (raw.context !== undefined && raw.context !== null) message.context = bytes(raw.context, fail, "context");
+  if (raw.context !== undefined && raw.context !== null)
+    message.context = bytes(raw.context, fail, "context");
   return message;
 }
 
 function parseEntry(raw: unknown, fail: (what: string) => CfnError): Entry {
   if (!isPlainObject(raw) || !isIndex(raw.term) || !isIndex(raw.index)) throw fail("an entry is malformed");
   if (typeof raw.type !== "number" || !ENTRY_TYPES.has(raw.type)) throw fail("an entry has an unknown type");
-  return { term: raw.term as number, index: raw.index as number, type: raw.type as EntryType, data: bytes(raw.data, fail, "entry data") };
+  return {
+    term: raw.term as number,
+    index: raw.index as number,
+    type: raw.type as EntryType,
+    data: bytes(raw.data, fail, "entry data"),
+  };
 }
 
 function parseSnapshot(raw: unknown, fail: (what: string) => CfnError): Snapshot {
@@ -105,7 +135,8 @@ function parseSnapshot(raw: unknown, fail: (what: string) => CfnError): Snapshot
   }
   const conf = metadata.conf;
   const ids = (value: unknown, name: string): NodeId[] => {
-    if (!Array.isArray(value) || !value.every((id) => typeof id === "string")) throw fail(`snapshot conf.${name} is malformed`);
+    if (!Array.isArray(value) || !value.every((id) => typeof id === "string"))
+      throw fail(`snapshot conf.${name} is malformed`);
     return value as NodeId[];
   };
   if (typeof conf.autoLeave !== "boolean") throw fail("snapshot conf.autoLeave is not a boolean");
@@ -135,7 +166,9 @@ function isIndex(value: unknown): boolean {
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array);
+  return (
+    typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array)
+  );
 }
 
 /** Raft frames for one peer: one frame per call, split in halves while a frame passes the limit. */

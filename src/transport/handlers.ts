@@ -5,7 +5,13 @@ import { isCfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { NodeId } from "../raft/types.js";
 import { decodeFrame, parseRaftPayload } from "./frame.js";
-import { type FrameHandler, type MessagesHandler, RAFT_CHANNEL, type SnapshotStatus, validateChannel } from "./transport.js";
+import {
+  type FrameHandler,
+  type MessagesHandler,
+  RAFT_CHANNEL,
+  type SnapshotStatus,
+  validateChannel,
+} from "./transport.js";
 import type { TransportMetrics } from "./transport-metrics.js";
 
 export class TransportHandlers {

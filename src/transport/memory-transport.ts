@@ -155,7 +155,8 @@ export class MemoryTransport implements Transport {
       return;
     }
     for (const [to, group] of groupByDestination(messages)) {
-      for (const message of group) assert(message.from === this.nodeId, `send: message from ${message.from} on ${this.nodeId}`);
+      for (const message of group)
+        assert(message.from === this.nodeId, `send: message from ${message.from} on ${this.nodeId}`);
       if (!this.peers.has(to)) {
         this.dropMessages(to, group, "unknown_peer");
         continue;
@@ -185,7 +186,8 @@ export class MemoryTransport implements Transport {
   sendFrame(peerId: NodeId, channel: string, payload: unknown): boolean {
     validateChannel(channel, true);
     if (this.state === "closed") throw new CfnError("CFN_ERR_CLOSED", "transport is closed");
-    if (!this.peers.has(peerId)) throw new CfnError("CFN_ERR_PEER_UNREACHABLE", `no peer ${peerId}`, { peerId });
+    if (!this.peers.has(peerId))
+      throw new CfnError("CFN_ERR_PEER_UNREACHABLE", `no peer ${peerId}`, { peerId });
     const bytes = encodeFrame(channel, payload);
     if (bytes.byteLength > this.limits.frameBytesMax) {
       throw new CfnError(

@@ -14,9 +14,7 @@ export interface OutboundFrame {
   messages: Message[];
 }
 
-export type EnqueueResult =
-  | { accepted: true; evicted?: OutboundFrame }
-  | { accepted: false };
+export type EnqueueResult = { accepted: true; evicted?: OutboundFrame } | { accepted: false };
 
 export class PeerQueue {
   private frames: OutboundFrame[] = [];

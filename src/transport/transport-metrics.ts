@@ -19,10 +19,20 @@ export class TransportMetrics {
   readonly peersConnected: Gauge<string>;
 
   constructor(metrics: Metrics) {
-    this.framesSent = metrics.counter("cfn_transport_frames_sent_total", "Frames written to peers", ["channel"]);
-    this.framesReceived = metrics.counter("cfn_transport_frames_received_total", "Valid frames received", ["channel"]);
-    this.messagesSent = metrics.counter("cfn_transport_raft_messages_sent_total", "Raft messages written to peers");
-    this.messagesReceived = metrics.counter("cfn_transport_raft_messages_received_total", "Valid Raft messages received");
+    this.framesSent = metrics.counter("cfn_transport_frames_sent_total", "Frames written to peers", [
+      "channel",
+    ]);
+    this.framesReceived = metrics.counter("cfn_transport_frames_received_total", "Valid frames received", [
+      "channel",
+    ]);
+    this.messagesSent = metrics.counter(
+      "cfn_transport_raft_messages_sent_total",
+      "Raft messages written to peers",
+    );
+    this.messagesReceived = metrics.counter(
+      "cfn_transport_raft_messages_received_total",
+      "Valid Raft messages received",
+    );
     this.bytesSent = metrics.counter("cfn_transport_bytes_sent_total", "Frame bytes written to peers");
     this.bytesReceived = metrics.counter("cfn_transport_bytes_received_total", "Frame bytes received");
     this.framesDropped = metrics.counter(
@@ -45,10 +55,16 @@ export class TransportMetrics {
       "Inbound handshakes rejected (reason: token, unknown_node, wrong_target, path, headers)",
       ["reason"],
     );
-    this.dialFailures = metrics.counter("cfn_transport_dial_failures_total", "Outbound dials or connections that failed");
+    this.dialFailures = metrics.counter(
+      "cfn_transport_dial_failures_total",
+      "Outbound dials or connections that failed",
+    );
     this.connectionsOpened = metrics.counter("cfn_transport_connections_opened_total", "Connections opened", [
       "direction",
     ]);
-    this.peersConnected = metrics.gauge("cfn_transport_peers_connected", "Peers with an open outbound connection");
+    this.peersConnected = metrics.gauge(
+      "cfn_transport_peers_connected",
+      "Peers with an open outbound connection",
+    );
   }
 }

@@ -113,7 +113,10 @@ export function resolveTransportLimits(partial: Partial<TransportLimits> = {}): 
     );
   }
   if (limits.frameBytesMax < 1024) {
-    throw new CfnError("CFN_ERR_CONFIG_INVALID", "frameBytesMax must be at least 1024 bytes to carry one Raft message");
+    throw new CfnError(
+      "CFN_ERR_CONFIG_INVALID",
+      "frameBytesMax must be at least 1024 bytes to carry one Raft message",
+    );
   }
   return limits;
 }
@@ -123,7 +126,10 @@ const CHANNEL_PATTERN = /^[a-z][a-z0-9._-]{0,63}$/;
 /** Channel names are short lowercase identifiers; "raft" belongs to `send`. */
 export function validateChannel(channel: string, forSendFrame: boolean): void {
   if (typeof channel !== "string" || !CHANNEL_PATTERN.test(channel)) {
-    throw new CfnError("CFN_ERR_INVALID_MESSAGE", `channel name ${JSON.stringify(channel)} must match ${CHANNEL_PATTERN}`);
+    throw new CfnError(
+      "CFN_ERR_INVALID_MESSAGE",
+      `channel name ${JSON.stringify(channel)} must match ${CHANNEL_PATTERN}`,
+    );
   }
   if (forSendFrame && channel === RAFT_CHANNEL) {
     throw new CfnError("CFN_ERR_INVALID_MESSAGE", `channel "${RAFT_CHANNEL}" is reserved for send()`);

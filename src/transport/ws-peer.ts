@@ -5,7 +5,7 @@
 // arrive on P's outbound connection to us (accepted by WsTransport's server). A lost connection
 // therefore loses only the frames handed to its socket, never the queue.
 
-import { WebSocket, type ClientOptions } from "ws";
+import { type ClientOptions, WebSocket } from "ws";
 import type { Logger } from "../obs/logger.js";
 import type { NodeId } from "../raft/types.js";
 import { snapshotOf } from "./frame.js";
@@ -119,7 +119,11 @@ export class WsPeer {
       return;
     }
     const clientOptions: ClientOptions = {
-      headers: { [HEADER_CLUSTER_TOKEN]: clusterToken, [HEADER_NODE_ID]: selfId, [HEADER_TARGET_NODE_ID]: peerId },
+      headers: {
+        [HEADER_CLUSTER_TOKEN]: clusterToken,
+        [HEADER_NODE_ID]: selfId,
+        [HEADER_TARGET_NODE_ID]: peerId,
+      },
       maxPayload: limits.frameBytesMax,
       handshakeTimeout: limits.handshakeTimeoutMs,
       perMessageDeflate: false,

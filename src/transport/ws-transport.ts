@@ -103,7 +103,11 @@ export class WsTransport implements Transport {
       response.end("cfn peer endpoint: WebSocket upgrade required\n");
     });
     this.server.on("upgrade", (request, socket, head) => this.acceptUpgrade(request, socket, head));
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.limits.frameBytesMax, perMessageDeflate: false });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: this.limits.frameBytesMax,
+      perMessageDeflate: false,
+    });
   }
 
   /** The base URL peers dial (ws:// or wss://), known once started. */
@@ -170,7 +174,8 @@ export class WsTransport implements Transport {
       return;
     }
     for (const [to, group] of groupByDestination(messages)) {
-      for (const message of group) assert(message.from === this.nodeId, `send: message from ${message.from} on ${this.nodeId}`);
+      for (const message of group)
+        assert(message.from === this.nodeId, `send: message from ${message.from} on ${this.nodeId}`);
       const peer = this.peers.get(to);
       if (!peer) {
         this.dropMessages(to, group, "unknown_peer");
@@ -185,7 +190,8 @@ export class WsTransport implements Transport {
         });
         this.dropMessages(to, tooLarge, "too_large");
       }
-      for (const frame of frames) peer.enqueue({ bytes: frame.bytes, channel: RAFT_CHANNEL, messages: frame.messages });
+      for (const frame of frames)
+        peer.enqueue({ bytes: frame.bytes, channel: RAFT_CHANNEL, messages: frame.messages });
     }
   }
 
@@ -264,17 +270,22 @@ export class WsTransport implements Transport {
       socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       return;
     }
-    this.wss.handleUpgrade(request, socket, head, (webSocket) => this.attachInbound(verdict.peerId, webSocket));
+    this.wss.handleUpgrade(request, socket, head, (webSocket) =>
+      this.attachInbound(verdict.peerId, webSocket),
+    );
   }
 
-  private authenticate(request: IncomingMessage): { ok: true; peerId: NodeId } | { ok: false; reason: string } {
+  private authenticate(
+    request: IncomingMessage,
+  ): { ok: true; peerId: NodeId } | { ok: false; reason: string } {
     if (this.state !== "started") return { ok: false, reason: "closed" };
     const path = new URL(request.url ?? "/", "http://peer").pathname;
     if (path !== PEER_PATH) return { ok: false, reason: "path" };
     const token = headerOf(request, HEADER_CLUSTER_TOKEN);
     const nodeId = headerOf(request, HEADER_NODE_ID);
     const target = headerOf(request, HEADER_TARGET_NODE_ID);
-    if (token === undefined || nodeId === undefined || target === undefined) return { ok: false, reason: "headers" };
+    if (token === undefined || nodeId === undefined || target === undefined)
+      return { ok: false, reason: "headers" };
     // Digests have equal length, so the comparison takes the same time whatever the token.
     if (!timingSafeEqual(digest(token), this.tokenDigest)) return { ok: false, reason: "token" };
     if (!this.peers.has(nodeId)) return { ok: false, reason: "unknown_node" };

@@ -3,7 +3,7 @@
 
 import { afterEach, describe, expect, it } from "vitest";
 import { isCfnError } from "../../src/errors.js";
-import { EntryType, type Entry, type HardState, type Snapshot } from "../../src/raft/types.js";
+import { type Entry, EntryType, type HardState, type Snapshot } from "../../src/raft/types.js";
 import type { LogStore, StoreIdentity } from "../../src/storage/log-store.js";
 
 export interface LogStoreHarness<Location> {
@@ -29,7 +29,13 @@ export function snapshot(index: number, term: number, bytes = 64): Snapshot {
     metadata: {
       index,
       term,
-      conf: { voters: ["n1", "n2", "n3"], learners: ["n4"], votersOutgoing: [], learnersNext: [], autoLeave: false },
+      conf: {
+        voters: ["n1", "n2", "n3"],
+        learners: ["n4"],
+        votersOutgoing: [],
+        learnersNext: [],
+        autoLeave: false,
+      },
     },
     data: Uint8Array.from({ length: bytes }, (_, i) => (i * 7 + index) % 256),
   };
@@ -67,7 +73,12 @@ export function logStoreCompliance<Location>(name: string, harness: LogStoreHarn
       expect(loaded.hardState).toEqual({ term: 0, vote: "", commit: 0 });
       expect(loaded.snapshot).toBeUndefined();
       expect(loaded.entries).toEqual([]);
-      expect(loaded.meta).toMatchObject({ clusterId: "cluster-a", nodeId: "n1", firstIndex: 1, lastIndex: 0 });
+      expect(loaded.meta).toMatchObject({
+        clusterId: "cluster-a",
+        nodeId: "n1",
+        firstIndex: 1,
+        lastIndex: 0,
+      });
     });
 
     it("round-trips hard state and entries, before and after reopen", async () => {
@@ -77,7 +88,9 @@ export function logStoreCompliance<Location>(name: string, harness: LogStoreHarn
       const written = [...entries(1, 3, 1), { ...entry(4, 3), type: EntryType.ConfChange }];
       written.push({ index: 5, term: 3, type: EntryType.Normal, data: new Uint8Array(0) });
       await store.save({ hardState, entries: written });
-      for (const loaded of [await store.load(), await (store = await reopen(store, location)).load()]) {
+      const beforeReopen = await store.load();
+      store = await reopen(store, location);
+      for (const loaded of [beforeReopen, await store.load()]) {
         expect(loaded.hardState).toEqual(hardState);
         expect(loaded.entries).toEqual(written);
         expect(loaded.entries[0].data).toBeInstanceOf(Uint8Array);
@@ -132,7 +145,9 @@ export function logStoreCompliance<Location>(name: string, harness: LogStoreHarn
       await store.save({ hardState: { term: 2, vote: "n1", commit: 10 }, entries: entries(1, 10, 2) });
       const snap = snapshot(6, 2);
       await store.compact(snap);
-      for (const loaded of [await store.load(), await (store = await reopen(store, location)).load()]) {
+      const beforeReopen = await store.load();
+      store = await reopen(store, location);
+      for (const loaded of [beforeReopen, await store.load()]) {
         expect(loaded.snapshot).toEqual(snap);
         expect(loaded.entries).toEqual(entries(7, 10, 2));
         expect(loaded.meta).toMatchObject({ firstIndex: 7, lastIndex: 10 });
@@ -174,7 +189,9 @@ export function logStoreCompliance<Location>(name: string, harness: LogStoreHarn
       const snap = snapshot(8, 3, 5000);
       const hardState = { term: 3, vote: "", commit: 8 };
       await store.save({ hardState, snapshot: snap, entries: entries(9, 10, 3) });
-      for (const loaded of [await store.load(), await (store = await reopen(store, location)).load()]) {
+      const beforeReopen = await store.load();
+      store = await reopen(store, location);
+      for (const loaded of [beforeReopen, await store.load()]) {
         expect(loaded.hardState).toEqual(hardState);
         expect(loaded.snapshot).toEqual(snap);
         expect(loaded.entries).toEqual(entries(9, 10, 3));
@@ -187,9 +204,9 @@ export function logStoreCompliance<Location>(name: string, harness: LogStoreHarn
       await store.save({ entries: entries(1, 3, 1) });
       await expect(store.save({ entries: entries(5, 6, 1) })).rejects.toThrow(/gap/);
       await store.compact(snapshot(2, 1));
-      await expect(store.save({ hardState: { term: 9, vote: "", commit: 0 }, entries: [entry(2, 1)] })).rejects.toThrow(
-        /snapshot/,
-      );
+      await expect(
+        store.save({ hardState: { term: 9, vote: "", commit: 0 }, entries: [entry(2, 1)] }),
+      ).rejects.toThrow(/snapshot/);
       const loaded = await store.load();
       expect(loaded.entries).toEqual([entry(3, 1)]);
       expect(loaded.hardState.term).toBe(0);
@@ -199,7 +216,8 @@ export function logStoreCompliance<Location>(name: string, harness: LogStoreHarn
       const location = await harness.newLocation();
       let store = await open(location);
       const saves: Promise<void>[] = [];
-      for (let i = 1; i <= 20; i++) saves.push(store.save({ hardState: { term: 1, vote: "", commit: i - 1 }, entries: [entry(i, 1)] }));
+      for (let i = 1; i <= 20; i++)
+        saves.push(store.save({ hardState: { term: 1, vote: "", commit: i - 1 }, entries: [entry(i, 1)] }));
       saves.push(store.save({ entries: entries(15, 16, 2) }));
       await Promise.all(saves);
       store = await reopen(store, location);
@@ -214,8 +232,14 @@ export function logStoreCompliance<Location>(name: string, harness: LogStoreHarn
       const store = await open(location);
       await store.save({ entries: entries(1, 1, 1) });
       await store.close();
-      await expectCode(harness.open(location, { clusterId: "cluster-a", nodeId: "n2" }), "CFN_ERR_DATA_DIR_FOREIGN");
-      await expectCode(harness.open(location, { clusterId: "cluster-b", nodeId: "n1" }), "CFN_ERR_DATA_DIR_FOREIGN");
+      await expectCode(
+        harness.open(location, { clusterId: "cluster-a", nodeId: "n2" }),
+        "CFN_ERR_DATA_DIR_FOREIGN",
+      );
+      await expectCode(
+        harness.open(location, { clusterId: "cluster-b", nodeId: "n1" }),
+        "CFN_ERR_DATA_DIR_FOREIGN",
+      );
       const again = await open(location);
       expect((await again.load()).entries).toEqual([entry(1, 1)]);
     });
@@ -223,7 +247,9 @@ export function logStoreCompliance<Location>(name: string, harness: LogStoreHarn
     it("names both identities in the foreign data dir error", async () => {
       const location = await harness.newLocation();
       await (await open(location)).close();
-      const error = await harness.open(location, { clusterId: "cluster-z", nodeId: "n9" }).catch((e: unknown) => e);
+      const error = await harness
+        .open(location, { clusterId: "cluster-z", nodeId: "n9" })
+        .catch((e: unknown) => e);
       expect(String((error as Error).message)).toMatch(/cluster-a.*n1.*cluster-z.*n9/);
     });
 

@@ -10,10 +10,10 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Metrics } from "../../src/obs/metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
-import type { LoadedLog } from "../../src/storage/log-store.js";
+import { Metrics } from "../../src/obs/metrics.js";
 import { LevelLogStore } from "../../src/storage/level-log-store.js";
+import type { LoadedLog } from "../../src/storage/log-store.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "../..");
@@ -118,7 +118,12 @@ describe("LevelLogStore survives kill -9", () => {
     let inFlightAtKill = 0;
     for (let round = 0; round < KILL_ROUNDS; round++) {
       const seed = 1000 + round * 7919 + Math.floor(Math.random() * 1_000_000);
-      const { ops, signal, acks } = await runUntilKilled(path, seed, 5 + Math.floor(Math.random() * 60), Math.random() * 40);
+      const { ops, signal, acks } = await runUntilKilled(
+        path,
+        seed,
+        5 + Math.floor(Math.random() * 60),
+        Math.random() * 40,
+      );
       expect(signal, `writer should die by SIGKILL (seed ${seed})`).toBe("SIGKILL");
       totalAcks += acks;
 
@@ -144,12 +149,17 @@ describe("LevelLogStore survives kill -9", () => {
       const actual = modelOf(loaded);
       const allowed = [describeModel(acknowledged)];
       if (pending) allowed.push(describeModel(applyOp(acknowledged, pending)));
-      expect(allowed, `round ${round} seed ${seed}: the data dir holds neither the acknowledged state nor it plus the in-flight write`).toContain(describeModel(actual));
+      expect(
+        allowed,
+        `round ${round} seed ${seed}: the data dir holds neither the acknowledged state nor it plus the in-flight write`,
+      ).toContain(describeModel(actual));
       for (const e of loaded.entries) expect(new TextDecoder().decode(e.data)).toBe(payload(e.index, e.term));
       model = actual;
     }
     expect(totalAcks).toBeGreaterThan(KILL_ROUNDS * 5 - 1);
     // Report, not assert: how often the kill landed on a write in flight.
-    console.log(`kill -9: ${KILL_ROUNDS} rounds, ${totalAcks} acknowledged writes, ${inFlightAtKill} kills with a write in flight`);
+    console.log(
+      `kill -9: ${KILL_ROUNDS} rounds, ${totalAcks} acknowledged writes, ${inFlightAtKill} kills with a write in flight`,
+    );
   });
 });

@@ -2,8 +2,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { Metrics } from "../../src/obs/metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
+import { Metrics } from "../../src/obs/metrics.js";
 import { LevelLogStore } from "../../src/storage/level-log-store.js";
 import { entries, IDENTITY, logStoreCompliance } from "./compliance.js";
 
@@ -20,7 +20,10 @@ afterAll(async () => {
 const openLevel = (path: string, identity = IDENTITY, metrics = new Metrics()) =>
   LevelLogStore.open({ path, identity, logger: silentLogger, metrics });
 
-logStoreCompliance<string>("LevelDB adapter", { newLocation: newDir, open: (path, identity) => openLevel(path, identity) });
+logStoreCompliance<string>("LevelDB adapter", {
+  newLocation: newDir,
+  open: (path, identity) => openLevel(path, identity),
+});
 
 describe("LevelLogStore", () => {
   it("treats two spellings of one path as the same data dir", async () => {

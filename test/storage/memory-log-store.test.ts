@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { Metrics } from "../../src/obs/metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
+import { Metrics } from "../../src/obs/metrics.js";
 import { MemoryDataDir, MemoryLogStore } from "../../src/storage/memory-log-store.js";
 import { entries, entry, IDENTITY, logStoreCompliance } from "./compliance.js";
 
@@ -52,9 +52,16 @@ describe("MemoryLogStore crash model", () => {
 
   it("injected write failures reject with CFN_ERR_STORAGE and change nothing", async () => {
     const metrics = new Metrics();
-    const store = await MemoryLogStore.open({ dir: new MemoryDataDir(), identity: IDENTITY, logger: silentLogger, metrics });
+    const store = await MemoryLogStore.open({
+      dir: new MemoryDataDir(),
+      identity: IDENTITY,
+      logger: silentLogger,
+      metrics,
+    });
     store.injectWriteFailures(1);
-    await expect(store.save({ entries: entries(1, 1, 1) })).rejects.toMatchObject({ code: "CFN_ERR_STORAGE" });
+    await expect(store.save({ entries: entries(1, 1, 1) })).rejects.toMatchObject({
+      code: "CFN_ERR_STORAGE",
+    });
     await store.save({ entries: entries(1, 1, 2) });
     expect((await store.load()).entries).toEqual([entry(1, 2)]);
     expect(await metrics.value("cfn_storage_write_failures_total")).toBe(1);

@@ -3,7 +3,7 @@
 
 import { afterEach, describe, expect, it } from "vitest";
 import { isCfnError } from "../../src/errors.js";
-import { Metrics } from "../../src/obs/metrics.js";
+import type { Metrics } from "../../src/obs/metrics.js";
 import { EntryType, type Message, MessageType, type NodeId } from "../../src/raft/types.js";
 import type { SnapshotStatus, Transport, TransportLimits } from "../../src/transport/transport.js";
 
@@ -40,7 +40,11 @@ export function message(from: NodeId, to: NodeId, overrides: Partial<Message> = 
   };
 }
 
-export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 15_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -123,7 +127,10 @@ export function transportCompliance(name: string, harness: TransportHarness): vo
       const node = await connect(harness, ["a", "b"], { frameBytesMax: 64 * 1024 });
       const atB = inbox(node("b").transport);
       const big = Array.from({ length: 60 }, (_, i) =>
-        message("a", "b", { index: i, entries: [{ term: 1, index: i + 1, type: 0, data: new Uint8Array(4096).fill(i) }] }),
+        message("a", "b", {
+          index: i,
+          entries: [{ term: 1, index: i + 1, type: 0, data: new Uint8Array(4096).fill(i) }],
+        }),
       );
       node("a").transport.send(big);
       await waitFor(() => atB.messages().length === 60, "60 large messages");
@@ -139,7 +146,17 @@ export function transportCompliance(name: string, harness: TransportHarness): vo
       const huge = message("a", "b", {
         type: MessageType.Snap,
         snapshot: {
-          metadata: { index: 40, term: 3, conf: { voters: ["a", "b"], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false } },
+          metadata: {
+            index: 40,
+            term: 3,
+            conf: {
+              voters: ["a", "b"],
+              learners: [],
+              votersOutgoing: [],
+              learnersNext: [],
+              autoLeave: false,
+            },
+          },
           data: new Uint8Array(32 * 1024),
         },
       });
@@ -147,7 +164,9 @@ export function transportCompliance(name: string, harness: TransportHarness): vo
       await waitFor(() => atB.messages().length === 1, "the small message");
       expect(atB.messages()[0].index).toBe(77);
       expect(statuses).toEqual([{ index: 40, failed: true }]);
-      expect(await node("a").metrics.value("cfn_transport_raft_messages_dropped_total", { reason: "too_large" })).toBe(1);
+      expect(
+        await node("a").metrics.value("cfn_transport_raft_messages_dropped_total", { reason: "too_large" }),
+      ).toBe(1);
     });
 
     it("reports a sent snapshot as finished and delivers it intact", async () => {
@@ -158,13 +177,26 @@ export function transportCompliance(name: string, harness: TransportHarness): vo
       const snap = message("a", "b", {
         type: MessageType.Snap,
         snapshot: {
-          metadata: { index: 55, term: 4, conf: { voters: ["a", "b"], learners: ["c"], votersOutgoing: [], learnersNext: [], autoLeave: false } },
+          metadata: {
+            index: 55,
+            term: 4,
+            conf: {
+              voters: ["a", "b"],
+              learners: ["c"],
+              votersOutgoing: [],
+              learnersNext: [],
+              autoLeave: false,
+            },
+          },
           data: Uint8Array.from({ length: 3000 }, (_, i) => i % 251),
         },
         snapshotChunk: { offset: 0, total: 3000, last: true },
       });
       node("a").transport.send([snap]);
-      await waitFor(() => atB.messages().length === 1 && statuses.length === 1, "snapshot delivery and status");
+      await waitFor(
+        () => atB.messages().length === 1 && statuses.length === 1,
+        "snapshot delivery and status",
+      );
       expect(atB.messages()[0]).toEqual(snap);
       expect(statuses).toEqual([["b", { index: 55, failed: false }]]);
     });
@@ -180,7 +212,9 @@ export function transportCompliance(name: string, harness: TransportHarness): vo
       await waitFor(() => bus.length === 1, "bus frame");
       expect(bus[0]).toEqual([payload, "a"]);
       expect(other).toEqual([]);
-      expect(await node("b").metrics.value("cfn_transport_frames_received_total", { channel: "bus" })).toBe(1);
+      expect(await node("b").metrics.value("cfn_transport_frames_received_total", { channel: "bus" })).toBe(
+        1,
+      );
     });
 
     it("refuses the raft channel and bad channel names in sendFrame", async () => {
@@ -191,13 +225,20 @@ export function transportCompliance(name: string, harness: TransportHarness): vo
 
     it("refuses a frame larger than frameBytesMax in sendFrame", async () => {
       const node = await connect(harness, ["a", "b"], { frameBytesMax: 8 * 1024 });
-      expectCode(() => node("a").transport.sendFrame("b", "bus", { blob: new Uint8Array(9 * 1024) }), "CFN_ERR_FRAME_TOO_LARGE");
+      expectCode(
+        () => node("a").transport.sendFrame("b", "bus", { blob: new Uint8Array(9 * 1024) }),
+        "CFN_ERR_FRAME_TOO_LARGE",
+      );
     });
 
     it("drops messages to unknown peers and counts them; sendFrame to one throws", async () => {
       const node = await connect(harness, ["a", "b"]);
       node("a").transport.send([message("a", "zz"), message("a", "zz")]);
-      expect(await node("a").metrics.value("cfn_transport_raft_messages_dropped_total", { reason: "unknown_peer" })).toBe(2);
+      expect(
+        await node("a").metrics.value("cfn_transport_raft_messages_dropped_total", {
+          reason: "unknown_peer",
+        }),
+      ).toBe(2);
       expectCode(() => node("a").transport.sendFrame("zz", "bus", {}), "CFN_ERR_PEER_UNREACHABLE");
     });
 
@@ -207,7 +248,11 @@ export function transportCompliance(name: string, harness: TransportHarness): vo
       a.transport.addPeer("b", b.url); // b does not know a
       const atB = inbox(b.transport);
       a.transport.send([message("a", "b")]);
-      await waitFor(async () => (await b.metrics.value("cfn_transport_auth_rejected_total", { reason: "unknown_node" })) > 0, "a rejection");
+      await waitFor(
+        async () =>
+          (await b.metrics.value("cfn_transport_auth_rejected_total", { reason: "unknown_node" })) > 0,
+        "a rejection",
+      );
       expect(atB.messages()).toEqual([]);
     });
 
@@ -227,7 +272,11 @@ export function transportCompliance(name: string, harness: TransportHarness): vo
       await waitFor(() => atB.messages().length === 1, "first message");
       node("a").transport.removePeer("b");
       node("a").transport.send([message("a", "b", { index: 2 })]);
-      expect(await node("a").metrics.value("cfn_transport_raft_messages_dropped_total", { reason: "unknown_peer" })).toBe(1);
+      expect(
+        await node("a").metrics.value("cfn_transport_raft_messages_dropped_total", {
+          reason: "unknown_peer",
+        }),
+      ).toBe(1);
       expectCode(() => node("a").transport.sendFrame("b", "bus", {}), "CFN_ERR_PEER_UNREACHABLE");
     });
 
@@ -237,13 +286,18 @@ export function transportCompliance(name: string, harness: TransportHarness): vo
       await a.close();
       await a.close();
       expect(() => a.send([message("a", "b")])).not.toThrow();
-      expect(await node("a").metrics.value("cfn_transport_raft_messages_dropped_total", { reason: "closed" })).toBe(1);
+      expect(
+        await node("a").metrics.value("cfn_transport_raft_messages_dropped_total", { reason: "closed" }),
+      ).toBe(1);
       expectCode(() => a.sendFrame("b", "bus", {}), "CFN_ERR_CLOSED");
       await expect(a.start()).rejects.toMatchObject({ code: "CFN_ERR_CLOSED" });
     });
 
     it("validates limits at construction", () => {
-      expectCode(() => harness.build("x", { reconnectDelayMsMin: 500, reconnectDelayMsMax: 100 }), "CFN_ERR_CONFIG_INVALID");
+      expectCode(
+        () => harness.build("x", { reconnectDelayMsMin: 500, reconnectDelayMsMax: 100 }),
+        "CFN_ERR_CONFIG_INVALID",
+      );
       expectCode(() => harness.build("x", { frameBytesMax: 0 }), "CFN_ERR_CONFIG_INVALID");
       expectCode(() => harness.build("x", { peerQueueFramesMax: 1.5 }), "CFN_ERR_CONFIG_INVALID");
     });

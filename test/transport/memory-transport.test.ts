@@ -6,7 +6,7 @@ import type { TransportLimits } from "../../src/transport/transport.js";
 import { inbox, message, transportCompliance, waitFor } from "./compliance.js";
 
 let network = new MemoryNetwork();
-let created: MemoryTransport[] = [];
+const created: MemoryTransport[] = [];
 
 function build(nodeId: string, limits: Partial<TransportLimits> = {}, metrics = new Metrics()) {
   const transport = network.createTransport({ nodeId, logger: silentLogger, metrics, limits });

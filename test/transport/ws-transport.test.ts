@@ -11,7 +11,12 @@ const TOKEN = "test-cluster-token-0123456789";
 const FAST_RECONNECT: Partial<TransportLimits> = { reconnectDelayMsMin: 10, reconnectDelayMsMax: 100 };
 const created: WsTransport[] = [];
 
-function build(nodeId: string, limits: Partial<TransportLimits> = {}, metrics = new Metrics(), port?: number) {
+function build(
+  nodeId: string,
+  limits: Partial<TransportLimits> = {},
+  metrics = new Metrics(),
+  port?: number,
+) {
   const transport = new WsTransport({
     nodeId,
     clusterToken: TOKEN,
@@ -36,7 +41,12 @@ transportCompliance("ws adapter", {
     return { transport, url: transport.url, metrics };
   },
   async unreachableUrl() {
-    const probe = new WsTransport({ nodeId: "probe", clusterToken: TOKEN, logger: silentLogger, metrics: new Metrics() });
+    const probe = new WsTransport({
+      nodeId: "probe",
+      clusterToken: TOKEN,
+      logger: silentLogger,
+      metrics: new Metrics(),
+    });
     await probe.start();
     const url = probe.url;
     await probe.close();
@@ -49,7 +59,9 @@ transportCompliance("ws adapter", {
 /** A raw ws client that authenticates as `nodeId` and can send anything. */
 function rawPeer(url: string, headers: Record<string, string>, path = "/cfn/v1/peer") {
   const socket = new WebSocket(new URL(path, url), { headers });
-  const closed = new Promise<{ code: number }>((resolve) => socket.once("close", (code) => resolve({ code })));
+  const closed = new Promise<{ code: number }>((resolve) =>
+    socket.once("close", (code) => resolve({ code })),
+  );
   const outcome = new Promise<"open" | number>((resolve) => {
     socket.once("open", () => resolve("open"));
     socket.once("unexpected-response", (_request, response) => {
@@ -84,7 +96,10 @@ describe("WsTransport hostile peers", () => {
 
   async function goodPeerStillServed(good: WsTransport, received: ReturnType<typeof inbox>, index: number) {
     good.send([message("good", "s", { index })]);
-    await waitFor(() => received.messages().some((m) => m.index === index), `message ${index} from the good peer`);
+    await waitFor(
+      () => received.messages().some((m) => m.index === index),
+      `message ${index} from the good peer`,
+    );
   }
 
   it("garbage bytes close that connection, are counted, and the server keeps serving good peers", async () => {
@@ -159,7 +174,8 @@ describe("WsTransport hostile peers", () => {
 
   it("refuses a short cluster token at construction", () => {
     expect(
-      () => new WsTransport({ nodeId: "a", clusterToken: "short", logger: silentLogger, metrics: new Metrics() }),
+      () =>
+        new WsTransport({ nodeId: "a", clusterToken: "short", logger: silentLogger, metrics: new Metrics() }),
     ).toThrow(/clusterToken/);
   });
 });
