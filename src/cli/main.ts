@@ -2,6 +2,7 @@
 // `cfn`: the command-line interface. Each command group lives in its own file and registers here.
 
 import { Command, CommanderError } from "commander";
+import { registerBusCommands } from "./bus-commands.js";
 import { registerConfigCommands } from "./config-commands.js";
 import { EXIT, reportError } from "./output.js";
 
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerConfigCommands(program);
+  registerBusCommands(program);
   return program;
 }
 

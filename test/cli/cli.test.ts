@@ -1,0 +1,101 @@
+// The `cfn` command end to end: the compiled CLI in a child process, a real bus on tmpfs.
+
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+
+const run = promisify(execFile);
+const cli = join(import.meta.dirname, "..", "..", "dist", "src", "cli", "main.js");
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+let root: string;
+
+async function cfn(args: string[], env: Record<string, string> = {}): Promise<Result> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], {
+      env: { ...process.env, CFN_BUS_ROOT: root, CFN_LOG_LEVEL: "warn", ...env },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+beforeEach(() => {
+  root = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "cfn-cli-test-"));
+});
+afterEach(() => {
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe("cfn CLI", () => {
+  it("sends and receives in priority order, acknowledging what it printed", async () => {
+    expect((await cfn(["send", "worker-1", '{"n":1}', "--from", "lead"])).code).toBe(0);
+    expect((await cfn(["send", "worker-1", "urgent", "--priority", "high", "--type", "task"])).code).toBe(0);
+
+    const first = await cfn(["recv", "worker-1", "--max", "10", "--json"]);
+    expect(first.code).toBe(0);
+    const messages = first.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    expect(messages.map((message) => message.payload)).toEqual(["urgent", { n: 1 }]);
+    expect(messages[0]).toMatchObject({ from: "cli", to: "worker-1", type: "task", priority: "high" });
+    expect(messages[1]).toMatchObject({ from: "lead", priority: "normal" });
+
+    const again = await cfn(["recv", "worker-1", "--wait", "100"]);
+    expect(again.code).toBe(3);
+    expect(again.stdout).toBe("");
+  });
+
+  it("shows inbox depth and dead letters in status, as text and JSON", async () => {
+    for (let i = 0; i < 3; i++) await cfn(["send", "agent-a", String(i)]);
+    const json = await cfn(["status", "--json"]);
+    expect(json.code).toBe(0);
+    const status = JSON.parse(json.stdout);
+    expect(status.agents).toEqual([
+      expect.objectContaining({ agentId: "agent-a", inboxDepth: 3, deadLetters: 0 }),
+    ]);
+
+    const text = await cfn(["status"]);
+    expect(text.stdout).toMatch(/agent-a\s+3\s+0\s+0/);
+
+    const unknown = await cfn(["status", "--agent", "nobody", "--json"]);
+    expect(unknown.code).toBe(1);
+    expect(JSON.parse(unknown.stderr).error.code).toBe("CFN_ERR_UNKNOWN_AGENT");
+  });
+
+  it("refuses a full inbox with CFN_ERR_INBOX_FULL and keeps what was queued", async () => {
+    const env = { CFN_BUS_INBOX_DEPTH_MAX: "2", CFN_BUS_BATCH_MESSAGES_MAX: "2" };
+    expect((await cfn(["send", "w", "1"], env)).code).toBe(0);
+    expect((await cfn(["send", "w", "2"], env)).code).toBe(0);
+    const full = await cfn(["send", "w", "3", "--json"], env);
+    expect(full.code).toBe(1);
+    expect(JSON.parse(full.stderr.trim().split("\n").at(-1)!).error.code).toBe("CFN_ERR_INBOX_FULL");
+    expect(full.stderr).toContain("inbox full");
+    const status = JSON.parse((await cfn(["status", "--json"], env)).stdout);
+    expect(status.agents[0].inboxDepth).toBe(2);
+  });
+
+  it("rejects invalid agent ids and invalid settings with exit status 2 and a named field", async () => {
+    const traversal = await cfn(["send", "../etc", "x"]);
+    expect(traversal.code).toBe(2);
+    expect(traversal.stderr).toContain("CFN_ERR_INVALID_AGENT_ID");
+
+    const badConfig = await cfn(["config", "validate"], { CFN_BUS_SHARDS: "0" });
+    expect(badConfig.code).toBe(2);
+    expect(badConfig.stderr).toContain("bus.shards");
+
+    const good = await cfn(["config", "validate", "--json"]);
+    expect(JSON.parse(good.stdout)).toEqual({ valid: true, profile: "dev" });
+  });
+});
