@@ -73,7 +73,8 @@ function newestMtime(dir: string): number {
 function ensureBuilt(): void {
   const compiled = join(repo, "dist/src/storage/level-log-store.js");
   const sources = [join(repo, "src/storage"), join(repo, "src/obs")];
-  const stale = !existsSync(compiled) || Math.max(...sources.map(newestMtime)) > statSync(compiled).mtimeMs;
+  const newestSource = Math.max(...sources.map(newestMtime), statSync(join(repo, "src/errors.ts")).mtimeMs);
+  const stale = !existsSync(compiled) || newestSource > statSync(compiled).mtimeMs;
   if (!stale) return;
   try {
     execFileSync("npx", ["tsc", "-p", "."], { cwd: repo, stdio: "ignore" });

@@ -1,3 +1,7 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import { silentLogger } from "../../src/obs/logger.js";
@@ -251,5 +255,79 @@ describe("WsTransport connections", () => {
     second.socket.send(encodeFrame("raft", [message("p", "s", { index: 5 })]));
     await waitFor(() => received.messages().length === 1, "a frame on the second connection");
     second.socket.close();
+  });
+});
+
+describe("WsTransport over TLS", () => {
+  const tlsTransports: WsTransport[] = [];
+  afterEach(async () => {
+    for (const transport of tlsTransports.splice(0)) await transport.close();
+  });
+
+  function selfSignedCertificate(): { key: Buffer; cert: Buffer } {
+    const dir = mkdtempSync(join(tmpdir(), "cfn-tls-"));
+    try {
+      execFileSync(
+        "openssl",
+        [
+          "req",
+          "-x509",
+          "-newkey",
+          "ec",
+          "-pkeyopt",
+          "ec_paramgen_curve:prime256v1",
+          "-nodes",
+          "-keyout",
+          join(dir, "key.pem"),
+          "-out",
+          join(dir, "cert.pem"),
+          "-days",
+          "1",
+          "-subj",
+          "/CN=127.0.0.1",
+          "-addext",
+          "subjectAltName=IP:127.0.0.1",
+        ],
+        { stdio: "ignore" },
+      );
+      return { key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it("exchanges messages over wss:// and refuses a server whose certificate it does not trust", async () => {
+    const { key, cert } = selfSignedCertificate();
+    const make = (nodeId: string, ca?: Buffer) => {
+      const transport = new WsTransport({
+        nodeId,
+        clusterToken: TOKEN,
+        logger: silentLogger,
+        metrics: new Metrics(),
+        limits: FAST_RECONNECT,
+        tls: { server: { key, cert }, client: ca ? { ca } : {} },
+      });
+      tlsTransports.push(transport);
+      return transport;
+    };
+    const a = make("a", cert);
+    const b = make("b", cert);
+    const stranger = make("c"); // trusts only the system CAs
+    await Promise.all([a.start(), b.start(), stranger.start()]);
+    expect(a.url.startsWith("wss://127.0.0.1:")).toBe(true);
+    a.addPeer("b", b.url);
+    b.addPeer("a", a.url);
+    b.addPeer("c", stranger.url);
+    stranger.addPeer("b", b.url);
+    const atB = inbox(b);
+    a.send([message("a", "b", { index: 42 })]);
+    await waitFor(() => atB.messages().length === 1, "a message over TLS");
+    expect(atB.messages()[0].index).toBe(42);
+
+    const unreachable: string[] = [];
+    stranger.onPeerUnreachable((peer) => unreachable.push(peer));
+    stranger.send([message("c", "b", { index: 7 })]);
+    await waitFor(() => unreachable.includes("b"), "the untrusted dial to fail");
+    expect(atB.messages().map((m) => m.index)).toEqual([42]);
   });
 });
