@@ -46,6 +46,16 @@ import { LogStoreMetrics } from "./log-store-metrics.js";
 type Db = ClassicLevel<string, Uint8Array>;
 type BatchOp = { type: "put"; key: string; value: Uint8Array } | { type: "del"; key: string };
 
+/** A SaveBatch encoded at call time; `shape` keeps what the invariant checks need. */
+interface EncodedBatch {
+  entries: { index: number; bytes: Uint8Array }[];
+  hardState: Uint8Array | undefined;
+  snapshot: { index: number; bytes: Uint8Array } | undefined;
+  shape: SaveBatch;
+}
+
+const NO_BYTES = new Uint8Array(0);
+
 /**
  * Paths held open by this process. classic-level's LOCK only guards against other processes:
  * a second open of the same path in one process would share the lock and corrupt the store.
@@ -124,7 +134,11 @@ export class LevelLogStore implements LogStore {
 
   async load(): Promise<LoadedLog> {
     this.assertOpen();
-    await this.writeChain.catch(() => undefined);
+    // Through the write chain, so a load never sees half of the saves issued before it.
+    return this.serialize(() => this.readAll());
+  }
+
+  private async readAll(): Promise<LoadedLog> {
     try {
       const hardStateBytes = await this.db.get(HARD_STATE_KEY);
       const snapshotBytes = await this.db.get(SNAPSHOT_KEY);
@@ -151,12 +165,26 @@ export class LevelLogStore implements LogStore {
 
   async save(batch: SaveBatch): Promise<void> {
     this.assertOpen();
-    return this.serialize(() => this.writeSave(batch));
+    // Encode now: the caller may reuse its buffers as soon as save() returns.
+    const encoded: EncodedBatch = {
+      entries: batch.entries.map((entry) => ({ index: entry.index, bytes: encodeEntry(entry) })),
+      hardState: batch.hardState ? encodeHardState(batch.hardState) : undefined,
+      snapshot: batch.snapshot
+        ? { index: batch.snapshot.metadata.index, bytes: encodeSnapshot(batch.snapshot) }
+        : undefined,
+      shape: {
+        entries: batch.entries.map(({ index, term, type }) => ({ index, term, type, data: NO_BYTES })),
+        snapshot: batch.snapshot ? { metadata: batch.snapshot.metadata, data: NO_BYTES } : undefined,
+      },
+    };
+    return this.serialize(() => this.writeSave(encoded));
   }
 
   async compact(snapshot: Snapshot): Promise<void> {
     this.assertOpen();
-    return this.serialize(() => this.writeCompact(snapshot));
+    const bytes = encodeSnapshot(snapshot);
+    const shape: Snapshot = { metadata: structuredClone(snapshot.metadata), data: NO_BYTES };
+    return this.serialize(() => this.writeCompact(shape, bytes));
   }
 
   async close(): Promise<void> {
@@ -170,40 +198,41 @@ export class LevelLogStore implements LogStore {
     }
   }
 
-  private async writeSave(batch: SaveBatch): Promise<void> {
-    assertSaveBatch(batch, { snapshotIndex: this.snapshotIndex, lastIndex: this.lastIndex });
+  private async writeSave(batch: EncodedBatch): Promise<void> {
+    assertSaveBatch(batch.shape, { snapshotIndex: this.snapshotIndex, lastIndex: this.lastIndex });
     const ops: BatchOp[] = [];
     let snapshotIndex = this.snapshotIndex;
     let lastIndex = this.lastIndex;
-    if (batch.snapshot) {
-      checkSnapshotNewer(batch.snapshot, this.snapshotIndex);
-      for (let index = snapshotIndex + 1; index <= lastIndex; index++)
+    if (batch.snapshot && batch.shape.snapshot) {
+      checkSnapshotNewer(batch.shape.snapshot, this.snapshotIndex);
+      for (let index = snapshotIndex + 1; index <= lastIndex; index++) {
         ops.push({ type: "del", key: entryKey(index) });
-      ops.push({ type: "put", key: SNAPSHOT_KEY, value: encodeSnapshot(batch.snapshot) });
-      snapshotIndex = batch.snapshot.metadata.index;
+      }
+      ops.push({ type: "put", key: SNAPSHOT_KEY, value: batch.snapshot.bytes });
+      snapshotIndex = batch.snapshot.index;
       lastIndex = snapshotIndex;
     }
     if (batch.entries.length > 0) {
       const newLast = batch.entries[batch.entries.length - 1].index;
       // The conflicting suffix beyond the new last entry; the rest is overwritten by the puts.
-      for (let index = newLast + 1; index <= lastIndex; index++)
+      for (let index = newLast + 1; index <= lastIndex; index++) {
         ops.push({ type: "del", key: entryKey(index) });
+      }
       for (const entry of batch.entries)
-        ops.push({ type: "put", key: entryKey(entry.index), value: encodeEntry(entry) });
+        ops.push({ type: "put", key: entryKey(entry.index), value: entry.bytes });
       lastIndex = newLast;
     }
-    if (batch.hardState)
-      ops.push({ type: "put", key: HARD_STATE_KEY, value: encodeHardState(batch.hardState) });
+    if (batch.hardState) ops.push({ type: "put", key: HARD_STATE_KEY, value: batch.hardState });
     if (ops.length === 0) return;
     await this.writeSynced(ops, batch.entries.length);
     this.snapshotIndex = snapshotIndex;
     this.lastIndex = lastIndex;
   }
 
-  private async writeCompact(snapshot: Snapshot): Promise<void> {
-    checkSnapshotNewer(snapshot, this.snapshotIndex);
-    const index = snapshot.metadata.index;
-    const ops: BatchOp[] = [{ type: "put", key: SNAPSHOT_KEY, value: encodeSnapshot(snapshot) }];
+  private async writeCompact(shape: Snapshot, bytes: Uint8Array): Promise<void> {
+    checkSnapshotNewer(shape, this.snapshotIndex);
+    const index = shape.metadata.index;
+    const ops: BatchOp[] = [{ type: "put", key: SNAPSHOT_KEY, value: bytes }];
     const dropUpTo = Math.min(index, this.lastIndex);
     for (let i = this.snapshotIndex + 1; i <= dropUpTo; i++) ops.push({ type: "del", key: entryKey(i) });
     await this.writeSynced(ops, 0);
@@ -254,7 +283,7 @@ export class LevelLogStore implements LogStore {
       last.length > 0 ? Math.max(entryIndexOfKey(last[0]), this.snapshotIndex) : this.snapshotIndex;
   }
 
-  private serialize(operation: () => Promise<void>): Promise<void> {
+  private serialize<T>(operation: () => Promise<T>): Promise<T> {
     const run = this.writeChain.then(operation, operation);
     this.writeChain = run.catch(() => undefined);
     return run;
