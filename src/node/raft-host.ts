@@ -1,0 +1,811 @@
+// RaftHost: the shell around the pure Raft core (STYLE.md item 1). It owns the I/O the core
+// leaves out — a LogStore on disk, a Transport to the peers, a StateMachine to apply to and a
+// tick timer — and drives the core's Ready loop:
+//
+//   1. persist hardState + entries + snapshot with ONE LogStore.save (one fsync),
+//   2. mirror them into the MemoryStorage the core reads,
+//   3. send the messages (only now: persist before send),
+//   4. install a received snapshot, apply committed entries (conf changes via applyConfChange),
+//      serve ReadIndex reads whose index is applied, take a snapshot when one is due,
+//   5. advance().
+//
+// Group commit: while a save is in flight the event loop keeps stepping peer messages and
+// proposals into the core; they all land in the next Ready, so one fsync covers every proposal
+// that arrived during the previous one. See docs/RAFT_HOST.md.
+
+import { randomBytes } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import { CfnError, assert, isCfnError } from "../errors.js";
+import type { Logger } from "../obs/logger.js";
+import type { Metrics } from "../obs/metrics.js";
+import {
+  type ConfChange,
+  ConfChangeType,
+  type ConfState,
+  type Entry,
+  EntryType,
+  MemoryStorage,
+  type NodeId,
+  type RandomSource,
+  type RaftStatus,
+  RawNode,
+  type Message,
+  type Ready,
+  type Snapshot,
+  type StateRole,
+  decodeConfChange,
+} from "../raft/index.js";
+import type { StateMachine } from "../statemachine/types.js";
+import type { LoadedLog, LogStore } from "../storage/log-store.js";
+import type { Transport } from "../transport/transport.js";
+import { INCARNATION_BYTES, decodeEnvelope, encodeEnvelope, sameIncarnation } from "./raft-envelope.js";
+import { type RaftHostConfig, coreConfig, resolveRaftHostConfig } from "./raft-host-config.js";
+import { decodeFromWire, encodeForWire } from "./raft-wire.js";
+import { RaftHostMetrics } from "./raft-host-metrics.js";
+
+export { DEFAULT_RAFT_HOST_CONFIG, type RaftHostConfig, resolveRaftHostConfig } from "./raft-host-config.js";
+
+export interface RaftHostOptions<Result> {
+  /** Limits and timing; missing fields take DEFAULT_RAFT_HOST_CONFIG. */
+  config: Partial<RaftHostConfig> & { id: NodeId };
+  logger: Logger;
+  metrics: Metrics;
+  /** The durable log (opened; the host closes it in stop()). */
+  store: LogStore;
+  /** The peer transport (not started; the host starts and closes it). */
+  transport: Transport;
+  /** Fresh (nothing applied): the host restores it from the stored snapshot and replays the log. */
+  stateMachine: StateMachine<Result>;
+  /** Transport address of every known member (this node's own entry is ignored). */
+  peers: Record<NodeId, string>;
+  /**
+   * The founding voters of a new cluster. Used only when the store is empty; every founder must
+   * pass the same list. A node joining later passes nothing and waits for the leader's snapshot.
+   */
+  bootstrap?: { voters: NodeId[] };
+  /** Randomness for election timeouts; Math.random by default. */
+  random?: RandomSource;
+}
+
+/** What onLeaderChange handlers receive. `leader` is "" while no leader is known. */
+export interface LeaderChange {
+  leader: NodeId;
+  term: number;
+  role: StateRole;
+}
+
+export interface MemberStatus {
+  id: NodeId;
+  address: string | undefined;
+  voter: boolean;
+  /** Leader only: highest index known replicated on the member, and how far it trails. */
+  match?: number;
+  lag?: number;
+  /** Leader only: probe / replicate / snapshot. */
+  state?: string;
+}
+
+export interface RaftHostStatus {
+  id: NodeId;
+  role: StateRole;
+  term: number;
+  leader: NodeId;
+  commit: number;
+  applied: number;
+  lastIndex: number;
+  firstIndex: number;
+  snapshotIndex: number;
+  members: MemberStatus[];
+}
+
+interface PendingProposal<Result> {
+  resolve: (result: Result | undefined) => void;
+  reject: (error: unknown) => void;
+  startedMs: number;
+  deadlineMs: number;
+}
+
+interface PendingRead {
+  id: number;
+  run: () => void;
+  reject: (error: unknown) => void;
+  deadlineMs: number;
+}
+
+interface PendingConfChange {
+  matches: (change: ConfChange) => boolean;
+  resolve: (conf: ConfState) => void;
+  reject: (error: unknown) => void;
+  deadlineMs: number;
+}
+
+type HostState = "new" | "starting" | "running" | "stopping" | "stopped" | "failed";
+
+export class RaftHost<Result> {
+  readonly id: NodeId;
+  readonly config: RaftHostConfig;
+  private readonly options: RaftHostOptions<Result>;
+  private readonly logger: Logger;
+  private readonly hostMetrics: RaftHostMetrics;
+  private readonly store: LogStore;
+  private readonly transport: Transport;
+  private readonly stateMachine: StateMachine<Result>;
+  private readonly incarnation: Uint8Array = randomBytes(INCARNATION_BYTES);
+  private readonly addresses = new Map<NodeId, string>();
+  private node!: RawNode;
+  private storage!: MemoryStorage;
+  private confState!: ConfState;
+  private state: HostState = "new";
+
+  private nextSequence = 1;
+  /** Insertion order = deadline order (one timeout for all), so sweeps stop at the first live one. */
+  private readonly proposals = new Map<number, PendingProposal<Result>>();
+  private readonly reads = new Map<number, PendingRead>();
+  /** Reads not yet sent as a ReadIndex request; one request serves the whole batch. */
+  private waitingReadIds: number[] = [];
+  /** ReadIndex requests in flight, by context (hex). */
+  private readonly inflightReads = new Map<string, number[]>();
+  /** Reads whose read index is known, waiting for `applied` to reach it. */
+  private readyReads: { index: number; ids: number[] }[] = [];
+  private confChanges: PendingConfChange[] = [];
+
+  private tickTimer: NodeJS.Timeout | undefined;
+  private readyScheduled = false;
+  private readyLoop: Promise<void> | undefined;
+  private compactions: Promise<void> = Promise.resolve();
+  private leader: NodeId = "";
+  private role: StateRole = "follower";
+  private term = 0;
+  private applied = 0;
+  private readonly leaderListeners = new Set<(change: LeaderChange) => void>();
+  private readonly fatalListeners = new Set<(error: unknown) => void>();
+
+  constructor(options: RaftHostOptions<Result>) {
+    this.config = resolveRaftHostConfig(options.config);
+    this.id = this.config.id;
+    this.options = options;
+    this.logger = options.logger.child("raft");
+    this.hostMetrics = new RaftHostMetrics(options.metrics);
+    this.store = options.store;
+    this.transport = options.transport;
+    this.stateMachine = options.stateMachine;
+    assert(this.transport.nodeId === this.id, `RaftHost ${this.id}: transport belongs to ${this.transport.nodeId}`);
+    assert(this.stateMachine.appliedIndex === 0, "RaftHost: the state machine must be fresh");
+    for (const [peerId, address] of Object.entries(options.peers)) {
+      if (peerId !== this.id) this.addresses.set(peerId, address);
+    }
+  }
+
+  // ---- lifecycle --------------------------------------------------------------------------------
+
+  /** Loads the log, restores the state machine, starts the transport and the tick timer. */
+  async start(): Promise<void> {
+    if (this.state !== "new") throw new CfnError("CFN_ERR_CLOSED", `raft host ${this.id} was already started`);
+    this.state = "starting";
+    const loaded = await this.store.load();
+    const isEmpty = loaded.hardState.term === 0 && !loaded.snapshot && loaded.entries.length === 0;
+    if (isEmpty && this.options.bootstrap) await this.bootstrap(loaded, this.options.bootstrap.voters);
+    else this.restore(loaded);
+    this.node = new RawNode({
+      config: coreConfig(this.config, this.stateMachine.appliedIndex),
+      storage: this.storage,
+      random: this.options.random ?? Math.random,
+    });
+    this.applied = this.stateMachine.appliedIndex;
+    const status = this.node.status();
+    this.term = status.term;
+    this.hostMetrics.term.set(this.term);
+    for (const [peerId, address] of this.addresses) this.transport.addPeer(peerId, address);
+    this.transport.onMessages((messages) => this.onPeerMessages(messages));
+    this.transport.onPeerUnreachable((peerId) => {
+      if (this.state === "running" || this.state === "stopping") this.node.reportUnreachable(peerId);
+    });
+    this.transport.onSnapshotStatus((peerId, snapshotStatus) => {
+      if (this.state !== "running" && this.state !== "stopping") return;
+      this.node.reportSnapshot(peerId, !snapshotStatus.failed);
+      this.scheduleReady();
+    });
+    await this.transport.start();
+    this.state = "running";
+    this.tickTimer = setInterval(() => this.onTick(), this.config.tickIntervalMs);
+    this.logger.info("raft host started", {
+      id: this.id,
+      term: this.term,
+      applied: this.applied,
+      lastIndex: status.lastIndex,
+      voters: this.confState.voters,
+      tickIntervalMs: this.config.tickIntervalMs,
+      electionTimeoutTicks: this.config.electionTimeoutTicks,
+      heartbeatTicks: this.config.heartbeatTicks,
+    });
+    this.scheduleReady();
+  }
+
+  /**
+   * Graceful stop: hands leadership to the most caught-up voter (bounded by
+   * stopTransferTimeoutMs), lets the Ready in flight finish, fails waiting calls with
+   * CFN_ERR_CLOSED, then closes the transport and the store. Idempotent.
+   */
+  async stop(): Promise<void> {
+    if (this.state === "stopped" || this.state === "stopping") return;
+    if (this.state === "new") {
+      this.state = "stopped";
+      await this.transport.close();
+      await this.store.close();
+      return;
+    }
+    const wasRunning = this.state === "running";
+    this.state = "stopping";
+    if (wasRunning && this.role === "leader") {
+      const target = this.bestTransferTarget();
+      if (target) {
+        try {
+          await this.waitLeader(target, this.config.stopTransferTimeoutMs, () => this.node.transferLeader(target));
+        } catch (error) {
+          this.logger.warn("leadership transfer at stop did not finish", { target, error });
+        }
+      }
+    }
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    this.tickTimer = undefined;
+    while (this.readyLoop) await this.readyLoop;
+    this.failAllPending(new CfnError("CFN_ERR_CLOSED", `raft host ${this.id} stopped`));
+    await this.compactions;
+    await this.transport.close();
+    await this.store.close();
+    this.state = "stopped";
+    this.logger.info("raft host stopped", { id: this.id, applied: this.applied });
+  }
+
+  // ---- client API -------------------------------------------------------------------------------
+
+  /**
+   * Replicates `command` and resolves with the state machine's result once it is applied on
+   * this node. Only the leader takes proposals: elsewhere it rejects with CFN_ERR_NOT_LEADER
+   * (details.leader, details.leaderAddress). CFN_ERR_PROPOSAL_DROPPED: backpressure or a
+   * leadership transfer; nothing was appended. CFN_ERR_TIMEOUT: outcome unknown (it may still
+   * apply; retry with the same client request id so the state machine dedups it).
+   */
+  propose(command: Uint8Array): Promise<Result | undefined> {
+    if (this.state !== "running") return Promise.reject(this.closedError());
+    if (this.role !== "leader") {
+      this.hostMetrics.proposals.inc({ outcome: "not_leader" });
+      return Promise.reject(this.notLeaderError());
+    }
+    if (this.proposals.size >= this.config.pendingProposalsMax) {
+      this.hostMetrics.proposals.inc({ outcome: "dropped" });
+      return Promise.reject(
+        new CfnError("CFN_ERR_PROPOSAL_DROPPED", `raft host ${this.id}: ${this.proposals.size} proposals pending`, {
+          pendingProposalsMax: this.config.pendingProposalsMax,
+        }),
+      );
+    }
+    const sequence = this.nextSequence++;
+    try {
+      this.node.propose(encodeEnvelope(this.incarnation, sequence, command));
+    } catch (error) {
+      this.hostMetrics.proposals.inc({ outcome: "dropped" });
+      return Promise.reject(error);
+    }
+    const now = performance.now();
+    const promise = new Promise<Result | undefined>((resolve, reject) => {
+      this.proposals.set(sequence, { resolve, reject, startedMs: now, deadlineMs: now + this.config.proposalTimeoutMs });
+    });
+    this.hostMetrics.pendingProposals.set(this.proposals.size);
+    this.scheduleReady();
+    return promise;
+  }
+
+  /**
+   * A linearizable read (ReadIndex): confirms leadership with a quorum, waits until this node
+   * has applied up to the read index, then runs `query` against the state machine. Works on
+   * followers too (the request is forwarded to the leader). Concurrent reads share one
+   * ReadIndex round. CFN_ERR_NOT_LEADER when no leader is known; CFN_ERR_TIMEOUT.
+   */
+  read<T>(query: () => T): Promise<T> {
+    if (this.state !== "running") return Promise.reject(this.closedError());
+    if (this.leader === "") {
+      this.hostMetrics.reads.inc({ outcome: "not_leader" });
+      return Promise.reject(this.notLeaderError());
+    }
+    if (this.reads.size >= this.config.pendingReadsMax) {
+      this.hostMetrics.reads.inc({ outcome: "dropped" });
+      return Promise.reject(
+        new CfnError("CFN_ERR_PROPOSAL_DROPPED", `raft host ${this.id}: ${this.reads.size} reads pending`, {
+          pendingReadsMax: this.config.pendingReadsMax,
+        }),
+      );
+    }
+    const id = this.nextSequence++;
+    const promise = new Promise<T>((resolve, reject) => {
+      const run = () => {
+        try {
+          resolve(query());
+        } catch (error) {
+          reject(error);
+        }
+      };
+      this.reads.set(id, { id, run, reject, deadlineMs: performance.now() + this.config.readTimeoutMs });
+    });
+    this.waitingReadIds.push(id);
+    this.scheduleReady();
+    return promise;
+  }
+
+  /** Asks the leader to hand leadership to `to`; resolves once `to` is the known leader. */
+  transferLeadership(to: NodeId): Promise<void> {
+    if (this.state !== "running") return Promise.reject(this.closedError());
+    if (!this.confState.voters.includes(to)) {
+      return Promise.reject(new CfnError("CFN_ERR_CONF_CHANGE", `${to} is not a voter`, { to }));
+    }
+    if (this.leader === to) return Promise.resolve();
+    return this.waitLeader(to, this.config.proposalTimeoutMs, () => this.node.transferLeader(to));
+  }
+
+  /** Adds a voter; `address` is its transport URL, replicated in the change's context. */
+  addMember(id: NodeId, address: string): Promise<ConfState> {
+    return this.proposeConfChange(
+      { changes: [{ type: ConfChangeType.AddVoter, nodeId: id, context: address }], transition: "auto" },
+      (change) => change.changes.some((c) => c.nodeId === id && c.type === ConfChangeType.AddVoter),
+      () => {
+        if (id !== this.id) {
+          this.addresses.set(id, address);
+          this.transport.addPeer(id, address);
+        }
+      },
+    );
+  }
+
+  /** Removes a member (voter or learner). */
+  removeMember(id: NodeId): Promise<ConfState> {
+    return this.proposeConfChange(
+      { changes: [{ type: ConfChangeType.RemoveNode, nodeId: id }], transition: "auto" },
+      (change) => change.changes.some((c) => c.nodeId === id && c.type === ConfChangeType.RemoveNode),
+    );
+  }
+
+  status(): RaftHostStatus {
+    assert(this.node, "RaftHost.status() before start()");
+    const raw: RaftStatus = this.node.status();
+    const ids = [...new Set([...raw.config.voters, ...raw.config.votersOutgoing, ...raw.config.learners])].sort();
+    const members: MemberStatus[] = ids.map((id) => {
+      const progress = raw.progress[id];
+      const member: MemberStatus = {
+        id,
+        address: id === this.id ? undefined : this.addresses.get(id),
+        voter: !raw.config.learners.includes(id),
+      };
+      if (progress) {
+        member.match = progress.match;
+        member.lag = Math.max(0, raw.lastIndex - progress.match);
+        member.state = progress.state;
+      }
+      return member;
+    });
+    return {
+      id: this.id,
+      role: raw.role,
+      term: raw.term,
+      leader: raw.leader,
+      commit: raw.commit,
+      applied: this.applied,
+      lastIndex: raw.lastIndex,
+      firstIndex: raw.firstIndex,
+      snapshotIndex: this.storage.snapshot().metadata.index,
+      members,
+    };
+  }
+
+  /** The known leader ("" when none) and its transport address when known. */
+  leaderHint(): { leader: NodeId; address: string | undefined } {
+    return { leader: this.leader, address: this.addresses.get(this.leader) };
+  }
+
+  isLeader(): boolean {
+    return this.role === "leader";
+  }
+
+  /** Calls `handler` whenever the known leader or this node's role changes. Returns an unsubscribe. */
+  onLeaderChange(handler: (change: LeaderChange) => void): () => void {
+    this.leaderListeners.add(handler);
+    return () => this.leaderListeners.delete(handler);
+  }
+
+  /** Calls `handler` when the host stops on an I/O failure it cannot recover from (a failed fsync). */
+  onFatal(handler: (error: unknown) => void): () => void {
+    this.fatalListeners.add(handler);
+    return () => this.fatalListeners.delete(handler);
+  }
+
+  // ---- start-up ---------------------------------------------------------------------------------
+
+  /**
+   * A founder of a new cluster: a snapshot at index 1, term 1 holding the founders and the state
+   * machine after one empty entry (so it has applied index 1 like the log), persisted before
+   * anything else happens. Every founder writes identical bytes.
+   */
+  private async bootstrap(loaded: LoadedLog, voters: NodeId[]): Promise<void> {
+    assert(voters.includes(this.id), `RaftHost bootstrap: ${this.id} is not among the voters ${voters.join(",")}`);
+    this.stateMachine.apply({ term: 1, index: 1, type: EntryType.Normal, data: new Uint8Array(0) });
+    const conf: ConfState = { voters: [...voters].sort(), learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
+    const snapshot: Snapshot = { metadata: { index: 1, term: 1, conf }, data: this.stateMachine.snapshot() };
+    const hardState = { term: 1, vote: "", commit: 1 };
+    await this.store.save({ hardState, entries: [], snapshot });
+    this.logger.info("bootstrapped a new cluster", { voters: conf.voters, clusterOf: loaded.meta.clusterId });
+    this.storage = new MemoryStorage();
+    this.storage.applySnapshot(snapshot);
+    this.storage.setHardState(hardState);
+    this.confState = conf;
+  }
+
+  /** A restarting node (or a joiner with an empty store): rebuild memory from disk. */
+  private restore(loaded: LoadedLog): void {
+    this.storage = new MemoryStorage();
+    if (loaded.snapshot) {
+      this.storage.applySnapshot(loaded.snapshot);
+      this.installStateMachineSnapshot(loaded.snapshot);
+    }
+    this.storage.append(loaded.entries);
+    this.storage.setHardState(loaded.hardState);
+    this.confState = this.storage.initialState().confState;
+    // Members added after the snapshot: replay the conf changes of the log for their addresses.
+    for (const entry of loaded.entries) {
+      if (entry.type === EntryType.ConfChange) this.rememberAddresses(decodeConfChange(entry.data));
+    }
+  }
+
+  private installStateMachineSnapshot(snapshot: Snapshot): void {
+    if (snapshot.data.byteLength > 0) this.stateMachine.restore(snapshot.data);
+    this.hostMetrics.snapshots.inc({ kind: "installed" });
+  }
+
+  // ---- event sources ----------------------------------------------------------------------------
+
+  private onTick(): void {
+    if (this.state !== "running" && this.state !== "stopping") return;
+    this.node.tick();
+    this.sweepDeadlines();
+    this.scheduleReady();
+  }
+
+  private onPeerMessages(messages: Message[]): void {
+    if (this.state !== "running" && this.state !== "stopping") return;
+    for (const message of messages) {
+      try {
+        this.node.step(decodeFromWire(message));
+      } catch (error) {
+        if (!isCfnError(error)) throw error;
+        this.logger.warn("peer message refused", { from: message.from, type: message.type, error });
+      }
+    }
+    this.scheduleReady();
+  }
+
+  /** Runs the Ready loop on the next turn of the event loop, so one turn's I/O is batched. */
+  private scheduleReady(): void {
+    if (this.readyScheduled || this.readyLoop) return;
+    if (this.state !== "running" && this.state !== "stopping") return;
+    this.readyScheduled = true;
+    setImmediate(() => {
+      this.readyScheduled = false;
+      if (this.readyLoop) return;
+      this.readyLoop = this.runReadyLoop().finally(() => {
+        this.readyLoop = undefined;
+      });
+    });
+  }
+
+  private async runReadyLoop(): Promise<void> {
+    try {
+      for (;;) {
+        if (this.state !== "running" && this.state !== "stopping") return;
+        this.issueReadIndex();
+        if (!this.node.hasReady()) return;
+        const rd = this.node.ready();
+        await this.handleReady(rd);
+        this.node.advance();
+      }
+    } catch (error) {
+      this.failFatally(error);
+    }
+  }
+
+  // ---- the Ready ---------------------------------------------------------------------------------
+
+  private async handleReady(rd: Ready): Promise<void> {
+    if (rd.softState) this.onSoftState(rd.softState.leader, rd.softState.role);
+    if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
+      const startedMs = performance.now();
+      await this.store.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot });
+      this.hostMetrics.saveSeconds.observe((performance.now() - startedMs) / 1000);
+      if (rd.entries.length > 0) this.hostMetrics.saveEntries.observe(rd.entries.length);
+    }
+    if (this.state !== "running" && this.state !== "stopping") return;
+    if (rd.snapshot) {
+      this.storage.applySnapshot(rd.snapshot);
+      this.installStateMachineSnapshot(rd.snapshot);
+      this.confState = rd.snapshot.metadata.conf;
+      this.applied = rd.snapshot.metadata.index;
+      this.logger.info("installed snapshot from leader", { index: this.applied, term: rd.snapshot.metadata.term });
+    }
+    this.storage.append(rd.entries);
+    if (rd.hardState) {
+      this.storage.setHardState(rd.hardState);
+      if (rd.hardState.term !== this.term) {
+        this.term = rd.hardState.term;
+        this.hostMetrics.term.set(this.term);
+      }
+      this.hostMetrics.commitIndex.set(rd.hardState.commit);
+    }
+    if (rd.messages.length > 0) this.transport.send(encodeForWire(rd.messages));
+    if (rd.committedEntries.length > 0) this.applyEntries(rd.committedEntries);
+    for (const readState of rd.readStates) this.onReadState(readState.index, readState.requestContext);
+    this.serveReadyReads();
+    this.maybeSnapshot();
+  }
+
+  private applyEntries(entries: Entry[]): void {
+    const now = performance.now();
+    for (const entry of entries) {
+      if (entry.index <= this.stateMachine.appliedIndex) continue; // covered by an installed snapshot
+      if (entry.type === EntryType.ConfChange) {
+        this.applyConfChangeEntry(entry);
+        continue;
+      }
+      const envelope = decodeEnvelope(entry.data);
+      if (!envelope) {
+        this.stateMachine.apply(entry);
+        continue;
+      }
+      const result = this.stateMachine.apply({ ...entry, data: envelope.command });
+      if (!sameIncarnation(envelope.incarnation, this.incarnation)) continue;
+      const pending = this.proposals.get(envelope.sequence);
+      if (!pending) continue; // timed out earlier
+      this.proposals.delete(envelope.sequence);
+      this.hostMetrics.commitSeconds.observe((now - pending.startedMs) / 1000);
+      this.hostMetrics.proposals.inc({ outcome: "applied" });
+      pending.resolve(result);
+    }
+    this.applied = entries[entries.length - 1].index;
+    this.hostMetrics.appliedIndex.set(this.applied);
+    this.hostMetrics.pendingProposals.set(this.proposals.size);
+  }
+
+  private applyConfChangeEntry(entry: Entry): void {
+    const change = decodeConfChange(entry.data);
+    this.confState = this.node.applyConfChange(change);
+    this.stateMachine.apply(entry);
+    this.rememberAddresses(change);
+    for (const single of change.changes) {
+      if (single.type === ConfChangeType.RemoveNode && single.nodeId !== this.id) {
+        this.addresses.delete(single.nodeId);
+        this.transport.removePeer(single.nodeId);
+      }
+    }
+    this.logger.info("membership changed", { index: entry.index, voters: this.confState.voters, learners: this.confState.learners });
+    const done = this.confChanges.filter((pending) => pending.matches(change));
+    this.confChanges = this.confChanges.filter((pending) => !pending.matches(change));
+    for (const pending of done) pending.resolve(this.confState);
+  }
+
+  /** Adds the addresses carried in a conf change's context to the transport. */
+  private rememberAddresses(change: ConfChange): void {
+    for (const single of change.changes) {
+      if (single.type === ConfChangeType.RemoveNode || !single.context || single.nodeId === this.id) continue;
+      this.addresses.set(single.nodeId, single.context);
+      if (this.node) this.transport.addPeer(single.nodeId, single.context);
+    }
+  }
+
+  private onSoftState(leader: NodeId, role: StateRole): void {
+    const leaderChanged = leader !== this.leader;
+    const roleChanged = role !== this.role;
+    this.leader = leader;
+    this.role = role;
+    this.hostMetrics.isLeader.set(role === "leader" ? 1 : 0);
+    if (leaderChanged && leader !== "") this.hostMetrics.leaderChanges.inc();
+    if (leaderChanged || roleChanged) {
+      this.logger.info("leader change", { leader, role, term: this.node.status().term });
+      const change: LeaderChange = { leader, role, term: this.node.status().term };
+      for (const listener of this.leaderListeners) {
+        try {
+          listener(change);
+        } catch (error) {
+          this.logger.error("leader change listener failed", { error });
+        }
+      }
+    }
+  }
+
+  /** Takes a state-machine snapshot and compacts the log every snapshotEntriesInterval entries. */
+  private maybeSnapshot(): void {
+    const snapshotIndex = this.storage.snapshot().metadata.index;
+    if (this.applied - snapshotIndex < this.config.snapshotEntriesInterval) return;
+    assert(this.stateMachine.appliedIndex === this.applied, "raft host: state machine out of step with the log");
+    const snapshot = this.storage.createSnapshot(this.applied, this.confState, this.stateMachine.snapshot());
+    const compactIndex = this.applied - this.config.compactionLagEntries;
+    if (compactIndex >= this.storage.firstIndex()) this.storage.compact(compactIndex);
+    this.hostMetrics.snapshots.inc({ kind: "taken" });
+    this.logger.debug("snapshot taken", { index: this.applied, bytes: snapshot.data.byteLength });
+    // Not awaited: the store serializes it with the saves, and the Ready loop need not wait.
+    this.compactions = this.compactions
+      .then(() => this.store.compact(snapshot))
+      .catch((error) => {
+        if (isCfnError(error, "CFN_ERR_COMPACTED")) return; // a newer snapshot arrived meanwhile
+        this.failFatally(error);
+      });
+  }
+
+  // ---- reads --------------------------------------------------------------------------------------
+
+  /** Sends one ReadIndex request for every read that is waiting. */
+  private issueReadIndex(): void {
+    if (this.waitingReadIds.length === 0) return;
+    const ids = this.waitingReadIds;
+    this.waitingReadIds = [];
+    const context = encodeEnvelope(this.incarnation, ids[0], new Uint8Array(0));
+    try {
+      this.node.readIndex(context);
+    } catch (error) {
+      for (const id of ids) this.finishRead(id, error, "not_leader");
+      return;
+    }
+    this.inflightReads.set(Buffer.from(context).toString("hex"), ids);
+  }
+
+  private onReadState(index: number, context: Uint8Array): void {
+    const key = Buffer.from(context).toString("hex");
+    const ids = this.inflightReads.get(key);
+    if (!ids) return;
+    this.inflightReads.delete(key);
+    this.readyReads.push({ index, ids });
+  }
+
+  private serveReadyReads(): void {
+    if (this.readyReads.length === 0) return;
+    const stillWaiting: { index: number; ids: number[] }[] = [];
+    for (const batch of this.readyReads) {
+      if (batch.index > this.applied) {
+        stillWaiting.push(batch);
+        continue;
+      }
+      for (const id of batch.ids) {
+        const read = this.reads.get(id);
+        if (!read) continue;
+        this.reads.delete(id);
+        this.hostMetrics.reads.inc({ outcome: "served" });
+        read.run();
+      }
+    }
+    this.readyReads = stillWaiting;
+  }
+
+  private finishRead(id: number, error: unknown, outcome: string): void {
+    const read = this.reads.get(id);
+    if (!read) return;
+    this.reads.delete(id);
+    this.hostMetrics.reads.inc({ outcome });
+    read.reject(error);
+  }
+
+  // ---- deadlines, errors ---------------------------------------------------------------------------
+
+  private sweepDeadlines(): void {
+    const now = performance.now();
+    for (const [sequence, pending] of this.proposals) {
+      if (pending.deadlineMs > now) break;
+      this.proposals.delete(sequence);
+      this.hostMetrics.proposals.inc({ outcome: "timeout" });
+      pending.reject(
+        new CfnError("CFN_ERR_TIMEOUT", `proposal not applied within ${this.config.proposalTimeoutMs} ms; it may still apply`, {
+          proposalTimeoutMs: this.config.proposalTimeoutMs,
+        }),
+      );
+    }
+    for (const [id, read] of this.reads) {
+      if (read.deadlineMs > now) break;
+      this.finishRead(id, new CfnError("CFN_ERR_TIMEOUT", `read not served within ${this.config.readTimeoutMs} ms`), "timeout");
+    }
+    if (this.inflightReads.size > 0 && this.reads.size === 0) this.inflightReads.clear();
+    if (this.confChanges.length > 0) {
+      const expired = this.confChanges.filter((pending) => pending.deadlineMs <= now);
+      this.confChanges = this.confChanges.filter((pending) => pending.deadlineMs > now);
+      for (const pending of expired) pending.reject(new CfnError("CFN_ERR_TIMEOUT", "membership change not applied in time"));
+    }
+  }
+
+  private proposeConfChange(change: ConfChange, matches: (change: ConfChange) => boolean, before?: () => void): Promise<ConfState> {
+    if (this.state !== "running") return Promise.reject(this.closedError());
+    if (this.role !== "leader") return Promise.reject(this.notLeaderError());
+    before?.();
+    try {
+      this.node.proposeConfChange(change);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const promise = new Promise<ConfState>((resolve, reject) => {
+      this.confChanges.push({ matches, resolve, reject, deadlineMs: performance.now() + this.config.proposalTimeoutMs });
+    });
+    this.scheduleReady();
+    return promise;
+  }
+
+  /** Runs `action` and resolves once `target` is the known leader, or rejects after `timeoutMs`. */
+  private waitLeader(target: NodeId, timeoutMs: number, action: () => void): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        unsubscribe();
+        reject(new CfnError("CFN_ERR_TIMEOUT", `leadership did not move to ${target} within ${timeoutMs} ms`, { target }));
+      }, timeoutMs);
+      const unsubscribe = this.onLeaderChange((change) => {
+        if (change.leader !== target) return;
+        clearTimeout(timer);
+        unsubscribe();
+        resolve();
+      });
+      try {
+        action();
+        this.scheduleReady();
+      } catch (error) {
+        clearTimeout(timer);
+        unsubscribe();
+        reject(error);
+      }
+    });
+  }
+
+  private bestTransferTarget(): NodeId | undefined {
+    const status = this.node.status();
+    let best: NodeId | undefined;
+    let bestMatch = -1;
+    for (const id of status.config.voters) {
+      if (id === this.id) continue;
+      const progress = status.progress[id];
+      if (progress && progress.recentActive && progress.match > bestMatch) {
+        best = id;
+        bestMatch = progress.match;
+      }
+    }
+    return best;
+  }
+
+  private notLeaderError(): CfnError {
+    const { leader, address } = this.leaderHint();
+    return new CfnError(
+      "CFN_ERR_NOT_LEADER",
+      leader ? `node ${this.id} is not the leader; the leader is ${leader}` : `node ${this.id} is not the leader; no leader is known`,
+      { leader: leader || undefined, leaderAddress: address },
+    );
+  }
+
+  private closedError(): CfnError {
+    return new CfnError("CFN_ERR_CLOSED", `raft host ${this.id} is ${this.state}`);
+  }
+
+  private failAllPending(error: unknown): void {
+    for (const pending of this.proposals.values()) pending.reject(error);
+    this.proposals.clear();
+    for (const read of this.reads.values()) read.reject(error);
+    this.reads.clear();
+    this.waitingReadIds = [];
+    this.inflightReads.clear();
+    this.readyReads = [];
+    for (const pending of this.confChanges) pending.reject(error);
+    this.confChanges = [];
+    this.hostMetrics.pendingProposals.set(0);
+  }
+
+  /** A failed save or apply: the node cannot go on safely (like etcd, which panics). */
+  private failFatally(error: unknown): void {
+    if (this.state === "failed" || this.state === "stopped") return;
+    this.state = "failed";
+    this.logger.error("raft host failed; stopping", { error });
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    this.tickTimer = undefined;
+    this.failAllPending(new CfnError("CFN_ERR_STORAGE", `raft host ${this.id} failed: ${String(error)}`, { cause: error }));
+    for (const listener of this.fatalListeners) listener(error);
+    if (this.fatalListeners.size === 0) setImmediate(() => {
+      throw error;
+    });
+  }
+}

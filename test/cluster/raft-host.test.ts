@@ -1,0 +1,184 @@
+// RaftHost with its twins: three hosts in one process over a MemoryNetwork, each with a
+// MemoryLogStore and a KV state machine. Proposals, ReadIndex reads, NOT_LEADER hints, leadership
+// transfer, snapshots + compaction + snapshot install, restart from the store, membership change.
+
+import { afterEach, describe, expect, it } from "vitest";
+import { CfnError, isCfnError } from "../../src/errors.js";
+import { RaftHost, type RaftHostConfig } from "../../src/node/raft-host.js";
+import { silentLogger } from "../../src/obs/logger.js";
+import { Metrics } from "../../src/obs/metrics.js";
+import { type KvCommand, type KvResult, KvStateMachine, encodeKvCommand } from "../../src/statemachine/kv.js";
+import { MemoryDataDir, MemoryLogStore } from "../../src/storage/memory-log-store.js";
+import { MemoryNetwork } from "../../src/transport/memory-transport.js";
+
+interface TestNode {
+  id: string;
+  host: RaftHost<KvResult>;
+  kv: KvStateMachine;
+  dir: MemoryDataDir;
+  metrics: Metrics;
+}
+
+const CLUSTER = "test-cluster";
+let running: TestNode[] = [];
+
+afterEach(async () => {
+  await Promise.all(running.map((node) => node.host.stop().catch(() => undefined)));
+  running = [];
+});
+
+async function startNode(
+  network: MemoryNetwork,
+  id: string,
+  dir: MemoryDataDir,
+  voters: string[],
+  config: Partial<RaftHostConfig> = {},
+  bootstrap = true,
+): Promise<TestNode> {
+  const metrics = new Metrics();
+  const store = await MemoryLogStore.open({ dir, identity: { clusterId: CLUSTER, nodeId: id }, logger: silentLogger, metrics });
+  const transport = network.createTransport({ nodeId: id, logger: silentLogger, metrics });
+  const kv = new KvStateMachine();
+  const peers = Object.fromEntries(voters.map((peer) => [peer, `memory://${peer}`]));
+  const host = new RaftHost<KvResult>({
+    config: { id, tickIntervalMs: 5, ...config },
+    logger: silentLogger,
+    metrics,
+    store,
+    transport,
+    stateMachine: kv,
+    peers,
+    bootstrap: bootstrap ? { voters } : undefined,
+  });
+  await host.start();
+  const node = { id, host, kv, dir, metrics };
+  running.push(node);
+  return node;
+}
+
+async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+function leaderOf(nodes: TestNode[]): TestNode | undefined {
+  return nodes.find((node) => node.host.isLeader());
+}
+
+let requestId = 0;
+const put = (key: string, value: string, clientId = "c1"): Uint8Array =>
+  encodeKvCommand({ op: "put", key, value, clientId, requestId: ++requestId } satisfies KvCommand);
+
+async function startCluster(ids = ["n1", "n2", "n3"], config: Partial<RaftHostConfig> = {}) {
+  const network = new MemoryNetwork();
+  const dirs = new Map(ids.map((id) => [id, new MemoryDataDir(id)]));
+  const nodes = await Promise.all(ids.map((id) => startNode(network, id, dirs.get(id)!, ids, config)));
+  const leader = await waitFor("a leader", () => leaderOf(nodes));
+  return { network, dirs, nodes, leader };
+}
+
+describe("RaftHost over the memory twins", () => {
+  it("commits proposals on the leader, serves linearizable reads, and refuses proposals on followers", async () => {
+    const { nodes, leader } = await startCluster();
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => leader.host.propose(put(`k${i % 10}`, `v${i}`))));
+    expect(results.every((result) => result?.ok === true)).toBe(true);
+    const value = await leader.host.read(() => leader.kv.read("k9"));
+    expect(value).toBe("v199");
+
+    const follower = nodes.find((node) => node !== leader)!;
+    const error = await follower.host.propose(put("x", "y")).catch((e: unknown) => e);
+    expect(isCfnError(error, "CFN_ERR_NOT_LEADER")).toBe(true);
+    expect((error as CfnError).details.leader).toBe(leader.id);
+    expect((error as CfnError).details.leaderAddress).toBe(`memory://${leader.id}`);
+    // A follower read goes through the leader's ReadIndex and sees every acknowledged write.
+    expect(await follower.host.read(() => follower.kv.read("k9"))).toBe("v199");
+    await waitFor("followers applied", () => nodes.every((node) => node.kv.appliedIndex === leader.kv.appliedIndex));
+    const snapshots = nodes.map((node) => Buffer.from(node.kv.snapshot()).toString("hex"));
+    expect(new Set(snapshots).size).toBe(1);
+    const status = leader.host.status();
+    expect(status.role).toBe("leader");
+    expect(status.members.map((member) => member.id)).toEqual(["n1", "n2", "n3"]);
+    expect(status.members.filter((member) => member.id !== leader.id).every((member) => member.match !== undefined)).toBe(true);
+    expect(await leader.metrics.value("cfn_raft_proposals_total", { outcome: "applied" })).toBe(200);
+  });
+
+  it("hands leadership over on request and on stop", async () => {
+    const { nodes, leader } = await startCluster();
+    const target = nodes.find((node) => node !== leader)!;
+    await leader.host.transferLeadership(target.id);
+    await waitFor("new leader", () => target.host.isLeader());
+    expect((await target.host.propose(put("after-transfer", "1")))?.ok).toBe(true);
+
+    const changes: string[] = [];
+    const third = nodes.find((node) => node !== leader && node !== target)!;
+    third.host.onLeaderChange((change) => changes.push(change.leader));
+    await target.host.stop();
+    running = running.filter((node) => node !== target);
+    const next = await waitFor("leader after stop", () => leaderOf(running));
+    expect(next.id).not.toBe(target.id);
+    expect(changes).toContain(next.id);
+    expect((await next.host.propose(put("after-stop", "1")))?.ok).toBe(true);
+  });
+
+  it("snapshots and compacts, installs snapshots on a lagging follower, and restarts from its store", async () => {
+    const config = { snapshotEntriesInterval: 50, compactionLagEntries: 10 };
+    const { network, dirs, nodes, leader } = await startCluster(["n1", "n2", "n3"], config);
+    const lagging = nodes.find((node) => node !== leader)!;
+    network.isolate(lagging.id);
+    for (let round = 0; round < 6; round++) {
+      await Promise.all(Array.from({ length: 40 }, (_, i) => leader.host.propose(put(`k${i}`, `r${round}`))));
+    }
+    expect(leader.host.status().snapshotIndex).toBeGreaterThan(100);
+    for (const node of nodes) if (node !== lagging) network.setLinkUp(node.id, lagging.id, true);
+    for (const node of nodes) if (node !== lagging) network.setLinkUp(lagging.id, node.id, true);
+    await waitFor("lagging follower caught up", () => lagging.kv.appliedIndex >= leader.kv.appliedIndex);
+    expect(await lagging.metrics.value("cfn_raft_snapshots_total", { kind: "installed" })).toBeGreaterThan(0);
+    expect(lagging.kv.read("k39")).toBe("r5");
+
+    // Whole-cluster restart from the stores: every acknowledged write is there.
+    await Promise.all(nodes.map((node) => node.host.stop()));
+    running = [];
+    const restarted = await Promise.all(["n1", "n2", "n3"].map((id) => startNode(network, id, dirs.get(id)!, ["n1", "n2", "n3"], config)));
+    const newLeader = await waitFor("leader after restart", () => leaderOf(restarted));
+    expect(await newLeader.host.read(() => newLeader.kv.read("k0"))).toBe("r5");
+    expect(await newLeader.host.read(() => newLeader.kv.read("k39"))).toBe("r5");
+  });
+
+  it("adds and removes a member through conf changes", async () => {
+    const { network, nodes, leader } = await startCluster();
+    await leader.host.propose(put("before-join", "1"));
+    const joiner = await startNode(network, "n4", new MemoryDataDir("n4"), ["n1", "n2", "n3", "n4"], {}, false);
+    const conf = await leader.host.addMember("n4", "memory://n4");
+    expect(conf.voters).toContain("n4");
+    await waitFor("joiner caught up", () => joiner.kv.read("before-join") === "1" || undefined);
+    const afterRemove = await leader.host.removeMember(nodes.find((node) => node !== leader)!.id);
+    expect(afterRemove.voters).toHaveLength(3);
+    expect((await leader.host.propose(put("after-remove", "1")))?.ok).toBe(true);
+  });
+
+  it("validates its limits", () => {
+    expect(() => new RaftHost<KvResult>({
+      config: { id: "x", heartbeatTicks: 5, electionTimeoutTicks: 5 },
+      logger: silentLogger,
+      metrics: new Metrics(),
+      store: undefined as never,
+      transport: { nodeId: "x" } as never,
+      stateMachine: new KvStateMachine(),
+      peers: {},
+    })).toThrow(/heartbeatTicks/);
+    expect(() => new RaftHost<KvResult>({
+      config: { id: "x", tickIntervalMs: 0 },
+      logger: silentLogger,
+      metrics: new Metrics(),
+      store: undefined as never,
+      transport: { nodeId: "x" } as never,
+      stateMachine: new KvStateMachine(),
+      peers: {},
+    })).toThrow(/tickIntervalMs/);
+  });
+});
