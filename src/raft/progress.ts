@@ -18,6 +18,9 @@ export class Progress {
   /** Index of the next entry to send. Invariant: match < next. */
   next: number;
   state: ProgressState = "probe";
+  /** Highest commit index sent to this peer (appends and heartbeats); avoids empty appends
+   *  that would tell it nothing new. */
+  sentCommit = 0;
   /** In snapshot state: the index of the snapshot being sent. */
   pendingSnapshot = 0;
   /** Heard from since the last CheckQuorum round. */
@@ -78,6 +81,11 @@ export class Progress {
     } else {
       assert(false, `progress: sending entries in state ${this.state}`);
     }
+  }
+
+  /** Records that a message told this peer about commit index `commit`. */
+  sentCommitIndex(commit: number): void {
+    this.sentCommit = Math.max(this.sentCommit, commit);
   }
 
   /** An acknowledgement of `index`; returns true when it moved match forward. */

@@ -157,6 +157,7 @@ export class Raft {
       makeMessage({ type: MessageType.App, to, index: prevIndex, logTerm: prevTerm, entries, commit: this.log.committed }),
     );
     pr.sentEntries(entries.length, entriesBytes(entries));
+    pr.sentCommitIndex(this.log.committed);
     return true;
   }
 
@@ -186,6 +187,7 @@ export class Raft {
     // Never advance a follower's commit past what it is known to hold.
     const pr = this.tracker.progress.get(to)!;
     const commit = Math.min(pr.match, this.log.committed);
+    pr.sentCommitIndex(commit);
     const m = makeMessage({ type: MessageType.Heartbeat, to, commit });
     if (context) m.context = context;
     this.send(m);
@@ -604,7 +606,7 @@ export class Raft {
       let sent = false;
       while (this.maybeSendAppend(m.from, false)) sent = true;
       // A follower that was paused may have missed commit updates broadcast meanwhile.
-      if (!sent && wasPaused) this.sendAppend(m.from);
+      if (!sent && wasPaused && pr.sentCommit < this.log.committed) this.sendAppend(m.from);
     }
     if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) this.sendTimeoutNow(m.from);
   }

@@ -231,15 +231,22 @@ export class InteractionEnv {
     const lines = [`> ${id} ready`];
     this.persist(n, rd, lines);
     const failedSnapshots: string[] = [];
+    // Identical messages (e.g. heartbeats from many ticks) print once with a count.
+    const sendLines: string[] = [];
+    const counts = new Map<string, number>();
     for (const m of rd.messages) {
+      let line: string;
       if (this.cut.has(`${m.from}->${m.to}`) || !this.nodes.has(m.to)) {
-        lines.push(`  send: ${describeMessage(m)} DROPPED`);
+        line = `  send: ${describeMessage(m)} DROPPED`;
         if (m.type === MessageType.Snap && m.snapshotChunk?.last) failedSnapshots.push(m.to);
-        continue;
+      } else {
+        line = `  send: ${describeMessage(m)}`;
+        this.queues.get(m.to)!.push(m);
       }
-      lines.push(`  send: ${describeMessage(m)}`);
-      this.queues.get(m.to)!.push(m);
+      if (!counts.has(line)) sendLines.push(line);
+      counts.set(line, (counts.get(line) ?? 0) + 1);
     }
+    for (const line of sendLines) lines.push(counts.get(line)! > 1 ? `${line} (x${counts.get(line)})` : line);
     this.apply(n, rd, lines);
     n.node.advance();
     // A transport reports a snapshot it could not deliver.
