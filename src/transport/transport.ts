@@ -70,6 +70,11 @@ export interface TransportLimits {
   reconnectDelayMsMax: number;
   /** A dial whose handshake takes longer fails, ms. Default 5000. */
   handshakeTimeoutMs: number;
+  /**
+   * Ping period on outbound connections, ms; a connection without a pong for one period is
+   * dropped and re-dialled (catches half-open TCP connections). Default 2000.
+   */
+  keepaliveIntervalMs: number;
   /** Bytes handed to a socket and not yet written before the queue stops draining. Default 8 MiB. */
   socketBufferedBytesMax: number;
 }
@@ -80,6 +85,7 @@ export const DEFAULT_TRANSPORT_LIMITS: TransportLimits = {
   reconnectDelayMsMin: 50,
   reconnectDelayMsMax: 5000,
   handshakeTimeoutMs: 5000,
+  keepaliveIntervalMs: 2000,
   socketBufferedBytesMax: 8 * 1024 * 1024,
 };
 
@@ -90,6 +96,7 @@ const LIMIT_CEILINGS: TransportLimits = {
   reconnectDelayMsMin: 60_000,
   reconnectDelayMsMax: 600_000,
   handshakeTimeoutMs: 600_000,
+  keepaliveIntervalMs: 600_000,
   socketBufferedBytesMax: 1024 * 1024 * 1024,
 };
 

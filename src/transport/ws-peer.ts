@@ -55,6 +55,7 @@ export class WsPeer {
   private connected = false;
   private failedDials = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private started = false;
   private droppedSinceLog = 0;
@@ -102,6 +103,7 @@ export class WsPeer {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.reconnectTimer);
+    clearInterval(this.keepaliveTimer);
     for (const frame of this.queue.drain()) this.dropped(frame, "closed");
     if (this.connected) this.options.metrics.peersConnected.dec();
     this.connected = false;
@@ -138,6 +140,7 @@ export class WsPeer {
       this.options.metrics.connectionsOpened.inc({ direction: "outbound" });
       this.options.metrics.peersConnected.inc();
       this.logger.info("connected to peer", { url: this.url });
+      this.startKeepalive(socket);
       this.flush();
     });
     socket.on("error", (error) => {
@@ -149,6 +152,7 @@ export class WsPeer {
     socket.on("close", (code, reason) => {
       if (socket !== this.socket) return;
       this.socket = undefined;
+      clearInterval(this.keepaliveTimer);
       if (this.connected) {
         this.connected = false;
         this.options.metrics.peersConnected.dec();
@@ -161,6 +165,28 @@ export class WsPeer {
     });
     // Peers never write on a connection they accepted; anything arriving here is ignored.
     socket.on("message", () => undefined);
+  }
+
+  /** Pings every keepaliveIntervalMs; a ping unanswered for a whole period drops the connection. */
+  private startKeepalive(socket: WebSocket): void {
+    let answered = true;
+    socket.on("pong", () => {
+      answered = true;
+    });
+    clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = setInterval(() => {
+      if (socket !== this.socket) return;
+      if (!answered) {
+        this.logger.warn("peer did not answer a ping; dropping the connection", {
+          keepaliveIntervalMs: this.options.limits.keepaliveIntervalMs,
+        });
+        socket.terminate();
+        return;
+      }
+      answered = false;
+      socket.ping();
+    }, this.options.limits.keepaliveIntervalMs);
+    this.keepaliveTimer.unref?.();
   }
 
   private scheduleReconnect(): void {

@@ -1,9 +1,10 @@
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { WebSocket } from "ws";
+import { WebSocket, WebSocketServer } from "ws";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { encodeFrame } from "../../src/transport/frame.js";
@@ -239,6 +240,29 @@ describe("WsTransport connections", () => {
     await waitFor(() => atB.messages().length === 5, "the queue drained");
     expect(atB.messages().map((m) => m.index)).toEqual([8, 9, 10, 11, 12]);
     expect(a.queuedFrames("b")).toBe(0);
+  });
+
+  it("drops and re-dials a connection whose peer stops answering pings (half-open)", async () => {
+    const silent = new WebSocketServer({ host: "127.0.0.1", port: 0, autoPong: false });
+    await new Promise<void>((resolve) => silent.once("listening", () => resolve()));
+    let connections = 0;
+    silent.on("connection", () => connections++);
+    try {
+      const metrics = new Metrics();
+      const a = build("a", { keepaliveIntervalMs: 20 }, metrics);
+      await a.start();
+      const unreachable: string[] = [];
+      a.onPeerUnreachable((peer) => unreachable.push(peer));
+      a.addPeer("mute", `ws://127.0.0.1:${(silent.address() as AddressInfo).port}`);
+      await waitFor(
+        () => unreachable.length >= 1 && connections >= 2,
+        "the mute connection dropped and re-dialled",
+      );
+      expect(await metrics.value("cfn_transport_dial_failures_total")).toBeGreaterThanOrEqual(1);
+    } finally {
+      for (const client of silent.clients) client.terminate();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
   });
 
   it("a second connection from the same peer replaces the first", async () => {
