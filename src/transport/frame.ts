@@ -66,6 +66,9 @@ export function parseRaftPayload(payload: unknown, from: NodeId, to: NodeId): Me
   return payload.map((raw, i) => parseMessage(raw, from, to, i));
 }
 
+// Copies the known fields of Message one by one (an unknown field from the network is not passed
+// up). When a field is added to Message in src/raft/types.ts, add it here and to the message
+// arbitrary of the round-trip property test in test/transport/frame.test.ts.
 function parseMessage(raw: unknown, from: NodeId, to: NodeId, position: number): Message {
   const fail = (what: string) => badFrame("shape", `raft message ${position}: ${what}`);
   if (!isPlainObject(raw)) throw fail("not an object");
@@ -113,6 +116,10 @@ function parseMessage(raw: unknown, from: NodeId, to: NodeId, position: number):
   }
   if (raw.context !== undefined && raw.context !== null)
     message.context = bytes(raw.context, fail, "context");
+  if (raw.leaderTransfer !== undefined && raw.leaderTransfer !== null) {
+    if (typeof raw.leaderTransfer !== "boolean") throw fail("leaderTransfer is not a boolean");
+    if (raw.leaderTransfer) message.leaderTransfer = true;
+  }
   return message;
 }
 

@@ -39,6 +39,7 @@ const messageArbitrary: fc.Arbitrary<Message> = fc.record(
     snapshot: fc.record({ metadata: fc.record({ index, term: index, conf }), data: bytes }),
     snapshotChunk: fc.record({ offset: index, total: index, last: fc.boolean() }),
     context: bytes,
+    leaderTransfer: fc.constant(true),
   },
   {
     requiredKeys: [
@@ -136,6 +137,7 @@ describe("frame codec", () => {
       [[{ ...good, entries: [{ term: 1, index: 1, type: 0, data: "text" }] }], "shape"],
       [[{ ...good, snapshot: { metadata: { index: 1, term: 1 }, data: new Uint8Array() } }], "shape"],
       [[{ ...good, context: 5 }], "shape"],
+      [[{ ...good, leaderTransfer: "yes" }], "shape"],
     ];
     for (const [payload, reason] of cases) {
       const error = refusal(() => parseRaftPayload(payload, "a", "b"));
