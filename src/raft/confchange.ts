@@ -9,8 +9,20 @@
 
 import { CfnError } from "../errors.js";
 import { Progress } from "./progress.js";
-import { type TrackerConfig, checkConfigInvariants, cloneTrackerConfig, emptyTrackerConfig, isJoint } from "./tracker.js";
-import { type ConfChange, ConfChangeType, type ConfChangeSingle, type ConfState, type NodeId } from "./types.js";
+import {
+  checkConfigInvariants,
+  cloneTrackerConfig,
+  emptyTrackerConfig,
+  isJoint,
+  type TrackerConfig,
+} from "./tracker.js";
+import {
+  type ConfChange,
+  type ConfChangeSingle,
+  ConfChangeType,
+  type ConfState,
+  type NodeId,
+} from "./types.js";
 
 export interface ChangerContext {
   /** The leader's last log index; new peers start probing from there. */
@@ -110,7 +122,8 @@ function remove(result: ChangeResult, id: NodeId): void {
 
 function apply(result: ChangeResult, context: ChangerContext, changes: readonly ConfChangeSingle[]): void {
   for (const change of changes) {
-    if (typeof change.nodeId !== "string" || change.nodeId === "") refuse("node id must be a non-empty string");
+    if (typeof change.nodeId !== "string" || change.nodeId === "")
+      refuse("node id must be a non-empty string");
     switch (change.type) {
       case ConfChangeType.AddVoter:
         makeVoter(result, context, change.nodeId);
@@ -193,7 +206,8 @@ export function applyConfChangeTo(
   change: ConfChange,
 ): ChangeResult {
   if (change.changes.length === 0) return leaveJoint(config, progress);
-  if (usesJoint(change)) return enterJoint(config, progress, context, change.transition === "auto", change.changes);
+  if (usesJoint(change))
+    return enterJoint(config, progress, context, change.transition === "auto", change.changes);
   return simpleChange(config, progress, context, change.changes);
 }
 

@@ -32,6 +32,10 @@ export interface RaftConfig {
   uncommittedEntriesBytesMax: number;
   /** Bytes of snapshot data per Snap message. Default 512 KiB. */
   snapshotChunkBytes: number;
+  /** Ticks the leader waits for the outcome of a snapshot send (reportSnapshot or the
+   *  follower's answer) before it gives up and probes again; a safety net for a lost report.
+   *  Must be >= electionTimeoutTicks. Default 100. */
+  snapshotTimeoutTicks: number;
   /** Max entry bytes handed to the application per Ready (at least one). Default 4 MiB. */
   maxCommittedBytesPerReady: number;
   /** Run a pre-election so a partitioned node cannot disrupt the cluster. Default true. */
@@ -54,6 +58,7 @@ export const DEFAULT_RAFT_CONFIG: Omit<RaftConfig, "id"> = {
   msgBytesMax: 1024 * 1024,
   uncommittedEntriesBytesMax: 64 * 1024 * 1024,
   snapshotChunkBytes: 512 * 1024,
+  snapshotTimeoutTicks: 100,
   maxCommittedBytesPerReady: 4 * 1024 * 1024,
   preVote: true,
   checkQuorum: true,
@@ -97,6 +102,10 @@ export function validateConfig(config: RaftConfig): void {
   }
   requireInteger(config, "uncommittedEntriesBytesMax", 1);
   requireInteger(config, "snapshotChunkBytes", 1);
+  requireInteger(config, "snapshotTimeoutTicks", 1);
+  if (config.snapshotTimeoutTicks < config.electionTimeoutTicks) {
+    fail("snapshotTimeoutTicks", `must be >= electionTimeoutTicks (${config.electionTimeoutTicks})`);
+  }
   requireInteger(config, "maxCommittedBytesPerReady", 1);
   for (const field of ["preVote", "checkQuorum", "disableProposalForwarding"] as const) {
     if (typeof config[field] !== "boolean") fail(field, "must be a boolean");

@@ -26,20 +26,26 @@
 // synced when mustSync) BEFORE any of messages is sent; committedEntries may be applied after
 // the persist step; advance() is called before the next ready().
 
-export { DEFAULT_RAFT_CONFIG, type RaftConfig, type ReadOnlyOption, resolveConfig, validateConfig } from "./config.js";
 export { decodeConfChange, describeConfChange, encodeConfChange } from "./confchange.js";
+/** Alias kept for readers coming from etcd: RaftConfig is the Config. */
+export type { RaftConfig as Config } from "./config.js";
+export {
+  DEFAULT_RAFT_CONFIG,
+  type RaftConfig,
+  type ReadOnlyOption,
+  resolveConfig,
+  validateConfig,
+} from "./config.js";
 export { describeMessage, isLocalMessage, isResponseMessage, makeMessage } from "./messages.js";
 export type { ProgressState } from "./progress.js";
-export { type RandomSource, hashNodeId, seededRandom } from "./random.js";
+export { hashNodeId, type RandomSource, seededRandom } from "./random.js";
 export { type PeerProgress, type RaftStatus, RawNode, type RawNodeOptions } from "./raw-node.js";
 export {
-  type InitialState,
-  MemoryStorage,
-  type Storage,
   emptyConfState,
   emptyHardState,
   emptySnapshot,
+  type InitialState,
+  MemoryStorage,
+  type Storage,
 } from "./storage.js";
 export * from "./types.js";
-/** Alias kept for readers coming from etcd: RaftConfig is the Config. */
-export type { RaftConfig as Config } from "./config.js";

@@ -1,7 +1,7 @@
 // The Raft log as the core sees it: stable entries in Storage followed by unstable ones, plus
 // the commit and applied indexes. Invariant: applied <= committed <= lastIndex.
 
-import { CfnError, assert, isCfnError } from "../errors.js";
+import { assert, CfnError, isCfnError } from "../errors.js";
 import { limitSize } from "./entry-size.js";
 import type { Storage } from "./storage.js";
 import type { Entry, Snapshot } from "./types.js";
@@ -82,7 +82,10 @@ export class RaftLog {
     const lastNewIndex = index + entries.length;
     const conflictIndex = this.findConflict(entries);
     if (conflictIndex !== 0) {
-      assert(conflictIndex > this.committed, `log: entry ${conflictIndex} conflicts with committed ${this.committed}`);
+      assert(
+        conflictIndex > this.committed,
+        `log: entry ${conflictIndex} conflicts with committed ${this.committed}`,
+      );
       this.append(entries.slice(conflictIndex - (index + 1)));
     }
     this.commitTo(Math.min(commit, lastNewIndex));
@@ -141,7 +144,10 @@ export class RaftLog {
 
   appliedTo(index: number): void {
     if (index === 0) return;
-    assert(index <= this.committed && index >= this.applied, `log: applied ${index} outside [${this.applied}, ${this.committed}]`);
+    assert(
+      index <= this.committed && index >= this.applied,
+      `log: applied ${index} outside [${this.applied}, ${this.committed}]`,
+    );
     this.applied = index;
   }
 

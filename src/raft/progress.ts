@@ -23,6 +23,8 @@ export class Progress {
   sentCommit = 0;
   /** In snapshot state: the index of the snapshot being sent. */
   pendingSnapshot = 0;
+  /** In snapshot state: leader ticks since the snapshot was sent. */
+  snapshotTicks = 0;
   /** Heard from since the last CheckQuorum round. */
   recentActive = false;
   /** In probe state: an append is outstanding; in replicate state: the window is full. */
@@ -30,7 +32,13 @@ export class Progress {
   inflights: Inflights;
   isLearner: boolean;
 
-  constructor(init: { match: number; next: number; inflightMsgsMax: number; inflightBytesMax: number; isLearner: boolean }) {
+  constructor(init: {
+    match: number;
+    next: number;
+    inflightMsgsMax: number;
+    inflightBytesMax: number;
+    isLearner: boolean;
+  }) {
     this.match = init.match;
     this.next = init.next;
     this.isLearner = init.isLearner;
@@ -65,6 +73,7 @@ export class Progress {
   becomeSnapshot(snapshotIndex: number): void {
     this.resetState("snapshot");
     this.pendingSnapshot = snapshotIndex;
+    this.snapshotTicks = 0;
     this.next = snapshotIndex + 1;
   }
 

@@ -18,7 +18,10 @@ export function majorityCommittedIndex(voters: ReadonlySet<NodeId>, acked: (id: 
 }
 
 /** Tallies a vote; a missing entry in `votes` is a voter that has not answered yet. */
-export function majorityVoteResult(voters: ReadonlySet<NodeId>, votes: ReadonlyMap<NodeId, boolean>): VoteResult {
+export function majorityVoteResult(
+  voters: ReadonlySet<NodeId>,
+  votes: ReadonlyMap<NodeId, boolean>,
+): VoteResult {
   if (voters.size === 0) return "won"; // an empty config agrees to anything (joint semantics)
   let granted = 0;
   let missing = 0;
@@ -41,7 +44,10 @@ export interface JointVoters {
 }
 
 export function jointCommittedIndex(voters: JointVoters, acked: (id: NodeId) => number): number {
-  return Math.min(majorityCommittedIndex(voters.incoming, acked), majorityCommittedIndex(voters.outgoing, acked));
+  return Math.min(
+    majorityCommittedIndex(voters.incoming, acked),
+    majorityCommittedIndex(voters.outgoing, acked),
+  );
 }
 
 export function jointVoteResult(voters: JointVoters, votes: ReadonlyMap<NodeId, boolean>): VoteResult {

@@ -5,16 +5,16 @@
 //
 // The structure follows the Raft paper and etcd-io/raft; names and shape are our own.
 
-import { CfnError, assert, isCfnError } from "../errors.js";
-import type { RaftConfig } from "./config.js";
+import { assert, CfnError, isCfnError } from "../errors.js";
 import {
+  applyConfChangeTo,
   type ChangeResult,
   type ChangerContext,
-  applyConfChangeTo,
   decodeConfChange,
   encodeConfChange,
   restoreConfig,
 } from "./confchange.js";
+import type { RaftConfig } from "./config.js";
 import { entriesBytes, payloadBytes } from "./entry-size.js";
 import { RaftLog } from "./log.js";
 import { isResponseMessage, makeMessage, voteResponseType } from "./messages.js";
@@ -22,9 +22,9 @@ import { Progress } from "./progress.js";
 import type { VoteResult } from "./quorum.js";
 import type { RandomSource } from "./random.js";
 import { ReadOnly } from "./read-only.js";
-import { SnapshotAssembler, chunkSnapshot } from "./snapshot-assembler.js";
+import { chunkSnapshot, SnapshotAssembler } from "./snapshot-assembler.js";
 import type { Storage } from "./storage.js";
-import { ProgressTracker, isJoint } from "./tracker.js";
+import { isJoint, ProgressTracker } from "./tracker.js";
 import {
   type ConfChange,
   type ConfState,
@@ -90,8 +90,31 @@ export class Raft {
     const { hardState, confState } = storage.initialState();
     this.switchToConfig(restoreConfig(confState, this.changerContext()));
     if (hardState.term !== 0 || hardState.vote !== "" || hardState.commit !== 0) this.loadState(hardState);
-    if (config.applied > 0) this.log.appliedTo(config.applied);
+    if (config.applied > 0) {
+      this.log.appliedTo(config.applied);
+      this.replayAppliedConfChanges(config.applied);
+    }
     this.becomeFollower(this.term, "");
+  }
+
+  /**
+   * On restart the stored ConfState is the snapshot's; conf changes applied after the snapshot
+   * (up to `applied`) are not delivered again, so the core re-applies them from the log itself.
+   */
+  private replayAppliedConfChanges(applied: number): void {
+    const first = this.log.firstIndex();
+    if (applied < first) return;
+    for (const entry of this.log.slice(first, applied + 1, Number.MAX_SAFE_INTEGER)) {
+      if (entry.type !== EntryType.ConfChange) continue;
+      this.switchToConfig(
+        applyConfChangeTo(
+          this.tracker.config,
+          this.tracker.progress,
+          this.changerContext(),
+          decodeConfChange(entry.data),
+        ),
+      );
+    }
   }
 
   private loadState(state: HardState): void {
@@ -127,7 +150,12 @@ export class Raft {
   private send(m: Message): void {
     if (m.from === "") m.from = this.id;
     const t = m.type;
-    if (t === MessageType.Vote || t === MessageType.VoteResp || t === MessageType.PreVote || t === MessageType.PreVoteResp) {
+    if (
+      t === MessageType.Vote ||
+      t === MessageType.VoteResp ||
+      t === MessageType.PreVote ||
+      t === MessageType.PreVoteResp
+    ) {
       // Votes carry the term they are for (PreVote: term + 1), set by the caller.
       assert(m.term !== 0, `raft: ${t} sent without a term`);
     } else if (t !== MessageType.Propose && t !== MessageType.ReadIndex) {
@@ -147,14 +175,23 @@ export class Raft {
     let entries: Entry[];
     try {
       prevTerm = this.log.term(prevIndex);
-      entries = this.log.entries(pr.next, this.config.msgBytesMax);
+      // With a full window (reached after a heartbeat response unpaused it) send no entries:
+      // the empty append probes whether the messages in flight were lost.
+      entries = pr.inflights.full() ? [] : this.log.entries(pr.next, this.config.msgBytesMax);
     } catch (error) {
       if (isCfnError(error, "CFN_ERR_COMPACTED")) return this.maybeSendSnapshot(to, pr);
       throw error;
     }
     if (entries.length === 0 && !sendIfEmpty) return false;
     this.send(
-      makeMessage({ type: MessageType.App, to, index: prevIndex, logTerm: prevTerm, entries, commit: this.log.committed }),
+      makeMessage({
+        type: MessageType.App,
+        to,
+        index: prevIndex,
+        logTerm: prevTerm,
+        entries,
+        commit: this.log.committed,
+      }),
     );
     pr.sentEntries(entries.length, entriesBytes(entries));
     pr.sentCommitIndex(this.log.committed);
@@ -283,7 +320,9 @@ export class Raft {
     // Conservatively treat any conf change in the log as pending until applied.
     this.pendingConfIndex = this.log.lastIndex();
     // The no-op of the new term: committing it commits every earlier entry (Raft §5.4.2).
-    const appended = this.appendEntries([{ term: 0, index: 0, type: EntryType.Normal, data: new Uint8Array(0) }]);
+    const appended = this.appendEntries([
+      { term: 0, index: 0, type: EntryType.Normal, data: new Uint8Array(0) },
+    ]);
     assert(appended, "raft: the leader's empty entry must always be accepted");
   }
 
@@ -368,9 +407,23 @@ export class Raft {
       if (this.role === "leader" && this.leadTransferee !== "") this.abortLeaderTransfer();
     }
     if (this.role !== "leader") return;
+    this.tickSnapshotTimeouts();
     if (this.heartbeatElapsed >= this.config.heartbeatTicks) {
       this.heartbeatElapsed = 0;
       this.step(makeMessage({ type: MessageType.Beat, from: this.id }));
+    }
+  }
+
+  /** A snapshot whose outcome was never reported (a lost report, a crashed transport) must
+   *  not park the follower forever: after snapshotTimeoutTicks it counts as failed. */
+  private tickSnapshotTimeouts(): void {
+    for (const pr of this.tracker.progress.values()) {
+      if (pr.state !== "snapshot") continue;
+      pr.snapshotTicks++;
+      if (pr.snapshotTicks < this.config.snapshotTimeoutTicks) continue;
+      pr.pendingSnapshot = 0;
+      pr.becomeProbe();
+      pr.msgAppFlowPaused = true; // resume on the next heartbeat response
     }
   }
 
@@ -384,7 +437,10 @@ export class Raft {
       // local message (or a forwarded proposal / read)
     } else if (m.term > this.term) {
       if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
-        const inLease = this.config.checkQuorum && this.lead !== "" && this.electionElapsed < this.config.electionTimeoutTicks;
+        const inLease =
+          this.config.checkQuorum &&
+          this.lead !== "" &&
+          this.electionElapsed < this.config.electionTimeoutTicks;
         // While we hear from a leader we ignore (pre)votes from nodes that cannot reach it:
         // they must not depose a healthy leader. A transfer's vote bypasses the lease.
         if (inLease && !m.leaderTransfer) return;
@@ -394,13 +450,20 @@ export class Raft {
       } else if (m.type === MessageType.PreVoteResp && !m.reject) {
         // A granted pre-vote comes with the term we will campaign for; we bump it when the
         // pre-vote is won, not before.
-      } else if (m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap) {
+      } else if (
+        m.type === MessageType.App ||
+        m.type === MessageType.Heartbeat ||
+        m.type === MessageType.Snap
+      ) {
         this.becomeFollower(m.term, m.from);
       } else {
         this.becomeFollower(m.term, "");
       }
     } else if (m.term < this.term) {
-      if ((this.config.checkQuorum || this.config.preVote) && (m.type === MessageType.App || m.type === MessageType.Heartbeat)) {
+      if (
+        (this.config.checkQuorum || this.config.preVote) &&
+        (m.type === MessageType.App || m.type === MessageType.Heartbeat)
+      ) {
         // A stale leader (e.g. after a partition heals) learns the new term from this answer
         // and steps down; without it a node whose term was bumped could never rejoin.
         this.send(makeMessage({ type: MessageType.AppResp, to: m.from }));
@@ -495,7 +558,8 @@ export class Raft {
     assert(m.entries.length > 0, "raft: empty proposal");
     const local = m.from === "" || m.from === this.id;
     if (!this.tracker.progress.has(this.id)) throw dropped("this leader was removed from the config");
-    if (this.leadTransferee !== "") throw dropped(`leadership transfer to ${this.leadTransferee} in progress`);
+    if (this.leadTransferee !== "")
+      throw dropped(`leadership transfer to ${this.leadTransferee} in progress`);
     const entries = m.entries.map((e) => ({ ...e }));
     for (let i = 0; i < entries.length; i++) {
       if (entries[i].type !== EntryType.ConfChange) continue;
@@ -618,7 +682,8 @@ export class Raft {
     if (this.config.readOnlyOption !== "safe" || !m.context || m.context.byteLength === 0) return;
     const acks = this.readOnly.recvAck(m.from, m.context);
     if (!acks || !this.tracker.isQuorum(acks)) return;
-    for (const status of this.readOnly.advance(m.context)) this.respondToReadIndex(status.request, status.index);
+    for (const status of this.readOnly.advance(m.context))
+      this.respondToReadIndex(status.request, status.index);
   }
 
   private handleTransferLeader(transferee: NodeId, pr: Progress): void {
@@ -645,7 +710,9 @@ export class Raft {
       case MessageType.Propose:
         throw dropped("no leader (election in progress)");
       case MessageType.ReadIndex:
-        throw new CfnError("CFN_ERR_NOT_LEADER", "read index needs a leader; an election is in progress", { leader: "" });
+        throw new CfnError("CFN_ERR_NOT_LEADER", "read index needs a leader; an election is in progress", {
+          leader: "",
+        });
       case MessageType.App:
         this.becomeFollower(m.term, m.from);
         this.handleAppendEntries(m);
@@ -711,7 +778,9 @@ export class Raft {
         return;
       case MessageType.ReadIndex:
         if (this.lead === "") {
-          throw new CfnError("CFN_ERR_NOT_LEADER", "read index needs a leader; none is known", { leader: "" });
+          throw new CfnError("CFN_ERR_NOT_LEADER", "read index needs a leader; none is known", {
+            leader: "",
+          });
         }
         m.to = this.lead;
         this.send(m);
@@ -739,7 +808,14 @@ export class Raft {
     const hintIndex = Math.min(m.index, this.log.lastIndex());
     const hint = this.log.findConflictByTerm(hintIndex, m.logTerm);
     this.send(
-      makeMessage({ type: MessageType.AppResp, to: m.from, index: m.index, reject: true, rejectHint: hint.index, logTerm: hint.term }),
+      makeMessage({
+        type: MessageType.AppResp,
+        to: m.from,
+        index: m.index,
+        reject: true,
+        rejectHint: hint.index,
+        logTerm: hint.term,
+      }),
     );
   }
 
@@ -794,7 +870,11 @@ export class Raft {
   private increaseUncommittedBytes(entries: readonly Entry[]): boolean {
     const bytes = payloadBytes(entries);
     // One oversized proposal is let through when nothing is uncommitted, else it could never go.
-    if (this.uncommittedBytes > 0 && bytes > 0 && this.uncommittedBytes + bytes > this.config.uncommittedEntriesBytesMax) {
+    if (
+      this.uncommittedBytes > 0 &&
+      bytes > 0 &&
+      this.uncommittedBytes + bytes > this.config.uncommittedEntriesBytesMax
+    ) {
       return false;
     }
     this.uncommittedBytes += bytes;
@@ -835,7 +915,9 @@ export class Raft {
   // Membership
 
   applyConfChange(change: ConfChange): ConfState {
-    return this.switchToConfig(applyConfChangeTo(this.tracker.config, this.tracker.progress, this.changerContext(), change));
+    return this.switchToConfig(
+      applyConfChangeTo(this.tracker.config, this.tracker.progress, this.changerContext(), change),
+    );
   }
 
   private switchToConfig(result: ChangeResult): ConfState {

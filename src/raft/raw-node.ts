@@ -13,13 +13,13 @@
 //       serve rd.readStates once applied >= their index
 //       node.advance()
 
-import { CfnError, assert, isCfnError } from "../errors.js";
-import { type RaftConfig, resolveConfig } from "./config.js";
+import { assert, CfnError, isCfnError } from "../errors.js";
 import { encodeConfChange } from "./confchange.js";
+import { type RaftConfig, resolveConfig } from "./config.js";
 import { isLocalMessage, makeMessage } from "./messages.js";
 import type { ProgressState } from "./progress.js";
 import { Raft } from "./raft.js";
-import { type RandomSource, hashNodeId, seededRandom } from "./random.js";
+import { hashNodeId, type RandomSource, seededRandom } from "./random.js";
 import type { Storage } from "./storage.js";
 import {
   type ConfChange,
@@ -110,7 +110,11 @@ export class RawNode {
    */
   propose(data: Uint8Array): void {
     this.raft.step(
-      makeMessage({ type: MessageType.Propose, from: this.raft.id, entries: [{ term: 0, index: 0, type: EntryType.Normal, data }] }),
+      makeMessage({
+        type: MessageType.Propose,
+        from: this.raft.id,
+        entries: [{ term: 0, index: 0, type: EntryType.Normal, data }],
+      }),
     );
   }
 
@@ -131,7 +135,10 @@ export class RawNode {
    */
   step(message: Message): void {
     if (isLocalMessage(message.type)) {
-      throw new CfnError("CFN_ERR_INVALID_MESSAGE", `raft: local message type ${message.type} from the network`);
+      throw new CfnError(
+        "CFN_ERR_INVALID_MESSAGE",
+        `raft: local message type ${message.type} from the network`,
+      );
     }
     if (this.raft.isFromUnknownPeer(message)) return;
     try {

@@ -3,7 +3,7 @@
 // and, for each Ready, writes the same changes to disk (one synced batch) and to the
 // MemoryStorage (append / setHardState / applySnapshot), so the core always reads memory.
 
-import { CfnError, assert } from "../errors.js";
+import { assert, CfnError } from "../errors.js";
 import { limitSize } from "./entry-size.js";
 import type { ConfState, Entry, HardState, Snapshot } from "./types.js";
 import { EntryType } from "./types.js";
@@ -50,10 +50,14 @@ function compacted(index: number, firstIndex: number): CfnError {
 }
 
 function unavailable(index: number, lastIndex: number): CfnError {
-  return new CfnError("CFN_ERR_UNAVAILABLE", `log index ${index} is not in the log (last index ${lastIndex})`, {
-    index,
-    lastIndex,
-  });
+  return new CfnError(
+    "CFN_ERR_UNAVAILABLE",
+    `log index ${index} is not in the log (last index ${lastIndex})`,
+    {
+      index,
+      lastIndex,
+    },
+  );
 }
 
 /** An in-memory Storage; also the write side the shell drives after each Ready. */
@@ -118,10 +122,14 @@ export class MemoryStorage implements Storage {
   applySnapshot(snapshot: Snapshot): void {
     const current = this.snap.metadata.index;
     if (snapshot.metadata.index <= current) {
-      throw new CfnError("CFN_ERR_COMPACTED", `snapshot at ${snapshot.metadata.index} is out of date (have ${current})`, {
-        index: snapshot.metadata.index,
-        snapshotIndex: current,
-      });
+      throw new CfnError(
+        "CFN_ERR_COMPACTED",
+        `snapshot at ${snapshot.metadata.index} is out of date (have ${current})`,
+        {
+          index: snapshot.metadata.index,
+          snapshotIndex: current,
+        },
+      );
     }
     this.snap = snapshot;
     const { index, term } = snapshot.metadata;
@@ -153,9 +161,17 @@ export class MemoryStorage implements Storage {
   compact(compactIndex: number): void {
     const offset = this.ents[0].index;
     if (compactIndex <= offset) throw compacted(compactIndex, offset + 1);
-    assert(compactIndex <= this.lastIndex(), `storage.compact: ${compactIndex} > last index ${this.lastIndex()}`);
+    assert(
+      compactIndex <= this.lastIndex(),
+      `storage.compact: ${compactIndex} > last index ${this.lastIndex()}`,
+    );
     const i = compactIndex - offset;
-    const dummy: Entry = { term: this.ents[i].term, index: this.ents[i].index, type: EntryType.Normal, data: new Uint8Array(0) };
+    const dummy: Entry = {
+      term: this.ents[i].term,
+      index: this.ents[i].index,
+      type: EntryType.Normal,
+      data: new Uint8Array(0),
+    };
     this.ents = [dummy, ...this.ents.slice(i + 1)];
   }
 
@@ -171,7 +187,10 @@ export class MemoryStorage implements Storage {
     let toAppend = entries;
     if (first > entries[0].index) toAppend = entries.slice(first - entries[0].index);
     const offset = toAppend[0].index - this.ents[0].index;
-    assert(offset <= this.ents.length, `storage.append: missing entries before ${toAppend[0].index} (last ${this.lastIndex()})`);
+    assert(
+      offset <= this.ents.length,
+      `storage.append: missing entries before ${toAppend[0].index} (last ${this.lastIndex()})`,
+    );
     this.ents = this.ents.slice(0, offset).concat(toAppend);
   }
 }

@@ -3,7 +3,13 @@
 
 import { assert } from "../errors.js";
 import type { Progress } from "./progress.js";
-import { type JointVoters, type VoteResult, jointCommittedIndex, jointVoteResult, jointVoterIds } from "./quorum.js";
+import {
+  type JointVoters,
+  jointCommittedIndex,
+  jointVoteResult,
+  jointVoterIds,
+  type VoteResult,
+} from "./quorum.js";
 import type { ConfState, NodeId } from "./types.js";
 
 export interface TrackerConfig {
@@ -49,7 +55,9 @@ export function confStateOf(config: TrackerConfig): ConfState {
 
 export function describeConfig(config: TrackerConfig): string {
   const voters = `(${[...config.voters.incoming].sort().join(" ")})`;
-  let text = isJoint(config) ? `voters=${voters}&&(${[...config.voters.outgoing].sort().join(" ")})` : `voters=${voters}`;
+  let text = isJoint(config)
+    ? `voters=${voters}&&(${[...config.voters.outgoing].sort().join(" ")})`
+    : `voters=${voters}`;
   if (config.learners.size > 0) text += ` learners=(${[...config.learners].sort().join(" ")})`;
   if (config.learnersNext.size > 0) text += ` learners_next=(${[...config.learnersNext].sort().join(" ")})`;
   if (config.autoLeave) text += " autoleave";

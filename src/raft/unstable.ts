@@ -69,7 +69,10 @@ export class Unstable {
   slice(lo: number, hi: number): Entry[] {
     assert(lo <= hi, `unstable.slice: lo ${lo} > hi ${hi}`);
     const upper = this.offset + this.entries.length;
-    assert(lo >= this.offset && hi <= upper, `unstable.slice: [${lo}, ${hi}) out of [${this.offset}, ${upper})`);
+    assert(
+      lo >= this.offset && hi <= upper,
+      `unstable.slice: [${lo}, ${hi}) out of [${this.offset}, ${upper})`,
+    );
     return this.entries.slice(lo - this.offset, hi - this.offset);
   }
 }

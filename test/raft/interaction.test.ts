@@ -5,7 +5,7 @@
 // Format: a command line (`name arg... key=value...`), a line `----`, the expected output, and
 // a blank line. Lines starting with `#` between blocks are comments.
 
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { InteractionEnv } from "./interaction/env.js";
@@ -68,7 +68,9 @@ function render(blocks: Block[], outputs: string[], trailing: string[]): string 
   return text;
 }
 
-const files = readdirSync(dir).filter((f) => f.endsWith(".txt")).sort();
+const files = readdirSync(dir)
+  .filter((f) => f.endsWith(".txt"))
+  .sort();
 
 describe("raft interaction scenarios", () => {
   it("has scenario files", () => {

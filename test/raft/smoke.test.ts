@@ -17,7 +17,8 @@ function cluster(ids: string[]) {
           storage.append(rd.entries);
           if (rd.hardState) storage.setHardState(rd.hardState);
           outbox.push(...rd.messages);
-          for (const e of rd.committedEntries) if (e.data.length > 0 && e.type === 0) applied.push(new TextDecoder().decode(e.data));
+          for (const e of rd.committedEntries)
+            if (e.data.length > 0 && e.type === 0) applied.push(new TextDecoder().decode(e.data));
           node.advance();
         }
       }

@@ -3,19 +3,36 @@
 
 import { describe, expect, it } from "vitest";
 import { CfnError, isCfnError } from "../../src/errors.js";
+import {
+  applyConfChangeTo,
+  decodeConfChange,
+  encodeConfChange,
+  restoreConfig,
+} from "../../src/raft/confchange.js";
 import { DEFAULT_RAFT_CONFIG, resolveConfig, validateConfig } from "../../src/raft/config.js";
-import { applyConfChangeTo, decodeConfChange, encodeConfChange, restoreConfig } from "../../src/raft/confchange.js";
 import { ENTRY_OVERHEAD_BYTES, limitSize } from "../../src/raft/entry-size.js";
 import { Inflights } from "../../src/raft/inflights.js";
 import { RaftLog } from "../../src/raft/log.js";
 import { Progress } from "../../src/raft/progress.js";
-import { jointCommittedIndex, jointVoteResult, majorityCommittedIndex, majorityVoteResult } from "../../src/raft/quorum.js";
+import {
+  jointCommittedIndex,
+  jointVoteResult,
+  majorityCommittedIndex,
+  majorityVoteResult,
+} from "../../src/raft/quorum.js";
 import { seededRandom } from "../../src/raft/random.js";
 import { ReadOnly } from "../../src/raft/read-only.js";
-import { SnapshotAssembler, chunkSnapshot } from "../../src/raft/snapshot-assembler.js";
-import { MemoryStorage, emptyConfState } from "../../src/raft/storage.js";
+import { chunkSnapshot, SnapshotAssembler } from "../../src/raft/snapshot-assembler.js";
+import { emptyConfState, MemoryStorage } from "../../src/raft/storage.js";
 import { emptyTrackerConfig } from "../../src/raft/tracker.js";
-import { ConfChangeType, type Entry, EntryType, type Message, MessageType, type Snapshot } from "../../src/raft/types.js";
+import {
+  ConfChangeType,
+  type Entry,
+  EntryType,
+  type Message,
+  MessageType,
+  type Snapshot,
+} from "../../src/raft/types.js";
 import { Unstable } from "../../src/raft/unstable.js";
 
 const e = (index: number, term: number, data = ""): Entry => ({
@@ -42,7 +59,9 @@ describe("quorum", () => {
     expect(majorityCommittedIndex(ids("1"), acked({ 1: 5 }))).toBe(5);
     expect(majorityCommittedIndex(ids("1", "2", "3"), acked({ 1: 5, 2: 3, 3: 1 }))).toBe(3);
     expect(majorityCommittedIndex(ids("1", "2", "3", "4"), acked({ 1: 5, 2: 4, 3: 3, 4: 1 }))).toBe(3);
-    expect(majorityCommittedIndex(ids("1", "2", "3", "4", "5"), acked({ 1: 9, 2: 9, 3: 1, 4: 1, 5: 1 }))).toBe(1);
+    expect(
+      majorityCommittedIndex(ids("1", "2", "3", "4", "5"), acked({ 1: 9, 2: 9, 3: 1, 4: 1, 5: 1 })),
+    ).toBe(1);
     expect(majorityCommittedIndex(ids(), acked({}))).toBe(Number.POSITIVE_INFINITY);
   });
 
@@ -51,7 +70,9 @@ describe("quorum", () => {
     expect(jointCommittedIndex(voters, acked({ 1: 7, 2: 7, 3: 2, 4: 2, 5: 2 }))).toBe(2);
     expect(jointCommittedIndex(voters, acked({ 1: 7, 2: 7, 3: 7, 4: 2, 5: 2 }))).toBe(2);
     expect(jointCommittedIndex(voters, acked({ 1: 7, 2: 6, 3: 7, 4: 8, 5: 2 }))).toBe(7);
-    expect(jointCommittedIndex({ incoming: ids("1", "2", "3"), outgoing: ids() }, acked({ 1: 4, 2: 4 }))).toBe(4);
+    expect(
+      jointCommittedIndex({ incoming: ids("1", "2", "3"), outgoing: ids() }, acked({ 1: 4, 2: 4 })),
+    ).toBe(4);
   });
 
   it("tallies votes as won, lost or pending", () => {
@@ -108,7 +129,8 @@ describe("inflights", () => {
 });
 
 describe("progress", () => {
-  const make = () => new Progress({ match: 0, next: 5, inflightMsgsMax: 2, inflightBytesMax: 1000, isLearner: false });
+  const make = () =>
+    new Progress({ match: 0, next: 5, inflightMsgsMax: 2, inflightBytesMax: 1000, isLearner: false });
 
   it("probe sends one append at a time", () => {
     const pr = make();
@@ -190,7 +212,10 @@ describe("unstable", () => {
 
   it("holds a snapshot before its entries", () => {
     const u = new Unstable(1);
-    const snap: Snapshot = { metadata: { index: 9, term: 3, conf: emptyConfState() }, data: new Uint8Array(0) };
+    const snap: Snapshot = {
+      metadata: { index: 9, term: 3, conf: emptyConfState() },
+      data: new Uint8Array(0),
+    };
     u.restore(snap);
     expect(u.maybeFirstIndex()).toBe(10);
     expect(u.maybeLastIndex()).toBe(9);
@@ -394,7 +419,18 @@ describe("snapshot chunks", () => {
     metadata: { index: 7, term: 2, conf: emptyConfState() },
     data: Uint8Array.from({ length: 50 }, (_, i) => i),
   };
-  const base = { type: MessageType.Snap, from: "1", to: "2", term: 2, index: 0, logTerm: 0, entries: [], commit: 0, reject: false, rejectHint: 0 };
+  const base = {
+    type: MessageType.Snap,
+    from: "1",
+    to: "2",
+    term: 2,
+    index: 0,
+    logTerm: 0,
+    entries: [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+  };
 
   it("splits into chunks and reassembles in order", () => {
     const chunks = chunkSnapshot(base, snapshot, 16);
@@ -447,15 +483,26 @@ describe("conf change rules", () => {
 
   it("enters and leaves a joint config; demoted voters become learners on leave", () => {
     const { config, progress } = start();
-    const joint = applyConfChangeTo(config, progress, context, { changes: [v("4"), l("3")], transition: "explicit" });
+    const joint = applyConfChangeTo(config, progress, context, {
+      changes: [v("4"), l("3")],
+      transition: "explicit",
+    });
     expect([...joint.config.voters.outgoing].sort()).toEqual(["1", "2", "3"]);
     expect([...joint.config.learnersNext]).toEqual(["3"]);
     expect(joint.config.autoLeave).toBe(false);
     expect(joint.progress.get("3")?.isLearner).toBe(false);
-    expect(code(() => applyConfChangeTo(joint.config, joint.progress, context, { changes: [v("5")], transition: "explicit" }))).toBe(
-      "CFN_ERR_CONF_CHANGE",
-    );
-    const left = applyConfChangeTo(joint.config, joint.progress, context, { changes: [], transition: "auto" });
+    expect(
+      code(() =>
+        applyConfChangeTo(joint.config, joint.progress, context, {
+          changes: [v("5")],
+          transition: "explicit",
+        }),
+      ),
+    ).toBe("CFN_ERR_CONF_CHANGE");
+    const left = applyConfChangeTo(joint.config, joint.progress, context, {
+      changes: [],
+      transition: "auto",
+    });
     expect([...left.config.learners]).toEqual(["3"]);
     expect(left.progress.get("3")?.isLearner).toBe(true);
     expect(left.config.voters.outgoing.size).toBe(0);
@@ -463,10 +510,16 @@ describe("conf change rules", () => {
 
   it("removing an outgoing voter keeps its progress until the joint config is left", () => {
     const { config, progress } = start();
-    const joint = applyConfChangeTo(config, progress, context, { changes: [r("3"), v("4")], transition: "auto" });
+    const joint = applyConfChangeTo(config, progress, context, {
+      changes: [r("3"), v("4")],
+      transition: "auto",
+    });
     expect(joint.progress.has("3")).toBe(true);
     expect(joint.config.autoLeave).toBe(true);
-    const left = applyConfChangeTo(joint.config, joint.progress, context, { changes: [], transition: "auto" });
+    const left = applyConfChangeTo(joint.config, joint.progress, context, {
+      changes: [],
+      transition: "auto",
+    });
     expect(left.progress.has("3")).toBe(false);
   });
 
@@ -478,9 +531,14 @@ describe("conf change rules", () => {
     expect(refuse([])).toBe("CFN_ERR_CONF_CHANGE");
     expect(refuse([v("")])).toBe("CFN_ERR_CONF_CHANGE");
     const empty = { config: emptyTrackerConfig(), progress: new Map() };
-    expect(code(() => applyConfChangeTo(empty.config, empty.progress, context, { changes: [v("1"), v("2")], transition: "auto" }))).toBe(
-      "CFN_ERR_CONF_CHANGE",
-    );
+    expect(
+      code(() =>
+        applyConfChangeTo(empty.config, empty.progress, context, {
+          changes: [v("1"), v("2")],
+          transition: "auto",
+        }),
+      ),
+    ).toBe("CFN_ERR_CONF_CHANGE");
   });
 
   it("encodes conf changes as entry data and back", () => {

@@ -2,24 +2,24 @@
 // test/raft/testdata/*.txt (the style of etcd's interaction tests). Every command returns the
 // text it prints; the runner compares it with the expected output in the file.
 
-import { CfnError, isCfnError } from "../../../src/errors.js";
+import { type CfnError, isCfnError } from "../../../src/errors.js";
 import {
   type ConfChange,
-  ConfChangeType,
   type ConfChangeSingle,
+  ConfChangeType,
   type ConfState,
+  decodeConfChange,
+  describeConfChange,
+  describeMessage,
   type Entry,
   EntryType,
+  emptyConfState,
   MemoryStorage,
   type Message,
   MessageType,
   type RaftConfig,
   RawNode,
   type Ready,
-  decodeConfChange,
-  describeConfChange,
-  describeMessage,
-  emptyConfState,
 } from "../../../src/raft/index.js";
 
 const encoder = new TextEncoder();
@@ -43,8 +43,11 @@ interface TestNode {
 }
 
 export function describeEntry(e: Entry): string {
-  if (e.type === EntryType.ConfChange) return `${e.term}/${e.index} conf(${describeConfChange(decodeConfChange(e.data))})`;
-  return e.data.byteLength === 0 ? `${e.term}/${e.index}` : `${e.term}/${e.index} "${decoder.decode(e.data)}"`;
+  if (e.type === EntryType.ConfChange)
+    return `${e.term}/${e.index} conf(${describeConfChange(decodeConfChange(e.data))})`;
+  return e.data.byteLength === 0
+    ? `${e.term}/${e.index}`
+    : `${e.term}/${e.index} "${decoder.decode(e.data)}"`;
 }
 
 function describeConf(c: ConfState): string {
@@ -97,7 +100,9 @@ export class InteractionEnv {
       case "propose":
         return this.guard(() => this.get(positional[0]).node.propose(encoder.encode(positional[1] ?? "")));
       case "propose-conf-change":
-        return this.guard(() => this.get(positional[0]).node.proposeConfChange(parseConfChange(positional.slice(1), args)));
+        return this.guard(() =>
+          this.get(positional[0]).node.proposeConfChange(parseConfChange(positional.slice(1), args)),
+        );
       case "transfer-leader":
         return this.guard(() => this.get(positional[0]).node.transferLeader(positional[1]));
       case "read-index":
@@ -107,7 +112,10 @@ export class InteractionEnv {
       case "tick-heartbeat":
         return this.tick(positional, this.get(positional[0]).node.internals.configLimits().heartbeatTicks);
       case "tick-election":
-        return this.tick(positional, this.get(positional[0]).node.internals.configLimits().electionTimeoutTicks);
+        return this.tick(
+          positional,
+          this.get(positional[0]).node.internals.configLimits().electionTimeoutTicks,
+        );
       case "process-ready":
         return this.each(positional, (id) => this.processReady(id));
       case "deliver-msgs":
@@ -191,7 +199,10 @@ export class InteractionEnv {
       const id = String(this.nodes.size + 1);
       let storage: MemoryStorage;
       if (args.voters !== undefined) {
-        storage = MemoryStorage.bootstrap({ voters: parseList(args.voters), learners: parseList(args.learners ?? "()") });
+        storage = MemoryStorage.bootstrap({
+          voters: parseList(args.voters),
+          learners: parseList(args.learners ?? "()"),
+        });
       } else {
         storage = new MemoryStorage(); // a node joining an existing cluster
       }
@@ -201,11 +212,17 @@ export class InteractionEnv {
       const fixed = args.random !== undefined ? Number(args.random) : ((Number(id) - 1) % 10) / 10 + 1e-9;
       const node = new RawNode({ config: { id, ...config }, storage, random: () => fixed });
       const conf = storage.initialState().confState;
-      const app: AppState = { data: [], confs: [{ index: storage.firstIndex() - 1, conf }], applied: storage.firstIndex() - 1 };
+      const app: AppState = {
+        data: [],
+        confs: [{ index: storage.firstIndex() - 1, conf }],
+        applied: storage.firstIndex() - 1,
+      };
       this.nodes.set(id, { id, node, storage, app, config, random: fixed });
       this.queues.set(id, []);
       const s = node.status();
-      lines.push(`${id}: term=${s.term} commit=${s.commit} first=${s.firstIndex} last=${s.lastIndex} ${describeConf(s.config)}`);
+      lines.push(
+        `${id}: term=${s.term} commit=${s.commit} first=${s.firstIndex} last=${s.lastIndex} ${describeConf(s.config)}`,
+      );
     }
     return lines.join("\n");
   }
@@ -214,7 +231,11 @@ export class InteractionEnv {
   private restart(id: string): string {
     const n = this.get(id);
     const fixed = n.random;
-    n.node = new RawNode({ config: { id, ...n.config, applied: n.app.applied }, storage: n.storage, random: () => fixed });
+    n.node = new RawNode({
+      config: { id, ...n.config, applied: n.app.applied },
+      storage: n.storage,
+      random: () => fixed,
+    });
     const s = n.node.status();
     return `${id}: restarted term=${s.term} commit=${s.commit} applied=${s.applied} last=${s.lastIndex}`;
   }
@@ -266,7 +287,9 @@ export class InteractionEnv {
     }
     if (rd.snapshot) {
       const m = rd.snapshot.metadata;
-      lines.push(`  snapshot: ${m.term}/${m.index} ${describeConf(m.conf)} bytes=${rd.snapshot.data.byteLength}`);
+      lines.push(
+        `  snapshot: ${m.term}/${m.index} ${describeConf(m.conf)} bytes=${rd.snapshot.data.byteLength}`,
+      );
       n.storage.applySnapshot(rd.snapshot);
     }
     for (const e of rd.entries) lines.push(`  persist: ${describeEntry(e)}`);
@@ -292,7 +315,8 @@ export class InteractionEnv {
       }
       n.app.applied = e.index;
     }
-    for (const rs of rd.readStates) lines.push(`  read-state: index=${rs.index} ctx=${decoder.decode(rs.requestContext)}`);
+    for (const rs of rd.readStates)
+      lines.push(`  read-state: index=${rs.index} ctx=${decoder.decode(rs.requestContext)}`);
   }
 
   private deliver(id: string): string {
@@ -370,7 +394,10 @@ export class InteractionEnv {
     const first = n.storage.firstIndex();
     const last = n.storage.lastIndex();
     if (last < first) return `(empty; snapshot at ${first - 1})`;
-    return n.storage.entries(first, last + 1, Number.MAX_SAFE_INTEGER).map(describeEntry).join("\n");
+    return n.storage
+      .entries(first, last + 1, Number.MAX_SAFE_INTEGER)
+      .map(describeEntry)
+      .join("\n");
   }
 
   private raftState(): string {
@@ -379,7 +406,9 @@ export class InteractionEnv {
       const s = n.node.status();
       const voter = s.config.voters.includes(id) || s.config.votersOutgoing.includes(id);
       const kind = voter ? "voter" : s.config.learners.includes(id) ? "learner" : "none";
-      lines.push(`${id}: ${s.role} (${kind}) term=${s.term} leader=${s.leader || "none"} commit=${s.commit} last=${s.lastIndex}`);
+      lines.push(
+        `${id}: ${s.role} (${kind}) term=${s.term} leader=${s.leader || "none"} commit=${s.commit} last=${s.lastIndex}`,
+      );
     }
     return lines.join("\n");
   }
