@@ -14,7 +14,7 @@ import { busSchema, type BusConfig } from "../config/schema.js";
 import { isValidAgentId, validateAgentId } from "./agent-id.js";
 import { createBusMetrics, type BusMetrics } from "./bus-metrics.js";
 import { nextArrivalUs, UniqueNames, wallClockUs } from "./clock.js";
-import { fitsAfterCount, mustRecount, type DepthEstimate } from "./backpressure.js";
+import { fitsAfterCount, freshEstimate, mustRecount, type DepthEstimate } from "./backpressure.js";
 import {
   encodeBatchFile,
   encodeMessageFile,
@@ -128,7 +128,8 @@ export class Bus {
     try {
       const envelope = this.envelope(from, to, message);
       const text = encodeMessageFile(envelope);
-    if (text.length > this.config.messageBytesMax || Buffer.byteLength(text) > this.config.messageBytesMax) {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: count bytes only when it could matter.
+    if (text.length * 3 > this.config.messageBytesMax && Buffer.byteLength(text) > this.config.messageBytesMax) {
       throw new CfnError("CFN_ERR_MESSAGE_TOO_LARGE", `message of ${Buffer.byteLength(text)} bytes exceeds messageBytesMax ${this.config.messageBytesMax}`, {
         bytes: Buffer.byteLength(text),
         messageBytesMax: this.config.messageBytesMax,
@@ -304,8 +305,8 @@ export class Bus {
     this.layout.ensureAgent(paths);
     this.admit(paths, count, countOverflow);
     const name = formatQueuedName({ priority, arrivalUs: nextArrivalUs(), count, unique: this.uniqueNames.next(), deliveries: 0 });
-    const tmpPath = join(paths.tmp, name);
-    const inboxPath = join(paths.inbox, name);
+    const tmpPath = `${paths.tmp}/${name}`;
+    const inboxPath = `${paths.inbox}/${name}`;
     for (let attempt = 0; ; attempt++) {
       try {
         writeFileSync(tmpPath, text, { mode: FILE_MODE });
@@ -331,7 +332,7 @@ export class Bus {
     const depthMax = this.config.inboxDepthMax;
     let estimate = this.depthEstimates.get(paths.agentId);
     if (mustRecount(estimate, count, depthMax)) {
-      estimate = { counted: this.countDepth(paths), sentSinceCount: 0 };
+      estimate = freshEstimate(this.countDepth(paths), depthMax);
       if (this.depthEstimates.size > 10_000) this.depthEstimates.clear();
       this.depthEstimates.set(paths.agentId, estimate);
       if (!fitsAfterCount(estimate.counted, count, depthMax)) this.refuseFull(paths, estimate.counted, count, countOverflow);
