@@ -1,0 +1,264 @@
+// A cluster of KV node processes on this machine (127.0.0.1, free ports, one data dir each),
+// shared by the cluster tests, chaos and the raft benchmark. Runs the compiled entry
+// dist/cluster/kv-node.js (build with `npx tsc -p .` first).
+//
+//   const cluster = await LocalCluster.start({ size: 3 });
+//   try {
+//     const leader = await cluster.waitForLeader();
+//     await cluster.kill(leader);          // SIGKILL, waits for the exit
+//     await cluster.restart(leader);       // same id, ports and data dir
+//   } finally {
+//     await cluster.stop();                // SIGTERM, then SIGKILL; removes the base dir
+//   }
+//
+// Processes are also killed when this process exits, so a failing test never leaks nodes.
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, type WriteStream } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { KvClusterClient } from "./kv-client.js";
+import type { KvNodeStatus } from "./kv-protocol.js";
+
+export const LOOPBACK = "127.0.0.1";
+
+export interface LocalClusterOptions {
+  /** Number of nodes; ids are n1..nN. Default 3. */
+  size?: number;
+  /** Where data dirs and logs go; default a fresh dir under the OS temp dir, removed by stop(). */
+  baseDir?: string;
+  /** Keep baseDir at stop() (for post-mortems). Default false. */
+  keepBaseDir?: boolean;
+  clusterToken?: string;
+  /** Extra kv-node flags for every node, e.g. ["--tick-ms", "10"]. */
+  nodeArgs?: string[];
+  /** Log level of the nodes (their stderr goes to <baseDir>/<id>.log). Default "info". */
+  logLevel?: string;
+  /** Compiled node entry; default <repo>/dist/cluster/kv-node.js. */
+  entry?: string;
+  /** How long start() and restart() wait for a node to serve. Default 15,000 ms. */
+  startTimeoutMs?: number;
+}
+
+export interface LocalNode {
+  id: string;
+  peerPort: number;
+  clientPort: number;
+  dataDir: string;
+  logPath: string;
+  clientUrl: string;
+  process: ChildProcess | undefined;
+}
+
+const live = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of live) child.kill("SIGKILL");
+});
+
+/** The repository root: the nearest ancestor of this file holding package.json. */
+export function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, "package.json"))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error("cannot find the repository root");
+    dir = parent;
+  }
+  return dir;
+}
+
+/** A free TCP port on loopback (asked of the OS, then released). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, LOOPBACK, () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+
+export class LocalCluster {
+  readonly nodes: LocalNode[];
+  readonly clusterToken: string;
+  readonly baseDir: string;
+  private readonly options: LocalClusterOptions;
+  private readonly entry: string;
+  private readonly logs = new Map<string, WriteStream>();
+  private statusClient: KvClusterClient;
+
+  private constructor(options: LocalClusterOptions, nodes: LocalNode[], baseDir: string, clusterToken: string) {
+    this.options = options;
+    this.nodes = nodes;
+    this.baseDir = baseDir;
+    this.clusterToken = clusterToken;
+    this.entry = options.entry ?? join(repoRoot(), "dist", "cluster", "kv-node.js");
+    this.statusClient = this.client({ requestTimeoutMs: 1_000 });
+  }
+
+  /** Allocates ports and dirs and starts every node; resolves when all serve clients. */
+  static async start(options: LocalClusterOptions = {}): Promise<LocalCluster> {
+    const size = options.size ?? 3;
+    const baseDir = options.baseDir ?? mkdtempSync(join(tmpdir(), "cfn-cluster-"));
+    mkdirSync(baseDir, { recursive: true });
+    const nodes: LocalNode[] = [];
+    for (let i = 1; i <= size; i++) {
+      const id = `n${i}`;
+      const clientPort = await freePort();
+      nodes.push({
+        id,
+        peerPort: await freePort(),
+        clientPort,
+        dataDir: join(baseDir, id, "data"),
+        logPath: join(baseDir, `${id}.log`),
+        clientUrl: `ws://${LOOPBACK}:${clientPort}`,
+        process: undefined,
+      });
+    }
+    const cluster = new LocalCluster(options, nodes, baseDir, options.clusterToken ?? randomBytes(16).toString("hex"));
+    if (!existsSync(cluster.entry)) throw new Error(`${cluster.entry} is missing: run \`npx tsc -p .\` first`);
+    try {
+      await Promise.all(nodes.map((node) => cluster.launch(node)));
+    } catch (error) {
+      await cluster.stop();
+      throw error;
+    }
+    return cluster;
+  }
+
+  /** Node id → client URL, for KvClusterClient. */
+  get clientUrls(): Record<string, string> {
+    return Object.fromEntries(this.nodes.map((node) => [node.id, node.clientUrl]));
+  }
+
+  /** A new client of this cluster (close it when done). */
+  client(options: { requestTimeoutMs?: number; retryDelayMs?: number } = {}): KvClusterClient {
+    return new KvClusterClient({ urls: this.clientUrls, clusterToken: this.clusterToken, ...options });
+  }
+
+  node(id: string): LocalNode {
+    const node = this.nodes.find((candidate) => candidate.id === id);
+    if (!node) throw new Error(`no node ${id}`);
+    return node;
+  }
+
+  isRunning(id: string): boolean {
+    const child = this.node(id).process;
+    return child !== undefined && child.exitCode === null && child.signalCode === null;
+  }
+
+  /** Status of one running node, or undefined when it does not answer. */
+  async status(id: string): Promise<KvNodeStatus | undefined> {
+    if (!this.isRunning(id)) return undefined;
+    try {
+      return await this.statusClient.status(id);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The leader as the running nodes see it: one a majority of them name, who says it leads. */
+  async leader(): Promise<string | undefined> {
+    const statuses = (await Promise.all(this.nodes.map((node) => this.status(node.id)))).filter((s) => s !== undefined);
+    const leaders = statuses.filter((status) => status.role === "leader");
+    if (leaders.length === 0) return undefined;
+    const newest = leaders.reduce((a, b) => (b.term > a.term ? b : a));
+    const agreeing = statuses.filter((status) => status.leader === newest.id && status.term === newest.term).length;
+    return agreeing > this.nodes.length / 2 ? newest.id : undefined;
+  }
+
+  async waitForLeader(timeoutMs = 15_000, except?: string): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const leader = await this.leader();
+      if (leader !== undefined && leader !== except) return leader;
+      await sleep(20);
+    }
+    throw new Error(`no leader${except ? ` other than ${except}` : ""} within ${timeoutMs} ms (logs in ${this.baseDir})`);
+  }
+
+  /** Sends `signal` (default SIGKILL) and waits for the process to exit. */
+  async kill(id: string, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    const child = this.node(id).process;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((done) => child.once("exit", () => done()));
+    child.kill(signal);
+    await exited;
+  }
+
+  /** Starts a stopped node again with the same id, ports and data dir. */
+  async restart(id: string): Promise<void> {
+    const node = this.node(id);
+    if (this.isRunning(id)) throw new Error(`node ${id} is still running`);
+    await this.launch(node);
+  }
+
+  /** Stops every node (SIGTERM, SIGKILL after 5 s) and removes the base dir unless kept. */
+  async stop(): Promise<void> {
+    this.statusClient.close();
+    await Promise.all(
+      this.nodes.map(async (node) => {
+        const child = node.process;
+        if (!child || child.exitCode !== null || child.signalCode !== null) return;
+        const exited = new Promise<void>((done) => child.once("exit", () => done()));
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
+    for (const log of this.logs.values()) log.end();
+    if (!this.options.keepBaseDir && !this.options.baseDir) rmSync(this.baseDir, { recursive: true, force: true });
+  }
+
+  private launch(node: LocalNode): Promise<void> {
+    const peers = this.nodes.map((n) => `${n.id}=${LOOPBACK}:${n.peerPort}`).join(",");
+    const clients = this.nodes.map((n) => `${n.id}=${LOOPBACK}:${n.clientPort}`).join(",");
+    const args = [
+      this.entry,
+      "--id", node.id,
+      "--peers", peers,
+      "--client-addrs", clients,
+      "--data-dir", node.dataDir,
+      "--log-level", this.options.logLevel ?? "info",
+      ...(this.options.nodeArgs ?? []),
+    ];
+    mkdirSync(dirname(node.dataDir), { recursive: true });
+    let log = this.logs.get(node.id);
+    if (!log) {
+      log = createWriteStream(node.logPath, { flags: "a" });
+      this.logs.set(node.id, log);
+    }
+    const child = spawn(process.execPath, args, {
+      env: { ...process.env, CFN_CLUSTER_TOKEN: this.clusterToken },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    node.process = child;
+    live.add(child);
+    child.once("exit", () => live.delete(child));
+    child.stderr?.pipe(log, { end: false });
+    const timeoutMs = this.options.startTimeoutMs ?? 15_000;
+    return new Promise<void>((ready, reject) => {
+      const timer = setTimeout(() => reject(new Error(`node ${node.id} did not start within ${timeoutMs} ms (log ${node.logPath})`)), timeoutMs);
+      const lines = createInterface({ input: child.stdout! });
+      lines.on("line", (line) => {
+        if (line.includes('"event":"ready"')) {
+          clearTimeout(timer);
+          ready();
+        }
+      });
+      child.once("exit", (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`node ${node.id} exited during start (code ${code}, signal ${signal}; log ${node.logPath})`));
+      });
+    });
+  }
+}
+
