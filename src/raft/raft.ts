@@ -749,8 +749,7 @@ export class Raft {
       case MessageType.Propose:
         if (this.lead === "") throw dropped("no leader");
         if (this.config.disableProposalForwarding) throw dropped("proposal forwarding is disabled");
-        m.to = this.lead;
-        this.send(m);
+        this.send({ ...m, to: this.lead }); // a copy: the caller's message stays untouched
         return;
       case MessageType.App:
         this.electionElapsed = 0;
@@ -769,8 +768,7 @@ export class Raft {
         return;
       case MessageType.TransferLeader:
         if (this.lead === "") return; // nobody to forward to; the caller retries
-        m.to = this.lead;
-        this.send(m);
+        this.send({ ...m, to: this.lead }); // a copy: the caller's message stays untouched
         return;
       case MessageType.TimeoutNow:
         // The leader asks us to take over now: campaign without pre-vote, bypassing leases.
@@ -782,8 +780,7 @@ export class Raft {
             leader: "",
           });
         }
-        m.to = this.lead;
-        this.send(m);
+        this.send({ ...m, to: this.lead }); // a copy: the caller's message stays untouched
         return;
       case MessageType.ReadIndexResp:
         this.readStates.push({ index: m.index, requestContext: m.context ?? new Uint8Array(0) });
@@ -943,6 +940,32 @@ export class Raft {
     }
     if (this.leadTransferee !== "" && !this.tracker.isVoter(this.leadTransferee)) this.abortLeaderTransfer();
     return confState;
+  }
+
+  /** Cross-structure invariants, checked at every Ready (a failure is a bug). */
+  checkInvariants(): void {
+    const log = this.log;
+    assert(
+      log.applied <= log.committed,
+      `raft ${this.id}: applied ${log.applied} > committed ${log.committed}`,
+    );
+    assert(
+      log.committed <= log.lastIndex(),
+      `raft ${this.id}: committed ${log.committed} > last ${log.lastIndex()}`,
+    );
+    if (this.role === "leader") {
+      assert(this.lead === this.id, `raft ${this.id}: leader with lead=${this.lead}`);
+      const self = this.tracker.progress.get(this.id);
+      assert(
+        self !== undefined && self.match === log.lastIndex(),
+        `raft ${this.id}: leader's own match behind its log`,
+      );
+    }
+    if (this.role === "candidate")
+      assert(this.vote === this.id, `raft ${this.id}: candidate without its own vote`);
+    for (const [id, pr] of this.tracker.progress) {
+      assert(pr.match < pr.next, `raft ${this.id}: progress ${id} match ${pr.match} >= next ${pr.next}`);
+    }
   }
 
   /** Drops messages from peers we do not know, for response types only. */

@@ -129,7 +129,8 @@ export class RawNode {
   }
 
   /**
-   * Feeds a message from a peer. Local message types are refused (CFN_ERR_INVALID_MESSAGE);
+   * Feeds a message from a peer. Local message types and messages addressed to another node
+   * are refused (CFN_ERR_INVALID_MESSAGE);
    * responses from peers outside the config and forwarded proposals that the leader drops are
    * ignored.
    */
@@ -138,6 +139,12 @@ export class RawNode {
       throw new CfnError(
         "CFN_ERR_INVALID_MESSAGE",
         `raft: local message type ${message.type} from the network`,
+      );
+    }
+    if (message.to !== this.raft.id) {
+      throw new CfnError(
+        "CFN_ERR_INVALID_MESSAGE",
+        `raft: message for ${message.to} stepped into ${this.raft.id}`,
       );
     }
     if (this.raft.isFromUnknownPeer(message)) return;
@@ -197,6 +204,7 @@ export class RawNode {
   ready(): Ready {
     assert(this.pendingReady === undefined, "raw node: ready() called again before advance()");
     const raft = this.raft;
+    raft.checkInvariants();
     const softState = this.softState();
     const hardState = raft.hardState();
     const rd: Ready = {
