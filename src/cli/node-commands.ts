@@ -1,0 +1,289 @@
+// `cfn node start` (the cluster node daemon) and `cfn cluster status|join|leave|register|
+// checkpoint|transfer` (operations through a node's HTTP API). docs/NODE.md describes both.
+
+import type { Command } from "commander";
+import { Bus } from "../bus/index.js";
+import { CfnError, isCfnError } from "../errors.js";
+import { nodeSettingsFromClusterFile, readClusterFile } from "../node/cluster-file.js";
+import { apiRequest, ClusterNode } from "../node/node.js";
+import { parseNodeConfig } from "../node/node-config.js";
+import { buildContext } from "./context.js";
+import { EXIT, printJson, printLine, reportError, table } from "./output.js";
+
+interface StartFlags {
+  id?: string;
+  clusterId?: string;
+  token?: string;
+  dataDir?: string;
+  peerListen?: string;
+  apiListen?: string;
+  advertisePeer?: string;
+  advertiseApi?: string;
+  peer: string[];
+  join?: string;
+  clusterFile?: string;
+  persistence?: boolean;
+  leaveOnShutdown?: boolean;
+  set: string[];
+}
+
+interface ApiFlags {
+  api?: string;
+  token?: string;
+  json?: boolean;
+}
+
+const DEFAULT_API = "http://127.0.0.1:7201";
+const DEFAULT_TOKEN = "cfn-single-node-local-token";
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** `--peer n2=ws://h:7102,http://h:7202` */
+function parsePeer(text: string): [string, { peerUrl: string; apiUrl: string }] {
+  const match = /^([A-Za-z0-9._-]{1,128})=(wss?:\/\/[^,\s]+),(https?:\/\/\S+)$/.exec(text);
+  if (!match) throw new CfnError("CFN_ERR_CONFIG_INVALID", `--peer takes id=ws://host:port,http://host:port, got ${JSON.stringify(text)}`);
+  return [match[1], { peerUrl: match[2], apiUrl: match[3] }];
+}
+
+/** `--set nodeDownAfterMs=1500`: numbers and booleans are parsed, the rest stays a string. */
+function parseSetting(text: string): [string, unknown] {
+  const at = text.indexOf("=");
+  if (at <= 0) throw new CfnError("CFN_ERR_CONFIG_INVALID", `--set takes name=value, got ${JSON.stringify(text)}`);
+  const raw = text.slice(at + 1);
+  const value = raw === "true" ? true : raw === "false" ? false : raw !== "" && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+  return [text.slice(0, at), value];
+}
+
+export function nodeSettingsFromFlags(flags: StartFlags, env: NodeJS.ProcessEnv = process.env): Record<string, unknown> {
+  let settings: Record<string, unknown> = {};
+  if (flags.clusterFile) {
+    if (!flags.id) throw new CfnError("CFN_ERR_CONFIG_INVALID", "--cluster-file needs --id to pick this node");
+    settings = nodeSettingsFromClusterFile(readClusterFile(flags.clusterFile), flags.id, flags.clusterFile);
+  }
+  const token = flags.token ?? env.CFN_CLUSTER_TOKEN;
+  if (flags.id !== undefined) settings.id = flags.id;
+  if (flags.clusterId !== undefined) settings.clusterId = flags.clusterId;
+  if (token !== undefined) settings.clusterToken = token;
+  if (flags.dataDir !== undefined) settings.dataDir = flags.dataDir;
+  else if (settings.dataDir === undefined && flags.id !== undefined) settings.dataDir = `./cfn-data/${flags.id}`;
+  if (flags.peerListen !== undefined) settings.peerListen = flags.peerListen;
+  if (flags.apiListen !== undefined) settings.apiListen = flags.apiListen;
+  if (flags.advertisePeer !== undefined) settings.advertisePeerUrl = flags.advertisePeer;
+  if (flags.advertiseApi !== undefined) settings.advertiseApiUrl = flags.advertiseApi;
+  if (flags.peer.length > 0) settings.peers = { ...(settings.peers as object), ...Object.fromEntries(flags.peer.map(parsePeer)) };
+  if (flags.join !== undefined) settings.join = flags.join;
+  if (flags.persistence) settings.persistence = true;
+  if (flags.leaveOnShutdown) settings.leaveOnShutdown = true;
+  for (const [name, value] of flags.set.map(parseSetting)) settings[name] = value;
+  return settings;
+}
+
+function apiOf(flags: ApiFlags): { api: string; token: string } {
+  return { api: flags.api ?? process.env.CFN_NODE_API ?? DEFAULT_API, token: flags.token ?? process.env.CFN_CLUSTER_TOKEN ?? DEFAULT_TOKEN };
+}
+
+export function registerNodeCommands(program: Command): void {
+  const node = program.command("node").description("the cluster node daemon");
+  node
+    .command("start")
+    .description("run a cluster node: Raft member, routing state, cross-node delivery, HTTP API (SIGTERM stops it gracefully)")
+    .option("--id <id>", "this node's id (node.id)")
+    .option("--cluster-id <name>", "cluster name (node.clusterId)")
+    .option("--token <secret>", "cluster token (node.clusterToken); also CFN_CLUSTER_TOKEN")
+    .option("--data-dir <dir>", "Raft log and spool directory (node.dataDir)")
+    .option("--peer-listen <host:port>", "peer WebSocket listen address (node.peerListen)")
+    .option("--api-listen <host:port>", "HTTP API listen address (node.apiListen)")
+    .option("--advertise-peer <url>", "URL peers dial (node.advertisePeerUrl)")
+    .option("--advertise-api <url>", "API URL given to others (node.advertiseApiUrl)")
+    .option("--peer <id=ws://…,http://…>", "a founding peer (repeatable)", collect, [])
+    .option("--join <api-url>", "join a running cluster through this member's API")
+    .option("--cluster-file <file>", "cluster definition (cluster/*.yaml); needs --id")
+    .option("--persistence", "mirror inboxes to disk (node.persistence)")
+    .option("--leave-on-shutdown", "leave the membership at SIGTERM (node.leaveOnShutdown)")
+    .option("--set <name=value>", "any node setting, e.g. nodeDownAfterMs=1500 (repeatable)", collect, [])
+    .action(async (flags: StartFlags) => {
+      const { config, logger, metrics } = buildContext(program);
+      let started: ClusterNode;
+      try {
+        const nodeConfig = parseNodeConfig(nodeSettingsFromFlags(flags));
+        started = await ClusterNode.start({ config: nodeConfig, bus: config.bus, logger, metrics });
+      } catch (error) {
+        // A node that cannot start safely refuses with a clear message and exit status 2.
+        const refusal =
+          isCfnError(error, "CFN_ERR_CONFIG_INVALID") ||
+          isCfnError(error, "CFN_ERR_CONFIG_FILE") ||
+          isCfnError(error, "CFN_ERR_DATA_DIR_FOREIGN") ||
+          isCfnError(error, "CFN_ERR_DATA_DIR_LOCKED");
+        reportError(error, false);
+        process.exitCode = refusal ? EXIT.usage : EXIT.failure;
+        return;
+      }
+      printJson({ event: "started", id: started.id, peerUrl: started.peerUrl, apiUrl: started.apiUrl, bus: started.bus.dir, pid: process.pid });
+      await new Promise<void>((resolve) => {
+        let stopping = false;
+        const stop = (signal: string) => {
+          if (stopping) return;
+          stopping = true;
+          void started.shutdown(signal).then((report) => {
+            printJson({ event: "stopped", id: started.id, ...report });
+            resolve();
+          });
+        };
+        process.once("SIGTERM", () => stop("SIGTERM"));
+        process.once("SIGINT", () => stop("SIGINT"));
+      });
+    });
+
+  const cluster = program.command("cluster").description("cluster operations through a node's HTTP API");
+  const withApi = (command: Command) =>
+    command
+      .option("--api <url>", `node API URL (default CFN_NODE_API or ${DEFAULT_API})`)
+      .option("--token <secret>", "cluster token (default CFN_CLUSTER_TOKEN)")
+      .option("--json", "print as JSON");
+
+  withApi(cluster.command("status").description("leader, term, members with lag, agents per node, teams, spool, inbox depths")).action(
+    async (flags: ApiFlags) => {
+      const { api, token } = apiOf(flags);
+      const status = (await apiRequest(api, "GET", "/v1/status", token)) as ClusterStatus;
+      // Lag is known by the leader only: ask it when this node is a follower.
+      const leader = status.members.find((member) => member.leader);
+      if (status.raft.role !== "leader" && leader?.apiUrl) {
+        try {
+          const leaderStatus = (await apiRequest(leader.apiUrl, "GET", "/v1/status", token)) as ClusterStatus;
+          const lagOf = new Map(leaderStatus.members.map((member) => [member.id, member]));
+          for (const member of status.members) {
+            member.match = lagOf.get(member.id)?.match ?? member.match;
+            member.lag = lagOf.get(member.id)?.lag ?? member.lag;
+          }
+        } catch {
+          // the leader's API is not reachable from here: lag stays unknown
+        }
+      }
+      const { config, logger, metrics } = buildContext(program);
+      const bus = new Bus({ config: config.bus, logger, metrics });
+      const localBus = bus.status();
+      bus.close();
+      if (flags.json) {
+        printJson({ ...status, localBus });
+        return;
+      }
+      printClusterStatus(status, localBus);
+    },
+  );
+
+  withApi(cluster.command("join").description("add a node to the cluster (it then starts with --join)"))
+    .argument("<id>", "the new node's id")
+    .argument("<peer-url>", "its transport URL, ws://host:port")
+    .argument("<api-url>", "its API URL, http://host:port")
+    .action(async (id: string, peerUrl: string, apiUrl: string, flags: ApiFlags) => {
+      const { api, token } = apiOf(flags);
+      const result = await apiRequest(api, "POST", "/v1/members", token, { id, peerUrl, apiUrl }, 15_000);
+      if (flags.json) printJson(result);
+      else printLine(`member ${id} added`);
+    });
+
+  withApi(cluster.command("leave").description("remove a node from the cluster (its teams move to live nodes)"))
+    .argument("<id>", "the node to remove")
+    .action(async (id: string, flags: ApiFlags) => {
+      const { api, token } = apiOf(flags);
+      const result = await apiRequest(api, "DELETE", `/v1/members/${encodeURIComponent(id)}`, token, undefined, 15_000);
+      if (flags.json) printJson(result);
+      else printLine(`member ${id} removed`);
+    });
+
+  withApi(cluster.command("register").description("register an agent on the node (agents then receive cross-node messages)"))
+    .argument("<agent>", "agent id")
+    .option("--team <team>", "team of the agent")
+    .action(async (agent: string, flags: ApiFlags & { team?: string }) => {
+      const { api, token } = apiOf(flags);
+      const result = await apiRequest(api, "POST", "/v1/agents", token, { agent, team: flags.team ?? null });
+      if (flags.json) printJson(result);
+      else printLine(`agent ${agent} registered`);
+    });
+
+  withApi(cluster.command("checkpoint").description("replicate a team coordinator's checkpoint (fenced by epoch)"))
+    .argument("<team>", "team id")
+    .argument("<data>", "checkpoint data (JSON)")
+    .requiredOption("--epoch <n>", "coordinator epoch of the team")
+    .requiredOption("--seq <n>", "progress sequence, increasing")
+    .action(async (team: string, data: string, flags: ApiFlags & { epoch: string; seq: string }) => {
+      const { api, token } = apiOf(flags);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(data);
+      } catch {
+        parsed = data;
+      }
+      const result = await apiRequest(api, "POST", `/v1/teams/${encodeURIComponent(team)}/checkpoint`, token, {
+        epoch: Number(flags.epoch),
+        seq: Number(flags.seq),
+        data: parsed,
+      });
+      if (flags.json) printJson(result);
+      else printLine(`checkpoint of ${team} replicated`);
+    });
+
+  withApi(cluster.command("transfer").description("transfer Raft leadership to a member"))
+    .argument("<to>", "member id")
+    .action(async (to: string, flags: ApiFlags) => {
+      const { api, token } = apiOf(flags);
+      const result = await apiRequest(api, "POST", "/v1/leader", token, { to }, 10_000);
+      if (flags.json) printJson(result);
+      else printLine(`leader is ${to}`);
+    });
+}
+
+interface ClusterStatus {
+  node: { id: string; clusterId: string; state: string; apiUrl: string };
+  raft: { role: string; term: number; leader: string; commit: number; applied: number };
+  members: {
+    id: string;
+    state: string;
+    leader: boolean;
+    voter: boolean;
+    apiUrl: string;
+    match: number | null;
+    lag: number | null;
+    lastHeardMsAgo: number | null;
+    agentsUp: number;
+    agentsDown: number;
+    teams: string[];
+  }[];
+  teams: { id: string; coordinator: string | null; epoch: number }[];
+  delivery: { spooled: number; streams: { dest: string; pending: number; inflight: number }[] };
+  bus: { dir: string; agents: { agentId: string; inboxDepth: number; claimed: number; deadLetters: number }[] };
+}
+
+function printClusterStatus(status: ClusterStatus, localBus: { dir: string; agents: { agentId: string; inboxDepth: number; claimed: number; deadLetters: number }[] }): void {
+  printLine(`cluster ${status.node.clusterId}: leader ${status.raft.leader || "(none)"}, term ${status.raft.term}, commit ${status.raft.commit}`);
+  printLine(`this node ${status.node.id} (${status.raft.role}, ${status.node.state}), applied ${status.raft.applied}`);
+  printLine();
+  printLine(
+    table([
+      ["MEMBER", "STATE", "ROLE", "LAG", "HEARD", "AGENTS UP", "DOWN", "TEAMS"],
+      ...status.members.map((member) => [
+        member.id,
+        member.state,
+        member.leader ? "leader" : member.voter ? "voter" : "learner",
+        member.lag === null ? "?" : String(member.lag),
+        member.lastHeardMsAgo === null ? "never" : `${member.lastHeardMsAgo} ms`,
+        String(member.agentsUp),
+        String(member.agentsDown),
+        String(member.teams.length),
+      ]),
+    ]),
+  );
+  if (status.teams.length > 0) {
+    printLine();
+    printLine(table([["TEAM", "COORDINATOR", "EPOCH"], ...status.teams.map((team) => [team.id, team.coordinator ?? "-", String(team.epoch)])]));
+  }
+  printLine();
+  printLine(`spool: ${status.delivery.spooled} messages${status.delivery.streams.map((s) => `; → ${s.dest}: ${s.pending} pending, ${s.inflight} in flight`).join("")}`);
+  const agents = localBus.agents;
+  printLine(`bus ${localBus.dir}: ${agents.length} mailboxes`);
+  if (agents.length > 0) {
+    printLine(table([["AGENT", "INBOX", "CLAIMED", "DEAD"], ...agents.map((a) => [a.agentId, String(a.inboxDepth), String(a.claimed), String(a.deadLetters)])]));
+  }
+}

@@ -1,0 +1,222 @@
+// The node-to-node control channel ("node" on the transport): liveness pings, and proposals
+// forwarded from followers to the leader (only the leader takes proposals; any node can accept
+// a routing change from its agents or API and forward it).
+//
+//   {t:"ping"}                                   every healthIntervalMs to every member
+//   {t:"prop", r:<request id>, c:<command>}      follower → leader
+//   {t:"propr", r, ok:true, v:<RoutingResult>}   leader → follower
+//   {t:"propr", r, ok:false, code, message}
+//
+// Frames are validated; a malformed one is counted (cfn_node_bad_frames_total) and dropped.
+
+import { CfnError, ERROR_CODES, type ErrorCode, isCfnError } from "../errors.js";
+import type { Logger } from "../obs/logger.js";
+import type { Transport } from "../transport/index.js";
+import type { NodeMetrics } from "./node-metrics.js";
+import type { RaftHost } from "./raft-host.js";
+import { encodeRoutingCommand, type RoutingCommand, type RoutingResult, validateRoutingCommand } from "./routing/commands.js";
+
+export const CONTROL_CHANNEL = "node";
+
+type ControlFrame =
+  | { t: "ping" }
+  | { t: "prop"; r: number; c: RoutingCommand }
+  | { t: "propr"; r: number; ok: true; v: RoutingResult | null }
+  | { t: "propr"; r: number; ok: false; code: string; message: string };
+
+export interface ControlOptions {
+  nodeId: string;
+  host: RaftHost<RoutingResult>;
+  transport: Transport;
+  logger: Logger;
+  metrics: NodeMetrics;
+  /** Members to ping (ids other than this node). */
+  peers: () => string[];
+  healthIntervalMs: number;
+  /** A proposal not applied within this time fails with CFN_ERR_TIMEOUT (it may still apply). */
+  proposalTimeoutMs: number;
+}
+
+interface Pending {
+  resolve: (result: RoutingResult) => void;
+  reject: (error: unknown) => void;
+  timer: NodeJS.Timeout;
+}
+
+const RETRYABLE = new Set<string>(["CFN_ERR_NOT_LEADER", "CFN_ERR_PROPOSAL_DROPPED", "CFN_ERR_PEER_UNREACHABLE"]);
+
+export class ControlPlane {
+  private readonly options: ControlOptions;
+  private readonly logger: Logger;
+  private readonly lastHeardMs = new Map<string, number>();
+  private readonly startedMs = Date.now();
+  private readonly pending = new Map<number, Pending>();
+  private nextRequest = 1;
+  private pingTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(options: ControlOptions) {
+    this.options = options;
+    this.logger = options.logger.child("control");
+    options.transport.onFrame(CONTROL_CHANNEL, (payload, from) => this.onFrame(payload, from));
+  }
+
+  start(): void {
+    this.pingTimer = setInterval(() => this.ping(), this.options.healthIntervalMs);
+    this.pingTimer.unref();
+  }
+
+  /** Stops pinging: peers see this node go quiet (graceful shutdown, tests). */
+  stopPinging(): void {
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.pingTimer = undefined;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.stopPinging();
+    for (const [id, pending] of this.pending) {
+      clearTimeout(pending.timer);
+      pending.reject(new CfnError("CFN_ERR_CLOSED", "node is stopping"));
+      this.pending.delete(id);
+    }
+  }
+
+  /**
+   * Members heard from within `downAfterMs` (this node included). A member never heard since
+   * this process started counts as alive for the first `downAfterMs`, so a fresh leader does not
+   * declare everyone dead before their first ping arrives.
+   */
+  alive(members: Iterable<string>, downAfterMs: number): Set<string> {
+    const now = Date.now();
+    const alive = new Set<string>([this.options.nodeId]);
+    for (const id of members) {
+      const heard = this.lastHeardMs.get(id) ?? this.startedMs;
+      if (now - heard <= downAfterMs) alive.add(id);
+    }
+    return alive;
+  }
+
+  lastHeard(id: string): number | undefined {
+    return this.lastHeardMs.get(id);
+  }
+
+  /**
+   * Replicates a routing command from any node: proposed here when leader, else forwarded to the
+   * leader; retried while there is no leader, until proposalTimeoutMs.
+   */
+  async propose(command: RoutingCommand): Promise<RoutingResult> {
+    const deadline = Date.now() + this.options.proposalTimeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      if (this.closed) throw new CfnError("CFN_ERR_CLOSED", "node is stopping");
+      try {
+        return await this.proposeOnce(command, deadline - Date.now());
+      } catch (error) {
+        const retryable = isCfnError(error) && RETRYABLE.has(error.code);
+        if (!retryable || Date.now() + 50 >= deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(50 * (attempt + 1), 200)));
+      }
+    }
+  }
+
+  private async proposeOnce(command: RoutingCommand, timeoutMs: number): Promise<RoutingResult> {
+    const { host } = this.options;
+    if (host.isLeader()) {
+      const result = await host.propose(encodeRoutingCommand(command));
+      return result ?? { ok: false, error: "no_result" };
+    }
+    const leader = host.leaderHint().leader;
+    if (!leader) throw new CfnError("CFN_ERR_NOT_LEADER", "no leader is known");
+    const id = this.nextRequest++;
+    return new Promise<RoutingResult>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new CfnError("CFN_ERR_TIMEOUT", `proposal forwarded to ${leader} not answered in ${timeoutMs} ms`));
+      }, Math.max(1, timeoutMs));
+      this.pending.set(id, { resolve, reject, timer });
+      try {
+        const queued = this.options.transport.sendFrame(leader, CONTROL_CHANNEL, { t: "prop", r: id, c: command });
+        if (!queued) throw new CfnError("CFN_ERR_PROPOSAL_DROPPED", `queue to ${leader} is full`);
+      } catch (error) {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(error);
+      }
+    });
+  }
+
+  private ping(): void {
+    for (const peer of this.options.peers()) {
+      try {
+        this.options.transport.sendFrame(peer, CONTROL_CHANNEL, { t: "ping" });
+      } catch {
+        // not (yet) a transport peer
+      }
+    }
+  }
+
+  private onFrame(payload: unknown, from: string): void {
+    const frame = parseControlFrame(payload);
+    if (!frame) {
+      this.options.metrics.badFrames.inc({ channel: CONTROL_CHANNEL, reason: "malformed" });
+      this.logger.warn("malformed control frame dropped", { from });
+      return;
+    }
+    this.lastHeardMs.set(from, Date.now());
+    switch (frame.t) {
+      case "ping":
+        return;
+      case "prop":
+        void this.serveForwarded(frame.r, frame.c, from);
+        return;
+      case "propr": {
+        const pending = this.pending.get(frame.r);
+        if (!pending) return;
+        this.pending.delete(frame.r);
+        clearTimeout(pending.timer);
+        if (frame.ok) pending.resolve(frame.v ?? { ok: false, error: "no_result" });
+        else pending.reject(new CfnError(asErrorCode(frame.code), frame.message));
+        return;
+      }
+    }
+  }
+
+  private async serveForwarded(request: number, command: RoutingCommand, from: string): Promise<void> {
+    let reply: ControlFrame;
+    try {
+      if (!this.options.host.isLeader()) throw new CfnError("CFN_ERR_NOT_LEADER", `${this.options.nodeId} is not the leader`);
+      const result = await this.options.host.propose(encodeRoutingCommand(command));
+      reply = { t: "propr", r: request, ok: true, v: result ?? null };
+    } catch (error) {
+      const code = isCfnError(error) ? error.code : "CFN_ERR_INTERNAL";
+      reply = { t: "propr", r: request, ok: false, code, message: (error as Error)?.message ?? String(error) };
+    }
+    try {
+      this.options.transport.sendFrame(from, CONTROL_CHANNEL, reply);
+    } catch (error) {
+      this.logger.debug("proposal reply not sent", { to: from, error });
+    }
+  }
+}
+
+function asErrorCode(code: string): ErrorCode {
+  return code in ERROR_CODES ? (code as ErrorCode) : "CFN_ERR_PROPOSAL_DROPPED";
+}
+
+function parseControlFrame(value: unknown): ControlFrame | undefined {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
+  const f = value as Record<string, unknown>;
+  if (f.t === "ping") return { t: "ping" };
+  if (typeof f.r !== "number" || !Number.isSafeInteger(f.r)) return undefined;
+  if (f.t === "prop") {
+    const command = validateRoutingCommand(f.c);
+    return command ? { t: "prop", r: f.r, c: command } : undefined;
+  }
+  if (f.t === "propr") {
+    if (f.ok === true) return { t: "propr", r: f.r, ok: true, v: (f.v ?? null) as RoutingResult | null };
+    if (f.ok === false && typeof f.code === "string" && typeof f.message === "string") {
+      return { t: "propr", r: f.r, ok: false, code: f.code, message: f.message };
+    }
+  }
+  return undefined;
+}

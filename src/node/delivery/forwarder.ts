@@ -1,0 +1,427 @@
+// The sending half of cross-node delivery.
+//
+// Agents send to a remote agent exactly as to a local one: `bus.send(from, "worker-7", …)` writes
+// into worker-7's directory on the local bus. The node keeps a proxy mailbox open for every local
+// directory whose agent lives on another node (by the replicated agent → node map), drains it,
+// writes the messages to the spool (durable, in order), removes them from the bus, and streams them
+// to the owner node over the transport. Per destination node there is one stream with consecutive
+// sequences; the owner acknowledges cumulatively; a frame not acknowledged within ackTimeoutMs is
+// sent again from the first unacknowledged sequence (go-back-N), and a resync request rewinds to
+// the sequence the receiver expects. Messages leave the spool only once acknowledged.
+
+import type { Bus, Delivery, Envelope, Mailbox } from "../../bus/index.js";
+import { isCfnError } from "../../errors.js";
+import type { Logger } from "../../obs/logger.js";
+import type { Transport } from "../../transport/index.js";
+import type { NodeMetrics } from "../node-metrics.js";
+import type { DeliverySpool, SpooledMessage } from "./spool.js";
+import { DELIVER_CHANNEL, type DeliveryFrame, type WireMessage } from "./wire.js";
+
+export interface ForwarderOptions {
+  nodeId: string;
+  bus: Bus;
+  spool: DeliverySpool;
+  transport: Transport;
+  logger: Logger;
+  metrics: NodeMetrics;
+  /** The node owning an agent by the routing state, or undefined. */
+  ownerOf: (agentId: string) => string | undefined;
+  /** True while `nodeId` is a member (messages for a removed member are re-routed). */
+  isMember: (nodeId: string) => boolean;
+  batchMessagesMax: number;
+  inflightMessagesMax: number;
+  ackTimeoutMs: number;
+  proxyScanIntervalMs: number;
+  spoolMessagesMax: number;
+}
+
+interface StreamItem extends SpooledMessage {
+  spooledAtMs: number;
+}
+
+/** The outbound stream to one destination node. */
+class OutboundStream {
+  items: StreamItem[] = [];
+  head = 0;
+  /** Highest sequence acknowledged and highest sent. */
+  acked = 0;
+  sent = 0;
+  lastProgressMs = Date.now();
+  chunkMax: number;
+  retryTimer: NodeJS.Timeout | undefined;
+  rerouting = false;
+
+  constructor(
+    readonly dest: string,
+    chunkMax: number,
+  ) {
+    this.chunkMax = chunkMax;
+  }
+
+  get pending(): number {
+    return this.items.length - this.head;
+  }
+
+  get firstSeq(): number {
+    return this.head < this.items.length ? this.items[this.head].seq : this.acked + 1;
+  }
+
+  push(item: StreamItem): void {
+    if (this.pending === 0) {
+      // Everything before was acknowledged (or this is the first item since start).
+      this.acked = item.seq - 1;
+      if (this.sent < this.acked) this.sent = this.acked;
+    }
+    const last = this.items.length > 0 ? this.items[this.items.length - 1].seq : undefined;
+    if (last !== undefined && this.pending > 0 && item.seq !== last + 1) {
+      throw new Error(`invariant violated: stream ${this.dest} gets seq ${item.seq} after ${last}`);
+    }
+    this.items.push(item);
+  }
+
+  compact(): void {
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
+
+interface Proxy {
+  agentId: string;
+  mailbox: Mailbox;
+  running: Promise<void>;
+}
+
+export class DeliveryForwarder {
+  private readonly options: ForwarderOptions;
+  private readonly logger: Logger;
+  private readonly streams = new Map<string, OutboundStream>();
+  private readonly proxies = new Map<string, Proxy>();
+  private scanTimer: NodeJS.Timeout | undefined;
+  private retransmitTimer: NodeJS.Timeout | undefined;
+  private draining = true;
+  private closed = false;
+
+  constructor(options: ForwarderOptions) {
+    this.options = options;
+    this.logger = options.logger.child("deliver-out");
+  }
+
+  /** Loads the spool (messages accepted before a restart go out first) and starts the timers. */
+  async start(): Promise<void> {
+    const outbound = await this.options.spool.loadOutbound();
+    const now = Date.now();
+    for (const [dest, items] of outbound) {
+      const stream = this.stream(dest);
+      for (const item of items) stream.push({ ...item, spooledAtMs: now });
+      this.logger.info("spooled messages resumed", { dest, messages: items.length });
+    }
+    this.scanTimer = setInterval(() => this.scan(), this.options.proxyScanIntervalMs);
+    this.scanTimer.unref();
+    this.retransmitTimer = setInterval(() => this.retransmitStalled(), Math.max(5, Math.floor(this.options.ackTimeoutMs / 4)));
+    this.retransmitTimer.unref();
+    this.scan();
+    for (const dest of this.streams.keys()) this.pump(dest);
+  }
+
+  /** An ack or resync from `from`. */
+  handleControl(frame: Exclude<DeliveryFrame, { t: "d" }>, from: string): void {
+    if (frame.s !== this.options.spool.streamId) return; // about a previous incarnation of our spool
+    const stream = this.streams.get(from);
+    if (!stream) return;
+    if (frame.t === "a") {
+      this.acknowledge(stream, frame.u);
+    } else {
+      // The receiver expects frame.e next: everything before it is written.
+      if (frame.e - 1 > stream.acked) this.acknowledge(stream, frame.e - 1);
+      if (stream.sent >= frame.e) {
+        stream.sent = Math.max(stream.acked, frame.e - 1);
+        this.options.metrics.retransmits.inc();
+      }
+    }
+    this.pump(from);
+  }
+
+  /** Looks for local mailboxes of remote agents to drain; re-routes streams of removed members. */
+  scan(): void {
+    if (this.closed) return;
+    const { bus, nodeId } = this.options;
+    if (this.draining) {
+      for (const agentId of bus.listAgents()) {
+        const owner = this.options.ownerOf(agentId);
+        const remote = owner !== undefined && owner !== nodeId && this.options.isMember(owner);
+        if (remote && !this.proxies.has(agentId)) this.openProxy(agentId);
+      }
+    }
+    for (const [agentId, proxy] of this.proxies) {
+      const owner = this.options.ownerOf(agentId);
+      if (owner === undefined || owner === nodeId) this.closeProxy(agentId, proxy);
+    }
+    for (const [dest, stream] of this.streams) {
+      if (stream.pending > 0 && !this.options.isMember(dest)) void this.reroute(dest, stream);
+    }
+  }
+
+  /** Stops draining the bus (shutdown): proxies hand their claims back to the inboxes. */
+  async stopDraining(): Promise<void> {
+    this.draining = false;
+    const proxies = [...this.proxies.entries()];
+    for (const [agentId, proxy] of proxies) this.closeProxy(agentId, proxy);
+    await Promise.all(proxies.map(([, proxy]) => proxy.running));
+  }
+
+  /** Drains every proxy inbox once more into the spool (shutdown: hand off to the owner nodes). */
+  async drainOnce(): Promise<number> {
+    let moved = 0;
+    const { bus, nodeId } = this.options;
+    for (const agentId of bus.listAgents()) {
+      const owner = this.options.ownerOf(agentId);
+      if (owner === undefined || owner === nodeId || !this.options.isMember(owner)) continue;
+      const mailbox = bus.openMailbox(agentId, { heartbeat: false, watch: false });
+      try {
+        for (;;) {
+          const deliveries = mailbox.receiveNow(this.options.batchMessagesMax);
+          if (deliveries.length === 0) break;
+          await this.spoolDeliveries(mailbox, owner, deliveries);
+          moved += deliveries.length;
+        }
+      } finally {
+        mailbox.close();
+      }
+    }
+    return moved;
+  }
+
+  /** Resolves once every spooled message was acknowledged, or false at the deadline. */
+  async flush(deadlineMs: number): Promise<boolean> {
+    while (Date.now() < deadlineMs) {
+      if (this.pendingTotal() === 0) return true;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return this.pendingTotal() === 0;
+  }
+
+  pendingTotal(): number {
+    let total = 0;
+    for (const stream of this.streams.values()) total += stream.pending;
+    return total;
+  }
+
+  /** Per destination: messages waiting for an ack and how many are sent but unacknowledged. */
+  status(): { dest: string; pending: number; inflight: number; acked: number }[] {
+    return [...this.streams.values()]
+      .map((stream) => ({ dest: stream.dest, pending: stream.pending, inflight: Math.max(0, stream.sent - stream.acked), acked: stream.acked }))
+      .sort((a, b) => (a.dest < b.dest ? -1 : 1));
+  }
+
+  /** Agents whose local mailbox this node drains now. */
+  proxiedAgents(): string[] {
+    return [...this.proxies.keys()].sort();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.scanTimer) clearInterval(this.scanTimer);
+    if (this.retransmitTimer) clearInterval(this.retransmitTimer);
+    for (const stream of this.streams.values()) if (stream.retryTimer) clearTimeout(stream.retryTimer);
+    await this.stopDraining();
+  }
+
+  // ---- draining the local bus -----------------------------------------------------------------
+
+  private openProxy(agentId: string): void {
+    let mailbox: Mailbox;
+    try {
+      mailbox = this.options.bus.openMailbox(agentId, { heartbeat: false });
+    } catch (error) {
+      this.logger.warn("cannot open a proxy mailbox", { agentId, error });
+      return;
+    }
+    const proxy: Proxy = { agentId, mailbox, running: Promise.resolve() };
+    this.proxies.set(agentId, proxy);
+    proxy.running = this.runProxy(proxy).catch((error) => {
+      this.logger.error("proxy mailbox failed", { agentId, error });
+      this.closeProxy(agentId, proxy);
+    });
+  }
+
+  private closeProxy(agentId: string, proxy: Proxy): void {
+    if (this.proxies.get(agentId) === proxy) this.proxies.delete(agentId);
+    proxy.mailbox.close();
+  }
+
+  private async runProxy(proxy: Proxy): Promise<void> {
+    const { mailbox, agentId } = proxy;
+    while (!this.closed && this.proxies.get(agentId) === proxy && !mailbox.isClosed) {
+      if (this.options.spool.size >= this.options.spoolMessagesMax) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        continue;
+      }
+      let deliveries: Delivery[];
+      try {
+        deliveries = await mailbox.receive({ timeoutMs: 500, max: this.options.batchMessagesMax });
+      } catch (error) {
+        if (isCfnError(error, "CFN_ERR_CLOSED")) return;
+        throw error;
+      }
+      if (deliveries.length === 0) continue;
+      const owner = this.options.ownerOf(agentId);
+      if (owner === undefined || owner === this.options.nodeId || !this.options.isMember(owner)) {
+        this.closeProxy(agentId, proxy); // hands the claims back: the agent is local or unknown now
+        return;
+      }
+      await this.spoolDeliveries(mailbox, owner, deliveries);
+    }
+  }
+
+  /** Spool (durable) → remove from the bus → stream. A crash in between re-sends; ids dedup it. */
+  private async spoolDeliveries(mailbox: Mailbox, owner: string, deliveries: Delivery[]): Promise<void> {
+    const spooled = await this.options.spool.append(deliveries.map((delivery) => ({ dest: owner, message: toWire(delivery.message) })));
+    mailbox.ack(deliveries);
+    this.options.metrics.spooled.inc(spooled.length);
+    const stream = this.stream(owner);
+    const now = Date.now();
+    for (const item of spooled) stream.push({ ...item, spooledAtMs: now });
+    this.options.metrics.spoolDepth.set({ dest: owner }, stream.pending);
+    this.pump(owner);
+  }
+
+  // ---- streaming to owner nodes ---------------------------------------------------------------
+
+  private stream(dest: string): OutboundStream {
+    let stream = this.streams.get(dest);
+    if (!stream) {
+      stream = new OutboundStream(dest, this.options.batchMessagesMax);
+      this.streams.set(dest, stream);
+    }
+    return stream;
+  }
+
+  private pump(dest: string): void {
+    const stream = this.streams.get(dest);
+    if (!stream || this.closed) return;
+    while (stream.pending > 0 && stream.sent - stream.acked < this.options.inflightMessagesMax) {
+      const startIndex = stream.head + (stream.sent + 1 - stream.firstSeq);
+      if (startIndex >= stream.items.length) return;
+      const chunk = stream.items.slice(startIndex, startIndex + stream.chunkMax);
+      const frame: DeliveryFrame = { t: "d", s: this.options.spool.streamId, f: chunk[0].seq, m: chunk.map((item) => item.message) };
+      let queued: boolean;
+      try {
+        queued = this.options.transport.sendFrame(dest, DELIVER_CHANNEL, frame);
+      } catch (error) {
+        if (isCfnError(error, "CFN_ERR_FRAME_TOO_LARGE") && stream.chunkMax > 1) {
+          stream.chunkMax = Math.max(1, Math.floor(stream.chunkMax / 2));
+          continue;
+        }
+        // Unknown peer (not yet added, or removed): retried by the timer / re-routed by scan().
+        this.scheduleRetry(stream, 100);
+        return;
+      }
+      if (!queued) {
+        this.scheduleRetry(stream, 5);
+        return;
+      }
+      if (stream.sent - stream.acked === 0) stream.lastProgressMs = Date.now();
+      stream.sent = chunk[chunk.length - 1].seq;
+    }
+  }
+
+  private scheduleRetry(stream: OutboundStream, delayMs: number): void {
+    if (stream.retryTimer || this.closed) return;
+    stream.retryTimer = setTimeout(() => {
+      stream.retryTimer = undefined;
+      this.pump(stream.dest);
+    }, delayMs);
+    stream.retryTimer.unref();
+  }
+
+  private acknowledge(stream: OutboundStream, upTo: number): void {
+    if (upTo <= stream.acked) return;
+    const from = stream.acked + 1;
+    const now = Date.now();
+    let count = 0;
+    while (stream.head < stream.items.length && stream.items[stream.head].seq <= upTo) {
+      this.options.metrics.forwardLatency.observe((now - stream.items[stream.head].spooledAtMs) / 1000);
+      stream.head++;
+      count++;
+    }
+    stream.acked = upTo;
+    if (stream.sent < upTo) stream.sent = upTo;
+    stream.lastProgressMs = now;
+    stream.compact();
+    this.options.metrics.forwardAcked.inc(count);
+    this.options.metrics.spoolDepth.set({ dest: stream.dest }, stream.pending);
+    this.options.spool.remove(stream.dest, from, upTo).catch((error) => this.logger.warn("spool delete failed", { error }));
+  }
+
+  /** Go-back-N: a stream whose oldest unacknowledged frame is older than ackTimeoutMs is resent. */
+  private retransmitStalled(): void {
+    const now = Date.now();
+    for (const stream of this.streams.values()) {
+      if (stream.sent > stream.acked && now - stream.lastProgressMs > this.options.ackTimeoutMs) {
+        stream.sent = stream.acked;
+        stream.lastProgressMs = now;
+        this.options.metrics.retransmits.inc();
+        this.pump(stream.dest);
+      } else if (stream.pending > 0 && stream.sent === stream.acked) {
+        this.pump(stream.dest);
+      }
+    }
+  }
+
+  /** Messages spooled for a node that left the cluster go to their agents' current owners. */
+  private async reroute(dest: string, stream: OutboundStream): Promise<void> {
+    if (stream.rerouting) return;
+    stream.rerouting = true;
+    try {
+      await this.rerouteOnce(dest, stream);
+    } finally {
+      stream.rerouting = false;
+    }
+  }
+
+  private async rerouteOnce(dest: string, stream: OutboundStream): Promise<void> {
+    const items = stream.items.slice(stream.head);
+    const moved: { dest: string; message: WireMessage }[] = [];
+    const local: WireMessage[] = [];
+    let handled = 0;
+    for (const item of items) {
+      const owner = this.options.ownerOf(item.message.to);
+      if (owner === undefined || owner === dest || (owner !== this.options.nodeId && !this.options.isMember(owner))) break;
+      if (owner === this.options.nodeId) local.push(item.message);
+      else moved.push({ dest: owner, message: item.message });
+      handled++;
+    }
+    if (handled === 0) return;
+    const last = items[handled - 1].seq;
+    for (const message of local) {
+      try {
+        this.options.bus.sendSync(message.from, message.to, { id: message.id, type: message.type, priority: message.priority, headers: message.headers, payload: message.payload });
+      } catch (error) {
+        this.logger.warn("re-routed message refused by the local bus", { to: message.to, error });
+      }
+    }
+    if (moved.length > 0) {
+      const spooled = await this.options.spool.append(moved);
+      const now = Date.now();
+      for (const item of spooled) this.stream(item.dest).push({ ...item, spooledAtMs: now });
+      for (const target of new Set(spooled.map((item) => item.dest))) this.pump(target);
+    }
+    this.logger.info("re-routed messages of a removed member", { from: dest, messages: handled });
+    this.acknowledge(stream, last);
+  }
+}
+
+function toWire(envelope: Envelope): WireMessage {
+  return {
+    id: envelope.id,
+    from: envelope.from,
+    to: envelope.to,
+    type: envelope.type,
+    priority: envelope.priority,
+    headers: envelope.headers,
+    payload: envelope.payload,
+    ts: envelope.ts,
+  };
+}

@@ -1,0 +1,235 @@
+// The node's HTTP API (node:http, JSON). Health and metrics for orchestrators and Prometheus,
+// status for `cfn cluster status`, and the calls agents and operators make through their
+// local node. Mutating calls need the cluster token (header x-cfn-cluster-token, compared in
+// constant time); a refused request is counted in cfn_node_api_rejected_total{reason}.
+//
+//   GET    /healthz                    200 while the process serves (liveness)
+//   GET    /readyz                     200 when a leader is known and this node caught up, else 503
+//   GET    /metrics                    Prometheus text of the node's registry
+//   GET    /v1/status                  node, raft, members with lag, agents, teams, delivery, bus
+//   GET    /v1/routing                 the replicated routing state
+//   POST   /v1/agents                  {agent, team?}          register an agent on this node
+//   DELETE /v1/agents/:agent                                   deregister
+//   POST   /v1/members                 {id, peerUrl, apiUrl}   add a member (via the leader)
+//   DELETE /v1/members/:id                                     remove a member (via the leader)
+//   POST   /v1/teams/:team/checkpoint  {epoch, seq, data}      replicate a coordinator checkpoint
+//   POST   /v1/routing                 {command}               any routing command (topology, policy)
+//   POST   /v1/send                    {from, to, type, payload?, id?, priority?, headers?}
+//   POST   /v1/leader                  {to}                    transfer leadership
+
+import { createHash, timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { CfnError, isCfnError } from "../errors.js";
+import type { Logger } from "../obs/logger.js";
+import type { Metrics } from "../obs/metrics.js";
+import type { NodeConfig } from "./node-config.js";
+import { splitListen } from "./node-config.js";
+import type { NodeMetrics } from "./node-metrics.js";
+import type { ClusterNode } from "./node.js";
+import { isValidId, validateRoutingCommand } from "./routing/commands.js";
+
+export interface NodeApiOptions {
+  node: ClusterNode;
+  config: NodeConfig;
+  logger: Logger;
+  metrics: Metrics;
+  nodeMetrics: NodeMetrics;
+}
+
+const STATUS_OF: Record<string, number> = {
+  CFN_ERR_CONFIG_INVALID: 400,
+  CFN_ERR_INVALID_MESSAGE: 400,
+  CFN_ERR_INVALID_AGENT_ID: 400,
+  CFN_ERR_MESSAGE_TOO_LARGE: 413,
+  CFN_ERR_AUTH: 401,
+  CFN_ERR_INBOX_FULL: 429,
+  CFN_ERR_NOT_LEADER: 503,
+  CFN_ERR_CLOSED: 503,
+  CFN_ERR_PROPOSAL_DROPPED: 503,
+  CFN_ERR_TIMEOUT: 504,
+  CFN_ERR_CONF_CHANGE: 409,
+};
+
+export class NodeApi {
+  private readonly options: NodeApiOptions;
+  private readonly logger: Logger;
+  private readonly server: Server;
+  private readonly tokenDigest: Buffer;
+
+  constructor(options: NodeApiOptions) {
+    this.options = options;
+    this.logger = options.logger.child("api");
+    this.tokenDigest = digest(options.config.clusterToken);
+    this.server = createServer((request, response) => {
+      this.handle(request, response).catch((error) => this.fail(response, error));
+    });
+    this.server.keepAliveTimeout = 5_000;
+  }
+
+  get url(): string {
+    if (this.options.config.advertiseApiUrl) return this.options.config.advertiseApiUrl;
+    const address = this.server.address() as AddressInfo | null;
+    if (!address) return `http://${this.options.config.apiListen}`;
+    return `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
+  }
+
+  async start(): Promise<void> {
+    const { host, port } = splitListen(this.options.config.apiListen);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(port, host, () => {
+        this.server.off("error", reject);
+        resolve();
+      });
+    });
+    this.logger.info("api listening", { url: this.url });
+  }
+
+  async close(): Promise<void> {
+    if (!this.server.listening) return;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeAllConnections();
+    await closed;
+  }
+
+  private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const { node, metrics } = this.options;
+    const url = new URL(request.url ?? "/", "http://node");
+    const method = request.method ?? "GET";
+    const path = url.pathname;
+    if (method === "GET") {
+      switch (path) {
+        case "/healthz": {
+          const health = node.health();
+          return this.json(response, health.ok ? 200 : 503, health);
+        }
+        case "/readyz": {
+          const readiness = node.readiness();
+          return this.json(response, readiness.ready ? 200 : 503, readiness);
+        }
+        case "/metrics": {
+          const text = await metrics.exposition();
+          response.writeHead(200, { "content-type": metrics.registry.contentType });
+          response.end(text);
+          return;
+        }
+        case "/v1/status":
+          return this.json(response, 200, node.status());
+        case "/v1/routing":
+          return this.json(response, 200, node.routingJson());
+      }
+      return this.json(response, 404, { error: { code: "CFN_ERR_INVALID_MESSAGE", message: `no route GET ${path}` } });
+    }
+    if (!this.authorized(request)) {
+      this.options.nodeMetrics.apiRejected.inc({ reason: "token" });
+      this.logger.warn("api request with a wrong cluster token refused", { method, path, remote: request.socket.remoteAddress });
+      throw new CfnError("CFN_ERR_AUTH", "missing or wrong cluster token (x-cfn-cluster-token)");
+    }
+    const body = await this.readBody(request);
+    const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+    if (method === "POST" && path === "/v1/agents") {
+      const agent = body.agent;
+      const team = body.team ?? null;
+      if (!isValidId(agent) || (team !== null && !isValidId(team))) throw invalid("agent (and team) must match [A-Za-z0-9._-]{1,128}");
+      return this.result(response, await node.registerAgent(agent, team as string | null));
+    }
+    if (method === "DELETE" && parts[0] === "v1" && parts[1] === "agents" && parts.length === 3) {
+      if (!isValidId(parts[2])) throw invalid("bad agent id");
+      return this.result(response, await node.propose({ op: "agent.remove", agent: parts[2] }));
+    }
+    if (method === "POST" && path === "/v1/members") {
+      const { id, peerUrl, apiUrl } = body;
+      const command = validateRoutingCommand({ op: "member.upsert", id, peerUrl, apiUrl });
+      if (!command || command.op !== "member.upsert") throw invalid("need id, peerUrl (ws://…) and apiUrl (http://…)");
+      return this.result(response, await node.addMember(command.id, command.peerUrl, command.apiUrl));
+    }
+    if (method === "DELETE" && parts[0] === "v1" && parts[1] === "members" && parts.length === 3) {
+      if (!isValidId(parts[2])) throw invalid("bad member id");
+      return this.result(response, await node.removeMember(parts[2]));
+    }
+    if (method === "POST" && parts[0] === "v1" && parts[1] === "teams" && parts[3] === "checkpoint" && parts.length === 4) {
+      const command = validateRoutingCommand({ op: "team.checkpoint", team: parts[2], epoch: body.epoch, seq: body.seq, data: body.data });
+      if (!command) throw invalid("need epoch, seq (whole numbers) and data");
+      return this.result(response, await node.propose(command));
+    }
+    if (method === "POST" && path === "/v1/routing") {
+      const command = validateRoutingCommand(body.command);
+      if (!command) throw invalid("not a routing command");
+      return this.result(response, await node.propose(command));
+    }
+    if (method === "POST" && path === "/v1/send") {
+      const { from, to, type, payload, id, priority, headers } = body as Record<string, never>;
+      const result = node.send(from, to, { type, payload, id, priority, headers });
+      return this.json(response, 200, { sent: true, ids: result.ids });
+    }
+    if (method === "POST" && path === "/v1/leader") {
+      if (!isValidId(body.to)) throw invalid("need to: a member id");
+      await node.transferLeadership(body.to);
+      return this.json(response, 200, { ok: true, leader: body.to });
+    }
+    return this.json(response, 404, { error: { code: "CFN_ERR_INVALID_MESSAGE", message: `no route ${method} ${path}` } });
+  }
+
+  private authorized(request: IncomingMessage): boolean {
+    const header = request.headers["x-cfn-cluster-token"];
+    const bearer = request.headers.authorization?.startsWith("Bearer ") ? request.headers.authorization.slice(7) : undefined;
+    const token = typeof header === "string" ? header : bearer;
+    if (!token || token.length > 1024) return false;
+    return timingSafeEqual(digest(token), this.tokenDigest);
+  }
+
+  private async readBody(request: IncomingMessage): Promise<Record<string, unknown>> {
+    const limit = this.options.config.apiBodyBytesMax;
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    for await (const chunk of request) {
+      bytes += (chunk as Buffer).byteLength;
+      if (bytes > limit) {
+        this.options.nodeMetrics.apiRejected.inc({ reason: "too_large" });
+        throw new CfnError("CFN_ERR_MESSAGE_TOO_LARGE", `request body passes apiBodyBytesMax (${limit})`);
+      }
+      chunks.push(chunk as Buffer);
+    }
+    if (bytes === 0) return {};
+    try {
+      const value = JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown;
+      if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error("not an object");
+      return value as Record<string, unknown>;
+    } catch {
+      this.options.nodeMetrics.apiRejected.inc({ reason: "malformed" });
+      throw invalid("request body must be a JSON object");
+    }
+  }
+
+  private result(response: ServerResponse, result: { ok: boolean; error?: string }): void {
+    this.json(response, result.ok ? 200 : 409, result);
+  }
+
+  private json(response: ServerResponse, status: number, body: unknown): void {
+    const text = JSON.stringify(body);
+    response.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+    response.end(text);
+  }
+
+  private fail(response: ServerResponse, error: unknown): void {
+    if (response.headersSent) {
+      response.destroy();
+      return;
+    }
+    if (isCfnError(error)) {
+      this.json(response, STATUS_OF[error.code] ?? 500, { error: error.toJSON() });
+      return;
+    }
+    this.logger.error("api handler failed", { error });
+    this.json(response, 500, { error: { code: "CFN_ERR_INTERNAL", message: String(error) } });
+  }
+}
+
+function invalid(message: string): CfnError {
+  return new CfnError("CFN_ERR_INVALID_MESSAGE", message);
+}
+
+function digest(text: string): Buffer {
+  return createHash("sha256").update(text, "utf8").digest();
+}

@@ -1,0 +1,210 @@
+// Optional message persistence (`node.persistence`): tmpfs inboxes mirrored to disk, so that
+// after a whole-host restart (tmpfs emptied) every message that was waiting is put back.
+//
+// - Messages the node writes into local inboxes from other nodes are mirrored synchronously
+//   (one synced LevelDB batch) before the node acknowledges them to the sender: no window.
+// - Messages agents send each other on this host do not pass through the node; a sweep every
+//   flushIntervalMs copies new inbox files (window: one sweep interval).
+// - The same sweep drops mirror entries whose file left the inbox and the claimed dir
+//   (acknowledged by the consumer).
+// - At start, every mirrored file absent from its agent's inbox and claimed dir is written back
+//   under its original name (maildir discipline: tmp/ then rename), so order is kept.
+//
+// Stored in a LevelDB at <dataDir>/mirror:  m!<agent>!<file prefix P_T_N_UNIQ> → file text.
+
+import { readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { ClassicLevel } from "classic-level";
+import type { Bus } from "../bus/index.js";
+import { CfnError } from "../errors.js";
+import type { Logger } from "../obs/logger.js";
+
+type Db = ClassicLevel<string, string>;
+
+export interface InboxMirrorOptions {
+  bus: Bus;
+  path: string;
+  logger: Logger;
+  /** Interval of the sweep that mirrors local sends and prunes consumed messages, ms. */
+  flushIntervalMs: number;
+  /** Agents whose inbox is mirrored: this node's own (not the proxies of remote agents). */
+  shouldMirror: (agentId: string) => boolean;
+}
+
+const openPaths = new Set<string>();
+
+/** P_T_N_UNIQ: the part of a queued or claimed name that identifies the file. */
+function prefixOf(name: string): string | undefined {
+  if (!name.endsWith(".json")) return undefined;
+  const fields = name.slice(0, -5).split("_");
+  if (fields.length !== 5 && fields.length !== 7) return undefined;
+  return fields.slice(0, 4).join("_");
+}
+
+export class InboxMirror {
+  private readonly options: InboxMirrorOptions;
+  private readonly logger: Logger;
+  private readonly db: Db;
+  private readonly path: string;
+  /** Mirrored entries, agent → prefixes (an index of the db). */
+  private readonly mirrored = new Map<string, Set<string>>();
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping = false;
+  private closed = false;
+
+  private constructor(db: Db, path: string, options: InboxMirrorOptions) {
+    this.db = db;
+    this.path = path;
+    this.options = options;
+    this.logger = options.logger.child("mirror");
+  }
+
+  static async open(options: InboxMirrorOptions): Promise<InboxMirror> {
+    const path = resolve(options.path);
+    if (openPaths.has(path)) throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `mirror ${path} is already open in this process`);
+    openPaths.add(path);
+    const db: Db = new ClassicLevel<string, string>(path, { keyEncoding: "utf8", valueEncoding: "utf8" });
+    try {
+      await db.open({ createIfMissing: true });
+    } catch (error) {
+      openPaths.delete(path);
+      throw new CfnError("CFN_ERR_STORAGE", `cannot open mirror ${path}: ${String(error)}`);
+    }
+    const mirror = new InboxMirror(db, path, options);
+    for await (const key of db.keys({ gte: "m!", lt: "m!\xff" })) {
+      const [, agent, prefix] = key.split("!");
+      mirror.index(agent).add(prefix);
+    }
+    return mirror;
+  }
+
+  /** Puts back every mirrored message missing from its inbox; returns how many. */
+  async restore(): Promise<number> {
+    const { bus } = this.options;
+    let restored = 0;
+    for (const [agent, prefixes] of this.mirrored) {
+      const present = this.presentPrefixes(agent);
+      const paths = bus.layout.agent(agent);
+      for (const prefix of prefixes) {
+        if (present.has(prefix)) continue;
+        const text = await this.db.get(`m!${agent}!${prefix}`);
+        if (text === undefined) continue;
+        bus.layout.ensureAgent(paths, true);
+        const name = `${prefix}_0.json`;
+        const tmp = join(paths.tmp, name);
+        writeFileSync(tmp, text, { mode: 0o600 });
+        renameSync(tmp, join(paths.inbox, name));
+        restored++;
+      }
+    }
+    return restored;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.sweep(), this.options.flushIntervalMs);
+    this.timer.unref();
+  }
+
+  /**
+   * Mirrors the inbox files of `agents` now (synced) — called by the receiver before it
+   * acknowledges messages it wrote, so an acknowledged message is on disk.
+   */
+  async mirrorAgents(agents: Iterable<string>): Promise<void> {
+    const ops: { type: "put"; key: string; value: string }[] = [];
+    for (const agent of new Set(agents)) this.collectNew(agent, ops);
+    if (ops.length > 0) await this.db.batch(ops, { sync: true });
+  }
+
+  /** One sweep: mirror new files of every local agent, prune consumed ones. */
+  async sweep(): Promise<void> {
+    if (this.sweeping || this.closed) return;
+    this.sweeping = true;
+    try {
+      const ops: ({ type: "put"; key: string; value: string } | { type: "del"; key: string })[] = [];
+      const agents = this.options.bus.listAgents();
+      for (const agent of agents) if (this.options.shouldMirror(agent)) this.collectNew(agent, ops as { type: "put"; key: string; value: string }[]);
+      for (const [agent, prefixes] of this.mirrored) {
+        const present = this.presentPrefixes(agent);
+        for (const prefix of prefixes) {
+          if (present.has(prefix)) continue;
+          prefixes.delete(prefix);
+          ops.push({ type: "del", key: `m!${agent}!${prefix}` });
+        }
+      }
+      if (ops.length > 0 && !this.closed) await this.db.batch(ops, { sync: true });
+    } catch (error) {
+      this.logger.warn("mirror sweep failed", { error });
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  /** Entries mirrored now. */
+  get size(): number {
+    let total = 0;
+    for (const prefixes of this.mirrored.values()) total += prefixes.size;
+    return total;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.timer) clearInterval(this.timer);
+    await this.sweep();
+    this.closed = true;
+    try {
+      await this.db.close();
+    } finally {
+      openPaths.delete(this.path);
+    }
+  }
+
+  private collectNew(agent: string, ops: { type: "put"; key: string; value: string }[]): void {
+    const paths = this.options.bus.layout.agent(agent);
+    const known = this.index(agent);
+    let names: string[];
+    try {
+      names = readdirSync(paths.inbox);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const prefix = prefixOf(name);
+      if (!prefix || known.has(prefix)) continue;
+      let text: string;
+      try {
+        text = readFileSync(join(paths.inbox, name), "utf8");
+      } catch {
+        continue; // claimed meanwhile: it is being consumed
+      }
+      known.add(prefix);
+      ops.push({ type: "put", key: `m!${agent}!${prefix}`, value: text });
+    }
+  }
+
+  private presentPrefixes(agent: string): Set<string> {
+    const paths = this.options.bus.layout.agent(agent);
+    const present = new Set<string>();
+    for (const dir of [paths.inbox, paths.claimed]) {
+      let names: string[] = [];
+      try {
+        names = readdirSync(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const prefix = prefixOf(name);
+        if (prefix) present.add(prefix);
+      }
+    }
+    return present;
+  }
+
+  private index(agent: string): Set<string> {
+    let set = this.mirrored.get(agent);
+    if (!set) {
+      set = new Set();
+      this.mirrored.set(agent, set);
+    }
+    return set;
+  }
+}

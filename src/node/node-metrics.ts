@@ -1,0 +1,47 @@
+// The node daemon's Prometheus metrics (cfn_node_*, cfn_delivery_*), created once per node on
+// its Metrics registry (the same registry the Raft host, transport and bus use, served at /metrics).
+
+import type { Counter, Gauge, Histogram } from "prom-client";
+import type { Metrics } from "../obs/metrics.js";
+
+export class NodeMetrics {
+  /** Messages written into a local inbox from another node. */
+  readonly delivered: Counter<string>;
+  /** Messages taken from the local bus into the spool for another node. */
+  readonly spooled: Counter<string>;
+  /** Messages acknowledged by their owner node. */
+  readonly forwardAcked: Counter<string>;
+  /** Frames re-sent after an ack timeout or a resync request. */
+  readonly retransmits: Counter<string>;
+  readonly duplicates: Counter<string>;
+  readonly resyncs: Counter<string>;
+  readonly inboxFull: Counter<string>;
+  readonly rejected: Counter<string>;
+  /** Malformed or unexpected frames from peers, by channel and reason. */
+  readonly badFrames: Counter<string>;
+  /** API requests refused (bad token, bad body, …). */
+  readonly apiRejected: Counter<string>;
+  readonly spoolDepth: Gauge<string>;
+  readonly forwardLatency: Histogram<string>;
+  readonly agents: Gauge<string>;
+  readonly teamsCoordinated: Gauge<string>;
+  readonly reassignments: Counter<string>;
+
+  constructor(metrics: Metrics) {
+    this.delivered = metrics.counter("cfn_delivery_inbound_messages_total", "Messages from other nodes written into local inboxes");
+    this.spooled = metrics.counter("cfn_delivery_spooled_messages_total", "Messages drained from the local bus into the spool for other nodes");
+    this.forwardAcked = metrics.counter("cfn_delivery_acked_messages_total", "Forwarded messages acknowledged by their owner node");
+    this.retransmits = metrics.counter("cfn_delivery_retransmits_total", "Forwarded frames sent again (ack timeout or resync)");
+    this.duplicates = metrics.counter("cfn_delivery_duplicates_total", "Forwarded messages dropped as already written", ["reason"]);
+    this.resyncs = metrics.counter("cfn_delivery_resyncs_total", "Resync requests sent after a sequence gap");
+    this.inboxFull = metrics.counter("cfn_delivery_inbox_full_total", "Forwarded batches stopped by a full inbox");
+    this.rejected = metrics.counter("cfn_delivery_rejected_messages_total", "Forwarded messages the local bus refused", ["reason"]);
+    this.badFrames = metrics.counter("cfn_node_bad_frames_total", "Malformed or unexpected frames from peers", ["channel", "reason"]);
+    this.apiRejected = metrics.counter("cfn_node_api_rejected_total", "HTTP API requests refused", ["reason"]);
+    this.spoolDepth = metrics.gauge("cfn_delivery_spool_messages", "Messages in the spool waiting for an ack", ["dest"]);
+    this.forwardLatency = metrics.histogram("cfn_delivery_forward_seconds", "Time from spooling a message to its owner node's ack");
+    this.agents = metrics.gauge("cfn_node_agents", "Agents registered on this node", ["state"]);
+    this.teamsCoordinated = metrics.gauge("cfn_node_teams_coordinated", "Teams this node coordinates");
+    this.reassignments = metrics.counter("cfn_node_team_assignments_total", "Team coordinator assignments proposed by this node as leader");
+  }
+}

@@ -1,0 +1,714 @@
+// The cluster node daemon (`cfn node start`): one Raft member (RaftHost over a LevelDB LogStore
+// and the WebSocket transport) replicating the routing state, the local bus, cross-node delivery
+// (spool, forwarder, receiver), the master-coordinator loop while leader, agent liveness, and the
+// HTTP API. docs/NODE.md describes the design; this file only composes and sequences.
+
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Bus } from "../bus/index.js";
+import type { BusConfig } from "../config/schema.js";
+import { CfnError, ERROR_CODES } from "../errors.js";
+import type { Logger } from "../obs/logger.js";
+import type { Metrics } from "../obs/metrics.js";
+import { LevelLogStore } from "../storage/index.js";
+import { WsTransport } from "../transport/index.js";
+import { ControlPlane } from "./control.js";
+import { DeliveryForwarder } from "./delivery/forwarder.js";
+import { DeliveryReceiver } from "./delivery/receiver.js";
+import { DeliverySpool } from "./delivery/spool.js";
+import { DELIVER_CHANNEL, parseDeliveryFrame, type WireMessage } from "./delivery/wire.js";
+import { NodeApi } from "./http-api.js";
+import { advertisedApiUrl, advertisedPeerUrl, type NodeConfig, splitListen } from "./node-config.js";
+import { NodeMetrics } from "./node-metrics.js";
+import { RaftHost } from "./raft-host.js";
+import {
+  planAgentLiveness,
+  planMemberStates,
+  planTeamAssignments,
+  type RoutingCommand,
+  type RoutingResult,
+  RoutingStateMachine,
+  routingStateToJson,
+  teamsPerNode,
+} from "./routing/index.js";
+import { InboxMirror } from "./mirror.js";
+
+export interface ClusterNodeOptions {
+  config: NodeConfig;
+  bus: Partial<BusConfig>;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+/** Agent id the node sends its own notifications from. */
+export const NODE_AGENT_ID = "cfn-node";
+/** Message type telling a worker that its team has a new coordinator. */
+export const COORDINATOR_MESSAGE_TYPE = "cfn.team.coordinator";
+
+/** What a data dir records about its owner (and the last known member addresses). */
+interface DataDirIdentity {
+  clusterId: string;
+  nodeId: string;
+  members: Record<string, { peerUrl: string; apiUrl: string }>;
+}
+
+type NodeState = "starting" | "running" | "draining" | "stopped";
+
+export interface ShutdownReport {
+  forwarded: number;
+  unacknowledged: number;
+  durationMs: number;
+  leadershipTransferred: boolean;
+}
+
+export class ClusterNode {
+  readonly config: NodeConfig;
+  readonly id: string;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly nodeMetrics: NodeMetrics;
+  readonly bus: Bus;
+  readonly routing = new RoutingStateMachine();
+  private host!: RaftHost<RoutingResult>;
+  private transport!: WsTransport;
+  private store!: LevelLogStore;
+  private spool!: DeliverySpool;
+  private control!: ControlPlane;
+  private forwarder!: DeliveryForwarder;
+  private receiver!: DeliveryReceiver;
+  private mirror: InboxMirror | undefined;
+  private api!: NodeApi;
+  private state: NodeState = "starting";
+  private readonly timers: NodeJS.Timeout[] = [];
+  private coordinatorBusy = false;
+  private agentScanBusy = false;
+  private announced = false;
+  private notifyAfterIndex = Number.POSITIVE_INFINITY;
+  private readonly startedAtMs = Date.now();
+  private identity!: DataDirIdentity;
+  private identityDirty = false;
+
+  private constructor(options: ClusterNodeOptions) {
+    this.config = options.config;
+    this.id = options.config.id;
+    this.logger = options.logger.child("node");
+    this.metrics = options.metrics;
+    this.nodeMetrics = new NodeMetrics(options.metrics);
+    this.bus = new Bus({ config: options.bus, logger: options.logger, metrics: options.metrics });
+  }
+
+  /**
+   * Opens the data dir (refusing another cluster's), starts Raft, delivery and the API, and
+   * resolves once the node serves. CFN_ERR_DATA_DIR_FOREIGN / _LOCKED / CONFIG_INVALID on refusal.
+   */
+  static async start(options: ClusterNodeOptions): Promise<ClusterNode> {
+    const node = new ClusterNode(options);
+    try {
+      await node.open();
+    } catch (error) {
+      await node.closeQuietly();
+      throw error;
+    }
+    return node;
+  }
+
+  // ---- start-up ---------------------------------------------------------------------------------
+
+  private async open(): Promise<void> {
+    const { config } = this;
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    this.identity = this.checkDataDir();
+    this.spool = await DeliverySpool.open({ path: join(config.dataDir, "spool"), sync: config.spoolSync, logger: this.logger });
+    this.store = await LevelLogStore.open({
+      path: join(config.dataDir, "raft"),
+      identity: { clusterId: config.clusterId, nodeId: this.id },
+      logger: this.logger,
+      metrics: this.metrics,
+    });
+    const peerListen = splitListen(config.peerListen);
+    this.transport = new WsTransport({
+      nodeId: this.id,
+      clusterToken: config.clusterToken,
+      logger: this.logger,
+      metrics: this.metrics,
+      host: peerListen.host,
+      port: peerListen.port,
+    });
+    const peers: Record<string, string> = {};
+    for (const [id, member] of Object.entries(this.identity.members)) if (id !== this.id) peers[id] = member.peerUrl;
+    for (const [id, peer] of Object.entries(config.peers)) peers[id] = peer.peerUrl;
+    if (config.join) {
+      for (const member of await fetchMembers(config.join, config.clusterToken)) {
+        if (member.id !== this.id && member.peerUrl) peers[member.id] = member.peerUrl;
+      }
+    }
+    this.host = new RaftHost<RoutingResult>({
+      config: {
+        id: this.id,
+        tickIntervalMs: config.tickIntervalMs,
+        electionTimeoutTicks: config.electionTimeoutTicks,
+        heartbeatTicks: config.heartbeatTicks,
+      },
+      logger: this.logger,
+      metrics: this.metrics,
+      store: this.store,
+      transport: this.transport,
+      stateMachine: this.routing,
+      peers,
+      // Only used on an empty data dir: the founders of a new cluster (a joiner passes none).
+      bootstrap: config.join ? undefined : { voters: [this.id, ...Object.keys(config.peers)].sort() },
+    });
+    this.host.onFatal((error) => {
+      this.logger.error("raft host failed; the node stops", { error });
+      void this.shutdown("raft failure").finally(() => process.exit(1));
+    });
+    this.control = new ControlPlane({
+      nodeId: this.id,
+      host: this.host,
+      transport: this.transport,
+      logger: this.logger,
+      metrics: this.nodeMetrics,
+      peers: () => [...this.routing.state.members.keys()].filter((id) => id !== this.id),
+      healthIntervalMs: config.healthIntervalMs,
+      proposalTimeoutMs: 5_000,
+    });
+    this.receiver = new DeliveryReceiver({
+      bus: this.bus,
+      spool: this.spool,
+      transport: this.transport,
+      logger: this.logger,
+      metrics: this.nodeMetrics,
+      dedupWindowMessagesMax: config.dedupWindowMessagesMax,
+      onWritten: (messages) => this.mirror?.mirrorAgents(messages.map((message) => message.to)),
+    });
+    this.forwarder = new DeliveryForwarder({
+      nodeId: this.id,
+      bus: this.bus,
+      spool: this.spool,
+      transport: this.transport,
+      logger: this.logger,
+      metrics: this.nodeMetrics,
+      ownerOf: (agent) => this.routing.state.agents.get(agent)?.node,
+      isMember: (id) => this.routing.state.members.has(id),
+      batchMessagesMax: config.forwardBatchMessagesMax,
+      inflightMessagesMax: config.forwardInflightMessagesMax,
+      ackTimeoutMs: config.ackTimeoutMs,
+      proxyScanIntervalMs: config.proxyScanIntervalMs,
+      spoolMessagesMax: config.spoolMessagesMax,
+    });
+    this.transport.onFrame(DELIVER_CHANNEL, (payload, from) => this.onDeliveryFrame(payload, from));
+    this.routing.onApplied((applied) => this.onRoutingApplied(applied.index, applied.command, applied.result));
+    this.routing.onRestored(() => this.syncTransportPeers());
+
+    await this.host.start();
+    this.notifyAfterIndex = this.host.status().commit;
+    this.syncTransportPeers();
+    if (config.persistence) {
+      this.mirror = await InboxMirror.open({
+        bus: this.bus,
+        path: join(config.dataDir, "mirror"),
+        logger: this.logger,
+        flushIntervalMs: config.persistenceFlushIntervalMs,
+        shouldMirror: (agent) => {
+          const owner = this.routing.state.agents.get(agent)?.node;
+          return owner === undefined || owner === this.id;
+        },
+      });
+      const restored = await this.mirror.restore();
+      if (restored > 0) this.logger.info("restored mirrored messages into inboxes", { messages: restored });
+      this.mirror.start();
+    }
+    this.receiver.recover(this.spool.intentSenders());
+    await this.forwarder.start();
+    this.control.start();
+    this.api = new NodeApi({ node: this, config, logger: this.logger, metrics: this.metrics, nodeMetrics: this.nodeMetrics });
+    await this.api.start();
+    this.state = "running";
+    this.every(config.coordinatorIntervalMs, () => void this.coordinate());
+    this.every(config.agentScanIntervalMs, () => void this.scanAgents());
+    this.every(250, () => void this.announce());
+    this.every(1000, () => this.persistIdentity());
+    if (config.join) await this.joinThrough(config.join);
+    void this.announce();
+    this.logger.info("node started", {
+      id: this.id,
+      clusterId: config.clusterId,
+      peerUrl: advertisedPeerUrl(config),
+      apiUrl: this.apiUrl,
+      dataDir: config.dataDir,
+      bus: this.bus.dir,
+    });
+  }
+
+  /** The data dir must be this node's of this cluster; a new one is claimed. */
+  private checkDataDir(): DataDirIdentity {
+    const path = join(this.config.dataDir, "node.json");
+    let stored: DataDirIdentity | undefined;
+    try {
+      stored = JSON.parse(readFileSync(path, "utf8")) as DataDirIdentity;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
+        throw new CfnError("CFN_ERR_DATA_DIR_FOREIGN", `data dir ${this.config.dataDir} has an unreadable node.json: ${String(error)}`);
+      }
+    }
+    if (stored) {
+      if (stored.clusterId !== this.config.clusterId || stored.nodeId !== this.id) {
+        throw new CfnError(
+          "CFN_ERR_DATA_DIR_FOREIGN",
+          `data dir ${this.config.dataDir} belongs to cluster "${stored.clusterId}" node "${stored.nodeId}", ` +
+            `not cluster "${this.config.clusterId}" node "${this.id}"; point this node at its own data dir`,
+          { stored: { clusterId: stored.clusterId, nodeId: stored.nodeId }, expected: { clusterId: this.config.clusterId, nodeId: this.id } },
+        );
+      }
+      return { ...stored, members: stored.members ?? {} };
+    }
+    const identity: DataDirIdentity = { clusterId: this.config.clusterId, nodeId: this.id, members: {} };
+    writeAtomically(path, identity);
+    return identity;
+  }
+
+  /** Keeps the last known member addresses in node.json: a restart can dial them before catching up. */
+  private persistIdentity(): void {
+    if (!this.identityDirty) return;
+    this.identityDirty = false;
+    const members: DataDirIdentity["members"] = {};
+    for (const member of this.routing.state.members.values()) members[member.id] = { peerUrl: member.peerUrl, apiUrl: member.apiUrl };
+    this.identity = { ...this.identity, members };
+    try {
+      writeAtomically(join(this.config.dataDir, "node.json"), this.identity);
+    } catch (error) {
+      this.logger.warn("cannot write node.json", { error });
+    }
+  }
+
+  /**
+   * Every member of the routing state is a transport peer. (RaftHost learns addresses from the
+   * conf changes in its log; members captured only in a snapshot are re-added from the state.)
+   */
+  private syncTransportPeers(): void {
+    if (!this.transport) return;
+    for (const member of this.routing.state.members.values()) {
+      if (member.id !== this.id && member.peerUrl) this.transport.addPeer(member.id, member.peerUrl);
+    }
+    this.identityDirty = true;
+  }
+
+  private async joinThrough(apiUrl: string): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        await apiRequest(apiUrl, "POST", "/v1/members", this.config.clusterToken, {
+          id: this.id,
+          peerUrl: advertisedPeerUrl(this.config),
+          apiUrl: this.apiUrl,
+        });
+        this.logger.info("joined the cluster", { through: apiUrl });
+        return;
+      } catch (error) {
+        if (Date.now() > deadline) throw error;
+        this.logger.warn("join not accepted yet; retrying", { through: apiUrl, error });
+        await sleep(250);
+      }
+    }
+  }
+
+  /** Makes this node's member record carry its current addresses and state. */
+  private async announce(): Promise<void> {
+    if (this.state !== "running" || this.announced) return;
+    const self = this.routing.state.members.get(this.id);
+    const peerUrl = advertisedPeerUrl(this.config);
+    try {
+      if (!self || self.peerUrl !== peerUrl || self.apiUrl !== this.apiUrl) {
+        if (!this.host.status().members.some((member) => member.id === this.id)) return; // not a member (yet)
+        await this.control.propose({ op: "member.upsert", id: this.id, peerUrl, apiUrl: this.apiUrl });
+        return;
+      }
+      if (self.state !== "active") {
+        await this.control.propose({ op: "member.state", id: this.id, state: "active" });
+        return;
+      }
+      this.announced = true;
+    } catch (error) {
+      this.logger.debug("announce not done yet", { error });
+    }
+  }
+
+  private every(intervalMs: number, action: () => void): void {
+    const timer = setInterval(action, intervalMs);
+    timer.unref();
+    this.timers.push(timer);
+  }
+
+  // ---- the master coordinator (leader only) ---------------------------------------------------
+
+  private async coordinate(): Promise<void> {
+    if (this.state !== "running" || this.coordinatorBusy || !this.host.isLeader()) return;
+    this.coordinatorBusy = true;
+    try {
+      const state = this.routing.state;
+      const others = [...state.members.keys()].filter((id) => id !== this.id);
+      const view = { alive: this.control.alive(others, this.config.nodeDownAfterMs) };
+      const memberCommands = planMemberStates(state, view);
+      if (memberCommands.length > 0) {
+        this.logger.info("member liveness changed", { changes: memberCommands });
+        await this.control.propose(batch(memberCommands));
+      }
+      const assignments = planTeamAssignments(this.routing.state, view);
+      if (assignments.length > 0) {
+        this.logger.info("assigning team coordinators", { assignments });
+        await this.control.propose(batch(assignments));
+        this.nodeMetrics.reassignments.inc(assignments.length);
+      }
+    } catch (error) {
+      this.logger.debug("coordination round failed", { error });
+    } finally {
+      this.coordinatorBusy = false;
+    }
+  }
+
+  /** Marks this node's agents down or up from their heartbeat files; only changes are proposed. */
+  private async scanAgents(): Promise<void> {
+    if (this.state !== "running" || this.agentScanBusy) return;
+    this.agentScanBusy = true;
+    try {
+      const state = this.routing.state;
+      const lastSeen = new Map<string, number | null>();
+      let up = 0;
+      let down = 0;
+      for (const agent of state.agents.values()) {
+        if (agent.node !== this.id) continue;
+        if (agent.up) up++;
+        else down++;
+        lastSeen.set(agent.id, this.bus.agentStatus(agent.id)?.lastSeenMs ?? null);
+      }
+      this.nodeMetrics.agents.set({ state: "up" }, up);
+      this.nodeMetrics.agents.set({ state: "down" }, down);
+      this.nodeMetrics.teamsCoordinated.set(teamsPerNode(state).get(this.id)?.length ?? 0);
+      const commands = planAgentLiveness(state, this.id, lastSeen, Date.now(), this.config.agentDownAfterMs);
+      if (commands.length > 0) await this.control.propose(batch(commands));
+    } catch (error) {
+      this.logger.debug("agent scan failed", { error });
+    } finally {
+      this.agentScanBusy = false;
+    }
+  }
+
+  // ---- applied routing changes ----------------------------------------------------------------
+
+  private onRoutingApplied(index: number, command: RoutingCommand, result: RoutingResult): void {
+    if (!result.ok && command.op !== "batch") return;
+    const commands = command.op === "batch" ? command.commands.filter((_, i) => result.results?.[i]?.ok) : [command];
+    for (const applied of commands) {
+      if (applied.op === "member.upsert" || applied.op === "member.remove") this.syncTransportPeers();
+      if (applied.op === "member.remove" && applied.id !== this.id) this.transport?.removePeer(applied.id);
+      if (applied.op === "team.assign" && index > this.notifyAfterIndex) this.notifyTeam(applied.team);
+    }
+  }
+
+  /** Tells the team's agents on this node who coordinates them now (and from which checkpoint). */
+  private notifyTeam(teamId: string): void {
+    const team = this.routing.state.teams.get(teamId);
+    if (!team) return;
+    const event = this.routing.state.events.at(-1);
+    for (const agent of this.routing.state.agents.values()) {
+      if (agent.team !== teamId || agent.node !== this.id) continue;
+      try {
+        this.bus.sendSync(NODE_AGENT_ID, agent.id, {
+          id: `coord-${teamId}-${team.epoch}`,
+          type: COORDINATOR_MESSAGE_TYPE,
+          priority: "high",
+          payload: {
+            team: teamId,
+            coordinator: team.coordinator,
+            previous: event?.team === teamId ? event.previous : null,
+            epoch: team.epoch,
+            checkpoint: team.checkpoint,
+          },
+        });
+      } catch (error) {
+        this.logger.warn("coordinator notification not delivered", { agent: agent.id, team: teamId, error });
+      }
+    }
+  }
+
+  private onDeliveryFrame(payload: unknown, from: string): void {
+    const parsed = parseDeliveryFrame(payload);
+    if (!parsed.ok) {
+      this.nodeMetrics.badFrames.inc({ channel: DELIVER_CHANNEL, reason: parsed.reason });
+      this.logger.warn("malformed delivery frame dropped", { from, reason: parsed.reason });
+      return;
+    }
+    if (parsed.frame.t === "d") {
+      if (this.state === "stopped") return;
+      this.receiver.handle(parsed.frame, from);
+    } else {
+      this.forwarder.handleControl(parsed.frame, from);
+    }
+  }
+
+  // ---- API used by the HTTP layer and the CLI ---------------------------------------------------
+
+  get apiUrl(): string {
+    return this.api?.url ?? advertisedApiUrl(this.config);
+  }
+
+  get peerUrl(): string {
+    return advertisedPeerUrl(this.config);
+  }
+
+  get isServing(): boolean {
+    return this.state === "running";
+  }
+
+  /** Replicates a routing change from any node (forwarded to the leader when needed). */
+  propose(command: RoutingCommand): Promise<RoutingResult> {
+    if (this.state !== "running") return Promise.reject(new CfnError("CFN_ERR_CLOSED", `node ${this.id} is ${this.state}`));
+    return this.control.propose(command);
+  }
+
+  registerAgent(agent: string, team: string | null): Promise<RoutingResult> {
+    return this.propose({ op: "agent.register", agent, node: this.id, team });
+  }
+
+  /** Adds a member (leader only; other nodes forward the request to the leader's API). */
+  async addMember(id: string, peerUrl: string, apiUrl: string): Promise<RoutingResult> {
+    if (!this.host.isLeader()) return this.forwardToLeader("POST", "/v1/members", { id, peerUrl, apiUrl });
+    if (!this.host.status().members.some((member) => member.id === id)) await this.host.addMember(id, peerUrl);
+    return this.control.propose({ op: "member.upsert", id, peerUrl, apiUrl });
+  }
+
+  async removeMember(id: string): Promise<RoutingResult> {
+    if (!this.host.isLeader()) return this.forwardToLeader("DELETE", `/v1/members/${encodeURIComponent(id)}`, undefined);
+    if (id === this.id) {
+      const target = this.host.status().members.find((member) => member.id !== this.id && member.voter);
+      if (!target) throw new CfnError("CFN_ERR_CONF_CHANGE", "the last member cannot leave");
+      await this.host.transferLeadership(target.id);
+      return this.forwardToLeader("DELETE", `/v1/members/${encodeURIComponent(id)}`, undefined);
+    }
+    if (this.host.status().members.some((member) => member.id === id)) await this.host.removeMember(id);
+    return { ok: true };
+  }
+
+  transferLeadership(to: string): Promise<void> {
+    return this.host.transferLeadership(to);
+  }
+
+  private async forwardToLeader(method: string, path: string, body: unknown): Promise<RoutingResult> {
+    const leader = this.host.leaderHint().leader;
+    const apiUrl = leader ? this.routing.state.members.get(leader)?.apiUrl : undefined;
+    if (!leader || !apiUrl) throw new CfnError("CFN_ERR_NOT_LEADER", `node ${this.id} is not the leader and knows no leader API`);
+    return (await apiRequest(apiUrl, method, path, this.config.clusterToken, body)) as RoutingResult;
+  }
+
+  /** Sends through the local bus (the send API): a remote receiver is reached through its proxy. */
+  send(from: string, to: string, message: { type: string; payload?: unknown; id?: string; priority?: "high" | "normal" | "low"; headers?: Record<string, string> }): { ids: string[] } {
+    if (this.state !== "running") throw new CfnError("CFN_ERR_CLOSED", `node ${this.id} is ${this.state}`);
+    return this.bus.sendSync(from, to, message);
+  }
+
+  /** Alive and serving (for /healthz). */
+  health(): { ok: boolean; state: NodeState } {
+    return { ok: this.state === "running" || this.state === "draining", state: this.state };
+  }
+
+  /** Knows a leader and has applied everything it knows committed (for /readyz). */
+  readiness(): { ready: boolean; leader: string; commit: number; applied: number; reason?: string } {
+    if (this.state !== "running") return { ready: false, leader: "", commit: 0, applied: 0, reason: this.state };
+    const status = this.host.status();
+    if (!status.leader) return { ready: false, leader: "", commit: status.commit, applied: status.applied, reason: "no leader" };
+    if (status.applied < status.commit) return { ready: false, leader: status.leader, commit: status.commit, applied: status.applied, reason: "catching up" };
+    if (!this.routing.state.members.has(this.id)) return { ready: false, leader: status.leader, commit: status.commit, applied: status.applied, reason: "not announced" };
+    return { ready: true, leader: status.leader, commit: status.commit, applied: status.applied };
+  }
+
+  /** Everything `cfn cluster status` shows, from this node's point of view. */
+  status(): Record<string, unknown> {
+    const raft = this.host.status();
+    const state = this.routing.state;
+    const perNode = new Map<string, { up: number; down: number }>();
+    for (const agent of state.agents.values()) {
+      const counts = perNode.get(agent.node) ?? { up: 0, down: 0 };
+      if (agent.up) counts.up++;
+      else counts.down++;
+      perNode.set(agent.node, counts);
+    }
+    const teams = teamsPerNode(state);
+    const raftMembers = new Map(raft.members.map((member) => [member.id, member]));
+    const members = [...new Set([...state.members.keys(), ...raftMembers.keys()])].sort().map((id) => {
+      const record = state.members.get(id);
+      const progress = raftMembers.get(id);
+      return {
+        id,
+        peerUrl: record?.peerUrl ?? progress?.address ?? "",
+        apiUrl: record?.apiUrl ?? "",
+        state: record?.state ?? "unannounced",
+        voter: progress?.voter ?? false,
+        leader: id === raft.leader,
+        match: progress?.match ?? null,
+        lag: progress?.lag ?? null,
+        lastHeardMsAgo: id === this.id ? 0 : msAgo(this.control.lastHeard(id)),
+        agentsUp: perNode.get(id)?.up ?? 0,
+        agentsDown: perNode.get(id)?.down ?? 0,
+        teams: teams.get(id) ?? [],
+      };
+    });
+    const localAgents = this.bus.status();
+    return {
+      node: { id: this.id, clusterId: this.config.clusterId, state: this.state, peerUrl: this.peerUrl, apiUrl: this.apiUrl, startedAt: new Date(this.startedAtMs).toISOString(), dataDir: this.config.dataDir },
+      raft: { role: raft.role, term: raft.term, leader: raft.leader, commit: raft.commit, applied: raft.applied, lastIndex: raft.lastIndex, snapshotIndex: raft.snapshotIndex },
+      members,
+      agents: [...state.agents.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
+      teams: [...state.teams.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
+      topology: state.topology,
+      delivery: { spooled: this.spool.size, streams: this.forwarder.status(), proxied: this.forwarder.proxiedAgents() },
+      bus: { dir: localAgents.dir, agents: localAgents.agents },
+    };
+  }
+
+  routingJson(): Record<string, unknown> {
+    return { appliedIndex: this.routing.appliedIndex, ...routingStateToJson(this.routing.state) };
+  }
+
+  // ---- shutdown ---------------------------------------------------------------------------------
+
+  /**
+   * Graceful shutdown (SIGTERM), bounded by shutdownTimeoutMs: stop taking work, hand the outbound
+   * mailboxes to their owners (drain into the spool, wait for acks), tell the leader this node is
+   * leaving (its teams move now), optionally leave the membership, hand off leadership, flush, close.
+   */
+  async shutdown(reason = "shutdown"): Promise<ShutdownReport> {
+    const started = Date.now();
+    if (this.state === "stopped" || this.state === "draining") {
+      return { forwarded: 0, unacknowledged: 0, durationMs: 0, leadershipTransferred: false };
+    }
+    const deadline = started + this.config.shutdownTimeoutMs;
+    this.logger.info("graceful shutdown", { reason });
+    this.state = "draining";
+    for (const timer of this.timers) clearInterval(timer);
+    let forwarded = 0;
+    let leadershipTransferred = false;
+    try {
+      await this.forwarder.stopDraining();
+      forwarded = await this.forwarder.drainOnce();
+      await withDeadline(this.control.propose({ op: "member.state", id: this.id, state: "leaving" }), Math.min(2_000, deadline - Date.now() - 1_000));
+      await this.forwarder.flush(deadline - 1_500);
+      await withDeadline(this.receiver.idle(), 500);
+      if (this.config.leaveOnShutdown) {
+        await withDeadline(this.removeMember(this.id), Math.max(100, deadline - Date.now() - 1_000));
+      }
+      if (this.host.isLeader()) {
+        const target = this.host.status().members.find((member) => member.id !== this.id && member.voter && (member.lag ?? 0) === 0);
+        if (target) {
+          await withDeadline(this.host.transferLeadership(target.id), Math.max(100, Math.min(1_000, deadline - Date.now() - 500)));
+          leadershipTransferred = true;
+        }
+      }
+    } catch (error) {
+      this.logger.warn("graceful shutdown step failed; closing anyway", { error });
+    }
+    const unacknowledged = this.forwarder.pendingTotal();
+    await this.closeQuietly();
+    const report = { forwarded, unacknowledged, durationMs: Date.now() - started, leadershipTransferred };
+    this.logger.info("node stopped", report);
+    return report;
+  }
+
+  /** Closes every component without the graceful steps (also the failure path of start). */
+  private async closeQuietly(): Promise<void> {
+    this.state = "stopped";
+    for (const timer of this.timers) clearInterval(timer);
+    this.control?.close();
+    this.receiver?.close();
+    await this.forwarder?.close().catch(() => undefined);
+    await this.api?.close().catch(() => undefined);
+    await this.mirror?.close().catch(() => undefined);
+    if (this.host) await this.host.stop().catch((error) => this.logger.warn("raft host stop failed", { error }));
+    else {
+      await this.transport?.close().catch(() => undefined);
+      await this.store?.close().catch(() => undefined);
+    }
+    await this.spool?.close().catch(() => undefined);
+    this.persistIdentity();
+    this.bus.close();
+  }
+}
+
+function batch(commands: RoutingCommand[]): RoutingCommand {
+  return commands.length === 1 ? commands[0] : { op: "batch", commands };
+}
+
+function msAgo(ms: number | undefined): number | null {
+  return ms === undefined ? null : Date.now() - ms;
+}
+
+function writeAtomically(path: string, value: unknown): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), Math.max(1, ms));
+  });
+  try {
+    return await Promise.race([promise.catch(() => undefined), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Calls a node's HTTP API with the cluster token; throws the API's CfnError on failure. */
+export async function apiRequest(baseUrl: string, method: string, path: string, token: string | undefined, body?: unknown, timeoutMs = 5_000): Promise<unknown> {
+  const headers: Record<string, string> = { accept: "application/json" };
+  if (token) headers["x-cfn-cluster-token"] = token;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let response: Response;
+  try {
+    response = await fetch(new URL(path, baseUrl), {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (error) {
+    throw new CfnError("CFN_ERR_PEER_UNREACHABLE", `cannot reach node API ${baseUrl}: ${(error as Error).message}`, { url: baseUrl });
+  }
+  const text = await response.text();
+  let json: unknown;
+  try {
+    json = text ? JSON.parse(text) : {};
+  } catch {
+    json = { text };
+  }
+  if (!response.ok) {
+    const error = (json as { error?: { code?: string; message?: string } }).error;
+    const code = error?.code && isKnownCode(error.code) ? error.code : "CFN_ERR_PEER_UNREACHABLE";
+    throw new CfnError(code as never, error?.message ?? `${method} ${path} → HTTP ${response.status}`, { status: response.status });
+  }
+  return json;
+}
+
+function isKnownCode(code: string): boolean {
+  return code in ERROR_CODES;
+}
+
+async function fetchMembers(apiUrl: string, token: string): Promise<{ id: string; peerUrl: string }[]> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const status = (await apiRequest(apiUrl, "GET", "/v1/status", token)) as { members: { id: string; peerUrl: string }[] };
+      return status.members;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(250);
+    }
+  }
+}
+
+export type { WireMessage };
