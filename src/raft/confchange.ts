@@ -258,9 +258,20 @@ export function encodeConfChange(change: ConfChange): Uint8Array {
   return textEncoder.encode(JSON.stringify({ changes: change.changes, transition: change.transition }));
 }
 
+/** Throws CFN_ERR_INVALID_MESSAGE when `data` is not an encoded ConfChange. */
 export function decodeConfChange(data: Uint8Array): ConfChange {
-  const parsed = JSON.parse(textDecoder.decode(data)) as ConfChange;
-  return { changes: parsed.changes ?? [], transition: parsed.transition ?? "auto" };
+  let parsed: Partial<ConfChange>;
+  try {
+    parsed = JSON.parse(textDecoder.decode(data)) as Partial<ConfChange>;
+  } catch {
+    throw new CfnError("CFN_ERR_INVALID_MESSAGE", "conf change entry data is not valid JSON");
+  }
+  const changes = parsed?.changes ?? [];
+  const transition = parsed?.transition ?? "auto";
+  if (!Array.isArray(changes) || (transition !== "auto" && transition !== "explicit")) {
+    throw new CfnError("CFN_ERR_INVALID_MESSAGE", "conf change entry data has the wrong shape");
+  }
+  return { changes, transition };
 }
 
 export function describeConfChange(change: ConfChange): string {

@@ -563,7 +563,13 @@ export class Raft {
     const entries = m.entries.map((e) => ({ ...e }));
     for (let i = 0; i < entries.length; i++) {
       if (entries[i].type !== EntryType.ConfChange) continue;
-      const refusal = this.confChangeRefusal(decodeConfChange(entries[i].data));
+      let refusal: string | undefined;
+      try {
+        refusal = this.confChangeRefusal(decodeConfChange(entries[i].data));
+      } catch (error) {
+        if (!isCfnError(error, "CFN_ERR_INVALID_MESSAGE")) throw error;
+        refusal = error.message;
+      }
       if (refusal !== undefined) {
         if (local) throw new CfnError("CFN_ERR_CONF_CHANGE", `conf change refused: ${refusal}`);
         // A forwarded change cannot be refused to its proposer; it becomes a no-op.
@@ -932,6 +938,7 @@ export class Raft {
     if (this.role !== "leader" || confState.voters.length === 0) return confState;
     // The quorum may have changed: maybe commit, and bring new members up to date.
     if (this.maybeCommit()) {
+      this.releasePendingReadIndexMessages();
       this.bcastAppend();
     } else {
       this.tracker.visit((id) => {

@@ -141,7 +141,8 @@ export interface SoftState {
 
 /**
  * What the shell must do, in this order:
- *  1. persist `hardState` (if set), `entries` and `snapshot` (if set) in one synced write;
+ *  1. persist `hardState` (if set), `snapshot` (if set; it replaces the log) and then `entries`
+ *     (they follow the snapshot) in one write, synced when `mustSync`;
  *  2. then send `messages`;
  *  3. apply `committedEntries` (and install `snapshot` into the state machine);
  *  4. call advance().

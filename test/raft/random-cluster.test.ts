@@ -282,7 +282,11 @@ function runSeed(seed: number, steps: number): void {
 describe("raft randomized cluster (seeded)", () => {
   const seeds = Number(process.env.CFN_RAFT_SEEDS ?? "40");
   const first = Number(process.env.CFN_RAFT_FIRST_SEED ?? "1");
-  it(`keeps safety under faults and converges after (${seeds} seeds)`, () => {
-    for (let seed = first; seed < first + seeds; seed++) runSeed(seed, 1500);
-  });
+  it(
+    `keeps safety under faults and converges after (${seeds} seeds)`,
+    () => {
+      for (let seed = first; seed < first + seeds; seed++) runSeed(seed, 1500);
+    },
+    Math.max(60_000, seeds * 1_000),
+  );
 });

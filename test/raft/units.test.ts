@@ -559,3 +559,17 @@ describe("seeded random", () => {
     }
   });
 });
+
+describe("conf change decoding", () => {
+  it("refuses malformed entry data with CFN_ERR_INVALID_MESSAGE", () => {
+    expect(code(() => decodeConfChange(new TextEncoder().encode("{not json")))).toBe(
+      "CFN_ERR_INVALID_MESSAGE",
+    );
+    expect(code(() => decodeConfChange(new TextEncoder().encode('{"changes":5}')))).toBe(
+      "CFN_ERR_INVALID_MESSAGE",
+    );
+    expect(code(() => decodeConfChange(new TextEncoder().encode('{"transition":"sideways"}')))).toBe(
+      "CFN_ERR_INVALID_MESSAGE",
+    );
+  });
+});

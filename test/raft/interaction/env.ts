@@ -74,6 +74,7 @@ function parseConfig(args: Record<string, string>): Partial<RaftConfig> {
     "msgBytesMax",
     "uncommittedEntriesBytesMax",
     "snapshotChunkBytes",
+    "snapshotTimeoutTicks",
     "maxCommittedBytesPerReady",
   ] as const;
   for (const key of numeric) if (args[key] !== undefined) config[key] = Number(args[key]);
