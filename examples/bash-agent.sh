@@ -16,6 +16,7 @@
 # DIR is the bus directory <root>/<name>, e.g. /dev/shm/cfn-coordination/default.
 
 set -euo pipefail
+shopt -s dotglob nullglob # globs see dot-files (they count and get dead-lettered) and vanish when empty
 export LC_ALL=C
 
 die() { printf 'bash-agent: %s\n' "$*" >&2; exit 2; }

@@ -5,7 +5,8 @@
 //        [--batch K] [--priority high|normal|low] [--payload-bytes B] [--depth-max D] [--wait-ms W]
 //        → prints {"sent":…,"refused":…,"ids":[…]}
 //   node dist/examples/bus-node-agent.js recv --root R --name N --agent A --expect C [--timeout-ms T]
-//        [--max M] [--idle-ms I] → prints one JSON line per message {id,from,seq,type,priority,payload}, then {"done":n}
+//        [--max M] [--idle-ms I] → prints one JSON line per message {id,from,seq,type,priority,payload}, then
+//        {"done":n}; a "stop" message ends it
 //   node dist/examples/bus-node-agent.js claim-and-crash --root R --name N --agent A --count C
 //        → claims C messages, prints {"claimed":C}, then dies by SIGKILL without acking
 //   node dist/examples/bus-node-agent.js echo --root R --name N --agent A [--idle-ms I]
@@ -75,19 +76,27 @@ async function main(): Promise<void> {
       return;
     }
     case "recv": {
+      // Ends after --expect messages, after --idle-ms without any, or on a "stop" message (the
+      // rest of its batch is handed back for other consumers).
       const mailbox = bus.openMailbox(required(options, "agent"));
       const expect = numberOption(options, "expect", Number.POSITIVE_INFINITY);
       const idleMs = numberOption(options, "idle-ms", 10_000);
       const max = numberOption(options, "max", 16);
       let received = 0;
-      while (received < expect) {
+      let stop = false;
+      while (received < expect && !stop) {
         const deliveries = await mailbox.receive({ timeoutMs: idleMs, max });
         if (deliveries.length === 0) break;
-        for (const { message } of deliveries) {
+        for (const delivery of deliveries) {
+          const { message } = delivery;
+          mailbox.ack(delivery);
+          if (message.type === "stop") {
+            stop = true;
+            break;
+          }
           write({ id: message.id, from: message.from, seq: message.seq, type: message.type, priority: message.priority, headers: message.headers, payload: message.payload });
+          received += 1;
         }
-        mailbox.ack(deliveries);
-        received += deliveries.length;
       }
       mailbox.close();
       write({ done: received });

@@ -1,0 +1,419 @@
+// The bus in one process, on real files: send, receive order, batches, limits, bad input,
+// redelivery, dead-letter, visibility timeout, shutdown drain, status and metrics.
+
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import fc from "fast-check";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { isCfnError, type ErrorCode } from "../../src/errors.js";
+import { Metrics } from "../../src/obs/metrics.js";
+import type { Bus, Delivery, Mailbox } from "../../src/bus/index.js";
+import { openTestBus, tempRoot } from "./helpers.js";
+
+let root: string;
+let cleanup: () => void;
+const open: Mailbox[] = [];
+
+beforeEach(() => {
+  ({ root, cleanup } = tempRoot());
+});
+
+afterEach(() => {
+  for (const mailbox of open.splice(0)) mailbox.close();
+  cleanup();
+});
+
+function mailboxOf(bus: Bus, agent: string): Mailbox {
+  const mailbox = bus.openMailbox(agent);
+  open.push(mailbox);
+  return mailbox;
+}
+
+function expectCode(action: () => unknown, code: ErrorCode): void {
+  let caught: unknown;
+  try {
+    action();
+  } catch (error) {
+    caught = error;
+  }
+  expect(isCfnError(caught, code), `expected ${code}, got ${String(caught)}`).toBe(true);
+}
+
+function receiveAll(mailbox: Mailbox): Delivery[] {
+  const all: Delivery[] = [];
+  for (;;) {
+    const batch = mailbox.receiveNow(100);
+    if (batch.length === 0) return all;
+    all.push(...batch);
+  }
+}
+
+describe("send and receive", () => {
+  it("delivers a message with its full envelope", async () => {
+    const bus = openTestBus(root);
+    const mailbox = mailboxOf(bus, "worker");
+    const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const result = bus.sendSync("lead", "worker", { type: "task", payload: { n: 1 }, headers: { traceparent } });
+    const [delivery] = await mailbox.receive({ timeoutMs: 1000 });
+    expect(delivery.message).toMatchObject({ v: 1, id: result.ids[0], from: "lead", to: "worker", type: "task", priority: "normal", seq: 1, headers: { traceparent }, payload: { n: 1 } });
+    expect(delivery.deliveries).toBe(1);
+    mailbox.ack(delivery);
+    expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 0, claimed: 0 });
+  });
+
+  it("creates directories 0700 under <root>/<name>/<shard>/<agent>", () => {
+    const bus = openTestBus(root);
+    bus.sendSync("a", "b", { type: "t" });
+    const paths = bus.layout.agent("b");
+    expect(paths.dir).toBe(join(root, "test", String(paths.shard), "b"));
+    for (const dir of [paths.dir, paths.tmp, paths.inbox, paths.claimed, paths.dead]) {
+      expect(statSync(dir).mode & 0o777).toBe(0o700);
+    }
+    expect(readFileSync(join(root, "test", "bus.conf"), "utf8")).toBe("version=1\nshards=16\n");
+  });
+
+  it("waits in receive until a message arrives", async () => {
+    const bus = openTestBus(root);
+    const mailbox = mailboxOf(bus, "worker");
+    const pending = mailbox.receive({ timeoutMs: 5000 });
+    setTimeout(() => bus.sendSync("lead", "worker", { type: "late" }), 30);
+    const deliveries = await pending;
+    expect(deliveries.map((d) => d.message.type)).toEqual(["late"]);
+  });
+
+  it("returns an empty list when the deadline passes", async () => {
+    const bus = openTestBus(root);
+    expect(await mailboxOf(bus, "worker").receive({ timeoutMs: 20 })).toEqual([]);
+  });
+
+  it("finds messages without fs.watch events (rescan safety net)", async () => {
+    const bus = openTestBus(root, { rescanIntervalMs: 10 });
+    const mailbox = bus.openMailbox("worker", { watch: false });
+    open.push(mailbox);
+    const pending = mailbox.receive({ timeoutMs: 5000 });
+    setTimeout(() => bus.sendSync("lead", "worker", { type: "polled" }), 20);
+    expect((await pending).map((d) => d.message.type)).toEqual(["polled"]);
+  });
+
+  it("orders by priority, then arrival, keeping per-sender order (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ sender: fc.constantFrom("s1", "s2", "s3"), priority: fc.constantFrom("high" as const, "normal" as const, "low" as const) }), {
+          minLength: 1,
+          maxLength: 40,
+        }),
+        (plan) => {
+          const { root: caseRoot, cleanup: caseCleanup } = tempRoot();
+          try {
+            const bus = openTestBus(caseRoot);
+            plan.forEach((step, index) => bus.sendSync(step.sender, "worker", { type: "t", priority: step.priority, payload: index }));
+            const mailbox = bus.openMailbox("worker", { watch: false, heartbeat: false });
+            const got = receiveAll(mailbox).map((d) => d.message);
+            mailbox.close();
+            const rank = { high: 0, normal: 1, low: 2 };
+            const expected = plan.map((step, index) => ({ ...step, index })).sort((a, b) => rank[a.priority] - rank[b.priority] || a.index - b.index);
+            expect(got.map((m) => m.payload)).toEqual(expected.map((step) => step.index));
+          } finally {
+            caseCleanup();
+          }
+        },
+      ),
+      { numRuns: 25 },
+    );
+  });
+
+  it("keeps file names unique: 5,000 sends, 5,000 files", () => {
+    const bus = openTestBus(root, { inboxDepthMax: 10_000 });
+    const names = new Set<string>();
+    for (let index = 0; index < 5000; index++) names.add(bus.sendSync("a", "b", { type: "t" }).file);
+    expect(names.size).toBe(5000);
+    expect(readdirSync(bus.layout.agent("b").inbox)).toHaveLength(5000);
+  });
+});
+
+describe("batches", () => {
+  it("writes one file per batch and delivers its messages in order", () => {
+    const bus = openTestBus(root);
+    const result = bus.sendBatchSync("lead", "worker", Array.from({ length: 100 }, (_, n) => ({ type: "task", payload: n })));
+    expect(readdirSync(bus.layout.agent("worker").inbox)).toEqual([result.file]);
+    expect(result.file.split("_")[2]).toBe("100");
+    expect(bus.inboxDepth("worker")).toBe(100);
+    const mailbox = mailboxOf(bus, "worker");
+    const got = receiveAll(mailbox);
+    expect(got.map((d) => d.message.payload)).toEqual(Array.from({ length: 100 }, (_, n) => n));
+    expect(got.map((d) => d.message.id)).toEqual(result.ids);
+    mailbox.ack(got.slice(0, 50));
+    expect(readdirSync(bus.layout.agent("worker").claimed)).toHaveLength(1); // not all settled yet
+    mailbox.ack(got.slice(50));
+    expect(readdirSync(bus.layout.agent("worker").claimed)).toHaveLength(0);
+  });
+
+  it("redelivers only the nacked messages of a batch", () => {
+    const bus = openTestBus(root);
+    bus.sendBatchSync("lead", "worker", [0, 1, 2, 3].map((n) => ({ type: "task", payload: n })));
+    const mailbox = mailboxOf(bus, "worker");
+    const first = mailbox.receiveNow(4);
+    mailbox.ack([first[0], first[2]]);
+    mailbox.nack(first[1]);
+    mailbox.nack(first[3]);
+    const again = receiveAll(mailbox);
+    expect(again.map((d) => d.message.payload)).toEqual([1, 3]);
+    expect(again.every((d) => d.deliveries === 2)).toBe(true);
+  });
+
+  it("refuses a batch over batchMessagesMax and an empty batch", () => {
+    const bus = openTestBus(root, { batchMessagesMax: 10 });
+    expectCode(() => bus.sendBatchSync("a", "b", Array.from({ length: 11 }, () => ({ type: "t" }))), "CFN_ERR_BATCH_TOO_LARGE");
+    expectCode(() => bus.sendBatchSync("a", "b", []), "CFN_ERR_INVALID_MESSAGE");
+  });
+});
+
+describe("limits and bad input from callers", () => {
+  it("refuses an oversized message with CFN_ERR_MESSAGE_TOO_LARGE and writes nothing", () => {
+    const bus = openTestBus(root, { messageBytesMax: 1024 });
+    expectCode(() => bus.sendSync("a", "b", { type: "t", payload: "x".repeat(2000) }), "CFN_ERR_MESSAGE_TOO_LARGE");
+    expectCode(() => bus.sendSync("a", "b", { type: "t", payload: "é".repeat(600) }), "CFN_ERR_MESSAGE_TOO_LARGE");
+    expect(bus.inboxDepth("b")).toBe(0);
+  });
+
+  it("refuses invalid agent ids and path traversal before touching the disk", () => {
+    const bus = openTestBus(root);
+    for (const id of ["../escape", "a/b", "..", "", "x".repeat(129)]) {
+      expectCode(() => bus.sendSync("a", id, { type: "t" }), "CFN_ERR_INVALID_AGENT_ID");
+      expectCode(() => bus.sendSync(id, "a", { type: "t" }), "CFN_ERR_INVALID_AGENT_ID");
+      expectCode(() => bus.openMailbox(id), "CFN_ERR_INVALID_AGENT_ID");
+    }
+    expect(readdirSync(root)).toEqual(["test"]);
+    expect(readdirSync(join(root, "test"))).toEqual(["bus.conf"]);
+  });
+
+  it("refuses malformed messages from callers", () => {
+    const bus = openTestBus(root);
+    expectCode(() => bus.sendSync("a", "b", { type: "has space" }), "CFN_ERR_INVALID_MESSAGE");
+    expectCode(() => bus.sendSync("a", "b", { type: "t", priority: "urgent" as never }), "CFN_ERR_INVALID_MESSAGE");
+    expectCode(() => bus.sendSync("a", "b", { type: "t", headers: { "bad header": "x" } }), "CFN_ERR_INVALID_MESSAGE");
+    expectCode(() => bus.sendSync("a", "b", { type: "t", payload: { big: 1n } }), "CFN_ERR_INVALID_MESSAGE");
+    expectCode(() => bus.sendSync("a", "b", { type: "t", id: "no spaces allowed" }), "CFN_ERR_INVALID_MESSAGE");
+  });
+});
+
+describe("backpressure", () => {
+  it("a 2,000-message burst into inboxDepthMax 1000: exactly 1000 accepted, 1000 refused, none lost or duplicated", async () => {
+    const metrics = new Metrics();
+    const bus = openTestBus(root, { inboxDepthMax: 1000 }, { metrics });
+    const accepted: string[] = [];
+    let refused = 0;
+    for (let index = 0; index < 2000; index++) {
+      try {
+        accepted.push(bus.sendSync("burst", "worker", { type: "t", payload: index }).ids[0]);
+      } catch (error) {
+        if (!isCfnError(error, "CFN_ERR_INBOX_FULL")) throw error;
+        refused++;
+      }
+    }
+    expect(accepted).toHaveLength(1000);
+    expect(refused).toBe(1000);
+    expect(await metrics.value("cfn_bus_inbox_overflows_total")).toBe(1000);
+    const mailbox = mailboxOf(bus, "worker");
+    const got = receiveAll(mailbox).map((d) => d.message.id);
+    expect(got).toEqual(accepted);
+  });
+
+  it("counts claimed messages and batch sizes in the depth", () => {
+    const bus = openTestBus(root, { inboxDepthMax: 10, batchMessagesMax: 10 });
+    bus.sendBatchSync("a", "w", Array.from({ length: 8 }, () => ({ type: "t" })));
+    const mailbox = mailboxOf(bus, "w");
+    mailbox.receiveNow(1); // the whole batch file is now claimed
+    expect(bus.agentStatus("w")).toMatchObject({ inboxDepth: 0, claimed: 8 });
+    expectCode(() => bus.sendBatchSync("a", "w", Array.from({ length: 3 }, () => ({ type: "t" }))), "CFN_ERR_INBOX_FULL");
+    bus.sendBatchSync("a", "w", Array.from({ length: 2 }, () => ({ type: "t" })));
+    expectCode(() => bus.sendSync("a", "w", { type: "t" }), "CFN_ERR_INBOX_FULL");
+  });
+
+  it("waits for room up to waitMs, then succeeds or refuses", async () => {
+    const bus = openTestBus(root, { inboxDepthMax: 1 });
+    bus.sendSync("a", "w", { type: "first" });
+    await expect(bus.send("a", "w", { type: "second" }, { waitMs: 30 })).rejects.toMatchObject({ code: "CFN_ERR_INBOX_FULL" });
+    const mailbox = mailboxOf(bus, "w");
+    setTimeout(() => mailbox.ack(mailbox.receiveNow(1)), 30);
+    const result = await bus.send("a", "w", { type: "second" }, { waitMs: 5000 });
+    expect(result.ids).toHaveLength(1);
+    expect((await mailbox.receive({ timeoutMs: 1000 }))[0].message.type).toBe("second");
+  });
+
+  it("does not spend sequence numbers on refused sends", () => {
+    const bus = openTestBus(root, { inboxDepthMax: 1 });
+    bus.sendSync("a", "w", { type: "t" });
+    expectCode(() => bus.sendSync("a", "w", { type: "t" }), "CFN_ERR_INBOX_FULL");
+    const mailbox = mailboxOf(bus, "w");
+    mailbox.ack(mailbox.receiveNow(1));
+    bus.sendSync("a", "w", { type: "t" });
+    expect(mailbox.receiveNow(1)[0].message.seq).toBe(2);
+  });
+});
+
+describe("bad files in an inbox go to dead-letter; the receiver keeps serving", () => {
+  const cases: [string, (inbox: string) => void, string][] = [
+    ["malformed JSON", (inbox) => writeFileSync(join(inbox, "1_0000000000000001_1_bad-1_0.json"), "{not json"), "malformed"],
+    [
+      "truncated message",
+      (inbox) => writeFileSync(join(inbox, "1_0000000000000002_1_bad-2_0.json"), '{"v":1,"id":"x","from":"a","to":"worker","type":"t",\n"headers":{},\n"payl'),
+      "malformed",
+    ],
+    ["oversized file", (inbox) => writeFileSync(join(inbox, "1_0000000000000003_1_bad-3_0.json"), `"${"x".repeat(5000)}"`), "oversized"],
+    ["foreign file name", (inbox) => writeFileSync(join(inbox, "README.txt"), "hello"), "foreign"],
+    ["directory", (inbox) => mkdirSync(join(inbox, "subdir")), "foreign"],
+    ["empty file", (inbox) => writeFileSync(join(inbox, "1_0000000000000004_1_bad-4_0.json"), ""), "malformed"],
+    [
+      "message for another agent",
+      (inbox) =>
+        writeFileSync(
+          join(inbox, "1_0000000000000005_1_bad-5_0.json"),
+          '{"v":1,"id":"x","from":"a","to":"someone-else","type":"t","priority":"normal","seq":1,"ts":1,\n"headers":{},\n"payload":null}\n',
+        ),
+      "misaddressed",
+    ],
+    ["batch count mismatch", (inbox) => writeFileSync(join(inbox, "1_0000000000000006_5_bad-6_0.json"), '{"v":1,"batch":[\n]}\n'), "malformed"],
+  ];
+
+  it.each(cases)("%s", async (_label, plant, cause) => {
+    const metrics = new Metrics();
+    const bus = openTestBus(root, { messageBytesMax: 1024 }, { metrics });
+    const mailbox = mailboxOf(bus, "worker");
+    plant(mailbox.paths.inbox);
+    bus.sendSync("lead", "worker", { type: "good" });
+    const deliveries = await mailbox.receive({ timeoutMs: 1000, max: 10 });
+    expect(deliveries.map((d) => d.message.type)).toEqual(["good"]);
+    const dead = readdirSync(mailbox.paths.dead).sort();
+    expect(dead).toHaveLength(2);
+    const reasonFile = dead.find((name) => name.endsWith(".reason"))!;
+    const reason = JSON.parse(readFileSync(join(mailbox.paths.dead, reasonFile), "utf8"));
+    expect(reason.cause).toBe(cause);
+    expect(await metrics.value("cfn_bus_dead_letters_total", { reason: cause })).toBe(1);
+    expect(bus.agentStatus("worker")?.deadLetters).toBe(1);
+  });
+});
+
+describe("redelivery and dead-letter", () => {
+  it("nack redelivers, and deliveriesMax moves the message to dead-letter with the reason", () => {
+    const bus = openTestBus(root, { deliveriesMax: 3 });
+    bus.sendSync("lead", "worker", { type: "poison" });
+    const mailbox = mailboxOf(bus, "worker");
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const [delivery] = mailbox.receiveNow(1);
+      expect(delivery.deliveries).toBe(attempt);
+      mailbox.nack(delivery, { reason: `handler failed ${attempt}` });
+    }
+    expect(mailbox.receiveNow(1)).toEqual([]);
+    const dead = readdirSync(mailbox.paths.dead);
+    const reason = JSON.parse(readFileSync(join(mailbox.paths.dead, dead.find((n) => n.endsWith(".reason"))!), "utf8"));
+    expect(reason).toMatchObject({ cause: "deliveries_exhausted", deliveries: 3 });
+    expect(reason.reason).toContain("handler failed 3");
+    const message = JSON.parse(readFileSync(join(mailbox.paths.dead, dead.find((n) => !n.endsWith(".reason"))!), "utf8"));
+    expect(message.type).toBe("poison");
+  });
+
+  it("visibility timeout redelivers an unacknowledged claim", async () => {
+    const bus = openTestBus(root, { visibilityTimeoutMs: 100, rescanIntervalMs: 10 });
+    bus.sendSync("lead", "worker", { type: "slow" });
+    const mailbox = mailboxOf(bus, "worker");
+    const [first] = mailbox.receiveNow(1);
+    const other = mailboxOf(bus, "worker"); // a second consumer of the same inbox
+    expect(other.receiveNow(1)).toEqual([]);
+    const [again] = await other.receive({ timeoutMs: 5000 });
+    expect(again.message.id).toBe(first.message.id);
+    expect(again.deliveries).toBe(2);
+    other.ack(again);
+    mailbox.ack(first); // late ack of a claim that moved on: harmless
+    expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 0, claimed: 0 });
+  });
+
+  it("double settlement is refused", () => {
+    const bus = openTestBus(root);
+    bus.sendSync("a", "w", { type: "t" });
+    const mailbox = mailboxOf(bus, "w");
+    const [delivery] = mailbox.receiveNow(1);
+    mailbox.ack(delivery);
+    expectCode(() => mailbox.ack(delivery), "CFN_ERR_INVALID_MESSAGE");
+  });
+});
+
+describe("graceful shutdown", () => {
+  it("drain processes every queued message, close hands back the rest, removeDirs cleans up", async () => {
+    const bus = openTestBus(root);
+    for (let index = 0; index < 50; index++) bus.sendSync("lead", "worker", { type: "t", payload: index });
+    const mailbox = bus.openMailbox("worker");
+    const held = mailbox.receiveNow(5); // handed out, not settled
+    const seen: unknown[] = [];
+    const acked = await mailbox.drain((message) => {
+      seen.push(message.payload);
+    });
+    expect(acked).toBe(45);
+    expect(seen).toEqual(Array.from({ length: 45 }, (_, n) => n + 5));
+    mailbox.close({ removeDirs: true });
+    // The 5 held messages were handed back (not lost), so the directory stays.
+    expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 5, claimed: 0 });
+    const next = bus.openMailbox("worker");
+    const back = receiveAll(next);
+    expect(back.map((d) => d.message.payload)).toEqual(held.map((d) => d.message.payload));
+    expect(back.every((d) => d.deliveries === 1)).toBe(true); // handing back does not count
+    next.ack(back);
+    next.close({ removeDirs: true });
+    expect(bus.agentStatus("worker")).toBeUndefined();
+    expect(bus.listAgents()).toEqual([]);
+  });
+
+  it("a send after the mailbox was removed recreates it", () => {
+    const bus = openTestBus(root);
+    bus.sendSync("lead", "worker", { type: "t" });
+    const mailbox = bus.openMailbox("worker");
+    mailbox.ack(mailbox.receiveNow(1));
+    mailbox.close({ removeDirs: true });
+    expect(bus.agentStatus("worker")).toBeUndefined();
+    bus.sendSync("lead", "worker", { type: "after" });
+    expect(bus.agentStatus("worker")?.inboxDepth).toBe(1);
+  });
+
+  it("a closed mailbox refuses receive with CFN_ERR_CLOSED", async () => {
+    const bus = openTestBus(root);
+    const mailbox = bus.openMailbox("worker");
+    mailbox.close();
+    await expect(mailbox.receive()).rejects.toMatchObject({ code: "CFN_ERR_CLOSED" });
+    bus.close();
+    expectCode(() => bus.sendSync("a", "b", { type: "t" }), "CFN_ERR_CLOSED");
+  });
+});
+
+describe("status, heartbeats and metrics", () => {
+  it("reports depth, claimed, dead letters and last-seen per agent", async () => {
+    const metrics = new Metrics();
+    const bus = openTestBus(root, { heartbeatIntervalMs: 100 }, { metrics });
+    const mailbox = mailboxOf(bus, "worker");
+    const before = bus.agentStatus("worker")!.lastSeenMs!;
+    for (let index = 0; index < 3; index++) bus.sendSync("lead", "worker", { type: "t" });
+    bus.sendSync("lead", "idle", { type: "t" });
+    mailbox.receiveNow(1);
+    writeFileSync(join(mailbox.paths.inbox, "junk"), "x");
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    const status = bus.status();
+    expect(status.agents.map((a) => a.agentId)).toEqual(["idle", "worker"]);
+    const worker = status.agents.find((a) => a.agentId === "worker")!;
+    expect(worker).toMatchObject({ inboxDepth: 3, claimed: 1, deadLetters: 0 });
+    expect(worker.lastSeenMs!).toBeGreaterThan(before);
+    expect(status.agents.find((a) => a.agentId === "idle")!.lastSeenMs).toBeNull();
+    expect(await metrics.value("cfn_bus_messages_sent_total")).toBe(4);
+    expect(await metrics.value("cfn_bus_messages_received_total")).toBe(1);
+    expect(await metrics.value("cfn_bus_inbox_depth", { agent: "worker" })).toBe(4);
+    const exposition = await metrics.exposition();
+    expect(exposition).toContain("cfn_bus_send_to_receive_seconds_count 1");
+  });
+
+  it("writes dead letters and overflows to the JSONL stream", async () => {
+    const jsonlPath = join(root, "metrics.jsonl");
+    const bus = openTestBus(root, { inboxDepthMax: 1 }, { metrics: new Metrics({ jsonlPath }) });
+    bus.sendSync("a", "w", { type: "t" });
+    expectCode(() => bus.sendSync("a", "w", { type: "t" }), "CFN_ERR_INBOX_FULL");
+    const lines = readFileSync(jsonlPath, "utf8").trim().split("\n").map((line) => JSON.parse(line));
+    expect(lines[0]).toMatchObject({ name: "cfn_bus_inbox_overflows_total", value: 1, labels: { agent: "w" } });
+  });
+});
