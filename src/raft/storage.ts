@@ -4,7 +4,7 @@
 // MemoryStorage (append / setHardState / applySnapshot), so the core always reads memory.
 
 import { assert, CfnError } from "../errors.js";
-import { limitSize } from "./entry-size.js";
+import { entryBytes } from "./entry-size.js";
 import type { ConfState, Entry, HardState, Snapshot } from "./types.js";
 import { EntryType } from "./types.js";
 
@@ -95,7 +95,17 @@ export class MemoryStorage implements Storage {
     if (hi > this.lastIndex() + 1) throw unavailable(hi - 1, this.lastIndex());
     assert(lo <= hi, `storage.entries: lo ${lo} > hi ${hi}`);
     if (lo === hi) return [];
-    return limitSize(this.ents.slice(lo - offset, hi - offset), maxBytes);
+    // Walk only as far as the byte budget allows: a far-behind follower must not cost a copy
+    // of the whole log per message.
+    const result: Entry[] = [this.ents[lo - offset]];
+    let size = entryBytes(this.ents[lo - offset]);
+    for (let i = lo + 1; i < hi; i++) {
+      const entry = this.ents[i - offset];
+      size += entryBytes(entry);
+      if (size > maxBytes) break;
+      result.push(entry);
+    }
+    return result;
   }
 
   term(index: number): number {
@@ -191,6 +201,8 @@ export class MemoryStorage implements Storage {
       offset <= this.ents.length,
       `storage.append: missing entries before ${toAppend[0].index} (last ${this.lastIndex()})`,
     );
-    this.ents = this.ents.slice(0, offset).concat(toAppend);
+    // Truncate any conflicting suffix in place, then append (amortized O(appended)).
+    this.ents.length = offset;
+    for (const entry of toAppend) this.ents.push(entry);
   }
 }

@@ -56,7 +56,7 @@ export class Unstable {
   truncateAndAppend(entries: readonly Entry[]): void {
     const after = entries[0].index;
     if (after === this.offset + this.entries.length) {
-      this.entries = this.entries.concat(entries);
+      for (const entry of entries) this.entries.push(entry);
     } else if (after <= this.offset) {
       // Replace everything unstable: the new entries start at or before our first one.
       this.offset = after;
