@@ -409,7 +409,9 @@ export class ClusterNode {
   private notifyTeam(teamId: string): void {
     const team = this.routing.state.teams.get(teamId);
     if (!team) return;
-    const event = this.routing.state.events.at(-1);
+    const events = this.routing.state.events;
+    let event: (typeof events)[number] | undefined;
+    for (let i = events.length - 1; i >= 0 && !event; i--) if (events[i].team === teamId && events[i].epoch === team.epoch) event = events[i];
     for (const agent of this.routing.state.agents.values()) {
       if (agent.team !== teamId || agent.node !== this.id) continue;
       try {
@@ -420,7 +422,7 @@ export class ClusterNode {
           payload: {
             team: teamId,
             coordinator: team.coordinator,
-            previous: event?.team === teamId ? event.previous : null,
+            previous: event?.previous ?? null,
             epoch: team.epoch,
             checkpoint: team.checkpoint,
           },

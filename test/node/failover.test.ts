@@ -1,0 +1,205 @@
+// Coordinators and failover with real node processes: the leader assigns team coordinators,
+// a node isolated by SIGSTOP (a minority) is marked down and its teams move to live nodes with
+// their checkpoints, workers are told, and the isolated node catches up when it resumes. Also a
+// node joining and a node leaving while traffic flows.
+
+import { afterEach, describe, expect, it } from "vitest";
+import { api, drainInbox, type NodeProcess, TestCluster, tryStatus, waitFor } from "./harness.js";
+
+let cluster: TestCluster | undefined;
+
+afterEach(async () => {
+  await cluster?.stop();
+  cluster = undefined;
+});
+
+async function register(node: NodeProcess, agent: string, team: string | null = null): Promise<void> {
+  const { status, json } = await api(node.api, "POST", "/v1/agents", { agent, team });
+  expect(status, JSON.stringify(json)).toBe(200);
+}
+
+type Team = { id: string; coordinator: string | null; epoch: number; checkpoint: { seq: number; data: unknown } | null };
+
+async function teamsOf(node: NodeProcess): Promise<Team[]> {
+  return ((await tryStatus(node))?.teams ?? []) as Team[];
+}
+
+describe("coordinators and failover (3 node processes)", () => {
+  it("reassigns the teams of an isolated node with their checkpoints, tells the workers, and takes the node back", async () => {
+    cluster = await TestCluster.create(3);
+    await cluster.startAll();
+    const [n1, n2, n3] = cluster.nodes;
+    // Six teams, each with one worker on every node.
+    const teams = ["t1", "t2", "t3", "t4", "t5", "t6"];
+    for (const team of teams) {
+      await register(n1, `${team}-w1`, team);
+      await register(n2, `${team}-w2`, team);
+      await register(n3, `${team}-w3`, team);
+    }
+    const leader = await cluster.leader();
+    const assigned = await waitFor("every team has a coordinator", async () => {
+      const list = await teamsOf(leader);
+      return list.length === teams.length && list.every((team) => team.coordinator !== null) ? list : undefined;
+    });
+    // Load is spread: every node coordinates two teams.
+    const perNode = new Map<string, number>();
+    for (const team of assigned) perNode.set(team.coordinator as string, (perNode.get(team.coordinator as string) ?? 0) + 1);
+    expect([...perNode.values()].sort()).toEqual([2, 2, 2]);
+
+    // Isolate a follower (a minority of one).
+    const victim = cluster.nodes.find((node) => node !== leader) as NodeProcess;
+    const victimTeams = assigned.filter((team) => team.coordinator === victim.id);
+    expect(victimTeams.length).toBe(2);
+    // Its coordinator checkpoints progress, replicated through the log.
+    const checkpointed = victimTeams[0];
+    const checkpoint = await api(victim.api, "POST", `/v1/teams/${checkpointed.id}/checkpoint`, {
+      epoch: checkpointed.epoch,
+      seq: 7,
+      data: { round: 7, pending: ["task-8", "task-9"] },
+    });
+    expect(checkpoint.status, JSON.stringify(checkpoint.json)).toBe(200);
+    await waitFor("checkpoint replicated", async () => (await teamsOf(leader)).find((t) => t.id === checkpointed.id)?.checkpoint?.seq === 7);
+
+    // Drain the first notifications so that only the failover ones remain.
+    const live = cluster.nodes.filter((node) => node !== victim);
+    for (const node of live) for (const team of teams) await drainInbox(node, `${team}-w${node.id.slice(1)}`);
+
+    victim.signal("SIGSTOP");
+    const moved = await waitFor(
+      "the isolated node's teams reassigned",
+      async () => {
+        const list = await teamsOf(leader);
+        const now = list.filter((team) => victimTeams.some((old) => old.id === team.id));
+        return now.every((team) => team.coordinator !== victim.id && team.coordinator !== null) ? now : undefined;
+      },
+      15_000,
+    );
+    for (const team of moved) {
+      const before = victimTeams.find((old) => old.id === team.id) as Team;
+      expect(team.epoch).toBe(before.epoch + 1);
+    }
+    // The checkpoint survives the move: the new coordinator resumes from it.
+    expect(moved.find((team) => team.id === checkpointed.id)?.checkpoint).toMatchObject({ seq: 7, data: { round: 7 } });
+    // Teams of live nodes did not move.
+    const after = await teamsOf(leader);
+    for (const team of assigned.filter((t) => t.coordinator !== victim.id)) {
+      expect(after.find((t) => t.id === team.id)).toMatchObject({ coordinator: team.coordinator, epoch: team.epoch });
+    }
+    const status = await tryStatus(leader);
+    expect(status.members.find((member: { id: string }) => member.id === victim.id).state).toBe("down");
+
+    // Workers on live nodes were told who coordinates them now, with the checkpoint.
+    const liveNode = live[0];
+    const worker = `${checkpointed.id}-w${liveNode.id.slice(1)}`;
+    const notes = await waitFor("worker notified", async () => {
+      const messages = await drainInbox(liveNode, worker);
+      return messages.length > 0 ? messages : undefined;
+    });
+    expect(notes[0]).toMatchObject({
+      from: "cfn-node",
+      type: "cfn.team.coordinator",
+      payload: { team: checkpointed.id, previous: victim.id, checkpoint: { seq: 7 } },
+    });
+    expect(notes[0].payload.coordinator).not.toBe(victim.id);
+
+    // The majority keeps serving writes while the minority is away.
+    await register(liveNode, "late-agent");
+    // A message for an agent of the isolated node waits in the sender's spool …
+    const bus = liveNode.bus();
+    bus.sendSync("sender", `t1-w${victim.id.slice(1)}`, { id: "while-isolated", type: "test", payload: { i: 1 } });
+    bus.close();
+
+    // … and arrives once the node resumes; the node comes back as an active member.
+    victim.signal("SIGCONT");
+    await waitFor("isolated node active again", async () => {
+      const s = await tryStatus(leader);
+      return s?.members.find((member: { id: string }) => member.id === victim.id)?.state === "active";
+    });
+    await waitFor("the isolated node caught up", async () => {
+      const s = await tryStatus(victim);
+      return s?.agents.some((agent: { id: string }) => agent.id === "late-agent");
+    });
+    const delivered = await waitFor("message delivered after resume", async () => {
+      const messages = (await drainInbox(victim, `t1-w${victim.id.slice(1)}`)).filter((m) => m.id === "while-isolated");
+      return messages.length > 0 ? messages : undefined;
+    });
+    expect(delivered).toHaveLength(1);
+    void n1;
+    void n2;
+    void n3;
+  });
+
+  it("adds a node that joins through a member and removes a node, while messages flow", async () => {
+    cluster = await TestCluster.create(3);
+    await cluster.startAll();
+    const [n1, n2, n3] = cluster.nodes;
+    await register(n2, "a2");
+    await register(n3, "a3");
+    await waitFor("a2 routed on n1", async () => (await tryStatus(n1))?.agents.some((a: { id: string }) => a.id === "a2"));
+
+    const bus1 = n1.bus();
+    let i = 0;
+    let flowing = true;
+    const sentToA2: string[] = [];
+    const traffic = (async () => {
+      while (flowing) {
+        for (let k = 0; k < 20; k++) {
+          const id = `m-${i++}`;
+          bus1.sendSync("s1", "a2", { id, type: "test", payload: { i } });
+          sentToA2.push(id);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })();
+
+    // n4 joins through n2 (a follower or the leader: either forwards to the leader).
+    const n4 = await cluster.makeNode("n4");
+    cluster.nodes.push(n4);
+    await n4.start(["--join", n2.api]);
+    await cluster.waitReady([n4]);
+    await waitFor("n4 is a member everywhere", async () => {
+      for (const node of [n1, n2, n3]) {
+        const s = await tryStatus(node);
+        if (!s?.members.some((m: { id: string; apiUrl: string }) => m.id === "n4" && m.apiUrl === n4.api)) return false;
+      }
+      return true;
+    });
+    await register(n4, "a4");
+    await waitFor("a4 routed on n1", async () => (await tryStatus(n1))?.agents.some((a: { id: string }) => a.id === "a4"));
+    bus1.sendSync("s1", "a4", { id: "to-n4", type: "test", payload: { i: 0 } });
+    const atN4 = await waitFor("message to the joined node", async () => {
+      const got = await drainInbox(n4, "a4");
+      return got.length > 0 ? got : undefined;
+    });
+    expect(atN4.map((m) => m.id)).toEqual(["to-n4"]);
+
+    // n3 leaves (removed through n1's API) while traffic goes on.
+    const removed = await api(n1.api, "DELETE", "/v1/members/n3");
+    expect(removed.status, JSON.stringify(removed.json)).toBe(200);
+    await waitFor("n3 removed everywhere", async () => {
+      for (const node of [n1, n2, n4]) {
+        const s = await tryStatus(node);
+        if (!s || s.members.some((m: { id: string }) => m.id === "n3")) return false;
+      }
+      return true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    flowing = false;
+    await traffic;
+    bus1.close();
+
+    const got: string[] = [];
+    await waitFor(
+      "all traffic to a2 delivered",
+      async () => {
+        got.push(...(await drainInbox(n2, "a2")).map((m) => m.id));
+        return got.length >= sentToA2.length;
+      },
+      20_000,
+    );
+    expect(new Set(got).size).toBe(got.length);
+    expect(got).toEqual(sentToA2);
+    const leaderStatus = await tryStatus(await cluster.leader([n1, n2, n4]));
+    expect(leaderStatus.members.map((m: { id: string }) => m.id)).toEqual(["n1", "n2", "n4"]);
+  });
+});
