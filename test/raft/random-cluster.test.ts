@@ -72,6 +72,10 @@ function runSeed(seed: number, steps: number): void {
   /** The agreed history: index → "term:value" of every entry any node applied. */
   const history = new Map<number, string>();
   let proposals = 0;
+  /** Reads in flight: the highest index any node had applied when the read was requested. A
+   *  linearizable read must be served at an index at least that high. */
+  const readFloor = new Map<string, number>();
+  const maxApplied = () => Math.max(...[...nodes.values()].map((x) => x.appliedIndex));
   let faultsOn = true;
 
   const check = (condition: boolean, message: string) => {
@@ -118,6 +122,13 @@ function runSeed(seed: number, steps: number): void {
         }
         n.appliedIndex = e.index;
       }
+      for (const rs of rd.readStates) {
+        const ctx = decoder.decode(rs.requestContext);
+        const floor = readFloor.get(ctx);
+        check(floor !== undefined, `${n.id} got a read state for unknown context ${ctx}`);
+        check(rs.index >= floor!, `read ${ctx} at index ${rs.index} misses writes applied up to ${floor}`);
+        // Kept: a duplicated request or response may deliver the same read again (still safe).
+      }
       n.node.advance();
       const s = n.node.status();
       if (s.role === "leader") {
@@ -160,14 +171,14 @@ function runSeed(seed: number, steps: number): void {
       } catch (error) {
         if (!isCfnError(error)) throw error;
       }
-    } else if (action < 0.68 && faultsOn) {
+    } else if (action < 0.69 && faultsOn) {
       // partition one node away, or heal
       if (cut.size > 0) cut.clear();
       else {
         const a = pick(founders);
         for (const b of nodes.keys()) if (b !== a) cut.add(`${a}->${b}`).add(`${b}->${a}`);
       }
-    } else if (action < 0.7 && faultsOn) {
+    } else if (action < 0.71 && faultsOn) {
       // crash and restart a node (loses volatile state, keeps storage and applied state)
       const n = pick([...nodes.values()]);
       n.up = false;
@@ -220,9 +231,10 @@ function runSeed(seed: number, steps: number): void {
     } else if (action < 0.77) {
       const l = leader();
       if (l) l.node.transferLeader(pick(founders));
-    } else if (action < 0.79) {
+    } else if (action < 0.85) {
       const n = pick(live);
       try {
+        readFloor.set(`r${step}`, maxApplied());
         n.node.readIndex(encoder.encode(`r${step}`));
       } catch (error) {
         if (!isCfnError(error)) throw error;
