@@ -38,6 +38,8 @@ export interface LocalClusterOptions {
   nodeArgs?: string[];
   /** Log level of the nodes (their stderr goes to <baseDir>/<id>.log). Default "info". */
   logLevel?: string;
+  /** Flags for the node processes' `node` itself, e.g. ["--cpu-prof"]. */
+  execArgv?: string[];
   /** Compiled node entry; default <repo>/dist/cluster/kv-node.js. */
   entry?: string;
   /** How long start() and restart() wait for a node to serve. Default 15,000 ms. */
@@ -222,6 +224,7 @@ export class LocalCluster {
     const peers = this.nodes.map((n) => `${n.id}=${LOOPBACK}:${n.peerPort}`).join(",");
     const clients = this.nodes.map((n) => `${n.id}=${LOOPBACK}:${n.clientPort}`).join(",");
     const args = [
+      ...(this.options.execArgv ?? []),
       this.entry,
       "--id", node.id,
       "--peers", peers,
@@ -239,6 +242,7 @@ export class LocalCluster {
     const child = spawn(process.execPath, args, {
       env: { ...process.env, CFN_CLUSTER_TOKEN: this.clusterToken },
       stdio: ["ignore", "pipe", "pipe"],
+      cwd: this.baseDir,
     });
     node.process = child;
     live.add(child);

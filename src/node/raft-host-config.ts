@@ -16,10 +16,11 @@ export interface RaftHostConfig {
   /** Ticks between leader heartbeats; must be < electionTimeoutTicks. Default 2 (20 ms). */
   heartbeatTicks: number;
   /** Take a state-machine snapshot and compact the log every this many applied entries.
-   *  Default 10,000. */
+   *  Default 50,000 (a snapshot costs time proportional to the state, so rarer is cheaper per
+   *  entry; restart replays at most this many entries). */
   snapshotEntriesInterval: number;
   /** Entries kept in memory behind a snapshot so slow followers catch up from the log instead
-   *  of a snapshot. Must be < snapshotEntriesInterval. Default 1,000. */
+   *  of a snapshot. Must be < snapshotEntriesInterval. Default 5,000. */
   compactionLagEntries: number;
   /** A proposal not applied within this time fails with CFN_ERR_TIMEOUT (its outcome is then
    *  unknown: it may still apply). Default 5,000 ms. */
@@ -41,8 +42,8 @@ export const DEFAULT_RAFT_HOST_CONFIG: Omit<RaftHostConfig, "id"> = {
   tickIntervalMs: 10,
   electionTimeoutTicks: 15,
   heartbeatTicks: 2,
-  snapshotEntriesInterval: 10_000,
-  compactionLagEntries: 1_000,
+  snapshotEntriesInterval: 50_000,
+  compactionLagEntries: 5_000,
   proposalTimeoutMs: 5_000,
   readTimeoutMs: 5_000,
   pendingProposalsMax: 50_000,

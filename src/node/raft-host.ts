@@ -30,10 +30,12 @@ import {
   type RaftStatus,
   RawNode,
   type Message,
+  MessageType,
   type Ready,
   type Snapshot,
   type StateRole,
   decodeConfChange,
+  makeMessage,
 } from "../raft/index.js";
 import type { StateMachine } from "../statemachine/types.js";
 import type { LoadedLog, LogStore } from "../storage/log-store.js";
@@ -148,6 +150,9 @@ export class RaftHost<Result> {
   /** Reads whose read index is known, waiting for `applied` to reach it. */
   private readyReads: { index: number; ids: number[] }[] = [];
   private confChanges: PendingConfChange[] = [];
+  /** Proposals of this event-loop turn, stepped into the core as one batch (see flushProposals). */
+  private proposalQueue: Entry[] = [];
+  private proposalQueueSequences: number[] = [];
 
   private tickTimer: NodeJS.Timeout | undefined;
   private readyScheduled = false;
@@ -159,6 +164,8 @@ export class RaftHost<Result> {
   private applied = 0;
   private readonly leaderListeners = new Set<(change: LeaderChange) => void>();
   private readonly fatalListeners = new Set<(error: unknown) => void>();
+  /** Log every Ready at debug level (CFN_RAFT_TRACE=1): batch sizes and save times. */
+  private readonly traceReady = process.env.CFN_RAFT_TRACE === "1";
 
   constructor(options: RaftHostOptions<Result>) {
     this.config = resolveRaftHostConfig(options.config);
@@ -281,12 +288,8 @@ export class RaftHost<Result> {
       );
     }
     const sequence = this.nextSequence++;
-    try {
-      this.node.propose(encodeEnvelope(this.incarnation, sequence, command));
-    } catch (error) {
-      this.hostMetrics.proposals.inc({ outcome: "dropped" });
-      return Promise.reject(error);
-    }
+    this.proposalQueue.push({ term: 0, index: 0, type: EntryType.Normal, data: encodeEnvelope(this.incarnation, sequence, command) });
+    this.proposalQueueSequences.push(sequence);
     const now = performance.now();
     const promise = new Promise<Result | undefined>((resolve, reject) => {
       this.proposals.set(sequence, { resolve, reject, startedMs: now, deadlineMs: now + this.config.proposalTimeoutMs });
@@ -502,6 +505,7 @@ export class RaftHost<Result> {
     try {
       for (;;) {
         if (this.state !== "running" && this.state !== "stopping") return;
+        this.flushProposals();
         this.issueReadIndex();
         if (!this.node.hasReady()) return;
         const rd = this.node.ready();
@@ -528,6 +532,7 @@ export class RaftHost<Result> {
     // commit index is recovered from the leader after a restart, and skipping the write saves
     // an fsync on the leader's critical path between a quorum's acks and the apply. The next
     // synced save carries the latest hard state anyway.
+    const readyStartedMs = performance.now();
     if (rd.mustSync) {
       const startedMs = performance.now();
       await this.store.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot });
@@ -552,6 +557,14 @@ export class RaftHost<Result> {
       this.hostMetrics.commitIndex.set(rd.hardState.commit);
     }
     if (!sendBeforeSave && rd.messages.length > 0) this.transport.send(encodeForWire(rd.messages));
+    if (this.traceReady) {
+      this.logger.debug("ready", {
+        entries: rd.entries.length,
+        committed: rd.committedEntries.length,
+        messages: rd.messages.length,
+        saveMs: Math.round((performance.now() - readyStartedMs) * 10) / 10,
+      });
+    }
     if (rd.committedEntries.length > 0) this.applyEntries(rd.committedEntries);
     for (const readState of rd.readStates) this.onReadState(readState.index, readState.requestContext);
     this.serveReadyReads();
@@ -648,6 +661,42 @@ export class RaftHost<Result> {
         if (isCfnError(error, "CFN_ERR_COMPACTED")) return; // a newer snapshot arrived meanwhile
         this.failFatally(error);
       });
+  }
+
+  /**
+   * Steps the queued proposals into the core as ONE Propose message: one append, one
+   * replication message per follower and one ack per follower for the whole batch, instead of
+   * one each per proposal (RawNode.propose takes a single entry). The core takes a batch
+   * all-or-nothing; as step() does not throw for a dropped proposal, the log's last index tells.
+   */
+  private flushProposals(): void {
+    if (this.proposalQueue.length === 0) return;
+    const entries = this.proposalQueue;
+    const sequences = this.proposalQueueSequences;
+    this.proposalQueue = [];
+    this.proposalQueueSequences = [];
+    let failure: CfnError | undefined;
+    if (this.role !== "leader") {
+      failure = this.notLeaderError();
+    } else {
+      const before = this.node.status().lastIndex;
+      this.node.step(makeMessage({ type: MessageType.Propose, from: this.id, to: this.id, entries }));
+      const appended = this.node.status().lastIndex - before;
+      if (appended !== entries.length) {
+        assert(appended === 0, `raft host: a batch of ${entries.length} proposals was appended partly (${appended})`);
+        failure = new CfnError("CFN_ERR_PROPOSAL_DROPPED", "proposals dropped: leadership transfer under way, or uncommittedEntriesBytesMax reached");
+      }
+    }
+    if (!failure) return;
+    const outcome = failure.code === "CFN_ERR_NOT_LEADER" ? "not_leader" : "dropped";
+    for (const sequence of sequences) {
+      const pending = this.proposals.get(sequence);
+      if (!pending) continue;
+      this.proposals.delete(sequence);
+      this.hostMetrics.proposals.inc({ outcome });
+      pending.reject(failure);
+    }
+    this.hostMetrics.pendingProposals.set(this.proposals.size);
   }
 
   // ---- reads --------------------------------------------------------------------------------------
