@@ -127,8 +127,16 @@ send_message() {
 
 # dead_letter SOURCE_PATH FILE_NAME CAUSE REASON DELIVERIES
 dead_letter() {
-  printf '{"cause":"%s","reason":"%s","deliveries":%d,"agent":"%s","pid":%d}\n' "$3" "$4" "$5" "$AGENT" $$ >"$MY_DIR/dead/$2.reason"
-  mv "$1" "$MY_DIR/dead/$2" 2>/dev/null || rm -f "$MY_DIR/dead/$2.reason"
+  local dead_name=$2 reason_tmp
+  next_unique
+  reason_tmp="$MY_DIR/tmp/.reason.$UNIQUE"
+  printf '{"cause":"%s","reason":"%s","deliveries":%d,"agent":"%s","pid":%d}\n' "$3" "$4" "$5" "$AGENT" $$ >"$reason_tmp"
+  [[ -e $MY_DIR/dead/$dead_name ]] && dead_name="$2.$UNIQUE"
+  if mv "$1" "$MY_DIR/dead/$dead_name" 2>/dev/null; then
+    mv "$reason_tmp" "$MY_DIR/dead/$dead_name.reason"
+  else
+    rm -f "$reason_tmp"
+  fi
 }
 
 # handle_message LINE1 LINE2 LINE3: one envelope (its three lines); sets STOP on "stop".

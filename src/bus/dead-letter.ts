@@ -1,7 +1,7 @@
-// Moving a file to dead-letter: the reason goes into <file>.reason (JSON) first, then the file is
-// renamed into dead/ untouched, so a person can see what arrived and why it was refused.
+// Moving a file to dead-letter: the file is renamed into dead/ untouched and its reason lands next
+// to it as <file>.reason (JSON), so a person can see what arrived and why it was refused.
 
-import { renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
@@ -20,7 +20,10 @@ export interface DeadLetterContext {
 
 /**
  * Moves `sourcePath` to dead/<fileName> with a reason file. Returns false when the source vanished
- * (another consumer moved it first), in which case nothing is left behind.
+ * (another consumer moved it first), in which case nothing is left behind. The reason is written
+ * into tmp/ first and renamed in after the file, so a vanished source never clobbers the reason of
+ * an earlier dead letter; a name already present in dead/ (a foreign file seen twice) gets a
+ * unique suffix instead of replacing it.
  */
 export function moveToDeadLetter(
   context: DeadLetterContext,
@@ -29,20 +32,24 @@ export function moveToDeadLetter(
   cause: DeadLetterCause,
   reason: string,
   deliveries: number,
+  unique: string,
 ): boolean {
   const { paths } = context;
-  const reasonPath = join(paths.dead, `${fileName}.reason`);
   const record = { cause, reason, deliveries, agent: paths.agentId, at: new Date().toISOString(), pid: process.pid };
-  writeFileSync(reasonPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
+  const reasonTmpPath = join(paths.tmp, `.reason.${unique}`);
+  writeFileSync(reasonTmpPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
+  let deadName = fileName;
+  if (existsSync(join(paths.dead, deadName))) deadName = `${fileName}.${unique}`;
   try {
-    renameSync(sourcePath, join(paths.dead, fileName));
+    renameSync(sourcePath, join(paths.dead, deadName));
   } catch (error) {
-    unlinkSync(reasonPath);
+    unlinkSync(reasonTmpPath);
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw error;
   }
+  renameSync(reasonTmpPath, join(paths.dead, `${deadName}.reason`));
   context.busMetrics.deadLetters.inc({ reason: cause });
   context.metrics.emit("cfn_bus_dead_letters_total", 1, { agent: paths.agentId, reason: cause });
-  context.logger.warn("message moved to dead-letter", { agent: paths.agentId, file: fileName, cause, reason });
+  context.logger.warn("message moved to dead-letter", { agent: paths.agentId, file: deadName, cause, reason });
   return true;
 }

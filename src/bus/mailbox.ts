@@ -16,6 +16,7 @@ import {
   readSync,
   renameSync,
   rmSync,
+  statSync,
   unlinkSync,
   utimesSync,
   watch,
@@ -31,7 +32,7 @@ import { moveToDeadLetter, type DeadLetterCause, type DeadLetterContext } from "
 import { decodeFile, encodeBatchFile, encodeMessageFile, type Envelope } from "./envelope.js";
 import { FILE_MODE, type AgentPaths } from "./layout.js";
 import {
-  formatClaimedName,
+  claimedNameOf,
   formatQueuedName,
   parseClaimedName,
   parseQueuedName,
@@ -84,6 +85,12 @@ interface Claim {
   done: boolean;
 }
 
+/** Names remembered from fs.watch between scans; past this the next receive rescans instead. */
+const ARRIVALS_MAX = 64;
+
+/** Age after which a temp file whose writer cannot be told from its name is removed. */
+const STALE_TEMP_AGE_MS = 60_000;
+
 const UNSETTLED = 0;
 const ACKED = 1;
 const REQUEUED = 2;
@@ -104,6 +111,9 @@ export class Mailbox {
   private queueIndex = 0;
   /** Set by fs.watch: something changed in the inbox since the last scan. */
   private inboxChanged = true;
+  /** Names fs.watch reported since the last scan (the idle fast path), unless there were too many. */
+  private arrivals: string[] = [];
+  private arrivalsOverflowed = false;
   /** Messages of claimed batch files not yet handed out. */
   private readonly ready: Delivery[] = [];
   /** Claims with unsettled messages, by claimed path. */
@@ -158,7 +168,11 @@ export class Mailbox {
     const out: Delivery[] = [];
     this.maybeSweep();
     let rescanned = false;
-    if (this.inboxChanged && this.ready.length < max && this.rescanAffordable()) {
+    if (this.ready.length === 0 && this.queueIndex >= this.queue.length && this.maybeClaimArrivals()) {
+      // Idle fast path: claimed what fs.watch named, no readdir on the wake-up path. The inbox
+      // stays marked changed, so the next call rescans and finds anything inotify did not name.
+      rescanned = true;
+    } else if (this.inboxChanged && this.ready.length < max && this.rescanAffordable()) {
       this.scanInbox();
       rescanned = true;
     }
@@ -276,9 +290,31 @@ export class Mailbox {
     return performance.now() - this.lastScanEndMs >= this.lastScanCostMs * 10;
   }
 
+  /**
+   * When the receiver was idle (its scanned list is used up), the names fs.watch reported since
+   * are all that can have arrived — unless inotify overflowed, which the next rescan covers.
+   * Claims them in name order. Returns false when there is nothing to try.
+   */
+  private maybeClaimArrivals(): boolean {
+    if (this.arrivals.length === 0 || this.arrivalsOverflowed) return false;
+    const names = this.arrivals.sort();
+    this.arrivals = [];
+    for (const name of names) {
+      const before = this.ready.length;
+      if (name.startsWith(".") && name.length <= 2) continue;
+      this.claimFileIfPresent(name);
+      if (this.ready.length > before && this.ready.length >= 64) break;
+    }
+    this.queue = [];
+    this.queueIndex = 0;
+    return true;
+  }
+
   private scanInbox(): void {
     const startMs = performance.now();
     this.inboxChanged = false;
+    this.arrivals = [];
+    this.arrivalsOverflowed = false;
     let names: string[];
     try {
       names = readdirSync(this.paths.inbox);
@@ -294,26 +330,35 @@ export class Mailbox {
     this.lastScanCostMs = this.lastScanEndMs - startMs;
   }
 
+  /** claimFile for a name fs.watch reported: it may already be gone (claimed by us or another). */
+  private claimFileIfPresent(fileName: string): void {
+    this.claimFile(fileName);
+  }
+
   /** Claims one inbox file by rename; pushes its messages to `ready`. Losing the race is normal. */
   private claimFile(fileName: string): void {
     const inboxPath = `${this.paths.inbox}/${fileName}`;
     const queued = parseQueuedName(fileName);
     if (!queued) {
-      moveToDeadLetter(this.deadLetterContext, inboxPath, fileName, "foreign", "file name does not follow the protocol", 0);
+      moveToDeadLetter(this.deadLetterContext, inboxPath, fileName, "foreign", "file name does not follow the protocol", 0, this.bus.uniqueNames.next());
       return;
     }
     const config = this.bus.config;
     if (queued.deliveries >= config.deliveriesMax) {
-      moveToDeadLetter(this.deadLetterContext, inboxPath, fileName, "deliveries_exhausted", `already delivered ${queued.deliveries} times`, queued.deliveries);
+      moveToDeadLetter(this.deadLetterContext, inboxPath, fileName, "deliveries_exhausted", `already delivered ${queued.deliveries} times`, queued.deliveries, this.bus.uniqueNames.next());
       return;
     }
+    const deadlineMs = Date.now() + config.visibilityTimeoutMs;
     const name: ClaimedName = {
-      ...queued,
+      priority: queued.priority,
+      arrivalUs: queued.arrivalUs,
+      count: queued.count,
+      unique: queued.unique,
       deliveries: queued.deliveries + 1,
-      deadlineMs: Date.now() + config.visibilityTimeoutMs,
+      deadlineMs,
       pid: process.pid,
     };
-    const claimedName = formatClaimedName(name);
+    const claimedName = claimedNameOf(fileName, queued, deadlineMs, process.pid);
     const claimedPath = `${this.paths.claimed}/${claimedName}`;
     try {
       renameSync(inboxPath, claimedPath);
@@ -399,7 +444,7 @@ export class Mailbox {
   }
 
   private deadLetterClaim(path: string, fileName: string, cause: DeadLetterCause, reason: string, deliveries: number): void {
-    moveToDeadLetter(this.deadLetterContext, path, fileName, cause, reason, deliveries);
+    moveToDeadLetter(this.deadLetterContext, path, fileName, cause, reason, deliveries, this.bus.uniqueNames.next());
   }
 
   // ---- settling -------------------------------------------------------------------------------
@@ -512,14 +557,14 @@ export class Mailbox {
       if (this.claims.has(path)) continue;
       const name = parseClaimedName(fileName);
       if (!name) {
-        moveToDeadLetter(this.deadLetterContext, path, fileName, "foreign", "file name in claimed/ does not follow the protocol", 0);
+        moveToDeadLetter(this.deadLetterContext, path, fileName, "foreign", "file name in claimed/ does not follow the protocol", 0, this.bus.uniqueNames.next());
         continue;
       }
       const expired = name.deadlineMs <= now;
       const crashed = !expired && name.pid !== process.pid && !isProcessAlive(name.pid);
       if (!expired && !crashed) continue;
       if (name.deliveries >= this.bus.config.deliveriesMax) {
-        moveToDeadLetter(this.deadLetterContext, path, fileName, "deliveries_exhausted", `${expired ? "visibility timeout" : "consumer died"} after ${name.deliveries} deliveries`, name.deliveries);
+        moveToDeadLetter(this.deadLetterContext, path, fileName, "deliveries_exhausted", `${expired ? "visibility timeout" : "consumer died"} after ${name.deliveries} deliveries`, name.deliveries, this.bus.uniqueNames.next());
         continue;
       }
       try {
@@ -540,11 +585,17 @@ export class Mailbox {
     } catch {
       return;
     }
+    const now = Date.now();
     for (const fileName of names) {
+      const path = join(this.paths.tmp, fileName);
       const pid = pidOfTemp(fileName);
-      if (pid !== undefined && (pid === process.pid || isProcessAlive(pid))) continue;
       try {
-        unlinkSync(join(this.paths.tmp, fileName));
+        if (pid !== undefined) {
+          if (pid === process.pid || isProcessAlive(pid)) continue;
+        } else if (now - statSync(path).mtimeMs < STALE_TEMP_AGE_MS) {
+          continue; // a name we cannot attribute: only remove it once it is clearly abandoned
+        }
+        unlinkSync(path);
       } catch {}
     }
   }
@@ -575,8 +626,10 @@ export class Mailbox {
 
   private startWatch(): void {
     try {
-      this.watcher = watch(this.paths.inbox, { persistent: false }, () => {
+      this.watcher = watch(this.paths.inbox, { persistent: false }, (_event, fileName) => {
         this.inboxChanged = true;
+        if (typeof fileName === "string" && fileName.length > 0 && this.arrivals.length < ARRIVALS_MAX) this.arrivals.push(fileName);
+        else this.arrivalsOverflowed = true;
         const wake = this.wake;
         if (wake) wake();
       });
@@ -622,9 +675,11 @@ function moveToDeadLetterAfterWrite(context: DeadLetterContext, fileName: string
 
 /** The pid in a temp file's UNIQ field (<host>-<pid>-<random>-<counter>), when readable. */
 function pidOfTemp(fileName: string): number | undefined {
-  const queued = parseQueuedName(fileName);
-  if (!queued) return undefined;
-  const parts = queued.unique.split("-");
+  let unique: string | undefined;
+  if (fileName.startsWith(".reason.")) unique = fileName.slice(".reason.".length);
+  else unique = parseQueuedName(fileName)?.unique;
+  if (!unique) return undefined;
+  const parts = unique.split("-");
   if (parts.length < 4) return undefined;
   const pid = Number(parts[parts.length - 3]);
   return Number.isInteger(pid) && pid > 0 ? pid : undefined;

@@ -28,7 +28,6 @@ export interface ClaimedName extends QueuedName {
 }
 
 const UNIQUE_PATTERN = /^[A-Za-z0-9.-]{1,160}$/;
-const DIGITS = /^[0-9]+$/;
 
 export function isValidUnique(unique: string): boolean {
   return UNIQUE_PATTERN.test(unique);
@@ -47,43 +46,44 @@ export function formatClaimedName(name: ClaimedName): string {
   return `${namePrefix(name)}_${name.deliveries}_${name.deadlineMs}_${name.pid}.json`;
 }
 
-function parseFields(fileName: string, fieldCount: number): string[] | undefined {
-  if (!fileName.endsWith(".json")) return undefined;
-  const fields = fileName.slice(0, -5).split("_");
-  if (fields.length !== fieldCount) return undefined;
-  const [p, t, n, unique, d] = fields;
-  if (DIGIT_PRIORITY[p] === undefined || t.length !== 16 || !DIGITS.test(t)) return undefined;
-  if (!DIGITS.test(n) || n.length > 9 || Number(n) < 1 || !UNIQUE_PATTERN.test(unique)) return undefined;
-  if (!DIGITS.test(d) || d.length > 6) return undefined;
-  return fields;
-}
+const QUEUED_PATTERN = /^([012])_([0-9]{16})_([1-9][0-9]{0,8})_([A-Za-z0-9.-]{1,160})_([0-9]{1,6})\.json$/;
+const CLAIMED_PATTERN = /^([012])_([0-9]{16})_([1-9][0-9]{0,8})_([A-Za-z0-9.-]{1,160})_([0-9]{1,6})_([0-9]{1,16})_([0-9]{1,10})\.json$/;
 
 /** Parses an inbox file name; undefined for a foreign name. */
 export function parseQueuedName(fileName: string): QueuedName | undefined {
-  const fields = parseFields(fileName, 5);
+  const fields = QUEUED_PATTERN.exec(fileName);
   if (!fields) return undefined;
   return {
-    priority: DIGIT_PRIORITY[fields[0]],
-    arrivalUs: Number(fields[1]),
-    count: Number(fields[2]),
-    unique: fields[3],
-    deliveries: Number(fields[4]),
+    priority: DIGIT_PRIORITY[fields[1]],
+    arrivalUs: Number(fields[2]),
+    count: Number(fields[3]),
+    unique: fields[4],
+    deliveries: Number(fields[5]),
   };
 }
 
 /** Parses a claimed file name; undefined for a foreign name. */
 export function parseClaimedName(fileName: string): ClaimedName | undefined {
-  const fields = parseFields(fileName, 7);
-  if (!fields || !DIGITS.test(fields[5]) || !DIGITS.test(fields[6])) return undefined;
+  const fields = CLAIMED_PATTERN.exec(fileName);
+  if (!fields) return undefined;
   return {
-    priority: DIGIT_PRIORITY[fields[0]],
-    arrivalUs: Number(fields[1]),
-    count: Number(fields[2]),
-    unique: fields[3],
-    deliveries: Number(fields[4]),
-    deadlineMs: Number(fields[5]),
-    pid: Number(fields[6]),
+    priority: DIGIT_PRIORITY[fields[1]],
+    arrivalUs: Number(fields[2]),
+    count: Number(fields[3]),
+    unique: fields[4],
+    deliveries: Number(fields[5]),
+    deadlineMs: Number(fields[6]),
+    pid: Number(fields[7]),
   };
+}
+
+/**
+ * Name of the claim of a queued file (hot path of every receive): the queued name with the
+ * delivery count incremented and the deadline and pid appended, without re-formatting the rest.
+ */
+export function claimedNameOf(queuedFileName: string, queued: QueuedName, deadlineMs: number, pid: number): string {
+  const prefixLength = queuedFileName.length - 5 - String(queued.deliveries).length; // ".json" and D
+  return `${queuedFileName.slice(0, prefixLength)}${queued.deliveries + 1}_${deadlineMs}_${pid}.json`;
 }
 
 /**

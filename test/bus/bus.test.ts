@@ -294,6 +294,20 @@ describe("bad files in an inbox go to dead-letter; the receiver keeps serving", 
   });
 });
 
+it("a foreign name seen twice keeps both dead letters and both reasons", () => {
+  const bus = openTestBus(root);
+  const mailbox = mailboxOf(bus, "worker");
+  writeFileSync(join(mailbox.paths.inbox, "notes.txt"), "one");
+  mailbox.receiveNow(1);
+  writeFileSync(join(mailbox.paths.inbox, "notes.txt"), "two");
+  mailbox.receiveNow(1);
+  const dead = readdirSync(mailbox.paths.dead);
+  expect(dead).toHaveLength(4);
+  expect(dead.filter((name) => name.endsWith(".reason"))).toHaveLength(2);
+  expect(dead.filter((name) => !name.endsWith(".reason")).map((name) => readFileSync(join(mailbox.paths.dead, name), "utf8")).sort()).toEqual(["one", "two"]);
+  expect(readdirSync(mailbox.paths.tmp)).toEqual([]);
+});
+
 describe("redelivery and dead-letter", () => {
   it("nack redelivers, and deliveriesMax moves the message to dead-letter with the reason", () => {
     const bus = openTestBus(root, { deliveriesMax: 3 });

@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { isCfnError } from "../../src/errors.js";
 import { posixCksum, shardOf, validateAgentId } from "../../src/bus/index.js";
-import { countOfEntry, formatClaimedName, formatQueuedName, parseClaimedName, parseQueuedName } from "../../src/bus/names.js";
+import { claimedNameOf, countOfEntry, formatClaimedName, formatQueuedName, parseClaimedName, parseQueuedName } from "../../src/bus/names.js";
 import { decodeFile, encodeBatchFile, encodeMessageFile, type Envelope } from "../../src/bus/envelope.js";
 import { freshEstimate, fitsAfterCount, mustRecount, RECOUNT_MESSAGES_MAX } from "../../src/bus/backpressure.js";
 
@@ -83,6 +83,8 @@ describe("file names", () => {
         const claimed = { ...name, deadlineMs, pid };
         expect(parseClaimedName(formatClaimedName(claimed))).toEqual(claimed);
         expect(parseQueuedName(formatClaimedName(claimed))).toBeUndefined();
+        const next = { ...claimed, deliveries: name.deliveries + 1 };
+        expect(claimedNameOf(text, name, deadlineMs, pid)).toBe(formatClaimedName(next));
       }),
     );
   });
