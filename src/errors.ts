@@ -38,6 +38,9 @@ export const ERROR_CODES = {
   CFN_ERR_BAD_FRAME: "A peer sent a frame that does not decode to a valid message",
   CFN_ERR_AUTH: "A peer presented a wrong cluster token or an unknown node id",
   CFN_ERR_PEER_UNREACHABLE: "A peer could not be reached",
+
+  // coordination
+  CFN_ERR_TOPOLOGY_INVALID: "A topology (file, flags or CFN_TOPOLOGY) is malformed or outside its limits",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -4,6 +4,9 @@
 import { Command, CommanderError } from "commander";
 import { registerBusCommands } from "./bus-commands.js";
 import { registerConfigCommands } from "./config-commands.js";
+import { registerAgentCommands } from "./agent-commands.js";
+import { registerDemoCommand } from "./demo-command.js";
+import { registerSwarmCommands } from "./swarm-commands.js";
 import { EXIT, reportError } from "./output.js";
 
 export function buildProgram(): Command {
@@ -20,6 +23,9 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerConfigCommands(program);
+  registerDemoCommand(program);
+  registerAgentCommands(program);
+  registerSwarmCommands(program);
   registerBusCommands(program);
   return program;
 }

@@ -1,0 +1,663 @@
+/*
+ * lean-agent: a tiny worker speaking the cfn bus protocol (docs/PROTOCOL.md), one OS process per
+ * agent, for swarms of hundreds or thousands of agents on a small machine (a Node process costs
+ * 30–50 ms of CPU to start; this one costs well under a millisecond).
+ *
+ * What it does (docs/COORDINATION.md, "Agent runtimes"):
+ *   - opens its mailbox: <bus>/<shard>/<id>/{tmp,inbox,claimed,dead} and heartbeat (shard =
+ *     POSIX cksum(id) % shards, shards from <bus>/bus.conf);
+ *   - claims inbox files in byte order (priority, then arrival) by rename into claimed/ with the
+ *     visibility deadline and its pid in the name, reads single-message and batch files;
+ *   - answers `cfn.task` with `cfn.result` {"re":<task id>,"ok":true,"agent":<id>,"output":<input>}
+ *     (an echo worker: output = payload.input) and `cfn.direct` with `cfn.direct.reply`; acks
+ *     everything else; `cfn.agent.stop` drains and exits;
+ *   - acknowledges by unlinking the claim only after the reply was renamed into the sender's inbox;
+ *   - files it cannot parse, or delivered deliveriesMax times, go to dead/ with a .reason file;
+ *   - wakes up on a SIGUSR2 doorbell (optional hint a sender may ring after a send) or every
+ *     --rescan-ms (the safety net); refreshes its heartbeat every --heartbeat-ms;
+ *   - SIGTERM / SIGINT: drains what is queued, then exits 0 (graceful shutdown).
+ *
+ * Modes:
+ *   lean-agent run   --bus-dir D --id ID [options]
+ *   lean-agent group --bus-dir D [options] < ids      one supervisor forks one agent per line of
+ *       stdin, prints "<id> <pid>" per agent, reaps its children, forwards SIGTERM/SIGINT to them,
+ *       and exits when the last one has exited.
+ * Options: --ready-to AGENT (send cfn.agent.ready once the mailbox is open), --rescan-ms N (200),
+ *   --heartbeat-ms N (5000), --visibility-ms N (30000), --deliveries-max N (5), --work-ms N (0).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *bus_dir;
+static char self_id[160];
+static char self_dir[4096], inbox_dir[4200], claimed_dir[4200], tmp_dir[4200], dead_dir[4200], hb_path[4200];
+static int shards = 16;
+static long rescan_ms = 200, heartbeat_ms = 5000, visibility_ms = 30000, deliveries_max = 5, work_ms = 0;
+static const char *ready_to;
+static char uniq_prefix[128];
+static unsigned long uniq_counter;
+static unsigned long long last_arrival_us;
+static unsigned long seq;
+static int stopping;
+static sigset_t wait_set;
+
+/* ---- small helpers -------------------------------------------------------------------------- */
+
+static unsigned long long now_us(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (unsigned long long)tv.tv_sec * 1000000ULL + (unsigned long long)tv.tv_usec;
+}
+
+static unsigned long long next_arrival_us(void) {
+  unsigned long long now = now_us();
+  last_arrival_us = now > last_arrival_us ? now : last_arrival_us + 1;
+  return last_arrival_us;
+}
+
+static unsigned int crc_table[256];
+static void crc_init(void) {
+  for (unsigned int i = 0; i < 256; i++) {
+    unsigned int crc = i << 24;
+    for (int b = 0; b < 8; b++) crc = (crc & 0x80000000u) ? (crc << 1) ^ 0x04c11db7u : crc << 1;
+    crc_table[i] = crc;
+  }
+}
+/* POSIX cksum of the bytes of s (same as src/bus/cksum.ts). */
+static unsigned int posix_cksum(const char *s) {
+  unsigned int crc = 0;
+  size_t len = strlen(s);
+  for (size_t i = 0; i < len; i++) crc = (crc << 8) ^ crc_table[((crc >> 24) ^ (unsigned char)s[i]) & 0xff];
+  for (size_t l = len; l > 0; l >>= 8) crc = (crc << 8) ^ crc_table[((crc >> 24) ^ (l & 0xff)) & 0xff];
+  return ~crc;
+}
+
+static int valid_id(const char *s) {
+  size_t n = strlen(s);
+  if (n < 1 || n > 128 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) return 0;
+  }
+  return 1;
+}
+
+static void read_shards(void) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/bus.conf", bus_dir);
+  FILE *f = fopen(path, "r");
+  if (!f) return;
+  char line[256];
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, "shards=", 7) == 0) {
+      int n = atoi(line + 7);
+      if (n >= 1) shards = n;
+    }
+  }
+  fclose(f);
+}
+
+static void agent_dir(const char *id, char *out, size_t size) {
+  snprintf(out, size, "%s/%u/%s", bus_dir, posix_cksum(id) % (unsigned)shards, id);
+}
+
+static void mkdirs(const char *dir) {
+  char path[4300];
+  snprintf(path, sizeof path, "%s", dir);
+  for (char *p = path + 1; *p; p++) {
+    if (*p == '/') {
+      *p = 0;
+      mkdir(path, 0700);
+      *p = '/';
+    }
+  }
+  mkdir(path, 0700);
+}
+
+static void ensure_agent_dirs(const char *dir) {
+  static const char *subs[] = {"tmp", "inbox", "claimed", "dead"};
+  char path[4300];
+  for (int i = 0; i < 4; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
+    mkdirs(path);
+  }
+}
+
+static void next_unique(char *out, size_t size) {
+  uniq_counter++;
+  char b36[32];
+  int n = 0;
+  unsigned long v = uniq_counter;
+  do {
+    b36[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[v % 36];
+    v /= 36;
+  } while (v);
+  char rev[32];
+  for (int i = 0; i < n; i++) rev[i] = b36[n - 1 - i];
+  rev[n] = 0;
+  snprintf(out, size, "%s-%s", uniq_prefix, rev);
+}
+
+static int write_all(int fd, const char *buf, size_t len) {
+  while (len > 0) {
+    ssize_t w = write(fd, buf, len);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    buf += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+/* Writes `text` as a new message file into `to`'s inbox (tmp/ then rename). 0 on success. */
+static int deliver(const char *to, char prio_digit, const char *text, size_t len) {
+  char dir[4200], unique[200], name[300], tmp_path[4600], inbox_path[4600];
+  agent_dir(to, dir, sizeof dir);
+  next_unique(unique, sizeof unique);
+  snprintf(name, sizeof name, "%c_%016llu_1_%s_0.json", prio_digit, next_arrival_us(), unique);
+  for (int attempt = 0; attempt < 3; attempt++) {
+    snprintf(tmp_path, sizeof tmp_path, "%s/tmp/%s", dir, name);
+    snprintf(inbox_path, sizeof inbox_path, "%s/inbox/%s", dir, name);
+    int fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) {
+      if (errno == ENOENT) {
+        ensure_agent_dirs(dir);
+        continue;
+      }
+      return -1;
+    }
+    int bad = write_all(fd, text, len);
+    close(fd);
+    if (bad) {
+      unlink(tmp_path);
+      return -1;
+    }
+    if (rename(tmp_path, inbox_path) == 0) return 0;
+    unlink(tmp_path);
+    if (errno != ENOENT) return -1;
+    ensure_agent_dirs(dir);
+  }
+  return -1;
+}
+
+/* ---- minimal JSON scanning (enough to walk an envelope; values are copied raw) -------------- */
+
+static const char *skip_ws(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+  return p;
+}
+
+static const char *skip_string(const char *p, const char *end) {
+  if (p >= end || *p != '"') return NULL;
+  for (p++; p < end; p++) {
+    if (*p == '\\') {
+      p++;
+      continue;
+    }
+    if (*p == '"') return p + 1;
+  }
+  return NULL;
+}
+
+static const char *skip_value(const char *p, const char *end) {
+  p = skip_ws(p, end);
+  if (p >= end) return NULL;
+  if (*p == '"') return skip_string(p, end);
+  if (*p == '{' || *p == '[') {
+    int depth = 0;
+    for (; p < end; p++) {
+      if (*p == '"') {
+        p = skip_string(p, end);
+        if (!p) return NULL;
+        p--;
+        continue;
+      }
+      if (*p == '{' || *p == '[') depth++;
+      else if (*p == '}' || *p == ']') {
+        depth--;
+        if (depth == 0) return p + 1;
+      }
+    }
+    return NULL;
+  }
+  while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') p++;
+  return p;
+}
+
+/* Finds member `key` of the object at p; sets [*vs, *ve) to its raw value. 1 when found. */
+static int obj_get(const char *p, const char *end, const char *key, const char **vs, const char **ve) {
+  p = skip_ws(p, end);
+  if (p >= end || *p != '{') return 0;
+  p++;
+  size_t klen = strlen(key);
+  for (;;) {
+    p = skip_ws(p, end);
+    if (p >= end || *p == '}') return 0;
+    const char *ks = p;
+    const char *ke = skip_string(p, end);
+    if (!ke) return 0;
+    p = skip_ws(ke, end);
+    if (p >= end || *p != ':') return 0;
+    p = skip_ws(p + 1, end);
+    const char *ve_ = skip_value(p, end);
+    if (!ve_) return 0;
+    if ((size_t)(ke - ks - 2) == klen && memcmp(ks + 1, key, klen) == 0) {
+      *vs = p;
+      *ve = ve_;
+      return 1;
+    }
+    p = skip_ws(ve_, end);
+    if (p < end && *p == ',') p++;
+  }
+}
+
+/* Copies a JSON string member without escapes into out (ids, types are validated escape-free). */
+static int obj_get_plain_string(const char *p, const char *end, const char *key, char *out, size_t size) {
+  const char *vs, *ve;
+  if (!obj_get(p, end, key, &vs, &ve)) return 0;
+  if (*vs != '"' || ve - vs < 2) return 0;
+  size_t n = (size_t)(ve - vs - 2);
+  if (n + 1 > size || memchr(vs + 1, '\\', n)) return 0;
+  memcpy(out, vs + 1, n);
+  out[n] = 0;
+  return 1;
+}
+
+/* ---- handling ------------------------------------------------------------------------------- */
+
+static char *out_buf;
+static size_t out_cap;
+
+static void out_reserve(size_t need) {
+  if (need <= out_cap) return;
+  out_cap = need * 2;
+  out_buf = realloc(out_buf, out_cap);
+  if (!out_buf) {
+    perror("lean-agent: out of memory");
+    exit(1);
+  }
+}
+
+/* Handles one envelope; returns 0 when it may be acked, -1 to leave the claim (redelivery). */
+static int handle_envelope(const char *p, const char *end) {
+  char id[160], from[160], type[160], prio[16];
+  if (!obj_get_plain_string(p, end, "id", id, sizeof id) || !obj_get_plain_string(p, end, "from", from, sizeof from) ||
+      !obj_get_plain_string(p, end, "type", type, sizeof type))
+    return 1; /* malformed: dead-letter */
+  if (!obj_get_plain_string(p, end, "priority", prio, sizeof prio)) strcpy(prio, "normal");
+  if (!valid_id(from)) return 1;
+  const char *reply_type;
+  if (strcmp(type, "cfn.task") == 0) reply_type = "cfn.result";
+  else if (strcmp(type, "cfn.direct") == 0) reply_type = "cfn.direct.reply";
+  else {
+    if (strcmp(type, "cfn.agent.stop") == 0) stopping = 1;
+    return 0;
+  }
+  const char *hs = "{}", *he = hs + 2;
+  if (!obj_get(p, end, "headers", &hs, &he)) {
+    hs = "{}";
+    he = hs + 2;
+  }
+  const char *ps = "null", *pe = ps + 4, *is, *ie;
+  if (obj_get(p, end, "payload", &ps, &pe) && obj_get(ps, pe, "input", &is, &ie)) {
+    ps = is;
+    pe = ie;
+  } else if (!obj_get(p, end, "payload", &ps, &pe)) {
+    ps = "null";
+    pe = ps + 4;
+  }
+  if (work_ms > 0) {
+    struct timespec ts = {work_ms / 1000, (work_ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+  }
+  char reply_id[200];
+  next_unique(reply_id, sizeof reply_id);
+  for (char *c = reply_id; *c; c++)
+    if (*c == '_') *c = '-';
+  char digit = prio[0] == 'h' ? '0' : prio[0] == 'l' ? '2' : '1';
+  size_t need = (size_t)(he - hs) + (size_t)(pe - ps) + 1024;
+  out_reserve(need);
+  int n = snprintf(out_buf, out_cap,
+                   "{\"v\":1,\"id\":\"%s\",\"from\":\"%s\",\"to\":\"%s\",\"type\":\"%s\",\"priority\":\"%s\",\"seq\":%lu,\"ts\":%llu,\n"
+                   "\"headers\":%.*s,\n\"payload\":{\"re\":\"%s\",\"ok\":true,\"agent\":\"%s\",\"output\":%.*s}}\n",
+                   reply_id, self_id, from, reply_type, prio, ++seq, now_us(), (int)(he - hs), hs, id, self_id, (int)(pe - ps), ps);
+  if (n < 0 || (size_t)n >= out_cap) return -1;
+  return deliver(from, digit, out_buf, (size_t)n) == 0 ? 0 : -1;
+}
+
+static void dead_letter(const char *claimed_path, const char *file_name, const char *cause, const char *reason, long deliveries) {
+  char reason_path[4600], dead_path[4600], text[1024];
+  snprintf(reason_path, sizeof reason_path, "%s/%s.reason", dead_dir, file_name);
+  snprintf(dead_path, sizeof dead_path, "%s/%s", dead_dir, file_name);
+  int n = snprintf(text, sizeof text, "{\"cause\":\"%s\",\"reason\":\"%s\",\"deliveries\":%ld,\"agent\":\"%s\",\"pid\":%d}\n", cause, reason,
+                   deliveries, self_id, (int)getpid());
+  int fd = open(reason_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd >= 0) {
+    write_all(fd, text, (size_t)n);
+    close(fd);
+  }
+  if (rename(claimed_path, dead_path) != 0) unlink(reason_path);
+}
+
+static char *read_file(const char *path, size_t *len) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return NULL;
+  }
+  char *buf = malloc((size_t)st.st_size + 1);
+  size_t got = 0;
+  while (buf && got < (size_t)st.st_size) {
+    ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  close(fd);
+  if (buf) buf[got] = 0;
+  *len = got;
+  return buf;
+}
+
+/* Claims and handles one inbox file. */
+static void process_file(const char *name) {
+  size_t nlen = strlen(name);
+  if (nlen < 6 || strcmp(name + nlen - 5, ".json") != 0) return;
+  /* P_T_N_UNIQ_D.json: the prefix up to the last '_' is kept, D is bumped. */
+  const char *last = strrchr(name, '_');
+  char inbox_path[4600], claimed_path[4800], claimed_name[600];
+  snprintf(inbox_path, sizeof inbox_path, "%s/%s", inbox_dir, name);
+  if (!last || last == name || name[1] != '_') {
+    dead_letter(inbox_path, name, "foreign", "file name does not follow the protocol", 0);
+    return;
+  }
+  long deliveries = strtol(last + 1, NULL, 10);
+  if (deliveries >= deliveries_max) {
+    dead_letter(inbox_path, name, "deliveries_exhausted", "delivered deliveriesMax times", deliveries);
+    return;
+  }
+  unsigned long long deadline = now_us() / 1000 + (unsigned long long)visibility_ms;
+  snprintf(claimed_name, sizeof claimed_name, "%.*s_%ld_%llu_%d.json", (int)(last - name), name, deliveries + 1, deadline, (int)getpid());
+  snprintf(claimed_path, sizeof claimed_path, "%s/%s", claimed_dir, claimed_name);
+  if (rename(inbox_path, claimed_path) != 0) return; /* another consumer won */
+  size_t len;
+  char *text = read_file(claimed_path, &len);
+  if (!text) return;
+  const char *end = text + len, *vs, *ve;
+  int result = 0;
+  if (obj_get(text, end, "batch", &vs, &ve) && *vs == '[') {
+    const char *p = vs + 1;
+    for (;;) {
+      p = skip_ws(p, ve);
+      if (p >= ve || *p == ']') break;
+      const char *e = skip_value(p, ve);
+      if (!e) {
+        result = 1;
+        break;
+      }
+      int r = handle_envelope(p, e);
+      if (r != 0) result = r;
+      p = skip_ws(e, ve);
+      if (p < ve && *p == ',') p++;
+    }
+  } else {
+    result = handle_envelope(text, end);
+  }
+  free(text);
+  if (result == 0) unlink(claimed_path);
+  else if (result > 0) dead_letter(claimed_path, claimed_name, "malformed", "lean-agent cannot read this envelope", deliveries + 1);
+  else {
+    /* Reply failed: hand the file back (the delivery counts) so it is retried. */
+    char back[4600];
+    snprintf(back, sizeof back, "%s/%.*s_%ld.json", inbox_dir, (int)(last - name), name, deliveries + 1);
+    rename(claimed_path, back);
+  }
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* One scan of the inbox; returns the number of files seen. */
+static int scan_once(void) {
+  DIR *d = opendir(inbox_dir);
+  if (!d) {
+    ensure_agent_dirs(self_dir);
+    return 0;
+  }
+  char **names = NULL;
+  size_t count = 0, cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    if (count == cap) {
+      cap = cap ? cap * 2 : 16;
+      names = realloc(names, cap * sizeof *names);
+    }
+    names[count++] = strdup(e->d_name);
+  }
+  closedir(d);
+  qsort(names, count, sizeof *names, cmp_names);
+  for (size_t i = 0; i < count; i++) {
+    process_file(names[i]);
+    free(names[i]);
+  }
+  free(names);
+  return (int)count;
+}
+
+static void heartbeat(void) {
+  if (utimensat(AT_FDCWD, hb_path, NULL, 0) != 0) {
+    int fd = open(hb_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd >= 0) {
+      char text[32];
+      int n = snprintf(text, sizeof text, "%d\n", (int)getpid());
+      write_all(fd, text, (size_t)n);
+      close(fd);
+    }
+  }
+}
+
+/* Returns claims of dead consumers and expired claims to the inbox (crashed-consumer recovery). */
+static void recover_claims(void) {
+  DIR *d = opendir(claimed_dir);
+  if (!d) return;
+  struct dirent *e;
+  unsigned long long now_ms = now_us() / 1000;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    /* ..._D_DEADLINE_PID.json */
+    char name[600];
+    snprintf(name, sizeof name, "%s", e->d_name);
+    size_t n = strlen(name);
+    if (n < 6 || strcmp(name + n - 5, ".json") != 0) continue;
+    name[n - 5] = 0;
+    char *pid_s = strrchr(name, '_');
+    if (!pid_s) continue;
+    *pid_s++ = 0;
+    char *deadline_s = strrchr(name, '_');
+    if (!deadline_s) continue;
+    *deadline_s++ = 0;
+    int pid = atoi(pid_s);
+    unsigned long long deadline = strtoull(deadline_s, NULL, 10);
+    int alive = pid == getpid() || kill(pid, 0) == 0 || errno == EPERM;
+    if (deadline > now_ms && alive) continue;
+    char from[4600], to[4600];
+    snprintf(from, sizeof from, "%s/%s", claimed_dir, e->d_name);
+    snprintf(to, sizeof to, "%s/%s.json", inbox_dir, name);
+    rename(from, to);
+  }
+  closedir(d);
+}
+
+static int send_ready(void) {
+  char text[1024], reply_id[200];
+  next_unique(reply_id, sizeof reply_id);
+  int n = snprintf(text, sizeof text,
+                   "{\"v\":1,\"id\":\"%s\",\"from\":\"%s\",\"to\":\"%s\",\"type\":\"cfn.agent.ready\",\"priority\":\"high\",\"seq\":%lu,\"ts\":%llu,\n"
+                   "\"headers\":{},\n\"payload\":{\"agent\":\"%s\",\"pid\":%d,\"runtime\":\"lean-c\"}}\n",
+                   reply_id, self_id, ready_to, ++seq, now_us(), self_id, (int)getpid());
+  return deliver(ready_to, '0', text, (size_t)n);
+}
+
+static int run_agent(const char *id) {
+  snprintf(self_id, sizeof self_id, "%s", id);
+  if (!valid_id(self_id)) {
+    fprintf(stderr, "lean-agent: invalid agent id %s\n", id);
+    return 2;
+  }
+  char host[64] = "host";
+  gethostname(host, sizeof host - 1);
+  for (char *c = host; *c; c++)
+    if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-')) *c = '-';
+  host[48] = 0;
+  unsigned int rnd = (unsigned int)(now_us() ^ ((unsigned long long)getpid() << 16));
+  snprintf(uniq_prefix, sizeof uniq_prefix, "%s-%d-%08x", host, (int)getpid(), rnd * 2654435761u);
+  agent_dir(self_id, self_dir, sizeof self_dir);
+  snprintf(inbox_dir, sizeof inbox_dir, "%s/inbox", self_dir);
+  snprintf(claimed_dir, sizeof claimed_dir, "%s/claimed", self_dir);
+  snprintf(tmp_dir, sizeof tmp_dir, "%s/tmp", self_dir);
+  snprintf(dead_dir, sizeof dead_dir, "%s/dead", self_dir);
+  snprintf(hb_path, sizeof hb_path, "%s/heartbeat", self_dir);
+  ensure_agent_dirs(self_dir);
+  heartbeat();
+  recover_claims();
+  if (ready_to && send_ready() != 0) fprintf(stderr, "lean-agent %s: cannot send ready to %s\n", self_id, ready_to);
+  unsigned long long last_hb = now_us(), last_recover = now_us();
+  for (;;) {
+    int seen = scan_once();
+    unsigned long long now = now_us();
+    if (now - last_hb >= (unsigned long long)heartbeat_ms * 1000) {
+      heartbeat();
+      last_hb = now;
+    }
+    if (now - last_recover >= (unsigned long long)rescan_ms * 1000 * 4) {
+      recover_claims();
+      last_recover = now;
+    }
+    if (stopping && seen == 0) return 0;
+    if (seen > 0) continue; /* more may have arrived meanwhile */
+    struct timespec timeout = {rescan_ms / 1000, (rescan_ms % 1000) * 1000000L};
+    int sig = sigtimedwait(&wait_set, NULL, &timeout);
+    if (sig == SIGTERM || sig == SIGINT) stopping = 1; /* drain: one more scan, then exit */
+  }
+}
+
+static long arg_long(const char *v) { return v ? strtol(v, NULL, 10) : 0; }
+
+int main(int argc, char **argv) {
+  if (argc < 2 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "group") != 0)) {
+    fprintf(stderr, "usage: lean-agent run|group --bus-dir DIR [--id ID] [--ready-to AGENT] [--rescan-ms N] [--heartbeat-ms N] "
+                    "[--visibility-ms N] [--deliveries-max N] [--work-ms N]\n");
+    return 2;
+  }
+  const char *id = NULL;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const char *k = argv[i], *v = argv[i + 1];
+    if (!strcmp(k, "--bus-dir")) bus_dir = v;
+    else if (!strcmp(k, "--id")) id = v;
+    else if (!strcmp(k, "--ready-to")) ready_to = v;
+    else if (!strcmp(k, "--rescan-ms")) rescan_ms = arg_long(v);
+    else if (!strcmp(k, "--heartbeat-ms")) heartbeat_ms = arg_long(v);
+    else if (!strcmp(k, "--visibility-ms")) visibility_ms = arg_long(v);
+    else if (!strcmp(k, "--deliveries-max")) deliveries_max = arg_long(v);
+    else if (!strcmp(k, "--work-ms")) work_ms = arg_long(v);
+    else {
+      fprintf(stderr, "lean-agent: unknown option %s\n", k);
+      return 2;
+    }
+  }
+  if (!bus_dir || rescan_ms < 1 || heartbeat_ms < 1 || visibility_ms < 1 || deliveries_max < 1 || work_ms < 0) {
+    fprintf(stderr, "lean-agent: --bus-dir is required and limits must be positive\n");
+    return 2;
+  }
+  if (ready_to && !valid_id(ready_to)) {
+    fprintf(stderr, "lean-agent: invalid --ready-to id\n");
+    return 2;
+  }
+  crc_init();
+  read_shards();
+  sigemptyset(&wait_set);
+  sigaddset(&wait_set, SIGUSR2);
+  sigaddset(&wait_set, SIGTERM);
+  sigaddset(&wait_set, SIGINT);
+  sigprocmask(SIG_BLOCK, &wait_set, NULL);
+  if (!strcmp(argv[1], "run")) {
+    if (!id) {
+      fprintf(stderr, "lean-agent run: --id is required\n");
+      return 2;
+    }
+    return run_agent(id);
+  }
+  /* group: fork one agent per id on stdin, supervise them. */
+  sigset_t group_set = wait_set;
+  sigaddset(&group_set, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &group_set, NULL);
+  size_t cap = 64, count = 0;
+  pid_t *pids = malloc(cap * sizeof *pids);
+  char line[512];
+  while (fgets(line, sizeof line, stdin)) {
+    line[strcspn(line, "\r\n")] = 0;
+    if (!line[0]) continue;
+    if (!valid_id(line)) {
+      fprintf(stderr, "lean-agent group: skipping invalid id %s\n", line);
+      continue;
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+      perror("lean-agent group: fork");
+      break;
+    }
+    if (pid == 0) {
+      sigprocmask(SIG_SETMASK, &wait_set, NULL);
+      /* Let go of the supervisor's pipes: the spawner reads stdout until it closes. */
+      int devnull = open("/dev/null", O_RDWR);
+      if (devnull >= 0) {
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        if (devnull > 2) close(devnull);
+      }
+      _exit(run_agent(line));
+    }
+    if (count == cap) pids = realloc(pids, (cap *= 2) * sizeof *pids);
+    pids[count++] = pid;
+    printf("%s %d\n", line, (int)pid);
+  }
+  printf("end %d\n", (int)count);
+  fflush(stdout);
+  fclose(stdout);
+  size_t alive = count;
+  while (alive > 0) {
+    int sig = sigwaitinfo(&group_set, NULL);
+    if (sig == SIGTERM || sig == SIGINT) {
+      for (size_t i = 0; i < count; i++)
+        if (pids[i] > 0) kill(pids[i], SIGTERM);
+    }
+    pid_t done;
+    while ((done = waitpid(-1, NULL, WNOHANG)) > 0) {
+      for (size_t i = 0; i < count; i++)
+        if (pids[i] == done) {
+          pids[i] = 0;
+          alive--;
+        }
+    }
+  }
+  return 0;
+}

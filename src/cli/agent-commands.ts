@@ -1,0 +1,145 @@
+// `cfn agent run|host|direct`: one agent wrapping a command, many pooled agents in one process, and
+// a direct agent-to-agent message (docs/COORDINATION.md, "Agent contract").
+
+import { createInterface } from "node:readline";
+import type { Command } from "commander";
+import { Bus } from "../bus/index.js";
+import { CfnError } from "../errors.js";
+import { AgentRunner, commandExecutor, echoExecutor, type TaskExecutor } from "../coordination/agent-runner.js";
+import { sendDirect } from "../coordination/direct.js";
+import { PooledHost } from "../coordination/pooled-host.js";
+import { buildContext } from "./context.js";
+import { EXIT, printJson, printLine } from "./output.js";
+
+interface RunOptions {
+  id: string;
+  team: string;
+  readyTo?: string;
+  concurrency: string;
+  taskTimeoutMs?: string;
+  drainTimeoutMs: string;
+  echo?: boolean;
+}
+
+function positiveInt(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 0) throw new CfnError("CFN_ERR_CONFIG_INVALID", `${flag} must be a non-negative integer (got ${value})`);
+  return number;
+}
+
+function executorOf(command: string[], echo: boolean | undefined, busDir: string, taskTimeoutMs: number): TaskExecutor {
+  if (echo) return echoExecutor;
+  if (command.length === 0) throw new CfnError("CFN_ERR_CONFIG_INVALID", "give the command after -- (e.g. cfn agent run --id a1 -- ./my-agent.sh), or --echo");
+  return commandExecutor(command, { busDir, taskTimeoutMs });
+}
+
+export function registerAgentCommands(program: Command): void {
+  const agent = program.command("agent").description("run agents on the bus: wrap a CLI, host pooled agents, send direct messages");
+
+  agent
+    .command("run")
+    .description(
+      "wrap a command as an agent: each task reaches it as JSON on stdin (and CFN_TASK_ID, CFN_ROUND_ID, … in its environment), its stdout is the result, exit 0 is success",
+    )
+    .requiredOption("--id <agent>", "agent id ([A-Za-z0-9._-], the mailbox name)")
+    .option("--team <name>", "team name, passed to the command as CFN_TEAM", "")
+    .option("--ready-to <agent>", "send cfn.agent.ready to this mailbox once listening")
+    .option("--concurrency <n>", "tasks run at once", "1")
+    .option("--task-timeout-ms <ms>", "kill the command after this long (0: no limit)", "0")
+    .option("--drain-timeout-ms <ms>", "on SIGTERM, longest time spent on queued tasks", "10000")
+    .option("--echo", "no command: answer each task with its input")
+    .argument("[command...]", "the command and its arguments, after --")
+    .action(async (command: string[], options: RunOptions) => {
+      const { config, logger, metrics } = buildContext(program);
+      const bus = new Bus({ config: config.bus, logger, metrics });
+      const runner = new AgentRunner({
+        bus,
+        id: options.id,
+        team: options.team,
+        executor: executorOf(command, options.echo, bus.dir, positiveInt(options.taskTimeoutMs, "--task-timeout-ms", 0)),
+        readyTo: options.readyTo,
+        concurrency: Math.max(1, positiveInt(options.concurrency, "--concurrency", 1)),
+        drainTimeoutMs: positiveInt(options.drainTimeoutMs, "--drain-timeout-ms", 10_000),
+        runtimeName: options.echo ? "node" : "command",
+        logger,
+        metrics,
+      });
+      const stop = () => runner.requestStop();
+      process.on("SIGTERM", stop);
+      process.on("SIGINT", stop);
+      process.on("SIGUSR2", () => {}); // doorbell of lean agents: harmless here (fs.watch wakes us)
+      await runner.run();
+      process.off("SIGTERM", stop);
+      process.off("SIGINT", stop);
+      process.exitCode = EXIT.ok;
+    });
+
+  agent
+    .command("host")
+    .description("run many logical agents in this process, each with its own mailbox (pooled agents)")
+    .option("--ids <list>", "comma-separated agent ids (team: id@team)")
+    .option("--ids-stdin", "read \"<id> <team>\" lines from stdin")
+    .option("--ready-to <agent>", "send cfn.agent.ready per agent to this mailbox")
+    .option("--task-timeout-ms <ms>", "kill the command after this long (0: no limit)", "0")
+    .option("--echo", "no command: answer each task with its input")
+    .argument("[command...]", "the command each agent runs per task, after --")
+    .action(async (command: string[], options: { ids?: string; idsStdin?: boolean; readyTo?: string; taskTimeoutMs: string; echo?: boolean }) => {
+      const { config, logger, metrics } = buildContext(program);
+      const agents: Array<{ id: string; team: string }> = [];
+      for (const entry of (options.ids ?? "").split(",").filter(Boolean)) {
+        const [id, team] = entry.split("@");
+        agents.push({ id, team: team ?? "" });
+      }
+      if (options.idsStdin) {
+        for await (const line of createInterface({ input: process.stdin })) {
+          const [id, team] = line.trim().split(/\s+/);
+          if (id) agents.push({ id, team: team ?? "" });
+        }
+      }
+      if (agents.length === 0) throw new CfnError("CFN_ERR_CONFIG_INVALID", "no agents: give --ids or --ids-stdin");
+      const bus = new Bus({ config: { ...config.bus, rescanIntervalMs: Math.max(config.bus.rescanIntervalMs, 1000) }, logger, metrics });
+      const host = new PooledHost({
+        bus,
+        agents,
+        executor: executorOf(command, options.echo, bus.dir, positiveInt(options.taskTimeoutMs, "--task-timeout-ms", 0)),
+        readyTo: options.readyTo,
+        logger,
+        metrics,
+      });
+      await new Promise<void>((resolve) => {
+        process.once("SIGTERM", resolve);
+        process.once("SIGINT", resolve);
+      });
+      await host.stop();
+      process.exitCode = EXIT.ok;
+    });
+
+  agent
+    .command("direct")
+    .description("send a direct message to an agent (bypassing coordinators) and print its reply")
+    .requiredOption("--to <agent>", "receiving agent")
+    .option("--from <agent>", "sending agent id (default cli-<pid>; must be a mailbox nobody else reads)")
+    .option("--wait-ms <ms>", "how long to wait for the reply (0: do not wait)", "5000")
+    .option("--priority <p>", "high, normal or low", "normal")
+    .option("--json", "print the reply as JSON")
+    .argument("[payload]", "JSON payload (else a string)", "null")
+    .action(async (payloadText: string, options: { to: string; from?: string; waitMs: string; priority: string; json?: boolean }) => {
+      const { config, logger, metrics } = buildContext(program);
+      const bus = new Bus({ config: config.bus, logger, metrics });
+      let payload: unknown;
+      try {
+        payload = JSON.parse(payloadText);
+      } catch {
+        payload = payloadText;
+      }
+      const priority = options.priority as "high" | "normal" | "low";
+      const reply = await sendDirect(bus, options.from ?? `cli-${process.pid}`, options.to, payload, {
+        waitMs: positiveInt(options.waitMs, "--wait-ms", 5000),
+        priority,
+      });
+      if (options.json) printJson(reply ?? { sent: true });
+      else if (reply) printLine(typeof reply.output === "string" ? reply.output : JSON.stringify(reply.output));
+      if (reply === undefined && positiveInt(options.waitMs, "--wait-ms", 5000) > 0) process.exitCode = EXIT.timeout;
+    });
+}

@@ -1,0 +1,109 @@
+// `cfn demo`: the main job — spawn a hybrid swarm of real agent processes, run one coordination
+// round, print what a person wants to know, clean up, exit 0 (1 when a task failed).
+
+import type { Command } from "commander";
+import { runDemo, type DemoSummary } from "../coordination/demo.js";
+import type { CoordinatorPlacement } from "../coordination/swarm.js";
+import { resolveTopology } from "../coordination/topology-source.js";
+import { CfnError } from "../errors.js";
+import { buildContext } from "./context.js";
+import { EXIT, printJson, printLine, table } from "./output.js";
+import { intOption, runtimeOption, spawnProgress } from "./swarm-commands.js";
+
+interface DemoFlags {
+  agents?: string;
+  teams?: string;
+  topology?: string;
+  topologyFile?: string;
+  runtime?: string;
+  coordinators: string;
+  roundTimeoutMs?: string;
+  keep?: boolean;
+  json?: boolean;
+}
+
+export function registerDemoCommand(program: Command): void {
+  program
+    .command("demo")
+    .description("spawn a swarm of agent processes, run one coordination round, print the summary, clean up")
+    .option("--agents <n>", "agents to spawn (demo.agents)")
+    .option("--teams <n>", "teams of the hybrid topology; 1 is flat (demo.teams)")
+    .option("--topology <spec>", "flat:N, hybrid:TxN, depth3:GxTxN, adaptive:N (also CFN_TOPOLOGY)")
+    .option("--topology-file <file>", "topology YAML file")
+    .option("--runtime <r>", "agent runtime: lean (C, default; node when no compiler), node, pooled")
+    .option("--coordinators <placement>", "in-process or process", "in-process")
+    .option("--round-timeout-ms <ms>", "deadline of the round (demo.roundTimeoutMs)")
+    .option("--keep", "keep the demo's bus dir for inspection")
+    .option("--json", "print a JSON summary")
+    .action(async (flags: DemoFlags) => {
+      const { config, logger } = buildContext(program);
+      const spec = resolveTopology({
+        file: flags.topologyFile,
+        spec: flags.topology,
+        agents: intOption(flags.agents, "--agents", 1) ?? config.demo.agents,
+        teams: intOption(flags.teams, "--teams", 1) ?? config.demo.teams,
+      });
+      if (flags.coordinators !== "in-process" && flags.coordinators !== "process") {
+        throw new CfnError("CFN_ERR_CONFIG_INVALID", `--coordinators must be in-process or process (got ${flags.coordinators})`);
+      }
+      const runtime = runtimeOption(flags.runtime, false);
+      if (runtime === "command") throw new CfnError("CFN_ERR_CONFIG_INVALID", "the demo runs lean, node or pooled agents; use cfn swarm spawn -- <cmd> for your own command");
+      let progress: ReturnType<typeof spawnProgress> | undefined;
+      const interactive = !flags.json && process.stderr.isTTY;
+      const summary = await runDemo({
+        topology: spec,
+        bus: config.bus,
+        runtime,
+        coordinators: flags.coordinators as CoordinatorPlacement,
+        roundTimeoutMs: intOption(flags.roundTimeoutMs, "--round-timeout-ms", 1) ?? config.demo.roundTimeoutMs,
+        metricsJsonlPath: config.metrics.jsonlPath || undefined,
+        keep: flags.keep,
+        logger,
+        onSpawnStart: (total) => {
+          progress = spawnProgress(total, !flags.json);
+        },
+        onSpawnProgress: (ready) => progress?.update(ready),
+        onSpawnDone: () => progress?.stop(),
+        onRoundProgress: (round) => {
+          if (interactive) process.stderr.write(`\rround: ${round.settled}/${round.tasks} results streamed in (${round.teamsDone.length > 0 ? `team ${round.teamsDone.map((team) => team.team).join(", ")} done` : "…"})      `);
+        },
+      });
+      if (interactive) process.stderr.write("\n");
+      if (flags.json) printJson(summary);
+      else for (const line of summaryLines(summary)) printLine(line);
+      process.exitCode = summary.failed > 0 ? EXIT.failure : EXIT.ok;
+    });
+}
+
+export function summaryLines(summary: DemoSummary): string[] {
+  const percent = (summary.deliveryRate * 100).toFixed(summary.deliveryRate === 1 ? 0 : 2);
+  const lines = [
+    "",
+    `cfn demo — one coordination round on a local swarm`,
+    "",
+    `  agents             ${summary.agents} real OS processes (runtime ${summary.runtime}, ${summary.processes} spawned by this command), ready in ${summary.spawnMs.toFixed(0)} ms`,
+    `  topology           ${summary.topology}; coordinators ${summary.coordinatorPlacement}`,
+    `  coordination time  ${summary.coordinationMs.toFixed(1)} ms (master issues the task → master holds every result; first result after ${summary.firstResultMs?.toFixed(1) ?? "-"} ms)`,
+    `  delivery rate      ${percent}% (${summary.succeeded}/${summary.tasks} results, ${summary.failed} failed, ${summary.retried} retried, ${summary.partials} partial results streamed)`,
+    "",
+    table([
+      ["team", "coordinator", "workers", "ok", "failed", "retried", "done after ms"],
+      ...summary.teams.map((team) => [team.team, team.coordinator, String(team.workers), String(team.succeeded), String(team.failed), String(team.retried), team.timeMs.toFixed(0)]),
+    ])
+      .split("\n")
+      .map((line) => `  ${line}`)
+      .join("\n"),
+  ];
+  if (summary.failures.length > 0) {
+    lines.push("", `  failed tasks:`);
+    for (const failure of summary.failures.slice(0, 10)) lines.push(`    ${failure.taskId} (team ${failure.team}): ${failure.reason}`);
+  }
+  lines.push(
+    "",
+    `  metrics            ${summary.metrics.jsonl} (JSONL stream)`,
+    `                     ${summary.metrics.prometheus} (Prometheus text)`,
+    `  cleanup            ${summary.stopped.stopped} processes stopped${summary.stopped.killed ? `, ${summary.stopped.killed} killed` : ""}; bus dir ${summary.cleanedUp ? "removed" : `kept at ${summary.busDir}`}`,
+    "",
+  );
+  return lines;
+}

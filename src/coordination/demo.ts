@@ -1,0 +1,146 @@
+// The main job, `cfn demo`: on a fresh bus of its own, spawn a swarm of real agent processes
+// (hybrid by default), run one coordination round, summarise it, and clean everything up.
+//
+// Phases, in order — each is a step a later layer can wrap or precede (the cluster node will
+// start a single-node Raft group before "spawn" and hand the master role to its leader):
+//   prepare → spawn → round → summarise → cleanup (always, also after an error or Ctrl-C)
+
+import { randomBytes } from "node:crypto";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Bus } from "../bus/index.js";
+import type { BusConfig } from "../config/schema.js";
+import { silentLogger, type Logger } from "../obs/logger.js";
+import { Metrics } from "../obs/metrics.js";
+import type { RoundProgress, RoundResult } from "./master.js";
+import type { AgentRuntime } from "./registry.js";
+import { LocalSwarm, type CoordinatorPlacement } from "./swarm.js";
+import { describePlan, planTopology, type TopologySpec } from "./topology.js";
+
+export interface DemoOptions {
+  topology: TopologySpec;
+  bus: Pick<BusConfig, "root"> & Partial<BusConfig>;
+  runtime?: AgentRuntime;
+  coordinators?: CoordinatorPlacement;
+  roundTimeoutMs: number;
+  /** JSONL metrics path; default a fresh file under the OS temp dir (it outlives the bus dir). */
+  metricsJsonlPath?: string;
+  /** Keep the bus dir for inspection (default: removed). */
+  keep?: boolean;
+  logger?: Logger;
+  onSpawnStart?: (total: number) => void;
+  onSpawnProgress?: (ready: number, total: number) => void;
+  onSpawnDone?: () => void;
+  onRoundProgress?: (progress: RoundProgress) => void;
+}
+
+export interface DemoSummary {
+  agents: number;
+  topology: string;
+  kind: string;
+  runtime: AgentRuntime;
+  coordinators: number;
+  coordinatorPlacement: CoordinatorPlacement;
+  processes: number;
+  spawnMs: number;
+  coordinationMs: number;
+  firstResultMs: number | null;
+  tasks: number;
+  succeeded: number;
+  failed: number;
+  deliveryRate: number;
+  partials: number;
+  retried: number;
+  teams: RoundResult["teams"];
+  failures: RoundResult["failures"];
+  metrics: { jsonl: string; prometheus: string };
+  busDir: string;
+  cleanedUp: boolean;
+  stopped: { stopped: number; killed: number };
+}
+
+export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
+  const logger = options.logger ?? silentLogger;
+  // prepare: a bus of our own, so cleanup never touches anyone else's mailboxes.
+  const busName = `demo-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const metricsDir = join(tmpdir(), `cfn-demo-${stamp}-${process.pid}`);
+  const jsonl = options.metricsJsonlPath || join(metricsDir, "metrics.jsonl");
+  const prometheus = join(metricsDir, "metrics.prom");
+  mkdirSync(metricsDir, { recursive: true });
+  const metrics = new Metrics({ jsonlPath: jsonl });
+  const bus = new Bus({ config: { ...options.bus, name: busName }, logger, metrics });
+  const plan = planTopology(options.topology, { swarm: "demo" });
+  const placement = options.coordinators ?? "in-process";
+  let swarm: LocalSwarm | undefined;
+  let cleanedUp = false;
+  let stopped = { stopped: 0, killed: 0 };
+  const cleanup = async () => {
+    if (cleanedUp) return;
+    cleanedUp = true;
+    if (swarm) stopped = await swarm.stop({ timeoutMs: 3000 });
+    if (!options.keep) rmSync(bus.dir, { recursive: true, force: true });
+  };
+  const onSignal = () => {
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    // spawn
+    options.onSpawnStart?.(plan.workers.length);
+    const spawnStartedAt = performance.now();
+    swarm = await LocalSwarm.start({
+      bus,
+      plan,
+      runtime: options.runtime ?? "lean",
+      coordinators: placement,
+      onSpawnProgress: options.onSpawnProgress,
+      logger,
+      metrics,
+    });
+    const spawnMs = performance.now() - spawnStartedAt;
+    options.onSpawnDone?.();
+    metrics.emit("cfn_coordination_spawn_seconds", spawnMs / 1000, { agents: plan.workers.length, runtime: swarm.spawned.runtime });
+    // round
+    const result = await swarm.runRound(
+      { input: { prompt: "report in", issuedAt: new Date().toISOString() }, timeoutMs: options.roundTimeoutMs },
+      { onProgress: options.onRoundProgress },
+    );
+    // summarise
+    writeFileSync(prometheus, await metrics.exposition());
+    const summary: DemoSummary = {
+      agents: plan.workers.length,
+      topology: describePlan(plan),
+      kind: plan.kind,
+      runtime: swarm.spawned.runtime,
+      coordinators: plan.coordinators.length,
+      coordinatorPlacement: placement,
+      processes: swarm.spawned.processes.length,
+      spawnMs,
+      coordinationMs: result.coordinationMs,
+      firstResultMs: result.firstResultMs,
+      tasks: result.tasks,
+      succeeded: result.succeeded,
+      failed: result.failed,
+      deliveryRate: result.deliveryRate,
+      partials: result.partials,
+      retried: result.retried,
+      teams: result.teams,
+      failures: result.failures,
+      metrics: { jsonl, prometheus },
+      busDir: bus.dir,
+      cleanedUp: false,
+      stopped,
+    };
+    await cleanup();
+    summary.cleanedUp = !options.keep;
+    summary.stopped = stopped;
+    return summary;
+  } finally {
+    await cleanup();
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}

@@ -1,0 +1,409 @@
+// The master of a swarm: issues a round to the top coordinators, gathers the outcomes they stream
+// up, and returns the whole result — coordination time, delivery rate, per-team figures and every
+// failed task with its reason. Its state is checkpointed, so a restarted master resumes a round
+// (resumeRound) instead of losing it. Later the Raft leader of the cluster takes this role; the
+// checkpoint store is then replicated (docs/COORDINATION.md, "Towards the cluster").
+
+import type { Bus, Delivery, Mailbox } from "../bus/index.js";
+import { CfnError, isCfnError } from "../errors.js";
+import { silentLogger, type Logger } from "../obs/logger.js";
+import type { Metrics } from "../obs/metrics.js";
+import type { CheckpointStore } from "./checkpoint.js";
+import { leafNames } from "./coordinator.js";
+import {
+  MESSAGE,
+  newRoundId,
+  type AssignPayload,
+  type PartialPayload,
+  type RoundLimits,
+  type SubtreePlan,
+  type TaskOutcome,
+  type TaskSpec,
+  type TeamSummary,
+  type WorkerRef,
+} from "./protocol.js";
+import { describePlan, type Plan } from "./topology.js";
+
+export const DEFAULT_LIMITS: RoundLimits = {
+  taskTimeoutMs: 10_000,
+  attemptsMax: 3,
+  retryOnError: false,
+  flushIntervalMs: 5,
+  flushOutcomesMax: 200,
+};
+
+/** Extra time after the round deadline for coordinators to report what failed, in ms. */
+export const DEADLINE_GRACE_MS = 1000;
+/** The master checkpoints (and then acks partials) at most this often, in ms. */
+export const MASTER_CHECKPOINT_INTERVAL_MS = 50;
+
+export interface RoundRequest {
+  plan: Plan;
+  /** Pids of workers (liveness, doorbell); workers missing here are judged by timeouts only. */
+  workers?: Map<string, WorkerRef>;
+  /** Broadcast: every worker gets this input (one task per worker). */
+  input?: unknown;
+  /** Distributed: one task per item, spread over the teams; idle workers take the next one. */
+  items?: unknown[];
+  priority?: "high" | "normal" | "low";
+  /** Deadline of the whole round, in ms (default 30,000). */
+  timeoutMs?: number;
+  limits?: Partial<RoundLimits>;
+  roundId?: string;
+}
+
+export interface RoundFailure {
+  taskId: string;
+  team: string;
+  worker?: string;
+  reason: string;
+  attempts: TaskOutcome["attempts"];
+}
+
+export interface TeamResult extends TeamSummary {
+  /** Time from the round's start to the team's last outcome, in ms. */
+  timeMs: number;
+}
+
+export interface RoundResult {
+  roundId: string;
+  topology: string;
+  kind: Plan["kind"];
+  agents: number;
+  coordinators: number;
+  tasks: number;
+  succeeded: number;
+  failed: number;
+  /** succeeded / tasks (1 = every task's result reached the master). */
+  deliveryRate: number;
+  /** From issuing the round to holding every outcome, in ms (master clock). */
+  coordinationMs: number;
+  /** From issuing the round to the first outcome, in ms. */
+  firstResultMs: number | null;
+  partials: number;
+  retried: number;
+  teams: TeamResult[];
+  failures: RoundFailure[];
+  outcomes: TaskOutcome[];
+  resumed: boolean;
+}
+
+export interface RoundProgress {
+  roundId: string;
+  settled: number;
+  succeeded: number;
+  failed: number;
+  tasks: number;
+  /** Outcomes that arrived with this partial. */
+  latest: TaskOutcome[];
+  teamsDone: TeamSummary[];
+  elapsedMs: number;
+}
+
+export interface RoundHooks {
+  /** Called for every partial result as it arrives (streaming). */
+  onProgress?: (progress: RoundProgress) => void;
+  /** Called once the round is issued (checkpointed and sent). */
+  onIssued?: (roundId: string) => void;
+}
+
+interface MasterCheckpoint {
+  roundId: string;
+  plan: Plan;
+  assigns: AssignPayload[];
+  tasks: TaskSpec[];
+  startedAtMs: number;
+  deadlineMs: number;
+  outcomes: TaskOutcome[];
+  teams: TeamSummary[];
+  partials: number;
+  firstResultMs: number | null;
+}
+
+export interface MasterOptions {
+  bus: Bus;
+  /** Agent id of the master (plan.master). */
+  id: string;
+  checkpoints: CheckpointStore;
+  logger?: Logger;
+  metrics?: Metrics;
+  random?: () => number;
+}
+
+export class Master {
+  readonly id: string;
+  private readonly bus: Bus;
+  private readonly checkpoints: CheckpointStore;
+  private readonly logger: Logger;
+  private readonly metrics: Metrics | undefined;
+  private readonly random: () => number;
+  private mailbox: Mailbox | undefined;
+
+  constructor(options: MasterOptions) {
+    this.id = options.id;
+    this.bus = options.bus;
+    this.checkpoints = options.checkpoints;
+    this.logger = (options.logger ?? silentLogger).child("master");
+    this.metrics = options.metrics;
+    this.random = options.random ?? Math.random;
+  }
+
+  /** Opens the master's mailbox (done by runRound too); call early so the first wake-up is warm. */
+  open(): Mailbox {
+    if (!this.mailbox || this.mailbox.isClosed) this.mailbox = this.bus.openMailbox(this.id);
+    return this.mailbox;
+  }
+
+  close(): void {
+    this.mailbox?.close();
+    this.mailbox = undefined;
+  }
+
+  /** Issues a round and waits for every outcome (or the deadline). */
+  async runRound(request: RoundRequest, hooks: RoundHooks = {}): Promise<RoundResult> {
+    const mailbox = this.open();
+    const plan = request.plan;
+    const limits: RoundLimits = { ...DEFAULT_LIMITS, ...request.limits };
+    const startedAtMs = Date.now();
+    const startedAt = performance.now();
+    const roundId = request.roundId ?? newRoundId(startedAtMs, this.random);
+    const deadlineMs = startedAtMs + (request.timeoutMs ?? 30_000);
+    const tasks = planTasks(plan, request);
+    const workers = request.workers ?? new Map<string, WorkerRef>();
+    const assigns = topSubtrees(plan, workers).map((subtree) => {
+      const teams = new Set(leafNames(subtree));
+      return { roundId, parent: this.id, subtree, tasks: tasks.filter((task) => teams.has(task.team)), limits, deadlineMs } satisfies AssignPayload;
+    });
+    const state: MasterCheckpoint = { roundId, plan, assigns, tasks, startedAtMs, deadlineMs, outcomes: [], teams: [], partials: 0, firstResultMs: null };
+    this.checkpoints.write(roundId, "master", state);
+    this.sendAssigns(assigns);
+    hooks.onIssued?.(roundId);
+    return this.collect(mailbox, state, startedAt, false, hooks);
+  }
+
+  /** Resumes a round after a master restart: re-sends the assigns (a resync) and keeps collecting. */
+  async resumeRound(roundId: string, hooks: RoundHooks = {}): Promise<RoundResult> {
+    const state = this.checkpoints.read<MasterCheckpoint>(roundId, "master");
+    if (!state) throw new CfnError("CFN_ERR_UNAVAILABLE", `no master checkpoint for round ${roundId}`, { roundId });
+    const mailbox = this.open();
+    this.logger.info("resuming round", { roundId, settled: state.outcomes.length, tasks: state.tasks.length });
+    this.sendAssigns(state.assigns);
+    const startedAt = performance.now() - (Date.now() - state.startedAtMs);
+    return this.collect(mailbox, state, startedAt, true, hooks);
+  }
+
+  /** Round ids with a master checkpoint in the store (unfinished rounds). */
+  unfinishedRounds(): string[] {
+    return this.checkpoints.rounds().filter((roundId) => this.checkpoints.read(roundId, "master") !== undefined);
+  }
+
+  private sendAssigns(assigns: AssignPayload[]): void {
+    for (const assign of assigns) {
+      this.bus.sendSync(this.id, assign.subtree.coordinator, {
+        type: MESSAGE.assign,
+        id: `${assign.roundId}.assign.${assign.subtree.coordinator}`,
+        priority: "high",
+        payload: assign,
+      });
+    }
+  }
+
+  private async collect(mailbox: Mailbox, state: MasterCheckpoint, startedAt: number, resumed: boolean, hooks: RoundHooks): Promise<RoundResult> {
+    const byTask = new Map<string, TaskOutcome>();
+    for (const outcome of state.outcomes) byTask.set(outcome.taskId, outcome);
+    const teams = new Map<string, TeamSummary>();
+    for (const team of state.teams) teams.set(team.team, team);
+    const total = state.tasks.length;
+    let succeeded = state.outcomes.filter((outcome) => outcome.ok).length;
+    let allAt: number | undefined = byTask.size >= total ? performance.now() : undefined;
+    let unacked: Delivery[] = [];
+    let lastCheckpoint = performance.now();
+    const teamCount = new Set(state.tasks.map((task) => task.team)).size;
+    const persist = () => {
+      state.outcomes = [...byTask.values()];
+      state.teams = [...teams.values()];
+      this.checkpoints.write(state.roundId, "master", state);
+      if (unacked.length > 0) mailbox.ack(unacked);
+      unacked = [];
+      lastCheckpoint = performance.now();
+    };
+    while (byTask.size < total || teams.size < teamCount) {
+      const nowMs = Date.now();
+      if (nowMs > state.deadlineMs + DEADLINE_GRACE_MS) break;
+      if (byTask.size >= total && allAt !== undefined && performance.now() - allAt > DEADLINE_GRACE_MS) break; // summaries late: not needed
+      let deliveries: Delivery[];
+      try {
+        const waitMs = Math.max(1, Math.min(unacked.length > 0 ? MASTER_CHECKPOINT_INTERVAL_MS : 1000, state.deadlineMs + DEADLINE_GRACE_MS - nowMs));
+        deliveries = await mailbox.receive({ timeoutMs: waitMs, max: 1024 });
+      } catch (error) {
+        if (isCfnError(error, "CFN_ERR_CLOSED")) throw new CfnError("CFN_ERR_CLOSED", "the master was closed during a round");
+        throw error;
+      }
+      for (const delivery of deliveries) {
+        const message = delivery.message;
+        unacked.push(delivery);
+        if (message.type !== MESSAGE.partial) continue;
+        const partial = message.payload as PartialPayload;
+        if (partial?.roundId !== state.roundId) continue;
+        state.partials += 1;
+        const latest: TaskOutcome[] = [];
+        for (const outcome of partial.outcomes ?? []) {
+          if (byTask.has(outcome.taskId)) continue;
+          byTask.set(outcome.taskId, outcome);
+          latest.push(outcome);
+          if (outcome.ok) succeeded++;
+        }
+        const teamsDone: TeamSummary[] = [];
+        for (const team of partial.teams ?? []) {
+          if (teams.has(team.team)) continue;
+          teams.set(team.team, team);
+          teamsDone.push(team);
+        }
+        if (latest.length > 0 && state.firstResultMs === null) state.firstResultMs = performance.now() - startedAt;
+        if (byTask.size >= total && allAt === undefined) allAt = performance.now();
+        if (latest.length > 0 || teamsDone.length > 0) {
+          hooks.onProgress?.({
+            roundId: state.roundId,
+            settled: byTask.size,
+            succeeded,
+            failed: byTask.size - succeeded,
+            tasks: total,
+            latest,
+            teamsDone,
+            elapsedMs: performance.now() - startedAt,
+          });
+        }
+      }
+      if (performance.now() - lastCheckpoint >= MASTER_CHECKPOINT_INTERVAL_MS) persist();
+    }
+    const endAt = allAt ?? performance.now();
+    // Whatever is still missing is reported, never dropped silently.
+    for (const task of state.tasks) {
+      if (byTask.has(task.taskId)) continue;
+      byTask.set(task.taskId, {
+        taskId: task.taskId,
+        team: task.team,
+        ok: false,
+        reason: `no outcome reached the master before the round deadline (team ${task.team})`,
+        attempts: [],
+        settledAtMs: Date.now(),
+      });
+    }
+    persist();
+    this.checkpoints.remove(state.roundId);
+    return this.result(state, byTask, teams, endAt - startedAt, resumed, startedAt);
+  }
+
+  private result(
+    state: MasterCheckpoint,
+    byTask: Map<string, TaskOutcome>,
+    teams: Map<string, TeamSummary>,
+    coordinationMs: number,
+    resumed: boolean,
+    startedAt: number,
+  ): RoundResult {
+    const outcomes = state.tasks.map((task) => byTask.get(task.taskId) as TaskOutcome);
+    const succeeded = outcomes.filter((outcome) => outcome.ok).length;
+    const failures: RoundFailure[] = outcomes
+      .filter((outcome) => !outcome.ok)
+      .map((outcome) => ({ taskId: outcome.taskId, team: outcome.team, worker: outcome.worker, reason: outcome.reason ?? "failed", attempts: outcome.attempts }));
+    const startedAtMs = state.startedAtMs;
+    const teamResults: TeamResult[] = [];
+    const perTeam = new Map<string, TaskOutcome[]>();
+    for (const outcome of outcomes) {
+      const list = perTeam.get(outcome.team) ?? [];
+      list.push(outcome);
+      perTeam.set(outcome.team, list);
+    }
+    for (const [name, list] of perTeam) {
+      const summary = teams.get(name);
+      const coordinator = state.plan.coordinators.find((coordinator) => coordinator.leaf && coordinator.name === name);
+      const ok = list.filter((outcome) => outcome.ok).length;
+      const lastMs = Math.max(...list.map((outcome) => outcome.settledAtMs));
+      teamResults.push({
+        team: name,
+        coordinator: summary?.coordinator ?? coordinator?.id ?? "",
+        workers: summary?.workers ?? coordinator?.children.length ?? 0,
+        tasks: list.length,
+        succeeded: ok,
+        failed: list.length - ok,
+        retried: list.reduce((sum, outcome) => sum + Math.max(0, outcome.attempts.length - 1), 0),
+        startedAtMs: summary?.startedAtMs ?? startedAtMs,
+        finishedAtMs: summary?.finishedAtMs ?? lastMs,
+        timeMs: Math.max(0, lastMs - startedAtMs),
+      });
+    }
+    const retried = teamResults.reduce((sum, team) => sum + team.retried, 0);
+    const total = state.tasks.length;
+    const deliveryRate = total === 0 ? 1 : succeeded / total;
+    if (this.metrics) {
+      this.metrics.histogram("cfn_coordination_round_seconds", "Coordination time of a round, master issue to last outcome").observe(coordinationMs / 1000);
+      this.metrics.counter("cfn_coordination_tasks_total", "Tasks of coordination rounds by outcome", ["outcome"]).inc({ outcome: "ok" }, succeeded);
+      this.metrics.counter("cfn_coordination_tasks_total", "Tasks of coordination rounds by outcome", ["outcome"]).inc({ outcome: "failed" }, total - succeeded);
+      this.metrics.emit("cfn_coordination_round_seconds", coordinationMs / 1000, { round: state.roundId, topology: state.plan.kind });
+      this.metrics.emit("cfn_coordination_delivery_rate", deliveryRate, { round: state.roundId, topology: state.plan.kind });
+    }
+    void startedAt;
+    return {
+      roundId: state.roundId,
+      topology: describePlan(state.plan),
+      kind: state.plan.kind,
+      agents: state.plan.workers.length,
+      coordinators: state.plan.coordinators.length,
+      tasks: total,
+      succeeded,
+      failed: total - succeeded,
+      deliveryRate,
+      coordinationMs,
+      firstResultMs: state.firstResultMs,
+      partials: state.partials,
+      retried,
+      teams: teamResults.sort((a, b) => a.team.localeCompare(b.team, "en", { numeric: true })),
+      failures,
+      outcomes,
+      resumed,
+    };
+  }
+}
+
+/** The round's tasks: one per worker (broadcast) or one per item spread over the teams. */
+export function planTasks(plan: Plan, request: Pick<RoundRequest, "input" | "items" | "priority">): TaskSpec[] {
+  const priority = request.priority ?? "normal";
+  if (request.items !== undefined) {
+    const teams = plan.coordinators.filter((coordinator) => coordinator.leaf);
+    // Spread items in proportion to team size: round-robin over a list of worker slots.
+    const slots = plan.workers.map((worker) => worker.team);
+    return request.items.map((input, index) => ({
+      taskId: `i${index}`,
+      team: teams.length === 0 ? "" : slots[index % slots.length],
+      input,
+      priority,
+    }));
+  }
+  return plan.workers.map((worker, index) => ({
+    taskId: `t${index}`,
+    team: worker.team,
+    worker: worker.id,
+    input: request.input ?? null,
+    priority,
+  }));
+}
+
+/** Subtrees of the master's direct coordinators, with worker refs filled in. */
+export function topSubtrees(plan: Plan, workers: Map<string, WorkerRef>): SubtreePlan[] {
+  const byId = new Map(plan.coordinators.map((coordinator) => [coordinator.id, coordinator]));
+  const build = (id: string): SubtreePlan => {
+    const coordinator = byId.get(id);
+    if (!coordinator) throw new Error(`invariant violated: unknown coordinator ${id}`);
+    if (coordinator.leaf) {
+      return {
+        coordinator: id,
+        name: coordinator.name,
+        leaf: true,
+        workers: coordinator.children.map((worker) => workers.get(worker) ?? { id: worker }),
+      };
+    }
+    return { coordinator: id, name: coordinator.name, leaf: false, children: coordinator.children.map(build) };
+  };
+  return plan.coordinators.filter((coordinator) => coordinator.parent === plan.master).map((coordinator) => build(coordinator.id));
+}

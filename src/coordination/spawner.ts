@@ -1,0 +1,290 @@
+// Spawns agent processes and waits until each has opened its mailbox (it sends `cfn.agent.ready`
+// to the spawner's mailbox). Runtimes (docs/COORDINATION.md, "Agent runtimes"):
+//   lean     the C lean agent; one small supervisor process per group forks one process per agent
+//   node     `cfn agent run --echo`: one Node process per agent (fallback without a C compiler)
+//   command  `cfn agent run -- <command>`: one Node process per agent wrapping any CLI
+//   pooled   `cfn agent host`: many logical agents (each its own mailbox) per Node process
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+import type { Bus } from "../bus/index.js";
+import { CfnError, isCfnError } from "../errors.js";
+import { silentLogger, type Logger } from "../obs/logger.js";
+import { ensureLeanAgent, leanAgentBuildError } from "./lean-agent-binary.js";
+import { isProcessAlive } from "./liveness.js";
+import { CLI_MAIN } from "./paths.js";
+import { MESSAGE, type ReadyPayload } from "./protocol.js";
+import type { AgentRecord, AgentRuntime, ProcessRecord } from "./registry.js";
+
+/** Lean agents per supervisor process (a team's group forks in parallel with other groups). */
+export const LEAN_GROUP_SIZE_DEFAULT = 100;
+/** Logical agents per pooled host process. */
+export const POOLED_HOST_SIZE_DEFAULT = 2500;
+/** Node processes started at once. */
+export const NODE_SPAWN_CONCURRENCY_DEFAULT = 8;
+
+export interface LeanOptions {
+  /** Simulated work per task, ms (default 0). */
+  workMs?: number;
+  /** Safety-net rescan interval, ms (default 200). */
+  rescanMs?: number;
+  heartbeatMs?: number;
+}
+
+export interface SpawnOptions {
+  bus: Bus;
+  agents: Array<{ id: string; team: string }>;
+  runtime: AgentRuntime;
+  /** The wrapped command (runtime "command"; optional for "pooled", which echoes without one). */
+  command?: string[];
+  /** Mailbox the agents report ready to. */
+  readyTo: string;
+  groupSize?: number;
+  concurrency?: number;
+  lean?: LeanOptions;
+  /** Agents outlive this process (cfn swarm spawn); default false. */
+  detached?: boolean;
+  /** Most time to wait for every agent to be ready, ms (default 60,000). */
+  timeoutMs?: number;
+  /** Extra arguments for `cfn agent run` / `cfn agent host` (e.g. --task-timeout-ms). */
+  agentArgs?: string[];
+  onReady?: (ready: number, total: number) => void;
+  logger?: Logger;
+}
+
+export interface SpawnResult {
+  agents: AgentRecord[];
+  processes: ProcessRecord[];
+  /** Child handles (non-detached), for supervision. */
+  children: ChildProcess[];
+  runtime: AgentRuntime;
+  /** Time from the first spawn to the last ready message, ms. */
+  readyMs: number;
+}
+
+/** Picks the runtime to use: lean when asked for and buildable, else node. */
+export function resolveRuntime(requested: AgentRuntime, logger: Logger = silentLogger): AgentRuntime {
+  if (requested !== "lean") return requested;
+  if (ensureLeanAgent()) return "lean";
+  logger.warn("lean agent unavailable, falling back to the node runtime", { reason: leanAgentBuildError() });
+  return "node";
+}
+
+export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
+  const logger = (options.logger ?? silentLogger).child("spawner");
+  const runtime = resolveRuntime(options.runtime, logger);
+  const mailbox = options.bus.openMailbox(options.readyTo);
+  const total = options.agents.length;
+  const expected = new Map(options.agents.map((agent) => [agent.id, agent.team]));
+  const pids = new Map<string, number>();
+  const ready = new Set<string>();
+  const processes: ProcessRecord[] = [];
+  const children: ChildProcess[] = [];
+  const failures: string[] = [];
+  const startedAt = performance.now();
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const deadline = Date.now() + timeoutMs;
+
+  const onExit = (child: ChildProcess, what: string) => {
+    child.once("exit", (code, signal) => {
+      if (ready.size < total && (code !== 0 || signal)) failures.push(`${what} exited early (${signal ?? `code ${code}`})`);
+    });
+  };
+
+  const launching = (async () => {
+    switch (runtime) {
+      case "lean":
+        await spawnLeanGroups(options, pids, processes, children, onExit);
+        break;
+      case "node":
+      case "command":
+        await spawnNodeAgents(options, runtime, pids, processes, children, onExit, () => Date.now() > deadline || failures.length > 0);
+        break;
+      case "pooled":
+        spawnPooledHosts(options, pids, processes, children, onExit);
+        break;
+    }
+  })();
+  let launchError: unknown;
+  launching.catch((error) => {
+    launchError = error;
+  });
+
+  try {
+    while (ready.size < total) {
+      if (launchError) throw launchError;
+      if (failures.length > 0) throw new CfnError("CFN_ERR_TIMEOUT", `agents failed to start: ${failures.slice(0, 5).join("; ")}`, { failures });
+      const remainingMs = deadline - Date.now();
+      if (remainingMs <= 0) {
+        const missing = [...expected.keys()].filter((id) => !ready.has(id));
+        throw new CfnError("CFN_ERR_TIMEOUT", `${missing.length} of ${total} agents not ready after ${timeoutMs} ms (e.g. ${missing.slice(0, 5).join(", ")})`, {
+          missing: missing.length,
+        });
+      }
+      const deliveries = await mailbox.receive({ timeoutMs: Math.min(remainingMs, 100), max: 4096 });
+      let changed = false;
+      for (const delivery of deliveries) {
+        if (delivery.message.type === MESSAGE.ready) {
+          const payload = delivery.message.payload as ReadyPayload;
+          if (expected.has(payload?.agent) && !ready.has(payload.agent)) {
+            ready.add(payload.agent);
+            if (Number.isInteger(payload.pid)) pids.set(payload.agent, payload.pid);
+            changed = true;
+          }
+        }
+      }
+      mailbox.ack(deliveries);
+      if (changed) options.onReady?.(ready.size, total);
+    }
+    await launching;
+  } catch (error) {
+    await killProcesses(processes, 2000);
+    throw error;
+  } finally {
+    mailbox.close();
+  }
+  const readyMs = performance.now() - startedAt;
+  const agents: AgentRecord[] = options.agents.map((agent) => ({
+    id: agent.id,
+    team: agent.team,
+    pid: pids.get(agent.id) ?? 0,
+    runtime,
+    ...(runtime === "lean" ? { doorbell: true } : {}),
+  }));
+  if (options.detached) for (const child of children) child.unref();
+  return { agents, processes, children, runtime, readyMs };
+}
+
+function spawnLeanGroups(
+  options: SpawnOptions,
+  pids: Map<string, number>,
+  processes: ProcessRecord[],
+  children: ChildProcess[],
+  onExit: (child: ChildProcess, what: string) => void,
+): Promise<void> {
+  const binary = ensureLeanAgent() as string;
+  const groupSize = options.groupSize ?? LEAN_GROUP_SIZE_DEFAULT;
+  const lean = options.lean ?? {};
+  const args = ["group", "--bus-dir", options.bus.dir, "--ready-to", options.readyTo];
+  if (lean.workMs) args.push("--work-ms", String(lean.workMs));
+  if (lean.rescanMs) args.push("--rescan-ms", String(lean.rescanMs));
+  if (lean.heartbeatMs) args.push("--heartbeat-ms", String(lean.heartbeatMs));
+  args.push("--visibility-ms", String(options.bus.config.visibilityTimeoutMs), "--deliveries-max", String(options.bus.config.deliveriesMax));
+  const groups: Array<Promise<void>> = [];
+  for (let start = 0; start < options.agents.length; start += groupSize) {
+    const slice = options.agents.slice(start, start + groupSize);
+    const child = spawn(binary, args, { stdio: ["pipe", "pipe", stderrOf(options)], detached: options.detached ?? false });
+    children.push(child);
+    onExit(child, `lean group ${start / groupSize}`);
+    const record: ProcessRecord = { pid: child.pid ?? 0, kind: "lean-group", agents: slice.length };
+    processes.push(record);
+    child.stdin?.end(`${slice.map((agent) => agent.id).join("\n")}\n`);
+    groups.push(
+      new Promise((resolve) => {
+        const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+        lines.on("line", (line) => {
+          const [id, pid] = line.split(" ");
+          if (id === "end") resolve();
+          else if (pid) pids.set(id, Number(pid));
+        });
+        lines.on("close", () => resolve());
+      }),
+    );
+  }
+  return Promise.all(groups).then(() => undefined);
+}
+
+async function spawnNodeAgents(
+  options: SpawnOptions,
+  runtime: "node" | "command",
+  pids: Map<string, number>,
+  processes: ProcessRecord[],
+  children: ChildProcess[],
+  onExit: (child: ChildProcess, what: string) => void,
+  aborted: () => boolean,
+): Promise<void> {
+  if (runtime === "command" && (!options.command || options.command.length === 0)) {
+    throw new CfnError("CFN_ERR_CONFIG_INVALID", "runtime command needs a command after --");
+  }
+  const concurrency = Math.max(1, options.concurrency ?? NODE_SPAWN_CONCURRENCY_DEFAULT);
+  let next = 0;
+  const base = busArgs(options.bus);
+  const startOne = (agent: { id: string; team: string }) =>
+    new Promise<void>((resolve) => {
+      const args = [CLI_MAIN, ...base, "agent", "run", "--id", agent.id, "--team", agent.team, "--ready-to", options.readyTo, ...(options.agentArgs ?? [])];
+      if (runtime === "node") args.push("--echo");
+      else args.push("--", ...(options.command as string[]));
+      const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", stderrOf(options)], detached: options.detached ?? false });
+      children.push(child);
+      onExit(child, `agent ${agent.id}`);
+      processes.push({ pid: child.pid ?? 0, kind: "agent", agents: 1 });
+      if (child.pid) pids.set(agent.id, child.pid);
+      child.once("spawn", () => resolve());
+      child.once("error", () => resolve());
+    });
+  const workers = Array.from({ length: concurrency }, async () => {
+    while (next < options.agents.length && !aborted()) {
+      const agent = options.agents[next++];
+      await startOne(agent);
+    }
+  });
+  await Promise.all(workers);
+}
+
+function spawnPooledHosts(
+  options: SpawnOptions,
+  pids: Map<string, number>,
+  processes: ProcessRecord[],
+  children: ChildProcess[],
+  onExit: (child: ChildProcess, what: string) => void,
+): void {
+  const size = options.groupSize ?? POOLED_HOST_SIZE_DEFAULT;
+  const base = busArgs(options.bus);
+  for (let start = 0; start < options.agents.length; start += size) {
+    const slice = options.agents.slice(start, start + size);
+    const args = [CLI_MAIN, ...base, "agent", "host", "--ready-to", options.readyTo, "--ids-stdin", ...(options.agentArgs ?? [])];
+    if (options.command && options.command.length > 0) args.push("--", ...options.command);
+    else args.push("--echo");
+    const child = spawn(process.execPath, args, { stdio: ["pipe", "ignore", stderrOf(options)], detached: options.detached ?? false });
+    children.push(child);
+    onExit(child, `pooled host ${start / size}`);
+    processes.push({ pid: child.pid ?? 0, kind: "pooled-host", agents: slice.length });
+    for (const agent of slice) if (child.pid) pids.set(agent.id, child.pid);
+    child.stdin?.end(`${slice.map((agent) => `${agent.id} ${agent.team}`).join("\n")}\n`);
+  }
+}
+
+/** Detached agents must not hold the spawner's stderr open after it exits. */
+function stderrOf(options: SpawnOptions): "ignore" | "inherit" {
+  return options.detached ? "ignore" : "inherit";
+}
+
+/** Global CLI flags that point a child `cfn` at the same bus. */
+export function busArgs(bus: Bus): string[] {
+  return ["--bus-root", bus.config.root, "--bus", bus.config.name, "--log-level", "warn"];
+}
+
+/**
+ * Graceful stop: SIGTERM to every process (supervisors forward it; agents drain), wait up to
+ * `timeoutMs` for them to exit, then SIGKILL what is left. Returns how many had to be killed.
+ */
+export async function killProcesses(processes: ProcessRecord[], timeoutMs: number, agentPids: number[] = []): Promise<{ stopped: number; killed: number }> {
+  const pids = [...new Set([...processes.map((process) => process.pid), ...agentPids].filter((pid) => pid > 0))];
+  for (const pid of pids) signal(pid, "SIGTERM");
+  const deadline = Date.now() + timeoutMs;
+  let alive = pids.filter((pid) => isProcessAlive(pid));
+  while (alive.length > 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    alive = alive.filter((pid) => isProcessAlive(pid));
+  }
+  for (const pid of alive) signal(pid, "SIGKILL");
+  return { stopped: pids.length - alive.length, killed: alive.length };
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch (error) {
+    if (!isCfnError(error) && (error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
+  }
+}

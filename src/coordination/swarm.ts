@@ -1,0 +1,185 @@
+// A swarm on one host: its worker processes, its coordinators (inside this process, or each in a
+// supervised process of its own), its master, and its registry entry. This is the shell around
+// the pure planner and the actors; `cfn demo`, `cfn swarm round`, the tests and the bench use it.
+//
+// Coordinator placement:
+//   in-process  every coordinator is an actor in this process (fast; a crash of this process is a
+//               master restart, and the coordinators resume from their checkpoints with it)
+//   process     each coordinator runs `cfn swarm coordinator` in its own process, restarted by this
+//               supervisor when it dies (a coordinator crash does not stop its team's round)
+//   none        no coordinators (cfn swarm spawn: each `cfn swarm round` starts its own)
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import type { Bus } from "../bus/index.js";
+import { silentLogger, type Logger } from "../obs/logger.js";
+import type { Metrics } from "../obs/metrics.js";
+import { FileCheckpointStore, type CheckpointStore } from "./checkpoint.js";
+import { Coordinator } from "./coordinator.js";
+import { Master, type RoundHooks, type RoundRequest, type RoundResult } from "./master.js";
+import { CLI_MAIN } from "./paths.js";
+import type { WorkerRef } from "./protocol.js";
+import { removeSwarmRecord, writeSwarmRecord, type AgentRecord, type AgentRuntime, type SwarmRecord } from "./registry.js";
+import { busArgs, killProcesses, spawnAgents, type LeanOptions, type SpawnResult } from "./spawner.js";
+import { describePlan, type Plan } from "./topology.js";
+
+export type CoordinatorPlacement = "in-process" | "process" | "none";
+
+/** Delay before a dead coordinator process is restarted, ms. */
+export const COORDINATOR_RESTART_DELAY_MS = 50;
+
+export interface LocalSwarmOptions {
+  bus: Bus;
+  plan: Plan;
+  runtime: AgentRuntime;
+  command?: string[];
+  lean?: LeanOptions;
+  coordinators?: CoordinatorPlacement;
+  /** Default <bus dir>/checkpoints/<swarm>. */
+  checkpointDir?: string;
+  /** Write the swarm registry entry (default true). */
+  registry?: boolean;
+  detached?: boolean;
+  groupSize?: number;
+  agentArgs?: string[];
+  spawnTimeoutMs?: number;
+  onSpawnProgress?: (ready: number, total: number) => void;
+  logger?: Logger;
+  metrics?: Metrics;
+}
+
+export function defaultCheckpointDir(bus: Bus, swarm: string): string {
+  return join(bus.dir, "checkpoints", swarm);
+}
+
+/** WorkerRef map (pid, doorbell) of registered agents. */
+export function workerRefsOf(agents: AgentRecord[]): Map<string, WorkerRef> {
+  return new Map(agents.map((agent) => [agent.id, { id: agent.id, pid: agent.pid > 0 ? agent.pid : undefined, doorbell: agent.doorbell }]));
+}
+
+export class LocalSwarm {
+  readonly plan: Plan;
+  readonly bus: Bus;
+  readonly master: Master;
+  readonly checkpoints: CheckpointStore;
+  readonly spawned: SpawnResult;
+  readonly workers: Map<string, WorkerRef>;
+  /** Times a coordinator process was restarted after dying. */
+  coordinatorRestarts = 0;
+  private readonly coordinators: Coordinator[];
+  private readonly coordinatorProcesses = new Map<string, ChildProcess>();
+  private readonly logger: Logger;
+  private readonly options: LocalSwarmOptions;
+  private stopping = false;
+
+  private constructor(options: LocalSwarmOptions, spawned: SpawnResult, checkpoints: CheckpointStore, coordinators: Coordinator[], master: Master) {
+    this.options = options;
+    this.plan = options.plan;
+    this.bus = options.bus;
+    this.logger = (options.logger ?? silentLogger).child("swarm");
+    this.spawned = spawned;
+    this.checkpoints = checkpoints;
+    this.coordinators = coordinators;
+    this.master = master;
+    this.workers = workerRefsOf(spawned.agents);
+  }
+
+  /** Spawns the workers, starts the coordinators and the master; resolves when all agents are ready. */
+  static async start(options: LocalSwarmOptions): Promise<LocalSwarm> {
+    const { bus, plan } = options;
+    const checkpoints = new FileCheckpointStore(options.checkpointDir ?? defaultCheckpointDir(bus, plan.swarm));
+    const master = new Master({ bus, id: plan.master, checkpoints, logger: options.logger, metrics: options.metrics });
+    master.open();
+    const placement = options.coordinators ?? "in-process";
+    const coordinators: Coordinator[] = [];
+    if (placement === "in-process") {
+      for (const coordinator of plan.coordinators) {
+        const actor = new Coordinator({ bus, id: coordinator.id, checkpoints, logger: options.logger, metrics: options.metrics });
+        actor.start();
+        coordinators.push(actor);
+      }
+    }
+    let spawned: SpawnResult;
+    try {
+      spawned = await spawnAgents({
+        bus,
+        agents: plan.workers.map((worker) => ({ id: worker.id, team: worker.team })),
+        runtime: options.runtime,
+        command: options.command,
+        readyTo: `${plan.swarm}.spawner`,
+        groupSize: options.groupSize,
+        lean: options.lean,
+        detached: options.detached,
+        timeoutMs: options.spawnTimeoutMs,
+        agentArgs: options.agentArgs,
+        onReady: options.onSpawnProgress,
+        logger: options.logger,
+      });
+    } catch (error) {
+      await Promise.all(coordinators.map((coordinator) => coordinator.stop()));
+      master.close();
+      throw error;
+    }
+    const swarm = new LocalSwarm(options, spawned, checkpoints, coordinators, master);
+    if (placement === "process") for (const coordinator of plan.coordinators) swarm.startCoordinatorProcess(coordinator.id);
+    if (options.registry ?? true) writeSwarmRecord(bus.dir, swarm.record());
+    return swarm;
+  }
+
+  /** The registry entry of this swarm. */
+  record(): SwarmRecord {
+    const processes = [...this.spawned.processes];
+    for (const child of this.coordinatorProcesses.values()) if (child.pid) processes.push({ pid: child.pid, kind: "coordinator", agents: 0 });
+    return {
+      swarm: this.plan.swarm,
+      createdAtMs: Date.now(),
+      topology: this.plan.spec,
+      description: describePlan(this.plan),
+      runtime: this.spawned.runtime,
+      busDir: this.bus.dir,
+      master: this.plan.master,
+      processes,
+      agents: this.spawned.agents,
+      command: this.options.command,
+    };
+  }
+
+  /** Runs one round over the whole swarm. */
+  runRound(request: Omit<RoundRequest, "plan" | "workers"> = {}, hooks: RoundHooks = {}): Promise<RoundResult> {
+    return this.master.runRound({ ...request, plan: this.plan, workers: this.workers }, hooks);
+  }
+
+  /** The process of a coordinator (placement "process"), e.g. to crash it in a test. */
+  coordinatorProcess(id: string): ChildProcess | undefined {
+    return this.coordinatorProcesses.get(id);
+  }
+
+  /** Stops everything this swarm started: coordinators, agents (gracefully, then SIGKILL), registry. */
+  async stop(options: { timeoutMs?: number } = {}): Promise<{ stopped: number; killed: number }> {
+    this.stopping = true;
+    await Promise.all(this.coordinators.map((coordinator) => coordinator.stop()));
+    const coordinatorProcesses = [...this.coordinatorProcesses.values()].filter((child) => child.pid).map((child) => ({ pid: child.pid as number, kind: "coordinator" as const, agents: 0 }));
+    const result = await killProcesses(
+      [...this.spawned.processes, ...coordinatorProcesses],
+      options.timeoutMs ?? 5000,
+      this.spawned.agents.map((agent) => agent.pid).filter((pid) => pid > 0),
+    );
+    this.master.close();
+    if (this.options.registry ?? true) removeSwarmRecord(this.bus.dir, this.plan.swarm);
+    return result;
+  }
+
+  private startCoordinatorProcess(id: string): void {
+    const args = [CLI_MAIN, ...busArgs(this.bus), "swarm", "coordinator", "--id", id, "--checkpoint-dir", (this.checkpoints as FileCheckpointStore).dir];
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"] });
+    this.coordinatorProcesses.set(id, child);
+    child.once("exit", (code, signal) => {
+      if (this.stopping) return;
+      this.logger.warn("coordinator process died; restarting it from its checkpoint", { coordinator: id, code, signal });
+      this.coordinatorRestarts += 1;
+      setTimeout(() => {
+        if (!this.stopping) this.startCoordinatorProcess(id);
+      }, COORDINATOR_RESTART_DELAY_MS);
+    });
+  }
+}
