@@ -8,7 +8,10 @@ import type { NodeId } from "./types.js";
 export type ReadOnlyOption =
   /** Confirm leadership with a heartbeat round to a quorum (linearizable, always safe). */
   | "safe"
-  /** Trust the leader lease kept by CheckQuorum; no round trip, relies on bounded clock drift. */
+  /** Answer from the leader lease (a quorum acknowledged a heartbeat less than an election
+   *  timeout ago); no round trip while it holds, else like "safe". Relies on tick rates that
+   *  differ by less than one tick per election timeout. Every node must use it (followers
+   *  in lease mode also refuse votes right after a restart). */
   | "lease";
 
 export interface RaftConfig {

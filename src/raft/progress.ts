@@ -25,6 +25,9 @@ export class Progress {
   pendingSnapshot = 0;
   /** In snapshot state: leader ticks since the snapshot was sent. */
   snapshotTicks = 0;
+  /** Leader tick at which the newest heartbeat this peer acknowledged was sent; the peer
+   *  refuses votes for an election timeout after receiving it (lease reads). */
+  heartbeatAckTick = Number.NEGATIVE_INFINITY;
   /** Heard from since the last CheckQuorum round. */
   recentActive = false;
   /** In probe state: an append is outstanding; in replicate state: the window is full. */

@@ -19,7 +19,7 @@ import { entriesBytes, payloadBytes } from "./entry-size.js";
 import { RaftLog } from "./log.js";
 import { isResponseMessage, makeMessage, voteResponseType } from "./messages.js";
 import { Progress } from "./progress.js";
-import type { VoteResult } from "./quorum.js";
+import { jointCommittedIndex, type VoteResult } from "./quorum.js";
 import type { RandomSource } from "./random.js";
 import { ReadOnly } from "./read-only.js";
 import { chunkSnapshot, SnapshotAssembler } from "./snapshot-assembler.js";
@@ -77,6 +77,13 @@ export class Raft {
   /** Ticks since the last election timeout reset (followers) or CheckQuorum round (leader). */
   electionElapsed = 0;
   private heartbeatElapsed = 0;
+  /** Ticks since this Raft was created: the leader's clock for lease reads. */
+  private ticks = 0;
+  /** After a TimeoutNow the target may win without waiting for leases: no lease reads then. */
+  private timeoutNowSentInTerm = false;
+  /** In lease mode a (re)started node refuses votes for its first election timeout: it may
+   *  have acknowledged a leader's heartbeat just before a crash and must honour that lease. */
+  private readonly startupVoteLeaseTicks: number;
   randomizedElectionTimeout = 0;
 
   private readonly config: RaftConfig;
@@ -86,6 +93,7 @@ export class Raft {
     this.config = config;
     this.id = config.id;
     this.random = random;
+    this.startupVoteLeaseTicks = config.readOnlyOption === "lease" ? config.electionTimeoutTicks : 0;
     this.log = new RaftLog(storage);
     const { hardState, confState } = storage.initialState();
     this.switchToConfig(restoreConfig(confState, this.changerContext()));
@@ -225,7 +233,7 @@ export class Raft {
     const pr = this.tracker.progress.get(to)!;
     const commit = Math.min(pr.match, this.log.committed);
     pr.sentCommitIndex(commit);
-    const m = makeMessage({ type: MessageType.Heartbeat, to, commit });
+    const m = makeMessage({ type: MessageType.Heartbeat, to, commit, index: this.ticks });
     if (context) m.context = context;
     this.send(m);
   }
@@ -247,6 +255,7 @@ export class Raft {
   }
 
   private sendTimeoutNow(to: NodeId): void {
+    this.timeoutNowSentInTerm = true;
     this.send(makeMessage({ type: MessageType.TimeoutNow, to }));
   }
 
@@ -278,6 +287,7 @@ export class Raft {
     }
     this.pendingConfIndex = 0;
     this.uncommittedBytes = 0;
+    this.timeoutNowSentInTerm = false;
     this.readOnly = new ReadOnly();
     this.pendingReadIndexMessages = [];
   }
@@ -385,6 +395,7 @@ export class Raft {
   // Ticks
 
   tick(): void {
+    this.ticks++;
     if (this.role === "leader") this.tickHeartbeat();
     else this.tickElection();
   }
@@ -439,8 +450,8 @@ export class Raft {
       if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
         const inLease =
           this.config.checkQuorum &&
-          this.lead !== "" &&
-          this.electionElapsed < this.config.electionTimeoutTicks;
+          ((this.lead !== "" && this.electionElapsed < this.config.electionTimeoutTicks) ||
+            this.ticks < this.startupVoteLeaseTicks);
         // While we hear from a leader we ignore (pre)votes from nodes that cannot reach it:
         // they must not depose a healthy leader. A transfer's vote bypasses the lease.
         if (inLease && !m.leaderTransfer) return;
@@ -612,15 +623,32 @@ export class Raft {
     this.sendReadIndexResponse(m);
   }
 
+  /**
+   * The leader lease: a quorum acknowledged heartbeats sent at tick T or later, and each of
+   * those voters refuses votes for electionTimeoutTicks after receiving one, so no other leader
+   * can exist before T + electionTimeoutTicks. One tick of margin absorbs tick phase and
+   * drift between nodes. Never valid once a TimeoutNow went out (transfer votes bypass leases).
+   */
+  private leaseValid(): boolean {
+    if (!this.config.checkQuorum || this.leadTransferee !== "" || this.timeoutNowSentInTerm) return false;
+    const leaseStart = jointCommittedIndex(this.tracker.config.voters, (id) =>
+      id === this.id
+        ? this.ticks
+        : (this.tracker.progress.get(id)?.heartbeatAckTick ?? Number.NEGATIVE_INFINITY),
+    );
+    return this.ticks < leaseStart + this.config.electionTimeoutTicks - 1;
+  }
+
   private committedEntryInCurrentTerm(): boolean {
     return this.log.termOrZero(this.log.committed) === this.term;
   }
 
   private sendReadIndexResponse(m: Message): void {
-    if (this.config.readOnlyOption === "lease") {
+    if (this.config.readOnlyOption === "lease" && this.leaseValid()) {
       this.respondToReadIndex(m, this.log.committed);
       return;
     }
+    // Safe mode, or a lease that is not (or no longer) established: confirm with a quorum.
     const context = m.context ?? new Uint8Array(0);
     this.readOnly.addRequest(this.log.committed, m);
     this.readOnly.recvAck(this.id, context);
@@ -683,9 +711,11 @@ export class Raft {
 
   private handleHeartbeatResponse(m: Message, pr: Progress): void {
     pr.recentActive = true;
+    pr.heartbeatAckTick = Math.max(pr.heartbeatAckTick, Math.min(m.index, this.ticks));
     pr.msgAppFlowPaused = false;
     if (pr.match < this.log.lastIndex()) this.sendAppend(m.from);
-    if (this.config.readOnlyOption !== "safe" || !m.context || m.context.byteLength === 0) return;
+    // Reads confirmed by a heartbeat round (safe mode, or lease mode without a valid lease).
+    if (!m.context || m.context.byteLength === 0) return;
     const acks = this.readOnly.recvAck(m.from, m.context);
     if (!acks || !this.tracker.isQuorum(acks)) return;
     for (const status of this.readOnly.advance(m.context))
@@ -824,7 +854,7 @@ export class Raft {
 
   private handleHeartbeat(m: Message): void {
     this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
-    const response = makeMessage({ type: MessageType.HeartbeatResp, to: m.from });
+    const response = makeMessage({ type: MessageType.HeartbeatResp, to: m.from, index: m.index });
     if (m.context) response.context = m.context;
     this.send(response);
   }

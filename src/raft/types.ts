@@ -105,7 +105,8 @@ export interface Message {
   from: NodeId;
   to: NodeId;
   term: number;
-  /** App: index of the entry before `entries`; AppResp: the acknowledged (or rejected) index. */
+  /** App: index of the entry before `entries`; AppResp: the acknowledged (or rejected) index.
+   *  Heartbeat: the leader's tick count when sent, echoed in HeartbeatResp (leader lease). */
   index: number;
   /** App: term of the entry at `index`. Vote/PreVote: candidate's last log term. */
   logTerm: number;

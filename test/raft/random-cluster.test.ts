@@ -36,12 +36,14 @@ function runSeed(seed: number, steps: number): void {
   const founders = ["1", "2", "3"];
   const spare = ["4", "5"];
   const nodes = new Map<string, SimNode>();
+  // Every third seed runs lease-based reads (the read check below must hold for them too).
   const config = {
     electionTimeoutTicks: 10,
     heartbeatTicks: 2,
     snapshotChunkBytes: 64,
     msgBytesMax: 256,
     inflightMsgsMax: 4,
+    readOnlyOption: seed % 3 === 0 ? ("lease" as const) : ("safe" as const),
   };
   const create = (id: string, storage: MemoryStorage, applied: number) =>
     new RawNode({
