@@ -13,7 +13,7 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, rmSync } from "node:fs";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { isCfnError } from "../../src/errors.js";
 import { Bus } from "../../src/bus/index.js";
@@ -267,8 +267,8 @@ async function latencyRun(samples: number): Promise<number[]> {
   try {
     const receiver = start({ kind: "latency-receive", root, agent: "receiver", samples });
     await receiver.ready;
-    start({ kind: "latency-send", root, to: "receiver", samples, gapMs: 2 });
-    const result = await receiver.result;
+    const sender = start({ kind: "latency-send", root, to: "receiver", samples, gapMs: 2 });
+    const [result] = await Promise.all([receiver.result, sender.result]);
     return (result.micros as number[]).slice(20);
   } finally {
     rmSync(root, { recursive: true, force: true });
@@ -307,8 +307,8 @@ async function soakRun(seconds: number): Promise<{ driftPercent: number; samples
     const sampleMs = Math.max(500, Math.round((seconds * 1000) / 60));
     const receiver = start({ kind: "soak-receive", root, agent: "receiver", seconds, sampleMs }, ["--expose-gc"]);
     await receiver.ready;
-    start({ kind: "soak-send", root, to: "receiver", seconds, ratePerSecond: 5000 });
-    const result = await receiver.result;
+    const sender = start({ kind: "soak-send", root, to: "receiver", seconds, ratePerSecond: 5000 });
+    const [result] = await Promise.all([receiver.result, sender.result]);
     const samples = result.samples as { rss: number }[];
     // Skip the first 20 % (JIT, pools, histogram buckets filling), then compare the first and
     // last fifths of the rest.
@@ -334,6 +334,7 @@ export async function run(args: string[]): Promise<SuiteResult> {
   const runs = option(args, "--runs", 5);
   const messages = option(args, "--messages", 50_000);
   const soakSeconds = option(args, "--soak-seconds", 60);
+  const loadAtStart = loadavg().map((value) => Math.round(value * 100) / 100);
   const figures: Figure[] = [];
   const log = (line: string) => process.stderr.write(`bus: ${line}\n`);
 
@@ -429,6 +430,8 @@ export async function run(args: string[]): Promise<SuiteResult> {
     figures,
     context: {
       cpus: cpus().length,
+      loadAverageAtStart: loadAtStart,
+      loadAverageAtEnd: loadavg().map((value) => Math.round(value * 100) / 100),
       cpuModel: cpus()[0]?.model,
       node: process.version,
       root: "/dev/shm",

@@ -16,8 +16,9 @@ import { createBusMetrics, type BusMetrics } from "./bus-metrics.js";
 import { nextArrivalUs, UniqueNames, wallClockUs } from "./clock.js";
 import { fitsAfterCount, freshEstimate, mustRecount, type DepthEstimate } from "./backpressure.js";
 import {
-  encodeBatchFile,
+  encodeEnvelope,
   encodeMessageFile,
+  joinBatchFile,
   headersProblem,
   isValidMessageId,
   isValidMessageType,
@@ -174,24 +175,23 @@ export class Bus {
   }
 
   private sendBatchEnvelopes(to: string, envelopes: Envelope[], countOverflow: boolean): SendResult {
-    const text = encodeBatchFile(envelopes);
-    // Each message is held to messageBytesMax; the file may hold N of them.
-    const bytes = Buffer.byteLength(text);
-    if (bytes > this.config.messageBytesMax * envelopes.length) {
-      throw new CfnError("CFN_ERR_MESSAGE_TOO_LARGE", `batch of ${bytes} bytes exceeds ${envelopes.length} × messageBytesMax`, {
-        bytes,
-        messageBytesMax: this.config.messageBytesMax,
-      });
-    }
-    for (const envelope of envelopes) {
-      const single = Buffer.byteLength(encodeMessageFile(envelope));
-      if (envelopes.length > 1 && single > this.config.messageBytesMax) {
-        throw new CfnError("CFN_ERR_MESSAGE_TOO_LARGE", `batch message ${envelope.id} of ${single} bytes exceeds messageBytesMax`, {
-          bytes: single,
-          messageBytesMax: this.config.messageBytesMax,
-        });
+    // Encode each envelope once: its size is checked alone, then the parts are joined.
+    const bytesMax = this.config.messageBytesMax;
+    const parts = envelopes.map(encodeEnvelope);
+    for (let index = 0; index < parts.length; index++) {
+      const part = parts[index];
+      // UTF-8 takes at most 3 bytes per UTF-16 unit: count bytes only when it could matter.
+      if (part.length * 3 + 1 > bytesMax) {
+        const bytes = Buffer.byteLength(part) + 1;
+        if (bytes > bytesMax) {
+          throw new CfnError("CFN_ERR_MESSAGE_TOO_LARGE", `batch message ${envelopes[index].id} of ${bytes} bytes exceeds messageBytesMax ${bytesMax}`, {
+            bytes,
+            messageBytesMax: bytesMax,
+          });
+        }
       }
     }
+    const text = joinBatchFile(parts);
     const file = this.deliverFile(to, envelopes[0].priority, envelopes.length, text, countOverflow);
     return { ids: envelopes.map((envelope) => envelope.id), file };
   }

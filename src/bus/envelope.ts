@@ -89,8 +89,12 @@ export function encodeMessageFile(envelope: Envelope): string {
 
 /** File text of a batch: one JSON object holding the envelopes in order. */
 export function encodeBatchFile(envelopes: Envelope[]): string {
-  const parts = envelopes.map((envelope, index) => (index === 0 ? "" : ",") + encodeEnvelope(envelope));
-  return `{"v":${PROTOCOL_VERSION},"batch":[\n${parts.join("\n")}\n]}\n`;
+  return joinBatchFile(envelopes.map(encodeEnvelope));
+}
+
+/** File text of a batch from already encoded envelopes (encodeEnvelope). */
+export function joinBatchFile(parts: string[]): string {
+  return `{"v":${PROTOCOL_VERSION},"batch":[\n${parts.join("\n,")}\n]}\n`;
 }
 
 /** Returns a reason when `value` is not a valid envelope, else undefined. */

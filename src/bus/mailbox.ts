@@ -122,6 +122,7 @@ export class Mailbox {
   private lastScanEndMs = 0;
   private lastScanCostMs = 0;
   private watcher: FSWatcher | undefined;
+  private watchWanted: boolean;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
   private readBuffer: Buffer;
@@ -139,7 +140,8 @@ export class Mailbox {
     this.heartbeat();
     this.recoverClaims();
     this.removeStaleTemps();
-    if (options.watch ?? true) this.startWatch();
+    this.watchWanted = options.watch ?? true;
+    if (this.watchWanted) this.startWatch();
     if (options.heartbeat ?? true) {
       this.heartbeatTimer = setInterval(() => this.heartbeat(), bus.config.heartbeatIntervalMs);
       this.heartbeatTimer.unref();
@@ -155,7 +157,18 @@ export class Mailbox {
     const deadline = Date.now() + Math.max(0, options.timeoutMs ?? 0);
     for (;;) {
       const deliveries = this.receiveNow(max);
-      if (deliveries.length > 0) return deliveries;
+      if (deliveries.length > 0) {
+        // A full batch means a backlog: stop inotify for now (two callbacks per file would cost
+        // the busy receiver ~10 % of its time); it is re-armed when the inbox runs dry.
+        if (deliveries.length === max) this.pauseWatch();
+        return deliveries;
+      }
+      if (this.watchWanted && !this.watcher) {
+        // Re-armed: anything that arrived while unwatched is found by one more scan.
+        this.startWatch();
+        this.inboxChanged = true;
+        continue;
+      }
       const now = Date.now();
       if (now >= deadline) return deliveries;
       await this.waitForChange(Math.min(deadline - now, this.bus.config.rescanIntervalMs));
@@ -260,6 +273,7 @@ export class Mailbox {
   close(options: { removeDirs?: boolean } = {}): void {
     if (this.closed) return;
     this.closed = true;
+    this.watchWanted = false;
     this.watcher?.close();
     this.watcher = undefined;
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
@@ -624,6 +638,14 @@ export class Mailbox {
 
   // ---- waiting --------------------------------------------------------------------------------
 
+  private pauseWatch(): void {
+    if (!this.watcher) return;
+    this.watcher.close();
+    this.watcher = undefined;
+    this.arrivals = [];
+    this.arrivalsOverflowed = true; // names seen so far are incomplete until the next scan
+  }
+
   private startWatch(): void {
     try {
       this.watcher = watch(this.paths.inbox, { persistent: false }, (_event, fileName) => {
@@ -637,9 +659,11 @@ export class Mailbox {
         this.logger.warn("inbox watch failed; polling every rescanIntervalMs", { agent: this.agentId, error });
         this.watcher?.close();
         this.watcher = undefined;
+        this.watchWanted = false;
       });
     } catch (error) {
       this.logger.warn("cannot watch inbox; polling every rescanIntervalMs", { agent: this.agentId, error });
+      this.watchWanted = false;
     }
   }
 
