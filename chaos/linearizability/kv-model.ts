@@ -58,7 +58,7 @@ export const kvModel: Model<string | null, KvInput, KvOutput> = {
     }
     return [...byKey.entries()]
       .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-      .map(([key, ops]) => ({ name: `key ${JSON.stringify(key)}`, operations: ops }));
+      .map(([key, ops]) => ({ name: `key ${JSON.stringify(key)}`, operations: dropUnobservedWrites(ops) }));
   },
 
   describe(input, output) {
@@ -75,3 +75,29 @@ export const kvModel: Model<string | null, KvInput, KvOutput> = {
     }
   },
 };
+
+/**
+ * Drops put and cas operations of unknown outcome whose value nobody observed: no known output
+ * shows it and no cas expected it. Such an operation can always be linearized last (nothing
+ * after it sees its effect), so the history is linearizable with it iff it is without it; and
+ * without it the search no longer tries every position for an operation that is pending forever,
+ * which is what makes histories with many timeouts expensive.
+ *
+ * Why dropping is sound: in a linearization with the write W (value V) somewhere, every operation
+ * with a known output that runs while the value is V would output V (all KV outputs report the
+ * value they observed), and none does; so until the next write only operations of unknown
+ * outcome run, and a cas among them fails (none expects V). Remove W and move those cas to the
+ * end: every known output is unchanged. The other direction appends W at the end.
+ */
+function dropUnobservedWrites(operations: KvOperation[]): KvOperation[] {
+  const observed = new Set<string>();
+  for (const op of operations) {
+    if (op.output !== undefined && op.output.value !== null) observed.add(op.output.value);
+    if (op.input.op === "cas" && op.input.expected !== null) observed.add(op.input.expected);
+  }
+  return operations.filter((op) => {
+    if (op.output !== undefined) return true;
+    if (op.input.op !== "put" && op.input.op !== "cas") return true;
+    return observed.has(op.input.value);
+  });
+}

@@ -181,6 +181,7 @@ export function checkLinearizable<State, Input, Output>(
   operations: Operation<Input, Output>[],
   options: CheckOptions = {},
 ): CheckResult<Input, Output> {
+  for (const op of operations) validate(op);
   const parts = model.partition ? model.partition(operations) : [{ name: "all", operations }];
   const partitions = parts.map((p) => checkPartition(model, p.name, p.operations, options));
   const verdict: Verdict = partitions.some((p) => p.verdict === "illegal")
