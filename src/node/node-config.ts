@@ -79,6 +79,9 @@ export const nodeSchema = z
       .describe("Sweep interval mirroring same-host sends and pruning consumed messages, in ms."),
     shutdownTimeoutMs: int(100, 600_000).default(10_000).describe("Longest a graceful shutdown takes before closing anyway, in ms."),
     leaveOnShutdown: z.boolean().default(false).describe("Remove this node from the membership at graceful shutdown."),
+    frameBytesMax: int(1024, 256 * 1024 * 1024)
+      .default(16 * 1024 * 1024)
+      .describe("Largest peer frame sent or accepted, in bytes (transport limit)."),
     apiBodyBytesMax: int(1024, 64 * 1024 * 1024).default(4 * 1024 * 1024).describe("Largest HTTP API request body."),
   })
   .strict()

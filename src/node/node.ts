@@ -107,6 +107,10 @@ export class ClusterNode {
       await node.open();
     } catch (error) {
       await node.closeQuietly();
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "EADDRINUSE" || code === "EADDRNOTAVAIL" || code === "EACCES") {
+        throw new CfnError("CFN_ERR_CONFIG_INVALID", `cannot listen: ${(error as Error).message} (check node.peerListen / node.apiListen)`);
+      }
       throw error;
     }
     return node;
@@ -133,6 +137,7 @@ export class ClusterNode {
       metrics: this.metrics,
       host: peerListen.host,
       port: peerListen.port,
+      limits: { frameBytesMax: config.frameBytesMax },
     });
     const peers: Record<string, string> = {};
     for (const [id, member] of Object.entries(this.identity.members)) if (id !== this.id) peers[id] = member.peerUrl;
@@ -599,11 +604,19 @@ export class ClusterNode {
         await withDeadline(this.removeMember(this.id), Math.max(100, deadline - Date.now() - 1_000));
       }
       if (this.host.isLeader()) {
-        const target = this.host.status().members.find((member) => member.id !== this.id && member.voter && (member.lag ?? 0) === 0);
-        if (target) {
-          await withDeadline(this.host.transferLeadership(target.id), Math.max(100, Math.min(1_000, deadline - Date.now() - 500)));
-          leadershipTransferred = true;
+        // The most caught-up voter first; the transfer waits for it to catch up.
+        const candidates = this.host
+          .status()
+          .members.filter((member) => member.id !== this.id && member.voter)
+          .sort((a, b) => (a.lag ?? Number.MAX_SAFE_INTEGER) - (b.lag ?? Number.MAX_SAFE_INTEGER));
+        for (const target of candidates) {
+          const transfer = this.host.transferLeadership(target.id).catch((error) => {
+            this.logger.warn("leadership transfer at shutdown failed", { target: target.id, error });
+          });
+          await withDeadline(transfer, Math.max(100, Math.min(1_500, deadline - Date.now() - 500)));
+          if (!this.host.isLeader()) break;
         }
+        leadershipTransferred = !this.host.isLeader();
       }
     } catch (error) {
       this.logger.warn("graceful shutdown step failed; closing anyway", { error });

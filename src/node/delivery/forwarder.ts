@@ -91,6 +91,9 @@ interface Proxy {
   agentId: string;
   mailbox: Mailbox;
   running: Promise<void>;
+  /** True while a drained batch is being spooled: its claims must not be handed back. */
+  busy: boolean;
+  stopping: boolean;
 }
 
 export class DeliveryForwarder {
@@ -238,7 +241,7 @@ export class DeliveryForwarder {
       this.logger.warn("cannot open a proxy mailbox", { agentId, error });
       return;
     }
-    const proxy: Proxy = { agentId, mailbox, running: Promise.resolve() };
+    const proxy: Proxy = { agentId, mailbox, running: Promise.resolve(), busy: false, stopping: false };
     this.proxies.set(agentId, proxy);
     proxy.running = this.runProxy(proxy).catch((error) => {
       this.logger.error("proxy mailbox failed", { agentId, error });
@@ -246,14 +249,16 @@ export class DeliveryForwarder {
     });
   }
 
+  /** Closes a proxy; one spooling a batch closes itself once the batch is acknowledged on the bus. */
   private closeProxy(agentId: string, proxy: Proxy): void {
     if (this.proxies.get(agentId) === proxy) this.proxies.delete(agentId);
-    proxy.mailbox.close();
+    proxy.stopping = true;
+    if (!proxy.busy) proxy.mailbox.close();
   }
 
   private async runProxy(proxy: Proxy): Promise<void> {
     const { mailbox, agentId } = proxy;
-    while (!this.closed && this.proxies.get(agentId) === proxy && !mailbox.isClosed) {
+    while (!proxy.stopping && !mailbox.isClosed) {
       if (this.options.spool.size >= this.options.spoolMessagesMax) {
         await new Promise((resolve) => setTimeout(resolve, 20));
         continue;
@@ -271,7 +276,13 @@ export class DeliveryForwarder {
         this.closeProxy(agentId, proxy); // hands the claims back: the agent is local or unknown now
         return;
       }
-      await this.spoolDeliveries(mailbox, owner, deliveries);
+      proxy.busy = true;
+      try {
+        await this.spoolDeliveries(mailbox, owner, deliveries);
+      } finally {
+        proxy.busy = false;
+        if (proxy.stopping) mailbox.close();
+      }
     }
   }
 
