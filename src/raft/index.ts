@@ -1,6 +1,6 @@
 // cfn's Raft core — public API (stable; other layers and the simulator code against it).
 //
-//   new RawNode({ config: { id, ...limits }, storage, random? })
+//   new RawNode({ config: { id, ...limits }, storage, random?, logger? })
 //     tick(): void                               one logical tick
 //     step(message: Message): void               a message from a peer
 //     campaign(): void                           start an election now
@@ -38,6 +38,7 @@ export {
 } from "./config.js";
 export { describeMessage, isLocalMessage, isResponseMessage, makeMessage } from "./messages.js";
 export type { ProgressState } from "./progress.js";
+export type { RaftLogger } from "./raft.js";
 export { hashNodeId, type RandomSource, seededRandom } from "./random.js";
 export { type PeerProgress, type RaftStatus, RawNode, type RawNodeOptions } from "./raw-node.js";
 export {

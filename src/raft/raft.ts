@@ -41,6 +41,16 @@ import {
 
 type CampaignType = "pre-election" | "election" | "transfer";
 
+/** The logging the core does: role changes, membership, snapshots, transfers. Structurally
+ *  compatible with src/obs's Logger (pass `logger.child("raft")`); the default drops all. */
+export interface RaftLogger {
+  debug(message: string, fields?: Record<string, unknown>): void;
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+}
+
+const silent: RaftLogger = { debug() {}, info() {}, warn() {} };
+
 function dropped(reason: string): CfnError {
   return new CfnError("CFN_ERR_PROPOSAL_DROPPED", `proposal dropped: ${reason}`, { reason });
 }
@@ -88,9 +98,11 @@ export class Raft {
 
   private readonly config: RaftConfig;
   private readonly random: RandomSource;
+  private readonly logger: RaftLogger;
 
-  constructor(config: RaftConfig, storage: Storage, random: RandomSource) {
+  constructor(config: RaftConfig, storage: Storage, random: RandomSource, logger: RaftLogger = silent) {
     this.config = config;
+    this.logger = logger;
     this.id = config.id;
     this.random = random;
     this.startupVoteLeaseTicks = config.readOnlyOption === "lease" ? config.electionTimeoutTicks : 0;
@@ -299,9 +311,14 @@ export class Raft {
   }
 
   becomeFollower(term: number, lead: NodeId): void {
+    const wasRole = this.role;
+    const wasTerm = this.term;
     this.reset(term);
     this.lead = lead;
     this.role = "follower";
+    if (wasRole !== "follower" || wasTerm !== term) {
+      this.logger.info("became follower", { id: this.id, term, leader: lead, from: wasRole });
+    }
   }
 
   private becomePreCandidate(): void {
@@ -310,6 +327,7 @@ export class Raft {
     this.tracker.resetVotes();
     this.lead = "";
     this.role = "pre_candidate";
+    this.logger.info("became pre-candidate", { id: this.id, term: this.term });
   }
 
   private becomeCandidate(): void {
@@ -317,6 +335,7 @@ export class Raft {
     this.reset(this.term + 1);
     this.vote = this.id;
     this.role = "candidate";
+    this.logger.info("became candidate", { id: this.id, term: this.term });
   }
 
   private becomeLeader(): void {
@@ -324,6 +343,7 @@ export class Raft {
     this.reset(this.term);
     this.lead = this.id;
     this.role = "leader";
+    this.logger.info("became leader", { id: this.id, term: this.term, lastIndex: this.log.lastIndex() });
     const self = this.tracker.progress.get(this.id)!;
     self.becomeReplicate();
     self.recentActive = true;
@@ -435,6 +455,10 @@ export class Raft {
       pr.pendingSnapshot = 0;
       pr.becomeProbe();
       pr.msgAppFlowPaused = true; // resume on the next heartbeat response
+      this.logger.warn("snapshot send timed out; probing again", {
+        id: this.id,
+        ticks: this.config.snapshotTimeoutTicks,
+      });
     }
   }
 
@@ -523,6 +547,10 @@ export class Raft {
         return;
       case MessageType.CheckQuorum:
         if (!this.tracker.quorumActive()) {
+          this.logger.warn("stepping down: no quorum heard from within an election timeout", {
+            id: this.id,
+            term: this.term,
+          });
           this.becomeFollower(this.term, "");
           return;
         }
@@ -732,11 +760,19 @@ export class Raft {
     // The transfer must finish within an election timeout (see tickHeartbeat).
     this.electionElapsed = 0;
     this.leadTransferee = transferee;
+    this.logger.info("leadership transfer started", { id: this.id, term: this.term, to: transferee });
     if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(transferee);
     else this.sendAppend(transferee);
   }
 
   abortLeaderTransfer(): void {
+    if (this.leadTransferee !== "" && this.role === "leader") {
+      this.logger.info("leadership transfer ended", {
+        id: this.id,
+        term: this.term,
+        to: this.leadTransferee,
+      });
+    }
     this.leadTransferee = "";
   }
 
@@ -881,6 +917,7 @@ export class Raft {
     }
     this.log.restore(snapshot);
     this.switchToConfig(restoreConfig(conf, this.changerContext()));
+    this.logger.info("restored snapshot", { id: this.id, index, term, bytes: snapshot.data.byteLength });
     return true;
   }
 
@@ -948,6 +985,11 @@ export class Raft {
   // Membership
 
   applyConfChange(change: ConfChange): ConfState {
+    this.logger.info("applying conf change", {
+      id: this.id,
+      changes: change.changes,
+      transition: change.transition,
+    });
     return this.switchToConfig(
       applyConfChangeTo(this.tracker.config, this.tracker.progress, this.changerContext(), change),
     );
@@ -962,6 +1004,7 @@ export class Raft {
     this.isLearner = self?.isLearner ?? false;
     if ((!self || this.isLearner) && this.role === "leader") {
       // Removed or demoted: a leader outside the voters must not keep leading.
+      this.logger.warn("stepping down: removed from the voters", { id: this.id, term: this.term });
       this.becomeFollower(this.term, "");
       return confState;
     }

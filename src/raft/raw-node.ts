@@ -18,7 +18,7 @@ import { encodeConfChange } from "./confchange.js";
 import { type RaftConfig, resolveConfig } from "./config.js";
 import { isLocalMessage, makeMessage } from "./messages.js";
 import type { ProgressState } from "./progress.js";
-import { Raft } from "./raft.js";
+import { Raft, type RaftLogger } from "./raft.js";
 import { hashNodeId, type RandomSource, seededRandom } from "./random.js";
 import type { Storage } from "./storage.js";
 import {
@@ -41,6 +41,8 @@ export interface RawNodeOptions {
   storage: Storage;
   /** Randomness for election timeouts; default a PRNG seeded from the node id. */
   random?: RandomSource;
+  /** Role changes, membership, snapshots, transfers (e.g. `logger.child("raft")`); default silent. */
+  logger?: RaftLogger;
 }
 
 /** The leader's view of one peer, for status displays (lag = leader's last index - match). */
@@ -82,7 +84,7 @@ export class RawNode {
   constructor(options: RawNodeOptions) {
     const config = resolveConfig(options.config);
     const random = options.random ?? seededRandom(hashNodeId(config.id));
-    this.raft = new Raft(config, options.storage, random);
+    this.raft = new Raft(config, options.storage, random, options.logger);
     this.prevSoftState = this.softState();
     // What storage already holds needs no persisting.
     this.prevHardState = this.raft.hardState();

@@ -216,3 +216,29 @@ describe("RawNode", () => {
     ).toBe("CFN_ERR_CONF_CHANGE");
   });
 });
+
+describe("RawNode logging", () => {
+  it("reports role changes and membership to the injected logger", () => {
+    const lines: string[] = [];
+    const logger = {
+      debug: () => {},
+      info: (m: string) => lines.push(`info ${m}`),
+      warn: (m: string) => lines.push(`warn ${m}`),
+    };
+    const storage = MemoryStorage.bootstrap({ voters: ["a"] });
+    const node = new RawNode({ config: { id: "a" }, storage, logger });
+    node.campaign();
+    drain(node, storage);
+    node.proposeConfChange({
+      changes: [{ type: ConfChangeType.AddLearner, nodeId: "b" }],
+      transition: "auto",
+    });
+    drain(node, storage);
+    expect(lines).toEqual([
+      "info became pre-candidate",
+      "info became candidate",
+      "info became leader",
+      "info applying conf change",
+    ]);
+  });
+});
