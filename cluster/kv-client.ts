@@ -195,9 +195,9 @@ export class KvClusterClient {
     throw new KvUnknownOutcomeError(`no node served ${body.op} within ${this.requestTimeoutMs} ms (last: ${lastProblem})`);
   }
 
-  /** One node's status, asked of that node only. */
-  async status(id: string): Promise<KvNodeStatus> {
-    const response = await this.connection(id).request({ op: "status" });
+  /** One node's status, asked of that node only; `digest` adds the state digest. */
+  async status(id: string, digest = false): Promise<KvNodeStatus> {
+    const response = await this.connection(id).request({ op: "status", digest });
     if (!response.status) throw new Error(`node ${id} answered status without a status`);
     return response.status;
   }

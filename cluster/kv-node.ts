@@ -14,6 +14,8 @@
 //   --cluster-token T         shared secret, ≥ 16 chars                             [CFN_CLUSTER_TOKEN]
 //   --cluster-id C            written into the data dir (default "cfn-kv")          [CFN_CLUSTER_ID]
 //   --tick-ms N, --election-ticks N, --heartbeat-ticks N, --snapshot-entries N     (RaftHost limits)
+//   --reconnect-max-ms N      cap of the transport's redial backoff (default 250: a restarted
+//                             peer is redialled within 250 ms, so it can vote soon after)
 //   --log-level L             debug|info|warn|error|silent (default info)          [CFN_LOG_LEVEL]
 //
 // Listens on 127.0.0.1 only. Prints one JSON line on stdout when serving:
@@ -43,7 +45,12 @@ export interface KvNodeArgs {
   clusterId: string;
   host: Partial<{ tickIntervalMs: number; electionTimeoutTicks: number; heartbeatTicks: number; snapshotEntriesInterval: number }>;
   logLevel: LogLevel;
+  reconnectDelayMsMax: number;
 }
+
+/** Default cap of the peer redial backoff: a peer that restarts is redialled within this time
+ *  (the transport's own default, 5 s, would leave it unable to vote or answer for seconds). */
+export const KV_NODE_RECONNECT_DELAY_MS_MAX = 250;
 
 function parseList(text: string | undefined, flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -83,6 +90,7 @@ export function parseKvNodeArgs(argv: string[], env: NodeJS.ProcessEnv): KvNodeA
       "heartbeat-ticks": { type: "string" },
       "snapshot-entries": { type: "string" },
       "log-level": { type: "string" },
+      "reconnect-max-ms": { type: "string" },
     },
   });
   const id = values.id ?? env.CFN_NODE_ID;
@@ -113,6 +121,7 @@ export function parseKvNodeArgs(argv: string[], env: NodeJS.ProcessEnv): KvNodeA
     clusterId: values["cluster-id"] ?? env.CFN_CLUSTER_ID ?? "cfn-kv",
     host,
     logLevel: (values["log-level"] ?? env.CFN_LOG_LEVEL ?? "info") as LogLevel,
+    reconnectDelayMsMax: optionalInt(values["reconnect-max-ms"]) ?? KV_NODE_RECONNECT_DELAY_MS_MAX,
   };
 }
 
@@ -121,7 +130,9 @@ export async function startKvNode(args: KvNodeArgs): Promise<{ stop: () => Promi
   const logger = createLogger(`cfn:${args.id}`, { level: args.logLevel });
   const metrics = new Metrics({ defaultLabels: { node: args.id } });
   const store = await LevelLogStore.open({ path: args.dataDir, identity: { clusterId: args.clusterId, nodeId: args.id }, logger, metrics });
-  const transport = new WsTransport({ nodeId: args.id, clusterToken: args.clusterToken, logger, metrics, host: LISTEN_HOST, port: args.peerPort });
+  const transport = new WsTransport({ nodeId: args.id, clusterToken: args.clusterToken, logger, metrics, host: LISTEN_HOST, port: args.peerPort,
+    limits: { reconnectDelayMsMax: args.reconnectDelayMsMax, reconnectDelayMsMin: Math.min(50, args.reconnectDelayMsMax) },
+  });
   const kv = new KvStateMachine();
   const peerUrls = Object.fromEntries(Object.entries(args.peers).map(([id, address]) => [id, `ws://${address}`]));
   const host = new RaftHost({

@@ -20,7 +20,8 @@ export type KvRequest =
   | { id: number; op: "delete"; key: string; clientId: string; seq: number }
   | { id: number; op: "cas"; key: string; expected: string | null; value: string; clientId: string; seq: number }
   | { id: number; op: "get"; key: string }
-  | { id: number; op: "status" }
+  /** `digest: true` adds stateDigest (hashes the whole state: not for tight polling loops). */
+  | { id: number; op: "status"; digest?: boolean }
   /** The node's Prometheus exposition (text), for benchmarks and debugging. */
   | { id: number; op: "metrics" };
 
@@ -58,8 +59,9 @@ export interface KvNodeStatus {
   leader: string;
   commit: number;
   applied: number;
-  /** sha256 (hex) of the state machine's snapshot bytes: equal on replicas with equal state. */
-  stateDigest: string;
+  /** sha256 (hex) of the state machine's snapshot bytes: equal on replicas with equal state.
+   *  Only when the request asked for it. */
+  stateDigest?: string;
   keys: number;
   members: { id: string; match?: number; lag?: number }[];
 }
@@ -82,7 +84,7 @@ export function parseKvRequest(raw: unknown): KvRequest | undefined {
   if (typeof raw !== "object" || raw === null) return undefined;
   const r = raw as Record<string, unknown>;
   if (typeof r.id !== "number") return undefined;
-  if (r.op === "status") return { id: r.id, op: "status" };
+  if (r.op === "status") return { id: r.id, op: "status", digest: r.digest === true };
   if (r.op === "metrics") return { id: r.id, op: "metrics" };
   if (typeof r.key !== "string") return undefined;
   if (r.op === "get") return { id: r.id, op: "get", key: r.key };

@@ -143,7 +143,7 @@ export class KvClientServer {
             leader: status.leader,
             commit: status.commit,
             applied: status.applied,
-            stateDigest: createHash("sha256").update(kv.snapshot()).digest("hex"),
+            stateDigest: request.digest ? createHash("sha256").update(kv.snapshot()).digest("hex") : undefined,
             keys: kv.size,
             members: status.members.map((member) => ({ id: member.id, match: member.match, lag: member.lag })),
           },

@@ -31,7 +31,7 @@ export interface LocalClusterOptions {
   size?: number;
   /** Where data dirs and logs go; default a fresh dir under the OS temp dir, removed by stop(). */
   baseDir?: string;
-  /** Keep baseDir at stop() (for post-mortems). Default false. */
+  /** Keep baseDir at stop() (for post-mortems). Default: CFN_KEEP_CLUSTER=1 in the environment. */
   keepBaseDir?: boolean;
   clusterToken?: string;
   /** Extra kv-node flags for every node, e.g. ["--tick-ms", "10"]. */
@@ -156,11 +156,12 @@ export class LocalCluster {
     return child !== undefined && child.exitCode === null && child.signalCode === null;
   }
 
-  /** Status of one running node, or undefined when it does not answer. */
-  async status(id: string): Promise<KvNodeStatus | undefined> {
+  /** Status of one running node, or undefined when it does not answer. `digest` adds the
+   *  state digest (hashes the whole state). */
+  async status(id: string, digest = false): Promise<KvNodeStatus | undefined> {
     if (!this.isRunning(id)) return undefined;
     try {
-      return await this.statusClient.status(id);
+      return await this.statusClient.status(id, digest);
     } catch {
       return undefined;
     }
@@ -217,7 +218,8 @@ export class LocalCluster {
       }),
     );
     for (const log of this.logs.values()) log.end();
-    if (!this.options.keepBaseDir && !this.options.baseDir) rmSync(this.baseDir, { recursive: true, force: true });
+    const keep = this.options.keepBaseDir ?? process.env.CFN_KEEP_CLUSTER === "1";
+    if (!keep && !this.options.baseDir) rmSync(this.baseDir, { recursive: true, force: true });
   }
 
   private launch(node: LocalNode): Promise<void> {

@@ -14,13 +14,14 @@
 // the same kind of load when `etcd` and `etcdctl` are on PATH; skipped with a reason otherwise.
 
 import { type ChildProcess, fork } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { KvClusterClient, KvUnknownOutcomeError } from "../../cluster/kv-client.js";
 import { LocalCluster } from "../../cluster/local.js";
 import { DEFAULT_RAFT_HOST_CONFIG } from "../../src/node/raft-host-config.js";
 import { type Figure, type SuiteResult, atLeast, atMost, exactly, percentile, round, stats } from "../lib.js";
-import { measureEtcdAnchor } from "../../cluster/etcd-local.js";
+import { type EtcdLoadResult, etcdLatency, etcdLoad, measureEtcdAnchor } from "../../cluster/etcd-local.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const WORKER_FLAG = "--raft-bench-worker";
@@ -38,7 +39,9 @@ interface Options {
 
 type WorkerRequest =
   | { kind: "load"; urls: Record<string, string>; token: string; clients: number; seconds: number; warmupSeconds: number; tag: string }
-  | { kind: "latency"; urls: Record<string, string>; token: string; samples: number; tag: string };
+  | { kind: "latency"; urls: Record<string, string>; token: string; samples: number; tag: string }
+  | { kind: "etcd-load"; urls: string[]; clients: number; seconds: number }
+  | { kind: "etcd-latency"; urls: string[]; samples: number };
 
 interface LoadResult {
   acked: number;
@@ -70,11 +73,23 @@ function parseOptions(args: string[]): Options {
   return options;
 }
 
+/** Linux PSI: share of time some task waited for a CPU (other work on the machine skews every
+ *  figure here; the bench records it so a reader can tell a quiet run from a busy one). */
+function cpuPressure(): string | undefined {
+  try {
+    return readFileSync("/proc/pressure/cpu", "utf8").split("\n")[0];
+  } catch {
+    return undefined;
+  }
+}
+
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
 // ---- worker side (a separate process generating client load) -----------------------------------
 
-async function workerMain(request: WorkerRequest): Promise<LoadResult | LatencyResult> {
+async function workerMain(request: WorkerRequest): Promise<LoadResult | LatencyResult | EtcdLoadResult> {
+  if (request.kind === "etcd-load") return etcdLoad(request.urls, request.clients, request.seconds, PAYLOAD_BYTES);
+  if (request.kind === "etcd-latency") return { samplesMs: await etcdLatency(request.urls, request.samples, PAYLOAD_BYTES) };
   const client = new KvClusterClient({ urls: request.urls, clusterToken: request.token, requestTimeoutMs: 10_000 });
   const value = "v".repeat(PAYLOAD_BYTES);
   try {
@@ -192,6 +207,9 @@ async function measureFailover(cluster: LocalCluster, kills: number, log: (line:
       samplesMs.push(ms);
       log(`failover ${k + 1}/${kills}: killed ${leader}, next committed write after ${round(ms)} ms`);
       await cluster.restart(leader);
+      // Let every peer redial the restarted node (kv-node caps the backoff at 250 ms) before the
+      // next kill, so each kill starts from a fully connected 3-node cluster.
+      await sleep(1_000);
     }
   } finally {
     client.close();
@@ -208,6 +226,7 @@ export async function run(args: string[]): Promise<SuiteResult> {
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model,
     loadAverageAtStart: loadavg().map((v) => round(v, 2)),
+    cpuPressureAtStart: cpuPressure(),
     nodes: 3,
     transport: "WebSocket on 127.0.0.1",
     storage: "LevelDB, one synced batch per Ready",
@@ -303,7 +322,17 @@ export async function run(args: string[]): Promise<SuiteResult> {
   }
 
   // Anchor: etcd, same machine, same run.
-  context.etcd = options.etcd ? await measureEtcdAnchor({ clients: options.clients, seconds: options.seconds, log }) : { skipped: "--no-etcd" };
+  context.etcd = options.etcd
+    ? await measureEtcdAnchor({
+        clients: options.clients,
+        seconds: options.seconds,
+        latencySamples: options.latencySamples,
+        log,
+        runLoad: (urls, clients, seconds) => runWorker<EtcdLoadResult>({ kind: "etcd-load", urls, clients, seconds }),
+        runLatency: async (urls, samples) => (await runWorker<LatencyResult>({ kind: "etcd-latency", urls, samples })).samplesMs,
+      })
+    : { skipped: "--no-etcd" };
   context.loadAverageAtEnd = loadavg().map((v) => round(v, 2));
+  context.cpuPressureAtEnd = cpuPressure();
   return { suite: "raft", figures, context };
 }

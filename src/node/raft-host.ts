@@ -527,7 +527,7 @@ export class RaftHost<Result> {
     // a later Ready — produced after this save resolves — and because it applies after it too.
     // Everyone else keeps the Ready contract: persist, then send.
     const sendBeforeSave = this.role === "leader";
-    if (sendBeforeSave && rd.messages.length > 0) this.transport.send(encodeForWire(rd.messages));
+    if (sendBeforeSave && rd.messages.length > 0) this.sendMessages(rd.messages);
     // A Ready that only moves the commit index (mustSync false) is not written at all: the
     // commit index is recovered from the leader after a restart, and skipping the write saves
     // an fsync on the leader's critical path between a quorum's acks and the apply. The next
@@ -556,7 +556,7 @@ export class RaftHost<Result> {
       }
       this.hostMetrics.commitIndex.set(rd.hardState.commit);
     }
-    if (!sendBeforeSave && rd.messages.length > 0) this.transport.send(encodeForWire(rd.messages));
+    if (!sendBeforeSave && rd.messages.length > 0) this.sendMessages(rd.messages);
     if (this.traceReady) {
       this.logger.debug("ready", {
         entries: rd.entries.length,
@@ -569,6 +569,14 @@ export class RaftHost<Result> {
     for (const readState of rd.readStates) this.onReadState(readState.index, readState.requestContext);
     this.serveReadyReads();
     this.maybeSnapshot();
+  }
+
+  private sendMessages(messages: Message[]): void {
+    const wire = encodeForWire(messages, this.id);
+    if (wire.length < messages.length) {
+      this.logger.debug("relayed messages dropped", { dropped: messages.length - wire.length });
+    }
+    if (wire.length > 0) this.transport.send(wire);
   }
 
   private applyEntries(entries: Entry[]): void {

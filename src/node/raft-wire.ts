@@ -1,4 +1,14 @@
-// Work-around for a transport bug (see test/cluster/transport-leader-transfer.test.ts): the
+// Two work-arounds at the boundary between the Raft core and the Transport port.
+//
+// 1. Relayed messages. The core forwards a proposal or ReadIndex request it cannot serve to the
+//    leader it knows, keeping the original `from` (as etcd does). When that request was itself
+//    forwarded to this node by a peer that took it for the leader, the relayed copy carries the
+//    peer's id — but Transport.send requires `from === nodeId` (an assert: the host would crash)
+//    and receivers check `from` against the connected peer. Such messages are dropped here; the
+//    original requester times out and retries, as with any lost message. See
+//    test/cluster/raft-relay.test.ts.
+//
+// 2. Work-around for a transport bug (see test/cluster/transport-leader-transfer.test.ts): the
 // frame parser of src/transport drops Message.leaderTransfer, so a transferee's Vote arrives as
 // a plain vote, voters inside the leader's lease ignore it and leadership transfer fails. Until
 // the parser keeps the field, the host carries the flag in `context`, which survives the wire
@@ -18,16 +28,18 @@ function isMarker(context: Uint8Array | undefined): boolean {
   return true;
 }
 
-/** Before Transport.send: copies the leaderTransfer flag of votes into their context. */
-export function encodeForWire(messages: Message[]): Message[] {
-  let changed: Message[] | undefined;
-  for (let i = 0; i < messages.length; i++) {
-    const message = messages[i];
-    if (!isVote(message) || !message.leaderTransfer || message.context) continue;
-    changed ??= messages.slice();
-    changed[i] = { ...message, context: TRANSFER_MARKER };
+/** Before Transport.send: drops relayed messages (1) and copies the leaderTransfer flag of
+ *  votes into their context (2). Returns the input array when nothing changes. */
+export function encodeForWire(messages: Message[], selfId: string): Message[] {
+  const needsWork = messages.some((m) => m.from !== selfId || (isVote(m) && m.leaderTransfer === true && !m.context));
+  if (!needsWork) return messages;
+  const out: Message[] = [];
+  for (const message of messages) {
+    if (message.from !== selfId) continue;
+    if (isVote(message) && message.leaderTransfer === true && !message.context) out.push({ ...message, context: TRANSFER_MARKER });
+    else out.push(message);
   }
-  return changed ?? messages;
+  return out;
 }
 
 /** After Transport.onMessages: restores the flag and removes the marker. */

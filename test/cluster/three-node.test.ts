@@ -135,12 +135,12 @@ async function waitConverged(cluster: LocalCluster, timeoutMs: number): Promise<
   const deadline = Date.now() + timeoutMs;
   let last = "";
   while (Date.now() < deadline) {
-    const statuses = await Promise.all(cluster.nodes.map((node) => cluster.status(node.id)));
+    const statuses = await Promise.all(cluster.nodes.map((node) => cluster.status(node.id, true)));
     if (statuses.every((s) => s !== undefined)) {
       const applied = new Set(statuses.map((s) => s!.applied));
       const digests = new Set(statuses.map((s) => s!.stateDigest));
-      last = JSON.stringify(statuses.map((s) => [s!.id, s!.applied, s!.stateDigest.slice(0, 8)]));
-      if (applied.size === 1 && digests.size === 1) return { applied: statuses[0]!.applied, digest: statuses[0]!.stateDigest };
+      last = JSON.stringify(statuses.map((s) => [s!.id, s!.applied, s!.stateDigest?.slice(0, 8)]));
+      if (applied.size === 1 && digests.size === 1 && !digests.has(undefined)) return { applied: statuses[0]!.applied, digest: statuses[0]!.stateDigest ?? "" };
     }
     await sleep(50);
   }

@@ -2,7 +2,7 @@
 // parseMessage in src/transport/frame.ts copies a fixed list of Message fields and drops
 // `leaderTransfer`, so the Vote a transferee sends after TimeoutNow arrives as a plain vote:
 // voters inside the leader's lease ignore it and the transfer election is lost. RaftHost works
-// around it (src/node/raft-wire.ts) until the frame parser keeps the field.
+// around it (src/node/raft-wire.ts). Fixed in src/transport since; kept as a regression test.
 
 import { describe, expect, it } from "vitest";
 import { makeMessage, MessageType } from "../../src/raft/index.js";
