@@ -4,6 +4,15 @@
 // log's unstable part, which RawNode packs into a Ready.
 //
 // The structure follows the Raft paper and etcd-io/raft; names and shape are our own.
+//
+// Why one file of this size: everything here reads and writes the same private state (term,
+// role, log, tracker) in one step, and TypeScript has no package-private access; splitting
+// the class would make that state public. The self-contained parts live in their own files:
+// log.ts/unstable.ts (the log), tracker.ts/progress.ts/inflights.ts/quorum.ts (peers and
+// quorums), confchange.ts (membership), read-only.ts (reads), snapshot-assembler.ts (chunks).
+// Sections below: sending · role changes · ticks · step (generic term rules) · leader ·
+// reads and lease · append/heartbeat responses · transfer · candidate · follower ·
+// log and commit · membership · invariants.
 
 import { assert, CfnError, isCfnError } from "../errors.js";
 import {

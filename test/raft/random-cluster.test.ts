@@ -36,14 +36,18 @@ function runSeed(seed: number, steps: number): void {
   const founders = ["1", "2", "3"];
   const spare = ["4", "5"];
   const nodes = new Map<string, SimNode>();
-  // Every third seed runs lease-based reads (the read check below must hold for them too).
+  // Seeds rotate through variants: lease-based reads (the read check must hold for them
+  // too), PreVote off, CheckQuorum off, both off, and the defaults.
+  const variant = seed % 6;
   const config = {
+    preVote: variant !== 1 && variant !== 3,
+    checkQuorum: variant !== 2 && variant !== 3,
     electionTimeoutTicks: 10,
     heartbeatTicks: 2,
     snapshotChunkBytes: 64,
     msgBytesMax: 256,
     inflightMsgsMax: 4,
-    readOnlyOption: seed % 3 === 0 ? ("lease" as const) : ("safe" as const),
+    readOnlyOption: variant === 0 ? ("lease" as const) : ("safe" as const),
   };
   const create = (id: string, storage: MemoryStorage, applied: number) =>
     new RawNode({
