@@ -76,7 +76,7 @@ interface Claim {
   name: ClaimedName;
   envelopes: Envelope[];
   /** Per message: UNSETTLED, ACKED or REQUEUED. */
-  states: Uint8Array;
+  states: number[];
   /** Messages not yet acked or nacked. */
   unsettled: number;
   /** True once at least one requeued message was nacked (counts a delivery) rather than handed back. */
@@ -84,6 +84,9 @@ interface Claim {
   lastReason: string | undefined;
   done: boolean;
 }
+
+/** Shortest interval between two latency observations of one mailbox. */
+const LATENCY_SAMPLE_INTERVAL_MS = 1;
 
 /** Names remembered from fs.watch between scans; past this the next receive rescans instead. */
 const ARRIVALS_MAX = 64;
@@ -120,6 +123,7 @@ export class Mailbox {
   private readonly claims = new Map<string, Claim>();
   private lastSweepMs = 0;
   private lastScanEndMs = 0;
+  private lastLatencySampleUs = 0;
   private lastScanCostMs = 0;
   private watcher: FSWatcher | undefined;
   private watchWanted: boolean;
@@ -401,21 +405,31 @@ export class Mailbox {
       fileName: claimedName,
       name,
       envelopes: decoded.envelopes,
-      states: new Uint8Array(decoded.envelopes.length),
+      states: decoded.envelopes.length === 1 ? [UNSETTLED] : new Array<number>(decoded.envelopes.length).fill(UNSETTLED),
       unsettled: decoded.envelopes.length,
       penalised: false,
       lastReason: undefined,
       done: false,
     };
     this.claims.set(claimedPath, claim);
-    const nowUs = wallClockUs();
     const metrics = this.bus.busMetrics;
     metrics.received.inc(decoded.envelopes.length);
+    this.maybeObserveLatency(decoded.envelopes[0]);
     for (let index = 0; index < decoded.envelopes.length; index++) {
-      const envelope = decoded.envelopes[index];
-      metrics.latency.observe(Math.max(0, nowUs - envelope.ts) / 1e6);
-      this.ready.push({ message: envelope, deliveries: name.deliveries, claim, index });
+      this.ready.push({ message: decoded.envelopes[index], deliveries: name.deliveries, claim, index });
     }
+  }
+
+  /**
+   * Send → claim latency, sampled: at most one observation per LATENCY_SAMPLE_INTERVAL_MS per
+   * mailbox (a prom-client observe costs ~2 µs, a noticeable share of a 30 µs receive). At light
+   * load every message is observed; under load the histogram is a uniform-in-time sample.
+   */
+  private maybeObserveLatency(envelope: Envelope): void {
+    const nowUs = wallClockUs();
+    if (nowUs - this.lastLatencySampleUs < LATENCY_SAMPLE_INTERVAL_MS * 1000) return;
+    this.lastLatencySampleUs = nowUs;
+    this.bus.busMetrics.latency.observe(Math.max(0, nowUs - envelope.ts) / 1e6);
   }
 
   /**
