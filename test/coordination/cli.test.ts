@@ -1,0 +1,96 @@
+// End to end through the compiled CLI: `cfn demo` and `cfn swarm spawn/status/round/stop`.
+
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { alive, removeRoot, runCli, tempRoot } from "./helpers.js";
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+describe("cfn demo", () => {
+  it("spawns a hybrid swarm, runs a round, prints a JSON summary, cleans up, exits 0", async () => {
+    const root = tempRoot();
+    cleanups.push(() => removeRoot(root));
+    const result = await runCli(["--bus-root", root, "--log-level", "warn", "demo", "--agents", "12", "--teams", "3", "--json"]);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    const summary = JSON.parse(result.stdout);
+    expect(summary).toMatchObject({ agents: 12, kind: "hybrid", tasks: 12, succeeded: 12, failed: 0, deliveryRate: 1, cleanedUp: true });
+    expect(summary.topology).toBe("hybrid 3 × 4 (12 workers, 3 coordinators)");
+    expect(summary.coordinationMs).toBeGreaterThan(0);
+    expect(summary.teams).toHaveLength(3);
+    expect(summary.stopped.stopped).toBeGreaterThan(0);
+    // Metrics were written where the summary says, and the demo's bus dir is gone.
+    expect(readFileSync(summary.metrics.jsonl, "utf8")).toMatch(/cfn_coordination_round_seconds/);
+    expect(readFileSync(summary.metrics.prometheus, "utf8")).toMatch(/cfn_coordination_tasks_total/);
+    expect(existsSync(summary.busDir)).toBe(false);
+    expect(readdirSync(root).filter((name) => name.startsWith("demo-"))).toEqual([]);
+  });
+
+  it("prints a summary a person reads (topology, coordination time, delivery rate, teams, metrics)", async () => {
+    const root = tempRoot();
+    cleanups.push(() => removeRoot(root));
+    const result = await runCli(["--bus-root", root, "--log-level", "warn", "demo", "--agents", "6", "--teams", "1"]);
+    expect(result.code).toBe(0);
+    for (const expected of ["agents", "flat 1 × 6", "coordination time", "delivery rate      100%", "main", "metrics", "bus dir removed"]) {
+      expect(result.stdout).toContain(expected);
+    }
+  });
+
+  it("refuses an invalid topology with a typed error", async () => {
+    const result = await runCli(["--log-level", "warn", "demo", "--topology", "hybrid:3", "--json"]);
+    expect(result.code).not.toBe(0);
+    expect(JSON.parse(result.stderr).error.code).toBe("CFN_ERR_TOPOLOGY_INVALID");
+  });
+});
+
+describe("cfn swarm spawn / status / round / stop", () => {
+  it("keeps a registry in the bus dir so another shell can inspect, drive and stop the swarm", async () => {
+    const root = tempRoot();
+    cleanups.push(() => removeRoot(root));
+    const global = ["--bus-root", root, "--bus", "t", "--log-level", "warn"];
+    const spawned = await runCli([...global, "swarm", "spawn", "--name", "crew", "--count", "6", "--teams", "2", "--json"]);
+    expect(spawned.stderr).toBe("");
+    expect(spawned.code).toBe(0);
+    const summary = JSON.parse(spawned.stdout);
+    expect(summary).toMatchObject({ swarm: "crew", agents: 6, runtime: "lean" });
+    const registry = JSON.parse(readFileSync(join(root, "t", "swarms", "crew.json"), "utf8"));
+    const pids: number[] = registry.agents.map((agent: { pid: number }) => agent.pid);
+    expect(new Set(pids).size).toBe(6);
+    cleanups.push(() => {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {}
+      }
+    });
+    expect(pids.every(alive)).toBe(true);
+
+    const status = await runCli([...global, "swarm", "status", "--json"]);
+    expect(status.code).toBe(0);
+    const swarms = JSON.parse(status.stdout).swarms;
+    expect(swarms).toHaveLength(1);
+    expect(swarms[0]).toMatchObject({ swarm: "crew", agents: 6, alive: 6 });
+    expect(swarms[0].teams.map((team: { team: string; alive: number }) => [team.team, team.alive])).toEqual([
+      ["team0", 3],
+      ["team1", 3],
+    ]);
+
+    const again = await runCli([...global, "swarm", "spawn", "--name", "crew", "--count", "2", "--json"]);
+    expect(again.code).not.toBe(0);
+
+    const round = await runCli([...global, "swarm", "round", "--name", "crew", "--input", '{"job":"lint"}', "--json"]);
+    expect(round.code).toBe(0);
+    expect(JSON.parse(round.stdout)).toMatchObject({ tasks: 6, succeeded: 6, deliveryRate: 1, kind: "hybrid" });
+
+    const stopped = await runCli([...global, "swarm", "stop", "--name", "crew", "--json"]);
+    expect(stopped.code).toBe(0);
+    expect(JSON.parse(stopped.stdout).stopped[0]).toMatchObject({ swarm: "crew", killed: 0 });
+    expect(pids.some(alive)).toBe(false);
+    const after = await runCli([...global, "swarm", "status", "--json"]);
+    expect(JSON.parse(after.stdout).swarms).toEqual([]);
+  });
+});
