@@ -603,7 +603,8 @@ export class Raft {
   }
 
   private leaderPropose(m: Message): void {
-    assert(m.entries.length > 0, "raft: empty proposal");
+    if (m.entries.length === 0)
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "raft: a proposal without entries");
     const local = m.from === "" || m.from === this.id;
     if (!this.tracker.progress.has(this.id)) throw dropped("this leader was removed from the config");
     if (this.leadTransferee !== "")
@@ -722,6 +723,8 @@ export class Raft {
       }
       return;
     }
+    // A follower cannot hold entries of this term that we never had; ignore a bogus ack.
+    if (m.index > this.log.lastIndex()) return;
     const wasPaused = pr.isPaused();
     if (!pr.maybeUpdate(m.index)) return;
     if (pr.state === "probe") {
