@@ -53,7 +53,7 @@ function expectPerSenderOrder(perReceiver: Received[][]): void {
 
 describe("multiple processes", () => {
   it("3 senders × 2 receivers: nothing lost, nothing duplicated, per-sender order kept", async () => {
-    const perSender = 1500;
+    const perSender = 600;
     const senders = ["s1", "s2", "s3"].map((from, index) =>
       nodeAgent(["send", ...common(), "--from", from, "--to", "worker", "--count", String(perSender), "--batch", String(index + 1), "--depth-max", "100000"]),
     );
@@ -84,7 +84,7 @@ describe("multiple processes", () => {
             const args = ["--root", caseRoot, "--name", "p", "--depth-max", "100000"];
             const receivers = Array.from({ length: receiverCount }, () => nodeAgent(["recv", ...args, "--agent", "w", "--idle-ms", "20000"]));
             const senders = Array.from({ length: senderCount }, (_, index) =>
-              nodeAgent(["send", ...args, "--from", `s${index}`, "--to", "w", "--count", "200", "--batch", String(batches[index])]),
+              nodeAgent(["send", ...args, "--from", `s${index}`, "--to", "w", "--count", "100", "--batch", String(batches[index])]),
             );
             const sent = (await Promise.all(senders)).flatMap((r) => jsonLines(r.stdout)[0].ids as string[]);
             stopReceivers(caseRoot, "p", "w", receiverCount);
@@ -98,7 +98,7 @@ describe("multiple processes", () => {
           }
         },
       ),
-      { numRuns: 4 },
+      { numRuns: 3 },
     );
   });
 
