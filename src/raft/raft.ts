@@ -445,6 +445,7 @@ export class Raft {
       if (this.config.checkQuorum) this.step(makeMessage({ type: MessageType.CheckQuorum, from: this.id }));
       // A transfer that did not finish within an election timeout is abandoned.
       if (this.role === "leader" && this.leadTransferee !== "") this.abortLeaderTransfer();
+      this.maybeAutoLeave();
     }
     if (this.role !== "leader") return;
     this.tickSnapshotTimeouts();
@@ -977,19 +978,25 @@ export class Raft {
   appliedTo(index: number): void {
     const applied = Math.max(index, this.log.applied);
     this.log.appliedTo(applied);
-    if (this.tracker.config.autoLeave && applied >= this.pendingConfIndex && this.role === "leader") {
-      const leave: Entry = {
-        term: 0,
-        index: 0,
-        type: EntryType.ConfChange,
-        data: encodeConfChange({ changes: [], transition: "auto" }),
-      };
-      try {
-        this.step(makeMessage({ type: MessageType.Propose, from: this.id, entries: [leave] }));
-      } catch (error) {
-        // Dropped (e.g. during a transfer): retried after the next apply.
-        if (!isCfnError(error)) throw error;
-      }
+    this.maybeAutoLeave();
+  }
+
+  /** A leader in a joint config with autoLeave proposes the leave once it applied the joint
+   *  entry. Retried on later applies and at every election-timeout boundary (a proposal is
+   *  dropped while a transfer is under way). */
+  private maybeAutoLeave(): void {
+    if (this.role !== "leader" || !this.tracker.config.autoLeave) return;
+    if (this.log.applied < this.pendingConfIndex) return;
+    const leave: Entry = {
+      term: 0,
+      index: 0,
+      type: EntryType.ConfChange,
+      data: encodeConfChange({ changes: [], transition: "auto" }),
+    };
+    try {
+      this.step(makeMessage({ type: MessageType.Propose, from: this.id, entries: [leave] }));
+    } catch (error) {
+      if (!isCfnError(error)) throw error;
     }
   }
 
