@@ -260,9 +260,13 @@ export class LocalCluster {
           ready();
         }
       });
+      let stderrTail = "";
+      child.stderr?.on("data", (chunk: Buffer) => {
+        stderrTail = (stderrTail + chunk.toString("utf8")).slice(-2000);
+      });
       child.once("exit", (code, signal) => {
         clearTimeout(timer);
-        reject(new Error(`node ${node.id} exited during start (code ${code}, signal ${signal}; log ${node.logPath})`));
+        reject(new Error(`node ${node.id} exited during start (code ${code}, signal ${signal}); its last stderr:\n${stderrTail}`));
       });
     });
   }

@@ -856,6 +856,8 @@ export class RaftHost<Result> {
   private failAllPending(error: unknown): void {
     for (const pending of this.proposals.values()) pending.reject(error);
     this.proposals.clear();
+    this.proposalQueue = [];
+    this.proposalQueueSequences = [];
     for (const read of this.reads.values()) read.reject(error);
     this.reads.clear();
     this.waitingReadIds = [];
