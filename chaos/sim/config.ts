@@ -15,11 +15,15 @@ export interface FaultMix {
   partitions: boolean;
   /** Longest a crashed node stays down before it restarts by itself. */
   downMaxMs: number;
+  /** Membership changes (add/promote/remove, joint replace) and leadership transfers. */
+  membership: boolean;
 }
 
 export interface SimConfig {
   seed: number;
   nodeCount: number;
+  /** Nodes outside the initial configuration that membership changes may add (fresh ids). */
+  spareCount: number;
   /** Virtual ms of the chaos phase (faults and new client requests). */
   chaosMs: number;
   /** After healing, the cluster must converge within this many virtual ms. */
@@ -49,9 +53,12 @@ export function configForSeed(seed: number, scale: SimScale = DEFAULT_SCALE): Si
   const nodeCount = prng.pick([3, 3, 3, 4, 5, 5]);
   const calm = prng.chance(0.1); // a few runs without network faults, to exercise the happy path
   const delayMaxMs = prng.range(2, 20);
+  // Drawn from its own fork so that adding it left the other choices of old seeds unchanged.
+  const membership = new Prng(seed).fork("membership").chance(0.3);
   return {
     seed,
     nodeCount,
+    spareCount: membership ? 2 : 0,
     chaosMs: scale.chaosMs,
     livenessMaxMs: scale.livenessMaxMs,
     tickIntervalMs: 10,
@@ -74,6 +81,7 @@ export function configForSeed(seed: number, scale: SimScale = DEFAULT_SCALE): Si
       crashes: prng.chance(0.8),
       partitions: prng.chance(0.8),
       downMaxMs: prng.pick([100, 400, 1000]),
+      membership,
     },
     snapshot: prng.chance(0.5)
       ? { everyEntries: 0, keepEntries: 0 }
@@ -98,7 +106,7 @@ export function describeConfig(config: SimConfig): string {
     `nodes=${config.nodeCount}`,
     `preVote=${r.preVote} checkQuorum=${r.checkQuorum} heartbeat=${r.heartbeatTicks}/${r.electionTimeoutTicks}`,
     `drop=${n.dropRate} dup=${n.duplicateRate} delay=${n.delayMinMs}-${n.delayMaxMs} long=${n.longDelayRate}@${n.longDelayMaxMs}`,
-    `faults every ~${f.meanIntervalMs}ms crashes=${f.crashes} partitions=${f.partitions}`,
+    `faults every ~${f.meanIntervalMs}ms crashes=${f.crashes} partitions=${f.partitions} membership=${f.membership}`,
     `snapshot=${config.snapshot.everyEntries}/${config.snapshot.keepEntries}`,
     `clients=${config.workload.clients} keys=${config.workload.keys.length}`,
   ].join(" ");

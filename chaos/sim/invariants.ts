@@ -57,8 +57,18 @@ export class SafetyChecker {
   /** Count of individual checks performed, reported so a run can show it checked something. */
   checks = 0;
 
-  constructor(private readonly voters: readonly NodeId[]) {
-    for (const id of voters) {
+  /**
+   * @param voters the founding voters (the quorum for the durability check)
+   * @param nodes every node that may ever hold a log (founders and spares)
+   * @param checkDurabilityEnabled off when membership changes move the quorum: which voters a
+   *   committed entry must survive on then depends on the configuration at each index.
+   */
+  constructor(
+    private readonly voters: readonly NodeId[],
+    nodes: readonly NodeId[] = voters,
+    private readonly checkDurabilityEnabled = true,
+  ) {
+    for (const id of nodes) {
       this.mirrors.set(id, {
         chain: new Map([[0, ""]]),
         lastIndex: 0,
@@ -72,10 +82,11 @@ export class SafetyChecker {
    * Every founder starts from the same bootstrap snapshot at (index, term), committed: seeds
    * the mirrors and the committed chain with it.
    */
-  bootstrap(index: number, term: number, commit: number): void {
+  bootstrap(founders: readonly NodeId[], index: number, term: number, commit: number): void {
     const fingerprint = `bootstrap:${index}:${term}`;
     this.chainByIndexTerm.set(`${index}:${term}`, fingerprint);
-    for (const mirror of this.mirrors.values()) {
+    for (const founder of founders) {
+      const mirror = this.mirror(founder);
       mirror.chain = new Map([[index, fingerprint]]);
       mirror.lastIndex = index;
       mirror.snapshotIndex = index;
@@ -161,11 +172,12 @@ export class SafetyChecker {
 
   /** Every committed entry must survive in a quorum of persisted logs. */
   checkDurability(): void {
-    if (this.committedMax === 0) return;
+    if (this.committedMax === 0 || !this.checkDurabilityEnabled) return;
     this.checks++;
     const committed = this.committedChain.get(this.committedMax);
     let holders = 0;
-    for (const mirror of this.mirrors.values()) {
+    for (const voter of this.voters) {
+      const mirror = this.mirror(voter);
       if (mirror.snapshotIndex >= this.committedMax) holders++;
       else if (committed !== undefined && mirror.chain.get(this.committedMax) === committed) holders++;
     }

@@ -7,6 +7,7 @@ import { isCfnError } from "../../src/errors.js";
 import type { RaftConfig } from "../../src/raft/config.js";
 import { decodeConfChange, RawNode } from "../../src/raft/index.js";
 import { MemoryStorage } from "../../src/raft/storage.js";
+import type { ConfChange, ConfState } from "../../src/raft/types.js";
 import {
   type Entry,
   EntryType,
@@ -48,6 +49,8 @@ export interface NodeEvents {
   restored(node: SimNode, snapshot: Snapshot): void;
   readServed(node: SimNode, clientId: string, requestId: number, value: string | null): void;
   snapshotTaken(node: SimNode, index: number, data: Uint8Array): void;
+  /** A committed membership change was applied here; `conf` is the configuration after it. */
+  confChanged(node: SimNode, change: ConfChange, conf: ConfState): void;
   /** The disk lost entries after `lastIndex` (only with the "lose-tail-on-restart" fault). */
   diskLost(node: SimNode, lastIndex: number): void;
 }
@@ -71,6 +74,8 @@ export class SimNode {
   private disk = new MemoryStorage();
   private raft: RawNode | undefined;
   private kv = new KvStateMachine();
+  /** The configuration as of the applied index (what a snapshot taken now must record). */
+  private confState: ConfState | undefined;
   /** Proposals accepted here whose result the client waits for ("clientId:requestId"). */
   private proposals = new Set<string>();
   /** ReadIndex requests by context, then reads whose index is known, waiting for apply. */
@@ -136,6 +141,7 @@ export class SimNode {
     const snapshot = this.storage.snapshot();
     this.kv = new KvStateMachine();
     if (snapshot.metadata.index > 0) this.kv.restore(snapshot.data);
+    this.confState = snapshot.metadata.index > 0 ? snapshot.metadata.conf : undefined;
     this.raft = new RawNode({
       config: { ...this.configFor(), applied: this.kv.appliedIndex },
       storage: this.storage,
@@ -224,6 +230,29 @@ export class SimNode {
     this.raft?.reportSnapshot(peer, ok);
   }
 
+  /** Proposes a membership change (on the leader); false when refused. */
+  proposeConfChange(change: ConfChange): boolean {
+    if (this.raft === undefined) return false;
+    try {
+      this.raft.proposeConfChange(change);
+    } catch (error) {
+      if (isCfnError(error, "CFN_ERR_PROPOSAL_DROPPED") || isCfnError(error, "CFN_ERR_CONF_CHANGE"))
+        return false;
+      throw error;
+    }
+    return true;
+  }
+
+  /** Asks for leadership to move to `to`. */
+  transferLeader(to: NodeId): void {
+    this.raft?.transferLeader(to);
+  }
+
+  /** The configuration this node's Raft currently uses, or undefined when down. */
+  configuration(): ConfState | undefined {
+    return this.raft?.status().config;
+  }
+
   /** A client proposes a command here; false when the node is down or refuses at once. */
   propose(command: KvCommand): boolean {
     if (this.raft === undefined) return false;
@@ -296,6 +325,7 @@ export class SimNode {
     // 3. Apply.
     if (ready.snapshot !== undefined && ready.snapshot.metadata.index > 0) {
       this.kv.restore(ready.snapshot.data);
+      this.confState = ready.snapshot.metadata.conf;
       this.events.restored(this, ready.snapshot);
     }
     for (const entry of ready.committedEntries) this.applyEntry(raft, entry);
@@ -332,9 +362,11 @@ export class SimNode {
   private applyEntry(raft: RawNode, entry: Entry): void {
     if (entry.index <= this.kv.appliedIndex) return; // covered by a snapshot restored just now
     if (entry.type === EntryType.ConfChange) {
-      raft.applyConfChange(decodeConfChange(entry.data));
+      const change = decodeConfChange(entry.data);
+      this.confState = raft.applyConfChange(change);
       this.kv.apply(entry);
       this.events.applied(this, entry, undefined, false);
+      this.events.confChanged(this, change, this.confState);
       return;
     }
     const result = this.kv.apply(entry);
@@ -372,7 +404,7 @@ export class SimNode {
     // Snapshot only what is on disk: the storage must hold the entry at `applied`.
     if (applied > this.storage.lastIndex()) return;
     const data = this.kv.snapshot();
-    this.storage.createSnapshot(applied, undefined, data);
+    this.storage.createSnapshot(applied, this.confState, data);
     this.events.snapshotTaken(this, applied, data);
     const compactTo = applied - policy.keepEntries;
     if (compactTo >= this.storage.firstIndex()) this.storage.compact(compactTo);

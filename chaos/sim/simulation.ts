@@ -7,8 +7,8 @@
 // must elect a leader and bring every node to the same applied state within a bound (liveness),
 // every acknowledged request must be applied everywhere, and the history must be linearizable.
 
-import type { Entry, Message, NodeId, Ready, Snapshot } from "../../src/raft/types.js";
-import { MessageType } from "../../src/raft/types.js";
+import type { ConfChange, ConfState, Entry, Message, NodeId, Ready, Snapshot } from "../../src/raft/types.js";
+import { ConfChangeType, MessageType } from "../../src/raft/types.js";
 import { decodeKvCommand, type KvResult } from "../../src/statemachine/kv.js";
 import { checkLinearizable, formatCheckResult, kvModel, type Verdict } from "../linearizability/index.js";
 import { describeConfig, type SimConfig } from "./config.js";
@@ -37,6 +37,11 @@ export interface SimResult {
     crashes: number;
     restarts: number;
     partitions: number;
+    /** Distinct membership-change entries applied, nodes that joined, nodes removed. */
+    confChangesCommitted: number;
+    joins: number;
+    removals: number;
+    transfers: number;
     leaders: number;
     committed: number;
     snapshotsInstalled: number;
@@ -83,6 +88,11 @@ class Run {
   private reports: (() => void)[] = [];
   private healed = false;
   private healedAt = 0;
+  /** Nodes that run (or restart after a crash); spares join through membership changes. */
+  private readonly active = new Set<NodeId>();
+  private readonly spares: SimNode[] = [];
+  /** Nodes a committed change removes, until they leave the configuration (after a joint phase). */
+  private readonly removing = new Set<NodeId>();
   private maxAckIndex = 0;
   private readonly workloadStats: WorkloadStats = {
     issued: 0,
@@ -91,7 +101,17 @@ class Run {
     retries: 0,
     refused: 0,
   };
-  private readonly stats = { crashes: 0, restarts: 0, partitions: 0, snapshotsInstalled: 0 };
+  private readonly stats = {
+    crashes: 0,
+    restarts: 0,
+    partitions: 0,
+    snapshotsInstalled: 0,
+    confChangesCommitted: 0,
+    joins: 0,
+    removals: 0,
+    transfers: 0,
+  };
+  private readonly confChangeIndices = new Set<number>();
 
   constructor(
     private readonly config: SimConfig,
@@ -106,9 +126,11 @@ class Run {
       if (sender !== undefined) this.reports.push(() => sender.reportSnapshot(message.to, false));
     });
     const ids = Array.from({ length: config.nodeCount }, (_, i) => `n${i + 1}`);
-    this.checker = new SafetyChecker(ids);
+    const spares = Array.from({ length: config.spareCount }, (_, i) => `n${config.nodeCount + i + 1}`);
+    // With membership changes the quorum moves; the durability check then stays off (see invariants.ts).
+    this.checker = new SafetyChecker(ids, [...ids, ...spares], !config.faults.membership);
     const events = this.nodeEvents();
-    for (const id of ids) {
+    for (const id of [...ids, ...spares]) {
       const drift = 1 + (root.fork(`drift-${id}`).float() - 0.5) * 0.2;
       const node = new SimNode(
         id,
@@ -119,12 +141,17 @@ class Run {
         Math.max(1, Math.round(config.tickIntervalMs * drift)),
       );
       node.shellFault = config.shellFault;
-      node.bootstrap(ids);
       this.nodes.push(node);
       this.byId.set(id, node);
+      if (spares.includes(id)) {
+        this.spares.push(node);
+      } else {
+        node.bootstrap(ids);
+        this.active.add(id);
+      }
     }
-    this.checker.bootstrap(1, 1, 1);
-    for (const node of this.nodes) node.start();
+    this.checker.bootstrap(ids, 1, 1, 1);
+    for (const node of this.nodes) if (this.active.has(node.id)) node.start();
     const workloadPrng = root.fork("workload");
     for (let i = 0; i < config.workload.clients; i++) {
       const id = `c${i + 1}`;
@@ -314,6 +341,31 @@ class Run {
         this.record(`read ${node.id} ${clientId}#${requestId} = ${value}`);
         this.clients.get(clientId)?.onRead(this.now, requestId, value, this.workloadStats);
       },
+      confChanged: (node: SimNode, change: ConfChange, conf: ConfState) => {
+        const index = node.appliedIndex;
+        if (!this.confChangeIndices.has(index)) {
+          this.confChangeIndices.add(index);
+          this.stats.confChangesCommitted++;
+        }
+        this.record(
+          `conf ${node.id} voters=${conf.voters.join(",")} learners=${conf.learners.join(",")}${conf.votersOutgoing.length > 0 ? ` outgoing=${conf.votersOutgoing.join(",")}` : ""}`,
+        );
+        for (const single of change.changes) {
+          if (single.type === ConfChangeType.RemoveNode) this.removing.add(single.nodeId);
+        }
+        // A removed node leaves once no part of the configuration (joint included) names it.
+        for (const id of this.removing) {
+          const named =
+            conf.voters.includes(id) ||
+            conf.learners.includes(id) ||
+            conf.votersOutgoing.includes(id) ||
+            conf.learnersNext.includes(id);
+          if (!named) {
+            this.removing.delete(id);
+            this.decommission(id);
+          }
+        }
+      },
       diskLost: (node: SimNode, lastIndex: number) => {
         this.record(`disk of ${node.id} lost its tail after ${lastIndex}`);
         this.checker.observeDiskLoss(node.id, lastIndex, node.storage.initialState().hardState);
@@ -353,6 +405,7 @@ class Run {
     const kinds: string[] = ["weather"];
     if (faults.crashes) kinds.push("crash", "crash");
     if (faults.partitions) kinds.push("split", "isolate", "oneway", "heal");
+    if (faults.membership) kinds.push("membership", "membership", "transfer");
     const kind = prng.pick(kinds);
     const up = this.nodes.filter((n) => n.up);
     switch (kind) {
@@ -400,6 +453,19 @@ class Run {
         this.record(`block ${from}>${to}`);
         return;
       }
+      case "membership":
+        this.changeMembership(prng);
+        return;
+      case "transfer": {
+        const leader = up.find((n) => n.status()?.isLeader);
+        const voters = leader?.configuration()?.voters.filter((id) => id !== leader.id) ?? [];
+        if (leader === undefined || voters.length === 0) return;
+        const to = prng.pick(voters);
+        leader.transferLeader(to);
+        this.stats.transfers++;
+        this.record(`transfer leadership ${leader.id} -> ${to}`);
+        return;
+      }
       case "heal":
         this.network.heal();
         this.record("heal partitions");
@@ -417,6 +483,97 @@ class Run {
     }
   }
 
+  /**
+   * Proposes one membership change on the leader: add a spare as learner or voter, promote a
+   * learner, remove a voter or learner, or replace a voter through a joint configuration.
+   */
+  private changeMembership(prng: Prng): void {
+    const leader = this.nodes.find((n) => n.status()?.isLeader);
+    const conf = leader?.configuration();
+    if (leader === undefined || conf === undefined || conf.votersOutgoing.length > 0) return;
+    const spare = this.spares[0];
+    const options: string[] = [];
+    if (spare !== undefined) options.push("add-learner", "add-voter");
+    if (conf.learners.length > 0) options.push("promote", "remove-learner");
+    if (conf.voters.length > 3) options.push("remove-voter");
+    if (spare !== undefined && conf.voters.length >= 3) options.push("replace");
+    if (options.length === 0) return;
+    const option = prng.pick(options);
+    let change: ConfChange;
+    let joining: SimNode | undefined;
+    switch (option) {
+      case "add-learner":
+        joining = spare;
+        change = {
+          changes: [{ type: ConfChangeType.AddLearner, nodeId: spare?.id ?? "" }],
+          transition: "auto",
+        };
+        break;
+      case "add-voter":
+        joining = spare;
+        change = {
+          changes: [{ type: ConfChangeType.AddVoter, nodeId: spare?.id ?? "" }],
+          transition: "auto",
+        };
+        break;
+      case "promote":
+        change = {
+          changes: [{ type: ConfChangeType.AddVoter, nodeId: prng.pick(conf.learners) }],
+          transition: "auto",
+        };
+        break;
+      case "remove-learner":
+        change = {
+          changes: [{ type: ConfChangeType.RemoveNode, nodeId: prng.pick(conf.learners) }],
+          transition: "auto",
+        };
+        break;
+      case "remove-voter":
+        change = {
+          changes: [{ type: ConfChangeType.RemoveNode, nodeId: prng.pick(conf.voters) }],
+          transition: "auto",
+        };
+        break;
+      default:
+        joining = spare;
+        change = {
+          changes: [
+            { type: ConfChangeType.AddVoter, nodeId: spare?.id ?? "" },
+            { type: ConfChangeType.RemoveNode, nodeId: prng.pick(conf.voters) },
+          ],
+          transition: "auto",
+        };
+    }
+    // A joining node starts empty, as `cfn join` would; it learns everything from the leader.
+    if (joining !== undefined) {
+      this.spares.shift();
+      this.stats.joins++;
+      this.active.add(joining.id);
+      joining.start();
+    }
+    const accepted = leader.proposeConfChange(change);
+    this.record(
+      `membership ${option} ${change.changes.map((c) => `${c.type}:${c.nodeId}`).join(",")} ${accepted ? "" : "refused"}`,
+    );
+    if (!accepted && joining !== undefined) {
+      // Never a member: back to the pool (it has done nothing yet).
+      joining.crash();
+      this.active.delete(joining.id);
+      this.stats.joins--;
+      this.spares.unshift(joining);
+    }
+  }
+
+  /** A removed node is shut down for good (its id is never reused). */
+  private decommission(id: NodeId): void {
+    const node = this.byId.get(id);
+    if (node === undefined || !this.active.has(id)) return;
+    this.active.delete(id);
+    this.stats.removals++;
+    if (node.up) node.crash();
+    this.record(`decommission ${id}`);
+  }
+
   private markDown(node: SimNode): void {
     this.stats.crashes++;
     const downFor = this.faultPrng.range(1, this.config.faults.downMaxMs);
@@ -425,7 +582,7 @@ class Run {
 
   private restartDue(): void {
     for (const node of this.nodes) {
-      if (node.up) continue;
+      if (node.up || !this.active.has(node.id)) continue;
       const until = this.downUntil.get(node.id) ?? 0;
       if (!this.healed && this.now < until) continue;
       node.start();
@@ -449,24 +606,37 @@ class Run {
   // --- liveness ---
 
   private converged(): boolean {
-    if (this.nodes.some((n) => !n.up)) return false;
-    const leader = this.nodes.find((n) => n.status()?.isLeader);
-    if (leader === undefined) return false;
-    const leaderStatus = leader.status();
-    if (leaderStatus === undefined) return false;
-    const lastIndex = leader.lastIndex();
-    if (leaderStatus.commit !== lastIndex) return false;
+    let leader: SimNode | undefined;
+    let leaderTerm = -1;
     for (const node of this.nodes) {
       const status = node.status();
-      if (status === undefined || status.term !== leaderStatus.term || status.leader !== leader.id)
+      if (status?.isLeader && status.term > leaderTerm) {
+        leader = node;
+        leaderTerm = status.term;
+      }
+    }
+    if (leader === undefined) return false;
+    const leaderStatus = leader.status();
+    const conf = leader.configuration();
+    if (leaderStatus === undefined || conf === undefined) return false;
+    // A joint configuration with autoLeave must have been left.
+    if (conf.votersOutgoing.length > 0) return false;
+    const lastIndex = leader.lastIndex();
+    if (leaderStatus.commit !== lastIndex) return false;
+    const members = [...conf.voters, ...conf.learners].map((id) => this.byId.get(id) as SimNode);
+    for (const node of members) {
+      const status = node.status();
+      if (status === undefined || status.term !== leaderStatus.term || status.leader !== leader.id) {
         return false;
+      }
       if (node.appliedIndex !== lastIndex) return false;
     }
     for (const client of this.clients.values()) if (client.busy) return false;
-    // Every node applied the same entries: their state machines must be byte-identical, and
+    // Every member applied the same entries: their state machines must be byte-identical, and
     // every acknowledged request sits at or below the common applied index.
-    for (const node of this.nodes)
+    for (const node of members) {
       this.checker.observeStateMachine(node.id, lastIndex, node.stateMachineSnapshot());
+    }
     if (this.maxAckIndex > lastIndex) {
       throw new InvariantViolation(
         "liveness",

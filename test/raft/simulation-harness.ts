@@ -22,6 +22,10 @@ export interface Coverage {
   duplicated: number;
   dropped: number;
   leaders: number;
+  confChangesCommitted: number;
+  joins: number;
+  removals: number;
+  transfers: number;
   operations: number;
   unknownOutcomes: number;
   linearizabilityUnknown: number;
@@ -59,6 +63,10 @@ function addCoverage(coverage: Coverage, result: SimResult): void {
   coverage.duplicated += result.stats.duplicated;
   coverage.dropped += result.stats.dropped;
   coverage.leaders += result.stats.leaders;
+  coverage.confChangesCommitted += result.stats.confChangesCommitted;
+  coverage.joins += result.stats.joins;
+  coverage.removals += result.stats.removals;
+  coverage.transfers += result.stats.transfers;
   coverage.operations += result.stats.operations;
   coverage.unknownOutcomes += result.stats.workload.unknown;
   if (result.linearizability === "unknown") coverage.linearizabilityUnknown++;
@@ -74,6 +82,10 @@ export function emptyCoverage(): Coverage {
     duplicated: 0,
     dropped: 0,
     leaders: 0,
+    confChangesCommitted: 0,
+    joins: 0,
+    removals: 0,
+    transfers: 0,
     operations: 0,
     unknownOutcomes: 0,
     linearizabilityUnknown: 0,
@@ -133,7 +145,7 @@ export function registerReplay(seed: number): void {
 
 /** Asserts the shard's runs exercised every kind of fault (so a green run means something). */
 export function registerCoverageCheck(coverage: Coverage): void {
-  it("exercised crashes, partitions, snapshots, loss, duplication, elections and clients", () => {
+  it("exercised crashes, partitions, snapshots, loss, duplication, elections, membership and clients", () => {
     if (coverage.seeds < 50) return; // a short custom run (CFN_SIM_SEEDS small) proves little either way
     expect(coverage.crashes).toBeGreaterThan(coverage.seeds);
     expect(coverage.partitions).toBeGreaterThan(coverage.seeds);
@@ -141,6 +153,10 @@ export function registerCoverageCheck(coverage: Coverage): void {
     expect(coverage.duplicated).toBeGreaterThan(coverage.seeds);
     expect(coverage.dropped).toBeGreaterThan(coverage.seeds);
     expect(coverage.leaders).toBeGreaterThan(coverage.seeds * 1.5);
+    expect(coverage.confChangesCommitted).toBeGreaterThan(coverage.seeds / 5);
+    expect(coverage.joins).toBeGreaterThan(coverage.seeds / 10);
+    expect(coverage.removals).toBeGreaterThan(coverage.seeds / 20);
+    expect(coverage.transfers).toBeGreaterThan(coverage.seeds / 10);
     expect(coverage.operations).toBeGreaterThan(coverage.seeds * 20);
     expect(coverage.unknownOutcomes).toBeGreaterThan(0);
     // The checker must decide nearly every history; "unknown" is allowed, but rarely.
