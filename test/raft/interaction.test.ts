@@ -53,7 +53,7 @@ function splitCommand(command: string): { name: string; positional: string[]; ar
     if (eq > 0) args[token.slice(0, eq)] = token.slice(eq + 1);
     else positional.push(token);
   }
-  return { name, positional, args };
+  return { name: name ?? "", positional, args };
 }
 
 function render(blocks: Block[], outputs: string[], trailing: string[]): string {

@@ -26,6 +26,7 @@ import { chunkSnapshot, SnapshotAssembler } from "../../src/raft/snapshot-assemb
 import { emptyConfState, MemoryStorage } from "../../src/raft/storage.js";
 import { emptyTrackerConfig } from "../../src/raft/tracker.js";
 import {
+  type ConfChangeSingle,
   ConfChangeType,
   type Entry,
   EntryType,
@@ -525,7 +526,7 @@ describe("conf change rules", () => {
 
   it("refuses removing every voter, leaving a non-joint config, empty ids", () => {
     const { config, progress } = start();
-    const refuse = (changes: ReturnType<typeof v>[], transition: "auto" | "explicit" = "auto") =>
+    const refuse = (changes: ConfChangeSingle[], transition: "auto" | "explicit" = "auto") =>
       code(() => applyConfChangeTo(config, progress, context, { changes, transition }));
     expect(refuse([r("1"), r("2"), r("3")])).toBe("CFN_ERR_CONF_CHANGE");
     expect(refuse([])).toBe("CFN_ERR_CONF_CHANGE");
