@@ -83,6 +83,8 @@ interface Claim {
   penalised: boolean;
   lastReason: string | undefined;
   done: boolean;
+  /** The visibility deadline passed before settlement; the file went back to the inbox. */
+  expired: boolean;
 }
 
 /** Shortest interval between two latency observations of one mailbox. */
@@ -410,6 +412,7 @@ export class Mailbox {
       penalised: false,
       lastReason: undefined,
       done: false,
+      expired: false,
     };
     this.claims.set(claimedPath, claim);
     const metrics = this.bus.busMetrics;
@@ -477,8 +480,21 @@ export class Mailbox {
 
   // ---- settling -------------------------------------------------------------------------------
 
+  /**
+   * Our own claim passed its visibility deadline (a handler that hangs or forgot to ack): forget it
+   * here, so the file is returned to the inbox like anyone else's; a late ack or nack of its
+   * messages is then ignored (the message is delivered again: at-least-once).
+   */
+  private expireOwnClaim(claim: Claim): void {
+    claim.expired = true;
+    this.claims.delete(claim.path);
+    for (let index = this.ready.length - 1; index >= 0; index--) if (this.ready[index].claim === claim) this.ready.splice(index, 1);
+    this.logger.warn("claim passed its visibility timeout before it was settled", { agent: this.agentId, file: claim.fileName });
+  }
+
   private settle(delivery: Delivery, reason: string | undefined, penalise: boolean): void {
     const claim = delivery.claim;
+    if (claim?.expired) return;
     if (!claim || claim.done || claim.states[delivery.index] !== UNSETTLED || !this.claims.has(claim.path)) {
       throw new CfnError("CFN_ERR_INVALID_MESSAGE", "this delivery is already settled or belongs to another mailbox");
     }
@@ -582,7 +598,11 @@ export class Mailbox {
     const now = Date.now();
     for (const fileName of names) {
       const path = join(this.paths.claimed, fileName);
-      if (this.claims.has(path)) continue;
+      const own = this.claims.get(path);
+      if (own) {
+        if (own.name.deadlineMs > now) continue;
+        this.expireOwnClaim(own);
+      }
       const name = parseClaimedName(fileName);
       if (!name) {
         moveToDeadLetter(this.deadLetterContext, path, fileName, "foreign", "file name in claimed/ does not follow the protocol", 0, this.bus.uniqueNames.next());

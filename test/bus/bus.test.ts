@@ -342,6 +342,20 @@ describe("redelivery and dead-letter", () => {
     expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 0, claimed: 0 });
   });
 
+  it("a mailbox's own claim that outlives the visibility timeout is redelivered; the late ack is ignored", async () => {
+    const bus = openTestBus(root, { visibilityTimeoutMs: 100, rescanIntervalMs: 10 });
+    bus.sendSync("lead", "worker", { type: "forgotten" });
+    const mailbox = mailboxOf(bus, "worker");
+    const [first] = mailbox.receiveNow(1);
+    const [again] = await mailbox.receive({ timeoutMs: 5000 });
+    expect(again.message.id).toBe(first.message.id);
+    expect(again.deliveries).toBe(2);
+    mailbox.ack(first); // late: ignored, does not touch the new claim
+    expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 0, claimed: 1 });
+    mailbox.ack(again);
+    expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 0, claimed: 0 });
+  });
+
   it("double settlement is refused", () => {
     const bus = openTestBus(root);
     bus.sendSync("a", "w", { type: "t" });
