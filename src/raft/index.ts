@@ -2,7 +2,7 @@
 //
 //   new RawNode({ config: { id, ...limits }, storage, random?, logger? })
 //     tick(): void                               one logical tick
-//     step(message: Message): void               a message from a peer
+//     step(message: Message): void               a message from a peer; CFN_ERR_INVALID_MESSAGE if local/misaddressed
 //     campaign(): void                           start an election now
 //     propose(data: Uint8Array): void            throws CFN_ERR_PROPOSAL_DROPPED
 //     proposeConfChange(cc: ConfChange): void    throws CFN_ERR_PROPOSAL_DROPPED / CFN_ERR_CONF_CHANGE
@@ -22,9 +22,10 @@
 //   encodeConfChange / decodeConfChange: the data of EntryType.ConfChange entries.
 //   seededRandom(seed): a deterministic RandomSource.
 //
-// The Ready contract (see types.ts): hardState, entries and snapshot are persisted (one batch,
-// synced when mustSync) BEFORE any of messages is sent; committedEntries may be applied after
-// the persist step; advance() is called before the next ready().
+// The Ready contract (see types.ts): hardState, snapshot, then entries are persisted (one
+// batch, synced when mustSync) BEFORE any of messages is sent; committedEntries may be applied
+// after the persist step; advance() is called before the next ready(). On restart pass
+// config.applied; the core re-applies conf changes logged after the stored snapshot.
 
 export { decodeConfChange, describeConfChange, encodeConfChange } from "./confchange.js";
 /** Alias kept for readers coming from etcd: RaftConfig is the Config. */
