@@ -18,7 +18,8 @@ import { isCfnError } from "../src/errors.js";
 function parseArgs(argv: string[]): { command: string; options: Map<string, string> } {
   const [command = "", ...rest] = argv;
   const options = new Map<string, string>();
-  for (let index = 0; index < rest.length; index += 2) options.set(rest[index].replace(/^--/, ""), rest[index + 1] ?? "");
+  for (let index = 0; index < rest.length; index += 2)
+    options.set(rest[index].replace(/^--/, ""), rest[index + 1] ?? "");
   return { command, options };
 }
 
@@ -62,9 +63,16 @@ async function main(): Promise<void> {
       let refused = 0;
       for (let index = 0; index < count; ) {
         const size = Math.min(batch, count - index);
-        const messages = Array.from({ length: size }, (_, k) => ({ type: "task", priority, payload: { n: index + k, filler } }));
+        const messages = Array.from({ length: size }, (_, k) => ({
+          type: "task",
+          priority,
+          payload: { n: index + k, filler },
+        }));
         try {
-          const result = size === 1 ? await bus.send(from, to, messages[0], { waitMs }) : await bus.sendBatch(from, to, messages, { waitMs });
+          const result =
+            size === 1
+              ? await bus.send(from, to, messages[0], { waitMs })
+              : await bus.sendBatch(from, to, messages, { waitMs });
           ids.push(...result.ids);
         } catch (error) {
           if (!isCfnError(error, "CFN_ERR_INBOX_FULL")) throw error;
@@ -94,7 +102,15 @@ async function main(): Promise<void> {
             stop = true;
             break;
           }
-          write({ id: message.id, from: message.from, seq: message.seq, type: message.type, priority: message.priority, headers: message.headers, payload: message.payload });
+          write({
+            id: message.id,
+            from: message.from,
+            seq: message.seq,
+            type: message.type,
+            priority: message.priority,
+            headers: message.headers,
+            payload: message.payload,
+          });
           received += 1;
         }
       }
@@ -122,7 +138,12 @@ async function main(): Promise<void> {
           const { message } = delivery;
           if (message.type === "stop") stop = true;
           else if (message.type === "task") {
-            await bus.send(agent, message.from, { type: "result", headers: message.headers, payload: { agent, task: message.payload } }, { waitMs: 5000 });
+            await bus.send(
+              agent,
+              message.from,
+              { type: "result", headers: message.headers, payload: { agent, task: message.payload } },
+              { waitMs: 5000 },
+            );
           }
           mailbox.ack(delivery);
         }

@@ -10,14 +10,14 @@
 //
 // Cross-process times use process.hrtime (CLOCK_MONOTONIC, shared by all processes of a host).
 
-import { fork, type ChildProcess } from "node:child_process";
+import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
-import { isCfnError } from "../../src/errors.js";
 import { Bus } from "../../src/bus/index.js";
-import { atLeast, atMost, exactly, stats, type Figure, type SuiteResult } from "../lib.js";
+import { isCfnError } from "../../src/errors.js";
+import { atLeast, atMost, exactly, type Figure, type SuiteResult, stats } from "../lib.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const WORKER_FLAG = "--bus-bench-worker";
@@ -36,7 +36,9 @@ type WorkerRequest =
 const nowNs = () => process.hrtime.bigint();
 
 function openBus(root: string, inboxDepthMax = 1000): Bus {
-  return new Bus({ config: { root, name: "bench", inboxDepthMax, batchMessagesMax: Math.min(1000, inboxDepthMax) } });
+  return new Bus({
+    config: { root, name: "bench", inboxDepthMax, batchMessagesMax: Math.min(1000, inboxDepthMax) },
+  });
 }
 
 // ---- worker side --------------------------------------------------------------------------------
@@ -78,7 +80,10 @@ async function worker(request: WorkerRequest): Promise<unknown> {
     }
     case "batch": {
       const bus = openBus(request.root, 100_000);
-      const messages = Array.from({ length: request.batchSize }, (_, n) => ({ type: "bench", payload: { n, data: PAYLOAD_1KIB } }));
+      const messages = Array.from({ length: request.batchSize }, (_, n) => ({
+        type: "bench",
+        payload: { n, data: PAYLOAD_1KIB },
+      }));
       const agents = Array.from({ length: 8 }, (_, n) => `batch-${n}`);
       for (const agent of agents) bus.sendSync("warm", agent, { type: "warm" });
       const micros: number[] = [];
@@ -198,6 +203,7 @@ if (process.argv.includes(WORKER_FLAG)) {
 interface Running {
   child: ChildProcess;
   ready: Promise<void>;
+  // biome-ignore lint/suspicious/noExplicitAny: each worker kind answers with its own shape
   result: Promise<any>;
 }
 
@@ -207,6 +213,7 @@ function start(request: WorkerRequest, execArgv: string[] = []): Running {
   const ready = new Promise<void>((resolve) => {
     markReady = resolve;
   });
+  // biome-ignore lint/suspicious/noExplicitAny: as above
   const result = new Promise<any>((resolve, reject) => {
     child.on("message", (message: { ready?: boolean; result?: unknown }) => {
       if (message.ready) markReady();
@@ -240,11 +247,19 @@ const median = (values: number[]) => stats(values).p50;
 async function throughputRun(messages: number): Promise<number> {
   const root = freshRoot();
   try {
-    const receiver = start({ kind: "receive", root, agent: "receiver", expected: messages, max: 256, inboxDepthMax: 100_000 });
+    const receiver = start({
+      kind: "receive",
+      root,
+      agent: "receiver",
+      expected: messages,
+      max: 256,
+      inboxDepthMax: 100_000,
+    });
     await receiver.ready;
     const sender = start({ kind: "send", root, to: "receiver", count: messages, inboxDepthMax: 100_000 });
     const [sent, received] = await Promise.all([sender.result, receiver.result]);
-    if (received.received !== messages) throw new Error(`throughput run received ${received.received} of ${messages}`);
+    if (received.received !== messages)
+      throw new Error(`throughput run received ${received.received} of ${messages}`);
     const seconds = Number(BigInt(received.doneNs) - BigInt(sent.startNs)) / 1e9;
     return messages / seconds;
   } finally {
@@ -275,10 +290,17 @@ async function latencyRun(samples: number): Promise<number[]> {
   }
 }
 
-async function burstRun(): Promise<{ accepted: number; refused: number; lost: number; duplicated: number; overflows: number }> {
+async function burstRun(): Promise<{
+  accepted: number;
+  refused: number;
+  lost: number;
+  duplicated: number;
+  overflows: number;
+}> {
   const root = freshRoot();
   try {
-    const burst = await start({ kind: "burst", root, to: "receiver", count: 2000, inboxDepthMax: 1000 }).result;
+    const burst = await start({ kind: "burst", root, to: "receiver", count: 2000, inboxDepthMax: 1000 })
+      .result;
     // Read back everything that was queued and compare with what the sender was told.
     const bus = openBus(root, 1000);
     const mailbox = bus.openMailbox("receiver", { watch: false, heartbeat: false });
@@ -286,7 +308,8 @@ async function burstRun(): Promise<{ accepted: number; refused: number; lost: nu
     for (;;) {
       const deliveries = mailbox.receiveNow(256);
       if (deliveries.length === 0) break;
-      for (const delivery of deliveries) seen.set(delivery.message.id, (seen.get(delivery.message.id) ?? 0) + 1);
+      for (const delivery of deliveries)
+        seen.set(delivery.message.id, (seen.get(delivery.message.id) ?? 0) + 1);
       mailbox.ack(deliveries);
     }
     mailbox.close();
@@ -295,7 +318,13 @@ async function burstRun(): Promise<{ accepted: number; refused: number; lost: nu
     let duplicated = 0;
     for (const times of seen.values()) if (times > 1) duplicated += times - 1;
     const unexpected = [...seen.keys()].filter((id) => !accepted.includes(id)).length;
-    return { accepted: accepted.length, refused: burst.refused, lost: lost + unexpected, duplicated, overflows: burst.overflows };
+    return {
+      accepted: accepted.length,
+      refused: burst.refused,
+      lost: lost + unexpected,
+      duplicated,
+      overflows: burst.overflows,
+    };
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -317,7 +346,9 @@ async function soakRun(seconds: number): Promise<SoakResult> {
   const root = freshRoot();
   try {
     const sampleMs = Math.max(500, Math.round((seconds * 1000) / 60));
-    const receiver = start({ kind: "soak-receive", root, agent: "receiver", seconds, sampleMs }, ["--expose-gc"]);
+    const receiver = start({ kind: "soak-receive", root, agent: "receiver", seconds, sampleMs }, [
+      "--expose-gc",
+    ]);
     await receiver.ready;
     const sender = start({ kind: "soak-send", root, to: "receiver", seconds, ratePerSecond: 5000 });
     const [result] = await Promise.all([receiver.result, sender.result]);
@@ -365,13 +396,19 @@ export async function run(args: string[]): Promise<SuiteResult> {
   }
   const rateStats = stats(rates);
   figures.push(
-    atLeast("throughput, 1 sender → 1 receiver process, 1 KiB, one file per message", rateStats.p50, "msg/s", 25_000, {
-      runs,
-      messagesPerRun: messages,
-      min: Math.round(rateStats.min),
-      max: Math.round(rateStats.max),
-      p99: Math.round(percentileLow(rates)),
-    }),
+    atLeast(
+      "throughput, 1 sender → 1 receiver process, 1 KiB, one file per message",
+      rateStats.p50,
+      "msg/s",
+      25_000,
+      {
+        runs,
+        messagesPerRun: messages,
+        min: Math.round(rateStats.min),
+        max: Math.round(rateStats.max),
+        p99: Math.round(percentileLow(rates)),
+      },
+    ),
   );
 
   const batchP50: number[] = [];
@@ -402,18 +439,30 @@ export async function run(args: string[]): Promise<SuiteResult> {
     log(`wake-up run ${index + 1}: p50 ${s.p50.toFixed(1)} µs, p99 ${s.p99.toFixed(1)} µs`);
   }
   figures.push(
-    atMost("send → receiver wake-up latency p50 (across processes, light load)", median(latencyP50), "µs", 100, {
-      runs,
-      samplesPerRun: 500,
-      worstRun: Math.max(...latencyP50),
-    }),
+    atMost(
+      "send → receiver wake-up latency p50 (across processes, light load)",
+      median(latencyP50),
+      "µs",
+      100,
+      {
+        runs,
+        samplesPerRun: 500,
+        worstRun: Math.max(...latencyP50),
+      },
+    ),
   );
   figures.push(
-    atMost("send → receiver wake-up latency p99 (across processes, light load)", median(latencyP99), "µs", 1000, {
-      runs,
-      samplesPerRun: 500,
-      worstRun: Math.max(...latencyP99),
-    }),
+    atMost(
+      "send → receiver wake-up latency p99 (across processes, light load)",
+      median(latencyP99),
+      "µs",
+      1000,
+      {
+        runs,
+        samplesPerRun: 500,
+        worstRun: Math.max(...latencyP99),
+      },
+    ),
   );
 
   const bursts = [];
@@ -421,32 +470,65 @@ export async function run(args: string[]): Promise<SuiteResult> {
     bursts.push(await burstRun());
     log(`burst run ${index + 1}: ${JSON.stringify(bursts[index])}`);
   }
-  const allExact = bursts.every((b) => b.accepted === 1000 && b.refused === 1000 && b.lost === 0 && b.duplicated === 0);
-  figures.push(
-    exactly("burst of 2,000 into inboxDepthMax 1000: accepted", Math.max(...bursts.map((b) => b.accepted)), "messages", 1000, {
-      runs,
-      acceptedPerRun: bursts.map((b) => b.accepted),
-      refusedPerRun: bursts.map((b) => b.refused),
-      lostPerRun: bursts.map((b) => b.lost),
-      duplicatedPerRun: bursts.map((b) => b.duplicated),
-      overflowsCountedPerRun: bursts.map((b) => b.overflows),
-      met: allExact,
-    }),
+  const allExact = bursts.every(
+    (b) => b.accepted === 1000 && b.refused === 1000 && b.lost === 0 && b.duplicated === 0,
   );
-  figures.push(exactly("burst of 2,000: refused with INBOX_FULL", Math.min(...bursts.map((b) => b.refused)), "messages", 1000, { met: allExact }));
-  figures.push(exactly("burst of 2,000: lost or duplicated", Math.max(...bursts.map((b) => b.lost + b.duplicated)), "messages", 0));
+  figures.push(
+    exactly(
+      "burst of 2,000 into inboxDepthMax 1000: accepted",
+      Math.max(...bursts.map((b) => b.accepted)),
+      "messages",
+      1000,
+      {
+        runs,
+        acceptedPerRun: bursts.map((b) => b.accepted),
+        refusedPerRun: bursts.map((b) => b.refused),
+        lostPerRun: bursts.map((b) => b.lost),
+        duplicatedPerRun: bursts.map((b) => b.duplicated),
+        overflowsCountedPerRun: bursts.map((b) => b.overflows),
+        met: allExact,
+      },
+    ),
+  );
+  figures.push(
+    exactly(
+      "burst of 2,000: refused with INBOX_FULL",
+      Math.min(...bursts.map((b) => b.refused)),
+      "messages",
+      1000,
+      { met: allExact },
+    ),
+  );
+  figures.push(
+    exactly(
+      "burst of 2,000: lost or duplicated",
+      Math.max(...bursts.map((b) => b.lost + b.duplicated)),
+      "messages",
+      0,
+    ),
+  );
 
   const soak = await soakRun(soakSeconds);
   log(`soak ${soakSeconds} s: ${JSON.stringify(soak)}`);
   // Retained memory (JS heap + external buffers after a full GC) is what a leak grows; RSS also
   // moves with the allocator's arenas, so both are reported and both are held to ±5 %.
   figures.push(
-    atMost(`receiver retained memory drift over a ${soakSeconds} s run (heap + external after GC, 5,000 msg/s offered)`, soak.retainedDriftPercent, "%", 5, {
+    atMost(
+      `receiver retained memory drift over a ${soakSeconds} s run (heap + external after GC, 5,000 msg/s offered)`,
+      soak.retainedDriftPercent,
+      "%",
+      5,
+      {
+        soakSeconds,
+        ...soak,
+      },
+    ),
+  );
+  figures.push(
+    atMost(`receiver RSS drift over the same ${soakSeconds} s run (after GC)`, soak.rssDriftPercent, "%", 5, {
       soakSeconds,
-      ...soak,
     }),
   );
-  figures.push(atMost(`receiver RSS drift over the same ${soakSeconds} s run (after GC)`, soak.rssDriftPercent, "%", 5, { soakSeconds }));
 
   return {
     suite: "bus",

@@ -27,7 +27,11 @@ export interface DepthEstimate {
 /** Estimate right after counting `counted` messages in an inbox. */
 export function freshEstimate(counted: number, depthMax: number): DepthEstimate {
   const headroom = Math.max(0, depthMax - counted);
-  return { counted, sentSinceCount: 0, window: Math.max(RECOUNT_MESSAGES_MAX, Math.floor(headroom / RECOUNT_HEADROOM_DIVISOR)) };
+  return {
+    counted,
+    sentSinceCount: 0,
+    window: Math.max(RECOUNT_MESSAGES_MAX, Math.floor(headroom / RECOUNT_HEADROOM_DIVISOR)),
+  };
 }
 
 /** True when the estimate cannot decide alone and the inbox must be recounted before admitting. */

@@ -21,7 +21,9 @@ export function createBusMetrics(metrics: Metrics): BusMetrics {
       "cfn_bus_send_to_receive_seconds",
       "Time from a message's send timestamp to its claim by a receiver",
     ),
-    inboxDepth: metrics.gauge("cfn_bus_inbox_depth", "Messages queued or claimed in an agent's inbox", ["agent"]),
+    inboxDepth: metrics.gauge("cfn_bus_inbox_depth", "Messages queued or claimed in an agent's inbox", [
+      "agent",
+    ]),
     overflows: metrics.counter("cfn_bus_inbox_overflows_total", "Sends refused because the inbox was full"),
     deadLetters: metrics.counter("cfn_bus_dead_letters_total", "Files moved to dead-letter", ["reason"]),
     redeliveries: metrics.counter(

@@ -7,25 +7,25 @@ import { randomUUID } from "node:crypto";
 import { readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { type BusConfig, busSchema } from "../config/schema.js";
 import { CfnError } from "../errors.js";
-import { silentLogger, type Logger } from "../obs/logger.js";
+import { type Logger, silentLogger } from "../obs/logger.js";
 import { Metrics } from "../obs/metrics.js";
-import { busSchema, type BusConfig } from "../config/schema.js";
 import { isValidAgentId, validateAgentId } from "./agent-id.js";
-import { createBusMetrics, type BusMetrics } from "./bus-metrics.js";
+import { type DepthEstimate, fitsAfterCount, freshEstimate, mustRecount } from "./backpressure.js";
+import { type BusMetrics, createBusMetrics } from "./bus-metrics.js";
 import { nextArrivalUs, UniqueNames, wallClockUs } from "./clock.js";
-import { fitsAfterCount, freshEstimate, mustRecount, type DepthEstimate } from "./backpressure.js";
 import {
+  type Envelope,
   encodeEnvelope,
   encodeMessageFile,
-  joinBatchFile,
   headersProblem,
   isValidMessageId,
   isValidMessageType,
+  joinBatchFile,
   PROTOCOL_VERSION,
-  type Envelope,
 } from "./envelope.js";
-import { BusLayout, FILE_MODE, openBusDirectory, type AgentPaths } from "./layout.js";
+import { type AgentPaths, BusLayout, FILE_MODE, openBusDirectory } from "./layout.js";
 import { Mailbox, type MailboxOptions } from "./mailbox.js";
 import { countOfEntry, formatQueuedName, PRIORITY_DIGIT, type Priority } from "./names.js";
 
@@ -111,7 +111,10 @@ export class Bus {
     this.dir = join(this.config.root, this.config.name);
     const shards = openBusDirectory(this.dir, this.config.shards, this.uniqueNames.next());
     if (shards !== this.config.shards) {
-      this.logger.warn("bus.conf fixes a different shard count; using it", { configured: this.config.shards, shards });
+      this.logger.warn("bus.conf fixes a different shard count; using it", {
+        configured: this.config.shards,
+        shards,
+      });
     }
     this.layout = new BusLayout(this.dir, shards);
   }
@@ -121,7 +124,12 @@ export class Bus {
     return this.sendMessage(from, to, message, true);
   }
 
-  private sendMessage(from: string, to: string, message: OutgoingMessage, countOverflow: boolean): SendResult {
+  private sendMessage(
+    from: string,
+    to: string,
+    message: OutgoingMessage,
+    countOverflow: boolean,
+  ): SendResult {
     this.assertOpen();
     validateAgentId(from);
     validateAgentId(to);
@@ -129,13 +137,20 @@ export class Bus {
     try {
       const envelope = this.envelope(from, to, message);
       const text = encodeMessageFile(envelope);
-    // UTF-8 takes at most 3 bytes per UTF-16 unit: count bytes only when it could matter.
-    if (text.length * 3 > this.config.messageBytesMax && Buffer.byteLength(text) > this.config.messageBytesMax) {
-      throw new CfnError("CFN_ERR_MESSAGE_TOO_LARGE", `message of ${Buffer.byteLength(text)} bytes exceeds messageBytesMax ${this.config.messageBytesMax}`, {
-        bytes: Buffer.byteLength(text),
-        messageBytesMax: this.config.messageBytesMax,
-      });
-    }
+      // UTF-8 takes at most 3 bytes per UTF-16 unit: count bytes only when it could matter.
+      if (
+        text.length * 3 > this.config.messageBytesMax &&
+        Buffer.byteLength(text) > this.config.messageBytesMax
+      ) {
+        throw new CfnError(
+          "CFN_ERR_MESSAGE_TOO_LARGE",
+          `message of ${Buffer.byteLength(text)} bytes exceeds messageBytesMax ${this.config.messageBytesMax}`,
+          {
+            bytes: Buffer.byteLength(text),
+            messageBytesMax: this.config.messageBytesMax,
+          },
+        );
+      }
       const file = this.deliverFile(to, envelope.priority, 1, text, countOverflow);
       return { ids: [envelope.id], file };
     } catch (error) {
@@ -152,7 +167,12 @@ export class Bus {
     return this.sendBatchMessages(from, to, messages, true);
   }
 
-  private sendBatchMessages(from: string, to: string, messages: OutgoingMessage[], countOverflow: boolean): SendResult {
+  private sendBatchMessages(
+    from: string,
+    to: string,
+    messages: OutgoingMessage[],
+    countOverflow: boolean,
+  ): SendResult {
     this.assertOpen();
     validateAgentId(from);
     validateAgentId(to);
@@ -160,14 +180,22 @@ export class Bus {
       throw new CfnError("CFN_ERR_INVALID_MESSAGE", "a batch needs at least one message");
     }
     if (messages.length > this.config.batchMessagesMax) {
-      throw new CfnError("CFN_ERR_BATCH_TOO_LARGE", `batch of ${messages.length} exceeds batchMessagesMax ${this.config.batchMessagesMax}`, {
-        messages: messages.length,
-        batchMessagesMax: this.config.batchMessagesMax,
-      });
+      throw new CfnError(
+        "CFN_ERR_BATCH_TOO_LARGE",
+        `batch of ${messages.length} exceeds batchMessagesMax ${this.config.batchMessagesMax}`,
+        {
+          messages: messages.length,
+          batchMessagesMax: this.config.batchMessagesMax,
+        },
+      );
     }
     const sequenceBefore = this.sequences.get(from);
     try {
-      return this.sendBatchEnvelopes(to, messages.map((message) => this.envelope(from, to, message)), countOverflow);
+      return this.sendBatchEnvelopes(
+        to,
+        messages.map((message) => this.envelope(from, to, message)),
+        countOverflow,
+      );
     } catch (error) {
       this.restoreSequence(from, sequenceBefore);
       throw error;
@@ -184,10 +212,14 @@ export class Bus {
       if (part.length * 3 + 1 > bytesMax) {
         const bytes = Buffer.byteLength(part) + 1;
         if (bytes > bytesMax) {
-          throw new CfnError("CFN_ERR_MESSAGE_TOO_LARGE", `batch message ${envelopes[index].id} of ${bytes} bytes exceeds messageBytesMax ${bytesMax}`, {
-            bytes,
-            messageBytesMax: bytesMax,
-          });
+          throw new CfnError(
+            "CFN_ERR_MESSAGE_TOO_LARGE",
+            `batch message ${envelopes[index].id} of ${bytes} bytes exceeds messageBytesMax ${bytesMax}`,
+            {
+              bytes,
+              messageBytesMax: bytesMax,
+            },
+          );
         }
       }
     }
@@ -197,12 +229,22 @@ export class Bus {
   }
 
   /** sendSync that may wait for room in a full inbox (options.waitMs). */
-  async send(from: string, to: string, message: OutgoingMessage, options: SendOptions = {}): Promise<SendResult> {
+  async send(
+    from: string,
+    to: string,
+    message: OutgoingMessage,
+    options: SendOptions = {},
+  ): Promise<SendResult> {
     return this.retryWhileFull((last) => this.sendMessage(from, to, message, last), options);
   }
 
   /** sendBatchSync that may wait for room in a full inbox (options.waitMs). */
-  async sendBatch(from: string, to: string, messages: OutgoingMessage[], options: SendOptions = {}): Promise<SendResult> {
+  async sendBatch(
+    from: string,
+    to: string,
+    messages: OutgoingMessage[],
+    options: SendOptions = {},
+  ): Promise<SendResult> {
     return this.retryWhileFull((last) => this.sendBatchMessages(from, to, messages, last), options);
   }
 
@@ -246,7 +288,8 @@ export class Bus {
     const agents: string[] = [];
     for (const shard of safeReaddir(this.dir)) {
       if (!/^[0-9]+$/.test(shard)) continue;
-      for (const agentId of safeReaddir(join(this.dir, shard))) if (isValidAgentId(agentId)) agents.push(agentId);
+      for (const agentId of safeReaddir(join(this.dir, shard)))
+        if (isValidAgentId(agentId)) agents.push(agentId);
     }
     return agents.sort();
   }
@@ -280,9 +323,12 @@ export class Bus {
   }
 
   private envelope(from: string, to: string, message: OutgoingMessage): Envelope {
-    if (typeof message !== "object" || message === null) throw new CfnError("CFN_ERR_INVALID_MESSAGE", "a message must be an object");
+    if (typeof message !== "object" || message === null)
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "a message must be an object");
     if (!isValidMessageType(message.type)) {
-      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "message type must match [A-Za-z0-9._:/-]{1,128}", { type: message.type });
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "message type must match [A-Za-z0-9._:/-]{1,128}", {
+        type: message.type,
+      });
     }
     const priority = message.priority ?? "normal";
     if (PRIORITY_DIGIT[priority] === undefined) {
@@ -293,18 +339,42 @@ export class Bus {
     if (problem) throw new CfnError("CFN_ERR_INVALID_MESSAGE", problem);
     let id = message.id;
     if (id === undefined) id = randomUUID();
-    else if (!isValidMessageId(id)) throw new CfnError("CFN_ERR_INVALID_MESSAGE", "message id must match [A-Za-z0-9._:-]{1,128}", { id });
+    else if (!isValidMessageId(id))
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "message id must match [A-Za-z0-9._:-]{1,128}", { id });
     const seq = (this.sequences.get(from) ?? 0) + 1;
     this.sequences.set(from, seq);
-    return { v: PROTOCOL_VERSION, id, from, to, type: message.type, priority, seq, ts: wallClockUs(), headers, payload: message.payload };
+    return {
+      v: PROTOCOL_VERSION,
+      id,
+      from,
+      to,
+      type: message.type,
+      priority,
+      seq,
+      ts: wallClockUs(),
+      headers,
+      payload: message.payload,
+    };
   }
 
   /** The send path: admission, write into tmp/, rename into inbox/. Returns the inbox file name. */
-  private deliverFile(to: string, priority: Priority, count: number, text: string, countOverflow: boolean): string {
+  private deliverFile(
+    to: string,
+    priority: Priority,
+    count: number,
+    text: string,
+    countOverflow: boolean,
+  ): string {
     const paths = this.layout.agent(to);
     this.layout.ensureAgent(paths);
     this.admit(paths, count, countOverflow);
-    const name = formatQueuedName({ priority, arrivalUs: nextArrivalUs(), count, unique: this.uniqueNames.next(), deliveries: 0 });
+    const name = formatQueuedName({
+      priority,
+      arrivalUs: nextArrivalUs(),
+      count,
+      unique: this.uniqueNames.next(),
+      deliveries: 0,
+    });
     const tmpPath = `${paths.tmp}/${name}`;
     const inboxPath = `${paths.inbox}/${name}`;
     for (let attempt = 0; ; attempt++) {
@@ -335,7 +405,8 @@ export class Bus {
       estimate = freshEstimate(this.countDepth(paths), depthMax);
       if (this.depthEstimates.size > 10_000) this.depthEstimates.clear();
       this.depthEstimates.set(paths.agentId, estimate);
-      if (!fitsAfterCount(estimate.counted, count, depthMax)) this.refuseFull(paths, estimate.counted, count, countOverflow);
+      if (!fitsAfterCount(estimate.counted, count, depthMax))
+        this.refuseFull(paths, estimate.counted, count, countOverflow);
     }
     (estimate as DepthEstimate).sentSinceCount += count;
   }
@@ -351,12 +422,16 @@ export class Bus {
 
   private refuseFull(paths: AgentPaths, depth: number, count: number, countOverflow: boolean): never {
     if (countOverflow) this.countOverflow(paths, depth, count);
-    throw new CfnError("CFN_ERR_INBOX_FULL", `inbox of ${paths.agentId} holds ${depth} of ${this.config.inboxDepthMax} messages`, {
-      agentId: paths.agentId,
-      depth,
-      count,
-      inboxDepthMax: this.config.inboxDepthMax,
-    });
+    throw new CfnError(
+      "CFN_ERR_INBOX_FULL",
+      `inbox of ${paths.agentId} holds ${depth} of ${this.config.inboxDepthMax} messages`,
+      {
+        agentId: paths.agentId,
+        depth,
+        count,
+        inboxDepthMax: this.config.inboxDepthMax,
+      },
+    );
   }
 
   private countOverflow(paths: AgentPaths, depth: number, count: number): void {
@@ -366,7 +441,12 @@ export class Bus {
     const now = Date.now();
     const log = this.overflowLog.get(paths.agentId) ?? { lastMs: 0, suppressed: 0 };
     if (now - log.lastMs >= OVERFLOW_LOG_INTERVAL_MS) {
-      this.logger.warn("inbox full, send refused", { agent: paths.agentId, depth, inboxDepthMax: this.config.inboxDepthMax, suppressed: log.suppressed });
+      this.logger.warn("inbox full, send refused", {
+        agent: paths.agentId,
+        depth,
+        inboxDepthMax: this.config.inboxDepthMax,
+        suppressed: log.suppressed,
+      });
       this.metrics.emit("cfn_bus_inbox_overflows_total", count + log.suppressed, { agent: paths.agentId });
       log.lastMs = now;
       log.suppressed = 0;
@@ -377,7 +457,10 @@ export class Bus {
   }
 
   /** Retries a refused send until options.waitMs passes; only the last refusal counts as an overflow. */
-  private async retryWhileFull(attempt: (last: boolean) => SendResult, options: SendOptions): Promise<SendResult> {
+  private async retryWhileFull(
+    attempt: (last: boolean) => SendResult,
+    options: SendOptions,
+  ): Promise<SendResult> {
     const waitMs = Math.min(Math.max(0, options.waitMs ?? 0), this.config.sendWaitMsMax);
     const deadline = Date.now() + waitMs;
     let pauseMs = 1;

@@ -20,7 +20,9 @@ export function nextArrivalUs(): number {
 
 /** This host's name reduced to the characters allowed in a file name's UNIQ field. */
 export function hostTag(): string {
-  const tag = hostname().replace(/[^A-Za-z0-9-]/g, "-").slice(0, 48);
+  const tag = hostname()
+    .replace(/[^A-Za-z0-9-]/g, "-")
+    .slice(0, 48);
   return tag.length > 0 ? tag : "host";
 }
 

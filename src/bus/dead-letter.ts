@@ -6,7 +6,7 @@ import { join } from "node:path";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import type { BusMetrics } from "./bus-metrics.js";
-import { FILE_MODE, type AgentPaths } from "./layout.js";
+import { type AgentPaths, FILE_MODE } from "./layout.js";
 
 /** Short, bounded-cardinality category of a dead-letter reason (metric label). */
 export type DeadLetterCause = "foreign" | "malformed" | "oversized" | "misaddressed" | "deliveries_exhausted";
@@ -35,7 +35,14 @@ export function moveToDeadLetter(
   unique: string,
 ): boolean {
   const { paths } = context;
-  const record = { cause, reason, deliveries, agent: paths.agentId, at: new Date().toISOString(), pid: process.pid };
+  const record = {
+    cause,
+    reason,
+    deliveries,
+    agent: paths.agentId,
+    at: new Date().toISOString(),
+    pid: process.pid,
+  };
   const reasonTmpPath = join(paths.tmp, `.reason.${unique}`);
   writeFileSync(reasonTmpPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
   let deadName = fileName;
@@ -50,6 +57,11 @@ export function moveToDeadLetter(
   renameSync(reasonTmpPath, join(paths.dead, `${deadName}.reason`));
   context.busMetrics.deadLetters.inc({ reason: cause });
   context.metrics.emit("cfn_bus_dead_letters_total", 1, { agent: paths.agentId, reason: cause });
-  context.logger.warn("message moved to dead-letter", { agent: paths.agentId, file: deadName, cause, reason });
+  context.logger.warn("message moved to dead-letter", {
+    agent: paths.agentId,
+    file: deadName,
+    cause,
+    reason,
+  });
   return true;
 }

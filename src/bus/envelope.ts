@@ -54,11 +54,13 @@ export function isValidMessageId(id: unknown): id is string {
 
 /** Checks headers from a caller or from disk; returns a reason or undefined when valid. */
 export function headersProblem(headers: unknown): string | undefined {
-  if (typeof headers !== "object" || headers === null || Array.isArray(headers)) return "headers must be an object";
+  if (typeof headers !== "object" || headers === null || Array.isArray(headers))
+    return "headers must be an object";
   const entries = Object.entries(headers);
   if (entries.length > HEADERS_COUNT_MAX) return `more than ${HEADERS_COUNT_MAX} headers`;
   for (const [name, value] of entries) {
-    if (!HEADER_NAME_PATTERN.test(name)) return `header name ${JSON.stringify(name)} outside [A-Za-z0-9._-]{1,64}`;
+    if (!HEADER_NAME_PATTERN.test(name))
+      return `header name ${JSON.stringify(name)} outside [A-Za-z0-9._-]{1,64}`;
     if (typeof value !== "string" || value.length > HEADER_VALUE_LENGTH_MAX)
       return `header ${name} must be a string of at most ${HEADER_VALUE_LENGTH_MAX} characters`;
   }
@@ -127,9 +129,11 @@ export function decodeFile(text: string, count: number): DecodedFile {
   }
   const object = value as Record<string, unknown> | null;
   if (object !== null && typeof object === "object" && Array.isArray(object.batch)) {
-    if (object.v !== PROTOCOL_VERSION) return { ok: false, reason: `unsupported protocol version ${JSON.stringify(object.v)}` };
+    if (object.v !== PROTOCOL_VERSION)
+      return { ok: false, reason: `unsupported protocol version ${JSON.stringify(object.v)}` };
     const batch = object.batch as unknown[];
-    if (batch.length !== count) return { ok: false, reason: `batch holds ${batch.length} messages, its name says ${count}` };
+    if (batch.length !== count)
+      return { ok: false, reason: `batch holds ${batch.length} messages, its name says ${count}` };
     for (let index = 0; index < batch.length; index++) {
       const problem = envelopeProblem(batch[index]);
       if (problem) return { ok: false, reason: `batch message ${index}: ${problem}` };

@@ -20,18 +20,24 @@
 // CFN_ERR_MESSAGE_TOO_LARGE, CFN_ERR_BATCH_TOO_LARGE, CFN_ERR_INVALID_MESSAGE, CFN_ERR_CLOSED
 // (docs/ERRORS.md).
 
+export { AGENT_ID_LENGTH_MAX, isValidAgentId, shardOf, validateAgentId } from "./agent-id.js";
+export { RECOUNT_MESSAGES_MAX } from "./backpressure.js";
 export {
-  Bus,
   type AgentStatus,
+  Bus,
   type BusOptions,
   type BusStatus,
   type OutgoingMessage,
   type SendOptions,
   type SendResult,
 } from "./bus.js";
-export { Mailbox, type Delivery, type MailboxOptions, type NackOptions, type ReceiveOptions } from "./mailbox.js";
-export { type Envelope, PROTOCOL_VERSION } from "./envelope.js";
-export { type Priority } from "./names.js";
-export { AGENT_ID_LENGTH_MAX, isValidAgentId, shardOf, validateAgentId } from "./agent-id.js";
 export { posixCksum } from "./cksum.js";
-export { RECOUNT_MESSAGES_MAX } from "./backpressure.js";
+export { type Envelope, PROTOCOL_VERSION } from "./envelope.js";
+export {
+  type Delivery,
+  Mailbox,
+  type MailboxOptions,
+  type NackOptions,
+  type ReceiveOptions,
+} from "./mailbox.js";
+export type { Priority } from "./names.js";

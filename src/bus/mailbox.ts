@@ -10,6 +10,7 @@
 
 import {
   closeSync,
+  type FSWatcher,
   fstatSync,
   openSync,
   readdirSync,
@@ -21,22 +22,21 @@ import {
   utimesSync,
   watch,
   writeFileSync,
-  type FSWatcher,
 } from "node:fs";
 import { join } from "node:path";
 import { CfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { Bus } from "./bus.js";
 import { isProcessAlive, wallClockUs } from "./clock.js";
-import { moveToDeadLetter, type DeadLetterCause, type DeadLetterContext } from "./dead-letter.js";
-import { decodeFile, encodeBatchFile, encodeMessageFile, type Envelope } from "./envelope.js";
-import { FILE_MODE, type AgentPaths } from "./layout.js";
+import { type DeadLetterCause, type DeadLetterContext, moveToDeadLetter } from "./dead-letter.js";
+import { decodeFile, type Envelope, encodeBatchFile, encodeMessageFile } from "./envelope.js";
+import { type AgentPaths, FILE_MODE } from "./layout.js";
 import {
+  type ClaimedName,
   claimedNameOf,
   formatQueuedName,
   parseClaimedName,
   parseQueuedName,
-  type ClaimedName,
 } from "./names.js";
 
 export interface MailboxOptions {
@@ -142,7 +142,12 @@ export class Mailbox {
     this.paths = bus.layout.agent(agentId);
     this.readBuffer = Buffer.allocUnsafe(bus.config.messageBytesMax + 1);
     bus.layout.ensureAgent(this.paths, true);
-    this.deadLetterContext = { paths: this.paths, logger: this.logger, metrics: bus.metrics, busMetrics: bus.busMetrics };
+    this.deadLetterContext = {
+      paths: this.paths,
+      logger: this.logger,
+      metrics: bus.metrics,
+      busMetrics: bus.busMetrics,
+    };
     this.heartbeat();
     this.recoverClaims();
     this.removeStaleTemps();
@@ -251,7 +256,10 @@ export class Mailbox {
    * success, nack on a throw) until the inbox is empty or `timeoutMs` passes. Returns the number
    * of messages acked.
    */
-  async drain(handler: (message: Envelope, delivery: Delivery) => unknown, options: { timeoutMs?: number } = {}): Promise<number> {
+  async drain(
+    handler: (message: Envelope, delivery: Delivery) => unknown,
+    options: { timeoutMs?: number } = {},
+  ): Promise<number> {
     const deadline = Date.now() + (options.timeoutMs ?? this.bus.config.visibilityTimeoutMs);
     let acked = 0;
     while (Date.now() < deadline) {
@@ -264,7 +272,9 @@ export class Mailbox {
           this.ack(delivery);
           acked++;
         } catch (error) {
-          this.nack(delivery, { reason: `handler failed during drain: ${(error as Error)?.message ?? String(error)}` });
+          this.nack(delivery, {
+            reason: `handler failed during drain: ${(error as Error)?.message ?? String(error)}`,
+          });
         }
       }
     }
@@ -285,7 +295,8 @@ export class Mailbox {
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.wake?.();
     for (const claim of [...this.claims.values()]) {
-      for (let index = 0; index < claim.states.length; index++) if (claim.states[index] === UNSETTLED) claim.states[index] = REQUEUED;
+      for (let index = 0; index < claim.states.length; index++)
+        if (claim.states[index] === UNSETTLED) claim.states[index] = REQUEUED;
       claim.unsettled = 0;
       this.finishClaim(claim);
     }
@@ -360,12 +371,28 @@ export class Mailbox {
     const inboxPath = `${this.paths.inbox}/${fileName}`;
     const queued = parseQueuedName(fileName);
     if (!queued) {
-      moveToDeadLetter(this.deadLetterContext, inboxPath, fileName, "foreign", "file name does not follow the protocol", 0, this.bus.uniqueNames.next());
+      moveToDeadLetter(
+        this.deadLetterContext,
+        inboxPath,
+        fileName,
+        "foreign",
+        "file name does not follow the protocol",
+        0,
+        this.bus.uniqueNames.next(),
+      );
       return;
     }
     const config = this.bus.config;
     if (queued.deliveries >= config.deliveriesMax) {
-      moveToDeadLetter(this.deadLetterContext, inboxPath, fileName, "deliveries_exhausted", `already delivered ${queued.deliveries} times`, queued.deliveries, this.bus.uniqueNames.next());
+      moveToDeadLetter(
+        this.deadLetterContext,
+        inboxPath,
+        fileName,
+        "deliveries_exhausted",
+        `already delivered ${queued.deliveries} times`,
+        queued.deliveries,
+        this.bus.uniqueNames.next(),
+      );
       return;
     }
     const deadlineMs = Date.now() + config.visibilityTimeoutMs;
@@ -398,7 +425,13 @@ export class Mailbox {
     }
     for (const envelope of decoded.envelopes) {
       if (envelope.to !== this.agentId) {
-        this.deadLetterClaim(claimedPath, claimedName, "misaddressed", `addressed to ${envelope.to}`, name.deliveries);
+        this.deadLetterClaim(
+          claimedPath,
+          claimedName,
+          "misaddressed",
+          `addressed to ${envelope.to}`,
+          name.deliveries,
+        );
         return;
       }
     }
@@ -407,7 +440,10 @@ export class Mailbox {
       fileName: claimedName,
       name,
       envelopes: decoded.envelopes,
-      states: decoded.envelopes.length === 1 ? [UNSETTLED] : new Array<number>(decoded.envelopes.length).fill(UNSETTLED),
+      states:
+        decoded.envelopes.length === 1
+          ? [UNSETTLED]
+          : new Array<number>(decoded.envelopes.length).fill(UNSETTLED),
       unsettled: decoded.envelopes.length,
       penalised: false,
       lastReason: undefined,
@@ -442,14 +478,16 @@ export class Mailbox {
    */
   private readClaimed(path: string, count: number): string | { cause: DeadLetterCause; reason: string } {
     const config = this.bus.config;
-    const bytesMax = count === 1 ? config.messageBytesMax : count * (config.messageBytesMax + BATCH_OVERHEAD_BYTES);
+    const bytesMax =
+      count === 1 ? config.messageBytesMax : count * (config.messageBytesMax + BATCH_OVERHEAD_BYTES);
     const fd = openSync(path, "r");
     try {
       let buffer = this.readBuffer;
       let length = readSync(fd, buffer, 0, buffer.length, 0);
       if (length === buffer.length) {
         const size = fstatSync(fd).size;
-        if (size > bytesMax) return { cause: "oversized", reason: `file of ${size} bytes exceeds ${bytesMax}` };
+        if (size > bytesMax)
+          return { cause: "oversized", reason: `file of ${size} bytes exceeds ${bytesMax}` };
         if (size >= buffer.length) {
           buffer = Buffer.allocUnsafe(size + 1);
           this.readBuffer.copy(buffer, 0, 0, length);
@@ -467,15 +505,30 @@ export class Mailbox {
           }
         }
       }
-      if (length > bytesMax) return { cause: "oversized", reason: `file of ${length} bytes exceeds ${bytesMax}` };
+      if (length > bytesMax)
+        return { cause: "oversized", reason: `file of ${length} bytes exceeds ${bytesMax}` };
       return buffer.toString("utf8", 0, length);
     } finally {
       closeSync(fd);
     }
   }
 
-  private deadLetterClaim(path: string, fileName: string, cause: DeadLetterCause, reason: string, deliveries: number): void {
-    moveToDeadLetter(this.deadLetterContext, path, fileName, cause, reason, deliveries, this.bus.uniqueNames.next());
+  private deadLetterClaim(
+    path: string,
+    fileName: string,
+    cause: DeadLetterCause,
+    reason: string,
+    deliveries: number,
+  ): void {
+    moveToDeadLetter(
+      this.deadLetterContext,
+      path,
+      fileName,
+      cause,
+      reason,
+      deliveries,
+      this.bus.uniqueNames.next(),
+    );
   }
 
   // ---- settling -------------------------------------------------------------------------------
@@ -488,15 +541,22 @@ export class Mailbox {
   private expireOwnClaim(claim: Claim): void {
     claim.expired = true;
     this.claims.delete(claim.path);
-    for (let index = this.ready.length - 1; index >= 0; index--) if (this.ready[index].claim === claim) this.ready.splice(index, 1);
-    this.logger.warn("claim passed its visibility timeout before it was settled", { agent: this.agentId, file: claim.fileName });
+    for (let index = this.ready.length - 1; index >= 0; index--)
+      if (this.ready[index].claim === claim) this.ready.splice(index, 1);
+    this.logger.warn("claim passed its visibility timeout before it was settled", {
+      agent: this.agentId,
+      file: claim.fileName,
+    });
   }
 
   private settle(delivery: Delivery, reason: string | undefined, penalise: boolean): void {
     const claim = delivery.claim;
     if (claim?.expired) return;
     if (!claim || claim.done || claim.states[delivery.index] !== UNSETTLED || !this.claims.has(claim.path)) {
-      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "this delivery is already settled or belongs to another mailbox");
+      throw new CfnError(
+        "CFN_ERR_INVALID_MESSAGE",
+        "this delivery is already settled or belongs to another mailbox",
+      );
     }
     if (penalise) {
       claim.states[delivery.index] = REQUEUED;
@@ -559,7 +619,9 @@ export class Mailbox {
       deliveries,
     });
     const tmpPath = join(this.paths.tmp, fileName);
-    writeFileSync(tmpPath, ordered.length === 1 ? encodeMessageFile(ordered[0]) : encodeBatchFile(ordered), { mode: FILE_MODE });
+    writeFileSync(tmpPath, ordered.length === 1 ? encodeMessageFile(ordered[0]) : encodeBatchFile(ordered), {
+      mode: FILE_MODE,
+    });
     renameSync(tmpPath, join(dir, fileName));
     return fileName;
   }
@@ -605,19 +667,38 @@ export class Mailbox {
       }
       const name = parseClaimedName(fileName);
       if (!name) {
-        moveToDeadLetter(this.deadLetterContext, path, fileName, "foreign", "file name in claimed/ does not follow the protocol", 0, this.bus.uniqueNames.next());
+        moveToDeadLetter(
+          this.deadLetterContext,
+          path,
+          fileName,
+          "foreign",
+          "file name in claimed/ does not follow the protocol",
+          0,
+          this.bus.uniqueNames.next(),
+        );
         continue;
       }
       const expired = name.deadlineMs <= now;
       const crashed = !expired && name.pid !== process.pid && !isProcessAlive(name.pid);
       if (!expired && !crashed) continue;
       if (name.deliveries >= this.bus.config.deliveriesMax) {
-        moveToDeadLetter(this.deadLetterContext, path, fileName, "deliveries_exhausted", `${expired ? "visibility timeout" : "consumer died"} after ${name.deliveries} deliveries`, name.deliveries, this.bus.uniqueNames.next());
+        moveToDeadLetter(
+          this.deadLetterContext,
+          path,
+          fileName,
+          "deliveries_exhausted",
+          `${expired ? "visibility timeout" : "consumer died"} after ${name.deliveries} deliveries`,
+          name.deliveries,
+          this.bus.uniqueNames.next(),
+        );
         continue;
       }
       try {
         renameSync(path, join(this.paths.inbox, formatQueuedName(name)));
-        this.bus.busMetrics.redeliveries.inc({ cause: expired ? "visibility_timeout" : "consumer_died" }, name.count);
+        this.bus.busMetrics.redeliveries.inc(
+          { cause: expired ? "visibility_timeout" : "consumer_died" },
+          name.count,
+        );
         this.inboxChanged = true;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
@@ -663,9 +744,12 @@ export class Mailbox {
     const lateDead = readdirSafe(join(trash, "dead"));
     if (late.length + lateClaims.length + lateDead.length > 0) {
       this.bus.layout.ensureAgent(this.paths, true);
-      for (const fileName of late) renameSync(join(trash, "inbox", fileName), join(this.paths.inbox, fileName));
-      for (const fileName of lateClaims) renameSync(join(trash, "claimed", fileName), join(this.paths.claimed, fileName));
-      for (const fileName of lateDead) renameSync(join(trash, "dead", fileName), join(this.paths.dead, fileName));
+      for (const fileName of late)
+        renameSync(join(trash, "inbox", fileName), join(this.paths.inbox, fileName));
+      for (const fileName of lateClaims)
+        renameSync(join(trash, "claimed", fileName), join(this.paths.claimed, fileName));
+      for (const fileName of lateDead)
+        renameSync(join(trash, "dead", fileName), join(this.paths.dead, fileName));
     }
     rmSync(trash, { recursive: true, force: true });
   }
@@ -684,13 +768,17 @@ export class Mailbox {
     try {
       this.watcher = watch(this.paths.inbox, { persistent: false }, (_event, fileName) => {
         this.inboxChanged = true;
-        if (typeof fileName === "string" && fileName.length > 0 && this.arrivals.length < ARRIVALS_MAX) this.arrivals.push(fileName);
+        if (typeof fileName === "string" && fileName.length > 0 && this.arrivals.length < ARRIVALS_MAX)
+          this.arrivals.push(fileName);
         else this.arrivalsOverflowed = true;
         const wake = this.wake;
         if (wake) wake();
       });
       this.watcher.on("error", (error) => {
-        this.logger.warn("inbox watch failed; polling every rescanIntervalMs", { agent: this.agentId, error });
+        this.logger.warn("inbox watch failed; polling every rescanIntervalMs", {
+          agent: this.agentId,
+          error,
+        });
         this.watcher?.close();
         this.watcher = undefined;
         this.watchWanted = false;
@@ -723,12 +811,28 @@ export class Mailbox {
 }
 
 /** Dead-letters a file already written into dead/ (the remainder of a batch): reason file only. */
-function moveToDeadLetterAfterWrite(context: DeadLetterContext, fileName: string, reason: string, deliveries: number): void {
+function moveToDeadLetterAfterWrite(
+  context: DeadLetterContext,
+  fileName: string,
+  reason: string,
+  deliveries: number,
+): void {
   const reasonPath = join(context.paths.dead, `${fileName}.reason`);
-  const record = { cause: "deliveries_exhausted", reason, deliveries, agent: context.paths.agentId, at: new Date().toISOString(), pid: process.pid };
+  const record = {
+    cause: "deliveries_exhausted",
+    reason,
+    deliveries,
+    agent: context.paths.agentId,
+    at: new Date().toISOString(),
+    pid: process.pid,
+  };
   writeFileSync(reasonPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
   context.busMetrics.deadLetters.inc({ reason: "deliveries_exhausted" });
-  context.logger.warn("message moved to dead-letter", { agent: context.paths.agentId, file: fileName, reason });
+  context.logger.warn("message moved to dead-letter", {
+    agent: context.paths.agentId,
+    file: fileName,
+    reason,
+  });
 }
 
 /** The pid in a temp file's UNIQ field (<host>-<pid>-<random>-<counter>), when readable. */

@@ -47,7 +47,8 @@ export function formatClaimedName(name: ClaimedName): string {
 }
 
 const QUEUED_PATTERN = /^([012])_([0-9]{16})_([1-9][0-9]{0,8})_([A-Za-z0-9.-]{1,160})_([0-9]{1,6})\.json$/;
-const CLAIMED_PATTERN = /^([012])_([0-9]{16})_([1-9][0-9]{0,8})_([A-Za-z0-9.-]{1,160})_([0-9]{1,6})_([0-9]{1,16})_([0-9]{1,10})\.json$/;
+const CLAIMED_PATTERN =
+  /^([012])_([0-9]{16})_([1-9][0-9]{0,8})_([A-Za-z0-9.-]{1,160})_([0-9]{1,6})_([0-9]{1,16})_([0-9]{1,10})\.json$/;
 
 /** Parses an inbox file name; undefined for a foreign name. */
 export function parseQueuedName(fileName: string): QueuedName | undefined {
@@ -81,7 +82,12 @@ export function parseClaimedName(fileName: string): ClaimedName | undefined {
  * Name of the claim of a queued file (hot path of every receive): the queued name with the
  * delivery count incremented and the deadline and pid appended, without re-formatting the rest.
  */
-export function claimedNameOf(queuedFileName: string, queued: QueuedName, deadlineMs: number, pid: number): string {
+export function claimedNameOf(
+  queuedFileName: string,
+  queued: QueuedName,
+  deadlineMs: number,
+  pid: number,
+): string {
   const prefixLength = queuedFileName.length - 5 - String(queued.deliveries).length; // ".json" and D
   return `${queuedFileName.slice(0, prefixLength)}${queued.deliveries + 1}_${deadlineMs}_${pid}.json`;
 }

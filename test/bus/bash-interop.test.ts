@@ -29,14 +29,32 @@ describe("bash agent ↔ TypeScript", () => {
     const bus = openTestBus(root);
     const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const tasks = [
-      { type: "task", payload: { n: 0, text: 'quotes " and \\ backslash, "payload": inside' }, headers: { traceparent } },
+      {
+        type: "task",
+        payload: { n: 0, text: 'quotes " and \\ backslash, "payload": inside' },
+        headers: { traceparent },
+      },
       { type: "task", payload: [1, 2, 3] },
       { type: "task", payload: "héllo ✓" },
     ];
     for (const task of tasks) bus.sendSync("lead", "bashy", task);
-    bus.sendBatchSync("lead", "bashy", [3, 4, 5].map((n) => ({ type: "task", payload: { n } })));
+    bus.sendBatchSync(
+      "lead",
+      "bashy",
+      [3, 4, 5].map((n) => ({ type: "task", payload: { n } })),
+    );
     bus.sendSync("lead", "bashy", { type: "stop", priority: "low" });
-    const agent = await bashAgent(["run", "--bus", busDir(), "--agent", "bashy", "--poll-ms", "20", "--idle-exit-ms", "20000"]);
+    const agent = await bashAgent([
+      "run",
+      "--bus",
+      busDir(),
+      "--agent",
+      "bashy",
+      "--poll-ms",
+      "20",
+      "--idle-exit-ms",
+      "20000",
+    ]);
     expect(agent.code, agent.stderr).toBe(0);
     expect(JSON.parse(agent.stdout.trim())).toEqual({ handled: 7 });
 
@@ -67,16 +85,49 @@ describe("bash agent ↔ TypeScript", () => {
     const bus = openTestBus(root);
     const mailbox = bus.openMailbox("ts-agent");
     const pending = mailbox.receive({ timeoutMs: 20_000 });
-    const sent = await run("bash", [BASH_AGENT, "send", "--bus", busDir(), "--from", "bash-sender", "--to", "ts-agent", "--type", "note", "--priority", "high", "--payload", '{"hello":"world","list":[1,2]}', "--headers", '{"traceparent":"00-x-y-01"}']);
+    const sent = await run("bash", [
+      BASH_AGENT,
+      "send",
+      "--bus",
+      busDir(),
+      "--from",
+      "bash-sender",
+      "--to",
+      "ts-agent",
+      "--type",
+      "note",
+      "--priority",
+      "high",
+      "--payload",
+      '{"hello":"world","list":[1,2]}',
+      "--headers",
+      '{"traceparent":"00-x-y-01"}',
+    ]);
     expect(sent.code, sent.stderr).toBe(0);
     const [delivery] = await pending;
     mailbox.ack(delivery);
     mailbox.close();
-    expect(delivery.message).toMatchObject({ from: "bash-sender", to: "ts-agent", type: "note", priority: "high", payload: { hello: "world", list: [1, 2] }, headers: { traceparent: "00-x-y-01" } });
+    expect(delivery.message).toMatchObject({
+      from: "bash-sender",
+      to: "ts-agent",
+      type: "note",
+      priority: "high",
+      payload: { hello: "world", list: [1, 2] },
+      headers: { traceparent: "00-x-y-01" },
+    });
   });
 
   it("bash computes the same shard and bus.conf as TypeScript", async () => {
-    const sent = await run("bash", [BASH_AGENT, "send", "--bus", busDir(), "--from", "a", "--to", "some.agent-42"]);
+    const sent = await run("bash", [
+      BASH_AGENT,
+      "send",
+      "--bus",
+      busDir(),
+      "--from",
+      "a",
+      "--to",
+      "some.agent-42",
+    ]);
     expect(sent.code, sent.stderr).toBe(0);
     const bus = openTestBus(root, { shards: 16 });
     expect(readFileSync(join(busDir(), "bus.conf"), "utf8")).toBe("version=1\nshards=16\n");
@@ -88,16 +139,47 @@ describe("bash agent ↔ TypeScript", () => {
   it("bash send respects inboxDepthMax with exit status 75", async () => {
     const bus = openTestBus(root, { inboxDepthMax: 2 });
     bus.sendSync("a", "w", { type: "t" });
-    const ok = await run("bash", [BASH_AGENT, "send", "--bus", busDir(), "--from", "b", "--to", "w", "--depth-max", "2"]);
+    const ok = await run("bash", [
+      BASH_AGENT,
+      "send",
+      "--bus",
+      busDir(),
+      "--from",
+      "b",
+      "--to",
+      "w",
+      "--depth-max",
+      "2",
+    ]);
     expect(ok.code).toBe(0);
-    const full = await run("bash", [BASH_AGENT, "send", "--bus", busDir(), "--from", "b", "--to", "w", "--depth-max", "2"]);
+    const full = await run("bash", [
+      BASH_AGENT,
+      "send",
+      "--bus",
+      busDir(),
+      "--from",
+      "b",
+      "--to",
+      "w",
+      "--depth-max",
+      "2",
+    ]);
     expect(full.code).toBe(75);
     expect(full.stderr).toContain("CFN_ERR_INBOX_FULL");
     expect(bus.inboxDepth("w")).toBe(2);
   });
 
   it("bash refuses path traversal in agent ids", async () => {
-    const result = await run("bash", [BASH_AGENT, "send", "--bus", busDir(), "--from", "a", "--to", "../../etc"]);
+    const result = await run("bash", [
+      BASH_AGENT,
+      "send",
+      "--bus",
+      busDir(),
+      "--from",
+      "a",
+      "--to",
+      "../../etc",
+    ]);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain("invalid agent id");
   });
@@ -109,7 +191,17 @@ describe("bash agent ↔ TypeScript", () => {
     writeFileSync(join(inbox, "0_0000000000000001_1_junk-1_0.json"), "garbage\n");
     writeFileSync(join(inbox, ".notes.txt"), "foreign\n"); // sorts before the stop; dot-files count too
     bus.sendSync("lead", "bashy", { type: "stop", priority: "low" });
-    const agent = await bashAgent(["run", "--bus", busDir(), "--agent", "bashy", "--poll-ms", "20", "--idle-exit-ms", "20000"]);
+    const agent = await bashAgent([
+      "run",
+      "--bus",
+      busDir(),
+      "--agent",
+      "bashy",
+      "--poll-ms",
+      "20",
+      "--idle-exit-ms",
+      "20000",
+    ]);
     expect(agent.code, agent.stderr).toBe(0);
     expect(JSON.parse(agent.stdout.trim())).toEqual({ handled: 2 });
     const dead = readdirSync(bus.layout.agent("bashy").dead).sort();
@@ -117,7 +209,9 @@ describe("bash agent ↔ TypeScript", () => {
     expect(dead.filter((name) => name.startsWith(".notes.txt"))).toEqual([".notes.txt", ".notes.txt.reason"]);
     expect(dead.filter((name) => name.startsWith("0_0000000000000001_1_junk-1_1_"))).toHaveLength(2);
     expect(bus.agentStatus("bashy")?.deadLetters).toBe(2);
-    const reasons = dead.filter((name) => name.endsWith(".reason")).map((name) => JSON.parse(readFileSync(join(bus.layout.agent("bashy").dead, name), "utf8")).cause);
+    const reasons = dead
+      .filter((name) => name.endsWith(".reason"))
+      .map((name) => JSON.parse(readFileSync(join(bus.layout.agent("bashy").dead, name), "utf8")).cause);
     expect(reasons.sort()).toEqual(["foreign", "malformed"]);
   });
 
@@ -130,7 +224,17 @@ describe("bash agent ↔ TypeScript", () => {
     const claimedName = queued.replace(/_0\.json$/, `_1_${Date.now() + 600_000}_4194304.json`);
     execFileSync("mv", [join(paths.inbox, queued), join(paths.claimed, claimedName)]);
     bus.sendSync("lead", "bashy", { type: "stop", priority: "low" });
-    const agent = await bashAgent(["run", "--bus", busDir(), "--agent", "bashy", "--poll-ms", "20", "--idle-exit-ms", "20000"]);
+    const agent = await bashAgent([
+      "run",
+      "--bus",
+      busDir(),
+      "--agent",
+      "bashy",
+      "--poll-ms",
+      "20",
+      "--idle-exit-ms",
+      "20000",
+    ]);
     expect(agent.code, agent.stderr).toBe(0);
     const mailbox = bus.openMailbox("lead");
     const [result] = await mailbox.receive({ timeoutMs: 2000 });

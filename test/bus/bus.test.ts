@@ -5,9 +5,9 @@ import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "n
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { isCfnError, type ErrorCode } from "../../src/errors.js";
-import { Metrics } from "../../src/obs/metrics.js";
 import type { Bus, Delivery, Mailbox } from "../../src/bus/index.js";
+import { type ErrorCode, isCfnError } from "../../src/errors.js";
+import { Metrics } from "../../src/obs/metrics.js";
 import { openTestBus, tempRoot } from "./helpers.js";
 
 let root: string;
@@ -53,9 +53,23 @@ describe("send and receive", () => {
     const bus = openTestBus(root);
     const mailbox = mailboxOf(bus, "worker");
     const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    const result = bus.sendSync("lead", "worker", { type: "task", payload: { n: 1 }, headers: { traceparent } });
+    const result = bus.sendSync("lead", "worker", {
+      type: "task",
+      payload: { n: 1 },
+      headers: { traceparent },
+    });
     const [delivery] = await mailbox.receive({ timeoutMs: 1000 });
-    expect(delivery.message).toMatchObject({ v: 1, id: result.ids[0], from: "lead", to: "worker", type: "task", priority: "normal", seq: 1, headers: { traceparent }, payload: { n: 1 } });
+    expect(delivery.message).toMatchObject({
+      v: 1,
+      id: result.ids[0],
+      from: "lead",
+      to: "worker",
+      type: "task",
+      priority: "normal",
+      seq: 1,
+      headers: { traceparent },
+      payload: { n: 1 },
+    });
     expect(delivery.deliveries).toBe(1);
     mailbox.ack(delivery);
     expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 0, claimed: 0 });
@@ -98,20 +112,30 @@ describe("send and receive", () => {
   it("orders by priority, then arrival, keeping per-sender order (property)", () => {
     fc.assert(
       fc.property(
-        fc.array(fc.record({ sender: fc.constantFrom("s1", "s2", "s3"), priority: fc.constantFrom("high" as const, "normal" as const, "low" as const) }), {
-          minLength: 1,
-          maxLength: 40,
-        }),
+        fc.array(
+          fc.record({
+            sender: fc.constantFrom("s1", "s2", "s3"),
+            priority: fc.constantFrom("high" as const, "normal" as const, "low" as const),
+          }),
+          {
+            minLength: 1,
+            maxLength: 40,
+          },
+        ),
         (plan) => {
           const { root: caseRoot, cleanup: caseCleanup } = tempRoot();
           try {
             const bus = openTestBus(caseRoot);
-            plan.forEach((step, index) => bus.sendSync(step.sender, "worker", { type: "t", priority: step.priority, payload: index }));
+            plan.forEach((step, index) => {
+              bus.sendSync(step.sender, "worker", { type: "t", priority: step.priority, payload: index });
+            });
             const mailbox = bus.openMailbox("worker", { watch: false, heartbeat: false });
             const got = receiveAll(mailbox).map((d) => d.message);
             mailbox.close();
             const rank = { high: 0, normal: 1, low: 2 };
-            const expected = plan.map((step, index) => ({ ...step, index })).sort((a, b) => rank[a.priority] - rank[b.priority] || a.index - b.index);
+            const expected = plan
+              .map((step, index) => ({ ...step, index }))
+              .sort((a, b) => rank[a.priority] - rank[b.priority] || a.index - b.index);
             expect(got.map((m) => m.payload)).toEqual(expected.map((step) => step.index));
           } finally {
             caseCleanup();
@@ -134,7 +158,11 @@ describe("send and receive", () => {
 describe("batches", () => {
   it("writes one file per batch and delivers its messages in order", () => {
     const bus = openTestBus(root);
-    const result = bus.sendBatchSync("lead", "worker", Array.from({ length: 100 }, (_, n) => ({ type: "task", payload: n })));
+    const result = bus.sendBatchSync(
+      "lead",
+      "worker",
+      Array.from({ length: 100 }, (_, n) => ({ type: "task", payload: n })),
+    );
     expect(readdirSync(bus.layout.agent("worker").inbox)).toEqual([result.file]);
     expect(result.file.split("_")[2]).toBe("100");
     expect(bus.inboxDepth("worker")).toBe(100);
@@ -150,7 +178,11 @@ describe("batches", () => {
 
   it("redelivers only the nacked messages of a batch", () => {
     const bus = openTestBus(root);
-    bus.sendBatchSync("lead", "worker", [0, 1, 2, 3].map((n) => ({ type: "task", payload: n })));
+    bus.sendBatchSync(
+      "lead",
+      "worker",
+      [0, 1, 2, 3].map((n) => ({ type: "task", payload: n })),
+    );
     const mailbox = mailboxOf(bus, "worker");
     const first = mailbox.receiveNow(4);
     mailbox.ack([first[0], first[2]]);
@@ -163,7 +195,15 @@ describe("batches", () => {
 
   it("refuses a batch over batchMessagesMax and an empty batch", () => {
     const bus = openTestBus(root, { batchMessagesMax: 10 });
-    expectCode(() => bus.sendBatchSync("a", "b", Array.from({ length: 11 }, () => ({ type: "t" }))), "CFN_ERR_BATCH_TOO_LARGE");
+    expectCode(
+      () =>
+        bus.sendBatchSync(
+          "a",
+          "b",
+          Array.from({ length: 11 }, () => ({ type: "t" })),
+        ),
+      "CFN_ERR_BATCH_TOO_LARGE",
+    );
     expectCode(() => bus.sendBatchSync("a", "b", []), "CFN_ERR_INVALID_MESSAGE");
   });
 });
@@ -171,8 +211,14 @@ describe("batches", () => {
 describe("limits and bad input from callers", () => {
   it("refuses an oversized message with CFN_ERR_MESSAGE_TOO_LARGE and writes nothing", () => {
     const bus = openTestBus(root, { messageBytesMax: 1024 });
-    expectCode(() => bus.sendSync("a", "b", { type: "t", payload: "x".repeat(2000) }), "CFN_ERR_MESSAGE_TOO_LARGE");
-    expectCode(() => bus.sendSync("a", "b", { type: "t", payload: "é".repeat(600) }), "CFN_ERR_MESSAGE_TOO_LARGE");
+    expectCode(
+      () => bus.sendSync("a", "b", { type: "t", payload: "x".repeat(2000) }),
+      "CFN_ERR_MESSAGE_TOO_LARGE",
+    );
+    expectCode(
+      () => bus.sendSync("a", "b", { type: "t", payload: "é".repeat(600) }),
+      "CFN_ERR_MESSAGE_TOO_LARGE",
+    );
     expect(bus.inboxDepth("b")).toBe(0);
   });
 
@@ -190,10 +236,19 @@ describe("limits and bad input from callers", () => {
   it("refuses malformed messages from callers", () => {
     const bus = openTestBus(root);
     expectCode(() => bus.sendSync("a", "b", { type: "has space" }), "CFN_ERR_INVALID_MESSAGE");
-    expectCode(() => bus.sendSync("a", "b", { type: "t", priority: "urgent" as never }), "CFN_ERR_INVALID_MESSAGE");
-    expectCode(() => bus.sendSync("a", "b", { type: "t", headers: { "bad header": "x" } }), "CFN_ERR_INVALID_MESSAGE");
+    expectCode(
+      () => bus.sendSync("a", "b", { type: "t", priority: "urgent" as never }),
+      "CFN_ERR_INVALID_MESSAGE",
+    );
+    expectCode(
+      () => bus.sendSync("a", "b", { type: "t", headers: { "bad header": "x" } }),
+      "CFN_ERR_INVALID_MESSAGE",
+    );
     expectCode(() => bus.sendSync("a", "b", { type: "t", payload: { big: 1n } }), "CFN_ERR_INVALID_MESSAGE");
-    expectCode(() => bus.sendSync("a", "b", { type: "t", id: "no spaces allowed" }), "CFN_ERR_INVALID_MESSAGE");
+    expectCode(
+      () => bus.sendSync("a", "b", { type: "t", id: "no spaces allowed" }),
+      "CFN_ERR_INVALID_MESSAGE",
+    );
   });
 });
 
@@ -221,19 +276,37 @@ describe("backpressure", () => {
 
   it("counts claimed messages and batch sizes in the depth", () => {
     const bus = openTestBus(root, { inboxDepthMax: 10, batchMessagesMax: 10 });
-    bus.sendBatchSync("a", "w", Array.from({ length: 8 }, () => ({ type: "t" })));
+    bus.sendBatchSync(
+      "a",
+      "w",
+      Array.from({ length: 8 }, () => ({ type: "t" })),
+    );
     const mailbox = mailboxOf(bus, "w");
     mailbox.receiveNow(1); // the whole batch file is now claimed
     expect(bus.agentStatus("w")).toMatchObject({ inboxDepth: 0, claimed: 8 });
-    expectCode(() => bus.sendBatchSync("a", "w", Array.from({ length: 3 }, () => ({ type: "t" }))), "CFN_ERR_INBOX_FULL");
-    bus.sendBatchSync("a", "w", Array.from({ length: 2 }, () => ({ type: "t" })));
+    expectCode(
+      () =>
+        bus.sendBatchSync(
+          "a",
+          "w",
+          Array.from({ length: 3 }, () => ({ type: "t" })),
+        ),
+      "CFN_ERR_INBOX_FULL",
+    );
+    bus.sendBatchSync(
+      "a",
+      "w",
+      Array.from({ length: 2 }, () => ({ type: "t" })),
+    );
     expectCode(() => bus.sendSync("a", "w", { type: "t" }), "CFN_ERR_INBOX_FULL");
   });
 
   it("waits for room up to waitMs, then succeeds or refuses", async () => {
     const bus = openTestBus(root, { inboxDepthMax: 1 });
     bus.sendSync("a", "w", { type: "first" });
-    await expect(bus.send("a", "w", { type: "second" }, { waitMs: 30 })).rejects.toMatchObject({ code: "CFN_ERR_INBOX_FULL" });
+    await expect(bus.send("a", "w", { type: "second" }, { waitMs: 30 })).rejects.toMatchObject({
+      code: "CFN_ERR_INBOX_FULL",
+    });
     const mailbox = mailboxOf(bus, "w");
     setTimeout(() => mailbox.ack(mailbox.receiveNow(1)), 30);
     const result = await bus.send("a", "w", { type: "second" }, { waitMs: 5000 });
@@ -254,16 +327,32 @@ describe("backpressure", () => {
 
 describe("bad files in an inbox go to dead-letter; the receiver keeps serving", () => {
   const cases: [string, (inbox: string) => void, string][] = [
-    ["malformed JSON", (inbox) => writeFileSync(join(inbox, "1_0000000000000001_1_bad-1_0.json"), "{not json"), "malformed"],
     [
-      "truncated message",
-      (inbox) => writeFileSync(join(inbox, "1_0000000000000002_1_bad-2_0.json"), '{"v":1,"id":"x","from":"a","to":"worker","type":"t",\n"headers":{},\n"payl'),
+      "malformed JSON",
+      (inbox) => writeFileSync(join(inbox, "1_0000000000000001_1_bad-1_0.json"), "{not json"),
       "malformed",
     ],
-    ["oversized file", (inbox) => writeFileSync(join(inbox, "1_0000000000000003_1_bad-3_0.json"), `"${"x".repeat(5000)}"`), "oversized"],
+    [
+      "truncated message",
+      (inbox) =>
+        writeFileSync(
+          join(inbox, "1_0000000000000002_1_bad-2_0.json"),
+          '{"v":1,"id":"x","from":"a","to":"worker","type":"t",\n"headers":{},\n"payl',
+        ),
+      "malformed",
+    ],
+    [
+      "oversized file",
+      (inbox) => writeFileSync(join(inbox, "1_0000000000000003_1_bad-3_0.json"), `"${"x".repeat(5000)}"`),
+      "oversized",
+    ],
     ["foreign file name", (inbox) => writeFileSync(join(inbox, "README.txt"), "hello"), "foreign"],
     ["directory", (inbox) => mkdirSync(join(inbox, "subdir")), "foreign"],
-    ["empty file", (inbox) => writeFileSync(join(inbox, "1_0000000000000004_1_bad-4_0.json"), ""), "malformed"],
+    [
+      "empty file",
+      (inbox) => writeFileSync(join(inbox, "1_0000000000000004_1_bad-4_0.json"), ""),
+      "malformed",
+    ],
     [
       "message for another agent",
       (inbox) =>
@@ -273,7 +362,11 @@ describe("bad files in an inbox go to dead-letter; the receiver keeps serving", 
         ),
       "misaddressed",
     ],
-    ["batch count mismatch", (inbox) => writeFileSync(join(inbox, "1_0000000000000006_5_bad-6_0.json"), '{"v":1,"batch":[\n]}\n'), "malformed"],
+    [
+      "batch count mismatch",
+      (inbox) => writeFileSync(join(inbox, "1_0000000000000006_5_bad-6_0.json"), '{"v":1,"batch":[\n]}\n'),
+      "malformed",
+    ],
   ];
 
   it.each(cases)("%s", async (_label, plant, cause) => {
@@ -304,7 +397,12 @@ it("a foreign name seen twice keeps both dead letters and both reasons", () => {
   const dead = readdirSync(mailbox.paths.dead);
   expect(dead).toHaveLength(4);
   expect(dead.filter((name) => name.endsWith(".reason"))).toHaveLength(2);
-  expect(dead.filter((name) => !name.endsWith(".reason")).map((name) => readFileSync(join(mailbox.paths.dead, name), "utf8")).sort()).toEqual(["one", "two"]);
+  expect(
+    dead
+      .filter((name) => !name.endsWith(".reason"))
+      .map((name) => readFileSync(join(mailbox.paths.dead, name), "utf8"))
+      .sort(),
+  ).toEqual(["one", "two"]);
   expect(readdirSync(mailbox.paths.tmp)).toEqual([]);
 });
 
@@ -320,10 +418,14 @@ describe("redelivery and dead-letter", () => {
     }
     expect(mailbox.receiveNow(1)).toEqual([]);
     const dead = readdirSync(mailbox.paths.dead);
-    const reason = JSON.parse(readFileSync(join(mailbox.paths.dead, dead.find((n) => n.endsWith(".reason"))!), "utf8"));
+    const reason = JSON.parse(
+      readFileSync(join(mailbox.paths.dead, dead.find((n) => n.endsWith(".reason"))!), "utf8"),
+    );
     expect(reason).toMatchObject({ cause: "deliveries_exhausted", deliveries: 3 });
     expect(reason.reason).toContain("handler failed 3");
-    const message = JSON.parse(readFileSync(join(mailbox.paths.dead, dead.find((n) => !n.endsWith(".reason"))!), "utf8"));
+    const message = JSON.parse(
+      readFileSync(join(mailbox.paths.dead, dead.find((n) => !n.endsWith(".reason"))!), "utf8"),
+    );
     expect(message.type).toBe("poison");
   });
 
@@ -441,7 +543,14 @@ describe("status, heartbeats and metrics", () => {
     const bus = openTestBus(root, { inboxDepthMax: 1 }, { metrics: new Metrics({ jsonlPath }) });
     bus.sendSync("a", "w", { type: "t" });
     expectCode(() => bus.sendSync("a", "w", { type: "t" }), "CFN_ERR_INBOX_FULL");
-    const lines = readFileSync(jsonlPath, "utf8").trim().split("\n").map((line) => JSON.parse(line));
-    expect(lines[0]).toMatchObject({ name: "cfn_bus_inbox_overflows_total", value: 1, labels: { agent: "w" } });
+    const lines = readFileSync(jsonlPath, "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    expect(lines[0]).toMatchObject({
+      name: "cfn_bus_inbox_overflows_total",
+      value: 1,
+      labels: { agent: "w" },
+    });
   });
 });

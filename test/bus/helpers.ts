@@ -22,7 +22,11 @@ export function tempRoot(): { root: string; cleanup: () => void } {
   return { root, cleanup: () => rmSync(root, { recursive: true, force: true }) };
 }
 
-export function openTestBus(root: string, config: Partial<BusConfig> = {}, options: Omit<BusOptions, "config"> = {}): Bus {
+export function openTestBus(
+  root: string,
+  config: Partial<BusConfig> = {},
+  options: Omit<BusOptions, "config"> = {},
+): Bus {
   return new Bus({ config: { root, name: "test", ...config }, ...options });
 }
 
@@ -62,6 +66,7 @@ export function nodeAgent(args: string[]): Promise<ChildResult> {
   return start(process.execPath, [NODE_AGENT, ...args]);
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: test output of arbitrary JSON shape
 export function jsonLines(stdout: string): Record<string, any>[] {
   return stdout
     .split("\n")

@@ -37,7 +37,8 @@ function received(stdout: string): Received[] {
 /** After the senders finished: one low-priority "stop" per receiver, queued behind every message. */
 function stopReceivers(busRoot: string, name: string, agent: string, receivers: number): void {
   const bus = openTestBus(busRoot, { name, inboxDepthMax: 100_000 });
-  for (let index = 0; index < receivers; index++) bus.sendSync("test", agent, { type: "stop", priority: "low" });
+  for (let index = 0; index < receivers; index++)
+    bus.sendSync("test", agent, { type: "stop", priority: "low" });
 }
 
 /** Every receiver saw each sender's messages in increasing seq order. */
@@ -55,9 +56,35 @@ describe("multiple processes", () => {
   it("3 senders × 2 receivers: nothing lost, nothing duplicated, per-sender order kept", async () => {
     const perSender = 600;
     const senders = ["s1", "s2", "s3"].map((from, index) =>
-      nodeAgent(["send", ...common(), "--from", from, "--to", "worker", "--count", String(perSender), "--batch", String(index + 1), "--depth-max", "100000"]),
+      nodeAgent([
+        "send",
+        ...common(),
+        "--from",
+        from,
+        "--to",
+        "worker",
+        "--count",
+        String(perSender),
+        "--batch",
+        String(index + 1),
+        "--depth-max",
+        "100000",
+      ]),
     );
-    const receivers = [0, 1].map(() => nodeAgent(["recv", ...common(), "--agent", "worker", "--idle-ms", "20000", "--max", "7", "--depth-max", "100000"]));
+    const receivers = [0, 1].map(() =>
+      nodeAgent([
+        "recv",
+        ...common(),
+        "--agent",
+        "worker",
+        "--idle-ms",
+        "20000",
+        "--max",
+        "7",
+        "--depth-max",
+        "100000",
+      ]),
+    );
     const sent = await Promise.all(senders);
     stopReceivers(root, "test", "worker", 2);
     const got = await Promise.all(receivers);
@@ -82,9 +109,22 @@ describe("multiple processes", () => {
           const { root: caseRoot, cleanup: caseCleanup } = tempRoot();
           try {
             const args = ["--root", caseRoot, "--name", "p", "--depth-max", "100000"];
-            const receivers = Array.from({ length: receiverCount }, () => nodeAgent(["recv", ...args, "--agent", "w", "--idle-ms", "20000"]));
+            const receivers = Array.from({ length: receiverCount }, () =>
+              nodeAgent(["recv", ...args, "--agent", "w", "--idle-ms", "20000"]),
+            );
             const senders = Array.from({ length: senderCount }, (_, index) =>
-              nodeAgent(["send", ...args, "--from", `s${index}`, "--to", "w", "--count", "100", "--batch", String(batches[index])]),
+              nodeAgent([
+                "send",
+                ...args,
+                "--from",
+                `s${index}`,
+                "--to",
+                "w",
+                "--count",
+                "100",
+                "--batch",
+                String(batches[index]),
+              ]),
             );
             const sent = (await Promise.all(senders)).flatMap((r) => jsonLines(r.stdout)[0].ids as string[]);
             stopReceivers(caseRoot, "p", "w", receiverCount);
@@ -103,7 +143,18 @@ describe("multiple processes", () => {
   });
 
   it("the 2,000 burst from another process: exactly 1000 accepted and 1000 refused", async () => {
-    const result = await nodeAgent(["send", ...common(), "--from", "burst", "--to", "worker", "--count", "2000", "--depth-max", "1000"]);
+    const result = await nodeAgent([
+      "send",
+      ...common(),
+      "--from",
+      "burst",
+      "--to",
+      "worker",
+      "--count",
+      "2000",
+      "--depth-max",
+      "1000",
+    ]);
     expect(result.code, result.stderr).toBe(0);
     const summary = jsonLines(result.stdout)[0];
     expect(summary.sent).toBe(1000);
@@ -123,7 +174,20 @@ describe("multiple processes", () => {
 
   it("concurrent senders stay within the documented bound inboxDepthMax + (k − 1) · 64", async () => {
     const depthMax = 300;
-    const senders = ["a", "b", "c"].map((from) => nodeAgent(["send", ...common(), "--from", from, "--to", "worker", "--count", "400", "--depth-max", String(depthMax)]));
+    const senders = ["a", "b", "c"].map((from) =>
+      nodeAgent([
+        "send",
+        ...common(),
+        "--from",
+        from,
+        "--to",
+        "worker",
+        "--count",
+        "400",
+        "--depth-max",
+        String(depthMax),
+      ]),
+    );
     const results = (await Promise.all(senders)).map((r) => jsonLines(r.stdout)[0]);
     const accepted = results.reduce((sum, r) => sum + r.sent, 0);
     expect(accepted + results.reduce((sum, r) => sum + r.refused, 0)).toBe(1200);
@@ -136,8 +200,20 @@ describe("multiple processes", () => {
 
   it("a consumer killed with SIGKILL: its claims are recovered when the mailbox is opened again", async () => {
     const bus = openTestBus(root, { visibilityTimeoutMs: 60_000 });
-    const ids = Array.from({ length: 10 }, (_, n) => bus.sendSync("lead", "worker", { type: "task", payload: n }).ids[0]);
-    const crash = await nodeAgent(["claim-and-crash", ...common(), "--agent", "worker", "--count", "4", "--visibility-ms", "60000"]);
+    const ids = Array.from(
+      { length: 10 },
+      (_, n) => bus.sendSync("lead", "worker", { type: "task", payload: n }).ids[0],
+    );
+    const crash = await nodeAgent([
+      "claim-and-crash",
+      ...common(),
+      "--agent",
+      "worker",
+      "--count",
+      "4",
+      "--visibility-ms",
+      "60000",
+    ]);
     expect(crash.code).toBeNull(); // killed by a signal
     const claimed = jsonLines(crash.stdout)[0];
     expect(claimed.claimed).toBe(4);
@@ -156,7 +232,18 @@ describe("multiple processes", () => {
   it("refuses sends to a full inbox from another process with CFN_ERR_INBOX_FULL", async () => {
     const bus = openTestBus(root, { inboxDepthMax: 5 });
     for (let index = 0; index < 5; index++) bus.sendSync("a", "worker", { type: "t" });
-    const result = await nodeAgent(["send", ...common(), "--from", "b", "--to", "worker", "--count", "3", "--depth-max", "5"]);
+    const result = await nodeAgent([
+      "send",
+      ...common(),
+      "--from",
+      "b",
+      "--to",
+      "worker",
+      "--count",
+      "3",
+      "--depth-max",
+      "5",
+    ]);
     expect(jsonLines(result.stdout)[0]).toMatchObject({ sent: 0, refused: 3 });
     let caught: unknown;
     try {

@@ -3,11 +3,23 @@
 import { execFileSync } from "node:child_process";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { isCfnError } from "../../src/errors.js";
+import {
+  fitsAfterCount,
+  freshEstimate,
+  mustRecount,
+  RECOUNT_MESSAGES_MAX,
+} from "../../src/bus/backpressure.js";
+import { decodeFile, type Envelope, encodeBatchFile, encodeMessageFile } from "../../src/bus/envelope.js";
 import { posixCksum, shardOf, validateAgentId } from "../../src/bus/index.js";
-import { claimedNameOf, countOfEntry, formatClaimedName, formatQueuedName, parseClaimedName, parseQueuedName } from "../../src/bus/names.js";
-import { decodeFile, encodeBatchFile, encodeMessageFile, type Envelope } from "../../src/bus/envelope.js";
-import { freshEstimate, fitsAfterCount, mustRecount, RECOUNT_MESSAGES_MAX } from "../../src/bus/backpressure.js";
+import {
+  claimedNameOf,
+  countOfEntry,
+  formatClaimedName,
+  formatQueuedName,
+  parseClaimedName,
+  parseQueuedName,
+} from "../../src/bus/names.js";
+import { isCfnError } from "../../src/errors.js";
 
 const agentId = fc.stringMatching(/^[A-Za-z0-9._-]{1,128}$/).filter((id) => id !== "." && id !== "..");
 
@@ -23,7 +35,8 @@ describe("POSIX cksum and shards", () => {
     const samples = fc.sample(fc.string({ minLength: 0, maxLength: 300, unit: "grapheme" }), 40);
     for (const sample of samples) expect(posixCksum(Buffer.from(sample, "utf8"))).toBe(cksumOf(sample));
     // Lengths that need 1, 2 and 3 length bytes.
-    for (const length of [255, 256, 65_536]) expect(posixCksum(Buffer.alloc(length, 7))).toBe(cksumOf(String.fromCharCode(7).repeat(length)));
+    for (const length of [255, 256, 65_536])
+      expect(posixCksum(Buffer.alloc(length, 7))).toBe(cksumOf(String.fromCharCode(7).repeat(length)));
   });
 
   it("gives the shard a bash script computes with cksum", () => {
@@ -76,16 +89,21 @@ describe("file names", () => {
 
   it("round-trip queued and claimed names", () => {
     fc.assert(
-      fc.property(queued, fc.integer({ min: 0, max: 2 ** 45 }), fc.integer({ min: 1, max: 4_194_304 }), (name, deadlineMs, pid) => {
-        const text = formatQueuedName(name);
-        expect(parseQueuedName(text)).toEqual(name);
-        expect(countOfEntry(text)).toBe(name.count);
-        const claimed = { ...name, deadlineMs, pid };
-        expect(parseClaimedName(formatClaimedName(claimed))).toEqual(claimed);
-        expect(parseQueuedName(formatClaimedName(claimed))).toBeUndefined();
-        const next = { ...claimed, deliveries: name.deliveries + 1 };
-        expect(claimedNameOf(text, name, deadlineMs, pid)).toBe(formatClaimedName(next));
-      }),
+      fc.property(
+        queued,
+        fc.integer({ min: 0, max: 2 ** 45 }),
+        fc.integer({ min: 1, max: 4_194_304 }),
+        (name, deadlineMs, pid) => {
+          const text = formatQueuedName(name);
+          expect(parseQueuedName(text)).toEqual(name);
+          expect(countOfEntry(text)).toBe(name.count);
+          const claimed = { ...name, deadlineMs, pid };
+          expect(parseClaimedName(formatClaimedName(claimed))).toEqual(claimed);
+          expect(parseQueuedName(formatClaimedName(claimed))).toBeUndefined();
+          const next = { ...claimed, deliveries: name.deliveries + 1 };
+          expect(claimedNameOf(text, name, deadlineMs, pid)).toBe(formatClaimedName(next));
+        },
+      ),
     );
   });
 
@@ -97,14 +115,23 @@ describe("file names", () => {
         for (let index = 1; index < sorted.length; index++) {
           const a = parseQueuedName(sorted[index - 1])!;
           const b = parseQueuedName(sorted[index])!;
-          expect(rank[a.priority] < rank[b.priority] || (a.priority === b.priority && a.arrivalUs <= b.arrivalUs)).toBe(true);
+          expect(
+            rank[a.priority] < rank[b.priority] || (a.priority === b.priority && a.arrivalUs <= b.arrivalUs),
+          ).toBe(true);
         }
       }),
     );
   });
 
   it("reject foreign names", () => {
-    for (const name of ["notes.txt", "1_123_1_a_0.json", "3_0000000000000001_1_a_0.json", "1_0000000000000001_0_a_0.json", "1_0000000000000001_1_a b_0.json", "1_0000000000000001_1_a_0"]) {
+    for (const name of [
+      "notes.txt",
+      "1_123_1_a_0.json",
+      "3_0000000000000001_1_a_0.json",
+      "1_0000000000000001_0_a_0.json",
+      "1_0000000000000001_1_a b_0.json",
+      "1_0000000000000001_1_a_0",
+    ]) {
       expect(parseQueuedName(name)).toBeUndefined();
     }
     expect(countOfEntry("notes.txt")).toBe(1);
@@ -122,7 +149,7 @@ describe("envelopes", () => {
     seq: 1,
     ts: 1_700_000_000_000_000,
     headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
-    payload: { text: "line1\nline2 \"quoted\" ,\"payload\":", list: [1, 2] },
+    payload: { text: 'line1\nline2 "quoted" ,"payload":', list: [1, 2] },
     ...overrides,
   });
 
@@ -145,7 +172,14 @@ describe("envelopes", () => {
 
   it("reject malformed, truncated and foreign contents with a reason", () => {
     const text = encodeMessageFile(envelope());
-    const cases = [text.slice(0, text.length / 2), "", "hello", "[]", JSON.stringify({ ...envelope(), v: 2 }), JSON.stringify({ ...envelope(), from: "../x" })];
+    const cases = [
+      text.slice(0, text.length / 2),
+      "",
+      "hello",
+      "[]",
+      JSON.stringify({ ...envelope(), v: 2 }),
+      JSON.stringify({ ...envelope(), from: "../x" }),
+    ];
     for (const bad of cases) {
       const decoded = decodeFile(bad, 1);
       expect(decoded.ok).toBe(false);
