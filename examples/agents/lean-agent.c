@@ -14,7 +14,9 @@
  *   - acknowledges by unlinking the claim only after the reply was renamed into the sender's inbox;
  *   - files it cannot parse, or delivered deliveriesMax times, go to dead/ with a .reason file;
  *   - wakes up on a SIGUSR2 doorbell (optional hint a sender may ring after a send) or every
- *     --rescan-ms (the safety net); refreshes its heartbeat every --heartbeat-ms;
+ *     --rescan-ms (the safety net for senders that do not ring; 1000 by default, so that a
+ *     thousand idle agents cost ~1,000 cheap wake-ups a second, not more); refreshes its
+ *     heartbeat every --heartbeat-ms;
  *   - SIGTERM / SIGINT: drains what is queued, then exits 0 (graceful shutdown).
  *
  * Modes:
@@ -22,7 +24,7 @@
  *   lean-agent group --bus-dir D [options] < ids      one supervisor forks one agent per line of
  *       stdin, prints "<id> <pid>" per agent, reaps its children, forwards SIGTERM/SIGINT to them,
  *       and exits when the last one has exited.
- * Options: --ready-to AGENT (send cfn.agent.ready once the mailbox is open), --rescan-ms N (200),
+ * Options: --ready-to AGENT (send cfn.agent.ready once the mailbox is open), --rescan-ms N (1000),
  *   --heartbeat-ms N (5000), --visibility-ms N (30000), --deliveries-max N (5), --work-ms N (0).
  */
 #define _GNU_SOURCE
@@ -45,7 +47,7 @@ static const char *bus_dir;
 static char self_id[160];
 static char self_dir[4096], inbox_dir[4200], claimed_dir[4200], tmp_dir[4200], dead_dir[4200], hb_path[4200];
 static int shards = 16;
-static long rescan_ms = 200, heartbeat_ms = 5000, visibility_ms = 30000, deliveries_max = 5, work_ms = 0;
+static long rescan_ms = 1000, heartbeat_ms = 5000, visibility_ms = 30000, deliveries_max = 5, work_ms = 0;
 static const char *ready_to;
 static char uniq_prefix[128];
 static unsigned long uniq_counter;
@@ -115,6 +117,8 @@ static void agent_dir(const char *id, char *out, size_t size) {
 }
 
 static void mkdirs(const char *dir) {
+  /* Common case first: only the last component is missing. */
+  if (mkdir(dir, 0700) == 0 || errno == EEXIST) return;
   char path[4300];
   snprintf(path, sizeof path, "%s", dir);
   for (char *p = path + 1; *p; p++) {

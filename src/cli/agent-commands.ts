@@ -107,6 +107,7 @@ export function registerAgentCommands(program: Command): void {
         logger,
         metrics,
       });
+      process.on("SIGUSR2", () => {}); // a doorbell meant for lean agents must not kill the host
       await new Promise<void>((resolve) => {
         process.once("SIGTERM", resolve);
         process.once("SIGINT", resolve);

@@ -6,6 +6,7 @@
 //   pooled   `cfn agent host`: many logical agents (each its own mailbox) per Node process
 
 import { spawn, type ChildProcess } from "node:child_process";
+import { cpus } from "node:os";
 import { createInterface } from "node:readline";
 import type { Bus } from "../bus/index.js";
 import { CfnError, isCfnError } from "../errors.js";
@@ -163,7 +164,8 @@ function spawnLeanGroups(
   onExit: (child: ChildProcess, what: string) => void,
 ): Promise<void> {
   const binary = ensureLeanAgent() as string;
-  const groupSize = options.groupSize ?? LEAN_GROUP_SIZE_DEFAULT;
+  // At least two groups per CPU so that the supervisors fork in parallel, at most 100 agents each.
+  const groupSize = options.groupSize ?? Math.max(1, Math.min(LEAN_GROUP_SIZE_DEFAULT, Math.ceil(options.agents.length / (2 * cpus().length))));
   const lean = options.lean ?? {};
   const args = ["group", "--bus-dir", options.bus.dir, "--ready-to", options.readyTo];
   if (lean.workMs) args.push("--work-ms", String(lean.workMs));
