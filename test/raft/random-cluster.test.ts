@@ -259,16 +259,44 @@ function runSeed(seed: number, steps: number): void {
   }
 
   // Liveness: with no faults, the members converge on one leader and the same applied state.
+  // With PreVote and CheckQuorum both off, nodes removed from the newest applied config are
+  // shut down first, as an operator would: a removed node that never learned of its removal
+  // keeps campaigning, and its ever higher terms keep deposing leaders (Raft thesis §4.2.3;
+  // PreVote and CheckQuorum are what prevent it, and the other variants keep them running).
+  const newest = [...nodes.values()].reduce((a, b) => (b.appliedIndex > a.appliedIndex ? b : a));
+  const members = new Set([...newest.conf.voters, ...newest.conf.votersOutgoing, ...newest.conf.learners]);
+  if (variant === 3) {
+    for (const n of nodes.values()) if (!members.has(n.id)) n.up = false;
+    network = network.filter((m) => members.has(m.to));
+  }
   for (let round = 0; round < 400; round++) {
-    for (const n of nodes.values()) n.node.tick();
+    for (const n of nodes.values()) if (n.up) n.node.tick();
     for (let i = 0; i < 5; i++) {
-      for (const n of nodes.values()) processReady(n);
+      for (const n of nodes.values()) if (n.up) processReady(n);
       const batch = network;
       network = [];
       for (const m of batch) deliver(m);
     }
   }
   const l = leader();
+  if (l === undefined && process.env.CFN_RAFT_DEBUG) {
+    for (const n of nodes.values()) {
+      const st = n.node.status();
+      console.log(
+        JSON.stringify({
+          id: n.id,
+          role: st.role,
+          term: st.term,
+          lead: st.leader,
+          commit: st.commit,
+          applied: st.applied,
+          last: st.lastIndex,
+          first: st.firstIndex,
+          conf: st.config,
+        }),
+      );
+    }
+  }
   check(l !== undefined, "no leader after healing");
   if (process.env.CFN_RAFT_DEBUG) {
     const st = l!.node.status();
@@ -276,9 +304,8 @@ function runSeed(seed: number, steps: number): void {
       `seed ${seed}: term=${st.term} commit=${st.commit} first=${st.firstIndex} conf=${JSON.stringify(st.config)} applied=${l!.applied.length} leaders=${leadersByTerm.size}`,
     );
   }
-  const members = new Set([...l!.conf.voters, ...l!.conf.learners]);
   const target = l!.appliedIndex;
-  for (const id of members) {
+  for (const id of new Set([...l!.conf.voters, ...l!.conf.learners])) {
     const n = nodes.get(id)!;
     if (n.appliedIndex !== target && process.env.CFN_RAFT_DEBUG) {
       console.log(
