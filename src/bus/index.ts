@@ -13,6 +13,7 @@
 //   }
 //   await mailbox.drain(handle);                  // graceful shutdown: process what is queued …
 //   mailbox.close({ removeDirs: true });          // … hand back the rest, remove the empty mailbox
+//   await mailbox.shutdown(handle);               // (both in one call)
 //
 //   bus.status();                                 // per agent: inbox depth, claimed, dead letters, last-seen
 //

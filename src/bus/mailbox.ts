@@ -304,6 +304,21 @@ export class Mailbox {
     if (options.removeDirs) this.removeDirsIfEmpty();
   }
 
+  /**
+   * Graceful shutdown in one call: drain with `handler` (when given), then close, handing back what
+   * is still held and removing the mailbox's directories if nothing is left in them. Returns the
+   * number of messages processed and how many remain queued for a later consumer.
+   */
+  async shutdown(
+    handler?: (message: Envelope, delivery: Delivery) => unknown,
+    options: { timeoutMs?: number } = {},
+  ): Promise<{ processed: number; remaining: number }> {
+    const processed = handler ? await this.drain(handler, options) : 0;
+    this.close({ removeDirs: true });
+    const remaining = this.bus.agentStatus(this.agentId);
+    return { processed, remaining: remaining ? remaining.inboxDepth + remaining.claimed : 0 };
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }

@@ -493,6 +493,30 @@ describe("graceful shutdown", () => {
     expect(bus.listAgents()).toEqual([]);
   });
 
+  it("shutdown drains, hands back and removes the mailbox: every message is processed or still queued", async () => {
+    const bus = openTestBus(root);
+    for (let index = 0; index < 200; index++) bus.sendSync("lead", "worker", { type: "t", payload: index });
+    const mailbox = bus.openMailbox("worker");
+    const early = mailbox.receiveNow(10);
+    mailbox.ack(early.slice(0, 5));
+    const seen: number[] = early.slice(0, 5).map((d) => d.message.payload as number);
+    let sentDuringDrain = 0;
+    const result = await mailbox.shutdown((message) => {
+      seen.push(message.payload as number);
+      if (sentDuringDrain < 20) bus.sendSync("lead", "worker", { type: "t", payload: 200 + sentDuringDrain++ });
+    });
+    // The 5 held messages were handed back; everything else, including what raced in, processed.
+    expect(result.processed).toBe(195 + 20 - 5);
+    expect(result.remaining).toBe(5);
+    const next = bus.openMailbox("worker");
+    const back = receiveAll(next);
+    next.ack(back);
+    seen.push(...back.map((d) => d.message.payload as number));
+    expect(seen.sort((a, b) => a - b)).toEqual(Array.from({ length: 220 }, (_, n) => n));
+    expect((await next.shutdown()).remaining).toBe(0);
+    expect(bus.listAgents()).toEqual([]);
+  });
+
   it("a send after the mailbox was removed recreates it", () => {
     const bus = openTestBus(root);
     bus.sendSync("lead", "worker", { type: "t" });
