@@ -503,7 +503,8 @@ describe("graceful shutdown", () => {
     let sentDuringDrain = 0;
     const result = await mailbox.shutdown((message) => {
       seen.push(message.payload as number);
-      if (sentDuringDrain < 20) bus.sendSync("lead", "worker", { type: "t", payload: 200 + sentDuringDrain++ });
+      if (sentDuringDrain < 20)
+        bus.sendSync("lead", "worker", { type: "t", payload: 200 + sentDuringDrain++ });
     });
     // The 5 held messages were handed back; everything else, including what raced in, processed.
     expect(result.processed).toBe(195 + 20 - 5);
