@@ -69,7 +69,10 @@ export const nodeSchema = z
     spoolMessagesMax: int(1, 100_000_000)
       .default(1_000_000)
       .describe("Messages the spool holds before the node stops draining outbound mailboxes."),
-    spoolSync: z.boolean().default(true).describe("fsync each spool write (survives power loss, not only a crash)."),
+    spoolSync: z
+      .boolean()
+      .default(false)
+      .describe("fsync each spool write: survives power loss, not only a process crash (always on with persistence)."),
     dedupWindowMessagesMax: int(1, 10_000_000)
       .default(100_000)
       .describe("Recent (agent, message id) pairs a receiving node remembers to drop duplicates."),

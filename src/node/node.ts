@@ -55,9 +55,14 @@ interface DataDirIdentity {
 type NodeState = "starting" | "running" | "draining" | "stopped";
 
 export interface ShutdownReport {
+  /** Messages drained from outbound mailboxes into the spool during the shutdown. */
   forwarded: number;
+  /** Spooled messages not acknowledged by the deadline (they go out at the next start). */
   unacknowledged: number;
   durationMs: number;
+  /** This node was the leader when the shutdown began. */
+  wasLeader: boolean;
+  /** It was, and handed leadership to another voter before stopping. */
   leadershipTransferred: boolean;
 }
 
@@ -122,7 +127,7 @@ export class ClusterNode {
     const { config } = this;
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     this.identity = this.checkDataDir();
-    this.spool = await DeliverySpool.open({ path: join(config.dataDir, "spool"), sync: config.spoolSync, logger: this.logger });
+    this.spool = await DeliverySpool.open({ path: join(config.dataDir, "spool"), sync: config.spoolSync || config.persistence, logger: this.logger });
     this.store = await LevelLogStore.open({
       path: join(config.dataDir, "raft"),
       identity: { clusterId: config.clusterId, nodeId: this.id },
@@ -579,14 +584,15 @@ export class ClusterNode {
   // ---- shutdown ---------------------------------------------------------------------------------
 
   /**
-   * Graceful shutdown (SIGTERM), bounded by shutdownTimeoutMs: stop taking work, hand the outbound
-   * mailboxes to their owners (drain into the spool, wait for acks), tell the leader this node is
-   * leaving (its teams move now), optionally leave the membership, hand off leadership, flush, close.
+   * Graceful shutdown (SIGTERM), bounded by shutdownTimeoutMs: stop taking work, hand off
+   * leadership when leader, hand the outbound mailboxes to their owners (drain into the spool, wait
+   * for acks), tell the leader this node is leaving (its teams move now), optionally leave the
+   * membership, flush, close.
    */
   async shutdown(reason = "shutdown"): Promise<ShutdownReport> {
     const started = Date.now();
     if (this.state === "stopped" || this.state === "draining") {
-      return { forwarded: 0, unacknowledged: 0, durationMs: 0, leadershipTransferred: false };
+      return { forwarded: 0, unacknowledged: 0, durationMs: 0, wasLeader: false, leadershipTransferred: false };
     }
     const deadline = started + this.config.shutdownTimeoutMs;
     this.logger.info("graceful shutdown", { reason });
@@ -594,15 +600,8 @@ export class ClusterNode {
     for (const timer of this.timers) clearInterval(timer);
     let forwarded = 0;
     let leadershipTransferred = false;
+    const wasLeader = this.host.isLeader();
     try {
-      await this.forwarder.stopDraining();
-      forwarded = await this.forwarder.drainOnce();
-      await withDeadline(this.control.propose({ op: "member.state", id: this.id, state: "leaving" }), Math.min(2_000, deadline - Date.now() - 1_000));
-      await this.forwarder.flush(deadline - 1_500);
-      await withDeadline(this.receiver.idle(), 500);
-      if (this.config.leaveOnShutdown) {
-        await withDeadline(this.removeMember(this.id), Math.max(100, deadline - Date.now() - 1_000));
-      }
       if (this.host.isLeader()) {
         // The most caught-up voter first; the transfer waits for it to catch up.
         const candidates = this.host
@@ -616,14 +615,22 @@ export class ClusterNode {
           await withDeadline(transfer, Math.max(100, Math.min(1_500, deadline - Date.now() - 500)));
           if (!this.host.isLeader()) break;
         }
-        leadershipTransferred = !this.host.isLeader();
+      }
+      await this.forwarder.stopDraining();
+      forwarded = await this.forwarder.drainOnce();
+      await withDeadline(this.control.propose({ op: "member.state", id: this.id, state: "leaving" }), Math.min(2_000, deadline - Date.now() - 1_000));
+      await this.forwarder.flush(deadline - 1_500);
+      await withDeadline(this.receiver.idle(), 500);
+      if (this.config.leaveOnShutdown) {
+        await withDeadline(this.removeMember(this.id), Math.max(100, deadline - Date.now() - 1_000));
       }
     } catch (error) {
       this.logger.warn("graceful shutdown step failed; closing anyway", { error });
     }
+    leadershipTransferred = wasLeader && !this.host.isLeader();
     const unacknowledged = this.forwarder.pendingTotal();
     await this.closeQuietly();
-    const report = { forwarded, unacknowledged, durationMs: Date.now() - started, leadershipTransferred };
+    const report = { forwarded, unacknowledged, durationMs: Date.now() - started, wasLeader, leadershipTransferred };
     this.logger.info("node stopped", report);
     return report;
   }

@@ -174,7 +174,10 @@ describe("node robustness (real processes)", () => {
     leader.signal("SIGTERM");
     expect(await leader.waitExit()).toBe(0);
     const stopped = JSON.parse(leader.stdout.trim().split("\n").find((line) => line.includes('"stopped"')) as string);
-    expect(stopped, leader.stderr.slice(-4000)).toMatchObject({ event: "stopped", unacknowledged: 0, leadershipTransferred: true });
+    expect(stopped, leader.stderr.slice(-4000)).toMatchObject({ event: "stopped", unacknowledged: 0 });
+    // On a loaded machine leadership may have moved before SIGTERM arrived; a node that was the
+    // leader at shutdown must have handed leadership over.
+    expect(stopped.leadershipTransferred).toBe(stopped.wasLeader);
     const got: string[] = [];
     await waitFor("all 1,000 delivered", async () => {
       got.push(...(await drainInbox(others[0], "sink")).map((m) => m.id));

@@ -9,6 +9,8 @@
 // sent again from the first unacknowledged sequence (go-back-N), and a resync request rewinds to
 // the sequence the receiver expects. Messages leave the spool only once acknowledged.
 
+import { type FSWatcher, mkdirSync, watch } from "node:fs";
+import { join } from "node:path";
 import type { Bus, Delivery, Envelope, Mailbox } from "../../bus/index.js";
 import { isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
@@ -102,6 +104,9 @@ export class DeliveryForwarder {
   private readonly streams = new Map<string, OutboundStream>();
   private readonly proxies = new Map<string, Proxy>();
   private scanTimer: NodeJS.Timeout | undefined;
+  /** Watches on the bus's shard dirs: a new agent dir is proxied at once, not at the next scan. */
+  private readonly shardWatchers: FSWatcher[] = [];
+  private scanSoon: NodeJS.Timeout | undefined;
   private retransmitTimer: NodeJS.Timeout | undefined;
   private draining = true;
   private closed = false;
@@ -124,8 +129,30 @@ export class DeliveryForwarder {
     this.scanTimer.unref();
     this.retransmitTimer = setInterval(() => this.retransmitStalled(), Math.max(5, Math.floor(this.options.ackTimeoutMs / 4)));
     this.retransmitTimer.unref();
+    this.watchShards();
     this.scan();
     for (const dest of this.streams.keys()) this.pump(dest);
+  }
+
+  private watchShards(): void {
+    const { bus } = this.options;
+    for (let shard = 0; shard < bus.layout.shards; shard++) {
+      try {
+        const dir = join(bus.dir, String(shard));
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        const watcher = watch(dir, () => {
+          if (this.scanSoon || this.closed) return;
+          this.scanSoon = setTimeout(() => {
+            this.scanSoon = undefined;
+            this.scan();
+          }, 1);
+        });
+        watcher.on("error", () => undefined);
+        this.shardWatchers.push(watcher);
+      } catch {
+        // the shard dir does not exist yet: the periodic scan covers it
+      }
+    }
   }
 
   /** An ack or resync from `from`. */
@@ -227,6 +254,8 @@ export class DeliveryForwarder {
     this.closed = true;
     if (this.scanTimer) clearInterval(this.scanTimer);
     if (this.retransmitTimer) clearInterval(this.retransmitTimer);
+    if (this.scanSoon) clearTimeout(this.scanSoon);
+    for (const watcher of this.shardWatchers) watcher.close();
     for (const stream of this.streams.values()) if (stream.retryTimer) clearTimeout(stream.retryTimer);
     await this.stopDraining();
   }
@@ -316,7 +345,7 @@ export class DeliveryForwarder {
       const startIndex = stream.head + (stream.sent + 1 - stream.firstSeq);
       if (startIndex >= stream.items.length) return;
       const chunk = stream.items.slice(startIndex, startIndex + stream.chunkMax);
-      const frame: DeliveryFrame = { t: "d", s: this.options.spool.streamId, f: chunk[0].seq, m: chunk.map((item) => item.message) };
+      const frame: DeliveryFrame = { t: "d", s: this.options.spool.streamId, f: chunk[0].seq, k: stream.acked, m: chunk.map((item) => item.message) };
       let queued: boolean;
       try {
         queued = this.options.transport.sendFrame(dest, DELIVER_CHANNEL, frame);

@@ -106,6 +106,12 @@ export class DeliveryReceiver {
       this.sendControl(from, { t: "a", s: frame.s, u: cursor.seq });
       return;
     }
+    if (frame.f > cursor.seq + 1 && frame.k >= frame.f - 1) {
+      // The sender holds nothing before f: we acknowledged it all, and lost the cursor's last
+      // move (an unsynced write lost with the host). Nothing to ask for: continue from f.
+      this.logger.warn("delivery cursor behind the sender's acknowledged watermark; skipping ahead", { from, cursor: cursor.seq, acked: frame.k });
+      cursor = { stream: frame.s, seq: frame.f - 1 };
+    }
     if (frame.f > cursor.seq + 1) {
       metrics.resyncs.inc();
       this.sendControl(from, { t: "r", s: frame.s, e: cursor.seq + 1 });

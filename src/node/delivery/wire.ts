@@ -1,6 +1,7 @@
 // Frames of the cross-node delivery protocol, on the transport channel "deliver" (msgpackr):
 //
-//   {t:"d", s:<stream>, f:<first seq>, m:[WireMessage…]}   messages f, f+1, … of a sender stream
+//   {t:"d", s:<stream>, f:<first seq>, k:<acked>, m:[…]}  messages f, f+1, … of a sender stream; the
+//                                                         sender holds nothing ≤ k (acknowledged)
 //   {t:"a", s:<stream>, u:<seq>}                          cumulative ack: every seq ≤ u is in an inbox
 //   {t:"r", s:<stream>, e:<seq>}                          resync: the receiver expects e next
 //
@@ -25,7 +26,7 @@ export interface WireMessage {
 }
 
 export type DeliveryFrame =
-  | { t: "d"; s: string; f: number; m: WireMessage[] }
+  | { t: "d"; s: string; f: number; k: number; m: WireMessage[] }
   | { t: "a"; s: string; u: number }
   | { t: "r"; s: string; e: number };
 
@@ -67,7 +68,9 @@ export function parseDeliveryFrame(value: unknown): { ok: true; frame: DeliveryF
         const problem = wireMessageProblem(message);
         if (problem) return { ok: false, reason: problem };
       }
-      return { ok: true, frame: { t: "d", s: f.s, f: f.f, m: f.m as WireMessage[] } };
+      const k = f.k === undefined ? 0 : f.k;
+      if (!isSeq(k) || k >= f.f) return { ok: false, reason: "bad acked watermark" };
+      return { ok: true, frame: { t: "d", s: f.s, f: f.f, k, m: f.m as WireMessage[] } };
     }
     case "a":
       return isSeq(f.u) ? { ok: true, frame: { t: "a", s: f.s, u: f.u } } : { ok: false, reason: "bad ack" };

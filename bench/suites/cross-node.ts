@@ -1,0 +1,394 @@
+// `npm run bench -- cross-node [--runs 5] [--messages 30000] [--samples 500]`: the cluster node
+// figures of GitHub issue 4, with real node processes (`cfn node start` from dist/), real sockets,
+// real LevelDB on disk, and sender/receiver agents in their own processes (this file forks itself).
+//
+//   1. throughput: one sender agent on node A → one receiver agent on node B, one file per message
+//   2. added latency: p99 of send → receive across A→B minus p99 of the same on one bus (local)
+//   3. failover: SIGKILL a node that coordinates teams → a worker of one of its teams on a
+//      surviving node holds the "new coordinator" notification (with the checkpoint to resume from)
+//   4. persistence cost: cross-node latency with `--persistence` (inbox mirror + synced spool) vs without
+//   5. graceful shutdown: SIGTERM with 1,000 messages queued for another node → process exit
+//
+// Cross-process times use process.hrtime (CLOCK_MONOTONIC, shared by all processes of a host).
+
+import { fork } from "node:child_process";
+import { cpus, loadavg } from "node:os";
+import { fileURLToPath } from "node:url";
+import { Bus } from "../../src/bus/index.js";
+import { type LaunchedNode, LocalNodeCluster, waitUntil } from "../../cluster/node-launcher.js";
+import { atLeast, atMost, percentile, stats, type Figure, type SuiteResult } from "../lib.js";
+
+const SELF = fileURLToPath(import.meta.url);
+const WORKER_FLAG = "--cross-node-bench-worker";
+const INBOX_DEPTH = 1_000_000;
+const NODE_ENV = { CFN_BUS_INBOX_DEPTH_MAX: String(INBOX_DEPTH) };
+
+type WorkerRequest =
+  | { kind: "send"; root: string; from: string; to: string; count: number; payloadBytes: number; gapMs: number }
+  | { kind: "receive"; root: string; agent: string; expected: number; timeoutMs: number }
+  | { kind: "await-type"; root: string; agent: string; type: string; previous: string; timeoutMs: number };
+
+const nowNs = () => process.hrtime.bigint();
+
+function openBus(root: string): Bus {
+  return new Bus({ config: { root, name: "default", inboxDepthMax: INBOX_DEPTH } });
+}
+
+// ---- worker side --------------------------------------------------------------------------------
+
+async function worker(request: WorkerRequest): Promise<unknown> {
+  const bus = openBus(request.root);
+  switch (request.kind) {
+    case "send": {
+      const filler = "x".repeat(Math.max(0, request.payloadBytes - 40));
+      const startNs = nowNs();
+      for (let i = 0; i < request.count; i++) {
+        bus.sendSync(request.from, request.to, { type: "bench", payload: { i, t: String(nowNs()), filler } });
+        if (request.gapMs > 0) await new Promise((resolve) => setTimeout(resolve, request.gapMs));
+      }
+      return { startNs: String(startNs), endNs: String(nowNs()) };
+    }
+    case "receive": {
+      const mailbox = bus.openMailbox(request.agent);
+      process.send?.({ ready: true });
+      const latenciesUs: number[] = [];
+      let received = 0;
+      let lastNs = 0n;
+      const seen = new Set<number>();
+      let duplicates = 0;
+      const deadline = Date.now() + request.timeoutMs;
+      while (received < request.expected && Date.now() < deadline) {
+        const deliveries = await mailbox.receive({ timeoutMs: 1000, max: 1000 });
+        const at = nowNs();
+        for (const delivery of deliveries) {
+          const payload = delivery.message.payload as { i: number; t: string };
+          if (seen.has(payload.i)) duplicates++;
+          seen.add(payload.i);
+          latenciesUs.push(Number(at - BigInt(payload.t)) / 1000);
+        }
+        if (deliveries.length > 0) lastNs = at;
+        received += deliveries.length;
+        mailbox.ack(deliveries);
+      }
+      mailbox.close();
+      return { received, duplicates, lastNs: String(lastNs), latenciesUs };
+    }
+    case "await-type": {
+      const mailbox = bus.openMailbox(request.agent);
+      process.send?.({ ready: true });
+      const deadline = Date.now() + request.timeoutMs;
+      while (Date.now() < deadline) {
+        const deliveries = await mailbox.receive({ timeoutMs: 200, max: 64 });
+        const at = nowNs();
+        mailbox.ack(deliveries);
+        // Earlier notifications (the first assignment) may still sit in the inbox: wait for this failover's.
+        const hit = deliveries.find(
+          (delivery) => delivery.message.type === request.type && (delivery.message.payload as { previous?: string })?.previous === request.previous,
+        );
+        if (hit) {
+          mailbox.close();
+          return { atNs: String(at), payload: hit.message.payload };
+        }
+      }
+      mailbox.close();
+      return { atNs: "0", payload: null };
+    }
+  }
+}
+
+if (process.argv.includes(WORKER_FLAG)) {
+  process.once("message", (request: WorkerRequest) => {
+    worker(request).then(
+      (result) => process.send?.({ result }, () => process.exit(0)),
+      (error) => {
+        process.stderr.write(`worker failed: ${(error as Error).stack}\n`);
+        process.exit(1);
+      },
+    );
+  });
+}
+
+/** Forks a worker; `ready` resolves when a receiving worker opened its mailbox. */
+function startWorker<T>(request: WorkerRequest): { ready: Promise<void>; result: Promise<T> } {
+  const child = fork(SELF, [WORKER_FLAG], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  let markReady: () => void = () => undefined;
+  const ready = new Promise<void>((resolve) => {
+    markReady = resolve;
+  });
+  const result = new Promise<T>((resolve, reject) => {
+    child.on("message", (message: { ready?: boolean; result?: T }) => {
+      if (message.ready) markReady();
+      if (message.result !== undefined) resolve(message.result);
+    });
+    child.once("exit", (code) => {
+      markReady();
+      if (code !== 0) reject(new Error(`bench worker exited with ${code}`));
+    });
+  });
+  child.send(request);
+  return { ready, result };
+}
+
+// ---- measurements -------------------------------------------------------------------------------
+
+async function register(node: LaunchedNode, agent: string, team: string | null = null): Promise<void> {
+  const { status, json } = await node.request("POST", "/v1/agents", { agent, team });
+  if (status !== 200) throw new Error(`register ${agent} on ${node.id}: ${JSON.stringify(json)}`);
+}
+
+async function waitRouted(nodes: LaunchedNode[], agents: string[]): Promise<void> {
+  await waitUntil("agents routed", async () => {
+    for (const node of nodes) {
+      const known = new Set(((await node.status())?.agents ?? []).map((agent: { id: string }) => agent.id));
+      if (!agents.every((agent) => known.has(agent))) return false;
+    }
+    return true;
+  });
+}
+
+interface ReceiveResult {
+  received: number;
+  duplicates: number;
+  lastNs: string;
+  latenciesUs: number[];
+}
+
+async function throughputRun(a: LaunchedNode, b: LaunchedNode, agent: string, messages: number): Promise<{ perSecond: number; lost: number; duplicates: number }> {
+  const receiver = startWorker<ReceiveResult>({ kind: "receive", root: b.spec.busRoot, agent, expected: messages, timeoutMs: 120_000 });
+  await receiver.ready;
+  const sender = startWorker<{ startNs: string; endNs: string }>({
+    kind: "send",
+    root: a.spec.busRoot,
+    from: "bench-sender",
+    to: agent,
+    count: messages,
+    payloadBytes: 256,
+    gapMs: 0,
+  });
+  const [sent, got] = await Promise.all([sender.result, receiver.result]);
+  const seconds = Number(BigInt(got.lastNs) - BigInt(sent.startNs)) / 1e9;
+  return { perSecond: got.received / seconds, lost: messages - got.received, duplicates: got.duplicates };
+}
+
+async function latencyRun(fromRoot: string, toRoot: string, agent: string, samples: number): Promise<number[]> {
+  const receiver = startWorker<ReceiveResult>({ kind: "receive", root: toRoot, agent, expected: samples, timeoutMs: 60_000 });
+  await receiver.ready;
+  const sender = startWorker({ kind: "send", root: fromRoot, from: "bench-pinger", to: agent, count: samples, payloadBytes: 256, gapMs: 2 });
+  await sender.result;
+  const got = await receiver.result;
+  // The first messages warm the path (a proxy mailbox opens, a connection fills its window).
+  return got.latenciesUs.slice(Math.min(50, Math.floor(samples / 5)));
+}
+
+async function failoverRun(cluster: LocalNodeCluster, teams: string[]): Promise<number> {
+  const leader = await cluster.leader(cluster.nodes.filter((node) => node.running));
+  const status = await leader.status();
+  const coordinatorOf = new Map<string, string>(status.teams.map((team: { id: string; coordinator: string }) => [team.id, team.coordinator]));
+  const busy = cluster.nodes.filter((node) => node.running && [...coordinatorOf.values()].includes(node.id));
+  const victim = busy.find((node) => node === leader) ?? busy[0];
+  const team = teams.find((id) => coordinatorOf.get(id) === victim.id) as string;
+  const witness = cluster.nodes.find((node) => node !== victim && node.running) as LaunchedNode;
+  const waiter = startWorker<{ atNs: string; payload: { previous: string } | null }>({
+    kind: "await-type",
+    root: witness.spec.busRoot,
+    agent: `${team}-w-${witness.id}`,
+    type: "cfn.team.coordinator",
+    previous: victim.id,
+    timeoutMs: 30_000,
+  });
+  await waiter.ready;
+  const killedNs = nowNs();
+  victim.signal("SIGKILL");
+  const notice = await waiter.result;
+  await victim.waitExit();
+  if (notice.payload === null) throw new Error("no coordinator notification within 30 s");
+  const seconds = Number(BigInt(notice.atNs) - killedNs) / 1e9;
+  // Bring the victim back for the next run.
+  await victim.start(cluster.peerFlags(victim), NODE_ENV);
+  await waitUntil("victim ready", async () => (await fetch(`${victim.api}/readyz`).catch(() => undefined))?.status === 200, 30_000);
+  await waitUntil("victim active", async () => {
+    const s = await (await cluster.leader()).status();
+    return s?.members.find((member: { id: string }) => member.id === victim.id)?.state === "active";
+  });
+  return seconds;
+}
+
+async function shutdownRun(cluster: LocalNodeCluster, queued: number): Promise<{ ms: number; delivered: number; unacknowledged: number }> {
+  const [a, b] = cluster.nodes;
+  const agent = "shutdown-sink";
+  await register(b, agent);
+  await waitRouted([a], [agent]);
+  const bus = openBus(a.spec.busRoot);
+  for (let i = 0; i < queued; i++) bus.sendSync("bench-sender", agent, { type: "bench", payload: { i, t: "0" } });
+  bus.close();
+  const startedNs = nowNs();
+  a.signal("SIGTERM");
+  await a.waitExit();
+  const ms = Number(nowNs() - startedNs) / 1e6;
+  const report = JSON.parse(a.stdout.trim().split("\n").find((line) => line.includes('"stopped"')) ?? "{}");
+  const receiver = startWorker<ReceiveResult>({ kind: "receive", root: b.spec.busRoot, agent, expected: queued, timeoutMs: 15_000 });
+  const got = await receiver.result;
+  await a.start(cluster.peerFlags(a), NODE_ENV);
+  return { ms, delivered: got.received, unacknowledged: report.unacknowledged ?? -1 };
+}
+
+function option(args: string[], name: string, fallback: number): number {
+  const index = args.indexOf(name);
+  if (index < 0) return fallback;
+  const value = Number(args[index + 1]);
+  return Number.isFinite(value) && value > 0 ? value : fallback;
+}
+
+function median(values: number[]): number {
+  return percentile(values, 0.5);
+}
+
+export async function run(args: string[]): Promise<SuiteResult> {
+  const runs = option(args, "--runs", 5);
+  const messages = option(args, "--messages", 30_000);
+  const samples = option(args, "--samples", 500);
+  const figures: Figure[] = [];
+  const log = (line: string) => process.stderr.write(`cross-node: ${line}\n`);
+
+  // 1, 2: two nodes, plain (spool not synced: kill -9 safe, like the default).
+  const pair = await LocalNodeCluster.create(2, { prefix: "cfn-bench-pair-" });
+  const throughput: number[] = [];
+  const addedP99: number[] = [];
+  const localP99: number[] = [];
+  const crossP99: number[] = [];
+  const crossP50: number[] = [];
+  let lost = 0;
+  let duplicates = 0;
+  try {
+    await pair.startAll([], NODE_ENV);
+    const [a, b] = pair.nodes;
+    await register(b, "sink");
+    await register(b, "ping");
+    await register(a, "local");
+    await waitRouted(pair.nodes, ["sink", "ping", "local"]);
+    for (let r = 0; r < runs; r++) {
+      const result = await throughputRun(a, b, "sink", messages);
+      throughput.push(result.perSecond);
+      lost += result.lost;
+      duplicates += result.duplicates;
+      log(`throughput run ${r + 1}: ${Math.round(result.perSecond)} msg/s (lost ${result.lost}, duplicates ${result.duplicates})`);
+      const local = await latencyRun(a.spec.busRoot, a.spec.busRoot, "local", samples);
+      const cross = await latencyRun(a.spec.busRoot, b.spec.busRoot, "ping", samples);
+      localP99.push(percentile(local, 0.99));
+      crossP99.push(percentile(cross, 0.99));
+      crossP50.push(percentile(cross, 0.5));
+      addedP99.push((percentile(cross, 0.99) - percentile(local, 0.99)) / 1000);
+      log(`latency run ${r + 1}: local p50 ${percentile(local, 0.5).toFixed(0)} µs p99 ${percentile(local, 0.99).toFixed(0)} µs; cross p50 ${percentile(cross, 0.5).toFixed(0)} µs p99 ${percentile(cross, 0.99).toFixed(0)} µs`);
+    }
+  } finally {
+    await pair.stop();
+  }
+  const throughputStats = stats(throughput);
+  figures.push(
+    atLeast("cross-node throughput (2 nodes, 1 sender → 1 receiver, 256 B)", median(throughput), "msg/s", 20_000, {
+      p50: Math.round(throughputStats.p50),
+      min: Math.round(throughputStats.min),
+      max: Math.round(throughputStats.max),
+      runs,
+      messagesPerRun: messages,
+      lost,
+      duplicates,
+    }),
+  );
+  figures.push(
+    atMost("latency added over local delivery, p99", median(addedP99), "ms", 2, {
+      perRunMs: addedP99.map((value) => Number(value.toFixed(3))),
+      localP99Us: Math.round(median(localP99)),
+      crossP99Us: Math.round(median(crossP99)),
+      crossP50Us: Math.round(median(crossP50)),
+      samplesPerRun: samples,
+    }),
+  );
+
+  // 4: persistence cost — the same cross-node latency with --persistence on both nodes.
+  const persisted = await LocalNodeCluster.create(2, { prefix: "cfn-bench-persist-" });
+  const persistP50: number[] = [];
+  const persistP99: number[] = [];
+  try {
+    await persisted.startAll(["--persistence"], NODE_ENV);
+    const [a, b] = persisted.nodes;
+    await register(b, "ping");
+    await waitRouted(persisted.nodes, ["ping"]);
+    for (let r = 0; r < runs; r++) {
+      const cross = await latencyRun(a.spec.busRoot, b.spec.busRoot, "ping", samples);
+      persistP50.push(percentile(cross, 0.5));
+      persistP99.push(percentile(cross, 0.99));
+      log(`persistence run ${r + 1}: cross p50 ${percentile(cross, 0.5).toFixed(0)} µs p99 ${percentile(cross, 0.99).toFixed(0)} µs`);
+    }
+  } finally {
+    await persisted.stop();
+  }
+  const costPercent = ((median(persistP50) - median(crossP50)) / median(crossP50)) * 100;
+  figures.push(
+    atMost("persistence cost: added cross-node latency, p50", costPercent, "%", 20, {
+      plainP50Us: Math.round(median(crossP50)),
+      persistedP50Us: Math.round(median(persistP50)),
+      plainP99Us: Math.round(median(crossP99)),
+      persistedP99Us: Math.round(median(persistP99)),
+      p99CostPercent: Number((((median(persistP99) - median(crossP99)) / median(crossP99)) * 100).toFixed(1)),
+    }),
+  );
+
+  // 3: failover — three nodes, six teams with a worker on every node.
+  const trio = await LocalNodeCluster.create(3, { prefix: "cfn-bench-failover-" });
+  const failover: number[] = [];
+  const shutdowns: { ms: number; delivered: number; unacknowledged: number }[] = [];
+  const teams = ["t1", "t2", "t3", "t4", "t5", "t6"];
+  try {
+    await trio.startAll([], NODE_ENV);
+    for (const team of teams) for (const node of trio.nodes) await register(node, `${team}-w-${node.id}`, team);
+    await waitUntil("teams assigned", async () => {
+      const s = await (await trio.leader()).status();
+      return s?.teams.length === teams.length && s.teams.every((team: { coordinator: string | null }) => team.coordinator);
+    });
+    for (let r = 0; r < runs; r++) {
+      const seconds = await failoverRun(trio, teams);
+      failover.push(seconds);
+      log(`failover run ${r + 1}: ${seconds.toFixed(3)} s`);
+    }
+    // 5: graceful shutdown with 1,000 queued messages (n1 → n2).
+    for (let r = 0; r < Math.min(runs, 3); r++) {
+      const result = await shutdownRun(trio, 1000);
+      shutdowns.push(result);
+      log(`shutdown run ${r + 1}: ${result.ms.toFixed(0)} ms, delivered ${result.delivered}, unacknowledged ${result.unacknowledged}`);
+      await trio.leader();
+    }
+  } finally {
+    await trio.stop();
+  }
+  const failoverStats = stats(failover);
+  figures.push(
+    atMost("node failure → teams reassigned and work resuming (worker notified)", median(failover), "s", 2, {
+      p99: Number(failoverStats.p99.toFixed(3)),
+      max: Number(failoverStats.max.toFixed(3)),
+      runs,
+      nodeDownAfterMs: 800,
+    }),
+  );
+  const shutdownMs = shutdowns.map((s) => s.ms);
+  figures.push(
+    atMost("graceful shutdown with 1,000 queued messages", median(shutdownMs), "ms", 10_000, {
+      max: Math.round(Math.max(...shutdownMs)),
+      delivered: shutdowns.map((s) => s.delivered),
+      unacknowledged: shutdowns.map((s) => s.unacknowledged),
+    }),
+  );
+
+  return {
+    suite: "cross-node",
+    figures,
+    context: {
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      loadavg: loadavg().map((value) => Number(value.toFixed(2))),
+      node: process.version,
+      notes:
+        "real node processes on loopback; data dirs on disk (tmpdir), buses on tmpfs; spool not fsynced by default (kill -9 safe), fsynced with --persistence",
+    },
+  };
+}

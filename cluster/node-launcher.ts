@@ -1,0 +1,229 @@
+// Launches cfn cluster nodes (`cfn node start`) as local processes on loopback, each with its
+// own data dir and its own bus root (its own "host"), for benchmarks and chaos runs. The cluster
+// files under cluster/*.yaml describe the same thing for people.
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The compiled CLI (this file runs from dist/cluster/). */
+export const CLI_PATH = join(here, "..", "src", "cli", "main.js");
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface LaunchedNodeSpec {
+  id: string;
+  peerPort: number;
+  apiPort: number;
+  dataDir: string;
+  busRoot: string;
+}
+
+export class LaunchedNode {
+  readonly spec: LaunchedNodeSpec;
+  readonly token: string;
+  child: ChildProcess | undefined;
+  stdout = "";
+  stderr = "";
+  exitCode: number | null = null;
+  private exited: Promise<number | null> = Promise.resolve(null);
+
+  constructor(spec: LaunchedNodeSpec, token: string) {
+    this.spec = spec;
+    this.token = token;
+  }
+
+  get id(): string {
+    return this.spec.id;
+  }
+  get api(): string {
+    return `http://127.0.0.1:${this.spec.apiPort}`;
+  }
+  get peerUrl(): string {
+    return `ws://127.0.0.1:${this.spec.peerPort}`;
+  }
+  get running(): boolean {
+    return this.child !== undefined && this.exitCode === null;
+  }
+
+  /** Spawns the node and resolves once it printed its "started" line. */
+  async start(args: string[], env: Record<string, string> = {}): Promise<void> {
+    this.stdout = "";
+    this.stderr = "";
+    this.exitCode = null;
+    const child = spawn(
+      process.execPath,
+      [
+        CLI_PATH,
+        "--bus-root",
+        this.spec.busRoot,
+        "--log-level",
+        "warn",
+        "node",
+        "start",
+        "--id",
+        this.spec.id,
+        "--token",
+        this.token,
+        "--data-dir",
+        this.spec.dataDir,
+        "--peer-listen",
+        `127.0.0.1:${this.spec.peerPort}`,
+        "--api-listen",
+        `127.0.0.1:${this.spec.apiPort}`,
+        ...args,
+      ],
+      { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    this.child = child;
+    this.exited = new Promise((resolve) => {
+      child.once("exit", (code, signal) => {
+        this.exitCode = code ?? (signal ? 128 : null);
+        resolve(this.exitCode);
+      });
+    });
+    child.stderr?.on("data", (chunk) => {
+      this.stderr = (this.stderr + String(chunk)).slice(-64 * 1024);
+    });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout?.on("data", (chunk) => {
+        this.stdout += String(chunk);
+        if (this.stdout.includes('"event":"started"')) resolve();
+      });
+      child.once("exit", (code) => reject(new Error(`node ${this.id} exited with ${code} before starting:\n${this.stderr}`)));
+    });
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    this.child?.kill(signal);
+  }
+
+  async waitExit(timeoutMs = 30_000): Promise<number | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    const result = await Promise.race([this.exited, timeout]);
+    clearTimeout(timer);
+    if (result === "timeout") throw new Error(`node ${this.id} did not exit within ${timeoutMs} ms`);
+    return result;
+  }
+
+  async request(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+    const response = await fetch(new URL(path, this.api), {
+      method,
+      headers: { "content-type": "application/json", "x-cfn-cluster-token": this.token },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+    const text = await response.text();
+    return { status: response.status, json: text ? JSON.parse(text) : {} };
+  }
+
+  async status(): Promise<any | undefined> {
+    try {
+      const { status, json } = await this.request("GET", "/v1/status");
+      return status === 200 ? json : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+export async function waitUntil<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, pollMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
+}
+
+/** A cluster of local node processes founded together. */
+export class LocalNodeCluster {
+  readonly nodes: LaunchedNode[] = [];
+  readonly root: string;
+  readonly token: string;
+
+  private constructor(root: string, token: string) {
+    this.root = root;
+    this.token = token;
+  }
+
+  static async create(size: number, options: { prefix?: string; token?: string } = {}): Promise<LocalNodeCluster> {
+    const base = existsSync("/dev/shm") ? "/dev/shm" : tmpdir();
+    const cluster = new LocalNodeCluster(mkdtempSync(join(base, options.prefix ?? "cfn-cluster-")), options.token ?? "local-cluster-token-0123456789");
+    for (let i = 1; i <= size; i++) cluster.nodes.push(await cluster.makeNode(`n${i}`));
+    return cluster;
+  }
+
+  /** A node of this cluster. Data dirs live on disk (tmpdir), bus roots on tmpfs. */
+  async makeNode(id: string): Promise<LaunchedNode> {
+    return new LaunchedNode(
+      {
+        id,
+        peerPort: await freePort(),
+        apiPort: await freePort(),
+        dataDir: join(tmpdir(), `${this.root.split("/").pop()}-data`, id),
+        busRoot: join(this.root, "bus", id),
+      },
+      this.token,
+    );
+  }
+
+  peerFlags(self: LaunchedNode): string[] {
+    return this.nodes.filter((node) => node !== self).flatMap((node) => ["--peer", `${node.id}=${node.peerUrl},${node.api}`]);
+  }
+
+  async startAll(extra: string[] = [], env: Record<string, string> = {}): Promise<void> {
+    await Promise.all(this.nodes.map((node) => node.start([...this.peerFlags(node), ...extra], env)));
+    await waitUntil("every node ready", async () => {
+      for (const node of this.nodes) {
+        const response = await fetch(`${node.api}/readyz`).catch(() => undefined);
+        if (response?.status !== 200) return false;
+      }
+      return true;
+    });
+  }
+
+  async leader(among = this.nodes): Promise<LaunchedNode> {
+    return waitUntil("a leader", async () => {
+      for (const node of among) {
+        if (!node.running) continue;
+        const status = await node.status();
+        if (status?.raft.role === "leader") return node;
+      }
+      return undefined;
+    });
+  }
+
+  async stop(): Promise<void> {
+    for (const node of this.nodes) {
+      if (node.running) {
+        node.signal("SIGCONT");
+        node.signal("SIGKILL");
+        await node.waitExit().catch(() => undefined);
+      }
+    }
+    rmSync(this.root, { recursive: true, force: true });
+    rmSync(join(tmpdir(), `${this.root.split("/").pop()}-data`), { recursive: true, force: true });
+  }
+}
