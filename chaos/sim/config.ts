@@ -30,7 +30,12 @@ export interface SimConfig {
   livenessMaxMs: number;
   /** Virtual ms per Raft tick (each node drifts by up to ±10% around it). */
   tickIntervalMs: number;
-  raft: Pick<RaftConfig, "electionTimeoutTicks" | "heartbeatTicks" | "preVote" | "checkQuorum">;
+  /** Each node's tick interval is off by up to this fraction (clocks drift). */
+  clockDriftMax: number;
+  raft: Pick<
+    RaftConfig,
+    "electionTimeoutTicks" | "heartbeatTicks" | "preVote" | "checkQuorum" | "readOnlyOption"
+  >;
   network: NetworkFaults;
   faults: FaultMix;
   snapshot: NodeSnapshotPolicy;
@@ -55,6 +60,12 @@ export function configForSeed(seed: number, scale: SimScale = DEFAULT_SCALE): Si
   const delayMaxMs = prng.range(2, 20);
   // Drawn from its own fork so that adding it left the other choices of old seeds unchanged.
   const membership = new Prng(seed).fork("membership").chance(0.3);
+  const heartbeatTicks = prng.pick([1, 1, 2, 3]);
+  const preVote = prng.chance(0.7);
+  const checkQuorum = prng.chance(0.7);
+  // Lease reads trust bounded clock drift (the core keeps one tick of margin in an election
+  // timeout of ten), so lease seeds drift by at most ±2%.
+  const lease = checkQuorum && new Prng(seed).fork("lease").chance(0.25);
   return {
     seed,
     nodeCount,
@@ -62,11 +73,13 @@ export function configForSeed(seed: number, scale: SimScale = DEFAULT_SCALE): Si
     chaosMs: scale.chaosMs,
     livenessMaxMs: scale.livenessMaxMs,
     tickIntervalMs: 10,
+    clockDriftMax: lease ? 0.02 : 0.1,
     raft: {
       electionTimeoutTicks: 10,
-      heartbeatTicks: prng.pick([1, 1, 2, 3]),
-      preVote: prng.chance(0.7),
-      checkQuorum: prng.chance(0.7),
+      heartbeatTicks,
+      preVote,
+      checkQuorum,
+      readOnlyOption: lease ? "lease" : "safe",
     },
     network: {
       dropRate: calm ? 0 : prng.pick([0, 0.01, 0.05, 0.1, 0.2]),
@@ -104,7 +117,7 @@ export function describeConfig(config: SimConfig): string {
   const f = config.faults;
   return [
     `nodes=${config.nodeCount}`,
-    `preVote=${r.preVote} checkQuorum=${r.checkQuorum} heartbeat=${r.heartbeatTicks}/${r.electionTimeoutTicks}`,
+    `preVote=${r.preVote} checkQuorum=${r.checkQuorum} reads=${r.readOnlyOption} drift=${config.clockDriftMax} heartbeat=${r.heartbeatTicks}/${r.electionTimeoutTicks}`,
     `drop=${n.dropRate} dup=${n.duplicateRate} delay=${n.delayMinMs}-${n.delayMaxMs} long=${n.longDelayRate}@${n.longDelayMaxMs}`,
     `faults every ~${f.meanIntervalMs}ms crashes=${f.crashes} partitions=${f.partitions} membership=${f.membership}`,
     `snapshot=${config.snapshot.everyEntries}/${config.snapshot.keepEntries}`,

@@ -131,7 +131,7 @@ class Run {
     this.checker = new SafetyChecker(ids, [...ids, ...spares], !config.faults.membership);
     const events = this.nodeEvents();
     for (const id of [...ids, ...spares]) {
-      const drift = 1 + (root.fork(`drift-${id}`).float() - 0.5) * 0.2;
+      const drift = 1 + (root.fork(`drift-${id}`).float() - 0.5) * 2 * config.clockDriftMax;
       const node = new SimNode(
         id,
         () => ({ id, ...config.raft }),
