@@ -305,13 +305,15 @@ export async function run(args: string[]): Promise<SuiteResult> {
     const soak = await runWorker<LoadResult>({ kind: "load", ...base, clients: options.clients, seconds: options.soakSeconds, warmupSeconds: 0, tag: "soak" });
     const termsAfter = await terms(cluster);
     const changesAfter = await leaderChangesTotal(cluster, monitor);
-    const termBumps = Math.max(...cluster.nodes.map((node) => (termsAfter.get(node.id) ?? 0) - (termsBefore.get(node.id) ?? 0)));
-    const leaderChanges = changesAfter - changesBefore;
-    log(`soak: ${Math.round(soak.acked / soak.seconds)} puts/s, ${leaderChanges} leader changes, term +${termBumps}`);
+    // Every election bumps the term, so the largest term increase counts the elections; the
+    // per-node counters of changes to another leader (summed) are reported alongside.
+    const elections = Math.max(...cluster.nodes.map((node) => (termsAfter.get(node.id) ?? 0) - (termsBefore.get(node.id) ?? 0)));
+    const leaderChangesSeen = changesAfter - changesBefore;
+    log(`soak: ${Math.round(soak.acked / soak.seconds)} puts/s, ${elections} elections (term increase), ${leaderChangesSeen} leader changes seen by the nodes`);
     figures.push(
-      exactly(`spurious leader changes during a ${options.soakSeconds} s full-load run`, leaderChanges, "changes", 0, {
+      exactly(`spurious leader changes (elections) during a ${options.soakSeconds} s full-load run`, elections, "elections", 0, {
         soakSeconds: options.soakSeconds,
-        termIncrease: termBumps,
+        leaderChangesSeenByNodes: leaderChangesSeen,
         throughputPerSecond: Math.round(soak.acked / soak.seconds),
         latencyP99Ms: round(soak.latencyP99Ms),
       }),

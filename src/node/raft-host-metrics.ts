@@ -37,7 +37,7 @@ export class RaftHostMetrics {
     this.commitIndex = metrics.gauge("cfn_raft_commit_index", "Highest log index known committed");
     this.appliedIndex = metrics.gauge("cfn_raft_applied_index", "Highest log index applied to the state machine");
     this.pendingProposals = metrics.gauge("cfn_raft_pending_proposals", "Proposals waiting to be applied");
-    this.leaderChanges = metrics.counter("cfn_raft_leader_changes_total", "Times the known leader changed");
+    this.leaderChanges = metrics.counter("cfn_raft_leader_changes_total", "Times the known leader changed to another node (the first leader seen is not a change)");
     this.proposals = metrics.counter("cfn_raft_proposals_total", "Proposals by outcome", ["outcome"]);
     this.reads = metrics.counter("cfn_raft_reads_total", "Linearizable reads by outcome", ["outcome"]);
     this.snapshots = metrics.counter("cfn_raft_snapshots_total", "Snapshots taken or installed", ["kind"]);

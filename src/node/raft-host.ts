@@ -159,6 +159,8 @@ export class RaftHost<Result> {
   private readyLoop: Promise<void> | undefined;
   private compactions: Promise<void> = Promise.resolve();
   private leader: NodeId = "";
+  /** The last non-empty leader seen, for cfn_raft_leader_changes_total. */
+  private lastKnownLeader: NodeId = "";
   private role: StateRole = "follower";
   private term = 0;
   private applied = 0;
@@ -638,7 +640,12 @@ export class RaftHost<Result> {
     this.leader = leader;
     this.role = role;
     this.hostMetrics.isLeader.set(role === "leader" ? 1 : 0);
-    if (leaderChanged && leader !== "") this.hostMetrics.leaderChanges.inc();
+    // A follower whose election timer fired forgets the leader while it pre-votes; if the
+    // pre-vote fails and the same leader carries on, that is not a leader change.
+    if (leader !== "" && leader !== this.lastKnownLeader) {
+      if (this.lastKnownLeader !== "") this.hostMetrics.leaderChanges.inc();
+      this.lastKnownLeader = leader;
+    }
     if (leaderChanged || roleChanged) {
       this.logger.info("leader change", { leader, role, term: this.node.status().term });
       const change: LeaderChange = { leader, role, term: this.node.status().term };
