@@ -51,6 +51,7 @@ async function worker(request: WorkerRequest): Promise<unknown> {
       process.send?.({ ready: true });
       let received = 0;
       let firstNs = 0n;
+      const cpuStart = process.cpuUsage();
       while (received < request.expected) {
         const deliveries = await mailbox.receive({ timeoutMs: 30_000, max: request.max });
         if (deliveries.length === 0) break;
@@ -59,12 +60,14 @@ async function worker(request: WorkerRequest): Promise<unknown> {
         mailbox.ack(deliveries);
       }
       const doneNs = nowNs();
+      const cpu = process.cpuUsage(cpuStart);
       mailbox.close();
-      return { received, firstNs: String(firstNs), doneNs: String(doneNs) };
+      return { received, firstNs: String(firstNs), doneNs: String(doneNs), cpuUs: cpu.user + cpu.system };
     }
     case "send": {
       const bus = openBus(request.root, request.inboxDepthMax);
       let refused = 0;
+      const cpuStart = process.cpuUsage();
       const startNs = nowNs();
       for (let sent = 0; sent < request.count; ) {
         try {
@@ -76,7 +79,9 @@ async function worker(request: WorkerRequest): Promise<unknown> {
           await new Promise((resolve) => setImmediate(resolve));
         }
       }
-      return { startNs: String(startNs), doneNs: String(nowNs()), refused };
+      const doneNs = nowNs();
+      const cpu = process.cpuUsage(cpuStart);
+      return { startNs: String(startNs), doneNs: String(doneNs), refused, cpuUs: cpu.user + cpu.system };
     }
     case "batch": {
       const bus = openBus(request.root, 100_000);
@@ -244,7 +249,13 @@ function option(args: string[], name: string, fallback: number): number {
 
 const median = (values: number[]) => stats(values).p50;
 
-async function throughputRun(messages: number): Promise<number> {
+interface ThroughputRun {
+  rate: number;
+  senderCpuUsPerMessage: number;
+  receiverCpuUsPerMessage: number;
+}
+
+async function throughputRun(messages: number): Promise<ThroughputRun> {
   const root = freshRoot();
   try {
     const receiver = start({
@@ -261,7 +272,11 @@ async function throughputRun(messages: number): Promise<number> {
     if (received.received !== messages)
       throw new Error(`throughput run received ${received.received} of ${messages}`);
     const seconds = Number(BigInt(received.doneNs) - BigInt(sent.startNs)) / 1e9;
-    return messages / seconds;
+    return {
+      rate: messages / seconds,
+      senderCpuUsPerMessage: sent.cpuUs / messages,
+      receiverCpuUsPerMessage: received.cpuUs / messages,
+    };
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -390,11 +405,21 @@ export async function run(args: string[]): Promise<SuiteResult> {
   const log = (line: string) => process.stderr.write(`bus: ${line}\n`);
 
   const rates: number[] = [];
+  const senderCpu: number[] = [];
+  const receiverCpu: number[] = [];
   for (let index = 0; index < runs; index++) {
-    rates.push(await throughputRun(messages));
-    log(`throughput run ${index + 1}: ${Math.round(rates[index])} msg/s`);
+    const result = await throughputRun(messages);
+    rates.push(result.rate);
+    senderCpu.push(result.senderCpuUsPerMessage);
+    receiverCpu.push(result.receiverCpuUsPerMessage);
+    log(
+      `throughput run ${index + 1}: ${Math.round(result.rate)} msg/s; CPU per message: sender ${result.senderCpuUsPerMessage.toFixed(1)} µs, receiver ${result.receiverCpuUsPerMessage.toFixed(1)} µs`,
+    );
   }
   const rateStats = stats(rates);
+  // What the pipeline would do with a core each: the slower side's CPU cost per message. A
+  // context figure for a shared machine, not the target figure (which is wall clock).
+  const cpuBoundRate = 1e6 / Math.max(median(senderCpu), median(receiverCpu));
   figures.push(
     atLeast(
       "throughput, 1 sender → 1 receiver process, 1 KiB, one file per message",
@@ -407,6 +432,9 @@ export async function run(args: string[]): Promise<SuiteResult> {
         min: Math.round(rateStats.min),
         max: Math.round(rateStats.max),
         p99: Math.round(percentileLow(rates)),
+        senderCpuUsPerMessage: median(senderCpu),
+        receiverCpuUsPerMessage: median(receiverCpu),
+        cpuBoundRateOneCoreEach: Math.round(cpuBoundRate),
       },
     ),
   );
