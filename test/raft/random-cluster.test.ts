@@ -3,7 +3,7 @@
 // after the faults stop. (The full simulator lives in chaos/sim; this one is the core's own
 // guard and stays small.) A failure prints the seed; the same seed replays it exactly.
 
-import { describe, expect, it } from "vitest";
+import { describe, it } from "vitest";
 import { isCfnError } from "../../src/errors.js";
 import {
   ConfChangeType,
@@ -148,7 +148,7 @@ function runSeed(seed: number, steps: number): void {
 
   const deliver = (m: Message) => {
     const to = nodes.get(m.to);
-    if (!to || !to.up) return;
+    if (!to?.up) return;
     if (faultsOn && (cut.has(`${m.from}->${m.to}`) || rand() < 0.05)) {
       if (m.type === "snap" && m.snapshotChunk?.last) nodes.get(m.from)?.node.reportSnapshot(m.to, false);
       return;
