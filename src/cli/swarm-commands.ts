@@ -18,7 +18,7 @@ import { resolveTopology } from "../coordination/topology-source.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, table } from "./output.js";
 
-const RUNTIMES: AgentRuntime[] = ["lean", "node", "command", "pooled"];
+const RUNTIMES: AgentRuntime[] = ["lean", "node", "command", "pooled", "bash"];
 
 /** A progress bar on stderr, or nothing when stderr is not a TTY or output is JSON. */
 export function spawnProgress(total: number, enabled: boolean, label = "spawning"): { update(ready: number): void; stop(): void } {

@@ -19,8 +19,10 @@ import type { Metrics } from "../obs/metrics.js";
 import type { CheckpointStore } from "./checkpoint.js";
 import { isProcessAlive, ringDoorbell } from "./liveness.js";
 import {
+  fromBashResult,
   MESSAGE,
   type AssignPayload,
+  type BashResultPayload,
   type PartialPayload,
   type ResultPayload,
   type SubtreePlan,
@@ -30,6 +32,10 @@ import {
   type WorkerRef,
 } from "./protocol.js";
 import { TeamRound, type TeamRoundSnapshot } from "./team-round.js";
+
+/** Message types of the bash agent (examples/bash-agent.sh). */
+const BASH_TASK = "task";
+const BASH_RESULT = "result";
 
 /** Most bytes of outcomes in one partial message (well under the bus's messageBytesMax). */
 export const PARTIAL_BYTES_MAX = 256 * 1024;
@@ -180,6 +186,12 @@ export class Coordinator {
         case MESSAGE.result:
           this.onResult(delivery, message.payload as ResultPayload, message.from, nowMs);
           return;
+        case BASH_RESULT: {
+          const result = fromBashResult(message.payload as BashResultPayload);
+          if (result) this.onResult(delivery, result, message.from, nowMs);
+          else (this.mailbox as Mailbox).ack(delivery);
+          return;
+        }
         case MESSAGE.partial:
           this.onPartial(delivery, message.payload as PartialPayload);
           return;
@@ -291,7 +303,8 @@ export class Coordinator {
         input: dispatch.input,
       };
       try {
-        this.bus.sendSync(this.id, dispatch.worker.id, { type: MESSAGE.task, id: dispatch.messageId, priority: dispatch.priority, payload });
+        const type = dispatch.worker.dialect === "bash" ? BASH_TASK : MESSAGE.task;
+        this.bus.sendSync(this.id, dispatch.worker.id, { type, id: dispatch.messageId, priority: dispatch.priority, payload });
         if (dispatch.worker.doorbell) ringDoorbell(dispatch.worker.pid);
       } catch (error) {
         this.logger.warn("cannot deliver a task", { coordinator: this.id, worker: dispatch.worker.id, error });

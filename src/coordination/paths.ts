@@ -20,5 +20,7 @@ export const REPO_ROOT = findRepoRoot();
 export const CLI_MAIN = join(REPO_ROOT, "dist", "src", "cli", "main.js");
 /** Source of the lean C agent. */
 export const LEAN_AGENT_SOURCE = join(REPO_ROOT, "examples", "agents", "lean-agent.c");
+/** The bash agent of the bus (examples/bash-agent.sh), owned by the bus. */
+export const BASH_AGENT = join(REPO_ROOT, "examples", "bash-agent.sh");
 /** Where the lean agent is compiled to. */
 export const LEAN_AGENT_BINARY = join(REPO_ROOT, "dist", "agents", "lean-agent");

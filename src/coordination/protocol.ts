@@ -38,6 +38,24 @@ export interface WorkerRef {
   pid?: number;
   /** The worker wakes on SIGUSR2 (lean agents); senders may ring after a send. */
   doorbell?: boolean;
+  /**
+   * "bash": examples/bash-agent.sh, which answers type `task` with type `result` and payload
+   * {"agent", "task": <the task payload>} (no `re`); the coordinator speaks that dialect to it.
+   */
+  dialect?: "cfn" | "bash";
+}
+
+/** The bash agent's answer to a task. */
+export interface BashResultPayload {
+  agent: string;
+  task: TaskPayload;
+}
+
+/** Turns a bash agent's `result` into a ResultPayload (the bash agent echoes the task). */
+export function fromBashResult(payload: BashResultPayload): ResultPayload | undefined {
+  const task = payload?.task;
+  if (!task || typeof task.roundId !== "string" || typeof task.taskId !== "string" || !Number.isInteger(task.attempt)) return undefined;
+  return { re: taskMessageId(task.roundId, task.taskId, task.attempt), ok: true, agent: payload.agent, output: task.input };
 }
 
 /** Subtree handed to a coordinator: itself and, below it, teams or further coordinators. */

@@ -7,7 +7,7 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync
 import { join } from "node:path";
 import type { TopologySpec } from "./topology.js";
 
-export type AgentRuntime = "lean" | "node" | "command" | "pooled";
+export type AgentRuntime = "lean" | "node" | "command" | "pooled" | "bash";
 
 export interface AgentRecord {
   id: string;
@@ -16,6 +16,11 @@ export interface AgentRecord {
   runtime: AgentRuntime;
   /** Wakes on SIGUSR2 (lean agents). */
   doorbell?: boolean;
+}
+
+/** Message dialect of a worker: cfn's (`cfn.task` → `cfn.result` with `re`), or the bash agent's. */
+export function dialectOf(runtime: AgentRuntime): "cfn" | "bash" {
+  return runtime === "bash" ? "bash" : "cfn";
 }
 
 export interface ProcessRecord {

@@ -4,8 +4,10 @@
 //   node     `cfn agent run --echo`: one Node process per agent (fallback without a C compiler)
 //   command  `cfn agent run -- <command>`: one Node process per agent wrapping any CLI
 //   pooled   `cfn agent host`: many logical agents (each its own mailbox) per Node process
+//   bash     examples/bash-agent.sh (the bus's agent in bash, coreutils only): an echo worker
 
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import { cpus } from "node:os";
 import { createInterface } from "node:readline";
 import type { Bus } from "../bus/index.js";
@@ -13,7 +15,7 @@ import { CfnError, isCfnError } from "../errors.js";
 import { silentLogger, type Logger } from "../obs/logger.js";
 import { ensureLeanAgent, leanAgentBuildError } from "./lean-agent-binary.js";
 import { isProcessAlive } from "./liveness.js";
-import { CLI_MAIN } from "./paths.js";
+import { BASH_AGENT, CLI_MAIN } from "./paths.js";
 import { MESSAGE, type ReadyPayload } from "./protocol.js";
 import type { AgentRecord, AgentRuntime, ProcessRecord } from "./registry.js";
 
@@ -97,6 +99,9 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
       case "lean":
         await spawnLeanGroups(options, pids, processes, children, onExit);
         break;
+      case "bash":
+        spawnBashAgents(options, pids, processes, children, onExit);
+        break;
       case "node":
       case "command":
         await spawnNodeAgents(options, runtime, pids, processes, children, onExit, () => Date.now() > deadline || failures.length > 0);
@@ -122,8 +127,9 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
           missing: missing.length,
         });
       }
-      const deliveries = await mailbox.receive({ timeoutMs: Math.min(remainingMs, 100), max: 4096 });
+      const deliveries = await mailbox.receive({ timeoutMs: Math.min(remainingMs, runtime === "bash" ? 20 : 100), max: 4096 });
       let changed = false;
+      if (runtime === "bash") changed = markBashAgentsReady(options.bus, expected, ready);
       for (const delivery of deliveries) {
         if (delivery.message.type === MESSAGE.ready) {
           const payload = delivery.message.payload as ReadyPayload;
@@ -253,6 +259,36 @@ function spawnPooledHosts(
     processes.push({ pid: child.pid ?? 0, kind: "pooled-host", agents: slice.length });
     for (const agent of slice) if (child.pid) pids.set(agent.id, child.pid);
     child.stdin?.end(`${slice.map((agent) => `${agent.id} ${agent.team}`).join("\n")}\n`);
+  }
+}
+
+/** The bash agent sends no ready message: it is ready once it has touched its heartbeat. */
+function markBashAgentsReady(bus: Bus, expected: Map<string, string>, ready: Set<string>): boolean {
+  let changed = false;
+  for (const id of expected.keys()) {
+    if (ready.has(id)) continue;
+    if (existsSync(bus.layout.agent(id).heartbeat)) {
+      ready.add(id);
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+function spawnBashAgents(
+  options: SpawnOptions,
+  pids: Map<string, number>,
+  processes: ProcessRecord[],
+  children: ChildProcess[],
+  onExit: (child: ChildProcess, what: string) => void,
+): void {
+  for (const agent of options.agents) {
+    const args = [BASH_AGENT, "run", "--bus", options.bus.dir, "--agent", agent.id];
+    const child = spawn("bash", args, { stdio: ["ignore", "ignore", stderrOf(options)], detached: options.detached ?? false });
+    children.push(child);
+    onExit(child, `bash agent ${agent.id}`);
+    processes.push({ pid: child.pid ?? 0, kind: "agent", agents: 1 });
+    if (child.pid) pids.set(agent.id, child.pid);
   }
 }
 

@@ -19,7 +19,7 @@ import { Coordinator } from "./coordinator.js";
 import { Master, type RoundHooks, type RoundRequest, type RoundResult } from "./master.js";
 import { CLI_MAIN } from "./paths.js";
 import type { WorkerRef } from "./protocol.js";
-import { removeSwarmRecord, writeSwarmRecord, type AgentRecord, type AgentRuntime, type SwarmRecord } from "./registry.js";
+import { dialectOf, removeSwarmRecord, writeSwarmRecord, type AgentRecord, type AgentRuntime, type SwarmRecord } from "./registry.js";
 import { busArgs, killProcesses, spawnAgents, type LeanOptions, type SpawnResult } from "./spawner.js";
 import { describePlan, type Plan } from "./topology.js";
 
@@ -54,7 +54,9 @@ export function defaultCheckpointDir(bus: Bus, swarm: string): string {
 
 /** WorkerRef map (pid, doorbell) of registered agents. */
 export function workerRefsOf(agents: AgentRecord[]): Map<string, WorkerRef> {
-  return new Map(agents.map((agent) => [agent.id, { id: agent.id, pid: agent.pid > 0 ? agent.pid : undefined, doorbell: agent.doorbell }]));
+  return new Map(
+    agents.map((agent) => [agent.id, { id: agent.id, pid: agent.pid > 0 ? agent.pid : undefined, doorbell: agent.doorbell, dialect: dialectOf(agent.runtime) }]),
+  );
 }
 
 export class LocalSwarm {

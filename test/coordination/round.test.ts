@@ -121,3 +121,13 @@ describe("coordination rounds with real agent processes", () => {
     }
   });
 });
+
+describe("the bash agent of the bus takes part in rounds", () => {
+  it("answers tasks in its own dialect and every result reaches the master", async () => {
+    const { swarm } = await startSwarm("hybrid:2x2", { runtime: "bash" });
+    expect(swarm.spawned.runtime).toBe("bash");
+    const result = await swarm.runRound({ input: { from: "bash" }, timeoutMs: 20_000 });
+    expect(result.deliveryRate).toBe(1);
+    expect(result.outcomes.every((outcome) => JSON.stringify(outcome.output) === '{"from":"bash"}')).toBe(true);
+  });
+});
