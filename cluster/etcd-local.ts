@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { LOOPBACK, freePort } from "./local.js";
+import { freePort, LOOPBACK } from "./local.js";
 
 export interface EtcdLoadResult {
   acked: number;
@@ -55,11 +55,21 @@ function percentile(samples: number[], fraction: number): number {
 
 /** One put through the JSON gateway; resolves true on HTTP 200. */
 function put(agent: Agent, url: string, key: string, value: string): Promise<boolean> {
-  const body = JSON.stringify({ key: Buffer.from(key).toString("base64"), value: Buffer.from(value).toString("base64") });
+  const body = JSON.stringify({
+    key: Buffer.from(key).toString("base64"),
+    value: Buffer.from(value).toString("base64"),
+  });
   const target = new URL("/v3/kv/put", url);
   return new Promise((resolve) => {
     const req = request(
-      { agent, host: target.hostname, port: target.port, path: target.pathname, method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
+      {
+        agent,
+        host: target.hostname,
+        port: target.port,
+        path: target.pathname,
+        method: "POST",
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+      },
       (res) => {
         res.resume();
         res.on("end", () => resolve(res.statusCode === 200));
@@ -73,7 +83,12 @@ function put(agent: Agent, url: string, key: string, value: string): Promise<boo
 }
 
 /** Closed-loop put load: `clients` concurrent clients for `seconds` (after 1 s of warm-up). */
-export async function etcdLoad(urls: string[], clients: number, seconds: number, payloadBytes: number): Promise<EtcdLoadResult> {
+export async function etcdLoad(
+  urls: string[],
+  clients: number,
+  seconds: number,
+  payloadBytes: number,
+): Promise<EtcdLoadResult> {
   const agent = new Agent({ keepAlive: true, maxSockets: clients });
   const value = "v".repeat(payloadBytes);
   const warmupEnd = performance.now() + 1000;
@@ -100,7 +115,13 @@ export async function etcdLoad(urls: string[], clients: number, seconds: number,
     }),
   );
   agent.destroy();
-  return { acked, seconds, errors, latencyP50Ms: percentile(latencies, 0.5), latencyP99Ms: percentile(latencies, 0.99) };
+  return {
+    acked,
+    seconds,
+    errors,
+    latencyP50Ms: percentile(latencies, 0.5),
+    latencyP99Ms: percentile(latencies, 0.99),
+  };
 }
 
 /** Sequential puts to one member with a 1 ms gap (light load), latency per put in ms. */
@@ -143,7 +164,8 @@ export async function measureEtcdAnchor(options: EtcdAnchorOptions): Promise<Rec
   }
   const baseDir = mkdtempSync(join(tmpdir(), "cfn-etcd-"));
   const members: { name: string; clientPort: number; peerPort: number; process?: ChildProcess }[] = [];
-  for (let i = 1; i <= 3; i++) members.push({ name: `e${i}`, clientPort: await freePort(), peerPort: await freePort() });
+  for (let i = 1; i <= 3; i++)
+    members.push({ name: `e${i}`, clientPort: await freePort(), peerPort: await freePort() });
   const initialCluster = members.map((m) => `${m.name}=http://${LOOPBACK}:${m.peerPort}`).join(",");
   const urls = members.map((m) => `http://${LOOPBACK}:${m.clientPort}`);
   try {
@@ -151,17 +173,28 @@ export async function measureEtcdAnchor(options: EtcdAnchorOptions): Promise<Rec
       member.process = spawn(
         etcd,
         [
-          "--name", member.name,
-          "--data-dir", join(baseDir, member.name),
-          "--listen-client-urls", `http://${LOOPBACK}:${member.clientPort}`,
-          "--advertise-client-urls", `http://${LOOPBACK}:${member.clientPort}`,
-          "--listen-peer-urls", `http://${LOOPBACK}:${member.peerPort}`,
-          "--initial-advertise-peer-urls", `http://${LOOPBACK}:${member.peerPort}`,
-          "--initial-cluster", initialCluster,
-          "--initial-cluster-state", "new",
-          "--initial-cluster-token", "cfn-bench",
-          "--logger", "zap",
-          "--log-level", "error",
+          "--name",
+          member.name,
+          "--data-dir",
+          join(baseDir, member.name),
+          "--listen-client-urls",
+          `http://${LOOPBACK}:${member.clientPort}`,
+          "--advertise-client-urls",
+          `http://${LOOPBACK}:${member.clientPort}`,
+          "--listen-peer-urls",
+          `http://${LOOPBACK}:${member.peerPort}`,
+          "--initial-advertise-peer-urls",
+          `http://${LOOPBACK}:${member.peerPort}`,
+          "--initial-cluster",
+          initialCluster,
+          "--initial-cluster-state",
+          "new",
+          "--initial-cluster-token",
+          "cfn-bench",
+          "--logger",
+          "zap",
+          "--log-level",
+          "error",
         ],
         { stdio: "ignore" },
       );
@@ -173,16 +206,23 @@ export async function measureEtcdAnchor(options: EtcdAnchorOptions): Promise<Rec
     }
     const load = await options.runLoad(urls, options.clients, options.seconds);
     const perSecond = load.acked / load.seconds;
-    options.log(`etcd anchor: ${Math.round(perSecond)} puts/s (${options.clients} clients, p50 ${load.latencyP50Ms.toFixed(2)} ms, errors ${load.errors})`);
+    options.log(
+      `etcd anchor: ${Math.round(perSecond)} puts/s (${options.clients} clients, p50 ${load.latencyP50Ms.toFixed(2)} ms, errors ${load.errors})`,
+    );
     const latency = await options.runLatency(urls, options.latencySamples);
     options.log(`etcd anchor: light-load put latency p50 ${percentile(latency, 0.5).toFixed(2)} ms`);
     return {
       version: etcdVersion(etcd),
-      setup: "3 members on 127.0.0.1, default heartbeat 100 ms / election 1000 ms, JSON gateway /v3/kv/put, HTTP/1.1 keep-alive",
+      setup:
+        "3 members on 127.0.0.1, default heartbeat 100 ms / election 1000 ms, JSON gateway /v3/kv/put, HTTP/1.1 keep-alive",
       putsPerSecond: Math.round(perSecond),
       clients: options.clients,
       latencyUnderLoadMs: { p50: load.latencyP50Ms, p99: load.latencyP99Ms },
-      lightLoadLatencyMs: { p50: percentile(latency, 0.5), p99: percentile(latency, 0.99), samples: latency.length },
+      lightLoadLatencyMs: {
+        p50: percentile(latency, 0.5),
+        p99: percentile(latency, 0.99),
+        samples: latency.length,
+      },
       errors: load.errors,
     };
   } catch (error) {

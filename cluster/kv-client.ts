@@ -5,7 +5,15 @@
 // exactly once; one that throws KvUnknownOutcomeError may or may not have been.
 
 import { WebSocket } from "ws";
-import { KV_CLIENT_PATH, KV_TOKEN_HEADER, type KvNodeStatus, type KvRequest, type KvResponse, decodeKvFrame, encodeKvFrame } from "./kv-protocol.js";
+import {
+  decodeKvFrame,
+  encodeKvFrame,
+  KV_CLIENT_PATH,
+  KV_TOKEN_HEADER,
+  type KvNodeStatus,
+  type KvRequest,
+  type KvResponse,
+} from "./kv-protocol.js";
 
 type RequestBody = KvRequest extends infer R ? (R extends KvRequest ? Omit<R, "id"> : never) : never;
 
@@ -36,7 +44,10 @@ class KvConnection {
   private socket: WebSocket | undefined;
   private opening: Promise<WebSocket> | undefined;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (r: KvResponse) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<
+    number,
+    { resolve: (r: KvResponse) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+  >();
   private queue: KvRequest[] = [];
   private flushScheduled = false;
   private closed = false;
@@ -88,7 +99,10 @@ class KvConnection {
   private open(): Promise<WebSocket> {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) return Promise.resolve(this.socket);
     this.opening ??= new Promise<WebSocket>((resolve, reject) => {
-      const socket = new WebSocket(`${this.url}${KV_CLIENT_PATH}`, { headers: { [KV_TOKEN_HEADER]: this.token }, perMessageDeflate: false });
+      const socket = new WebSocket(`${this.url}${KV_CLIENT_PATH}`, {
+        headers: { [KV_TOKEN_HEADER]: this.token },
+        perMessageDeflate: false,
+      });
       socket.binaryType = "nodebuffer";
       socket.once("open", () => {
         this.socket = socket;
@@ -140,12 +154,15 @@ export class KvClusterClient {
   private leaderGuess: string | undefined;
   private rotation = 0;
 
-  constructor(private readonly options: KvClientOptions) {
+  constructor(options: KvClientOptions) {
     this.ids = Object.keys(options.urls).sort();
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.retryDelayMs = options.retryDelayMs ?? 5;
     for (const id of this.ids) {
-      this.connections.set(id, new KvConnection(options.urls[id], options.clusterToken, options.attemptTimeoutMs ?? 2_000));
+      this.connections.set(
+        id,
+        new KvConnection(options.urls[id], options.clusterToken, options.attemptTimeoutMs ?? 2_000),
+      );
     }
   }
 
@@ -182,7 +199,10 @@ export class KvClusterClient {
           return response;
         case "not_leader":
           lastProblem = `${target}: not leader`;
-          this.leaderGuess = response.leader && this.connections.has(response.leader) && response.leader !== target ? response.leader : undefined;
+          this.leaderGuess =
+            response.leader && this.connections.has(response.leader) && response.leader !== target
+              ? response.leader
+              : undefined;
           if (!this.leaderGuess) await sleep(this.retryDelayMs);
           continue;
         default:
@@ -192,7 +212,9 @@ export class KvClusterClient {
           continue;
       }
     }
-    throw new KvUnknownOutcomeError(`no node served ${body.op} within ${this.requestTimeoutMs} ms (last: ${lastProblem})`);
+    throw new KvUnknownOutcomeError(
+      `no node served ${body.op} within ${this.requestTimeoutMs} ms (last: ${lastProblem})`,
+    );
   }
 
   /** One node's status, asked of that node only; `digest` adds the state digest. */
@@ -229,7 +251,13 @@ export class KvSession {
 
   /** Returns the previous value. */
   async put(key: string, value: string): Promise<string | null> {
-    const response = await this.client.call({ op: "put", key, value, clientId: this.clientId, seq: ++this.seq });
+    const response = await this.client.call({
+      op: "put",
+      key,
+      value,
+      clientId: this.clientId,
+      seq: ++this.seq,
+    });
     return checked(response).value ?? null;
   }
 
@@ -239,8 +267,19 @@ export class KvSession {
   }
 
   /** Returns whether it swapped and the value it compared against. */
-  async cas(key: string, expected: string | null, value: string): Promise<{ ok: boolean; value: string | null }> {
-    const response = await this.client.call({ op: "cas", key, expected, value, clientId: this.clientId, seq: ++this.seq });
+  async cas(
+    key: string,
+    expected: string | null,
+    value: string,
+  ): Promise<{ ok: boolean; value: string | null }> {
+    const response = await this.client.call({
+      op: "cas",
+      key,
+      expected,
+      value,
+      clientId: this.clientId,
+      seq: ++this.seq,
+    });
     return { ok: response.ok, value: response.value ?? null };
   }
 

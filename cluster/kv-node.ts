@@ -24,12 +24,12 @@
 
 import { parseArgs } from "node:util";
 import { CfnError } from "../src/errors.js";
-import { type LogLevel, createLogger } from "../src/obs/logger.js";
+import { RaftHost } from "../src/node/raft-host.js";
+import { createLogger, type LogLevel } from "../src/obs/logger.js";
 import { Metrics } from "../src/obs/metrics.js";
 import { KvStateMachine } from "../src/statemachine/kv.js";
 import { LevelLogStore } from "../src/storage/level-log-store.js";
 import { WsTransport } from "../src/transport/ws-transport.js";
-import { RaftHost } from "../src/node/raft-host.js";
 import { KvClientServer } from "./kv-server.js";
 
 const LISTEN_HOST = "127.0.0.1";
@@ -43,7 +43,12 @@ export interface KvNodeArgs {
   clientPort: number;
   clusterToken: string;
   clusterId: string;
-  host: Partial<{ tickIntervalMs: number; electionTimeoutTicks: number; heartbeatTicks: number; snapshotEntriesInterval: number }>;
+  host: Partial<{
+    tickIntervalMs: number;
+    electionTimeoutTicks: number;
+    heartbeatTicks: number;
+    snapshotEntriesInterval: number;
+  }>;
   logLevel: LogLevel;
   reconnectDelayMsMax: number;
 }
@@ -57,7 +62,8 @@ function parseList(text: string | undefined, flag: string): Record<string, strin
   if (!text) return out;
   for (const item of text.split(",").filter(Boolean)) {
     const [id, address] = item.split("=");
-    if (!id || !address) throw new CfnError("CFN_ERR_CONFIG_INVALID", `${flag}: "${item}" is not id=host:port`);
+    if (!id || !address)
+      throw new CfnError("CFN_ERR_CONFIG_INVALID", `${flag}: "${item}" is not id=host:port`);
     out[id] = address;
   }
   return out;
@@ -65,7 +71,8 @@ function parseList(text: string | undefined, flag: string): Record<string, strin
 
 function portOf(address: string | undefined, flag: string): number {
   const port = Number(address?.split(":").pop());
-  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new CfnError("CFN_ERR_CONFIG_INVALID", `${flag}: no valid port`);
+  if (!Number.isInteger(port) || port <= 0 || port > 65535)
+    throw new CfnError("CFN_ERR_CONFIG_INVALID", `${flag}: no valid port`);
   return port;
 }
 
@@ -116,7 +123,9 @@ export function parseKvNodeArgs(argv: string[], env: NodeJS.ProcessEnv): KvNodeA
     clientAddrs,
     dataDir,
     peerPort: values["peer-port"] ? Number(values["peer-port"]) : portOf(peers[id], "--peers"),
-    clientPort: values["client-port"] ? Number(values["client-port"]) : portOf(clientAddrs[id], "--client-addrs"),
+    clientPort: values["client-port"]
+      ? Number(values["client-port"])
+      : portOf(clientAddrs[id], "--client-addrs"),
     clusterToken,
     clusterId: values["cluster-id"] ?? env.CFN_CLUSTER_ID ?? "cfn-kv",
     host,
@@ -126,15 +135,33 @@ export function parseKvNodeArgs(argv: string[], env: NodeJS.ProcessEnv): KvNodeA
 }
 
 /** Starts a node in this process; resolves once it serves clients. */
-export async function startKvNode(args: KvNodeArgs): Promise<{ stop: () => Promise<void>; clientUrl: string; peerUrl: string }> {
+export async function startKvNode(
+  args: KvNodeArgs,
+): Promise<{ stop: () => Promise<void>; clientUrl: string; peerUrl: string }> {
   const logger = createLogger(`cfn:${args.id}`, { level: args.logLevel });
   const metrics = new Metrics({ defaultLabels: { node: args.id } });
-  const store = await LevelLogStore.open({ path: args.dataDir, identity: { clusterId: args.clusterId, nodeId: args.id }, logger, metrics });
-  const transport = new WsTransport({ nodeId: args.id, clusterToken: args.clusterToken, logger, metrics, host: LISTEN_HOST, port: args.peerPort,
-    limits: { reconnectDelayMsMax: args.reconnectDelayMsMax, reconnectDelayMsMin: Math.min(50, args.reconnectDelayMsMax) },
+  const store = await LevelLogStore.open({
+    path: args.dataDir,
+    identity: { clusterId: args.clusterId, nodeId: args.id },
+    logger,
+    metrics,
+  });
+  const transport = new WsTransport({
+    nodeId: args.id,
+    clusterToken: args.clusterToken,
+    logger,
+    metrics,
+    host: LISTEN_HOST,
+    port: args.peerPort,
+    limits: {
+      reconnectDelayMsMax: args.reconnectDelayMsMax,
+      reconnectDelayMsMin: Math.min(50, args.reconnectDelayMsMax),
+    },
   });
   const kv = new KvStateMachine();
-  const peerUrls = Object.fromEntries(Object.entries(args.peers).map(([id, address]) => [id, `ws://${address}`]));
+  const peerUrls = Object.fromEntries(
+    Object.entries(args.peers).map(([id, address]) => [id, `ws://${address}`]),
+  );
   const host = new RaftHost({
     config: { id: args.id, ...args.host },
     logger,
@@ -145,8 +172,19 @@ export async function startKvNode(args: KvNodeArgs): Promise<{ stop: () => Promi
     peers: peerUrls,
     bootstrap: { voters: Object.keys(args.peers) },
   });
-  const clientUrls = Object.fromEntries(Object.entries(args.clientAddrs).map(([id, address]) => [id, `ws://${address}`]));
-  const server = new KvClientServer({ host, kv, metrics, logger, clusterToken: args.clusterToken, clientUrls, listenHost: LISTEN_HOST, port: args.clientPort });
+  const clientUrls = Object.fromEntries(
+    Object.entries(args.clientAddrs).map(([id, address]) => [id, `ws://${address}`]),
+  );
+  const server = new KvClientServer({
+    host,
+    kv,
+    metrics,
+    logger,
+    clusterToken: args.clusterToken,
+    clientUrls,
+    listenHost: LISTEN_HOST,
+    port: args.clientPort,
+  });
   host.onFatal((error) => {
     logger.error("fatal raft host error; exiting", { error });
     process.exit(70);
@@ -167,7 +205,9 @@ export async function startKvNode(args: KvNodeArgs): Promise<{ stop: () => Promi
 async function main(): Promise<void> {
   const args = parseKvNodeArgs(process.argv.slice(2), process.env);
   const node = await startKvNode(args);
-  process.stdout.write(`${JSON.stringify({ event: "ready", id: args.id, peerUrl: node.peerUrl, clientUrl: node.clientUrl, pid: process.pid })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ event: "ready", id: args.id, peerUrl: node.peerUrl, clientUrl: node.clientUrl, pid: process.pid })}\n`,
+  );
   const shutdown = () => {
     node.stop().then(
       () => process.exit(0),
@@ -181,7 +221,8 @@ async function main(): Promise<void> {
   process.on("SIGINT", shutdown);
 }
 
-const isEntry = process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+const isEntry =
+  process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href;
 if (isEntry) {
   main().catch((error) => {
     process.stderr.write(`kv-node failed: ${(error as Error).stack ?? String(error)}\n`);

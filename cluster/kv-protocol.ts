@@ -18,7 +18,15 @@ export const KV_TOKEN_HEADER = "x-cfn-cluster-token";
 export type KvRequest =
   | { id: number; op: "put"; key: string; value: string; clientId: string; seq: number }
   | { id: number; op: "delete"; key: string; clientId: string; seq: number }
-  | { id: number; op: "cas"; key: string; expected: string | null; value: string; clientId: string; seq: number }
+  | {
+      id: number;
+      op: "cas";
+      key: string;
+      expected: string | null;
+      value: string;
+      clientId: string;
+      seq: number;
+    }
   | { id: number; op: "get"; key: string }
   /** `digest: true` adds stateDigest (hashes the whole state: not for tight polling loops). */
   | { id: number; op: "status"; digest?: boolean }
@@ -35,7 +43,14 @@ export type KvRequest =
  *  - bad_request: the request is malformed.
  *  - internal: anything else (see the node's log).
  */
-export type KvErrorName = "not_leader" | "timeout" | "dropped" | "closed" | "stale_request" | "bad_request" | "internal";
+export type KvErrorName =
+  | "not_leader"
+  | "timeout"
+  | "dropped"
+  | "closed"
+  | "stale_request"
+  | "bad_request"
+  | "internal";
 
 export interface KvResponse {
   id: number;
@@ -88,15 +103,27 @@ export function parseKvRequest(raw: unknown): KvRequest | undefined {
   if (r.op === "metrics") return { id: r.id, op: "metrics" };
   if (typeof r.key !== "string") return undefined;
   if (r.op === "get") return { id: r.id, op: "get", key: r.key };
-  if (typeof r.clientId !== "string" || typeof r.seq !== "number" || !Number.isSafeInteger(r.seq)) return undefined;
+  if (typeof r.clientId !== "string" || typeof r.seq !== "number" || !Number.isSafeInteger(r.seq))
+    return undefined;
   switch (r.op) {
     case "put":
-      return typeof r.value === "string" ? { id: r.id, op: "put", key: r.key, value: r.value, clientId: r.clientId, seq: r.seq } : undefined;
+      return typeof r.value === "string"
+        ? { id: r.id, op: "put", key: r.key, value: r.value, clientId: r.clientId, seq: r.seq }
+        : undefined;
     case "delete":
       return { id: r.id, op: "delete", key: r.key, clientId: r.clientId, seq: r.seq };
     case "cas":
-      if (typeof r.value !== "string" || (r.expected !== null && typeof r.expected !== "string")) return undefined;
-      return { id: r.id, op: "cas", key: r.key, expected: r.expected, value: r.value, clientId: r.clientId, seq: r.seq };
+      if (typeof r.value !== "string" || (r.expected !== null && typeof r.expected !== "string"))
+        return undefined;
+      return {
+        id: r.id,
+        op: "cas",
+        key: r.key,
+        expected: r.expected,
+        value: r.value,
+        clientId: r.clientId,
+        seq: r.seq,
+      };
     default:
       return undefined;
   }

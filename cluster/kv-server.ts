@@ -3,7 +3,7 @@
 // event-loop turn, so a busy connection costs one frame per turn, not one per request.
 
 import { createHash, timingSafeEqual } from "node:crypto";
-import { type IncomingMessage, type Server, createServer } from "node:http";
+import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { type WebSocket, WebSocketServer } from "ws";
@@ -11,15 +11,20 @@ import { isCfnError } from "../src/errors.js";
 import type { RaftHost } from "../src/node/raft-host.js";
 import type { Logger } from "../src/obs/logger.js";
 import type { Metrics } from "../src/obs/metrics.js";
-import { type KvCommand, type KvResult, type KvStateMachine, encodeKvCommand } from "../src/statemachine/kv.js";
 import {
+  encodeKvCommand,
+  type KvCommand,
+  type KvResult,
+  type KvStateMachine,
+} from "../src/statemachine/kv.js";
+import {
+  decodeKvFrame,
+  encodeKvFrame,
   KV_CLIENT_PATH,
   KV_TOKEN_HEADER,
   type KvErrorName,
   type KvRequest,
   type KvResponse,
-  decodeKvFrame,
-  encodeKvFrame,
   parseKvRequest,
 } from "./kv-protocol.js";
 
@@ -57,7 +62,11 @@ export class KvClientServer {
       response.writeHead(426, { "content-type": "text/plain" });
       response.end("cfn kv endpoint: WebSocket upgrade required\n");
     });
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: CLIENT_FRAME_BYTES_MAX, perMessageDeflate: false });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: CLIENT_FRAME_BYTES_MAX,
+      perMessageDeflate: false,
+    });
     this.server.on("upgrade", (request, socket, head) => this.upgrade(request, socket, head));
   }
 
@@ -143,9 +152,15 @@ export class KvClientServer {
             leader: status.leader,
             commit: status.commit,
             applied: status.applied,
-            stateDigest: request.digest ? createHash("sha256").update(kv.snapshot()).digest("hex") : undefined,
+            stateDigest: request.digest
+              ? createHash("sha256").update(kv.snapshot()).digest("hex")
+              : undefined,
             keys: kv.size,
-            members: status.members.map((member) => ({ id: member.id, match: member.match, lag: member.lag })),
+            members: status.members.map((member) => ({
+              id: member.id,
+              match: member.match,
+              lag: member.lag,
+            })),
           },
         };
       }
@@ -160,7 +175,13 @@ export class KvClientServer {
         const command = toCommand(request);
         const result = await host.propose(encodeKvCommand(command));
         if (!result) return { id: request.id, ok: false, error: "internal" };
-        if (result.error) return { id: request.id, ok: false, value: result.value, error: result.error === "stale_request" ? "stale_request" : "bad_request" };
+        if (result.error)
+          return {
+            id: request.id,
+            ok: false,
+            value: result.value,
+            error: result.error === "stale_request" ? "stale_request" : "bad_request",
+          };
         return { id: request.id, ok: result.ok, value: result.value };
       }
     }
@@ -170,7 +191,13 @@ export class KvClientServer {
     let name: KvErrorName = "internal";
     if (isCfnError(error, "CFN_ERR_NOT_LEADER")) {
       const leader = error.details.leader as string | undefined;
-      return { id, ok: false, error: "not_leader", leader, leaderUrl: leader ? this.options.clientUrls[leader] : undefined };
+      return {
+        id,
+        ok: false,
+        error: "not_leader",
+        leader,
+        leaderUrl: leader ? this.options.clientUrls[leader] : undefined,
+      };
     }
     if (isCfnError(error, "CFN_ERR_TIMEOUT")) name = "timeout";
     else if (isCfnError(error, "CFN_ERR_PROPOSAL_DROPPED")) name = "dropped";
@@ -187,19 +214,35 @@ export class KvClientServer {
       connection.flushScheduled = false;
       const batch = connection.outbox;
       connection.outbox = [];
-      if (connection.socket.readyState === connection.socket.OPEN) connection.socket.send(encodeKvFrame(batch));
+      if (connection.socket.readyState === connection.socket.OPEN)
+        connection.socket.send(encodeKvFrame(batch));
     });
   }
 }
 
-function toCommand(request: Exclude<KvRequest, { op: "get" } | { op: "status" } | { op: "metrics" }>): KvCommand {
+function toCommand(
+  request: Exclude<KvRequest, { op: "get" } | { op: "status" } | { op: "metrics" }>,
+): KvCommand {
   switch (request.op) {
     case "put":
-      return { op: "put", key: request.key, value: request.value, clientId: request.clientId, requestId: request.seq };
+      return {
+        op: "put",
+        key: request.key,
+        value: request.value,
+        clientId: request.clientId,
+        requestId: request.seq,
+      };
     case "delete":
       return { op: "delete", key: request.key, clientId: request.clientId, requestId: request.seq };
     case "cas":
-      return { op: "cas", key: request.key, expected: request.expected, value: request.value, clientId: request.clientId, requestId: request.seq };
+      return {
+        op: "cas",
+        key: request.key,
+        expected: request.expected,
+        value: request.value,
+        clientId: request.clientId,
+        requestId: request.seq,
+      };
   }
 }
 

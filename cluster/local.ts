@@ -96,7 +96,12 @@ export class LocalCluster {
   private readonly logs = new Map<string, WriteStream>();
   private statusClient: KvClusterClient;
 
-  private constructor(options: LocalClusterOptions, nodes: LocalNode[], baseDir: string, clusterToken: string) {
+  private constructor(
+    options: LocalClusterOptions,
+    nodes: LocalNode[],
+    baseDir: string,
+    clusterToken: string,
+  ) {
     this.options = options;
     this.nodes = nodes;
     this.baseDir = baseDir;
@@ -124,8 +129,14 @@ export class LocalCluster {
         process: undefined,
       });
     }
-    const cluster = new LocalCluster(options, nodes, baseDir, options.clusterToken ?? randomBytes(16).toString("hex"));
-    if (!existsSync(cluster.entry)) throw new Error(`${cluster.entry} is missing: run \`npx tsc -p .\` first`);
+    const cluster = new LocalCluster(
+      options,
+      nodes,
+      baseDir,
+      options.clusterToken ?? randomBytes(16).toString("hex"),
+    );
+    if (!existsSync(cluster.entry))
+      throw new Error(`${cluster.entry} is missing: run \`npx tsc -p .\` first`);
     try {
       await Promise.all(nodes.map((node) => cluster.launch(node)));
     } catch (error) {
@@ -169,11 +180,15 @@ export class LocalCluster {
 
   /** The leader as the running nodes see it: one a majority of them name, who says it leads. */
   async leader(): Promise<string | undefined> {
-    const statuses = (await Promise.all(this.nodes.map((node) => this.status(node.id)))).filter((s) => s !== undefined);
+    const statuses = (await Promise.all(this.nodes.map((node) => this.status(node.id)))).filter(
+      (s) => s !== undefined,
+    );
     const leaders = statuses.filter((status) => status.role === "leader");
     if (leaders.length === 0) return undefined;
     const newest = leaders.reduce((a, b) => (b.term > a.term ? b : a));
-    const agreeing = statuses.filter((status) => status.leader === newest.id && status.term === newest.term).length;
+    const agreeing = statuses.filter(
+      (status) => status.leader === newest.id && status.term === newest.term,
+    ).length;
     return agreeing > this.nodes.length / 2 ? newest.id : undefined;
   }
 
@@ -184,7 +199,9 @@ export class LocalCluster {
       if (leader !== undefined && leader !== except) return leader;
       await sleep(20);
     }
-    throw new Error(`no leader${except ? ` other than ${except}` : ""} within ${timeoutMs} ms (logs in ${this.baseDir})`);
+    throw new Error(
+      `no leader${except ? ` other than ${except}` : ""} within ${timeoutMs} ms (logs in ${this.baseDir})`,
+    );
   }
 
   /** Sends `signal` (default SIGKILL) and waits for the process to exit. */
@@ -228,11 +245,16 @@ export class LocalCluster {
     const args = [
       ...(this.options.execArgv ?? []),
       this.entry,
-      "--id", node.id,
-      "--peers", peers,
-      "--client-addrs", clients,
-      "--data-dir", node.dataDir,
-      "--log-level", this.options.logLevel ?? "info",
+      "--id",
+      node.id,
+      "--peers",
+      peers,
+      "--client-addrs",
+      clients,
+      "--data-dir",
+      node.dataDir,
+      "--log-level",
+      this.options.logLevel ?? "info",
       ...(this.options.nodeArgs ?? []),
     ];
     mkdirSync(dirname(node.dataDir), { recursive: true });
@@ -252,7 +274,10 @@ export class LocalCluster {
     child.stderr?.pipe(log, { end: false });
     const timeoutMs = this.options.startTimeoutMs ?? 15_000;
     return new Promise<void>((ready, reject) => {
-      const timer = setTimeout(() => reject(new Error(`node ${node.id} did not start within ${timeoutMs} ms (log ${node.logPath})`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`node ${node.id} did not start within ${timeoutMs} ms (log ${node.logPath})`)),
+        timeoutMs,
+      );
       const lines = createInterface({ input: child.stdout! });
       lines.on("line", (line) => {
         if (line.includes('"event":"ready"')) {
@@ -266,9 +291,12 @@ export class LocalCluster {
       });
       child.once("exit", (code, signal) => {
         clearTimeout(timer);
-        reject(new Error(`node ${node.id} exited during start (code ${code}, signal ${signal}); its last stderr:\n${stderrTail}`));
+        reject(
+          new Error(
+            `node ${node.id} exited during start (code ${code}, signal ${signal}); its last stderr:\n${stderrTail}`,
+          ),
+        );
       });
     });
   }
 }
-

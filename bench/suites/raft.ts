@@ -17,11 +17,11 @@ import { type ChildProcess, fork } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
+import { type EtcdLoadResult, etcdLatency, etcdLoad, measureEtcdAnchor } from "../../cluster/etcd-local.js";
 import { KvClusterClient, KvUnknownOutcomeError } from "../../cluster/kv-client.js";
 import { LocalCluster } from "../../cluster/local.js";
 import { DEFAULT_RAFT_HOST_CONFIG } from "../../src/node/raft-host-config.js";
-import { type Figure, type SuiteResult, atLeast, atMost, exactly, percentile, round, stats } from "../lib.js";
-import { type EtcdLoadResult, etcdLatency, etcdLoad, measureEtcdAnchor } from "../../cluster/etcd-local.js";
+import { atLeast, atMost, exactly, type Figure, percentile, round, type SuiteResult, stats } from "../lib.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const WORKER_FLAG = "--raft-bench-worker";
@@ -38,7 +38,15 @@ interface Options {
 }
 
 type WorkerRequest =
-  | { kind: "load"; urls: Record<string, string>; token: string; clients: number; seconds: number; warmupSeconds: number; tag: string }
+  | {
+      kind: "load";
+      urls: Record<string, string>;
+      token: string;
+      clients: number;
+      seconds: number;
+      warmupSeconds: number;
+      tag: string;
+    }
   | { kind: "latency"; urls: Record<string, string>; token: string; samples: number; tag: string }
   | { kind: "etcd-load"; urls: string[]; clients: number; seconds: number }
   | { kind: "etcd-latency"; urls: string[]; samples: number };
@@ -56,18 +64,47 @@ interface LatencyResult {
 }
 
 function parseOptions(args: string[]): Options {
-  const options: Options = { runs: 3, clients: 128, seconds: 5, latencySamples: 400, kills: 10, soakSeconds: 60, etcd: true };
+  const options: Options = {
+    runs: 3,
+    clients: 128,
+    seconds: 5,
+    latencySamples: 400,
+    kills: 10,
+    soakSeconds: 60,
+    etcd: true,
+  };
   for (let i = 0; i < args.length; i++) {
     const value = Number(args[i + 1]);
     switch (args[i]) {
-      case "--runs": options.runs = value; i++; break;
-      case "--clients": options.clients = value; i++; break;
-      case "--seconds": options.seconds = value; i++; break;
-      case "--latency-samples": options.latencySamples = value; i++; break;
-      case "--kills": options.kills = value; i++; break;
-      case "--soak-seconds": options.soakSeconds = value; i++; break;
-      case "--no-etcd": options.etcd = false; break;
-      default: throw new Error(`unknown option ${args[i]}`);
+      case "--runs":
+        options.runs = value;
+        i++;
+        break;
+      case "--clients":
+        options.clients = value;
+        i++;
+        break;
+      case "--seconds":
+        options.seconds = value;
+        i++;
+        break;
+      case "--latency-samples":
+        options.latencySamples = value;
+        i++;
+        break;
+      case "--kills":
+        options.kills = value;
+        i++;
+        break;
+      case "--soak-seconds":
+        options.soakSeconds = value;
+        i++;
+        break;
+      case "--no-etcd":
+        options.etcd = false;
+        break;
+      default:
+        throw new Error(`unknown option ${args[i]}`);
     }
   }
   return options;
@@ -88,9 +125,15 @@ const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 // ---- worker side (a separate process generating client load) -----------------------------------
 
 async function workerMain(request: WorkerRequest): Promise<LoadResult | LatencyResult | EtcdLoadResult> {
-  if (request.kind === "etcd-load") return etcdLoad(request.urls, request.clients, request.seconds, PAYLOAD_BYTES);
-  if (request.kind === "etcd-latency") return { samplesMs: await etcdLatency(request.urls, request.samples, PAYLOAD_BYTES) };
-  const client = new KvClusterClient({ urls: request.urls, clusterToken: request.token, requestTimeoutMs: 10_000 });
+  if (request.kind === "etcd-load")
+    return etcdLoad(request.urls, request.clients, request.seconds, PAYLOAD_BYTES);
+  if (request.kind === "etcd-latency")
+    return { samplesMs: await etcdLatency(request.urls, request.samples, PAYLOAD_BYTES) };
+  const client = new KvClusterClient({
+    urls: request.urls,
+    clusterToken: request.token,
+    requestTimeoutMs: 10_000,
+  });
   const value = "v".repeat(PAYLOAD_BYTES);
   try {
     if (request.kind === "latency") {
@@ -129,7 +172,13 @@ async function workerMain(request: WorkerRequest): Promise<LoadResult | LatencyR
       }
     };
     await Promise.all(Array.from({ length: request.clients }, (_, c) => runClient(c)));
-    return { acked, seconds: request.seconds, unknown, latencyP50Ms: percentile(latencies, 0.5), latencyP99Ms: percentile(latencies, 0.99) };
+    return {
+      acked,
+      seconds: request.seconds,
+      unknown,
+      latencyP50Ms: percentile(latencies, 0.5),
+      latencyP99Ms: percentile(latencies, 0.99),
+    };
   } finally {
     client.close();
   }
@@ -155,7 +204,8 @@ if (process.argv.includes(WORKER_FLAG)) {
   process.once("message", (request) => {
     workerMain(request as WorkerRequest).then(
       (result) => process.send?.({ ok: true, result }, () => process.exit(0)),
-      (error: Error) => process.send?.({ ok: false, error: error.stack ?? String(error) }, () => process.exit(1)),
+      (error: Error) =>
+        process.send?.({ ok: false, error: error.stack ?? String(error) }, () => process.exit(1)),
     );
   });
 }
@@ -191,7 +241,11 @@ async function waitAllCaughtUp(cluster: LocalCluster, timeoutMs: number): Promis
   throw new Error("nodes did not catch up");
 }
 
-async function measureFailover(cluster: LocalCluster, kills: number, log: (line: string) => void): Promise<number[]> {
+async function measureFailover(
+  cluster: LocalCluster,
+  kills: number,
+  log: (line: string) => void,
+): Promise<number[]> {
   const samplesMs: number[] = [];
   const client = cluster.client({ requestTimeoutMs: 10_000, retryDelayMs: 2 });
   const session = client.session("failover");
@@ -219,7 +273,8 @@ async function measureFailover(cluster: LocalCluster, kills: number, log: (line:
 
 export async function run(args: string[]): Promise<SuiteResult> {
   const options = parseOptions(args);
-  if (options.clients < 100) throw new Error("--clients must be at least 100 (the target is for 100+ concurrent clients)");
+  if (options.clients < 100)
+    throw new Error("--clients must be at least 100 (the target is for 100+ concurrent clients)");
   const log = (line: string) => process.stderr.write(`raft bench: ${line}\n`);
   const figures: Figure[] = [];
   const context: Record<string, unknown> = {
@@ -250,29 +305,52 @@ export async function run(args: string[]): Promise<SuiteResult> {
     const loadLatencyP50: number[] = [];
     const loadLatencyP99: number[] = [];
     for (let r = 0; r < options.runs; r++) {
-      const result = await runWorker<LoadResult>({ kind: "load", ...base, clients: options.clients, seconds: options.seconds, warmupSeconds: 1, tag: `t${r}` });
+      const result = await runWorker<LoadResult>({
+        kind: "load",
+        ...base,
+        clients: options.clients,
+        seconds: options.seconds,
+        warmupSeconds: 1,
+        tag: `t${r}`,
+      });
       const perSecond = result.acked / result.seconds;
       throughputs.push(perSecond);
       loadLatencyP50.push(result.latencyP50Ms);
       loadLatencyP99.push(result.latencyP99Ms);
-      log(`throughput run ${r + 1}: ${Math.round(perSecond)} committed puts/s (${options.clients} clients, latency p50 ${round(result.latencyP50Ms)} ms, p99 ${round(result.latencyP99Ms)} ms, unknown ${result.unknown})`);
+      log(
+        `throughput run ${r + 1}: ${Math.round(perSecond)} committed puts/s (${options.clients} clients, latency p50 ${round(result.latencyP50Ms)} ms, p99 ${round(result.latencyP99Ms)} ms, unknown ${result.unknown})`,
+      );
     }
     const t = stats(throughputs);
     figures.push(
-      atLeast(`committed ${PAYLOAD_BYTES}-byte proposals/s, ${options.clients} concurrent clients`, t.p50, "proposals/s", 10_000, {
-        median: round(t.p50),
-        min: round(t.min),
-        max: round(t.max),
-        runs: throughputs.map((v) => Math.round(v)),
-        latencyUnderLoadMs: { p50: round(stats(loadLatencyP50).p50), p99: round(stats(loadLatencyP99).p50) },
-      }),
+      atLeast(
+        `committed ${PAYLOAD_BYTES}-byte proposals/s, ${options.clients} concurrent clients`,
+        t.p50,
+        "proposals/s",
+        10_000,
+        {
+          median: round(t.p50),
+          min: round(t.min),
+          max: round(t.max),
+          runs: throughputs.map((v) => Math.round(v)),
+          latencyUnderLoadMs: {
+            p50: round(stats(loadLatencyP50).p50),
+            p99: round(stats(loadLatencyP99).p50),
+          },
+        },
+      ),
     );
 
     // 2. commit latency at light load
     const runP50: number[] = [];
     const all: number[] = [];
     for (let r = 0; r < options.runs; r++) {
-      const result = await runWorker<LatencyResult>({ kind: "latency", ...base, samples: options.latencySamples, tag: `l${r}` });
+      const result = await runWorker<LatencyResult>({
+        kind: "latency",
+        ...base,
+        samples: options.latencySamples,
+        tag: `l${r}`,
+      });
       const s = stats(result.samplesMs);
       runP50.push(s.p50);
       all.push(...result.samplesMs);
@@ -292,8 +370,18 @@ export async function run(args: string[]): Promise<SuiteResult> {
     const failover = await measureFailover(cluster, options.kills, log);
     const f = stats(failover);
     figures.push(
-      atMost("leader kill -9 → next committed write, p50", f.p50, "ms", 500, { p50: round(f.p50), p99: round(f.p99), max: round(f.max), kills: f.count, samplesMs: failover.map((v) => round(v)) }),
-      atMost("leader kill -9 → next committed write, p99", f.p99, "ms", 1000, { p50: round(f.p50), p99: round(f.p99), kills: f.count }),
+      atMost("leader kill -9 → next committed write, p50", f.p50, "ms", 500, {
+        p50: round(f.p50),
+        p99: round(f.p99),
+        max: round(f.max),
+        kills: f.count,
+        samplesMs: failover.map((v) => round(v)),
+      }),
+      atMost("leader kill -9 → next committed write, p99", f.p99, "ms", 1000, {
+        p50: round(f.p50),
+        p99: round(f.p99),
+        kills: f.count,
+      }),
     );
 
     // 4. spurious leader changes at full load
@@ -302,21 +390,38 @@ export async function run(args: string[]): Promise<SuiteResult> {
     const termsBefore = await terms(cluster);
     const changesBefore = await leaderChangesTotal(cluster, monitor);
     log(`soak: ${options.soakSeconds} s at full load (${options.clients} clients)`);
-    const soak = await runWorker<LoadResult>({ kind: "load", ...base, clients: options.clients, seconds: options.soakSeconds, warmupSeconds: 0, tag: "soak" });
+    const soak = await runWorker<LoadResult>({
+      kind: "load",
+      ...base,
+      clients: options.clients,
+      seconds: options.soakSeconds,
+      warmupSeconds: 0,
+      tag: "soak",
+    });
     const termsAfter = await terms(cluster);
     const changesAfter = await leaderChangesTotal(cluster, monitor);
     // Every election bumps the term, so the largest term increase counts the elections; the
     // per-node counters of changes to another leader (summed) are reported alongside.
-    const elections = Math.max(...cluster.nodes.map((node) => (termsAfter.get(node.id) ?? 0) - (termsBefore.get(node.id) ?? 0)));
+    const elections = Math.max(
+      ...cluster.nodes.map((node) => (termsAfter.get(node.id) ?? 0) - (termsBefore.get(node.id) ?? 0)),
+    );
     const leaderChangesSeen = changesAfter - changesBefore;
-    log(`soak: ${Math.round(soak.acked / soak.seconds)} puts/s, ${elections} elections (term increase), ${leaderChangesSeen} leader changes seen by the nodes`);
+    log(
+      `soak: ${Math.round(soak.acked / soak.seconds)} puts/s, ${elections} elections (term increase), ${leaderChangesSeen} leader changes seen by the nodes`,
+    );
     figures.push(
-      exactly(`spurious leader changes (elections) during a ${options.soakSeconds} s full-load run`, elections, "elections", 0, {
-        soakSeconds: options.soakSeconds,
-        leaderChangesSeenByNodes: leaderChangesSeen,
-        throughputPerSecond: Math.round(soak.acked / soak.seconds),
-        latencyP99Ms: round(soak.latencyP99Ms),
-      }),
+      exactly(
+        `spurious leader changes (elections) during a ${options.soakSeconds} s full-load run`,
+        elections,
+        "elections",
+        0,
+        {
+          soakSeconds: options.soakSeconds,
+          leaderChangesSeenByNodes: leaderChangesSeen,
+          throughputPerSecond: Math.round(soak.acked / soak.seconds),
+          latencyP99Ms: round(soak.latencyP99Ms),
+        },
+      ),
     );
   } finally {
     monitor.close();
@@ -330,8 +435,10 @@ export async function run(args: string[]): Promise<SuiteResult> {
         seconds: options.seconds,
         latencySamples: options.latencySamples,
         log,
-        runLoad: (urls, clients, seconds) => runWorker<EtcdLoadResult>({ kind: "etcd-load", urls, clients, seconds }),
-        runLatency: async (urls, samples) => (await runWorker<LatencyResult>({ kind: "etcd-latency", urls, samples })).samplesMs,
+        runLoad: (urls, clients, seconds) =>
+          runWorker<EtcdLoadResult>({ kind: "etcd-load", urls, clients, seconds }),
+        runLatency: async (urls, samples) =>
+          (await runWorker<LatencyResult>({ kind: "etcd-latency", urls, samples })).samplesMs,
       })
     : { skipped: "--no-etcd" };
   context.loadAverageAtEnd = loadavg().map((v) => round(v, 2));

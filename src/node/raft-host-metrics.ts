@@ -25,7 +25,10 @@ export class RaftHostMetrics {
       "cfn_raft_commit_seconds",
       "Time from propose() to the entry being applied on the proposing node",
     );
-    this.saveSeconds = metrics.histogram("cfn_raft_save_seconds", "Time of one persisted Ready (one synced batch)");
+    this.saveSeconds = metrics.histogram(
+      "cfn_raft_save_seconds",
+      "Time of one persisted Ready (one synced batch)",
+    );
     this.saveEntries = metrics.histogram(
       "cfn_raft_save_entries",
       "Log entries per persisted Ready (group commit batch size)",
@@ -35,9 +38,15 @@ export class RaftHostMetrics {
     this.term = metrics.gauge("cfn_raft_term", "Current Raft term");
     this.isLeader = metrics.gauge("cfn_raft_is_leader", "1 when this node is the Raft leader");
     this.commitIndex = metrics.gauge("cfn_raft_commit_index", "Highest log index known committed");
-    this.appliedIndex = metrics.gauge("cfn_raft_applied_index", "Highest log index applied to the state machine");
+    this.appliedIndex = metrics.gauge(
+      "cfn_raft_applied_index",
+      "Highest log index applied to the state machine",
+    );
     this.pendingProposals = metrics.gauge("cfn_raft_pending_proposals", "Proposals waiting to be applied");
-    this.leaderChanges = metrics.counter("cfn_raft_leader_changes_total", "Times the known leader changed to another node (the first leader seen is not a change)");
+    this.leaderChanges = metrics.counter(
+      "cfn_raft_leader_changes_total",
+      "Times the known leader changed to another node (the first leader seen is not a change)",
+    );
     this.proposals = metrics.counter("cfn_raft_proposals_total", "Proposals by outcome", ["outcome"]);
     this.reads = metrics.counter("cfn_raft_reads_total", "Linearizable reads by outcome", ["outcome"]);
     this.snapshots = metrics.counter("cfn_raft_snapshots_total", "Snapshots taken or installed", ["kind"]);

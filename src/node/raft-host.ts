@@ -15,35 +15,37 @@
 
 import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { CfnError, assert, isCfnError } from "../errors.js";
+import { assert, CfnError, isCfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import {
   type ConfChange,
   ConfChangeType,
   type ConfState,
+  decodeConfChange,
   type Entry,
   EntryType,
   MemoryStorage,
-  type NodeId,
-  type RandomSource,
-  type RaftStatus,
-  RawNode,
   type Message,
   MessageType,
+  makeMessage,
+  type NodeId,
+  type RaftStatus,
+  type RandomSource,
+  RawNode,
   type Ready,
   type Snapshot,
   type StateRole,
-  decodeConfChange,
-  makeMessage,
 } from "../raft/index.js";
 import type { StateMachine } from "../statemachine/types.js";
 import type { LoadedLog, LogStore } from "../storage/log-store.js";
 import type { Transport } from "../transport/transport.js";
-import { INCARNATION_BYTES, decodeEnvelope, encodeEnvelope, sameIncarnation } from "./raft-envelope.js";
-import { type RaftHostConfig, coreConfig, resolveRaftHostConfig } from "./raft-host-config.js";
-import { decodeFromWire, encodeForWire } from "./raft-wire.js";
+import { decodeEnvelope, encodeEnvelope, INCARNATION_BYTES, sameIncarnation } from "./raft-envelope.js";
+import { coreConfig, type RaftHostConfig, resolveRaftHostConfig } from "./raft-host-config.js";
 import { RaftHostMetrics } from "./raft-host-metrics.js";
+import { ProposalTracker } from "./raft-proposals.js";
+import { ReadIndexQueue } from "./raft-reads.js";
+import { decodeFromWire, encodeForWire } from "./raft-wire.js";
 
 export { DEFAULT_RAFT_HOST_CONFIG, type RaftHostConfig, resolveRaftHostConfig } from "./raft-host-config.js";
 
@@ -100,20 +102,6 @@ export interface RaftHostStatus {
   members: MemberStatus[];
 }
 
-interface PendingProposal<Result> {
-  resolve: (result: Result | undefined) => void;
-  reject: (error: unknown) => void;
-  startedMs: number;
-  deadlineMs: number;
-}
-
-interface PendingRead {
-  id: number;
-  run: () => void;
-  reject: (error: unknown) => void;
-  deadlineMs: number;
-}
-
 interface PendingConfChange {
   matches: (change: ConfChange) => boolean;
   resolve: (conf: ConfState) => void;
@@ -140,19 +128,9 @@ export class RaftHost<Result> {
   private state: HostState = "new";
 
   private nextSequence = 1;
-  /** Insertion order = deadline order (one timeout for all), so sweeps stop at the first live one. */
-  private readonly proposals = new Map<number, PendingProposal<Result>>();
-  private readonly reads = new Map<number, PendingRead>();
-  /** Reads not yet sent as a ReadIndex request; one request serves the whole batch. */
-  private waitingReadIds: number[] = [];
-  /** ReadIndex requests in flight, by context (hex). */
-  private readonly inflightReads = new Map<string, number[]>();
-  /** Reads whose read index is known, waiting for `applied` to reach it. */
-  private readyReads: { index: number; ids: number[] }[] = [];
+  private readonly proposals: ProposalTracker<Result>;
+  private readonly reads: ReadIndexQueue;
   private confChanges: PendingConfChange[] = [];
-  /** Proposals of this event-loop turn, stepped into the core as one batch (see flushProposals). */
-  private proposalQueue: Entry[] = [];
-  private proposalQueueSequences: number[] = [];
 
   private tickTimer: NodeJS.Timeout | undefined;
   private readyScheduled = false;
@@ -175,10 +153,15 @@ export class RaftHost<Result> {
     this.options = options;
     this.logger = options.logger.child("raft");
     this.hostMetrics = new RaftHostMetrics(options.metrics);
+    this.proposals = new ProposalTracker<Result>(this.hostMetrics, this.config.proposalTimeoutMs);
+    this.reads = new ReadIndexQueue(this.hostMetrics.reads, this.config.readTimeoutMs);
     this.store = options.store;
     this.transport = options.transport;
     this.stateMachine = options.stateMachine;
-    assert(this.transport.nodeId === this.id, `RaftHost ${this.id}: transport belongs to ${this.transport.nodeId}`);
+    assert(
+      this.transport.nodeId === this.id,
+      `RaftHost ${this.id}: transport belongs to ${this.transport.nodeId}`,
+    );
     assert(this.stateMachine.appliedIndex === 0, "RaftHost: the state machine must be fresh");
     for (const [peerId, address] of Object.entries(options.peers)) {
       if (peerId !== this.id) this.addresses.set(peerId, address);
@@ -189,7 +172,8 @@ export class RaftHost<Result> {
 
   /** Loads the log, restores the state machine, starts the transport and the tick timer. */
   async start(): Promise<void> {
-    if (this.state !== "new") throw new CfnError("CFN_ERR_CLOSED", `raft host ${this.id} was already started`);
+    if (this.state !== "new")
+      throw new CfnError("CFN_ERR_CLOSED", `raft host ${this.id} was already started`);
     this.state = "starting";
     const loaded = await this.store.load();
     const isEmpty = loaded.hardState.term === 0 && !loaded.snapshot && loaded.entries.length === 0;
@@ -249,7 +233,9 @@ export class RaftHost<Result> {
       const target = this.bestTransferTarget();
       if (target) {
         try {
-          await this.waitLeader(target, this.config.stopTransferTimeoutMs, () => this.node.transferLeader(target));
+          await this.waitLeader(target, this.config.stopTransferTimeoutMs, () =>
+            this.node.transferLeader(target),
+          );
         } catch (error) {
           this.logger.warn("leadership transfer at stop did not finish", { target, error });
         }
@@ -284,19 +270,21 @@ export class RaftHost<Result> {
     if (this.proposals.size >= this.config.pendingProposalsMax) {
       this.hostMetrics.proposals.inc({ outcome: "dropped" });
       return Promise.reject(
-        new CfnError("CFN_ERR_PROPOSAL_DROPPED", `raft host ${this.id}: ${this.proposals.size} proposals pending`, {
-          pendingProposalsMax: this.config.pendingProposalsMax,
-        }),
+        new CfnError(
+          "CFN_ERR_PROPOSAL_DROPPED",
+          `raft host ${this.id}: ${this.proposals.size} proposals pending`,
+          {
+            pendingProposalsMax: this.config.pendingProposalsMax,
+          },
+        ),
       );
     }
     const sequence = this.nextSequence++;
-    this.proposalQueue.push({ term: 0, index: 0, type: EntryType.Normal, data: encodeEnvelope(this.incarnation, sequence, command) });
-    this.proposalQueueSequences.push(sequence);
-    const now = performance.now();
-    const promise = new Promise<Result | undefined>((resolve, reject) => {
-      this.proposals.set(sequence, { resolve, reject, startedMs: now, deadlineMs: now + this.config.proposalTimeoutMs });
-    });
-    this.hostMetrics.pendingProposals.set(this.proposals.size);
+    const promise = this.proposals.add(
+      sequence,
+      encodeEnvelope(this.incarnation, sequence, command),
+      performance.now(),
+    );
     this.scheduleReady();
     return promise;
   }
@@ -321,18 +309,7 @@ export class RaftHost<Result> {
         }),
       );
     }
-    const id = this.nextSequence++;
-    const promise = new Promise<T>((resolve, reject) => {
-      const run = () => {
-        try {
-          resolve(query());
-        } catch (error) {
-          reject(error);
-        }
-      };
-      this.reads.set(id, { id, run, reject, deadlineMs: performance.now() + this.config.readTimeoutMs });
-    });
-    this.waitingReadIds.push(id);
+    const promise = this.reads.add(this.nextSequence++, query, performance.now());
     this.scheduleReady();
     return promise;
   }
@@ -372,7 +349,9 @@ export class RaftHost<Result> {
   status(): RaftHostStatus {
     assert(this.node, "RaftHost.status() before start()");
     const raw: RaftStatus = this.node.status();
-    const ids = [...new Set([...raw.config.voters, ...raw.config.votersOutgoing, ...raw.config.learners])].sort();
+    const ids = [
+      ...new Set([...raw.config.voters, ...raw.config.votersOutgoing, ...raw.config.learners]),
+    ].sort();
     const members: MemberStatus[] = ids.map((id) => {
       const progress = raw.progress[id];
       const member: MemberStatus = {
@@ -430,9 +409,18 @@ export class RaftHost<Result> {
    * anything else happens. Every founder writes identical bytes.
    */
   private async bootstrap(loaded: LoadedLog, voters: NodeId[]): Promise<void> {
-    assert(voters.includes(this.id), `RaftHost bootstrap: ${this.id} is not among the voters ${voters.join(",")}`);
+    assert(
+      voters.includes(this.id),
+      `RaftHost bootstrap: ${this.id} is not among the voters ${voters.join(",")}`,
+    );
     this.stateMachine.apply({ term: 1, index: 1, type: EntryType.Normal, data: new Uint8Array(0) });
-    const conf: ConfState = { voters: [...voters].sort(), learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
+    const conf: ConfState = {
+      voters: [...voters].sort(),
+      learners: [],
+      votersOutgoing: [],
+      learnersNext: [],
+      autoLeave: false,
+    };
     const snapshot: Snapshot = { metadata: { index: 1, term: 1, conf }, data: this.stateMachine.snapshot() };
     const hardState = { term: 1, vote: "", commit: 1 };
     await this.store.save({ hardState, entries: [], snapshot });
@@ -454,7 +442,10 @@ export class RaftHost<Result> {
     // The stored commit index may trail the snapshot (commit-only hard states are not synced,
     // see handleReady); everything in the snapshot is committed.
     const snapshotIndex = loaded.snapshot?.metadata.index ?? 0;
-    this.storage.setHardState({ ...loaded.hardState, commit: Math.max(loaded.hardState.commit, snapshotIndex) });
+    this.storage.setHardState({
+      ...loaded.hardState,
+      commit: Math.max(loaded.hardState.commit, snapshotIndex),
+    });
     this.confState = this.storage.initialState().confState;
     // Members added after the snapshot: replay the conf changes of the log for their addresses.
     for (const entry of loaded.entries) {
@@ -547,7 +538,10 @@ export class RaftHost<Result> {
       this.installStateMachineSnapshot(rd.snapshot);
       this.confState = rd.snapshot.metadata.conf;
       this.applied = rd.snapshot.metadata.index;
-      this.logger.info("installed snapshot from leader", { index: this.applied, term: rd.snapshot.metadata.term });
+      this.logger.info("installed snapshot from leader", {
+        index: this.applied,
+        term: rd.snapshot.metadata.term,
+      });
     }
     this.storage.append(rd.entries);
     if (rd.hardState) {
@@ -568,8 +562,8 @@ export class RaftHost<Result> {
       });
     }
     if (rd.committedEntries.length > 0) this.applyEntries(rd.committedEntries);
-    for (const readState of rd.readStates) this.onReadState(readState.index, readState.requestContext);
-    this.serveReadyReads();
+    for (const readState of rd.readStates) this.reads.answered(readState.index, readState.requestContext);
+    this.reads.serve(this.applied);
     this.maybeSnapshot();
   }
 
@@ -595,17 +589,13 @@ export class RaftHost<Result> {
         continue;
       }
       const result = this.stateMachine.apply({ ...entry, data: envelope.command });
-      if (!sameIncarnation(envelope.incarnation, this.incarnation)) continue;
-      const pending = this.proposals.get(envelope.sequence);
-      if (!pending) continue; // timed out earlier
-      this.proposals.delete(envelope.sequence);
-      this.hostMetrics.commitSeconds.observe((now - pending.startedMs) / 1000);
-      this.hostMetrics.proposals.inc({ outcome: "applied" });
-      pending.resolve(result);
+      // Someone waits only for this incarnation's proposals (and not for timed-out ones).
+      if (sameIncarnation(envelope.incarnation, this.incarnation))
+        this.proposals.resolve(envelope.sequence, result, now);
     }
     this.applied = entries[entries.length - 1].index;
     this.hostMetrics.appliedIndex.set(this.applied);
-    this.hostMetrics.pendingProposals.set(this.proposals.size);
+    this.proposals.updateGauge();
   }
 
   private applyConfChangeEntry(entry: Entry): void {
@@ -619,7 +609,11 @@ export class RaftHost<Result> {
         this.transport.removePeer(single.nodeId);
       }
     }
-    this.logger.info("membership changed", { index: entry.index, voters: this.confState.voters, learners: this.confState.learners });
+    this.logger.info("membership changed", {
+      index: entry.index,
+      voters: this.confState.voters,
+      learners: this.confState.learners,
+    });
     const done = this.confChanges.filter((pending) => pending.matches(change));
     this.confChanges = this.confChanges.filter((pending) => !pending.matches(change));
     for (const pending of done) pending.resolve(this.confState);
@@ -663,7 +657,10 @@ export class RaftHost<Result> {
   private maybeSnapshot(): void {
     const snapshotIndex = this.storage.snapshot().metadata.index;
     if (this.applied - snapshotIndex < this.config.snapshotEntriesInterval) return;
-    assert(this.stateMachine.appliedIndex === this.applied, "raft host: state machine out of step with the log");
+    assert(
+      this.stateMachine.appliedIndex === this.applied,
+      "raft host: state machine out of step with the log",
+    );
     const snapshot = this.storage.createSnapshot(this.applied, this.confState, this.stateMachine.snapshot());
     const compactIndex = this.applied - this.config.compactionLagEntries;
     if (compactIndex >= this.storage.firstIndex()) this.storage.compact(compactIndex);
@@ -685,11 +682,8 @@ export class RaftHost<Result> {
    * all-or-nothing; as step() does not throw for a dropped proposal, the log's last index tells.
    */
   private flushProposals(): void {
-    if (this.proposalQueue.length === 0) return;
-    const entries = this.proposalQueue;
-    const sequences = this.proposalQueueSequences;
-    this.proposalQueue = [];
-    this.proposalQueueSequences = [];
+    const { entries, sequences } = this.proposals.takeQueued();
+    if (entries.length === 0) return;
     let failure: CfnError | undefined;
     if (this.role !== "leader") {
       failure = this.notLeaderError();
@@ -698,101 +692,59 @@ export class RaftHost<Result> {
       this.node.step(makeMessage({ type: MessageType.Propose, from: this.id, to: this.id, entries }));
       const appended = this.node.status().lastIndex - before;
       if (appended !== entries.length) {
-        assert(appended === 0, `raft host: a batch of ${entries.length} proposals was appended partly (${appended})`);
-        failure = new CfnError("CFN_ERR_PROPOSAL_DROPPED", "proposals dropped: leadership transfer under way, or uncommittedEntriesBytesMax reached");
+        assert(
+          appended === 0,
+          `raft host: a batch of ${entries.length} proposals was appended partly (${appended})`,
+        );
+        failure = new CfnError(
+          "CFN_ERR_PROPOSAL_DROPPED",
+          "proposals dropped: leadership transfer under way, or uncommittedEntriesBytesMax reached",
+        );
       }
     }
     if (!failure) return;
-    const outcome = failure.code === "CFN_ERR_NOT_LEADER" ? "not_leader" : "dropped";
-    for (const sequence of sequences) {
-      const pending = this.proposals.get(sequence);
-      if (!pending) continue;
-      this.proposals.delete(sequence);
-      this.hostMetrics.proposals.inc({ outcome });
-      pending.reject(failure);
-    }
-    this.hostMetrics.pendingProposals.set(this.proposals.size);
+    this.proposals.reject(
+      sequences,
+      failure,
+      failure.code === "CFN_ERR_NOT_LEADER" ? "not_leader" : "dropped",
+    );
   }
 
   // ---- reads --------------------------------------------------------------------------------------
 
   /** Sends one ReadIndex request for every read that is waiting. */
   private issueReadIndex(): void {
-    if (this.waitingReadIds.length === 0) return;
-    const ids = this.waitingReadIds;
-    this.waitingReadIds = [];
+    const ids = this.reads.takeWaiting();
+    if (ids.length === 0) return;
     const context = encodeEnvelope(this.incarnation, ids[0], new Uint8Array(0));
     try {
       this.node.readIndex(context);
     } catch (error) {
-      for (const id of ids) this.finishRead(id, error, "not_leader");
+      this.reads.fail(ids, error, "not_leader");
       return;
     }
-    this.inflightReads.set(Buffer.from(context).toString("hex"), ids);
-  }
-
-  private onReadState(index: number, context: Uint8Array): void {
-    const key = Buffer.from(context).toString("hex");
-    const ids = this.inflightReads.get(key);
-    if (!ids) return;
-    this.inflightReads.delete(key);
-    this.readyReads.push({ index, ids });
-  }
-
-  private serveReadyReads(): void {
-    if (this.readyReads.length === 0) return;
-    const stillWaiting: { index: number; ids: number[] }[] = [];
-    for (const batch of this.readyReads) {
-      if (batch.index > this.applied) {
-        stillWaiting.push(batch);
-        continue;
-      }
-      for (const id of batch.ids) {
-        const read = this.reads.get(id);
-        if (!read) continue;
-        this.reads.delete(id);
-        this.hostMetrics.reads.inc({ outcome: "served" });
-        read.run();
-      }
-    }
-    this.readyReads = stillWaiting;
-  }
-
-  private finishRead(id: number, error: unknown, outcome: string): void {
-    const read = this.reads.get(id);
-    if (!read) return;
-    this.reads.delete(id);
-    this.hostMetrics.reads.inc({ outcome });
-    read.reject(error);
+    this.reads.sent(context, ids);
   }
 
   // ---- deadlines, errors ---------------------------------------------------------------------------
 
   private sweepDeadlines(): void {
     const now = performance.now();
-    for (const [sequence, pending] of this.proposals) {
-      if (pending.deadlineMs > now) break;
-      this.proposals.delete(sequence);
-      this.hostMetrics.proposals.inc({ outcome: "timeout" });
-      pending.reject(
-        new CfnError("CFN_ERR_TIMEOUT", `proposal not applied within ${this.config.proposalTimeoutMs} ms; it may still apply`, {
-          proposalTimeoutMs: this.config.proposalTimeoutMs,
-        }),
-      );
-    }
-    for (const [id, read] of this.reads) {
-      if (read.deadlineMs > now) break;
-      this.finishRead(id, new CfnError("CFN_ERR_TIMEOUT", `read not served within ${this.config.readTimeoutMs} ms`), "timeout");
-    }
-    if (this.inflightReads.size > 0 && this.reads.size === 0) this.inflightReads.clear();
+    this.proposals.sweep(now);
+    this.reads.sweep(now);
     if (this.confChanges.length > 0) {
       const expired = this.confChanges.filter((pending) => pending.deadlineMs <= now);
       this.confChanges = this.confChanges.filter((pending) => pending.deadlineMs > now);
-      for (const pending of expired) pending.reject(new CfnError("CFN_ERR_TIMEOUT", "membership change not applied in time"));
+      for (const pending of expired)
+        pending.reject(new CfnError("CFN_ERR_TIMEOUT", "membership change not applied in time"));
     }
   }
 
-  private proposeConfChange(change: ConfChange, matches: (change: ConfChange) => boolean, before?: () => void): Promise<ConfState> {
+  private proposeConfChange(
+    change: ConfChange,
+    matches: (change: ConfChange) => boolean,
+    before?: () => void,
+  ): Promise<ConfState> {
     if (this.state !== "running") return Promise.reject(this.closedError());
     if (this.role !== "leader") return Promise.reject(this.notLeaderError());
     before?.();
@@ -802,7 +754,12 @@ export class RaftHost<Result> {
       return Promise.reject(error);
     }
     const promise = new Promise<ConfState>((resolve, reject) => {
-      this.confChanges.push({ matches, resolve, reject, deadlineMs: performance.now() + this.config.proposalTimeoutMs });
+      this.confChanges.push({
+        matches,
+        resolve,
+        reject,
+        deadlineMs: performance.now() + this.config.proposalTimeoutMs,
+      });
     });
     this.scheduleReady();
     return promise;
@@ -813,7 +770,11 @@ export class RaftHost<Result> {
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         unsubscribe();
-        reject(new CfnError("CFN_ERR_TIMEOUT", `leadership did not move to ${target} within ${timeoutMs} ms`, { target }));
+        reject(
+          new CfnError("CFN_ERR_TIMEOUT", `leadership did not move to ${target} within ${timeoutMs} ms`, {
+            target,
+          }),
+        );
       }, timeoutMs);
       const unsubscribe = this.onLeaderChange((change) => {
         if (change.leader !== target) return;
@@ -839,7 +800,7 @@ export class RaftHost<Result> {
     for (const id of status.config.voters) {
       if (id === this.id) continue;
       const progress = status.progress[id];
-      if (progress && progress.recentActive && progress.match > bestMatch) {
+      if (progress?.recentActive && progress.match > bestMatch) {
         best = id;
         bestMatch = progress.match;
       }
@@ -851,7 +812,9 @@ export class RaftHost<Result> {
     const { leader, address } = this.leaderHint();
     return new CfnError(
       "CFN_ERR_NOT_LEADER",
-      leader ? `node ${this.id} is not the leader; the leader is ${leader}` : `node ${this.id} is not the leader; no leader is known`,
+      leader
+        ? `node ${this.id} is not the leader; the leader is ${leader}`
+        : `node ${this.id} is not the leader; no leader is known`,
       { leader: leader || undefined, leaderAddress: address },
     );
   }
@@ -861,18 +824,10 @@ export class RaftHost<Result> {
   }
 
   private failAllPending(error: unknown): void {
-    for (const pending of this.proposals.values()) pending.reject(error);
-    this.proposals.clear();
-    this.proposalQueue = [];
-    this.proposalQueueSequences = [];
-    for (const read of this.reads.values()) read.reject(error);
-    this.reads.clear();
-    this.waitingReadIds = [];
-    this.inflightReads.clear();
-    this.readyReads = [];
+    this.proposals.failAll(error);
+    this.reads.failAll(error);
     for (const pending of this.confChanges) pending.reject(error);
     this.confChanges = [];
-    this.hostMetrics.pendingProposals.set(0);
   }
 
   /** A failed save or apply: the node cannot go on safely (like etcd, which panics). */
@@ -882,10 +837,13 @@ export class RaftHost<Result> {
     this.logger.error("raft host failed; stopping", { error });
     if (this.tickTimer) clearInterval(this.tickTimer);
     this.tickTimer = undefined;
-    this.failAllPending(new CfnError("CFN_ERR_STORAGE", `raft host ${this.id} failed: ${String(error)}`, { cause: error }));
+    this.failAllPending(
+      new CfnError("CFN_ERR_STORAGE", `raft host ${this.id} failed: ${String(error)}`, { cause: error }),
+    );
     for (const listener of this.fatalListeners) listener(error);
-    if (this.fatalListeners.size === 0) setImmediate(() => {
-      throw error;
-    });
+    if (this.fatalListeners.size === 0)
+      setImmediate(() => {
+        throw error;
+      });
   }
 }

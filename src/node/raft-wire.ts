@@ -31,12 +31,15 @@ function isMarker(context: Uint8Array | undefined): boolean {
 /** Before Transport.send: drops relayed messages (1) and copies the leaderTransfer flag of
  *  votes into their context (2). Returns the input array when nothing changes. */
 export function encodeForWire(messages: Message[], selfId: string): Message[] {
-  const needsWork = messages.some((m) => m.from !== selfId || (isVote(m) && m.leaderTransfer === true && !m.context));
+  const needsWork = messages.some(
+    (m) => m.from !== selfId || (isVote(m) && m.leaderTransfer === true && !m.context),
+  );
   if (!needsWork) return messages;
   const out: Message[] = [];
   for (const message of messages) {
     if (message.from !== selfId) continue;
-    if (isVote(message) && message.leaderTransfer === true && !message.context) out.push({ ...message, context: TRANSFER_MARKER });
+    if (isVote(message) && message.leaderTransfer === true && !message.context)
+      out.push({ ...message, context: TRANSFER_MARKER });
     else out.push(message);
   }
   return out;

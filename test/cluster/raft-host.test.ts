@@ -3,11 +3,11 @@
 // transfer, snapshots + compaction + snapshot install, restart from the store, membership change.
 
 import { afterEach, describe, expect, it } from "vitest";
-import { CfnError, isCfnError } from "../../src/errors.js";
+import { type CfnError, isCfnError } from "../../src/errors.js";
 import { RaftHost, type RaftHostConfig } from "../../src/node/raft-host.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
-import { type KvCommand, type KvResult, KvStateMachine, encodeKvCommand } from "../../src/statemachine/kv.js";
+import { encodeKvCommand, type KvCommand, type KvResult, KvStateMachine } from "../../src/statemachine/kv.js";
 import { MemoryDataDir, MemoryLogStore } from "../../src/storage/memory-log-store.js";
 import { MemoryNetwork } from "../../src/transport/memory-transport.js";
 
@@ -36,7 +36,12 @@ async function startNode(
   bootstrap = true,
 ): Promise<TestNode> {
   const metrics = new Metrics();
-  const store = await MemoryLogStore.open({ dir, identity: { clusterId: CLUSTER, nodeId: id }, logger: silentLogger, metrics });
+  const store = await MemoryLogStore.open({
+    dir,
+    identity: { clusterId: CLUSTER, nodeId: id },
+    logger: silentLogger,
+    metrics,
+  });
   const transport = network.createTransport({ nodeId: id, logger: silentLogger, metrics });
   const kv = new KvStateMachine();
   const peers = Object.fromEntries(voters.map((peer) => [peer, `memory://${peer}`]));
@@ -85,7 +90,9 @@ async function startCluster(ids = ["n1", "n2", "n3"], config: Partial<RaftHostCo
 describe("RaftHost over the memory twins", () => {
   it("commits proposals on the leader, serves linearizable reads, and refuses proposals on followers", async () => {
     const { nodes, leader } = await startCluster();
-    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => leader.host.propose(put(`k${i % 10}`, `v${i}`))));
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => leader.host.propose(put(`k${i % 10}`, `v${i}`))),
+    );
     expect(results.every((result) => result?.ok === true)).toBe(true);
     const value = await leader.host.read(() => leader.kv.read("k9"));
     expect(value).toBe("v199");
@@ -97,13 +104,19 @@ describe("RaftHost over the memory twins", () => {
     expect((error as CfnError).details.leaderAddress).toBe(`memory://${leader.id}`);
     // A follower read goes through the leader's ReadIndex and sees every acknowledged write.
     expect(await follower.host.read(() => follower.kv.read("k9"))).toBe("v199");
-    await waitFor("followers applied", () => nodes.every((node) => node.kv.appliedIndex === leader.kv.appliedIndex));
+    await waitFor("followers applied", () =>
+      nodes.every((node) => node.kv.appliedIndex === leader.kv.appliedIndex),
+    );
     const snapshots = nodes.map((node) => Buffer.from(node.kv.snapshot()).toString("hex"));
     expect(new Set(snapshots).size).toBe(1);
     const status = leader.host.status();
     expect(status.role).toBe("leader");
     expect(status.members.map((member) => member.id)).toEqual(["n1", "n2", "n3"]);
-    expect(status.members.filter((member) => member.id !== leader.id).every((member) => member.match !== undefined)).toBe(true);
+    expect(
+      status.members
+        .filter((member) => member.id !== leader.id)
+        .every((member) => member.match !== undefined),
+    ).toBe(true);
     expect(await leader.metrics.value("cfn_raft_proposals_total", { outcome: "applied" })).toBe(200);
   });
 
@@ -121,6 +134,8 @@ describe("RaftHost over the memory twins", () => {
     running = running.filter((node) => node !== target);
     const next = await waitFor("leader after stop", () => leaderOf(running));
     expect(next.id).not.toBe(target.id);
+    // The third node hears of the new leader with its first append (maybe after `next` knows).
+    await waitFor("third node learns the new leader", () => changes.includes(next.id) || undefined);
     expect(changes).toContain(next.id);
     expect((await next.host.propose(put("after-stop", "1")))?.ok).toBe(true);
   });
@@ -143,7 +158,9 @@ describe("RaftHost over the memory twins", () => {
     // Whole-cluster restart from the stores: every acknowledged write is there.
     await Promise.all(nodes.map((node) => node.host.stop()));
     running = [];
-    const restarted = await Promise.all(["n1", "n2", "n3"].map((id) => startNode(network, id, dirs.get(id)!, ["n1", "n2", "n3"], config)));
+    const restarted = await Promise.all(
+      ["n1", "n2", "n3"].map((id) => startNode(network, id, dirs.get(id)!, ["n1", "n2", "n3"], config)),
+    );
     const newLeader = await waitFor("leader after restart", () => leaderOf(restarted));
     expect(await newLeader.host.read(() => newLeader.kv.read("k0"))).toBe("r5");
     expect(await newLeader.host.read(() => newLeader.kv.read("k39"))).toBe("r5");
@@ -152,7 +169,14 @@ describe("RaftHost over the memory twins", () => {
   it("adds and removes a member through conf changes", async () => {
     const { network, nodes, leader } = await startCluster();
     await leader.host.propose(put("before-join", "1"));
-    const joiner = await startNode(network, "n4", new MemoryDataDir("n4"), ["n1", "n2", "n3", "n4"], {}, false);
+    const joiner = await startNode(
+      network,
+      "n4",
+      new MemoryDataDir("n4"),
+      ["n1", "n2", "n3", "n4"],
+      {},
+      false,
+    );
     const conf = await leader.host.addMember("n4", "memory://n4");
     expect(conf.voters).toContain("n4");
     await waitFor("joiner caught up", () => joiner.kv.read("before-join") === "1" || undefined);
@@ -162,23 +186,29 @@ describe("RaftHost over the memory twins", () => {
   });
 
   it("validates its limits", () => {
-    expect(() => new RaftHost<KvResult>({
-      config: { id: "x", heartbeatTicks: 5, electionTimeoutTicks: 5 },
-      logger: silentLogger,
-      metrics: new Metrics(),
-      store: undefined as never,
-      transport: { nodeId: "x" } as never,
-      stateMachine: new KvStateMachine(),
-      peers: {},
-    })).toThrow(/heartbeatTicks/);
-    expect(() => new RaftHost<KvResult>({
-      config: { id: "x", tickIntervalMs: 0 },
-      logger: silentLogger,
-      metrics: new Metrics(),
-      store: undefined as never,
-      transport: { nodeId: "x" } as never,
-      stateMachine: new KvStateMachine(),
-      peers: {},
-    })).toThrow(/tickIntervalMs/);
+    expect(
+      () =>
+        new RaftHost<KvResult>({
+          config: { id: "x", heartbeatTicks: 5, electionTimeoutTicks: 5 },
+          logger: silentLogger,
+          metrics: new Metrics(),
+          store: undefined as never,
+          transport: { nodeId: "x" } as never,
+          stateMachine: new KvStateMachine(),
+          peers: {},
+        }),
+    ).toThrow(/heartbeatTicks/);
+    expect(
+      () =>
+        new RaftHost<KvResult>({
+          config: { id: "x", tickIntervalMs: 0 },
+          logger: silentLogger,
+          metrics: new Metrics(),
+          store: undefined as never,
+          transport: { nodeId: "x" } as never,
+          stateMachine: new KvStateMachine(),
+          peers: {},
+        }),
+    ).toThrow(/tickIntervalMs/);
   });
 });

@@ -8,7 +8,7 @@
 
 import { describe, expect, it } from "vitest";
 import { encodeForWire } from "../../src/node/raft-wire.js";
-import { MemoryStorage, MessageType, RawNode, makeMessage } from "../../src/raft/index.js";
+import { MemoryStorage, MessageType, makeMessage, RawNode } from "../../src/raft/index.js";
 
 function followerOf(leader: string): RawNode {
   const storage = MemoryStorage.bootstrap({ voters: ["n1", "n2", "n3"] });

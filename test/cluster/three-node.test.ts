@@ -9,8 +9,13 @@ import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type KvOperation, checkLinearizable, formatCheckResult, kvModel } from "../../chaos/linearizability/index.js";
-import { KvUnknownOutcomeError, type KvClusterClient } from "../../cluster/kv-client.js";
+import {
+  checkLinearizable,
+  formatCheckResult,
+  type KvOperation,
+  kvModel,
+} from "../../chaos/linearizability/index.js";
+import { type KvClusterClient, KvUnknownOutcomeError } from "../../cluster/kv-client.js";
 import { LocalCluster } from "../../cluster/local.js";
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -28,7 +33,9 @@ function newestMtime(dir: string): number {
  *  do not stop tsc from emitting). */
 function ensureBuilt(): void {
   const entry = join(repo, "dist/cluster/kv-node.js");
-  const sources = ["cluster", "src/node", "src/raft", "src/storage", "src/transport", "src/statemachine"].map((d) => join(repo, d));
+  const sources = ["cluster", "src/node", "src/raft", "src/storage", "src/transport", "src/statemachine"].map(
+    (d) => join(repo, d),
+  );
   if (existsSync(entry) && Math.max(...sources.map(newestMtime)) <= statSync(entry).mtimeMs) return;
   try {
     execFileSync("npx", ["tsc", "-p", "."], { cwd: repo, stdio: "ignore" });
@@ -94,17 +101,37 @@ class Workload {
       const call = performance.now();
       const op: KvOperation =
         kind === 0
-          ? { clientId, input: { op: "put", key, value }, output: undefined, call, return: Number.POSITIVE_INFINITY }
+          ? {
+              clientId,
+              input: { op: "put", key, value },
+              output: undefined,
+              call,
+              return: Number.POSITIVE_INFINITY,
+            }
           : kind === 1
-            ? { clientId, input: { op: "get", key }, output: undefined, call, return: Number.POSITIVE_INFINITY }
-            : { clientId, input: { op: "cas", key, expected: null, value }, output: undefined, call, return: Number.POSITIVE_INFINITY };
+            ? {
+                clientId,
+                input: { op: "get", key },
+                output: undefined,
+                call,
+                return: Number.POSITIVE_INFINITY,
+              }
+            : {
+                clientId,
+                input: { op: "cas", key, expected: null, value },
+                output: undefined,
+                call,
+                return: Number.POSITIVE_INFINITY,
+              };
       this.history.push(op);
       try {
         if (op.input.op === "put") op.output = { ok: true, value: await session.put(key, value) };
         else if (op.input.op === "get") op.output = { ok: true, value: await session.get(key) };
         else {
           // cas from the value this client last saw, so some succeed
-          const last = [...this.history].reverse().find((h) => h.input.key === key && h.output !== undefined)?.output?.value ?? null;
+          const last =
+            [...this.history].reverse().find((h) => h.input.key === key && h.output !== undefined)?.output
+              ?.value ?? null;
           op.input = { op: "cas", key, expected: last, value };
           op.output = await session.cas(key, last, value);
         }
@@ -131,7 +158,10 @@ async function readAll(client: KvClusterClient, keys: Map<string, string>): Prom
   return missing;
 }
 
-async function waitConverged(cluster: LocalCluster, timeoutMs: number): Promise<{ applied: number; digest: string }> {
+async function waitConverged(
+  cluster: LocalCluster,
+  timeoutMs: number,
+): Promise<{ applied: number; digest: string }> {
   const deadline = Date.now() + timeoutMs;
   let last = "";
   while (Date.now() < deadline) {
@@ -140,7 +170,8 @@ async function waitConverged(cluster: LocalCluster, timeoutMs: number): Promise<
       const applied = new Set(statuses.map((s) => s!.applied));
       const digests = new Set(statuses.map((s) => s!.stateDigest));
       last = JSON.stringify(statuses.map((s) => [s!.id, s!.applied, s!.stateDigest?.slice(0, 8)]));
-      if (applied.size === 1 && digests.size === 1 && !digests.has(undefined)) return { applied: statuses[0]!.applied, digest: statuses[0]!.stateDigest ?? "" };
+      if (applied.size === 1 && digests.size === 1 && !digests.has(undefined))
+        return { applied: statuses[0]!.applied, digest: statuses[0]!.stateDigest ?? "" };
     }
     await sleep(50);
   }

@@ -5,7 +5,7 @@
 // around it (src/node/raft-wire.ts). Fixed in src/transport since; kept as a regression test.
 
 import { describe, expect, it } from "vitest";
-import { makeMessage, MessageType } from "../../src/raft/index.js";
+import { MessageType, makeMessage } from "../../src/raft/index.js";
 import { parseRaftPayload } from "../../src/transport/frame.js";
 
 describe("transport frame parser", () => {
