@@ -17,6 +17,8 @@ export interface FaultMix {
   downMaxMs: number;
   /** Membership changes (add/promote/remove, joint replace) and leadership transfers. */
   membership: boolean;
+  /** Process pauses: a node stops (no ticks, no reading) for up to three election timeouts. */
+  pauses: boolean;
 }
 
 export interface SimConfig {
@@ -60,6 +62,7 @@ export function configForSeed(seed: number, scale: SimScale = DEFAULT_SCALE): Si
   const delayMaxMs = prng.range(2, 20);
   // Drawn from its own fork so that adding it left the other choices of old seeds unchanged.
   const membership = new Prng(seed).fork("membership").chance(0.3);
+  const pauses = new Prng(seed).fork("pauses").chance(0.5);
   const heartbeatTicks = prng.pick([1, 1, 2, 3]);
   const preVote = prng.chance(0.7);
   const checkQuorum = prng.chance(0.7);
@@ -95,6 +98,7 @@ export function configForSeed(seed: number, scale: SimScale = DEFAULT_SCALE): Si
       partitions: prng.chance(0.8),
       downMaxMs: prng.pick([100, 400, 1000]),
       membership,
+      pauses,
     },
     snapshot: prng.chance(0.5)
       ? { everyEntries: 0, keepEntries: 0 }
@@ -119,7 +123,7 @@ export function describeConfig(config: SimConfig): string {
     `nodes=${config.nodeCount}`,
     `preVote=${r.preVote} checkQuorum=${r.checkQuorum} reads=${r.readOnlyOption} drift=${config.clockDriftMax} heartbeat=${r.heartbeatTicks}/${r.electionTimeoutTicks}`,
     `drop=${n.dropRate} dup=${n.duplicateRate} delay=${n.delayMinMs}-${n.delayMaxMs} long=${n.longDelayRate}@${n.longDelayMaxMs}`,
-    `faults every ~${f.meanIntervalMs}ms crashes=${f.crashes} partitions=${f.partitions} membership=${f.membership}`,
+    `faults every ~${f.meanIntervalMs}ms crashes=${f.crashes} partitions=${f.partitions} membership=${f.membership} pauses=${f.pauses}`,
     `snapshot=${config.snapshot.everyEntries}/${config.snapshot.keepEntries}`,
     `clients=${config.workload.clients} keys=${config.workload.keys.length}`,
   ].join(" ");

@@ -177,6 +177,11 @@ export class SimNetwork {
     }
   }
 
+  /** Puts a message back to arrive at `deliverAt` (its receiver is paused and not reading). */
+  hold(message: Message, deliverAt: number): void {
+    this.queue.push({ deliverAt, seq: this.seq++, message });
+  }
+
   /** Time of the next queued delivery, or Infinity. */
   nextDeliveryAt(): number {
     return this.queue.peek()?.deliverAt ?? Number.POSITIVE_INFINITY;

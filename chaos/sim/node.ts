@@ -87,6 +87,11 @@ export class SimNode {
   readonly tickIntervalMs: number;
   /** Offset of this node's ticks within the interval. */
   tickPhaseMs: number;
+  /**
+   * Paused (a stalled process: GC, swap, a blocked event loop) until this virtual ms: no ticks,
+   * no message handling, no Readys. 0 when running.
+   */
+  pausedUntil = 0;
   /** Number of starts after the first. */
   restarts = -1;
   /** A deliberately broken shell, for the simulator's own tests; undefined in real runs. */
@@ -172,6 +177,7 @@ export class SimNode {
   /** Loses everything that is not on disk. */
   crash(): void {
     this.raft = undefined;
+    this.pausedUntil = 0;
     this.proposals.clear();
     this.readsByContext.clear();
     this.readsWaiting = [];

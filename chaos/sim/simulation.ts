@@ -42,6 +42,7 @@ export interface SimResult {
     joins: number;
     removals: number;
     transfers: number;
+    pauses: number;
     leaders: number;
     committed: number;
     snapshotsInstalled: number;
@@ -110,8 +111,10 @@ class Run {
     joins: 0,
     removals: 0,
     transfers: 0,
+    pauses: 0,
   };
   private readonly confChangeIndices = new Set<number>();
+  private readonly pauseStarted = new Map<NodeId, number>();
 
   constructor(
     private readonly config: SimConfig,
@@ -237,15 +240,21 @@ class Run {
     this.reports = [];
     for (const report of reports) report();
 
+    this.resumeDue();
+    const held: Message[] = [];
     for (
       let message = this.network.nextDue(now);
       message !== undefined;
       message = this.network.nextDue(now)
     ) {
-      this.deliver(message);
+      const target = this.byId.get(message.to);
+      if (target?.up && target.pausedUntil > now) held.push(message);
+      else this.deliver(message);
     }
+    // A paused process reads its socket when it wakes up: in order, at once.
+    for (const message of held) this.network.hold(message, this.byId.get(message.to)?.pausedUntil ?? now);
     for (const node of this.nodes) {
-      if (node.up && now % node.tickIntervalMs === node.tickPhaseMs) node.tick();
+      if (node.up && node.pausedUntil <= now && now % node.tickIntervalMs === node.tickPhaseMs) node.tick();
     }
     if (now % 100 === 0 && this.network.stats.sent > MESSAGES_PER_MS_MAX * (now + 100)) {
       throw new InvariantViolation(
@@ -286,7 +295,7 @@ class Run {
     for (let pass = 0; pass < 8; pass++) {
       let any = false;
       for (const node of this.nodes) {
-        if (!node.hasReady()) continue;
+        if (node.pausedUntil > this.now || !node.hasReady()) continue;
         any = true;
         const crashPoint = node.crashAt;
         const survived = node.handleReady();
@@ -381,13 +390,18 @@ class Run {
   private clientPort(): ClientPort {
     return {
       propose: (node, command) => {
-        const accepted = this.byId.get(node)?.propose(command) ?? false;
+        const target = this.byId.get(node);
+        // A paused process accepts the connection but never answers: the request is lost.
+        if (target?.up && target.pausedUntil > this.now) return true;
+        const accepted = target?.propose(command) ?? false;
         this.record(
           `propose ${node} ${command.clientId}#${command.requestId} ${command.op} ${accepted ? "" : "refused"}`,
         );
         return accepted;
       },
       read: (node, clientId, requestId, attempt, key) => {
+        const target = this.byId.get(node);
+        if (target?.up && target.pausedUntil > this.now) return true;
         const accepted = this.byId.get(node)?.read(clientId, requestId, attempt, key) ?? false;
         this.record(`readindex ${node} ${clientId}#${requestId} ${accepted ? "" : "refused"}`);
         return accepted;
@@ -406,6 +420,7 @@ class Run {
     if (faults.crashes) kinds.push("crash", "crash");
     if (faults.partitions) kinds.push("split", "isolate", "oneway", "heal");
     if (faults.membership) kinds.push("membership", "membership", "transfer");
+    if (faults.pauses) kinds.push("pause");
     const kind = prng.pick(kinds);
     const up = this.nodes.filter((n) => n.up);
     switch (kind) {
@@ -456,6 +471,18 @@ class Run {
       case "membership":
         this.changeMembership(prng);
         return;
+      case "pause": {
+        const running = up.filter((n) => n.pausedUntil <= this.now);
+        if (running.length === 0) return;
+        const leader = running.find((n) => n.status()?.isLeader);
+        const node = leader !== undefined && prng.chance(0.5) ? leader : prng.pick(running);
+        const electionMs = this.config.raft.electionTimeoutTicks * this.config.tickIntervalMs;
+        node.pausedUntil = this.now + prng.range(5, 3 * electionMs);
+        this.pauseStarted.set(node.id, this.now);
+        this.stats.pauses++;
+        this.record(`pause ${node.id} until ${node.pausedUntil}`);
+        return;
+      }
       case "transfer": {
         const leader = up.find((n) => n.status()?.isLeader);
         const voters = leader?.configuration()?.voters.filter((id) => id !== leader.id) ?? [];
@@ -564,6 +591,23 @@ class Run {
     }
   }
 
+  /**
+   * Wakes paused nodes whose pause is over. The shell catches up on time first: one tick per
+   * tick interval that passed while paused (as a shell driven by a monotonic clock would), so
+   * the core's tick-based clock — which lease reads trust — does not fall behind.
+   */
+  private resumeDue(): void {
+    for (const node of this.nodes) {
+      if (node.pausedUntil === 0 || node.pausedUntil > this.now) continue;
+      const pausedFor = this.now - (this.pauseStarted.get(node.id) ?? this.now);
+      node.pausedUntil = 0;
+      if (!node.up) continue;
+      const missed = Math.floor(pausedFor / node.tickIntervalMs);
+      for (let i = 0; i < missed; i++) node.tick();
+      this.record(`resume ${node.id} after ${pausedFor}ms, ${missed} ticks`);
+    }
+  }
+
   /** A removed node is shut down for good (its id is never reused). */
   private decommission(id: NodeId): void {
     const node = this.byId.get(id);
@@ -599,7 +643,10 @@ class Run {
     this.healedAt = this.now;
     this.network.heal();
     this.network.faults = { ...CALM_NETWORK };
-    for (const node of this.nodes) node.crashAt = undefined;
+    for (const node of this.nodes) {
+      node.crashAt = undefined;
+      if (node.pausedUntil > this.now) node.pausedUntil = this.now; // resumes this turn
+    }
     this.record("heal: network calm, all nodes restart, clients stop issuing");
   }
 

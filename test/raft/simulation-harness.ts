@@ -26,6 +26,7 @@ export interface Coverage {
   joins: number;
   removals: number;
   transfers: number;
+  pauses: number;
   operations: number;
   unknownOutcomes: number;
   linearizabilityUnknown: number;
@@ -67,6 +68,7 @@ function addCoverage(coverage: Coverage, result: SimResult): void {
   coverage.joins += result.stats.joins;
   coverage.removals += result.stats.removals;
   coverage.transfers += result.stats.transfers;
+  coverage.pauses += result.stats.pauses;
   coverage.operations += result.stats.operations;
   coverage.unknownOutcomes += result.stats.workload.unknown;
   if (result.linearizability === "unknown") coverage.linearizabilityUnknown++;
@@ -86,6 +88,7 @@ export function emptyCoverage(): Coverage {
     joins: 0,
     removals: 0,
     transfers: 0,
+    pauses: 0,
     operations: 0,
     unknownOutcomes: 0,
     linearizabilityUnknown: 0,
@@ -145,7 +148,7 @@ export function registerReplay(seed: number): void {
 
 /** Asserts the shard's runs exercised every kind of fault (so a green run means something). */
 export function registerCoverageCheck(coverage: Coverage): void {
-  it("exercised crashes, partitions, snapshots, loss, duplication, elections, membership and clients", () => {
+  it("exercised crashes, partitions, snapshots, loss, duplication, elections, membership, pauses and clients", () => {
     if (coverage.seeds < 50) return; // a short custom run (CFN_SIM_SEEDS small) proves little either way
     expect(coverage.crashes).toBeGreaterThan(coverage.seeds);
     expect(coverage.partitions).toBeGreaterThan(coverage.seeds);
@@ -157,6 +160,7 @@ export function registerCoverageCheck(coverage: Coverage): void {
     expect(coverage.joins).toBeGreaterThan(coverage.seeds / 10);
     expect(coverage.removals).toBeGreaterThan(coverage.seeds / 20);
     expect(coverage.transfers).toBeGreaterThan(coverage.seeds / 10);
+    expect(coverage.pauses).toBeGreaterThan(coverage.seeds / 2);
     expect(coverage.operations).toBeGreaterThan(coverage.seeds * 20);
     expect(coverage.unknownOutcomes).toBeGreaterThan(0);
     // The checker must decide nearly every history; "unknown" is allowed, but rarely.

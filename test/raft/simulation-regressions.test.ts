@@ -49,8 +49,9 @@ describe("raft regressions found by the simulator", () => {
     expect([...conf.votersOutgoing].sort()).toEqual(["a", "b", "c"]);
   });
 
-  // Seed 4742: the same replay, leaving a joint config: "cannot leave a non-joint config".
-  for (const seed of [197, 4742]) {
+  // Seed 1604 (4742, 2756, 3203, 3678 before pauses joined the mix): the same replay, leaving a
+  // joint config: "cannot leave a non-joint config".
+  for (const seed of [197, 1604]) {
     it(`seed ${seed} passes the simulation`, () => {
       const result = runSimulation(configForSeed(seed));
       if (!result.ok) console.error(result.report);
