@@ -153,12 +153,13 @@ interface ReceiveResult {
   latenciesUs: number[];
 }
 
-async function throughputRun(a: LaunchedNode, b: LaunchedNode, agent: string, messages: number): Promise<{ perSecond: number; lost: number; duplicates: number }> {
-  const receiver = startWorker<ReceiveResult>({ kind: "receive", root: b.spec.busRoot, agent, expected: messages, timeoutMs: 120_000 });
+/** Sender agent on `from`'s bus → receiver agent on `to`'s bus (the same bus: the local anchor). */
+async function throughputRun(from: string, to: string, agent: string, messages: number): Promise<{ perSecond: number; lost: number; duplicates: number }> {
+  const receiver = startWorker<ReceiveResult>({ kind: "receive", root: to, agent, expected: messages, timeoutMs: 120_000 });
   await receiver.ready;
   const sender = startWorker<{ startNs: string; endNs: string }>({
     kind: "send",
-    root: a.spec.busRoot,
+    root: from,
     from: "bench-sender",
     to: agent,
     count: messages,
@@ -253,6 +254,7 @@ export async function run(args: string[]): Promise<SuiteResult> {
   // 1, 2: two nodes, plain (spool not synced: kill -9 safe, like the default).
   const pair = await LocalNodeCluster.create(2, { prefix: "cfn-bench-pair-" });
   const throughput: number[] = [];
+  const localThroughput: number[] = [];
   const addedP99: number[] = [];
   const localP99: number[] = [];
   const crossP99: number[] = [];
@@ -267,11 +269,13 @@ export async function run(args: string[]): Promise<SuiteResult> {
     await register(a, "local");
     await waitRouted(pair.nodes, ["sink", "ping", "local"]);
     for (let r = 0; r < runs; r++) {
-      const result = await throughputRun(a, b, "sink", messages);
+      const anchor = await throughputRun(a.spec.busRoot, a.spec.busRoot, "local", messages);
+      localThroughput.push(anchor.perSecond);
+      const result = await throughputRun(a.spec.busRoot, b.spec.busRoot, "sink", messages);
       throughput.push(result.perSecond);
       lost += result.lost;
       duplicates += result.duplicates;
-      log(`throughput run ${r + 1}: ${Math.round(result.perSecond)} msg/s (lost ${result.lost}, duplicates ${result.duplicates})`);
+      log(`throughput run ${r + 1}: ${Math.round(result.perSecond)} msg/s (lost ${result.lost}, duplicates ${result.duplicates}); same bus, no node: ${Math.round(anchor.perSecond)} msg/s`);
       const local = await latencyRun(a.spec.busRoot, a.spec.busRoot, "local", samples);
       const cross = await latencyRun(a.spec.busRoot, b.spec.busRoot, "ping", samples);
       localP99.push(percentile(local, 0.99));
@@ -293,6 +297,8 @@ export async function run(args: string[]): Promise<SuiteResult> {
       messagesPerRun: messages,
       lost,
       duplicates,
+      localBusAnchorMsgPerSecond: Math.round(median(localThroughput)),
+      ratioToLocalBus: Number((median(throughput) / median(localThroughput)).toFixed(3)),
     }),
   );
   figures.push(

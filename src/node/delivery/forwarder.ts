@@ -317,14 +317,19 @@ export class DeliveryForwarder {
 
   /** Spool (durable) → remove from the bus → stream. A crash in between re-sends; ids dedup it. */
   private async spoolDeliveries(mailbox: Mailbox, owner: string, deliveries: Delivery[]): Promise<void> {
-    const spooled = await this.options.spool.append(deliveries.map((delivery) => ({ dest: owner, message: toWire(delivery.message) })));
-    mailbox.ack(deliveries);
+    // Stream at once, while the spool write (an fsync with spoolSync) is in flight; the bus files
+    // are removed only once the spool holds the messages, so at every moment a message is in its
+    // bus file, in the durable spool, or in the owner's inbox. (A crash before the write completes
+    // re-drains the file; the owner drops the copy by message id.)
+    const { spooled, durable } = this.options.spool.appendNow(deliveries.map((delivery) => ({ dest: owner, message: toWire(delivery.message) })));
     this.options.metrics.spooled.inc(spooled.length);
     const stream = this.stream(owner);
     const now = Date.now();
     for (const item of spooled) stream.push({ ...item, spooledAtMs: now });
     this.options.metrics.spoolDepth.set({ dest: owner }, stream.pending);
     this.pump(owner);
+    await durable;
+    mailbox.ack(deliveries);
   }
 
   // ---- streaming to owner nodes ---------------------------------------------------------------

@@ -142,7 +142,17 @@ export class DeliverySpool {
    * Durably appends messages (one batch, synced when configured) and resolves with their
    * sequences. Appends are serialized, so sequences become durable in order.
    */
-  append(items: { dest: string; message: WireMessage }[]): Promise<SpooledMessage[]> {
+  async append(items: { dest: string; message: WireMessage }[]): Promise<SpooledMessage[]> {
+    const { spooled, durable } = this.appendNow(items);
+    await durable;
+    return spooled;
+  }
+
+  /**
+   * Assigns sequences now and starts the write: the caller may stream the messages at once and
+   * wait for `durable` before it drops its own copy (the bus file). Writes are serialized.
+   */
+  appendNow(items: { dest: string; message: WireMessage }[]): { spooled: SpooledMessage[]; durable: Promise<void> } {
     this.assertOpen();
     const spooled: SpooledMessage[] = [];
     const ops: { type: "put"; key: string; value: string }[] = [];
@@ -156,9 +166,8 @@ export class DeliverySpool {
     }
     for (const dest of touched) ops.push({ type: "put", key: `n!${dest}`, value: String(this.nextSeq.get(dest)) });
     this.spooled += items.length;
-    const write = this.appendChain.then(() => this.db.batch(ops, { sync: this.sync }));
-    this.appendChain = write.catch(() => undefined);
-    return write.then(() => spooled);
+    const durable = this.serialize(() => this.db.batch(ops, { sync: this.sync }));
+    return { spooled, durable };
   }
 
   /** Deletes acknowledged messages of `dest` with sequence in [from, to]. Not synced: a lost delete only resends. */
@@ -167,7 +176,14 @@ export class DeliverySpool {
     const ops: { type: "del"; key: string }[] = [];
     for (let seq = from; seq <= to; seq++) ops.push({ type: "del", key: seqKey(dest, seq) });
     this.spooled = Math.max(0, this.spooled - ops.length);
-    await this.db.batch(ops);
+    // Through the chain: a delete must never overtake the put it deletes.
+    await this.serialize(() => this.db.batch(ops));
+  }
+
+  private serialize(write: () => Promise<void>): Promise<void> {
+    const next = this.appendChain.then(write);
+    this.appendChain = next.catch(() => undefined);
+    return next;
   }
 
   cursor(from: string): ReceiverCursor | undefined {
