@@ -90,6 +90,8 @@ interface Claim {
 /** Shortest interval between two latency observations of one mailbox. */
 const LATENCY_SAMPLE_INTERVAL_MS = 1;
 
+const CLAIMED_SINCE_SCAN_MAX = 4096;
+
 /** Names remembered from fs.watch between scans; past this the next receive rescans instead. */
 const ARRIVALS_MAX = 64;
 
@@ -118,6 +120,8 @@ export class Mailbox {
   private inboxChanged = true;
   /** Names fs.watch reported since the last scan (the idle fast path), unless there were too many. */
   private arrivals: string[] = [];
+  /** Inbox names this mailbox claimed since its last scan (their departure events are not arrivals). */
+  private readonly claimedSinceScan = new Set<string>();
   private arrivalsOverflowed = false;
   /** Messages of claimed batch files not yet handed out. */
   private readonly ready: Delivery[] = [];
@@ -361,6 +365,7 @@ export class Mailbox {
     this.inboxChanged = false;
     this.arrivals = [];
     this.arrivalsOverflowed = false;
+    this.claimedSinceScan.clear();
     let names: string[];
     try {
       names = readdirSync(this.paths.inbox);
@@ -376,8 +381,12 @@ export class Mailbox {
     this.lastScanCostMs = this.lastScanEndMs - startMs;
   }
 
-  /** claimFile for a name fs.watch reported: it may already be gone (claimed by us or another). */
+  /**
+   * claimFile for a name fs.watch reported. inotify reports our own claims leaving the inbox too;
+   * skipping those avoids a failing rename each (Node builds an exception object per failure).
+   */
   private claimFileIfPresent(fileName: string): void {
+    if (this.claimedSinceScan.has(fileName)) return;
     this.claimFile(fileName);
   }
 
@@ -428,6 +437,7 @@ export class Mailbox {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return; // another consumer won
       throw error;
     }
+    if (this.claimedSinceScan.size < CLAIMED_SINCE_SCAN_MAX) this.claimedSinceScan.add(fileName);
     const text = this.readClaimed(claimedPath, name.count);
     if (typeof text !== "string") {
       this.deadLetterClaim(claimedPath, claimedName, text.cause, text.reason, name.deliveries);
