@@ -3,10 +3,14 @@
 // node keeps serving); refusal to start on an invalid config or another cluster's data dir
 // (exit 2); the single-node default; graceful shutdown with queued messages.
 
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { WebSocket } from "ws";
 import { afterEach, describe, expect, it } from "vitest";
 import { encodeFrame } from "../../src/transport/frame.js";
-import { api, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
+import { api, CLI, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
+
+const run = promisify(execFile);
 
 let cluster: TestCluster | undefined;
 
@@ -58,6 +62,19 @@ describe("node robustness (real processes)", () => {
     const metrics = await (await fetch(`${n1.api}/metrics`)).text();
     expect(metrics).toContain("cfn_raft_is_leader 1");
     expect(metrics).toContain("cfn_node_agents");
+
+    // The CLI: register through the node, then `cfn cluster status` with the bus view.
+    const cli = (args: string[]) =>
+      run(process.execPath, [CLI, "--bus-root", n1.spec.busRoot, "--log-level", "warn", "cluster", ...args, "--api", n1.api, "--token", TOKEN]);
+    await cli(["register", "cli-agent", "--team", "crew"]);
+    const { stdout } = await cli(["status", "--json"]);
+    const viaCli = JSON.parse(stdout);
+    expect(viaCli.raft.leader).toBe("n1");
+    expect(viaCli.agents.map((agent: { id: string }) => agent.id)).toEqual(["cli-agent", "solo"]);
+    expect(viaCli.localBus.agents.map((agent: { agentId: string }) => agent.agentId)).toContain("solo");
+    const text = (await cli(["status"])).stdout;
+    expect(text).toMatch(/leader n1, term [0-9]+/);
+    expect(text).toContain("MEMBER");
   });
 
   it("rejects malformed, oversized and unauthenticated peer traffic and bad API calls, and keeps serving", async () => {
