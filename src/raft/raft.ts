@@ -131,7 +131,10 @@ export class Raft {
    * (up to `applied`) are not delivered again, so the core re-applies them from the log itself.
    */
   private replayAppliedConfChanges(applied: number): void {
-    const first = this.log.firstIndex();
+    // The stored ConfState already includes every change up to the snapshot index; the log may
+    // still hold entries behind the snapshot (compaction lags it for slow followers), and those
+    // must not be applied twice.
+    const first = Math.max(this.log.firstIndex(), this.log.storage.snapshot().metadata.index + 1);
     if (applied < first) return;
     for (const entry of this.log.slice(first, applied + 1, Number.MAX_SAFE_INTEGER)) {
       if (entry.type !== EntryType.ConfChange) continue;
