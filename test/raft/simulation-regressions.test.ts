@@ -18,7 +18,8 @@ describe("raft regressions found by the simulator", () => {
   // with the log kept a few entries behind the snapshot (createSnapshot, then compact a little
   // behind, as storage.ts recommends). The core replayed the conf changes from the log's first
   // index instead of after the snapshot index, re-applied the joint change the snapshot already
-  // holds, and threw "already in a joint config" from the RawNode constructor.
+  // holds, and threw "already in a joint config" from the RawNode constructor. Fixed in
+  // 537e23d (replay starts after the snapshot index).
   it("restarts from a snapshot in a joint config when the log still holds the conf change", () => {
     const storage = MemoryStorage.bootstrap({ voters: ["a", "b", "c"] });
     const joint = encodeConfChange({
