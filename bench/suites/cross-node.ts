@@ -26,7 +26,7 @@ const NODE_ENV = { CFN_BUS_INBOX_DEPTH_MAX: String(INBOX_DEPTH) };
 type WorkerRequest =
   | { kind: "send"; root: string; from: string; to: string; count: number; payloadBytes: number; gapMs: number }
   | { kind: "receive"; root: string; agent: string; expected: number; timeoutMs: number }
-  | { kind: "await-type"; root: string; agent: string; type: string; previous: string; timeoutMs: number };
+  | { kind: "await-type"; root: string; agent: string; type: string; previous: string; epochAbove: number; timeoutMs: number };
 
 const nowNs = () => process.hrtime.bigint();
 
@@ -83,7 +83,10 @@ async function worker(request: WorkerRequest): Promise<unknown> {
         mailbox.ack(deliveries);
         // Earlier notifications (the first assignment) may still sit in the inbox: wait for this failover's.
         const hit = deliveries.find(
-          (delivery) => delivery.message.type === request.type && (delivery.message.payload as { previous?: string })?.previous === request.previous,
+          (delivery) => {
+            const payload = delivery.message.payload as { previous?: string; epoch?: number } | null;
+            return delivery.message.type === request.type && payload?.previous === request.previous && (payload?.epoch ?? 0) > request.epochAbove;
+          },
         );
         if (hit) {
           mailbox.close();
@@ -185,6 +188,7 @@ async function failoverRun(cluster: LocalNodeCluster, teams: string[]): Promise<
   const leader = await cluster.leader(cluster.nodes.filter((node) => node.running));
   const status = await leader.status();
   const coordinatorOf = new Map<string, string>(status.teams.map((team: { id: string; coordinator: string }) => [team.id, team.coordinator]));
+  const epochOf = new Map<string, number>(status.teams.map((team: { id: string; epoch: number }) => [team.id, team.epoch]));
   const busy = cluster.nodes.filter((node) => node.running && [...coordinatorOf.values()].includes(node.id));
   const victim = busy.find((node) => node === leader) ?? busy[0];
   const team = teams.find((id) => coordinatorOf.get(id) === victim.id) as string;
@@ -195,6 +199,7 @@ async function failoverRun(cluster: LocalNodeCluster, teams: string[]): Promise<
     agent: `${team}-w-${witness.id}`,
     type: "cfn.team.coordinator",
     previous: victim.id,
+    epochAbove: epochOf.get(team) ?? 0,
     timeoutMs: 30_000,
   });
   await waiter.ready;

@@ -169,6 +169,13 @@ export class ClusterNode {
       bootstrap: config.join ? undefined : { voters: [this.id, ...Object.keys(config.peers)].sort() },
     });
     this.host.onFatal((error) => {
+      // Workaround (reported): RaftHost.stop() can close the LogStore while a Ready round started
+      // by a late peer message is still saving; that save fails with CFN_ERR_CLOSED and is
+      // reported as fatal. While this node is stopping anyway it is not: log it and go on.
+      if (this.state === "draining" || this.state === "stopped") {
+        this.logger.warn("raft host error during shutdown ignored", { error });
+        return;
+      }
       this.logger.error("raft host failed; the node stops", { error });
       void this.shutdown("raft failure").finally(() => process.exit(1));
     });
