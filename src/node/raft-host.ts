@@ -109,6 +109,10 @@ interface PendingConfChange {
   deadlineMs: number;
 }
 
+function isHeartbeatResponse(message: Message): boolean {
+  return message.type === MessageType.HeartbeatResp;
+}
+
 type HostState = "new" | "starting" | "running" | "stopping" | "stopped" | "failed";
 
 export class RaftHost<Result> {
@@ -520,7 +524,18 @@ export class RaftHost<Result> {
     // a later Ready — produced after this save resolves — and because it applies after it too.
     // Everyone else keeps the Ready contract: persist, then send.
     const sendBeforeSave = this.role === "leader";
-    if (sendBeforeSave && rd.messages.length > 0) this.sendMessages(rd.messages);
+    let afterSave = rd.messages;
+    if (sendBeforeSave) {
+      if (rd.messages.length > 0) this.sendMessages(rd.messages);
+      afterSave = [];
+    } else if (rd.mustSync && rd.messages.some(isHeartbeatResponse)) {
+      // Heartbeat acks do not wait for this Ready's fsync: they promise nothing durable (a vote
+      // or an entry is acked by VoteResp / AppResp, which do wait). Held back, they would reach
+      // the leader only after a slow fsync — and a leader that hears no ack from a quorum for an
+      // election timeout steps down (CheckQuorum): on a busy disk that was a spurious election.
+      this.sendMessages(rd.messages.filter(isHeartbeatResponse));
+      afterSave = rd.messages.filter((message) => !isHeartbeatResponse(message));
+    }
     // A Ready that only moves the commit index (mustSync false) is not written at all: the
     // commit index is recovered from the leader after a restart, and skipping the write saves
     // an fsync on the leader's critical path between a quorum's acks and the apply. The next
@@ -552,7 +567,7 @@ export class RaftHost<Result> {
       }
       this.hostMetrics.commitIndex.set(rd.hardState.commit);
     }
-    if (!sendBeforeSave && rd.messages.length > 0) this.sendMessages(rd.messages);
+    if (afterSave.length > 0) this.sendMessages(afterSave);
     if (this.traceReady) {
       this.logger.debug("ready", {
         entries: rd.entries.length,
