@@ -13,11 +13,11 @@ import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { Bus } from "../../src/bus/index.js";
+import type { AgentRuntime } from "../../src/coordination/registry.js";
 import { killProcesses, spawnAgents } from "../../src/coordination/spawner.js";
 import { LocalSwarm } from "../../src/coordination/swarm.js";
 import { parseTopologyString, planTopology } from "../../src/coordination/topology.js";
-import type { AgentRuntime } from "../../src/coordination/registry.js";
-import { atMost, exactly, round, stats, type Figure, type SuiteResult } from "../lib.js";
+import { atMost, exactly, type Figure, round, type SuiteResult, stats } from "../lib.js";
 
 interface Item {
   name: string;
@@ -46,14 +46,27 @@ function option(args: string[], name: string): string | undefined {
 
 function freshBus(): { bus: Bus; root: string } {
   const root = `/dev/shm/cfn-bench-coordination-${randomBytes(4).toString("hex")}`;
-  return { bus: new Bus({ config: { root, name: "bench", inboxDepthMax: 20_000, batchMessagesMax: 1000 } }), root };
+  return {
+    bus: new Bus({ config: { root, name: "bench", inboxDepthMax: 20_000, batchMessagesMax: 1000 } }),
+    root,
+  };
 }
 
-async function measureRounds(item: Item, runs: number): Promise<{ times: number[]; deliveries: number[]; agents: number; coordinators: number; spawnMs: number }> {
+async function measureRounds(
+  item: Item,
+  runs: number,
+): Promise<{ times: number[]; deliveries: number[]; agents: number; coordinators: number; spawnMs: number }> {
   const { bus, root } = freshBus();
   const plan = planTopology(parseTopologyString(item.spec), { swarm: "b" });
   const startedAt = performance.now();
-  const swarm = await LocalSwarm.start({ bus, plan, runtime: item.runtime, groupSize: item.groupSize, registry: false, spawnTimeoutMs: 180_000 });
+  const swarm = await LocalSwarm.start({
+    bus,
+    plan,
+    runtime: item.runtime,
+    groupSize: item.groupSize,
+    registry: false,
+    spawnTimeoutMs: 180_000,
+  });
   const spawnMs = performance.now() - startedAt;
   const times: number[] = [];
   const deliveries: number[] = [];
@@ -61,11 +74,18 @@ async function measureRounds(item: Item, runs: number): Promise<{ times: number[
     for (let run = -2; run < runs; run++) {
       // Generous task timeouts: on a loaded machine a slow round must show up as time, not as
       // spurious retries; delivery is judged separately.
-      const result = await swarm.runRound({ input: { run }, timeoutMs: 180_000, limits: { taskTimeoutMs: 120_000 } });
+      const result = await swarm.runRound({
+        input: { run },
+        timeoutMs: 180_000,
+        limits: { taskTimeoutMs: 120_000 },
+      });
       if (run < 0) continue; // warm-up
       times.push(result.coordinationMs);
       deliveries.push(result.deliveryRate);
-      if (result.failures.length > 0) process.stderr.write(`${item.name}: ${result.failures.length} failed, e.g. ${result.failures[0].reason}\n`);
+      if (result.failures.length > 0)
+        process.stderr.write(
+          `${item.name}: ${result.failures.length} failed, e.g. ${result.failures[0].reason}\n`,
+        );
     }
   } finally {
     await swarm.stop({ timeoutMs: 5000 });
@@ -81,13 +101,20 @@ async function measureSpawn(runtime: AgentRuntime, agents: number, runs: number)
     try {
       const result = await spawnAgents({
         bus,
-        agents: Array.from({ length: agents }, (_, index) => ({ id: `s.team${index % 7}.w${index}`, team: `team${index % 7}` })),
+        agents: Array.from({ length: agents }, (_, index) => ({
+          id: `s.team${index % 7}.w${index}`,
+          team: `team${index % 7}`,
+        })),
         runtime,
         readyTo: "s.spawner",
         timeoutMs: 300_000,
       });
       times.push(result.readyMs);
-      await killProcesses(result.processes, 5000, result.agents.map((agent) => agent.pid));
+      await killProcesses(
+        result.processes,
+        5000,
+        result.agents.map((agent) => agent.pid),
+      );
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
@@ -97,7 +124,13 @@ async function measureSpawn(runtime: AgentRuntime, agents: number, runs: number)
 
 function timeFigure(name: string, times: number[], target: number, extra: object): Figure {
   const summary = stats(times);
-  return atMost(name, summary.p50, "ms", target, { p99: round(summary.p99), min: round(summary.min), max: round(summary.max), runs: summary.count, ...extra });
+  return atMost(name, summary.p50, "ms", target, {
+    p99: round(summary.p99),
+    min: round(summary.min),
+    max: round(summary.max),
+    runs: summary.count,
+    ...extra,
+  });
 }
 
 export async function run(args: string[]): Promise<SuiteResult> {
@@ -105,25 +138,54 @@ export async function run(args: string[]): Promise<SuiteResult> {
   const only = option(args, "--only")?.split(",");
   const wanted = (name: string) => !only || only.includes(name);
   const figures: Figure[] = [];
-  const context: Record<string, unknown> = { cpus: cpus().length, loadavgAtStart: loadavg().map((value) => round(value)), runs, coordinators: "in the master's process" };
+  const context: Record<string, unknown> = {
+    cpus: cpus().length,
+    loadavgAtStart: loadavg().map((value) => round(value)),
+    runs,
+    coordinators: "in the master's process",
+  };
   for (const item of ITEMS) {
     if (!wanted(item.name)) continue;
     process.stderr.write(`coordination: ${item.name} (${item.spec}, ${item.runtime}) …\n`);
     const measured = await measureRounds(item, runs);
-    const extra = { agents: measured.agents, coordinators: measured.coordinators, runtime: item.runtime, topology: item.spec, spawnMs: round(measured.spawnMs) };
-    figures.push(timeFigure(`${item.name} coordination time (${item.runtime})`, measured.times, item.targetMs, extra));
-    figures.push(exactly(`${item.name} delivery rate (${item.runtime}, worst run)`, Math.min(...measured.deliveries), "ratio", 1, { runs: measured.deliveries.length }));
+    const extra = {
+      agents: measured.agents,
+      coordinators: measured.coordinators,
+      runtime: item.runtime,
+      topology: item.spec,
+      spawnMs: round(measured.spawnMs),
+    };
+    figures.push(
+      timeFigure(`${item.name} coordination time (${item.runtime})`, measured.times, item.targetMs, extra),
+    );
+    figures.push(
+      exactly(
+        `${item.name} delivery rate (${item.runtime}, worst run)`,
+        Math.min(...measured.deliveries),
+        "ratio",
+        1,
+        { runs: measured.deliveries.length },
+      ),
+    );
   }
   if (wanted("spawn-700")) {
     process.stderr.write(`coordination: spawning ${SPAWN_AGENTS} lean agents …\n`);
     const times = await measureSpawn("lean", SPAWN_AGENTS, Math.max(3, Math.min(runs, 10)));
-    figures.push(timeFigure(`spawn ${SPAWN_AGENTS} process agents until all ready (lean)`, times, SPAWN_TARGET_MS, { agents: SPAWN_AGENTS, runtime: "lean" }));
+    figures.push(
+      timeFigure(`spawn ${SPAWN_AGENTS} process agents until all ready (lean)`, times, SPAWN_TARGET_MS, {
+        agents: SPAWN_AGENTS,
+        runtime: "lean",
+      }),
+    );
   }
   if (args.includes("--node")) {
     // One Node process per agent: honest figures for the heavier runtime, reported as context.
     process.stderr.write("coordination: node runtime (100 agents) …\n");
     const spawnTimes = await measureSpawn("node", 100, 1);
-    const measured = await measureRounds({ name: "flat-100-node", spec: "flat:100", runtime: "node", targetMs: 250 }, Math.min(runs, 10));
+    const measured = await measureRounds(
+      { name: "flat-100-node", spec: "flat:100", runtime: "node", targetMs: 250 },
+      Math.min(runs, 10),
+    );
     const summary = stats(measured.times);
     context.nodeRuntime = {
       spawn100ReadyMs: round(spawnTimes[0]),

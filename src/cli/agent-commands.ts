@@ -4,10 +4,15 @@
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import { Bus } from "../bus/index.js";
-import { CfnError } from "../errors.js";
-import { AgentRunner, commandExecutor, echoExecutor, type TaskExecutor } from "../coordination/agent-runner.js";
+import {
+  AgentRunner,
+  commandExecutor,
+  echoExecutor,
+  type TaskExecutor,
+} from "../coordination/agent-runner.js";
 import { sendDirect } from "../coordination/direct.js";
 import { PooledHost } from "../coordination/pooled-host.js";
+import { CfnError } from "../errors.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine } from "./output.js";
 
@@ -24,18 +29,30 @@ interface RunOptions {
 function positiveInt(value: string | undefined, flag: string, fallback: number): number {
   if (value === undefined) return fallback;
   const number = Number(value);
-  if (!Number.isInteger(number) || number < 0) throw new CfnError("CFN_ERR_CONFIG_INVALID", `${flag} must be a non-negative integer (got ${value})`);
+  if (!Number.isInteger(number) || number < 0)
+    throw new CfnError("CFN_ERR_CONFIG_INVALID", `${flag} must be a non-negative integer (got ${value})`);
   return number;
 }
 
-function executorOf(command: string[], echo: boolean | undefined, busDir: string, taskTimeoutMs: number): TaskExecutor {
+function executorOf(
+  command: string[],
+  echo: boolean | undefined,
+  busDir: string,
+  taskTimeoutMs: number,
+): TaskExecutor {
   if (echo) return echoExecutor;
-  if (command.length === 0) throw new CfnError("CFN_ERR_CONFIG_INVALID", "give the command after -- (e.g. cfn agent run --id a1 -- ./my-agent.sh), or --echo");
+  if (command.length === 0)
+    throw new CfnError(
+      "CFN_ERR_CONFIG_INVALID",
+      "give the command after -- (e.g. cfn agent run --id a1 -- ./my-agent.sh), or --echo",
+    );
   return commandExecutor(command, { busDir, taskTimeoutMs });
 }
 
 export function registerAgentCommands(program: Command): void {
-  const agent = program.command("agent").description("run agents on the bus: wrap a CLI, host pooled agents, send direct messages");
+  const agent = program
+    .command("agent")
+    .description("run agents on the bus: wrap a CLI, host pooled agents, send direct messages");
 
   agent
     .command("run")
@@ -57,7 +74,12 @@ export function registerAgentCommands(program: Command): void {
         bus,
         id: options.id,
         team: options.team,
-        executor: executorOf(command, options.echo, bus.dir, positiveInt(options.taskTimeoutMs, "--task-timeout-ms", 0)),
+        executor: executorOf(
+          command,
+          options.echo,
+          bus.dir,
+          positiveInt(options.taskTimeoutMs, "--task-timeout-ms", 0),
+        ),
         readyTo: options.readyTo,
         concurrency: Math.max(1, positiveInt(options.concurrency, "--concurrency", 1)),
         drainTimeoutMs: positiveInt(options.drainTimeoutMs, "--drain-timeout-ms", 10_000),
@@ -79,42 +101,63 @@ export function registerAgentCommands(program: Command): void {
     .command("host")
     .description("run many logical agents in this process, each with its own mailbox (pooled agents)")
     .option("--ids <list>", "comma-separated agent ids (team: id@team)")
-    .option("--ids-stdin", "read \"<id> <team>\" lines from stdin")
+    .option("--ids-stdin", 'read "<id> <team>" lines from stdin')
     .option("--ready-to <agent>", "send cfn.agent.ready per agent to this mailbox")
     .option("--task-timeout-ms <ms>", "kill the command after this long (0: no limit)", "0")
     .option("--echo", "no command: answer each task with its input")
     .argument("[command...]", "the command each agent runs per task, after --")
-    .action(async (command: string[], options: { ids?: string; idsStdin?: boolean; readyTo?: string; taskTimeoutMs: string; echo?: boolean }) => {
-      const { config, logger, metrics } = buildContext(program);
-      const agents: Array<{ id: string; team: string }> = [];
-      for (const entry of (options.ids ?? "").split(",").filter(Boolean)) {
-        const [id, team] = entry.split("@");
-        agents.push({ id, team: team ?? "" });
-      }
-      if (options.idsStdin) {
-        for await (const line of createInterface({ input: process.stdin })) {
-          const [id, team] = line.trim().split(/\s+/);
-          if (id) agents.push({ id, team: team ?? "" });
+    .action(
+      async (
+        command: string[],
+        options: {
+          ids?: string;
+          idsStdin?: boolean;
+          readyTo?: string;
+          taskTimeoutMs: string;
+          echo?: boolean;
+        },
+      ) => {
+        const { config, logger, metrics } = buildContext(program);
+        const agents: Array<{ id: string; team: string }> = [];
+        for (const entry of (options.ids ?? "").split(",").filter(Boolean)) {
+          const [id, team] = entry.split("@");
+          agents.push({ id, team: team ?? "" });
         }
-      }
-      if (agents.length === 0) throw new CfnError("CFN_ERR_CONFIG_INVALID", "no agents: give --ids or --ids-stdin");
-      const bus = new Bus({ config: { ...config.bus, rescanIntervalMs: Math.max(config.bus.rescanIntervalMs, 1000) }, logger, metrics });
-      const host = new PooledHost({
-        bus,
-        agents,
-        executor: executorOf(command, options.echo, bus.dir, positiveInt(options.taskTimeoutMs, "--task-timeout-ms", 0)),
-        readyTo: options.readyTo,
-        logger,
-        metrics,
-      });
-      process.on("SIGUSR2", () => {}); // a doorbell meant for lean agents must not kill the host
-      await new Promise<void>((resolve) => {
-        process.once("SIGTERM", resolve);
-        process.once("SIGINT", resolve);
-      });
-      await host.stop();
-      process.exitCode = EXIT.ok;
-    });
+        if (options.idsStdin) {
+          for await (const line of createInterface({ input: process.stdin })) {
+            const [id, team] = line.trim().split(/\s+/);
+            if (id) agents.push({ id, team: team ?? "" });
+          }
+        }
+        if (agents.length === 0)
+          throw new CfnError("CFN_ERR_CONFIG_INVALID", "no agents: give --ids or --ids-stdin");
+        const bus = new Bus({
+          config: { ...config.bus, rescanIntervalMs: Math.max(config.bus.rescanIntervalMs, 1000) },
+          logger,
+          metrics,
+        });
+        const host = new PooledHost({
+          bus,
+          agents,
+          executor: executorOf(
+            command,
+            options.echo,
+            bus.dir,
+            positiveInt(options.taskTimeoutMs, "--task-timeout-ms", 0),
+          ),
+          readyTo: options.readyTo,
+          logger,
+          metrics,
+        });
+        process.on("SIGUSR2", () => {}); // a doorbell meant for lean agents must not kill the host
+        await new Promise<void>((resolve) => {
+          process.once("SIGTERM", resolve);
+          process.once("SIGINT", resolve);
+        });
+        await host.stop();
+        process.exitCode = EXIT.ok;
+      },
+    );
 
   agent
     .command("direct")
@@ -125,22 +168,29 @@ export function registerAgentCommands(program: Command): void {
     .option("--priority <p>", "high, normal or low", "normal")
     .option("--json", "print the reply as JSON")
     .argument("[payload]", "JSON payload (else a string)", "null")
-    .action(async (payloadText: string, options: { to: string; from?: string; waitMs: string; priority: string; json?: boolean }) => {
-      const { config, logger, metrics } = buildContext(program);
-      const bus = new Bus({ config: config.bus, logger, metrics });
-      let payload: unknown;
-      try {
-        payload = JSON.parse(payloadText);
-      } catch {
-        payload = payloadText;
-      }
-      const priority = options.priority as "high" | "normal" | "low";
-      const reply = await sendDirect(bus, options.from ?? `cli-${process.pid}`, options.to, payload, {
-        waitMs: positiveInt(options.waitMs, "--wait-ms", 5000),
-        priority,
-      });
-      if (options.json) printJson(reply ?? { sent: true });
-      else if (reply) printLine(typeof reply.output === "string" ? reply.output : JSON.stringify(reply.output));
-      if (reply === undefined && positiveInt(options.waitMs, "--wait-ms", 5000) > 0) process.exitCode = EXIT.timeout;
-    });
+    .action(
+      async (
+        payloadText: string,
+        options: { to: string; from?: string; waitMs: string; priority: string; json?: boolean },
+      ) => {
+        const { config, logger, metrics } = buildContext(program);
+        const bus = new Bus({ config: config.bus, logger, metrics });
+        let payload: unknown;
+        try {
+          payload = JSON.parse(payloadText);
+        } catch {
+          payload = payloadText;
+        }
+        const priority = options.priority as "high" | "normal" | "low";
+        const reply = await sendDirect(bus, options.from ?? `cli-${process.pid}`, options.to, payload, {
+          waitMs: positiveInt(options.waitMs, "--wait-ms", 5000),
+          priority,
+        });
+        if (options.json) printJson(reply ?? { sent: true });
+        else if (reply)
+          printLine(typeof reply.output === "string" ? reply.output : JSON.stringify(reply.output));
+        if (reply === undefined && positiveInt(options.waitMs, "--wait-ms", 5000) > 0)
+          process.exitCode = EXIT.timeout;
+      },
+    );
 }

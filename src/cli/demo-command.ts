@@ -2,7 +2,7 @@
 // round, print what a person wants to know, clean up, exit 0 (1 when a task failed).
 
 import type { Command } from "commander";
-import { runDemo, type DemoSummary } from "../coordination/demo.js";
+import { type DemoSummary, runDemo } from "../coordination/demo.js";
 import type { CoordinatorPlacement } from "../coordination/swarm.js";
 import { resolveTopology } from "../coordination/topology-source.js";
 import { CfnError } from "../errors.js";
@@ -44,10 +44,17 @@ export function registerDemoCommand(program: Command): void {
         teams: intOption(flags.teams, "--teams", 1) ?? config.demo.teams,
       });
       if (flags.coordinators !== "in-process" && flags.coordinators !== "process") {
-        throw new CfnError("CFN_ERR_CONFIG_INVALID", `--coordinators must be in-process or process (got ${flags.coordinators})`);
+        throw new CfnError(
+          "CFN_ERR_CONFIG_INVALID",
+          `--coordinators must be in-process or process (got ${flags.coordinators})`,
+        );
       }
       const runtime = runtimeOption(flags.runtime, false);
-      if (runtime === "command") throw new CfnError("CFN_ERR_CONFIG_INVALID", "the demo runs lean, node or pooled agents; use cfn swarm spawn -- <cmd> for your own command");
+      if (runtime === "command")
+        throw new CfnError(
+          "CFN_ERR_CONFIG_INVALID",
+          "the demo runs lean, node or pooled agents; use cfn swarm spawn -- <cmd> for your own command",
+        );
       let progress: ReturnType<typeof spawnProgress> | undefined;
       const interactive = !flags.json && process.stderr.isTTY;
       const summary = await runDemo({
@@ -55,7 +62,8 @@ export function registerDemoCommand(program: Command): void {
         bus: config.bus,
         runtime,
         coordinators: flags.coordinators as CoordinatorPlacement,
-        roundTimeoutMs: intOption(flags.roundTimeoutMs, "--round-timeout-ms", 1) ?? config.demo.roundTimeoutMs,
+        roundTimeoutMs:
+          intOption(flags.roundTimeoutMs, "--round-timeout-ms", 1) ?? config.demo.roundTimeoutMs,
         metricsJsonlPath: config.metrics.jsonlPath || undefined,
         keep: flags.keep,
         logger,
@@ -65,7 +73,10 @@ export function registerDemoCommand(program: Command): void {
         onSpawnProgress: (ready) => progress?.update(ready),
         onSpawnDone: () => progress?.stop(),
         onRoundProgress: (round) => {
-          if (interactive) process.stderr.write(`\rround: ${round.settled}/${round.tasks} results streamed in (${round.teamsDone.length > 0 ? `team ${round.teamsDone.map((team) => team.team).join(", ")} done` : "…"})      `);
+          if (interactive)
+            process.stderr.write(
+              `\rround: ${round.settled}/${round.tasks} results streamed in (${round.teamsDone.length > 0 ? `team ${round.teamsDone.map((team) => team.team).join(", ")} done` : "…"})      `,
+            );
         },
       });
       if (interactive) process.stderr.write("\n");
@@ -81,14 +92,22 @@ export function summaryLines(summary: DemoSummary): string[] {
     "",
     `cfn demo — one coordination round on a local swarm`,
     "",
-    `  agents             ${summary.agents} real OS processes (runtime ${summary.runtime}, ${summary.processes} spawned by this command), ready in ${summary.spawnMs.toFixed(0)} ms`,
+    `  agents             ${summary.agents} agents (runtime ${summary.runtime}${summary.runtime === "pooled" ? `, ${summary.processes} host processes` : ", each its own OS process"}), all ready in ${summary.spawnMs.toFixed(0)} ms`,
     `  topology           ${summary.topology}; coordinators ${summary.coordinatorPlacement}`,
     `  coordination time  ${summary.coordinationMs.toFixed(1)} ms (master issues the task → master holds every result; first result after ${summary.firstResultMs?.toFixed(1) ?? "-"} ms)`,
     `  delivery rate      ${percent}% (${summary.succeeded}/${summary.tasks} results, ${summary.failed} failed, ${summary.retried} retried, ${summary.partials} partial results streamed)`,
     "",
     table([
       ["team", "coordinator", "workers", "ok", "failed", "retried", "done after ms"],
-      ...summary.teams.map((team) => [team.team, team.coordinator, String(team.workers), String(team.succeeded), String(team.failed), String(team.retried), team.timeMs.toFixed(0)]),
+      ...summary.teams.map((team) => [
+        team.team,
+        team.coordinator,
+        String(team.workers),
+        String(team.succeeded),
+        String(team.failed),
+        String(team.retried),
+        team.timeMs.toFixed(0),
+      ]),
     ])
       .split("\n")
       .map((line) => `  ${line}`)
@@ -96,7 +115,8 @@ export function summaryLines(summary: DemoSummary): string[] {
   ];
   if (summary.failures.length > 0) {
     lines.push("", `  failed tasks:`);
-    for (const failure of summary.failures.slice(0, 10)) lines.push(`    ${failure.taskId} (team ${failure.team}): ${failure.reason}`);
+    for (const failure of summary.failures.slice(0, 10))
+      lines.push(`    ${failure.taskId} (team ${failure.team}): ${failure.reason}`);
   }
   lines.push(
     "",

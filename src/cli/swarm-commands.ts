@@ -1,30 +1,45 @@
 // `cfn swarm spawn|status|stop|round|plan` (and the internal `cfn swarm coordinator`): a swarm of
 // agent processes that outlives the command, found again through the registry in the bus dir.
 
+import { rmSync } from "node:fs";
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
-import { rmSync } from "node:fs";
 import { Bus } from "../bus/index.js";
-import { CfnError } from "../errors.js";
 import { FileCheckpointStore } from "../coordination/checkpoint.js";
 import { Coordinator } from "../coordination/coordinator.js";
 import { isProcessAlive } from "../coordination/liveness.js";
 import { Master, type RoundProgress, type RoundResult } from "../coordination/master.js";
-import { listSwarms, readSwarmRecord, removeSwarmRecord, type AgentRuntime, type SwarmRecord } from "../coordination/registry.js";
+import {
+  type AgentRuntime,
+  listSwarms,
+  readSwarmRecord,
+  removeSwarmRecord,
+  type SwarmRecord,
+} from "../coordination/registry.js";
 import { killProcesses } from "../coordination/spawner.js";
 import { defaultCheckpointDir, LocalSwarm, workerRefsOf } from "../coordination/swarm.js";
-import { describePlan, planTopology, teamsOf, type Plan } from "../coordination/topology.js";
+import { describePlan, type Plan, planTopology, teamsOf } from "../coordination/topology.js";
 import { resolveTopology } from "../coordination/topology-source.js";
+import { CfnError } from "../errors.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, table } from "./output.js";
 
 const RUNTIMES: AgentRuntime[] = ["lean", "node", "command", "pooled", "bash"];
 
 /** A progress bar on stderr, or nothing when stderr is not a TTY or output is JSON. */
-export function spawnProgress(total: number, enabled: boolean, label = "spawning"): { update(ready: number): void; stop(): void } {
+export function spawnProgress(
+  total: number,
+  enabled: boolean,
+  label = "spawning",
+): { update(ready: number): void; stop(): void } {
   if (!enabled || !process.stderr.isTTY) return { update() {}, stop() {} };
   const bar = new cliProgress.SingleBar(
-    { stream: process.stderr, format: `${label} |{bar}| {value}/{total} agents ready | {duration_formatted}`, hideCursor: true, clearOnComplete: false },
+    {
+      stream: process.stderr,
+      format: `${label} |{bar}| {value}/{total} agents ready | {duration_formatted}`,
+      hideCursor: true,
+      clearOnComplete: false,
+    },
     cliProgress.Presets.shades_classic,
   );
   bar.start(total, 0);
@@ -37,13 +52,18 @@ export function spawnProgress(total: number, enabled: boolean, label = "spawning
 export function intOption(value: string | undefined, flag: string, min = 0): number | undefined {
   if (value === undefined) return undefined;
   const number = Number(value);
-  if (!Number.isInteger(number) || number < min) throw new CfnError("CFN_ERR_CONFIG_INVALID", `${flag} must be an integer ≥ ${min} (got ${value})`);
+  if (!Number.isInteger(number) || number < min)
+    throw new CfnError("CFN_ERR_CONFIG_INVALID", `${flag} must be an integer ≥ ${min} (got ${value})`);
   return number;
 }
 
 export function runtimeOption(value: string | undefined, hasCommand: boolean): AgentRuntime {
   const runtime = (value ?? (hasCommand ? "command" : "lean")) as AgentRuntime;
-  if (!RUNTIMES.includes(runtime)) throw new CfnError("CFN_ERR_CONFIG_INVALID", `--runtime must be one of ${RUNTIMES.join(", ")} (got ${value})`);
+  if (!RUNTIMES.includes(runtime))
+    throw new CfnError(
+      "CFN_ERR_CONFIG_INVALID",
+      `--runtime must be one of ${RUNTIMES.join(", ")} (got ${value})`,
+    );
   return runtime;
 }
 
@@ -54,7 +74,11 @@ interface TopologyFlags {
   teams?: string;
 }
 
-export function planFromFlags(flags: TopologyFlags, swarm: string, defaults: { agents?: number; teams?: number } = {}): Plan {
+export function planFromFlags(
+  flags: TopologyFlags,
+  swarm: string,
+  defaults: { agents?: number; teams?: number } = {},
+): Plan {
   const spec = resolveTopology({
     file: flags.topologyFile,
     spec: flags.topology,
@@ -86,8 +110,10 @@ export function roundLines(result: RoundResult): string[] {
   ];
   if (result.failures.length > 0) {
     lines.push("", `failed tasks (${result.failures.length}):`);
-    for (const failure of result.failures.slice(0, 20)) lines.push(`  ${failure.taskId} (team ${failure.team}): ${failure.reason}`);
-    if (result.failures.length > 20) lines.push(`  … and ${result.failures.length - 20} more (--json lists all)`);
+    for (const failure of result.failures.slice(0, 20))
+      lines.push(`  ${failure.taskId} (team ${failure.team}): ${failure.reason}`);
+    if (result.failures.length > 20)
+      lines.push(`  … and ${result.failures.length - 20} more (--json lists all)`);
   }
   return lines;
 }
@@ -99,7 +125,9 @@ export function roundJson(result: RoundResult, withOutcomes = false): Record<str
 }
 
 export function registerSwarmCommands(program: Command): void {
-  const swarm = program.command("swarm").description("spawn, inspect, drive and stop swarms of agent processes");
+  const swarm = program
+    .command("swarm")
+    .description("spawn, inspect, drive and stop swarms of agent processes");
 
   swarm
     .command("spawn")
@@ -114,54 +142,72 @@ export function registerSwarmCommands(program: Command): void {
     .option("--task-timeout-ms <ms>", "command runtime: kill a task's command after this long")
     .option("--json", "print a JSON summary")
     .argument("[command...]", "command each agent wraps (after --)")
-    .action(async (command: string[], options: TopologyFlags & { name: string; runtime?: string; workMs?: string; taskTimeoutMs?: string; json?: boolean }) => {
-      const { config, logger, metrics } = buildContext(program);
-      const bus = new Bus({ config: config.bus, logger, metrics });
-      if (readSwarmRecord(bus.dir, options.name)) {
-        throw new CfnError("CFN_ERR_CONFIG_INVALID", `swarm ${options.name} already runs on bus ${bus.dir}; stop it first or choose --name`);
-      }
-      const plan = planFromFlags(options, options.name);
-      const runtime = runtimeOption(options.runtime, command.length > 0);
-      const progress = spawnProgress(plan.workers.length, !options.json);
-      const startedAt = performance.now();
-      const agentArgs = options.taskTimeoutMs ? ["--task-timeout-ms", options.taskTimeoutMs] : [];
-      let local: LocalSwarm;
-      try {
-        local = await LocalSwarm.start({
-          bus,
-          plan,
-          runtime,
-          command,
-          lean: { workMs: intOption(options.workMs, "--work-ms") },
-          detached: true,
-          coordinators: "none",
-          agentArgs,
-          onSpawnProgress: (ready) => progress.update(ready),
-          logger,
-          metrics,
-        });
-      } finally {
-        progress.stop();
-      }
-      // The coordinators and the master of this command are not needed: rounds start their own.
-      local.master.close();
-      const readyMs = performance.now() - startedAt;
-      const summary = {
-        swarm: options.name,
-        topology: describePlan(plan),
-        runtime: local.spawned.runtime,
-        agents: plan.workers.length,
-        processes: local.spawned.processes.length,
-        readyMs: Math.round(readyMs),
-        busDir: bus.dir,
-      };
-      if (options.json) printJson(summary);
-      else {
-        printLine(`swarm ${summary.swarm}: ${summary.agents} agents ready in ${summary.readyMs} ms (${summary.topology}, runtime ${summary.runtime})`);
-        printLine(`bus ${bus.dir} — see: cfn swarm status --name ${summary.swarm}; stop: cfn swarm stop --name ${summary.swarm}`);
-      }
-      process.exitCode = EXIT.ok;
-    });
+    .action(
+      async (
+        command: string[],
+        options: TopologyFlags & {
+          name: string;
+          runtime?: string;
+          workMs?: string;
+          taskTimeoutMs?: string;
+          json?: boolean;
+        },
+      ) => {
+        const { config, logger, metrics } = buildContext(program);
+        const bus = new Bus({ config: config.bus, logger, metrics });
+        if (readSwarmRecord(bus.dir, options.name)) {
+          throw new CfnError(
+            "CFN_ERR_CONFIG_INVALID",
+            `swarm ${options.name} already runs on bus ${bus.dir}; stop it first or choose --name`,
+          );
+        }
+        const plan = planFromFlags(options, options.name);
+        const runtime = runtimeOption(options.runtime, command.length > 0);
+        const progress = spawnProgress(plan.workers.length, !options.json);
+        const startedAt = performance.now();
+        const agentArgs = options.taskTimeoutMs ? ["--task-timeout-ms", options.taskTimeoutMs] : [];
+        let local: LocalSwarm;
+        try {
+          local = await LocalSwarm.start({
+            bus,
+            plan,
+            runtime,
+            command,
+            lean: { workMs: intOption(options.workMs, "--work-ms") },
+            detached: true,
+            coordinators: "none",
+            agentArgs,
+            onSpawnProgress: (ready) => progress.update(ready),
+            logger,
+            metrics,
+          });
+        } finally {
+          progress.stop();
+        }
+        // The coordinators and the master of this command are not needed: rounds start their own.
+        local.master.close();
+        const readyMs = performance.now() - startedAt;
+        const summary = {
+          swarm: options.name,
+          topology: describePlan(plan),
+          runtime: local.spawned.runtime,
+          agents: plan.workers.length,
+          processes: local.spawned.processes.length,
+          readyMs: Math.round(readyMs),
+          busDir: bus.dir,
+        };
+        if (options.json) printJson(summary);
+        else {
+          printLine(
+            `swarm ${summary.swarm}: ${summary.agents} agents ready in ${summary.readyMs} ms (${summary.topology}, runtime ${summary.runtime})`,
+          );
+          printLine(
+            `bus ${bus.dir} — see: cfn swarm status --name ${summary.swarm}; stop: cfn swarm stop --name ${summary.swarm}`,
+          );
+        }
+        process.exitCode = EXIT.ok;
+      },
+    );
 
   swarm
     .command("status")
@@ -174,7 +220,8 @@ export function registerSwarmCommands(program: Command): void {
       const names = options.name ? [options.name] : listSwarms(bus.dir);
       const statuses = names.map((name) => {
         const record = readSwarmRecord(bus.dir, name);
-        if (!record) throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${name} on bus ${bus.dir}`, { swarm: name });
+        if (!record)
+          throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${name} on bus ${bus.dir}`, { swarm: name });
         return swarmStatus(bus, record);
       });
       if (options.json) {
@@ -183,7 +230,9 @@ export function registerSwarmCommands(program: Command): void {
       }
       if (statuses.length === 0) printLine(`no swarms on bus ${bus.dir}`);
       for (const status of statuses) {
-        printLine(`swarm ${status.swarm}: ${status.alive}/${status.agents} agents alive — ${status.description}, runtime ${status.runtime}, up ${Math.round(status.uptimeMs / 1000)} s`);
+        printLine(
+          `swarm ${status.swarm}: ${status.alive}/${status.agents} agents alive — ${status.description}, runtime ${status.runtime}, up ${Math.round(status.uptimeMs / 1000)} s`,
+        );
         printLine(
           table([
             ["team", "agents", "alive", "queued", "claimed", "dead letters", "oldest heartbeat s"],
@@ -203,7 +252,9 @@ export function registerSwarmCommands(program: Command): void {
 
   swarm
     .command("stop")
-    .description("stop a swarm gracefully: SIGTERM (agents drain), SIGKILL after --timeout-ms, remove its mailboxes and registry entry")
+    .description(
+      "stop a swarm gracefully: SIGTERM (agents drain), SIGKILL after --timeout-ms, remove its mailboxes and registry entry",
+    )
     .option("--name <swarm>", "swarm to stop")
     .option("--all", "stop every swarm on the bus")
     .option("--timeout-ms <ms>", "grace period before SIGKILL", "10000")
@@ -215,16 +266,23 @@ export function registerSwarmCommands(program: Command): void {
       const results = [];
       for (const name of names) {
         const record = readSwarmRecord(bus.dir, name);
-        if (!record) throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${name} on bus ${bus.dir}`, { swarm: name });
+        if (!record)
+          throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${name} on bus ${bus.dir}`, { swarm: name });
         results.push(await stopSwarm(bus, record, intOption(options.timeoutMs, "--timeout-ms") ?? 10_000));
       }
       if (options.json) printJson({ stopped: results });
-      else for (const result of results) printLine(`swarm ${result.swarm}: ${result.stopped} processes stopped, ${result.killed} killed, ${result.mailboxesRemoved} mailboxes removed${result.mailboxesKept > 0 ? `, ${result.mailboxesKept} kept (messages queued)` : ""}`);
+      else
+        for (const result of results)
+          printLine(
+            `swarm ${result.swarm}: ${result.stopped} processes stopped, ${result.killed} killed, ${result.mailboxesRemoved} mailboxes removed${result.mailboxesKept > 0 ? `, ${result.mailboxesKept} kept (messages queued)` : ""}`,
+          );
     });
 
   swarm
     .command("round")
-    .description("run one coordination round on a spawned swarm (coordinators in this process); --resume continues an interrupted one")
+    .description(
+      "run one coordination round on a spawned swarm (coordinators in this process); --resume continues an interrupted one",
+    )
     .option("--name <swarm>", "swarm", "swarm")
     .option("--input <json>", "task input every worker gets (broadcast)", "null")
     .option("--items <json>", "JSON array: one task per item, spread over idle workers")
@@ -235,53 +293,86 @@ export function registerSwarmCommands(program: Command): void {
     .option("--resume [roundId]", "resume an interrupted round (default: the unfinished one)")
     .option("--json", "print a JSON result")
     .option("--outcomes", "with --json: include every task's outcome")
-    .action(async (options: { name: string; input: string; items?: string; timeoutMs: string; taskTimeoutMs: string; attempts: string; priority: string; resume?: string | boolean; json?: boolean; outcomes?: boolean }) => {
-      const { config, logger, metrics } = buildContext(program);
-      const bus = new Bus({ config: config.bus, logger, metrics });
-      const record = readSwarmRecord(bus.dir, options.name);
-      if (!record) throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${options.name} on bus ${bus.dir}`, { swarm: options.name });
-      const plan = planTopology(record.topology, { swarm: record.swarm });
-      const checkpoints = new FileCheckpointStore(defaultCheckpointDir(bus, record.swarm));
-      const coordinators = plan.coordinators.map((coordinator) => new Coordinator({ bus, id: coordinator.id, checkpoints, logger, metrics }));
-      for (const coordinator of coordinators) coordinator.start();
-      const master = new Master({ bus, id: plan.master, checkpoints, logger, metrics });
-      const onProgress = (progress: RoundProgress) => {
-        if (!options.json && process.stderr.isTTY) process.stderr.write(`\r${progress.settled}/${progress.tasks} results (${progress.failed} failed) after ${progress.elapsedMs.toFixed(0)} ms`);
-      };
-      let result: RoundResult;
-      try {
-        if (options.resume !== undefined) {
-          const roundId = typeof options.resume === "string" ? options.resume : master.unfinishedRounds()[0];
-          if (!roundId) throw new CfnError("CFN_ERR_UNAVAILABLE", `no unfinished round of swarm ${record.swarm} to resume`);
-          result = await master.resumeRound(roundId, { onProgress });
-        } else {
-          result = await master.runRound(
-            {
-              plan,
-              workers: workerRefsOf(record.agents),
-              input: parseJson(options.input, "--input"),
-              items: options.items === undefined ? undefined : (parseJson(options.items, "--items") as unknown[]),
-              priority: options.priority as "high" | "normal" | "low",
-              timeoutMs: intOption(options.timeoutMs, "--timeout-ms", 1),
-              limits: { taskTimeoutMs: intOption(options.taskTimeoutMs, "--task-timeout-ms", 1), attemptsMax: intOption(options.attempts, "--attempts", 1) },
-            },
-            {
-              onProgress,
-              onIssued: (roundId) => {
-                if (!options.json) process.stderr.write(`round ${roundId} issued to ${plan.workers.length} agents\n`);
+    .action(
+      async (options: {
+        name: string;
+        input: string;
+        items?: string;
+        timeoutMs: string;
+        taskTimeoutMs: string;
+        attempts: string;
+        priority: string;
+        resume?: string | boolean;
+        json?: boolean;
+        outcomes?: boolean;
+      }) => {
+        const { config, logger, metrics } = buildContext(program);
+        const bus = new Bus({ config: config.bus, logger, metrics });
+        const record = readSwarmRecord(bus.dir, options.name);
+        if (!record)
+          throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${options.name} on bus ${bus.dir}`, {
+            swarm: options.name,
+          });
+        const plan = planTopology(record.topology, { swarm: record.swarm });
+        const checkpoints = new FileCheckpointStore(defaultCheckpointDir(bus, record.swarm));
+        const coordinators = plan.coordinators.map(
+          (coordinator) => new Coordinator({ bus, id: coordinator.id, checkpoints, logger, metrics }),
+        );
+        for (const coordinator of coordinators) coordinator.start();
+        const master = new Master({ bus, id: plan.master, checkpoints, logger, metrics });
+        const onProgress = (progress: RoundProgress) => {
+          if (!options.json && process.stderr.isTTY)
+            process.stderr.write(
+              `\r${progress.settled}/${progress.tasks} results (${progress.failed} failed) after ${progress.elapsedMs.toFixed(0)} ms`,
+            );
+        };
+        let result: RoundResult;
+        try {
+          if (options.resume !== undefined) {
+            const roundId =
+              typeof options.resume === "string" ? options.resume : master.unfinishedRounds()[0];
+            if (!roundId)
+              throw new CfnError(
+                "CFN_ERR_UNAVAILABLE",
+                `no unfinished round of swarm ${record.swarm} to resume`,
+              );
+            result = await master.resumeRound(roundId, { onProgress });
+          } else {
+            result = await master.runRound(
+              {
+                plan,
+                workers: workerRefsOf(record.agents),
+                input: parseJson(options.input, "--input"),
+                items:
+                  options.items === undefined
+                    ? undefined
+                    : (parseJson(options.items, "--items") as unknown[]),
+                priority: options.priority as "high" | "normal" | "low",
+                timeoutMs: intOption(options.timeoutMs, "--timeout-ms", 1),
+                limits: {
+                  taskTimeoutMs: intOption(options.taskTimeoutMs, "--task-timeout-ms", 1),
+                  attemptsMax: intOption(options.attempts, "--attempts", 1),
+                },
               },
-            },
-          );
+              {
+                onProgress,
+                onIssued: (roundId) => {
+                  if (!options.json)
+                    process.stderr.write(`round ${roundId} issued to ${plan.workers.length} agents\n`);
+                },
+              },
+            );
+          }
+        } finally {
+          if (!options.json && process.stderr.isTTY) process.stderr.write("\n");
+          await Promise.all(coordinators.map((coordinator) => coordinator.stop()));
+          master.close();
         }
-      } finally {
-        if (!options.json && process.stderr.isTTY) process.stderr.write("\n");
-        await Promise.all(coordinators.map((coordinator) => coordinator.stop()));
-        master.close();
-      }
-      if (options.json) printJson(roundJson(result, options.outcomes));
-      else for (const line of roundLines(result)) printLine(line);
-      process.exitCode = result.failed > 0 ? EXIT.failure : EXIT.ok;
-    });
+        if (options.json) printJson(roundJson(result, options.outcomes));
+        else for (const line of roundLines(result)) printLine(line);
+        process.exitCode = result.failed > 0 ? EXIT.failure : EXIT.ok;
+      },
+    );
 
   swarm
     .command("plan")
@@ -315,7 +406,13 @@ export function registerSwarmCommands(program: Command): void {
     .action(async (options: { id: string; checkpointDir: string }) => {
       const { config, logger, metrics } = buildContext(program);
       const bus = new Bus({ config: config.bus, logger, metrics });
-      const coordinator = new Coordinator({ bus, id: options.id, checkpoints: new FileCheckpointStore(options.checkpointDir), logger, metrics });
+      const coordinator = new Coordinator({
+        bus,
+        id: options.id,
+        checkpoints: new FileCheckpointStore(options.checkpointDir),
+        logger,
+        metrics,
+      });
       coordinator.start();
       await new Promise<void>((resolve) => {
         process.once("SIGTERM", resolve);
@@ -351,7 +448,15 @@ export function swarmStatus(bus: Bus, record: SwarmRecord) {
   for (const agent of record.agents) {
     let team = teams.get(agent.team);
     if (!team) {
-      team = { team: agent.team, agents: 0, alive: 0, queued: 0, claimed: 0, deadLetters: 0, oldestHeartbeatAgeMs: null };
+      team = {
+        team: agent.team,
+        agents: 0,
+        alive: 0,
+        queued: 0,
+        claimed: 0,
+        deadLetters: 0,
+        oldestHeartbeatAgeMs: null,
+      };
       teams.set(agent.team, team);
     }
     team.agents++;
@@ -369,7 +474,8 @@ export function swarmStatus(bus: Bus, record: SwarmRecord) {
       team.queued += status.inboxDepth;
       team.claimed += status.claimed;
       team.deadLetters += status.deadLetters;
-      if (status.lastSeenMs !== null) team.oldestHeartbeatAgeMs = Math.max(team.oldestHeartbeatAgeMs ?? 0, nowMs - status.lastSeenMs);
+      if (status.lastSeenMs !== null)
+        team.oldestHeartbeatAgeMs = Math.max(team.oldestHeartbeatAgeMs ?? 0, nowMs - status.lastSeenMs);
     }
   }
   return {
@@ -387,11 +493,20 @@ export function swarmStatus(bus: Bus, record: SwarmRecord) {
 
 /** Graceful stop of a registered swarm, then removal of its empty mailboxes, checkpoints and registry entry. */
 export async function stopSwarm(bus: Bus, record: SwarmRecord, timeoutMs: number) {
-  const { stopped, killed } = await killProcesses(record.processes, timeoutMs, record.agents.map((agent) => agent.pid));
+  const { stopped, killed } = await killProcesses(
+    record.processes,
+    timeoutMs,
+    record.agents.map((agent) => agent.pid),
+  );
   let mailboxesRemoved = 0;
   let mailboxesKept = 0;
   const plan = planTopology(record.topology, { swarm: record.swarm });
-  const ids = [...record.agents.map((agent) => agent.id), ...plan.coordinators.map((coordinator) => coordinator.id), plan.master, `${record.swarm}.spawner`];
+  const ids = [
+    ...record.agents.map((agent) => agent.id),
+    ...plan.coordinators.map((coordinator) => coordinator.id),
+    plan.master,
+    `${record.swarm}.spawner`,
+  ];
   for (const id of ids) {
     const status = bus.agentStatus(id);
     if (!status) continue;

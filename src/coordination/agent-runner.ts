@@ -10,10 +10,10 @@
 //   CFN_PRIORITY CFN_TASK_ID CFN_ROUND_ID CFN_ATTEMPT
 // stdin: {"type","messageId","from","agent","team","taskId","roundId","attempt","input"}
 
-import { spawn } from "node:child_process";
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import type { Bus, Delivery, Envelope, Mailbox } from "../bus/index.js";
 import { isCfnError } from "../errors.js";
-import { silentLogger, type Logger } from "../obs/logger.js";
+import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import { MESSAGE, type ResultPayload, type TaskPayload } from "./protocol.js";
 
@@ -48,7 +48,11 @@ export interface ExecResult {
 export type TaskExecutor = (context: TaskContext) => Promise<ExecResult>;
 
 /** The echo executor: output = input (benchmarks, demos, the node fallback runtime). */
-export const echoExecutor: TaskExecutor = async (context) => ({ ok: true, output: context.input, durationMs: 0 });
+export const echoExecutor: TaskExecutor = async (context) => ({
+  ok: true,
+  output: context.input,
+  durationMs: 0,
+});
 
 export interface CommandExecutorOptions {
   busDir: string;
@@ -74,11 +78,15 @@ export function commandExecutor(command: string[], options: CommandExecutorOptio
         CFN_ROUND_ID: context.roundId ?? "",
         CFN_ATTEMPT: context.attempt === undefined ? "" : String(context.attempt),
       };
-      let child;
+      let child: ChildProcessWithoutNullStreams;
       try {
         child = spawn(command[0], command.slice(1), { env, stdio: ["pipe", "pipe", "pipe"] });
       } catch (error) {
-        resolve({ ok: false, error: `cannot start ${command[0]}: ${(error as Error).message}`, durationMs: 0 });
+        resolve({
+          ok: false,
+          error: `cannot start ${command[0]}: ${(error as Error).message}`,
+          durationMs: 0,
+        });
         return;
       }
       const stdout: Buffer[] = [];
@@ -103,7 +111,9 @@ export function commandExecutor(command: string[], options: CommandExecutorOptio
         if (stderr.length > STDERR_TAIL_BYTES) stderr = stderr.subarray(stderr.length - STDERR_TAIL_BYTES);
       });
       child.stdin.on("error", () => {}); // the command may not read its stdin
-      child.on("error", (error) => finish({ ok: false, error: `cannot start ${command[0]}: ${error.message}` }));
+      child.on("error", (error) =>
+        finish({ ok: false, error: `cannot start ${command[0]}: ${error.message}` }),
+      );
       child.on("close", (code, signal) => {
         const stderrText = stderr.toString("utf8").trim();
         if (overflow) {
@@ -112,12 +122,22 @@ export function commandExecutor(command: string[], options: CommandExecutorOptio
         }
         const text = Buffer.concat(stdout).toString("utf8");
         const ok = code === 0;
-        finish({ ok, output: parseOutput(text), exitCode: code, signal, ...(ok ? {} : { error: stderrText || `exit code ${code ?? signal}` }) });
+        finish({
+          ok,
+          output: parseOutput(text),
+          exitCode: code,
+          signal,
+          ...(ok ? {} : { error: stderrText || `exit code ${code ?? signal}` }),
+        });
       });
       if (options.taskTimeoutMs && options.taskTimeoutMs > 0) {
         timer = setTimeout(() => {
           child.kill("SIGKILL");
-          finish({ ok: false, signal: "SIGKILL", error: `command ran longer than ${options.taskTimeoutMs} ms and was killed` });
+          finish({
+            ok: false,
+            signal: "SIGKILL",
+            error: `command ran longer than ${options.taskTimeoutMs} ms and was killed`,
+          });
         }, options.taskTimeoutMs);
       }
       const stdin = {
@@ -163,7 +183,15 @@ export function contextOf(message: Envelope, agent: string, team: string): TaskC
       input: payload.input ?? null,
     };
   }
-  return { type: "direct", messageId: message.id, from: message.from, agent, team, priority: message.priority, input: message.payload ?? null };
+  return {
+    type: "direct",
+    messageId: message.id,
+    from: message.from,
+    agent,
+    team,
+    priority: message.priority,
+    input: message.payload ?? null,
+  };
 }
 
 export interface AgentRunnerOptions {
@@ -256,7 +284,8 @@ export class AgentRunner {
     this.stopRequested = true;
     for (const wake of this.idle.splice(0)) wake();
     // Wake a receive() waiting in run(): a high-priority note to self, ignored by the handler.
-    if (wakeReceiver && !this.mailbox.isClosed) this.bus.sendSync(this.id, this.id, { type: "cfn.agent.wake", priority: "high" });
+    if (wakeReceiver && !this.mailbox.isClosed)
+      this.bus.sendSync(this.id, this.id, { type: "cfn.agent.wake", priority: "high" });
   }
 
   get isStopping(): boolean {
@@ -279,7 +308,8 @@ export class AgentRunner {
         () => this.mailbox.ack(delivery),
         (error) => {
           this.logger.warn("task handling failed; message handed back", { agent: this.id, error });
-          if (!this.mailbox.isClosed) this.mailbox.nack(delivery, { reason: String((error as Error)?.message ?? error) });
+          if (!this.mailbox.isClosed)
+            this.mailbox.nack(delivery, { reason: String((error as Error)?.message ?? error) });
         },
       )
       .catch(() => {})
@@ -307,9 +337,16 @@ export class AgentRunner {
     await this.bus.send(
       this.id,
       message.from,
-      { type: message.type === MESSAGE.task ? MESSAGE.result : MESSAGE.directReply, priority: message.priority, headers, payload },
+      {
+        type: message.type === MESSAGE.task ? MESSAGE.result : MESSAGE.directReply,
+        priority: message.priority,
+        headers,
+        payload,
+      },
       { waitMs: 5000 },
     );
-    this.metrics?.counter("cfn_agent_tasks_total", "Tasks an agent ran, by outcome", ["outcome"]).inc({ outcome: result.ok ? "ok" : "failed" });
+    this.metrics
+      ?.counter("cfn_agent_tasks_total", "Tasks an agent ran, by outcome", ["outcome"])
+      .inc({ outcome: result.ok ? "ok" : "failed" });
   }
 }

@@ -49,7 +49,9 @@ export class FileCheckpointStore implements CheckpointStore {
 
   rounds(): string[] {
     try {
-      return readdirSync(this.dir).filter((name) => SAFE.test(name)).sort();
+      return readdirSync(this.dir)
+        .filter((name) => SAFE.test(name))
+        .sort();
     } catch {
       return [];
     }

@@ -14,15 +14,15 @@
 
 import type { Bus, Delivery, Mailbox } from "../bus/index.js";
 import { isCfnError } from "../errors.js";
-import { silentLogger, type Logger } from "../obs/logger.js";
+import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import type { CheckpointStore } from "./checkpoint.js";
 import { isProcessAlive, ringDoorbell } from "./liveness.js";
 import {
-  fromBashResult,
-  MESSAGE,
   type AssignPayload,
   type BashResultPayload,
+  fromBashResult,
+  MESSAGE,
   type PartialPayload,
   type ResultPayload,
   type SubtreePlan,
@@ -161,7 +161,8 @@ export class Coordinator {
     let wait = 1000;
     const nowMs = Date.now();
     for (const round of this.rounds.values()) {
-      if (round.done && round.outcomes.length === 0 && round.teams.length === 0 && round.acks.length === 0) continue;
+      if (round.done && round.outcomes.length === 0 && round.teams.length === 0 && round.acks.length === 0)
+        continue;
       if (round.outcomes.length > 0 || round.acks.length > 0 || round.teams.length > 0) {
         wait = Math.min(wait, Math.max(0, round.lastFlushMs + round.assign.limits.flushIntervalMs - nowMs));
       }
@@ -196,7 +197,11 @@ export class Coordinator {
           this.onPartial(delivery, message.payload as PartialPayload);
           return;
         default:
-          this.logger.debug("ignoring message", { coordinator: this.id, type: message.type, from: message.from });
+          this.logger.debug("ignoring message", {
+            coordinator: this.id,
+            type: message.type,
+            from: message.from,
+          });
           (this.mailbox as Mailbox).ack(delivery);
       }
     } catch (error) {
@@ -229,7 +234,12 @@ export class Coordinator {
       this.sendDispatches(round, nowMs);
       this.checkpoint(round);
     } else {
-      const round: GroupRound = { kind: "group", settled: new Set(), teamsDone: new Set(), ...freshCommon(assign, nowMs) };
+      const round: GroupRound = {
+        kind: "group",
+        settled: new Set(),
+        teamsDone: new Set(),
+        ...freshCommon(assign, nowMs),
+      };
       this.rounds.set(assign.roundId, round);
       this.checkpoint(round);
       this.forwardAssign(round);
@@ -251,11 +261,17 @@ export class Coordinator {
   private forwardAssign(round: GroupRound): void {
     const { assign } = round;
     const teamToChild = new Map<string, SubtreePlan>();
-    for (const child of assign.subtree.children ?? []) for (const team of leafNames(child)) teamToChild.set(team, child);
+    for (const child of assign.subtree.children ?? [])
+      for (const team of leafNames(child)) teamToChild.set(team, child);
     for (const child of assign.subtree.children ?? []) {
       const tasks = assign.tasks.filter((task) => teamToChild.get(task.team) === child);
       const payload: AssignPayload = { ...assign, parent: this.id, subtree: child, tasks };
-      this.bus.sendSync(this.id, child.coordinator, { type: MESSAGE.assign, id: `${assign.roundId}.assign.${child.coordinator}`, priority: "high", payload });
+      this.bus.sendSync(this.id, child.coordinator, {
+        type: MESSAGE.assign,
+        id: `${assign.roundId}.assign.${child.coordinator}`,
+        priority: "high",
+        payload,
+      });
     }
   }
 
@@ -264,7 +280,7 @@ export class Coordinator {
   private onResult(delivery: Delivery, result: ResultPayload, from: string, nowMs: number): void {
     const roundId = typeof result?.re === "string" ? result.re.split(".")[0] : "";
     const round = this.rounds.get(roundId);
-    if (!round || round.kind !== "leaf") {
+    if (round?.kind !== "leaf") {
       this.logger.debug("result for an unknown round", { coordinator: this.id, re: result?.re, from });
       (this.mailbox as Mailbox).ack(delivery);
       return;
@@ -276,7 +292,7 @@ export class Coordinator {
 
   private onPartial(delivery: Delivery, partial: PartialPayload): void {
     const round = this.rounds.get(partial?.roundId);
-    if (!round || round.kind !== "group") {
+    if (round?.kind !== "group") {
       (this.mailbox as Mailbox).ack(delivery);
       return;
     }
@@ -304,10 +320,19 @@ export class Coordinator {
       };
       try {
         const type = dispatch.worker.dialect === "bash" ? BASH_TASK : MESSAGE.task;
-        this.bus.sendSync(this.id, dispatch.worker.id, { type, id: dispatch.messageId, priority: dispatch.priority, payload });
+        this.bus.sendSync(this.id, dispatch.worker.id, {
+          type,
+          id: dispatch.messageId,
+          priority: dispatch.priority,
+          payload,
+        });
         if (dispatch.worker.doorbell) ringDoorbell(dispatch.worker.pid);
       } catch (error) {
-        this.logger.warn("cannot deliver a task", { coordinator: this.id, worker: dispatch.worker.id, error });
+        this.logger.warn("cannot deliver a task", {
+          coordinator: this.id,
+          worker: dispatch.worker.id,
+          error,
+        });
         round.team.onUndeliverable(dispatch.messageId, String((error as Error)?.message ?? error), nowMs);
       }
     }
@@ -319,7 +344,10 @@ export class Coordinator {
     for (const round of this.rounds.values()) {
       if (round.kind === "leaf" && !round.done) {
         if (nowMs >= round.assign.deadlineMs) round.team.failUnsettled(nowMs, "round deadline passed");
-        if (nowMs - round.lastLivenessMs >= this.livenessIntervalMs || round.team.nextTimeoutMs() !== undefined) {
+        if (
+          nowMs - round.lastLivenessMs >= this.livenessIntervalMs ||
+          round.team.nextTimeoutMs() !== undefined
+        ) {
           if (nowMs - round.lastLivenessMs >= this.livenessIntervalMs) {
             round.lastLivenessMs = nowMs;
             round.team.checkWorkers(nowMs, this.isAlive);
@@ -335,7 +363,10 @@ export class Coordinator {
         }
         if (round.team.isDone()) round.done = true;
       } else if (round.kind === "group" && !round.done) {
-        if (round.settled.size >= round.assign.tasks.length && round.teamsDone.size >= leafNames(round.assign.subtree).length) {
+        if (
+          round.settled.size >= round.assign.tasks.length &&
+          round.teamsDone.size >= leafNames(round.assign.subtree).length
+        ) {
           round.done = true;
           round.summarySent = true;
         }
@@ -370,11 +401,21 @@ export class Coordinator {
     if (round.outcomes.length > 0 || round.teams.length > 0) {
       for (const chunk of chunkOutcomes(round.outcomes, assign.limits.flushOutcomesMax)) {
         const last = chunk === undefined;
-        const payload: PartialPayload = { roundId: assign.roundId, coordinator: this.id, outcomes: chunk ?? [], teams: last ? round.teams : [] };
+        const payload: PartialPayload = {
+          roundId: assign.roundId,
+          coordinator: this.id,
+          outcomes: chunk ?? [],
+          teams: last ? round.teams : [],
+        };
         if (last && round.teams.length === 0) continue;
         this.bus.sendSync(this.id, assign.parent, { type: MESSAGE.partial, payload });
       }
-      this.metrics?.counter("cfn_coordination_outcomes_forwarded_total", "Task outcomes a coordinator sent to its parent").inc(round.outcomes.length);
+      this.metrics
+        ?.counter(
+          "cfn_coordination_outcomes_forwarded_total",
+          "Task outcomes a coordinator sent to its parent",
+        )
+        .inc(round.outcomes.length);
       round.outcomes = [];
       round.teams = [];
     }
@@ -388,21 +429,41 @@ export class Coordinator {
   private checkpoint(round: RoundState): void {
     const record: LeafCheckpoint | GroupCheckpoint =
       round.kind === "leaf"
-        ? { kind: "leaf", assign: { ...round.assign, tasks: [] }, team: round.team.snapshot(), summarySent: round.summarySent }
-        : { kind: "group", assign: round.assign, settled: [...round.settled], teamsDone: [...round.teamsDone], summarySent: round.summarySent };
+        ? {
+            kind: "leaf",
+            assign: { ...round.assign, tasks: [] },
+            team: round.team.snapshot(),
+            summarySent: round.summarySent,
+          }
+        : {
+            kind: "group",
+            assign: round.assign,
+            settled: [...round.settled],
+            teamsDone: [...round.teamsDone],
+            summarySent: round.summarySent,
+          };
     this.checkpoints.write(round.assign.roundId, `coordinator-${this.id}`, record);
   }
 
   private resumeFromCheckpoints(): void {
     const nowMs = Date.now();
     for (const roundId of this.checkpoints.rounds()) {
-      const record = this.checkpoints.read<LeafCheckpoint | GroupCheckpoint>(roundId, `coordinator-${this.id}`);
+      const record = this.checkpoints.read<LeafCheckpoint | GroupCheckpoint>(
+        roundId,
+        `coordinator-${this.id}`,
+      );
       if (!record) continue;
       let round: RoundState;
       if (record.kind === "leaf") {
         const team = TeamRound.restore(record.team);
         const assign = { ...record.assign, tasks: record.team.init.tasks };
-        round = { kind: "leaf", team, ...freshCommon(assign, 0), lastLivenessMs: 0, summarySent: record.summarySent };
+        round = {
+          kind: "leaf",
+          team,
+          ...freshCommon(assign, 0),
+          lastLivenessMs: 0,
+          summarySent: record.summarySent,
+        };
         // Resend what was settled before the crash; the parent drops duplicates.
         round.outcomes = team.allSettled();
         team.takeSettled();

@@ -11,11 +11,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Bus } from "../bus/index.js";
 import type { BusConfig } from "../config/schema.js";
-import { silentLogger, type Logger } from "../obs/logger.js";
+import { type Logger, silentLogger } from "../obs/logger.js";
 import { Metrics } from "../obs/metrics.js";
 import type { RoundProgress, RoundResult } from "./master.js";
 import type { AgentRuntime } from "./registry.js";
-import { LocalSwarm, type CoordinatorPlacement } from "./swarm.js";
+import { type CoordinatorPlacement, LocalSwarm } from "./swarm.js";
 import { describePlan, planTopology, type TopologySpec } from "./topology.js";
 
 export interface DemoOptions {
@@ -102,10 +102,16 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     });
     const spawnMs = performance.now() - spawnStartedAt;
     options.onSpawnDone?.();
-    metrics.emit("cfn_coordination_spawn_seconds", spawnMs / 1000, { agents: plan.workers.length, runtime: swarm.spawned.runtime });
+    metrics.emit("cfn_coordination_spawn_seconds", spawnMs / 1000, {
+      agents: plan.workers.length,
+      runtime: swarm.spawned.runtime,
+    });
     // round
     const result = await swarm.runRound(
-      { input: { prompt: "report in", issuedAt: new Date().toISOString() }, timeoutMs: options.roundTimeoutMs },
+      {
+        input: { prompt: "report in", issuedAt: new Date().toISOString() },
+        timeoutMs: options.roundTimeoutMs,
+      },
       { onProgress: options.onRoundProgress },
     );
     // summarise

@@ -16,7 +16,13 @@ export interface DirectOptions {
  * Sends `payload` from `from` to `to` and, unless waitMs is 0, returns the reply (undefined when
  * none arrived in time). `from` must be a mailbox only this caller reads.
  */
-export async function sendDirect(bus: Bus, from: string, to: string, payload: unknown, options: DirectOptions = {}): Promise<ResultPayload | undefined> {
+export async function sendDirect(
+  bus: Bus,
+  from: string,
+  to: string,
+  payload: unknown,
+  options: DirectOptions = {},
+): Promise<ResultPayload | undefined> {
   const id = `direct-${randomUUID()}`;
   const waitMs = options.waitMs ?? 5000;
   const mailbox = waitMs > 0 ? bus.openMailbox(from) : undefined;

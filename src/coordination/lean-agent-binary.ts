@@ -31,16 +31,24 @@ function mtime(path: string): number | undefined {
 function build(): { path: string | undefined; error?: string } {
   const source = mtime(LEAN_AGENT_SOURCE);
   const binary = mtime(LEAN_AGENT_BINARY);
-  if (source === undefined) return binary === undefined ? { path: undefined, error: `missing ${LEAN_AGENT_SOURCE}` } : { path: LEAN_AGENT_BINARY };
+  if (source === undefined)
+    return binary === undefined
+      ? { path: undefined, error: `missing ${LEAN_AGENT_SOURCE}` }
+      : { path: LEAN_AGENT_BINARY };
   if (binary !== undefined && binary >= source) return { path: LEAN_AGENT_BINARY };
   mkdirSync(dirname(LEAN_AGENT_BINARY), { recursive: true });
   // Several processes may build at once: each writes its own file, the rename is atomic.
   const tmp = `${LEAN_AGENT_BINARY}.${process.pid}.tmp`;
   let lastError = "no C compiler (cc, gcc, clang) found";
-  for (const compiler of [process.env.CC, "cc", "gcc", "clang"].filter((name): name is string => Boolean(name))) {
+  for (const compiler of [process.env.CC, "cc", "gcc", "clang"].filter((name): name is string =>
+    Boolean(name),
+  )) {
     // Static first: fewer mappings make each fork of the group supervisor cheaper (~35 % here).
     for (const flags of [["-O2", "-static"], ["-O2"]]) {
-      const result = spawnSync(compiler, [...flags, "-o", tmp, LEAN_AGENT_SOURCE], { encoding: "utf8", timeout: 60_000 });
+      const result = spawnSync(compiler, [...flags, "-o", tmp, LEAN_AGENT_SOURCE], {
+        encoding: "utf8",
+        timeout: 60_000,
+      });
       if (result.status === 0) {
         renameSync(tmp, LEAN_AGENT_BINARY);
         return { path: LEAN_AGENT_BINARY };

@@ -6,14 +6,14 @@
 
 import type { Bus, Delivery, Mailbox } from "../bus/index.js";
 import { CfnError, isCfnError } from "../errors.js";
-import { silentLogger, type Logger } from "../obs/logger.js";
+import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import type { CheckpointStore } from "./checkpoint.js";
 import { leafNames } from "./coordinator.js";
 import {
+  type AssignPayload,
   MESSAGE,
   newRoundId,
-  type AssignPayload,
   type PartialPayload,
   type RoundLimits,
   type SubtreePlan,
@@ -172,9 +172,27 @@ export class Master {
     const workers = request.workers ?? new Map<string, WorkerRef>();
     const assigns = topSubtrees(plan, workers).map((subtree) => {
       const teams = new Set(leafNames(subtree));
-      return { roundId, parent: this.id, subtree, tasks: tasks.filter((task) => teams.has(task.team)), limits, deadlineMs } satisfies AssignPayload;
+      return {
+        roundId,
+        parent: this.id,
+        subtree,
+        tasks: tasks.filter((task) => teams.has(task.team)),
+        limits,
+        deadlineMs,
+      } satisfies AssignPayload;
     });
-    const state: MasterCheckpoint = { roundId, plan, assigns, tasks, startedAtMs, deadlineMs, outcomes: [], teams: [], partials: 0, firstResultMs: null };
+    const state: MasterCheckpoint = {
+      roundId,
+      plan,
+      assigns,
+      tasks,
+      startedAtMs,
+      deadlineMs,
+      outcomes: [],
+      teams: [],
+      partials: 0,
+      firstResultMs: null,
+    };
     this.checkpoints.write(roundId, "master", state);
     this.sendAssigns(assigns);
     hooks.onIssued?.(roundId);
@@ -184,9 +202,14 @@ export class Master {
   /** Resumes a round after a master restart: re-sends the assigns (a resync) and keeps collecting. */
   async resumeRound(roundId: string, hooks: RoundHooks = {}): Promise<RoundResult> {
     const state = this.checkpoints.read<MasterCheckpoint>(roundId, "master");
-    if (!state) throw new CfnError("CFN_ERR_UNAVAILABLE", `no master checkpoint for round ${roundId}`, { roundId });
+    if (!state)
+      throw new CfnError("CFN_ERR_UNAVAILABLE", `no master checkpoint for round ${roundId}`, { roundId });
     const mailbox = this.open();
-    this.logger.info("resuming round", { roundId, settled: state.outcomes.length, tasks: state.tasks.length });
+    this.logger.info("resuming round", {
+      roundId,
+      settled: state.outcomes.length,
+      tasks: state.tasks.length,
+    });
     this.sendAssigns(state.assigns);
     const startedAt = performance.now() - (Date.now() - state.startedAtMs);
     return this.collect(mailbox, state, startedAt, true, hooks);
@@ -194,7 +217,9 @@ export class Master {
 
   /** Round ids with a master checkpoint in the store (unfinished rounds). */
   unfinishedRounds(): string[] {
-    return this.checkpoints.rounds().filter((roundId) => this.checkpoints.read(roundId, "master") !== undefined);
+    return this.checkpoints
+      .rounds()
+      .filter((roundId) => this.checkpoints.read(roundId, "master") !== undefined);
   }
 
   private sendAssigns(assigns: AssignPayload[]): void {
@@ -208,7 +233,13 @@ export class Master {
     }
   }
 
-  private async collect(mailbox: Mailbox, state: MasterCheckpoint, startedAt: number, resumed: boolean, hooks: RoundHooks): Promise<RoundResult> {
+  private async collect(
+    mailbox: Mailbox,
+    state: MasterCheckpoint,
+    startedAt: number,
+    resumed: boolean,
+    hooks: RoundHooks,
+  ): Promise<RoundResult> {
     const byTask = new Map<string, TaskOutcome>();
     for (const outcome of state.outcomes) byTask.set(outcome.taskId, outcome);
     const teams = new Map<string, TeamSummary>();
@@ -233,10 +264,17 @@ export class Master {
       if (byTask.size >= total && allAt !== undefined && performance.now() - allAt > DEADLINE_GRACE_MS) break; // summaries late: not needed
       let deliveries: Delivery[];
       try {
-        const waitMs = Math.max(1, Math.min(unacked.length > 0 ? MASTER_CHECKPOINT_INTERVAL_MS : 1000, state.deadlineMs + DEADLINE_GRACE_MS - nowMs));
+        const waitMs = Math.max(
+          1,
+          Math.min(
+            unacked.length > 0 ? MASTER_CHECKPOINT_INTERVAL_MS : 1000,
+            state.deadlineMs + DEADLINE_GRACE_MS - nowMs,
+          ),
+        );
         deliveries = await mailbox.receive({ timeoutMs: waitMs, max: 1024 });
       } catch (error) {
-        if (isCfnError(error, "CFN_ERR_CLOSED")) throw new CfnError("CFN_ERR_CLOSED", "the master was closed during a round");
+        if (isCfnError(error, "CFN_ERR_CLOSED"))
+          throw new CfnError("CFN_ERR_CLOSED", "the master was closed during a round");
         throw error;
       }
       for (const delivery of deliveries) {
@@ -259,7 +297,8 @@ export class Master {
           teams.set(team.team, team);
           teamsDone.push(team);
         }
-        if (latest.length > 0 && state.firstResultMs === null) state.firstResultMs = performance.now() - startedAt;
+        if (latest.length > 0 && state.firstResultMs === null)
+          state.firstResultMs = performance.now() - startedAt;
         if (byTask.size >= total && allAt === undefined) allAt = performance.now();
         if (latest.length > 0 || teamsDone.length > 0) {
           hooks.onProgress?.({
@@ -306,7 +345,13 @@ export class Master {
     const succeeded = outcomes.filter((outcome) => outcome.ok).length;
     const failures: RoundFailure[] = outcomes
       .filter((outcome) => !outcome.ok)
-      .map((outcome) => ({ taskId: outcome.taskId, team: outcome.team, worker: outcome.worker, reason: outcome.reason ?? "failed", attempts: outcome.attempts }));
+      .map((outcome) => ({
+        taskId: outcome.taskId,
+        team: outcome.team,
+        worker: outcome.worker,
+        reason: outcome.reason ?? "failed",
+        attempts: outcome.attempts,
+      }));
     const startedAtMs = state.startedAtMs;
     const teamResults: TeamResult[] = [];
     const perTeam = new Map<string, TaskOutcome[]>();
@@ -317,7 +362,9 @@ export class Master {
     }
     for (const [name, list] of perTeam) {
       const summary = teams.get(name);
-      const coordinator = state.plan.coordinators.find((coordinator) => coordinator.leaf && coordinator.name === name);
+      const coordinator = state.plan.coordinators.find(
+        (coordinator) => coordinator.leaf && coordinator.name === name,
+      );
       const ok = list.filter((outcome) => outcome.ok).length;
       const lastMs = Math.max(...list.map((outcome) => outcome.settledAtMs));
       teamResults.push({
@@ -337,11 +384,26 @@ export class Master {
     const total = state.tasks.length;
     const deliveryRate = total === 0 ? 1 : succeeded / total;
     if (this.metrics) {
-      this.metrics.histogram("cfn_coordination_round_seconds", "Coordination time of a round, master issue to last outcome").observe(coordinationMs / 1000);
-      this.metrics.counter("cfn_coordination_tasks_total", "Tasks of coordination rounds by outcome", ["outcome"]).inc({ outcome: "ok" }, succeeded);
-      this.metrics.counter("cfn_coordination_tasks_total", "Tasks of coordination rounds by outcome", ["outcome"]).inc({ outcome: "failed" }, total - succeeded);
-      this.metrics.emit("cfn_coordination_round_seconds", coordinationMs / 1000, { round: state.roundId, topology: state.plan.kind });
-      this.metrics.emit("cfn_coordination_delivery_rate", deliveryRate, { round: state.roundId, topology: state.plan.kind });
+      this.metrics
+        .histogram(
+          "cfn_coordination_round_seconds",
+          "Coordination time of a round, master issue to last outcome",
+        )
+        .observe(coordinationMs / 1000);
+      this.metrics
+        .counter("cfn_coordination_tasks_total", "Tasks of coordination rounds by outcome", ["outcome"])
+        .inc({ outcome: "ok" }, succeeded);
+      this.metrics
+        .counter("cfn_coordination_tasks_total", "Tasks of coordination rounds by outcome", ["outcome"])
+        .inc({ outcome: "failed" }, total - succeeded);
+      this.metrics.emit("cfn_coordination_round_seconds", coordinationMs / 1000, {
+        round: state.roundId,
+        topology: state.plan.kind,
+      });
+      this.metrics.emit("cfn_coordination_delivery_rate", deliveryRate, {
+        round: state.roundId,
+        topology: state.plan.kind,
+      });
     }
     void startedAt;
     return {
@@ -367,7 +429,10 @@ export class Master {
 }
 
 /** The round's tasks: one per worker (broadcast) or one per item spread over the teams. */
-export function planTasks(plan: Plan, request: Pick<RoundRequest, "input" | "items" | "priority">): TaskSpec[] {
+export function planTasks(
+  plan: Plan,
+  request: Pick<RoundRequest, "input" | "items" | "priority">,
+): TaskSpec[] {
   const priority = request.priority ?? "normal";
   if (request.items !== undefined) {
     const teams = plan.coordinators.filter((coordinator) => coordinator.leaf);
@@ -403,7 +468,14 @@ export function topSubtrees(plan: Plan, workers: Map<string, WorkerRef>): Subtre
         workers: coordinator.children.map((worker) => workers.get(worker) ?? { id: worker }),
       };
     }
-    return { coordinator: id, name: coordinator.name, leaf: false, children: coordinator.children.map(build) };
+    return {
+      coordinator: id,
+      name: coordinator.name,
+      leaf: false,
+      children: coordinator.children.map(build),
+    };
   };
-  return plan.coordinators.filter((coordinator) => coordinator.parent === plan.master).map((coordinator) => build(coordinator.id));
+  return plan.coordinators
+    .filter((coordinator) => coordinator.parent === plan.master)
+    .map((coordinator) => build(coordinator.id));
 }

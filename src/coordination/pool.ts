@@ -5,11 +5,11 @@
 
 import type { Bus, Delivery, Mailbox } from "../bus/index.js";
 import { CfnError, isCfnError } from "../errors.js";
-import { silentLogger, type Logger } from "../obs/logger.js";
+import { type Logger, silentLogger } from "../obs/logger.js";
 import { isProcessAlive, ringDoorbell } from "./liveness.js";
 import { MESSAGE, type ResultPayload } from "./protocol.js";
 import type { AgentRecord, AgentRuntime, ProcessRecord } from "./registry.js";
-import { killProcesses, spawnAgents, type LeanOptions } from "./spawner.js";
+import { killProcesses, type LeanOptions, spawnAgents } from "./spawner.js";
 
 export const POOL_INITIAL_DEFAULT = 50;
 
@@ -107,7 +107,8 @@ export interface PoolStats {
 }
 
 export class AgentPool {
-  private readonly options: Required<Omit<PoolOptions, "command" | "lean" | "logger">> & Pick<PoolOptions, "command" | "lean">;
+  private readonly options: Required<Omit<PoolOptions, "command" | "lean" | "logger">> &
+    Pick<PoolOptions, "command" | "lean">;
   private readonly bus: Bus;
   private readonly logger: Logger;
   private readonly agents = new Map<string, PoolAgent>();
@@ -145,7 +146,10 @@ export class AgentPool {
     };
     const { min, max, initial } = this.options;
     if (!(min >= 0 && min <= initial && initial <= max && max >= 1)) {
-      throw new CfnError("CFN_ERR_CONFIG_INVALID", `pool limits must satisfy 0 ≤ min ≤ initial ≤ max, max ≥ 1 (min ${min}, initial ${initial}, max ${max})`);
+      throw new CfnError(
+        "CFN_ERR_CONFIG_INVALID",
+        `pool limits must satisfy 0 ≤ min ≤ initial ≤ max, max ≥ 1 (min ${min}, initial ${initial}, max ${max})`,
+      );
     }
     this.mailbox = this.bus.openMailbox(`${options.name}.pool`);
   }
@@ -181,7 +185,14 @@ export class AgentPool {
       if (agent.busy) busy++;
       else idle++;
     }
-    return { size: idle + busy, idle, busy, queued: this.queue.length, spawned: this.spawned, retired: this.retired };
+    return {
+      size: idle + busy,
+      idle,
+      busy,
+      queued: this.queue.length,
+      spawned: this.spawned,
+      retired: this.retired,
+    };
   }
 
   /** Ids of the pool's live agents. */
@@ -196,9 +207,25 @@ export class AgentPool {
     await this.scaling.catch(() => {});
     this.mailbox.close();
     await this.loop;
-    await killProcesses(this.processes, 5000, [...this.agents.values()].map((agent) => agent.record.pid));
-    for (const task of this.queue.splice(0)) task.resolve({ ok: false, agent: "", attempts: task.attempts, error: "pool stopped before the task ran" });
-    for (const task of this.byMessage.values()) task.resolve({ ok: false, agent: task.agent ?? "", attempts: task.attempts, error: "pool stopped while the task ran" });
+    await killProcesses(
+      this.processes,
+      5000,
+      [...this.agents.values()].map((agent) => agent.record.pid),
+    );
+    for (const task of this.queue.splice(0))
+      task.resolve({
+        ok: false,
+        agent: "",
+        attempts: task.attempts,
+        error: "pool stopped before the task ran",
+      });
+    for (const task of this.byMessage.values())
+      task.resolve({
+        ok: false,
+        agent: task.agent ?? "",
+        attempts: task.attempts,
+        error: "pool stopped while the task ran",
+      });
     this.byMessage.clear();
   }
 
@@ -208,7 +235,10 @@ export class AgentPool {
     if (count <= 0) return;
     if (!counted) this.spawning += count;
     try {
-      const agents = Array.from({ length: count }, () => ({ id: `${this.options.name}.a${this.nextAgent++}`, team: this.options.name }));
+      const agents = Array.from({ length: count }, () => ({
+        id: `${this.options.name}.a${this.nextAgent++}`,
+        team: this.options.name,
+      }));
       const result = await spawnAgents({
         bus: this.bus,
         agents,
@@ -220,7 +250,8 @@ export class AgentPool {
       });
       this.processes.push(...result.processes);
       const nowMs = Date.now();
-      for (const record of result.agents) this.agents.set(record.id, { record, idleSinceMs: nowMs, retiring: false });
+      for (const record of result.agents)
+        this.agents.set(record.id, { record, idleSinceMs: nowMs, retiring: false });
       this.spawned += result.agents.length;
     } finally {
       this.spawning -= count;
@@ -242,7 +273,8 @@ export class AgentPool {
   private takeNext(): PendingTask {
     const rank = { high: 0, normal: 1, low: 2 };
     let best = 0;
-    for (let index = 1; index < this.queue.length; index++) if (rank[this.queue[index].priority] < rank[this.queue[best].priority]) best = index;
+    for (let index = 1; index < this.queue.length; index++)
+      if (rank[this.queue[index].priority] < rank[this.queue[best].priority]) best = index;
     return this.queue.splice(best, 1)[0];
   }
 
@@ -254,7 +286,12 @@ export class AgentPool {
     agent.busy = task;
     this.byMessage.set(task.messageId, task);
     try {
-      this.bus.sendSync(this.mailbox.agentId, agent.record.id, { type: MESSAGE.task, id: task.messageId, priority: task.priority, payload: { taskId: task.messageId, input: task.input } });
+      this.bus.sendSync(this.mailbox.agentId, agent.record.id, {
+        type: MESSAGE.task,
+        id: task.messageId,
+        priority: task.priority,
+        payload: { taskId: task.messageId, input: task.input },
+      });
       if (agent.record.doorbell) ringDoorbell(agent.record.pid);
     } catch (error) {
       this.lose(agent, task, `cannot deliver: ${(error as Error).message}`);
@@ -265,7 +302,8 @@ export class AgentPool {
     agent.busy = undefined;
     if (task.messageId) this.byMessage.delete(task.messageId);
     task.lastError = `attempt ${task.attempts} on ${agent.record.id}: ${why}`;
-    if (task.attempts >= this.options.attemptsMax) task.resolve({ ok: false, agent: agent.record.id, attempts: task.attempts, error: task.lastError });
+    if (task.attempts >= this.options.attemptsMax)
+      task.resolve({ ok: false, agent: agent.record.id, attempts: task.attempts, error: task.lastError });
     else this.queue.unshift(task);
   }
 
@@ -288,7 +326,13 @@ export class AgentPool {
             agent.busy = undefined;
             agent.idleSinceMs = Date.now();
           }
-          task.resolve({ ok: result.ok, output: result.output, agent: delivery.message.from, attempts: task.attempts, error: result.error });
+          task.resolve({
+            ok: result.ok,
+            output: result.output,
+            agent: delivery.message.from,
+            attempts: task.attempts,
+            error: result.error,
+          });
         }
       }
       this.mailbox.ack(deliveries);
@@ -313,7 +357,9 @@ export class AgentPool {
         this.retire(agent);
       }
     }
-    const idle = [...this.agents.values()].filter((agent) => !agent.busy && !agent.retiring).map((agent) => ({ id: agent.record.id, idleSinceMs: agent.idleSinceMs }));
+    const idle = [...this.agents.values()]
+      .filter((agent) => !agent.busy && !agent.retiring)
+      .map((agent) => ({ id: agent.record.id, idleSinceMs: agent.idleSinceMs }));
     const decision = decideScale({
       size: this.stats.size,
       spawning: this.spawning,
@@ -333,7 +379,11 @@ export class AgentPool {
       const count = decision.spawn;
       this.spawning += count; // counted now, so the next tick does not ask again
       this.scaling = this.scaling
-        .then(() => (this.closed ? (this.spawning -= count, undefined) : this.grow(count, true)))
+        .then(() => {
+          if (!this.closed) return this.grow(count, true);
+          this.spawning -= count;
+          return undefined;
+        })
         .catch((error) => this.logger.warn("scale-up failed", { error }));
     }
     this.assign();

@@ -3,9 +3,9 @@
 // that got mail; one timer refreshes every heartbeat and one sweep rescans every inbox as the
 // safety net under inotify (sweepIntervalMs).
 
-import { watch, type FSWatcher } from "node:fs";
+import { type FSWatcher, watch } from "node:fs";
 import type { Bus } from "../bus/index.js";
-import { silentLogger, type Logger } from "../obs/logger.js";
+import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import { AgentRunner, type TaskExecutor } from "./agent-runner.js";
 
@@ -56,7 +56,10 @@ export class PooledHost {
         watcher.on("error", () => watcher.close());
         this.watchers.push(watcher);
       } catch (error) {
-        this.logger.warn("cannot watch an inbox; the sweep will find its messages", { agent: agent.id, error });
+        this.logger.warn("cannot watch an inbox; the sweep will find its messages", {
+          agent: agent.id,
+          error,
+        });
       }
       this.schedule(runner);
     }

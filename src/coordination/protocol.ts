@@ -54,8 +54,19 @@ export interface BashResultPayload {
 /** Turns a bash agent's `result` into a ResultPayload (the bash agent echoes the task). */
 export function fromBashResult(payload: BashResultPayload): ResultPayload | undefined {
   const task = payload?.task;
-  if (!task || typeof task.roundId !== "string" || typeof task.taskId !== "string" || !Number.isInteger(task.attempt)) return undefined;
-  return { re: taskMessageId(task.roundId, task.taskId, task.attempt), ok: true, agent: payload.agent, output: task.input };
+  if (
+    !task ||
+    typeof task.roundId !== "string" ||
+    typeof task.taskId !== "string" ||
+    !Number.isInteger(task.attempt)
+  )
+    return undefined;
+  return {
+    re: taskMessageId(task.roundId, task.taskId, task.attempt),
+    ok: true,
+    agent: payload.agent,
+    output: task.input,
+  };
 }
 
 /** Subtree handed to a coordinator: itself and, below it, teams or further coordinators. */
@@ -172,5 +183,7 @@ export function taskMessageId(roundId: string, taskId: string, attempt: number):
 
 /** A fresh round id: time-ordered and unique enough across hosts. */
 export function newRoundId(nowMs: number, random: () => number): string {
-  return `r${nowMs.toString(36)}-${Math.floor(random() * 36 ** 6).toString(36).padStart(6, "0")}`;
+  return `r${nowMs.toString(36)}-${Math.floor(random() * 36 ** 6)
+    .toString(36)
+    .padStart(6, "0")}`;
 }

@@ -6,13 +6,13 @@
 //   pooled   `cfn agent host`: many logical agents (each its own mailbox) per Node process
 //   bash     examples/bash-agent.sh (the bus's agent in bash, coreutils only): an echo worker
 
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { cpus } from "node:os";
 import { createInterface } from "node:readline";
 import type { Bus } from "../bus/index.js";
 import { CfnError, isCfnError } from "../errors.js";
-import { silentLogger, type Logger } from "../obs/logger.js";
+import { type Logger, silentLogger } from "../obs/logger.js";
 import { ensureLeanAgent, leanAgentBuildError } from "./lean-agent-binary.js";
 import { isProcessAlive } from "./liveness.js";
 import { BASH_AGENT, CLI_MAIN } from "./paths.js";
@@ -90,7 +90,8 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
 
   const onExit = (child: ChildProcess, what: string) => {
     child.once("exit", (code, signal) => {
-      if (ready.size < total && (code !== 0 || signal)) failures.push(`${what} exited early (${signal ?? `code ${code}`})`);
+      if (ready.size < total && (code !== 0 || signal))
+        failures.push(`${what} exited early (${signal ?? `code ${code}`})`);
     });
   };
 
@@ -104,7 +105,15 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
         break;
       case "node":
       case "command":
-        await spawnNodeAgents(options, runtime, pids, processes, children, onExit, () => Date.now() > deadline || failures.length > 0);
+        await spawnNodeAgents(
+          options,
+          runtime,
+          pids,
+          processes,
+          children,
+          onExit,
+          () => Date.now() > deadline || failures.length > 0,
+        );
         break;
       case "pooled":
         spawnPooledHosts(options, pids, processes, children, onExit);
@@ -119,15 +128,25 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
   try {
     while (ready.size < total) {
       if (launchError) throw launchError;
-      if (failures.length > 0) throw new CfnError("CFN_ERR_TIMEOUT", `agents failed to start: ${failures.slice(0, 5).join("; ")}`, { failures });
+      if (failures.length > 0)
+        throw new CfnError("CFN_ERR_TIMEOUT", `agents failed to start: ${failures.slice(0, 5).join("; ")}`, {
+          failures,
+        });
       const remainingMs = deadline - Date.now();
       if (remainingMs <= 0) {
         const missing = [...expected.keys()].filter((id) => !ready.has(id));
-        throw new CfnError("CFN_ERR_TIMEOUT", `${missing.length} of ${total} agents not ready after ${timeoutMs} ms (e.g. ${missing.slice(0, 5).join(", ")})`, {
-          missing: missing.length,
-        });
+        throw new CfnError(
+          "CFN_ERR_TIMEOUT",
+          `${missing.length} of ${total} agents not ready after ${timeoutMs} ms (e.g. ${missing.slice(0, 5).join(", ")})`,
+          {
+            missing: missing.length,
+          },
+        );
       }
-      const deliveries = await mailbox.receive({ timeoutMs: Math.min(remainingMs, runtime === "bash" ? 20 : 100), max: 4096 });
+      const deliveries = await mailbox.receive({
+        timeoutMs: Math.min(remainingMs, runtime === "bash" ? 20 : 100),
+        max: 4096,
+      });
       let changed = false;
       if (runtime === "bash") changed = markBashAgentsReady(options.bus, expected, ready);
       for (const delivery of deliveries) {
@@ -171,17 +190,27 @@ function spawnLeanGroups(
 ): Promise<void> {
   const binary = ensureLeanAgent() as string;
   // At least two groups per CPU so that the supervisors fork in parallel, at most 100 agents each.
-  const groupSize = options.groupSize ?? Math.max(1, Math.min(LEAN_GROUP_SIZE_DEFAULT, Math.ceil(options.agents.length / (2 * cpus().length))));
+  const groupSize =
+    options.groupSize ??
+    Math.max(1, Math.min(LEAN_GROUP_SIZE_DEFAULT, Math.ceil(options.agents.length / (2 * cpus().length))));
   const lean = options.lean ?? {};
   const args = ["group", "--bus-dir", options.bus.dir, "--ready-to", options.readyTo];
   if (lean.workMs) args.push("--work-ms", String(lean.workMs));
   if (lean.rescanMs) args.push("--rescan-ms", String(lean.rescanMs));
   if (lean.heartbeatMs) args.push("--heartbeat-ms", String(lean.heartbeatMs));
-  args.push("--visibility-ms", String(options.bus.config.visibilityTimeoutMs), "--deliveries-max", String(options.bus.config.deliveriesMax));
+  args.push(
+    "--visibility-ms",
+    String(options.bus.config.visibilityTimeoutMs),
+    "--deliveries-max",
+    String(options.bus.config.deliveriesMax),
+  );
   const groups: Array<Promise<void>> = [];
   for (let start = 0; start < options.agents.length; start += groupSize) {
     const slice = options.agents.slice(start, start + groupSize);
-    const child = spawn(binary, args, { stdio: ["pipe", "pipe", stderrOf(options)], detached: options.detached ?? false });
+    const child = spawn(binary, args, {
+      stdio: ["pipe", "pipe", stderrOf(options)],
+      detached: options.detached ?? false,
+    });
     children.push(child);
     onExit(child, `lean group ${start / groupSize}`);
     const record: ProcessRecord = { pid: child.pid ?? 0, kind: "lean-group", agents: slice.length };
@@ -219,10 +248,25 @@ async function spawnNodeAgents(
   const base = busArgs(options.bus);
   const startOne = (agent: { id: string; team: string }) =>
     new Promise<void>((resolve) => {
-      const args = [CLI_MAIN, ...base, "agent", "run", "--id", agent.id, "--team", agent.team, "--ready-to", options.readyTo, ...(options.agentArgs ?? [])];
+      const args = [
+        CLI_MAIN,
+        ...base,
+        "agent",
+        "run",
+        "--id",
+        agent.id,
+        "--team",
+        agent.team,
+        "--ready-to",
+        options.readyTo,
+        ...(options.agentArgs ?? []),
+      ];
       if (runtime === "node") args.push("--echo");
       else args.push("--", ...(options.command as string[]));
-      const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", stderrOf(options)], detached: options.detached ?? false });
+      const child = spawn(process.execPath, args, {
+        stdio: ["ignore", "ignore", stderrOf(options)],
+        detached: options.detached ?? false,
+      });
       children.push(child);
       onExit(child, `agent ${agent.id}`);
       processes.push({ pid: child.pid ?? 0, kind: "agent", agents: 1 });
@@ -250,10 +294,22 @@ function spawnPooledHosts(
   const base = busArgs(options.bus);
   for (let start = 0; start < options.agents.length; start += size) {
     const slice = options.agents.slice(start, start + size);
-    const args = [CLI_MAIN, ...base, "agent", "host", "--ready-to", options.readyTo, "--ids-stdin", ...(options.agentArgs ?? [])];
+    const args = [
+      CLI_MAIN,
+      ...base,
+      "agent",
+      "host",
+      "--ready-to",
+      options.readyTo,
+      "--ids-stdin",
+      ...(options.agentArgs ?? []),
+    ];
     if (options.command && options.command.length > 0) args.push("--", ...options.command);
     else args.push("--echo");
-    const child = spawn(process.execPath, args, { stdio: ["pipe", "ignore", stderrOf(options)], detached: options.detached ?? false });
+    const child = spawn(process.execPath, args, {
+      stdio: ["pipe", "ignore", stderrOf(options)],
+      detached: options.detached ?? false,
+    });
     children.push(child);
     onExit(child, `pooled host ${start / size}`);
     processes.push({ pid: child.pid ?? 0, kind: "pooled-host", agents: slice.length });
@@ -284,7 +340,10 @@ function spawnBashAgents(
 ): void {
   for (const agent of options.agents) {
     const args = [BASH_AGENT, "run", "--bus", options.bus.dir, "--agent", agent.id];
-    const child = spawn("bash", args, { stdio: ["ignore", "ignore", stderrOf(options)], detached: options.detached ?? false });
+    const child = spawn("bash", args, {
+      stdio: ["ignore", "ignore", stderrOf(options)],
+      detached: options.detached ?? false,
+    });
     children.push(child);
     onExit(child, `bash agent ${agent.id}`);
     processes.push({ pid: child.pid ?? 0, kind: "agent", agents: 1 });
@@ -306,8 +365,14 @@ export function busArgs(bus: Bus): string[] {
  * Graceful stop: SIGTERM to every process (supervisors forward it; agents drain), wait up to
  * `timeoutMs` for them to exit, then SIGKILL what is left. Returns how many had to be killed.
  */
-export async function killProcesses(processes: ProcessRecord[], timeoutMs: number, agentPids: number[] = []): Promise<{ stopped: number; killed: number }> {
-  const pids = [...new Set([...processes.map((process) => process.pid), ...agentPids].filter((pid) => pid > 0))];
+export async function killProcesses(
+  processes: ProcessRecord[],
+  timeoutMs: number,
+  agentPids: number[] = [],
+): Promise<{ stopped: number; killed: number }> {
+  const pids = [
+    ...new Set([...processes.map((process) => process.pid), ...agentPids].filter((pid) => pid > 0)),
+  ];
   for (const pid of pids) signal(pid, "SIGTERM");
   const deadline = Date.now() + timeoutMs;
   let alive = pids.filter((pid) => isProcessAlive(pid));

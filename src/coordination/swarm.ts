@@ -9,18 +9,25 @@
 //               supervisor when it dies (a coordinator crash does not stop its team's round)
 //   none        no coordinators (cfn swarm spawn: each `cfn swarm round` starts its own)
 
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import type { Bus } from "../bus/index.js";
-import { silentLogger, type Logger } from "../obs/logger.js";
+import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
-import { FileCheckpointStore, type CheckpointStore } from "./checkpoint.js";
+import { type CheckpointStore, FileCheckpointStore } from "./checkpoint.js";
 import { Coordinator } from "./coordinator.js";
 import { Master, type RoundHooks, type RoundRequest, type RoundResult } from "./master.js";
 import { CLI_MAIN } from "./paths.js";
 import type { WorkerRef } from "./protocol.js";
-import { dialectOf, removeSwarmRecord, writeSwarmRecord, type AgentRecord, type AgentRuntime, type SwarmRecord } from "./registry.js";
-import { busArgs, killProcesses, spawnAgents, type LeanOptions, type SpawnResult } from "./spawner.js";
+import {
+  type AgentRecord,
+  type AgentRuntime,
+  dialectOf,
+  removeSwarmRecord,
+  type SwarmRecord,
+  writeSwarmRecord,
+} from "./registry.js";
+import { busArgs, killProcesses, type LeanOptions, type SpawnResult, spawnAgents } from "./spawner.js";
 import { describePlan, type Plan } from "./topology.js";
 
 export type CoordinatorPlacement = "in-process" | "process" | "none";
@@ -55,7 +62,15 @@ export function defaultCheckpointDir(bus: Bus, swarm: string): string {
 /** WorkerRef map (pid, doorbell) of registered agents. */
 export function workerRefsOf(agents: AgentRecord[]): Map<string, WorkerRef> {
   return new Map(
-    agents.map((agent) => [agent.id, { id: agent.id, pid: agent.pid > 0 ? agent.pid : undefined, doorbell: agent.doorbell, dialect: dialectOf(agent.runtime) }]),
+    agents.map((agent) => [
+      agent.id,
+      {
+        id: agent.id,
+        pid: agent.pid > 0 ? agent.pid : undefined,
+        doorbell: agent.doorbell,
+        dialect: dialectOf(agent.runtime),
+      },
+    ]),
   );
 }
 
@@ -74,7 +89,13 @@ export class LocalSwarm {
   private readonly options: LocalSwarmOptions;
   private stopping = false;
 
-  private constructor(options: LocalSwarmOptions, spawned: SpawnResult, checkpoints: CheckpointStore, coordinators: Coordinator[], master: Master) {
+  private constructor(
+    options: LocalSwarmOptions,
+    spawned: SpawnResult,
+    checkpoints: CheckpointStore,
+    coordinators: Coordinator[],
+    master: Master,
+  ) {
     this.options = options;
     this.plan = options.plan;
     this.bus = options.bus;
@@ -89,14 +110,28 @@ export class LocalSwarm {
   /** Spawns the workers, starts the coordinators and the master; resolves when all agents are ready. */
   static async start(options: LocalSwarmOptions): Promise<LocalSwarm> {
     const { bus, plan } = options;
-    const checkpoints = new FileCheckpointStore(options.checkpointDir ?? defaultCheckpointDir(bus, plan.swarm));
-    const master = new Master({ bus, id: plan.master, checkpoints, logger: options.logger, metrics: options.metrics });
+    const checkpoints = new FileCheckpointStore(
+      options.checkpointDir ?? defaultCheckpointDir(bus, plan.swarm),
+    );
+    const master = new Master({
+      bus,
+      id: plan.master,
+      checkpoints,
+      logger: options.logger,
+      metrics: options.metrics,
+    });
     master.open();
     const placement = options.coordinators ?? "in-process";
     const coordinators: Coordinator[] = [];
     if (placement === "in-process") {
       for (const coordinator of plan.coordinators) {
-        const actor = new Coordinator({ bus, id: coordinator.id, checkpoints, logger: options.logger, metrics: options.metrics });
+        const actor = new Coordinator({
+          bus,
+          id: coordinator.id,
+          checkpoints,
+          logger: options.logger,
+          metrics: options.metrics,
+        });
         actor.start();
         coordinators.push(actor);
       }
@@ -123,7 +158,8 @@ export class LocalSwarm {
       throw error;
     }
     const swarm = new LocalSwarm(options, spawned, checkpoints, coordinators, master);
-    if (placement === "process") for (const coordinator of plan.coordinators) swarm.startCoordinatorProcess(coordinator.id);
+    if (placement === "process")
+      for (const coordinator of plan.coordinators) swarm.startCoordinatorProcess(coordinator.id);
     if (options.registry ?? true) writeSwarmRecord(bus.dir, swarm.record());
     return swarm;
   }
@@ -131,7 +167,8 @@ export class LocalSwarm {
   /** The registry entry of this swarm. */
   record(): SwarmRecord {
     const processes = [...this.spawned.processes];
-    for (const child of this.coordinatorProcesses.values()) if (child.pid) processes.push({ pid: child.pid, kind: "coordinator", agents: 0 });
+    for (const child of this.coordinatorProcesses.values())
+      if (child.pid) processes.push({ pid: child.pid, kind: "coordinator", agents: 0 });
     return {
       swarm: this.plan.swarm,
       createdAtMs: Date.now(),
@@ -147,7 +184,10 @@ export class LocalSwarm {
   }
 
   /** Runs one round over the whole swarm. */
-  runRound(request: Omit<RoundRequest, "plan" | "workers"> = {}, hooks: RoundHooks = {}): Promise<RoundResult> {
+  runRound(
+    request: Omit<RoundRequest, "plan" | "workers"> = {},
+    hooks: RoundHooks = {},
+  ): Promise<RoundResult> {
     return this.master.runRound({ ...request, plan: this.plan, workers: this.workers }, hooks);
   }
 
@@ -160,7 +200,9 @@ export class LocalSwarm {
   async stop(options: { timeoutMs?: number } = {}): Promise<{ stopped: number; killed: number }> {
     this.stopping = true;
     await Promise.all(this.coordinators.map((coordinator) => coordinator.stop()));
-    const coordinatorProcesses = [...this.coordinatorProcesses.values()].filter((child) => child.pid).map((child) => ({ pid: child.pid as number, kind: "coordinator" as const, agents: 0 }));
+    const coordinatorProcesses = [...this.coordinatorProcesses.values()]
+      .filter((child) => child.pid)
+      .map((child) => ({ pid: child.pid as number, kind: "coordinator" as const, agents: 0 }));
     const result = await killProcesses(
       [...this.spawned.processes, ...coordinatorProcesses],
       options.timeoutMs ?? 5000,
@@ -172,12 +214,25 @@ export class LocalSwarm {
   }
 
   private startCoordinatorProcess(id: string): void {
-    const args = [CLI_MAIN, ...busArgs(this.bus), "swarm", "coordinator", "--id", id, "--checkpoint-dir", (this.checkpoints as FileCheckpointStore).dir];
+    const args = [
+      CLI_MAIN,
+      ...busArgs(this.bus),
+      "swarm",
+      "coordinator",
+      "--id",
+      id,
+      "--checkpoint-dir",
+      (this.checkpoints as FileCheckpointStore).dir,
+    ];
     const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"] });
     this.coordinatorProcesses.set(id, child);
     child.once("exit", (code, signal) => {
       if (this.stopping) return;
-      this.logger.warn("coordinator process died; restarting it from its checkpoint", { coordinator: id, code, signal });
+      this.logger.warn("coordinator process died; restarting it from its checkpoint", {
+        coordinator: id,
+        code,
+        signal,
+      });
       this.coordinatorRestarts += 1;
       setTimeout(() => {
         if (!this.stopping) this.startCoordinatorProcess(id);

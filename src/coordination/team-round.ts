@@ -6,7 +6,15 @@
 //   - every task ends settled, ok or failed with a reason naming each attempt — never silently lost;
 //   - the first answer wins: a late answer of an earlier attempt settles the task, duplicates are ignored.
 
-import type { AttemptRecord, ResultPayload, RoundLimits, TaskOutcome, TaskSpec, TeamSummary, WorkerRef } from "./protocol.js";
+import type {
+  AttemptRecord,
+  ResultPayload,
+  RoundLimits,
+  TaskOutcome,
+  TaskSpec,
+  TeamSummary,
+  WorkerRef,
+} from "./protocol.js";
 import { taskMessageId } from "./protocol.js";
 
 interface TaskState {
@@ -68,7 +76,8 @@ export class TeamRound {
 
   constructor(init: TeamRoundInit) {
     this.init = init;
-    for (const worker of init.workers) this.workers.set(worker.id, { ref: worker, dead: false, suspect: false });
+    for (const worker of init.workers)
+      this.workers.set(worker.id, { ref: worker, dead: false, suspect: false });
     for (const spec of init.tasks) {
       this.tasks.set(spec.taskId, { spec, status: "pending", attempt: 0, attempts: [], reported: false });
       this.order.push(spec.taskId);
@@ -78,7 +87,9 @@ export class TeamRound {
   /** Assigns pending tasks to idle workers; the caller sends each dispatch as a `cfn.task`. */
   dispatch(nowMs: number): Dispatch[] {
     const out: Dispatch[] = [];
-    const idle = [...this.workers.values()].filter((worker) => !worker.busy && !worker.dead && !worker.suspect);
+    const idle = [...this.workers.values()].filter(
+      (worker) => !worker.busy && !worker.dead && !worker.suspect,
+    );
     if (idle.length === 0) {
       this.failIfNoWorkerLeft(nowMs);
       return out;
@@ -90,7 +101,8 @@ export class TeamRound {
       if (task.status !== "pending") continue;
       const tried = new Set(task.attempts.map((attempt) => attempt.worker));
       let chosen: string | undefined;
-      if (task.spec.worker && idleIds.has(task.spec.worker) && !tried.has(task.spec.worker)) chosen = task.spec.worker;
+      if (task.spec.worker && idleIds.has(task.spec.worker) && !tried.has(task.spec.worker))
+        chosen = task.spec.worker;
       if (!chosen) {
         // A broadcast task waits for its own worker unless that worker is out (dead, suspect or tried).
         const own = task.spec.worker ? this.workers.get(task.spec.worker) : undefined;
@@ -114,16 +126,29 @@ export class TeamRound {
       task.attempt += 1;
       task.worker = chosen;
       task.sentAtMs = nowMs;
-      task.attempts.push({ attempt: task.attempt, worker: chosen, outcome: "unanswered", startedAtMs: nowMs });
+      task.attempts.push({
+        attempt: task.attempt,
+        worker: chosen,
+        outcome: "unanswered",
+        startedAtMs: nowMs,
+      });
       const messageId = taskMessageId(this.init.roundId, taskId, task.attempt);
       this.byMessage.set(messageId, { taskId, attempt: task.attempt });
-      out.push({ taskId, worker: worker.ref, attempt: task.attempt, messageId, priority: task.spec.priority ?? "normal", input: task.spec.input });
+      out.push({
+        taskId,
+        worker: worker.ref,
+        attempt: task.attempt,
+        messageId,
+        priority: task.spec.priority ?? "normal",
+        input: task.spec.input,
+      });
     }
     return out;
   }
 
   private hasPendingOwnTask(workerId: string): boolean {
-    for (const task of this.tasks.values()) if (task.status === "pending" && task.spec.worker === workerId) return true;
+    for (const task of this.tasks.values())
+      if (task.status === "pending" && task.spec.worker === workerId) return true;
     return false;
   }
 
@@ -161,7 +186,12 @@ export class TeamRound {
         if (worker.busy) {
           const task = this.tasks.get(worker.busy) as TaskState;
           worker.busy = undefined;
-          this.loseAttempt(task, nowMs, "worker-died", `worker ${worker.ref.id} died${worker.ref.pid ? ` (pid ${worker.ref.pid} gone)` : ""}`);
+          this.loseAttempt(
+            task,
+            nowMs,
+            "worker-died",
+            `worker ${worker.ref.id} died${worker.ref.pid ? ` (pid ${worker.ref.pid} gone)` : ""}`,
+          );
         }
       }
     }
@@ -174,7 +204,12 @@ export class TeamRound {
         worker.suspect = true;
         // It keeps the task "busy" until it answers or dies; it gets nothing new meanwhile.
       }
-      this.loseAttempt(task, nowMs, "timeout", `no answer from ${task.worker} within ${this.init.limits.taskTimeoutMs} ms`);
+      this.loseAttempt(
+        task,
+        nowMs,
+        "timeout",
+        `no answer from ${task.worker} within ${this.init.limits.taskTimeoutMs} ms`,
+      );
     }
     this.failIfNoWorkerLeft(nowMs);
   }
@@ -198,7 +233,8 @@ export class TeamRound {
     for (const task of this.tasks.values()) {
       if (task.status === "ok" || task.status === "failed") continue;
       const record = task.attempts[task.attempts.length - 1];
-      if (task.status === "inflight" && record) Object.assign(record, { outcome: "unanswered", endedAtMs: nowMs, reason: why });
+      if (task.status === "inflight" && record)
+        Object.assign(record, { outcome: "unanswered", endedAtMs: nowMs, reason: why });
       this.settle(task, "failed", nowMs, { reason: `${why}; ${this.reasonOf(task) || "never dispatched"}` });
     }
   }
@@ -226,7 +262,8 @@ export class TeamRound {
   }
 
   isDone(): boolean {
-    for (const task of this.tasks.values()) if (task.status !== "ok" && task.status !== "failed") return false;
+    for (const task of this.tasks.values())
+      if (task.status !== "ok" && task.status !== "failed") return false;
     return true;
   }
 
@@ -271,7 +308,12 @@ export class TeamRound {
         const { spec: _spec, ...rest } = this.tasks.get(taskId) as TaskState;
         return { taskId, ...rest };
       }),
-      workers: [...this.workers.values()].map((worker) => ({ id: worker.ref.id, busy: worker.busy, dead: worker.dead, suspect: worker.suspect })),
+      workers: [...this.workers.values()].map((worker) => ({
+        id: worker.ref.id,
+        busy: worker.busy,
+        dead: worker.dead,
+        suspect: worker.suspect,
+      })),
       finishedAtMs: this.finishedAtMs,
     };
   }
@@ -284,7 +326,11 @@ export class TeamRound {
       if (!task) continue;
       const { taskId: _taskId, ...rest } = saved;
       Object.assign(task, rest, { reported: false });
-      for (const attempt of task.attempts) round.byMessage.set(taskMessageId(snapshot.init.roundId, saved.taskId, attempt.attempt), { taskId: saved.taskId, attempt: attempt.attempt });
+      for (const attempt of task.attempts)
+        round.byMessage.set(taskMessageId(snapshot.init.roundId, saved.taskId, attempt.attempt), {
+          taskId: saved.taskId,
+          attempt: attempt.attempt,
+        });
     }
     for (const saved of snapshot.workers) {
       const worker = round.workers.get(saved.id);
@@ -296,7 +342,12 @@ export class TeamRound {
 
   // ---- internals ------------------------------------------------------------------------------
 
-  private loseAttempt(task: TaskState, nowMs: number, outcome: "timeout" | "worker-died" | "undeliverable", reason: string): void {
+  private loseAttempt(
+    task: TaskState,
+    nowMs: number,
+    outcome: "timeout" | "worker-died" | "undeliverable",
+    reason: string,
+  ): void {
     if (task.status !== "inflight") return;
     const record = task.attempts[task.attempts.length - 1];
     if (record) Object.assign(record, { outcome, endedAtMs: nowMs, reason });
@@ -318,13 +369,22 @@ export class TeamRound {
     for (const task of this.tasks.values()) {
       if (task.status !== "pending") continue;
       const dead = [...this.workers.values()].filter((worker) => worker.dead).map((worker) => worker.ref.id);
-      const silent = [...this.workers.values()].filter((worker) => worker.suspect).map((worker) => worker.ref.id);
+      const silent = [...this.workers.values()]
+        .filter((worker) => worker.suspect)
+        .map((worker) => worker.ref.id);
       const why = `no worker of team ${this.init.team} left to run it (dead: ${dead.length}, not answering: ${silent.length})`;
-      this.settle(task, "failed", nowMs, { reason: task.attempts.length > 0 ? `${this.reasonOf(task)}; ${why}` : why });
+      this.settle(task, "failed", nowMs, {
+        reason: task.attempts.length > 0 ? `${this.reasonOf(task)}; ${why}` : why,
+      });
     }
   }
 
-  private settle(task: TaskState, status: "ok" | "failed", nowMs: number, fields: { output?: unknown; reason?: string; worker?: string }): void {
+  private settle(
+    task: TaskState,
+    status: "ok" | "failed",
+    nowMs: number,
+    fields: { output?: unknown; reason?: string; worker?: string },
+  ): void {
     task.status = status;
     task.settledAtMs = nowMs;
     if (fields.worker) task.worker = fields.worker;
@@ -332,7 +392,8 @@ export class TeamRound {
     else task.reason = fields.reason;
     if (task.worker) {
       const worker = this.workers.get(task.worker);
-      if (worker && worker.busy === task.spec.taskId && status === "failed" && !worker.suspect) worker.busy = undefined;
+      if (worker && worker.busy === task.spec.taskId && status === "failed" && !worker.suspect)
+        worker.busy = undefined;
     }
     if (this.isDone() && this.finishedAtMs === undefined) this.finishedAtMs = nowMs;
   }
@@ -340,7 +401,9 @@ export class TeamRound {
   private reasonOf(task: TaskState): string {
     return task.attempts
       .filter((attempt) => attempt.outcome !== "ok")
-      .map((attempt) => `attempt ${attempt.attempt} on ${attempt.worker}: ${attempt.reason ?? attempt.outcome}`)
+      .map(
+        (attempt) => `attempt ${attempt.attempt} on ${attempt.worker}: ${attempt.reason ?? attempt.outcome}`,
+      )
       .join("; ");
   }
 

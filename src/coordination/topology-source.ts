@@ -4,7 +4,13 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { CfnError } from "../errors.js";
-import { chooseTopology, hybridOf, parseTopologyString, parseTopologyText, type TopologySpec } from "./topology.js";
+import {
+  chooseTopology,
+  hybridOf,
+  parseTopologyString,
+  parseTopologyText,
+  type TopologySpec,
+} from "./topology.js";
 
 export interface TopologySourceOptions {
   file?: string;
@@ -16,7 +22,8 @@ export interface TopologySourceOptions {
 
 export function resolveTopology(options: TopologySourceOptions): TopologySpec {
   if (options.file) return readTopologyFile(options.file);
-  if (options.spec) return parseTopologyString(options.spec, { agents: options.agents, teams: options.teams });
+  if (options.spec)
+    return parseTopologyString(options.spec, { agents: options.agents, teams: options.teams });
   const fromEnv = (options.env ?? process.env).CFN_TOPOLOGY?.trim();
   if (fromEnv) {
     if (/\.(ya?ml|json)$/i.test(fromEnv) || existsSync(fromEnv)) return readTopologyFile(fromEnv);
@@ -32,7 +39,11 @@ export function readTopologyFile(file: string): TopologySpec {
   try {
     text = readFileSync(file, "utf8");
   } catch (error) {
-    throw new CfnError("CFN_ERR_TOPOLOGY_INVALID", `cannot read topology file ${file}: ${(error as Error).message}`, { file });
+    throw new CfnError(
+      "CFN_ERR_TOPOLOGY_INVALID",
+      `cannot read topology file ${file}: ${(error as Error).message}`,
+      { file },
+    );
   }
   return parseTopologyText(text, file);
 }

@@ -76,7 +76,9 @@ function invalid(message: string, details: Record<string, unknown> = {}): CfnErr
 function positiveInt(value: unknown, what: string, max: number): number {
   const number = typeof value === "string" && /^[0-9]+$/.test(value.trim()) ? Number(value) : value;
   if (typeof number !== "number" || !Number.isInteger(number) || number < 1 || number > max) {
-    throw invalid(`${what} must be an integer from 1 to ${max} (got ${JSON.stringify(value)})`, { field: what });
+    throw invalid(`${what} must be an integer from 1 to ${max} (got ${JSON.stringify(value)})`, {
+      field: what,
+    });
   }
   return number;
 }
@@ -102,12 +104,15 @@ export function validateSpec(spec: TopologySpec): TopologySpec {
       positiveInt(spec.workers, "workers", TOPOLOGY_AGENTS_MAX);
       break;
     case "hybrid": {
-      if (!Array.isArray(spec.teams) || spec.teams.length === 0) throw invalid("a hybrid topology needs at least one team");
+      if (!Array.isArray(spec.teams) || spec.teams.length === 0)
+        throw invalid("a hybrid topology needs at least one team");
       if (spec.teams.length > TOPOLOGY_TEAMS_MAX) throw invalid(`more than ${TOPOLOGY_TEAMS_MAX} teams`);
       const seen = new Set<string>();
       for (const team of spec.teams) {
         if (typeof team.name !== "string" || !NAME_PATTERN.test(team.name)) {
-          throw invalid(`team name ${JSON.stringify(team.name)} must match [A-Za-z0-9_-]{1,40}`, { team: team.name });
+          throw invalid(`team name ${JSON.stringify(team.name)} must match [A-Za-z0-9_-]{1,40}`, {
+            team: team.name,
+          });
         }
         if (seen.has(team.name)) throw invalid(`team name ${team.name} appears twice`, { team: team.name });
         seen.add(team.name);
@@ -119,17 +124,21 @@ export function validateSpec(spec: TopologySpec): TopologySpec {
       positiveInt(spec.groups, "groups", TOPOLOGY_TEAMS_MAX);
       positiveInt(spec.teamsPerGroup, "teamsPerGroup", TOPOLOGY_TEAMS_MAX);
       positiveInt(spec.workersPerTeam, "workersPerTeam", TOPOLOGY_AGENTS_MAX);
-      if (spec.groups * spec.teamsPerGroup > TOPOLOGY_TEAMS_MAX) throw invalid(`more than ${TOPOLOGY_TEAMS_MAX} teams`);
+      if (spec.groups * spec.teamsPerGroup > TOPOLOGY_TEAMS_MAX)
+        throw invalid(`more than ${TOPOLOGY_TEAMS_MAX} teams`);
       break;
     case "adaptive":
       positiveInt(spec.agents, "agents", TOPOLOGY_AGENTS_MAX);
       positiveInt(spec.nodes, "nodes", 1000);
       break;
     default:
-      throw invalid(`unknown kind ${JSON.stringify((spec as { kind: unknown }).kind)}; use flat, hybrid, depth3 or adaptive`);
+      throw invalid(
+        `unknown kind ${JSON.stringify((spec as { kind: unknown }).kind)}; use flat, hybrid, depth3 or adaptive`,
+      );
   }
   const total = workerCount(spec);
-  if (total > TOPOLOGY_AGENTS_MAX) throw invalid(`${total} workers exceed the limit of ${TOPOLOGY_AGENTS_MAX}`, { workers: total });
+  if (total > TOPOLOGY_AGENTS_MAX)
+    throw invalid(`${total} workers exceed the limit of ${TOPOLOGY_AGENTS_MAX}`, { workers: total });
   return spec;
 }
 
@@ -151,7 +160,10 @@ export function chooseTopology(agents: number, nodes = 1): Exclude<TopologySpec,
   if (agents <= ADAPTIVE_FLAT_AGENTS_MAX && nodes === 1) return { kind: "flat", workers: agents };
   const teams = Math.min(agents, Math.max(nodes, Math.ceil(agents / ADAPTIVE_TEAM_SIZE_TARGET)));
   if (teams <= ADAPTIVE_MESH_COORDINATORS_MAX) {
-    return { kind: "hybrid", teams: evenSizes(agents, teams).map((workers, index) => ({ name: `team${index}`, workers })) };
+    return {
+      kind: "hybrid",
+      teams: evenSizes(agents, teams).map((workers, index) => ({ name: `team${index}`, workers })),
+    };
   }
   // depth3 needs equal teams: choose groups ≈ √teams and round the team size up; the planner
   // then trims the surplus workers from the last teams (see planTopology).
@@ -172,7 +184,8 @@ export interface PlanOptions {
 export function planTopology(specIn: TopologySpec, options: PlanOptions = {}): Plan {
   const spec = validateSpec(specIn);
   const swarm = options.swarm ?? "swarm";
-  if (!NAME_PATTERN.test(swarm)) throw invalid(`swarm name ${JSON.stringify(swarm)} must match [A-Za-z0-9_-]{1,40}`);
+  if (!NAME_PATTERN.test(swarm))
+    throw invalid(`swarm name ${JSON.stringify(swarm)} must match [A-Za-z0-9_-]{1,40}`);
   const master = `${swarm}.master`;
   if (spec.kind === "adaptive") {
     const chosen = chooseTopology(spec.agents, spec.nodes);
@@ -206,7 +219,14 @@ export function planTopology(specIn: TopologySpec, options: PlanOptions = {}): P
       let teamIndex = 0;
       for (let group = 0; group < spec.groups; group++) {
         const groupId = `${swarm}.g${group}.lead`;
-        const groupPlan: CoordinatorPlan = { id: groupId, parent: master, level: 1, name: `g${group}`, leaf: false, children: [] };
+        const groupPlan: CoordinatorPlan = {
+          id: groupId,
+          parent: master,
+          level: 1,
+          name: `g${group}`,
+          leaf: false,
+          children: [],
+        };
         coordinators.push(groupPlan);
         for (let team = 0; team < spec.teamsPerGroup; team++, teamIndex++) {
           if (sizes[teamIndex] === 0) continue;
@@ -246,45 +266,82 @@ export function describePlan(plan: Plan): string {
 
 // ---- parsing --------------------------------------------------------------------------------
 
-const KEYS = new Set(["kind", "agents", "workers", "teams", "workersPerTeam", "groups", "teamsPerGroup", "nodes", "topology"]);
+const KEYS = new Set([
+  "kind",
+  "agents",
+  "workers",
+  "teams",
+  "workersPerTeam",
+  "groups",
+  "teamsPerGroup",
+  "nodes",
+  "topology",
+]);
 
 /**
  * Parses a short spec: "flat:100", "hybrid:7x100", "depth3:7x7x20", "adaptive:708" (or
  * "adaptive:708@3" for 3 cluster nodes). A bare kind takes sizes from `defaults`.
  */
-export function parseTopologyString(text: string, defaults: { agents?: number; teams?: number } = {}): TopologySpec {
+export function parseTopologyString(
+  text: string,
+  defaults: { agents?: number; teams?: number } = {},
+): TopologySpec {
   const trimmed = text.trim();
   const match = /^([a-z0-9-]+)(?::(.*))?$/i.exec(trimmed);
-  if (!match) throw invalid(`cannot read ${JSON.stringify(text)}; use e.g. flat:100, hybrid:7x100, depth3:7x7x20, adaptive:708`);
+  if (!match)
+    throw invalid(
+      `cannot read ${JSON.stringify(text)}; use e.g. flat:100, hybrid:7x100, depth3:7x7x20, adaptive:708`,
+    );
   const kind = normalizeKind(match[1]);
   const sizes = match[2]?.trim();
   const numbers = (count: number): number[] => {
     const parts = (sizes ?? "").split(/[x×*]/).map((part) => part.trim());
     if (sizes === undefined || parts.length !== count) {
-      throw invalid(`${kind} takes ${count} size${count > 1 ? "s" : ""} (e.g. ${example(kind)}), got ${JSON.stringify(text)}`);
+      throw invalid(
+        `${kind} takes ${count} size${count > 1 ? "s" : ""} (e.g. ${example(kind)}), got ${JSON.stringify(text)}`,
+      );
     }
-    return parts.map((part, index) => positiveInt(part, `size ${index + 1} of ${JSON.stringify(text)}`, TOPOLOGY_AGENTS_MAX));
+    return parts.map((part, index) =>
+      positiveInt(part, `size ${index + 1} of ${JSON.stringify(text)}`, TOPOLOGY_AGENTS_MAX),
+    );
   };
   const defaultAgents = defaults.agents;
   switch (kind) {
     case "flat":
-      return validateSpec({ kind, workers: sizes === undefined && defaultAgents ? defaultAgents : numbers(1)[0] });
+      return validateSpec({
+        kind,
+        workers: sizes === undefined && defaultAgents ? defaultAgents : numbers(1)[0],
+      });
     case "hybrid": {
       if (sizes === undefined && defaultAgents && defaults.teams) {
         return hybridOf(defaultAgents, defaults.teams);
       }
       const [teams, workersPerTeam] = numbers(2);
-      return validateSpec({ kind, teams: Array.from({ length: teams }, (_, index) => ({ name: `team${index}`, workers: workersPerTeam })) });
+      return validateSpec({
+        kind,
+        teams: Array.from({ length: teams }, (_, index) => ({
+          name: `team${index}`,
+          workers: workersPerTeam,
+        })),
+      });
     }
     case "depth3": {
       const [groups, teamsPerGroup, workersPerTeam] = numbers(3);
       return validateSpec({ kind, groups, teamsPerGroup, workersPerTeam });
     }
     case "adaptive": {
-      if (sizes === undefined && defaultAgents) return validateSpec({ kind, agents: defaultAgents, nodes: 1 });
+      if (sizes === undefined && defaultAgents)
+        return validateSpec({ kind, agents: defaultAgents, nodes: 1 });
       const at = /^([0-9]+)(?:@([0-9]+))?$/.exec(sizes ?? "");
-      if (!at) throw invalid(`adaptive takes a size (e.g. adaptive:708 or adaptive:708@3), got ${JSON.stringify(text)}`);
-      return validateSpec({ kind, agents: positiveInt(at[1], "agents", TOPOLOGY_AGENTS_MAX), nodes: at[2] ? positiveInt(at[2], "nodes", 1000) : 1 });
+      if (!at)
+        throw invalid(
+          `adaptive takes a size (e.g. adaptive:708 or adaptive:708@3), got ${JSON.stringify(text)}`,
+        );
+      return validateSpec({
+        kind,
+        agents: positiveInt(at[1], "agents", TOPOLOGY_AGENTS_MAX),
+        nodes: at[2] ? positiveInt(at[2], "nodes", 1000) : 1,
+      });
     }
   }
 }
@@ -294,11 +351,20 @@ export function hybridOf(agents: number, teams: number): TopologySpec {
   positiveInt(agents, "agents", TOPOLOGY_AGENTS_MAX);
   positiveInt(teams, "teams", TOPOLOGY_TEAMS_MAX);
   if (teams > agents) throw invalid(`${teams} teams need at least ${teams} agents (got ${agents})`);
-  return validateSpec({ kind: "hybrid", teams: evenSizes(agents, teams).map((workers, index) => ({ name: `team${index}`, workers })) });
+  return validateSpec({
+    kind: "hybrid",
+    teams: evenSizes(agents, teams).map((workers, index) => ({ name: `team${index}`, workers })),
+  });
 }
 
 function example(kind: string): string {
-  return kind === "flat" ? "flat:100" : kind === "hybrid" ? "hybrid:7x100" : kind === "depth3" ? "depth3:7x7x20" : "adaptive:708";
+  return kind === "flat"
+    ? "flat:100"
+    : kind === "hybrid"
+      ? "hybrid:7x100"
+      : kind === "depth3"
+        ? "depth3:7x7x20"
+        : "adaptive:708";
 }
 
 function normalizeKind(kind: unknown): "flat" | "hybrid" | "depth3" | "adaptive" {
@@ -327,30 +393,47 @@ export function parseTopologyText(text: string, source = "topology"): TopologySp
     throw invalid(`${source} is not valid YAML: ${(error as Error).message.split("\n")[0]}`, { source });
   }
   if (typeof value === "string") return parseTopologyString(value);
-  if (value === null || typeof value !== "object" || Array.isArray(value)) throw invalid(`${source} must be a mapping with a kind`, { source });
+  if (value === null || typeof value !== "object" || Array.isArray(value))
+    throw invalid(`${source} must be a mapping with a kind`, { source });
   const object = value as Record<string, unknown>;
   for (const key of Object.keys(object)) {
-    if (!KEYS.has(key)) throw invalid(`${source}: unknown key ${JSON.stringify(key)} (known: ${[...KEYS].join(", ")})`, { source, key });
+    if (!KEYS.has(key))
+      throw invalid(`${source}: unknown key ${JSON.stringify(key)} (known: ${[...KEYS].join(", ")})`, {
+        source,
+        key,
+      });
   }
   if (typeof object.topology === "string") return parseTopologyString(object.topology);
   const kind = normalizeKind(object.kind);
   switch (kind) {
     case "flat":
-      return validateSpec({ kind, workers: positiveInt(object.workers ?? object.agents, "workers", TOPOLOGY_AGENTS_MAX) });
+      return validateSpec({
+        kind,
+        workers: positiveInt(object.workers ?? object.agents, "workers", TOPOLOGY_AGENTS_MAX),
+      });
     case "hybrid": {
       if (Array.isArray(object.teams)) {
         const teams = object.teams.map((team, index) => {
-          if (team === null || typeof team !== "object") throw invalid(`team ${index} must be a mapping {name, workers}`);
+          if (team === null || typeof team !== "object")
+            throw invalid(`team ${index} must be a mapping {name, workers}`);
           const entry = team as Record<string, unknown>;
-          for (const key of Object.keys(entry)) if (key !== "name" && key !== "workers") throw invalid(`team ${index}: unknown key ${JSON.stringify(key)}`);
-          return { name: String(entry.name ?? `team${index}`), workers: positiveInt(entry.workers, `workers of team ${index}`, TOPOLOGY_AGENTS_MAX) };
+          for (const key of Object.keys(entry))
+            if (key !== "name" && key !== "workers")
+              throw invalid(`team ${index}: unknown key ${JSON.stringify(key)}`);
+          return {
+            name: String(entry.name ?? `team${index}`),
+            workers: positiveInt(entry.workers, `workers of team ${index}`, TOPOLOGY_AGENTS_MAX),
+          };
         });
         return validateSpec({ kind, teams });
       }
       const teams = positiveInt(object.teams, "teams", TOPOLOGY_TEAMS_MAX);
       if (object.workersPerTeam !== undefined) {
         const size = positiveInt(object.workersPerTeam, "workersPerTeam", TOPOLOGY_AGENTS_MAX);
-        return validateSpec({ kind, teams: Array.from({ length: teams }, (_, index) => ({ name: `team${index}`, workers: size })) });
+        return validateSpec({
+          kind,
+          teams: Array.from({ length: teams }, (_, index) => ({ name: `team${index}`, workers: size })),
+        });
       }
       return hybridOf(positiveInt(object.agents ?? object.workers, "agents", TOPOLOGY_AGENTS_MAX), teams);
     }

@@ -1,6 +1,7 @@
 // The `cfn agent run -- <cmd>` contract (stdin JSON, CFN_* env, stdout = result, exit code =
 // success), graceful SIGTERM drain, priorities, and direct messages through the CLI.
 
+import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -8,7 +9,6 @@ import { Bus, type Delivery } from "../../src/bus/index.js";
 import { ensureLeanAgent } from "../../src/coordination/lean-agent-binary.js";
 import { MESSAGE, type ResultPayload } from "../../src/coordination/protocol.js";
 import { collect, exited, removeRoot, runCli, startCli, tempRoot } from "./helpers.js";
-import { spawn } from "node:child_process";
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -36,8 +36,19 @@ async function receiveAll(bus: Bus, agent: string, count: number, timeoutMs = 20
   return out;
 }
 
-function task(bus: Bus, to: string, taskId: string, input: unknown, priority: "high" | "normal" | "low" = "normal") {
-  return bus.sendSync("tester", to, { type: MESSAGE.task, id: `r1.${taskId}.a1`, priority, payload: { roundId: "r1", taskId, attempt: 1, team: "blue", input } });
+function task(
+  bus: Bus,
+  to: string,
+  taskId: string,
+  input: unknown,
+  priority: "high" | "normal" | "low" = "normal",
+) {
+  return bus.sendSync("tester", to, {
+    type: MESSAGE.task,
+    id: `r1.${taskId}.a1`,
+    priority,
+    payload: { roundId: "r1", taskId, attempt: 1, team: "blue", input },
+  });
 }
 
 describe("cfn agent run -- <command>", () => {
@@ -46,7 +57,19 @@ describe("cfn agent run -- <command>", () => {
     const script =
       'read -r line; if [ "$CFN_TASK_ID" = "bad" ]; then echo "no good" >&2; exit 7; fi; ' +
       'printf \'{"task":"%s","round":"%s","attempt":"%s","team":"%s","agent":"%s","type":"%s","stdin":%s}\' "$CFN_TASK_ID" "$CFN_ROUND_ID" "$CFN_ATTEMPT" "$CFN_TEAM" "$CFN_AGENT_ID" "$CFN_MESSAGE_TYPE" "$line"';
-    const child = startCli([...global, "agent", "run", "--id", "a1", "--team", "blue", "--", "sh", "-c", script]);
+    const child = startCli([
+      ...global,
+      "agent",
+      "run",
+      "--id",
+      "a1",
+      "--team",
+      "blue",
+      "--",
+      "sh",
+      "-c",
+      script,
+    ]);
     cleanups.push(async () => {
       child.kill("SIGKILL");
       await exited(child);
@@ -54,7 +77,9 @@ describe("cfn agent run -- <command>", () => {
     task(bus, "a1", "good", { n: 1 });
     task(bus, "a1", "bad", { n: 2 });
     const replies = await receiveAll(bus, "tester", 2);
-    const byTask = new Map(replies.map((d) => [(d.message.payload as ResultPayload).re, d.message.payload as ResultPayload]));
+    const byTask = new Map(
+      replies.map((d) => [(d.message.payload as ResultPayload).re, d.message.payload as ResultPayload]),
+    );
     const good = byTask.get("r1.good.a1");
     expect(good?.ok).toBe(true);
     expect(good?.exitCode).toBe(0);
@@ -65,7 +90,17 @@ describe("cfn agent run -- <command>", () => {
       team: "blue",
       agent: "a1",
       type: "task",
-      stdin: { type: "task", messageId: "r1.good.a1", from: "tester", agent: "a1", team: "blue", taskId: "good", roundId: "r1", attempt: 1, input: { n: 1 } },
+      stdin: {
+        type: "task",
+        messageId: "r1.good.a1",
+        from: "tester",
+        agent: "a1",
+        team: "blue",
+        taskId: "good",
+        roundId: "r1",
+        attempt: 1,
+        input: { n: 1 },
+      },
     });
     const bad = byTask.get("r1.bad.a1");
     expect(bad?.ok).toBe(false);
@@ -82,13 +117,18 @@ describe("cfn agent run -- <command>", () => {
     // Wait for the first task to start, then ask the agent to stop.
     const mailboxDir = bus.layout.agent("a2");
     const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline && bus.agentStatus("a2")?.claimed === 0) await new Promise((r) => setTimeout(r, 20));
+    while (Date.now() < deadline && bus.agentStatus("a2")?.claimed === 0)
+      await new Promise((r) => setTimeout(r, 20));
     child.kill("SIGTERM");
     const { code } = await exited(child);
     expect(output.stderr()).not.toMatch(/unexpected error/);
     expect(code).toBe(0);
     const replies = await receiveAll(bus, "tester", 3);
-    expect(replies.map((d) => (d.message.payload as ResultPayload).re).sort()).toEqual(["r1.t0.a1", "r1.t1.a1", "r1.t2.a1"]);
+    expect(replies.map((d) => (d.message.payload as ResultPayload).re).sort()).toEqual([
+      "r1.t0.a1",
+      "r1.t1.a1",
+      "r1.t2.a1",
+    ]);
     expect(replies.every((d) => (d.message.payload as ResultPayload).ok)).toBe(true);
     expect(mailboxDir.agentId).toBe("a2");
     expect(bus.agentStatus("a2")).toBeUndefined(); // its empty mailbox was removed on the way out
@@ -102,7 +142,17 @@ describe("cfn agent run -- <command>", () => {
     task(bus, "a3", "high", "high", "high");
     task(bus, "a3", "low2", "low2", "low");
     task(bus, "a3", "high2", "high2", "high");
-    const child = startCli([...global, "agent", "run", "--id", "a3", "--", "sh", "-c", `echo "$CFN_TASK_ID" >> ${log}`]);
+    const child = startCli([
+      ...global,
+      "agent",
+      "run",
+      "--id",
+      "a3",
+      "--",
+      "sh",
+      "-c",
+      `echo "$CFN_TASK_ID" >> ${log}`,
+    ]);
     cleanups.push(async () => {
       child.kill("SIGKILL");
       await exited(child);
@@ -115,26 +165,51 @@ describe("cfn agent run -- <command>", () => {
     const { bus } = setup();
     const binary = ensureLeanAgent();
     expect(binary).toBeDefined();
-    for (const [id, priority] of [["l1", "low"], ["n1", "normal"], ["h1", "high"], ["l2", "low"], ["n2", "normal"], ["h2", "high"]] as const) task(bus, "lean1", id, id, priority);
-    const child = spawn(binary as string, ["run", "--bus-dir", bus.dir, "--id", "lean1"], { stdio: "ignore" });
+    for (const [id, priority] of [
+      ["l1", "low"],
+      ["n1", "normal"],
+      ["h1", "high"],
+      ["l2", "low"],
+      ["n2", "normal"],
+      ["h2", "high"],
+    ] as const)
+      task(bus, "lean1", id, id, priority);
+    const child = spawn(binary as string, ["run", "--bus-dir", bus.dir, "--id", "lean1"], {
+      stdio: "ignore",
+    });
     cleanups.push(async () => {
       child.kill("SIGKILL");
       await exited(child);
     });
     const replies = await receiveAll(bus, "tester", 6);
     // seq numbers the lean agent's sends: the order it worked in.
-    const order = replies.sort((a, b) => a.message.seq - b.message.seq).map((d) => (d.message.payload as ResultPayload).output);
+    const order = replies
+      .sort((a, b) => a.message.seq - b.message.seq)
+      .map((d) => (d.message.payload as ResultPayload).output);
     expect(order).toEqual(["h1", "h2", "n1", "n2", "l1", "l2"]);
   });
 
   it("cfn agent direct: a message straight to an agent, its command's stdout comes back", async () => {
     const { global } = setup();
-    const child = startCli([...global, "agent", "run", "--id", "peer", "--", "sh", "-c", 'read -r line; echo "peer got $CFN_MESSAGE_TYPE from $CFN_FROM"']);
+    const child = startCli([
+      ...global,
+      "agent",
+      "run",
+      "--id",
+      "peer",
+      "--",
+      "sh",
+      "-c",
+      'read -r line; echo "peer got $CFN_MESSAGE_TYPE from $CFN_FROM"',
+    ]);
     cleanups.push(async () => {
       child.kill("SIGKILL");
       await exited(child);
     });
-    const result = await runCli([...global, "agent", "direct", "--from", "me", "--to", "peer", "--json", '{"hi":1}'], { timeoutMs: 30_000 });
+    const result = await runCli(
+      [...global, "agent", "direct", "--from", "me", "--to", "peer", "--json", '{"hi":1}'],
+      { timeoutMs: 30_000 },
+    );
     expect(result.code).toBe(0);
     const reply = JSON.parse(result.stdout) as ResultPayload;
     expect(reply.ok).toBe(true);

@@ -14,11 +14,30 @@ describe("cfn demo", () => {
   it("spawns a hybrid swarm, runs a round, prints a JSON summary, cleans up, exits 0", async () => {
     const root = tempRoot();
     cleanups.push(() => removeRoot(root));
-    const result = await runCli(["--bus-root", root, "--log-level", "warn", "demo", "--agents", "12", "--teams", "3", "--json"]);
+    const result = await runCli([
+      "--bus-root",
+      root,
+      "--log-level",
+      "warn",
+      "demo",
+      "--agents",
+      "12",
+      "--teams",
+      "3",
+      "--json",
+    ]);
     expect(result.stderr).toBe("");
     expect(result.code).toBe(0);
     const summary = JSON.parse(result.stdout);
-    expect(summary).toMatchObject({ agents: 12, kind: "hybrid", tasks: 12, succeeded: 12, failed: 0, deliveryRate: 1, cleanedUp: true });
+    expect(summary).toMatchObject({
+      agents: 12,
+      kind: "hybrid",
+      tasks: 12,
+      succeeded: 12,
+      failed: 0,
+      deliveryRate: 1,
+      cleanedUp: true,
+    });
     expect(summary.topology).toBe("hybrid 3 × 4 (12 workers, 3 coordinators)");
     expect(summary.coordinationMs).toBeGreaterThan(0);
     expect(summary.teams).toHaveLength(3);
@@ -33,9 +52,27 @@ describe("cfn demo", () => {
   it("prints a summary a person reads (topology, coordination time, delivery rate, teams, metrics)", async () => {
     const root = tempRoot();
     cleanups.push(() => removeRoot(root));
-    const result = await runCli(["--bus-root", root, "--log-level", "warn", "demo", "--agents", "6", "--teams", "1"]);
+    const result = await runCli([
+      "--bus-root",
+      root,
+      "--log-level",
+      "warn",
+      "demo",
+      "--agents",
+      "6",
+      "--teams",
+      "1",
+    ]);
     expect(result.code).toBe(0);
-    for (const expected of ["agents", "flat 1 × 6", "coordination time", "delivery rate      100%", "main", "metrics", "bus dir removed"]) {
+    for (const expected of [
+      "agents",
+      "flat 1 × 6",
+      "coordination time",
+      "delivery rate      100%",
+      "main",
+      "metrics",
+      "bus dir removed",
+    ]) {
       expect(result.stdout).toContain(expected);
     }
   });
@@ -52,7 +89,18 @@ describe("cfn swarm spawn / status / round / stop", () => {
     const root = tempRoot();
     cleanups.push(() => removeRoot(root));
     const global = ["--bus-root", root, "--bus", "t", "--log-level", "warn"];
-    const spawned = await runCli([...global, "swarm", "spawn", "--name", "crew", "--count", "6", "--teams", "2", "--json"]);
+    const spawned = await runCli([
+      ...global,
+      "swarm",
+      "spawn",
+      "--name",
+      "crew",
+      "--count",
+      "6",
+      "--teams",
+      "2",
+      "--json",
+    ]);
     expect(spawned.stderr).toBe("");
     expect(spawned.code).toBe(0);
     const summary = JSON.parse(spawned.stdout);
@@ -82,9 +130,23 @@ describe("cfn swarm spawn / status / round / stop", () => {
     const again = await runCli([...global, "swarm", "spawn", "--name", "crew", "--count", "2", "--json"]);
     expect(again.code).not.toBe(0);
 
-    const round = await runCli([...global, "swarm", "round", "--name", "crew", "--input", '{"job":"lint"}', "--json"]);
+    const round = await runCli([
+      ...global,
+      "swarm",
+      "round",
+      "--name",
+      "crew",
+      "--input",
+      '{"job":"lint"}',
+      "--json",
+    ]);
     expect(round.code).toBe(0);
-    expect(JSON.parse(round.stdout)).toMatchObject({ tasks: 6, succeeded: 6, deliveryRate: 1, kind: "hybrid" });
+    expect(JSON.parse(round.stdout)).toMatchObject({
+      tasks: 6,
+      succeeded: 6,
+      deliveryRate: 1,
+      kind: "hybrid",
+    });
 
     const stopped = await runCli([...global, "swarm", "stop", "--name", "crew", "--json"]);
     expect(stopped.code).toBe(0);

@@ -21,7 +21,18 @@ function bus(): Bus {
 
 describe("agent pool", () => {
   it("pre-spawns, assigns idle agents, scales up under load and back down to min when idle", async () => {
-    const pool = await AgentPool.start({ bus: bus(), name: "p", runtime: "lean", lean: { workMs: 300 }, initial: 2, min: 1, max: 5, idleTimeoutMs: 400, tickMs: 50, stepMax: 2 });
+    const pool = await AgentPool.start({
+      bus: bus(),
+      name: "p",
+      runtime: "lean",
+      lean: { workMs: 300 },
+      initial: 2,
+      min: 1,
+      max: 5,
+      idleTimeoutMs: 400,
+      tickMs: 50,
+      stepMax: 2,
+    });
     cleanups.push(() => pool.stop());
     expect(pool.stats).toMatchObject({ size: 2, idle: 2, busy: 0 });
     let largest = 0;
@@ -29,7 +40,9 @@ describe("agent pool", () => {
     cleanups.push(() => clearInterval(sampler));
     const results = await Promise.all(Array.from({ length: 12 }, (_, i) => pool.submit({ job: i })));
     expect(results.every((result) => result.ok)).toBe(true);
-    expect(results.map((result) => (result.output as { job: number }).job)).toEqual(Array.from({ length: 12 }, (_, i) => i));
+    expect(results.map((result) => (result.output as { job: number }).job)).toEqual(
+      Array.from({ length: 12 }, (_, i) => i),
+    );
     expect(pool.stats.spawned).toBeGreaterThan(2); // scaled up
     expect(largest).toBeLessThanOrEqual(5); // never past max
     expect(new Set(results.map((result) => result.agent)).size).toBeGreaterThan(2);
@@ -40,12 +53,22 @@ describe("agent pool", () => {
   });
 
   it("moves a task off an agent that dies", async () => {
-    const pool = await AgentPool.start({ bus: bus(), name: "q", runtime: "lean", lean: { workMs: 400 }, initial: 2, min: 2, max: 2, tickMs: 50 });
+    const pool = await AgentPool.start({
+      bus: bus(),
+      name: "q",
+      runtime: "lean",
+      lean: { workMs: 400 },
+      initial: 2,
+      min: 2,
+      max: 2,
+      tickMs: 50,
+    });
     cleanups.push(() => pool.stop());
     const pending = pool.submit("x");
     const [first] = pool.agentIds();
     await new Promise((resolve) => setTimeout(resolve, 50));
-    const record = (pool as unknown as { agents: Map<string, { record: { pid: number }; busy?: unknown }> }).agents;
+    const record = (pool as unknown as { agents: Map<string, { record: { pid: number }; busy?: unknown }> })
+      .agents;
     const busy = [...record.entries()].find(([, agent]) => agent.busy);
     expect(busy).toBeDefined();
     process.kill((busy as [string, { record: { pid: number } }])[1].record.pid, "SIGKILL");
@@ -59,7 +82,12 @@ describe("agent pool", () => {
 describe("pooled agents", () => {
   it("run many logical agents per process, each with its own mailbox, in a real round", async () => {
     const b = bus();
-    const swarm = await LocalSwarm.start({ bus: b, plan: planTopology(parseTopologyString("hybrid:2x40"), { swarm: "pl" }), runtime: "pooled", groupSize: 50 });
+    const swarm = await LocalSwarm.start({
+      bus: b,
+      plan: planTopology(parseTopologyString("hybrid:2x40"), { swarm: "pl" }),
+      runtime: "pooled",
+      groupSize: 50,
+    });
     cleanups.push(async () => {
       await swarm.stop({ timeoutMs: 3000 });
     });

@@ -30,10 +30,17 @@ describe("checkpoint and resume", () => {
       await swarm.stop({ timeoutMs: 2000 });
     });
     let roundId = "";
-    const running = swarm.runRound({ input: "survive", timeoutMs: 40_000 }, { onIssued: (id) => (roundId = id) });
+    const running = swarm.runRound(
+      { input: "survive", timeoutMs: 40_000 },
+      { onIssued: (id) => (roundId = id) },
+    );
     const checkpointDir = (swarm.checkpoints as FileCheckpointStore).dir;
     const victimFile = () => join(checkpointDir, roundId, "coordinator-s.team1.lead.json");
-    await waitFor(() => roundId !== "" && existsSync(victimFile()), 30_000, "team1's coordinator to checkpoint the round");
+    await waitFor(
+      () => roundId !== "" && existsSync(victimFile()),
+      30_000,
+      "team1's coordinator to checkpoint the round",
+    );
     const victim = swarm.coordinatorProcess("s.team1.lead");
     victim?.kill("SIGKILL");
     const result = await running;
@@ -54,18 +61,43 @@ describe("checkpoint and resume", () => {
     const root = tempRoot();
     cleanups.push(() => removeRoot(root));
     const global = ["--bus-root", root, "--bus", "t", "--log-level", "warn"];
-    const spawned = await runCli([...global, "swarm", "spawn", "--name", "m", "--count", "4", "--teams", "2", "--work-ms", "2500", "--json"]);
+    const spawned = await runCli([
+      ...global,
+      "swarm",
+      "spawn",
+      "--name",
+      "m",
+      "--count",
+      "4",
+      "--teams",
+      "2",
+      "--work-ms",
+      "2500",
+      "--json",
+    ]);
     expect(spawned.code).toBe(0);
     cleanups.push(async () => {
       await runCli([...global, "swarm", "stop", "--name", "m", "--timeout-ms", "2000"]);
     });
     const master = startCli([...global, "swarm", "round", "--name", "m", "--json"]);
     const checkpoints = join(root, "t", "checkpoints", "m");
-    const roundDir = () => (existsSync(checkpoints) ? readdirSync(checkpoints).map((name) => join(checkpoints, name))[0] : undefined);
-    await waitFor(() => {
-      const dir = roundDir();
-      return dir !== undefined && existsSync(join(dir, "master.json")) && existsSync(join(dir, "coordinator-m.team0.lead.json")) && existsSync(join(dir, "coordinator-m.team1.lead.json"));
-    }, 30_000, "the round to be issued and checkpointed");
+    const roundDir = () =>
+      existsSync(checkpoints)
+        ? readdirSync(checkpoints).map((name) => join(checkpoints, name))[0]
+        : undefined;
+    await waitFor(
+      () => {
+        const dir = roundDir();
+        return (
+          dir !== undefined &&
+          existsSync(join(dir, "master.json")) &&
+          existsSync(join(dir, "coordinator-m.team0.lead.json")) &&
+          existsSync(join(dir, "coordinator-m.team1.lead.json"))
+        );
+      },
+      30_000,
+      "the round to be issued and checkpointed",
+    );
     master.kill("SIGKILL");
     await exited(master);
     const resumed = startCli([...global, "swarm", "round", "--name", "m", "--resume", "--json"]);

@@ -17,7 +17,12 @@ async function startSwarm(spec: string, options: Partial<Parameters<typeof Local
   const root = tempRoot();
   cleanups.push(() => removeRoot(root));
   const bus = new Bus({ config: { root, name: "t" } });
-  const swarm = await LocalSwarm.start({ bus, plan: planTopology(parseTopologyString(spec), { swarm: "s" }), runtime: "lean", ...options });
+  const swarm = await LocalSwarm.start({
+    bus,
+    plan: planTopology(parseTopologyString(spec), { swarm: "s" }),
+    runtime: "lean",
+    ...options,
+  });
   cleanups.push(async () => {
     await swarm.stop({ timeoutMs: 2000 });
   });
@@ -33,7 +38,9 @@ describe("coordination rounds with real agent processes", () => {
     expect(result.deliveryRate).toBe(1);
     expect(result.failures).toEqual([]);
     expect(result.tasks).toBe(6);
-    expect(result.outcomes.every((outcome) => JSON.stringify(outcome.output) === '{"question":42}')).toBe(true);
+    expect(result.outcomes.every((outcome) => JSON.stringify(outcome.output) === '{"question":42}')).toBe(
+      true,
+    );
     expect(new Set(result.outcomes.map((outcome) => outcome.worker)).size).toBe(6);
     expect(result.teams).toHaveLength(1);
   });
@@ -41,7 +48,10 @@ describe("coordination rounds with real agent processes", () => {
   it("hybrid: teams aggregate and stream partial results up while the round runs", async () => {
     const { swarm } = await startSwarm("hybrid:3x4");
     const progress: RoundProgress[] = [];
-    const result = await swarm.runRound({ input: "ping", timeoutMs: 15_000 }, { onProgress: (p) => progress.push(p) });
+    const result = await swarm.runRound(
+      { input: "ping", timeoutMs: 15_000 },
+      { onProgress: (p) => progress.push(p) },
+    );
     expect(result.deliveryRate).toBe(1);
     expect(result.teams.map((team) => [team.team, team.workers, team.succeeded, team.failed])).toEqual([
       ["team0", 4, 4, 0],
@@ -50,13 +60,17 @@ describe("coordination rounds with real agent processes", () => {
     ]);
     expect(progress.length).toBeGreaterThanOrEqual(1);
     expect(progress[progress.length - 1].settled).toBe(12);
-    for (let i = 1; i < progress.length; i++) expect(progress[i].settled).toBeGreaterThanOrEqual(progress[i - 1].settled);
+    for (let i = 1; i < progress.length; i++)
+      expect(progress[i].settled).toBeGreaterThanOrEqual(progress[i - 1].settled);
     expect(result.partials).toBeGreaterThanOrEqual(3);
   });
 
   it("depth-3: L1 coordinators split the round over their teams", async () => {
     const { swarm } = await startSwarm("depth3:2x2x2");
-    const result = await swarm.runRound({ items: Array.from({ length: 20 }, (_, i) => i), timeoutMs: 15_000 });
+    const result = await swarm.runRound({
+      items: Array.from({ length: 20 }, (_, i) => i),
+      timeoutMs: 15_000,
+    });
     expect(result.deliveryRate).toBe(1);
     expect(result.outcomes.map((outcome) => outcome.output)).toEqual(Array.from({ length: 20 }, (_, i) => i));
     expect(result.teams).toHaveLength(4);
@@ -128,6 +142,8 @@ describe("the bash agent of the bus takes part in rounds", () => {
     expect(swarm.spawned.runtime).toBe("bash");
     const result = await swarm.runRound({ input: { from: "bash" }, timeoutMs: 20_000 });
     expect(result.deliveryRate).toBe(1);
-    expect(result.outcomes.every((outcome) => JSON.stringify(outcome.output) === '{"from":"bash"}')).toBe(true);
+    expect(result.outcomes.every((outcome) => JSON.stringify(outcome.output) === '{"from":"bash"}')).toBe(
+      true,
+    );
   });
 });

@@ -1,17 +1,32 @@
 import { describe, expect, it } from "vitest";
-import { TeamRound } from "../../src/coordination/team-round.js";
-import type { RoundLimits, WorkerRef } from "../../src/coordination/protocol.js";
 import { decideScale } from "../../src/coordination/pool.js";
+import type { RoundLimits, WorkerRef } from "../../src/coordination/protocol.js";
+import { TeamRound } from "../../src/coordination/team-round.js";
 
-const limits: RoundLimits = { taskTimeoutMs: 1000, attemptsMax: 3, retryOnError: false, flushIntervalMs: 5, flushOutcomesMax: 100 };
-const workers: WorkerRef[] = [{ id: "w0", pid: 100 }, { id: "w1", pid: 101 }, { id: "w2", pid: 102 }];
+const limits: RoundLimits = {
+  taskTimeoutMs: 1000,
+  attemptsMax: 3,
+  retryOnError: false,
+  flushIntervalMs: 5,
+  flushOutcomesMax: 100,
+};
+const workers: WorkerRef[] = [
+  { id: "w0", pid: 100 },
+  { id: "w1", pid: 101 },
+  { id: "w2", pid: 102 },
+];
 
 function broadcastRound(overrides: Partial<RoundLimits> = {}) {
   return new TeamRound({
     roundId: "r1",
     team: "t",
     coordinator: "lead",
-    tasks: workers.map((worker, index) => ({ taskId: `t${index}`, team: "t", worker: worker.id, input: index })),
+    tasks: workers.map((worker, index) => ({
+      taskId: `t${index}`,
+      team: "t",
+      worker: worker.id,
+      input: index,
+    })),
     workers,
     limits: { ...limits, ...overrides },
     startedAtMs: 0,
@@ -27,7 +42,8 @@ describe("a team's round (pure core)", () => {
       ["t1", "w1", 1],
       ["t2", "w2", 1],
     ]);
-    for (const d of dispatches) expect(round.onResult({ re: d.messageId, ok: true, output: d.input }, d.worker.id, 10)).toBe(true);
+    for (const d of dispatches)
+      expect(round.onResult({ re: d.messageId, ok: true, output: d.input }, d.worker.id, 10)).toBe(true);
     expect(round.isDone()).toBe(true);
     expect(round.takeSettled().map((o) => [o.taskId, o.ok, o.output])).toEqual([
       ["t0", true, 0],
@@ -100,7 +116,13 @@ describe("a team's round (pure core)", () => {
     const retry = round.dispatch(1000).find((d) => d.taskId === "t0");
     expect(retry).toBeDefined();
     expect(round.onResult({ re: d0.messageId, ok: true, output: "w0 was slow" }, "w0", 1001)).toBe(true); // … then w0 answers
-    expect(round.onResult({ re: retry?.messageId as string, ok: true, output: "dup" }, retry?.worker.id as string, 1002)).toBe(false);
+    expect(
+      round.onResult(
+        { re: retry?.messageId as string, ok: true, output: "dup" },
+        retry?.worker.id as string,
+        1002,
+      ),
+    ).toBe(false);
     expect(round.onResult({ re: "r1.nope.a1", ok: true }, "w0", 1003)).toBe(false);
     expect(round.takeSettled().find((o) => o.taskId === "t0")?.output).toBe("w0 was slow");
   });
@@ -147,7 +169,17 @@ describe("a team's round (pure core)", () => {
 });
 
 describe("pool scaling (pure core)", () => {
-  const base = { size: 5, spawning: 0, queued: 0, idle: [] as Array<{ id: string; idleSinceMs: number }>, min: 2, max: 10, nowMs: 100_000, idleTimeoutMs: 1000, stepMax: 4 };
+  const base = {
+    size: 5,
+    spawning: 0,
+    queued: 0,
+    idle: [] as Array<{ id: string; idleSinceMs: number }>,
+    min: 2,
+    max: 10,
+    nowMs: 100_000,
+    idleTimeoutMs: 1000,
+    stepMax: 4,
+  };
 
   it("scales up when tasks queue and nothing is idle, within max and the step", () => {
     expect(decideScale({ ...base, queued: 3 })).toEqual({ spawn: 3, retire: [] });
@@ -160,7 +192,9 @@ describe("pool scaling (pure core)", () => {
   it("scales down idle agents past the timeout, never below min", () => {
     const idle = [0, 1, 2, 3, 4].map((i) => ({ id: `a${i}`, idleSinceMs: 90_000 + i }));
     expect(decideScale({ ...base, idle }).retire).toEqual(["a0", "a1", "a2"]);
-    expect(decideScale({ ...base, idle: idle.map((a) => ({ ...a, idleSinceMs: 99_500 })) }).retire).toEqual([]);
+    expect(decideScale({ ...base, idle: idle.map((a) => ({ ...a, idleSinceMs: 99_500 })) }).retire).toEqual(
+      [],
+    );
   });
 
   it("tops up to min", () => {

@@ -1,7 +1,6 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { isCfnError } from "../../src/errors.js";
 import {
   chooseTopology,
   describePlan,
@@ -13,6 +12,7 @@ import {
   workerCount,
 } from "../../src/coordination/topology.js";
 import { resolveTopology } from "../../src/coordination/topology-source.js";
+import { isCfnError } from "../../src/errors.js";
 import { REPO } from "./helpers.js";
 
 function refusal(action: () => unknown): string {
@@ -41,13 +41,20 @@ describe("topology parsing", () => {
   it("reads short specs for every kind", () => {
     expect(parseTopologyString("flat:100")).toEqual({ kind: "flat", workers: 100 });
     expect(workerCount(parseTopologyString("hybrid:7x100"))).toBe(700);
-    expect(parseTopologyString("depth3:7x7x20")).toEqual({ kind: "depth3", groups: 7, teamsPerGroup: 7, workersPerTeam: 20 });
+    expect(parseTopologyString("depth3:7x7x20")).toEqual({
+      kind: "depth3",
+      groups: 7,
+      teamsPerGroup: 7,
+      workersPerTeam: 20,
+    });
     expect(parseTopologyString("adaptive:708@3")).toEqual({ kind: "adaptive", agents: 708, nodes: 3 });
     expect(parseTopologyString("hybrid", { agents: 10, teams: 3 })).toMatchObject({ kind: "hybrid" });
   });
 
   it("reads named teams of different sizes", () => {
-    const spec = parseTopologyText("kind: hybrid\nteams:\n  - {name: api, workers: 2}\n  - {name: web, workers: 3}\n");
+    const spec = parseTopologyText(
+      "kind: hybrid\nteams:\n  - {name: api, workers: 2}\n  - {name: web, workers: 3}\n",
+    );
     const plan = planTopology(spec, { swarm: "x" });
     expect(teamsOf(plan).map((team) => [team.name, team.children.length])).toEqual([
       ["api", 2],
@@ -60,23 +67,42 @@ describe("topology parsing", () => {
     expect(refusal(() => parseTopologyString("tree:5"))).toMatch(/unknown kind "tree"/);
     expect(refusal(() => parseTopologyString("hybrid:0x5"))).toMatch(/from 1 to/);
     expect(refusal(() => parseTopologyString("hybrid:7"))).toMatch(/takes 2 sizes/);
-    expect(refusal(() => parseTopologyText("kind: hybrid\nteams: 2\nworkersPerTeam: 3\ncolour: red\n"))).toMatch(/unknown key "colour"/);
-    expect(refusal(() => parseTopologyText("kind: hybrid\nteams:\n  - {name: a, workers: 1}\n  - {name: a, workers: 2}\n"))).toMatch(/appears twice/);
-    expect(refusal(() => parseTopologyText("kind: hybrid\nteams:\n  - {name: 'a b', workers: 1}\n"))).toMatch(/team name/);
+    expect(
+      refusal(() => parseTopologyText("kind: hybrid\nteams: 2\nworkersPerTeam: 3\ncolour: red\n")),
+    ).toMatch(/unknown key "colour"/);
+    expect(
+      refusal(() =>
+        parseTopologyText("kind: hybrid\nteams:\n  - {name: a, workers: 1}\n  - {name: a, workers: 2}\n"),
+      ),
+    ).toMatch(/appears twice/);
+    expect(refusal(() => parseTopologyText("kind: hybrid\nteams:\n  - {name: 'a b', workers: 1}\n"))).toMatch(
+      /team name/,
+    );
     expect(refusal(() => parseTopologyText("kind: flat\nworkers: -3\n"))).toMatch(/workers/);
-    expect(refusal(() => parseTopologyText("kind: depth3\ngroups: 1000\nteamsPerGroup: 1000\nworkersPerTeam: 1\n"))).toMatch(/teams/);
+    expect(
+      refusal(() =>
+        parseTopologyText("kind: depth3\ngroups: 1000\nteamsPerGroup: 1000\nworkersPerTeam: 1\n"),
+      ),
+    ).toMatch(/teams/);
     expect(refusal(() => parseTopologyText("[1, 2"))).toMatch(/not valid YAML/);
     expect(refusal(() => parseTopologyText("kind: flat\nworkers: 200000\n"))).toMatch(/100000/);
-    expect(refusal(() => planTopology({ kind: "flat", workers: 3 }, { swarm: "bad name" }))).toMatch(/swarm name/);
+    expect(refusal(() => planTopology({ kind: "flat", workers: 3 }, { swarm: "bad name" }))).toMatch(
+      /swarm name/,
+    );
   });
 
   it("takes CFN_TOPOLOGY when no flag is given, flags first", () => {
     expect(resolveTopology({ env: { CFN_TOPOLOGY: "depth3:2x2x2" } })).toMatchObject({ kind: "depth3" });
-    expect(resolveTopology({ spec: "flat:3", env: { CFN_TOPOLOGY: "depth3:2x2x2" } })).toEqual({ kind: "flat", workers: 3 });
+    expect(resolveTopology({ spec: "flat:3", env: { CFN_TOPOLOGY: "depth3:2x2x2" } })).toEqual({
+      kind: "flat",
+      workers: 3,
+    });
     const file = join(REPO, "examples", "topologies", "flat-100.yaml");
     expect(resolveTopology({ env: { CFN_TOPOLOGY: file } })).toEqual({ kind: "flat", workers: 100 });
     expect(resolveTopology({ agents: 10, teams: 1, env: {} })).toEqual({ kind: "flat", workers: 10 });
-    expect(() => resolveTopology({ env: { CFN_TOPOLOGY: "/nonexistent/topology.yaml" } })).toThrow(/cannot read topology file/);
+    expect(() => resolveTopology({ env: { CFN_TOPOLOGY: "/nonexistent/topology.yaml" } })).toThrow(
+      /cannot read topology file/,
+    );
   });
 });
 
@@ -87,7 +113,8 @@ describe("topology planning", () => {
     expect(teamsOf(plan)).toHaveLength(49);
     expect(plan.workers).toHaveLength(980);
     expect(1 + plan.coordinators.length + plan.workers.length).toBe(1037);
-    for (const team of teamsOf(plan)) expect(plan.coordinators.find((coordinator) => coordinator.id === team.parent)?.leaf).toBe(false);
+    for (const team of teamsOf(plan))
+      expect(plan.coordinators.find((coordinator) => coordinator.id === team.parent)?.leaf).toBe(false);
     expect(describePlan(plan)).toBe("depth-3 1 + 7 + 49 + 980 (980 workers, 56 coordinators)");
   });
 
@@ -114,6 +141,7 @@ describe("topology planning", () => {
     expect(clustered.kind).toBe("hybrid");
     expect(clustered.kind === "hybrid" && clustered.teams.length).toBe(3);
     // Exact sizes survive the rounding of depth3 team sizes.
-    for (const agents of [1601, 2500, 9999, 12_345]) expect(planTopology({ kind: "adaptive", agents, nodes: 1 }).workers).toHaveLength(agents);
+    for (const agents of [1601, 2500, 9999, 12_345])
+      expect(planTopology({ kind: "adaptive", agents, nodes: 1 }).workers).toHaveLength(agents);
   });
 });
