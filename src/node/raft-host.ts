@@ -113,7 +113,8 @@ function isHeartbeatResponse(message: Message): boolean {
   return message.type === MessageType.HeartbeatResp;
 }
 
-type HostState = "new" | "starting" | "running" | "stopping" | "stopped" | "failed";
+/** "stopping": handing leadership over, the loop still runs; "closing": no new work at all. */
+type HostState = "new" | "starting" | "running" | "stopping" | "closing" | "stopped" | "failed";
 
 export class RaftHost<Result> {
   readonly id: NodeId;
@@ -130,6 +131,7 @@ export class RaftHost<Result> {
   private storage!: MemoryStorage;
   private confState!: ConfState;
   private state: HostState = "new";
+  private stopped: Promise<void> | undefined;
 
   private nextSequence = 1;
   private readonly proposals: ProposalTracker<Result>;
@@ -223,8 +225,12 @@ export class RaftHost<Result> {
    * stopTransferTimeoutMs), lets the Ready in flight finish, fails waiting calls with
    * CFN_ERR_CLOSED, then closes the transport and the store. Idempotent.
    */
-  async stop(): Promise<void> {
-    if (this.state === "stopped" || this.state === "stopping") return;
+  stop(): Promise<void> {
+    this.stopped ??= this.stopOnce();
+    return this.stopped;
+  }
+
+  private async stopOnce(): Promise<void> {
     if (this.state === "new") {
       this.state = "stopped";
       await this.transport.close();
@@ -247,6 +253,9 @@ export class RaftHost<Result> {
     }
     if (this.tickTimer) clearInterval(this.tickTimer);
     this.tickTimer = undefined;
+    // From here on late peer messages and timers start no Ready round: a round started now
+    // would save into a store about to close (and fail as if the disk had).
+    if (this.state === "stopping") this.state = "closing";
     while (this.readyLoop) await this.readyLoop;
     this.failAllPending(new CfnError("CFN_ERR_CLOSED", `raft host ${this.id} stopped`));
     await this.compactions;
@@ -847,7 +856,11 @@ export class RaftHost<Result> {
 
   /** A failed save or apply: the node cannot go on safely (like etcd, which panics). */
   private failFatally(error: unknown): void {
-    if (this.state === "failed" || this.state === "stopped") return;
+    if (this.state === "closing" || this.state === "stopped") {
+      this.logger.warn("raft host error while closing ignored", { error });
+      return;
+    }
+    if (this.state === "failed") return;
     this.state = "failed";
     this.logger.error("raft host failed; stopping", { error });
     if (this.tickTimer) clearInterval(this.tickTimer);

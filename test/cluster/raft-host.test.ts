@@ -185,6 +185,22 @@ describe("RaftHost over the memory twins", () => {
     expect((await leader.host.propose(put("after-remove", "1")))?.ok).toBe(true);
   });
 
+  it("stops cleanly while peers keep sending (no fatal error from a round started during stop)", async () => {
+    const { nodes, leader } = await startCluster();
+    const fatal: unknown[] = [];
+    for (const node of nodes) node.host.onFatal((error) => fatal.push(error));
+    const follower = nodes.find((node) => node !== leader)!;
+    const writes = Array.from({ length: 300 }, (_, i) =>
+      leader.host.propose(put(`s${i}`, "v")).catch(() => undefined),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await Promise.all([follower.host.stop(), follower.host.stop()]); // idempotent, same promise
+    await Promise.all(writes);
+    running = running.filter((node) => node !== follower);
+    expect(fatal).toEqual([]);
+    await expect(follower.host.propose(put("late", "v"))).rejects.toMatchObject({ code: "CFN_ERR_CLOSED" });
+  });
+
   it("validates its limits", () => {
     expect(
       () =>
