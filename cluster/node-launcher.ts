@@ -103,7 +103,9 @@ export class LaunchedNode {
         this.stdout += String(chunk);
         if (this.stdout.includes('"event":"started"')) resolve();
       });
-      child.once("exit", (code) => reject(new Error(`node ${this.id} exited with ${code} before starting:\n${this.stderr}`)));
+      child.once("exit", (code) =>
+        reject(new Error(`node ${this.id} exited with ${code} before starting:\n${this.stderr}`)),
+      );
     });
   }
 
@@ -122,6 +124,7 @@ export class LaunchedNode {
     return result;
   }
 
+  // biome-ignore lint/suspicious/noExplicitAny: status JSON of a node, read loosely by tests and benches
   async request(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
     const response = await fetch(new URL(path, this.api), {
       method,
@@ -133,6 +136,7 @@ export class LaunchedNode {
     return { status: response.status, json: text ? JSON.parse(text) : {} };
   }
 
+  // biome-ignore lint/suspicious/noExplicitAny: status JSON of a node, read loosely by tests and benches
   async status(): Promise<any | undefined> {
     try {
       const { status, json } = await this.request("GET", "/v1/status");
@@ -143,7 +147,12 @@ export class LaunchedNode {
   }
 }
 
-export async function waitUntil<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, pollMs = 20): Promise<T> {
+export async function waitUntil<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 20_000,
+  pollMs = 20,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
@@ -168,9 +177,15 @@ export class LocalNodeCluster {
     this.token = token;
   }
 
-  static async create(size: number, options: { prefix?: string; token?: string } = {}): Promise<LocalNodeCluster> {
+  static async create(
+    size: number,
+    options: { prefix?: string; token?: string } = {},
+  ): Promise<LocalNodeCluster> {
     const base = existsSync("/dev/shm") ? "/dev/shm" : tmpdir();
-    const cluster = new LocalNodeCluster(mkdtempSync(join(base, options.prefix ?? "cfn-cluster-")), options.token ?? "local-cluster-token-0123456789");
+    const cluster = new LocalNodeCluster(
+      mkdtempSync(join(base, options.prefix ?? "cfn-cluster-")),
+      options.token ?? "local-cluster-token-0123456789",
+    );
     for (let i = 1; i <= size; i++) cluster.nodes.push(await cluster.makeNode(`n${i}`));
     return cluster;
   }
@@ -190,7 +205,9 @@ export class LocalNodeCluster {
   }
 
   peerFlags(self: LaunchedNode): string[] {
-    return this.nodes.filter((node) => node !== self).flatMap((node) => ["--peer", `${node.id}=${node.peerUrl},${node.api}`]);
+    return this.nodes
+      .filter((node) => node !== self)
+      .flatMap((node) => ["--peer", `${node.id}=${node.peerUrl},${node.api}`]);
   }
 
   async startAll(extra: string[] = [], env: Record<string, string> = {}): Promise<void> {

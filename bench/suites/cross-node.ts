@@ -14,9 +14,9 @@
 import { fork } from "node:child_process";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
-import { Bus } from "../../src/bus/index.js";
 import { type LaunchedNode, LocalNodeCluster, waitUntil } from "../../cluster/node-launcher.js";
-import { atLeast, atMost, percentile, stats, type Figure, type SuiteResult } from "../lib.js";
+import { Bus } from "../../src/bus/index.js";
+import { atLeast, atMost, type Figure, percentile, type SuiteResult, stats } from "../lib.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const WORKER_FLAG = "--cross-node-bench-worker";
@@ -24,9 +24,25 @@ const INBOX_DEPTH = 1_000_000;
 const NODE_ENV = { CFN_BUS_INBOX_DEPTH_MAX: String(INBOX_DEPTH) };
 
 type WorkerRequest =
-  | { kind: "send"; root: string; from: string; to: string; count: number; payloadBytes: number; gapMs: number }
+  | {
+      kind: "send";
+      root: string;
+      from: string;
+      to: string;
+      count: number;
+      payloadBytes: number;
+      gapMs: number;
+    }
   | { kind: "receive"; root: string; agent: string; expected: number; timeoutMs: number }
-  | { kind: "await-type"; root: string; agent: string; type: string; previous: string; epochAbove: number; timeoutMs: number };
+  | {
+      kind: "await-type";
+      root: string;
+      agent: string;
+      type: string;
+      previous: string;
+      epochAbove: number;
+      timeoutMs: number;
+    };
 
 const nowNs = () => process.hrtime.bigint();
 
@@ -82,12 +98,14 @@ async function worker(request: WorkerRequest): Promise<unknown> {
         const at = nowNs();
         mailbox.ack(deliveries);
         // Earlier notifications (the first assignment) may still sit in the inbox: wait for this failover's.
-        const hit = deliveries.find(
-          (delivery) => {
-            const payload = delivery.message.payload as { previous?: string; epoch?: number } | null;
-            return delivery.message.type === request.type && payload?.previous === request.previous && (payload?.epoch ?? 0) > request.epochAbove;
-          },
-        );
+        const hit = deliveries.find((delivery) => {
+          const payload = delivery.message.payload as { previous?: string; epoch?: number } | null;
+          return (
+            delivery.message.type === request.type &&
+            payload?.previous === request.previous &&
+            (payload?.epoch ?? 0) > request.epochAbove
+          );
+        });
         if (hit) {
           mailbox.close();
           return { atNs: String(at), payload: hit.message.payload };
@@ -157,8 +175,19 @@ interface ReceiveResult {
 }
 
 /** Sender agent on `from`'s bus → receiver agent on `to`'s bus (the same bus: the local anchor). */
-async function throughputRun(from: string, to: string, agent: string, messages: number): Promise<{ perSecond: number; lost: number; duplicates: number }> {
-  const receiver = startWorker<ReceiveResult>({ kind: "receive", root: to, agent, expected: messages, timeoutMs: 120_000 });
+async function throughputRun(
+  from: string,
+  to: string,
+  agent: string,
+  messages: number,
+): Promise<{ perSecond: number; lost: number; duplicates: number }> {
+  const receiver = startWorker<ReceiveResult>({
+    kind: "receive",
+    root: to,
+    agent,
+    expected: messages,
+    timeoutMs: 120_000,
+  });
   await receiver.ready;
   const sender = startWorker<{ startNs: string; endNs: string }>({
     kind: "send",
@@ -174,10 +203,29 @@ async function throughputRun(from: string, to: string, agent: string, messages: 
   return { perSecond: got.received / seconds, lost: messages - got.received, duplicates: got.duplicates };
 }
 
-async function latencyRun(fromRoot: string, toRoot: string, agent: string, samples: number): Promise<number[]> {
-  const receiver = startWorker<ReceiveResult>({ kind: "receive", root: toRoot, agent, expected: samples, timeoutMs: 60_000 });
+async function latencyRun(
+  fromRoot: string,
+  toRoot: string,
+  agent: string,
+  samples: number,
+): Promise<number[]> {
+  const receiver = startWorker<ReceiveResult>({
+    kind: "receive",
+    root: toRoot,
+    agent,
+    expected: samples,
+    timeoutMs: 60_000,
+  });
   await receiver.ready;
-  const sender = startWorker({ kind: "send", root: fromRoot, from: "bench-pinger", to: agent, count: samples, payloadBytes: 256, gapMs: 2 });
+  const sender = startWorker({
+    kind: "send",
+    root: fromRoot,
+    from: "bench-pinger",
+    to: agent,
+    count: samples,
+    payloadBytes: 256,
+    gapMs: 2,
+  });
   await sender.result;
   const got = await receiver.result;
   // The first messages warm the path (a proxy mailbox opens, a connection fills its window).
@@ -187,8 +235,12 @@ async function latencyRun(fromRoot: string, toRoot: string, agent: string, sampl
 async function failoverRun(cluster: LocalNodeCluster, teams: string[]): Promise<number> {
   const leader = await cluster.leader(cluster.nodes.filter((node) => node.running));
   const status = await leader.status();
-  const coordinatorOf = new Map<string, string>(status.teams.map((team: { id: string; coordinator: string }) => [team.id, team.coordinator]));
-  const epochOf = new Map<string, number>(status.teams.map((team: { id: string; epoch: number }) => [team.id, team.epoch]));
+  const coordinatorOf = new Map<string, string>(
+    status.teams.map((team: { id: string; coordinator: string }) => [team.id, team.coordinator]),
+  );
+  const epochOf = new Map<string, number>(
+    status.teams.map((team: { id: string; epoch: number }) => [team.id, team.epoch]),
+  );
   const busy = cluster.nodes.filter((node) => node.running && [...coordinatorOf.values()].includes(node.id));
   const victim = busy.find((node) => node === leader) ?? busy[0];
   const team = teams.find((id) => coordinatorOf.get(id) === victim.id) as string;
@@ -211,7 +263,11 @@ async function failoverRun(cluster: LocalNodeCluster, teams: string[]): Promise<
   const seconds = Number(BigInt(notice.atNs) - killedNs) / 1e9;
   // Bring the victim back for the next run.
   await victim.start(cluster.peerFlags(victim), NODE_ENV);
-  await waitUntil("victim ready", async () => (await fetch(`${victim.api}/readyz`).catch(() => undefined))?.status === 200, 30_000);
+  await waitUntil(
+    "victim ready",
+    async () => (await fetch(`${victim.api}/readyz`).catch(() => undefined))?.status === 200,
+    30_000,
+  );
   await waitUntil("victim active", async () => {
     const s = await (await cluster.leader()).status();
     return s?.members.find((member: { id: string }) => member.id === victim.id)?.state === "active";
@@ -219,20 +275,35 @@ async function failoverRun(cluster: LocalNodeCluster, teams: string[]): Promise<
   return seconds;
 }
 
-async function shutdownRun(cluster: LocalNodeCluster, queued: number): Promise<{ ms: number; delivered: number; unacknowledged: number }> {
+async function shutdownRun(
+  cluster: LocalNodeCluster,
+  queued: number,
+): Promise<{ ms: number; delivered: number; unacknowledged: number }> {
   const [a, b] = cluster.nodes;
   const agent = "shutdown-sink";
   await register(b, agent);
   await waitRouted([a], [agent]);
   const bus = openBus(a.spec.busRoot);
-  for (let i = 0; i < queued; i++) bus.sendSync("bench-sender", agent, { type: "bench", payload: { i, t: "0" } });
+  for (let i = 0; i < queued; i++)
+    bus.sendSync("bench-sender", agent, { type: "bench", payload: { i, t: "0" } });
   bus.close();
   const startedNs = nowNs();
   a.signal("SIGTERM");
   await a.waitExit();
   const ms = Number(nowNs() - startedNs) / 1e6;
-  const report = JSON.parse(a.stdout.trim().split("\n").find((line) => line.includes('"stopped"')) ?? "{}");
-  const receiver = startWorker<ReceiveResult>({ kind: "receive", root: b.spec.busRoot, agent, expected: queued, timeoutMs: 15_000 });
+  const report = JSON.parse(
+    a.stdout
+      .trim()
+      .split("\n")
+      .find((line) => line.includes('"stopped"')) ?? "{}",
+  );
+  const receiver = startWorker<ReceiveResult>({
+    kind: "receive",
+    root: b.spec.busRoot,
+    agent,
+    expected: queued,
+    timeoutMs: 15_000,
+  });
   const got = await receiver.result;
   await a.start(cluster.peerFlags(a), NODE_ENV);
   return { ms, delivered: got.received, unacknowledged: report.unacknowledged ?? -1 };
@@ -280,31 +351,41 @@ export async function run(args: string[]): Promise<SuiteResult> {
       throughput.push(result.perSecond);
       lost += result.lost;
       duplicates += result.duplicates;
-      log(`throughput run ${r + 1}: ${Math.round(result.perSecond)} msg/s (lost ${result.lost}, duplicates ${result.duplicates}); same bus, no node: ${Math.round(anchor.perSecond)} msg/s`);
+      log(
+        `throughput run ${r + 1}: ${Math.round(result.perSecond)} msg/s (lost ${result.lost}, duplicates ${result.duplicates}); same bus, no node: ${Math.round(anchor.perSecond)} msg/s`,
+      );
       const local = await latencyRun(a.spec.busRoot, a.spec.busRoot, "local", samples);
       const cross = await latencyRun(a.spec.busRoot, b.spec.busRoot, "ping", samples);
       localP99.push(percentile(local, 0.99));
       crossP99.push(percentile(cross, 0.99));
       crossP50.push(percentile(cross, 0.5));
       addedP99.push((percentile(cross, 0.99) - percentile(local, 0.99)) / 1000);
-      log(`latency run ${r + 1}: local p50 ${percentile(local, 0.5).toFixed(0)} µs p99 ${percentile(local, 0.99).toFixed(0)} µs; cross p50 ${percentile(cross, 0.5).toFixed(0)} µs p99 ${percentile(cross, 0.99).toFixed(0)} µs`);
+      log(
+        `latency run ${r + 1}: local p50 ${percentile(local, 0.5).toFixed(0)} µs p99 ${percentile(local, 0.99).toFixed(0)} µs; cross p50 ${percentile(cross, 0.5).toFixed(0)} µs p99 ${percentile(cross, 0.99).toFixed(0)} µs`,
+      );
     }
   } finally {
     await pair.stop();
   }
   const throughputStats = stats(throughput);
   figures.push(
-    atLeast("cross-node throughput (2 nodes, 1 sender → 1 receiver, 256 B)", median(throughput), "msg/s", 20_000, {
-      p50: Math.round(throughputStats.p50),
-      min: Math.round(throughputStats.min),
-      max: Math.round(throughputStats.max),
-      runs,
-      messagesPerRun: messages,
-      lost,
-      duplicates,
-      localBusAnchorMsgPerSecond: Math.round(median(localThroughput)),
-      ratioToLocalBus: Number((median(throughput) / median(localThroughput)).toFixed(3)),
-    }),
+    atLeast(
+      "cross-node throughput (2 nodes, 1 sender → 1 receiver, 256 B)",
+      median(throughput),
+      "msg/s",
+      20_000,
+      {
+        p50: Math.round(throughputStats.p50),
+        min: Math.round(throughputStats.min),
+        max: Math.round(throughputStats.max),
+        runs,
+        messagesPerRun: messages,
+        lost,
+        duplicates,
+        localBusAnchorMsgPerSecond: Math.round(median(localThroughput)),
+        ratioToLocalBus: Number((median(throughput) / median(localThroughput)).toFixed(3)),
+      },
+    ),
   );
   figures.push(
     atMost("latency added over local delivery, p99", median(addedP99), "ms", 2, {
@@ -329,7 +410,9 @@ export async function run(args: string[]): Promise<SuiteResult> {
       const cross = await latencyRun(a.spec.busRoot, b.spec.busRoot, "ping", samples);
       persistP50.push(percentile(cross, 0.5));
       persistP99.push(percentile(cross, 0.99));
-      log(`persistence run ${r + 1}: cross p50 ${percentile(cross, 0.5).toFixed(0)} µs p99 ${percentile(cross, 0.99).toFixed(0)} µs`);
+      log(
+        `persistence run ${r + 1}: cross p50 ${percentile(cross, 0.5).toFixed(0)} µs p99 ${percentile(cross, 0.99).toFixed(0)} µs`,
+      );
     }
   } finally {
     await persisted.stop();
@@ -352,10 +435,14 @@ export async function run(args: string[]): Promise<SuiteResult> {
   const teams = ["t1", "t2", "t3", "t4", "t5", "t6"];
   try {
     await trio.startAll([], NODE_ENV);
-    for (const team of teams) for (const node of trio.nodes) await register(node, `${team}-w-${node.id}`, team);
+    for (const team of teams)
+      for (const node of trio.nodes) await register(node, `${team}-w-${node.id}`, team);
     await waitUntil("teams assigned", async () => {
       const s = await (await trio.leader()).status();
-      return s?.teams.length === teams.length && s.teams.every((team: { coordinator: string | null }) => team.coordinator);
+      return (
+        s?.teams.length === teams.length &&
+        s.teams.every((team: { coordinator: string | null }) => team.coordinator)
+      );
     });
     for (let r = 0; r < runs; r++) {
       const seconds = await failoverRun(trio, teams);
@@ -366,7 +453,9 @@ export async function run(args: string[]): Promise<SuiteResult> {
     for (let r = 0; r < Math.min(runs, 3); r++) {
       const result = await shutdownRun(trio, 1000);
       shutdowns.push(result);
-      log(`shutdown run ${r + 1}: ${result.ms.toFixed(0)} ms, delivered ${result.delivered}, unacknowledged ${result.unacknowledged}`);
+      log(
+        `shutdown run ${r + 1}: ${result.ms.toFixed(0)} ms, delivered ${result.delivered}, unacknowledged ${result.unacknowledged}`,
+      );
       await trio.leader();
     }
   } finally {

@@ -43,23 +43,39 @@ function collect(value: string, previous: string[]): string[] {
 /** `--peer n2=ws://h:7102,http://h:7202` */
 function parsePeer(text: string): [string, { peerUrl: string; apiUrl: string }] {
   const match = /^([A-Za-z0-9._-]{1,128})=(wss?:\/\/[^,\s]+),(https?:\/\/\S+)$/.exec(text);
-  if (!match) throw new CfnError("CFN_ERR_CONFIG_INVALID", `--peer takes id=ws://host:port,http://host:port, got ${JSON.stringify(text)}`);
+  if (!match)
+    throw new CfnError(
+      "CFN_ERR_CONFIG_INVALID",
+      `--peer takes id=ws://host:port,http://host:port, got ${JSON.stringify(text)}`,
+    );
   return [match[1], { peerUrl: match[2], apiUrl: match[3] }];
 }
 
 /** `--set nodeDownAfterMs=1500`: numbers and booleans are parsed, the rest stays a string. */
 function parseSetting(text: string): [string, unknown] {
   const at = text.indexOf("=");
-  if (at <= 0) throw new CfnError("CFN_ERR_CONFIG_INVALID", `--set takes name=value, got ${JSON.stringify(text)}`);
+  if (at <= 0)
+    throw new CfnError("CFN_ERR_CONFIG_INVALID", `--set takes name=value, got ${JSON.stringify(text)}`);
   const raw = text.slice(at + 1);
-  const value = raw === "true" ? true : raw === "false" ? false : raw !== "" && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+  const value =
+    raw === "true"
+      ? true
+      : raw === "false"
+        ? false
+        : raw !== "" && Number.isFinite(Number(raw))
+          ? Number(raw)
+          : raw;
   return [text.slice(0, at), value];
 }
 
-export function nodeSettingsFromFlags(flags: StartFlags, env: NodeJS.ProcessEnv = process.env): Record<string, unknown> {
+export function nodeSettingsFromFlags(
+  flags: StartFlags,
+  env: NodeJS.ProcessEnv = process.env,
+): Record<string, unknown> {
   let settings: Record<string, unknown> = {};
   if (flags.clusterFile) {
-    if (!flags.id) throw new CfnError("CFN_ERR_CONFIG_INVALID", "--cluster-file needs --id to pick this node");
+    if (!flags.id)
+      throw new CfnError("CFN_ERR_CONFIG_INVALID", "--cluster-file needs --id to pick this node");
     settings = nodeSettingsFromClusterFile(readClusterFile(flags.clusterFile), flags.id, flags.clusterFile);
   }
   const token = flags.token ?? env.CFN_CLUSTER_TOKEN;
@@ -67,12 +83,14 @@ export function nodeSettingsFromFlags(flags: StartFlags, env: NodeJS.ProcessEnv 
   if (flags.clusterId !== undefined) settings.clusterId = flags.clusterId;
   if (token !== undefined) settings.clusterToken = token;
   if (flags.dataDir !== undefined) settings.dataDir = flags.dataDir;
-  else if (settings.dataDir === undefined && flags.id !== undefined) settings.dataDir = `./cfn-data/${flags.id}`;
+  else if (settings.dataDir === undefined && flags.id !== undefined)
+    settings.dataDir = `./cfn-data/${flags.id}`;
   if (flags.peerListen !== undefined) settings.peerListen = flags.peerListen;
   if (flags.apiListen !== undefined) settings.apiListen = flags.apiListen;
   if (flags.advertisePeer !== undefined) settings.advertisePeerUrl = flags.advertisePeer;
   if (flags.advertiseApi !== undefined) settings.advertiseApiUrl = flags.advertiseApi;
-  if (flags.peer.length > 0) settings.peers = { ...(settings.peers as object), ...Object.fromEntries(flags.peer.map(parsePeer)) };
+  if (flags.peer.length > 0)
+    settings.peers = { ...(settings.peers as object), ...Object.fromEntries(flags.peer.map(parsePeer)) };
   if (flags.join !== undefined) settings.join = flags.join;
   if (flags.persistence) settings.persistence = true;
   if (flags.leaveOnShutdown) settings.leaveOnShutdown = true;
@@ -81,14 +99,19 @@ export function nodeSettingsFromFlags(flags: StartFlags, env: NodeJS.ProcessEnv 
 }
 
 function apiOf(flags: ApiFlags): { api: string; token: string } {
-  return { api: flags.api ?? process.env.CFN_NODE_API ?? DEFAULT_API, token: flags.token ?? process.env.CFN_CLUSTER_TOKEN ?? DEFAULT_TOKEN };
+  return {
+    api: flags.api ?? process.env.CFN_NODE_API ?? DEFAULT_API,
+    token: flags.token ?? process.env.CFN_CLUSTER_TOKEN ?? DEFAULT_TOKEN,
+  };
 }
 
 export function registerNodeCommands(program: Command): void {
   const node = program.command("node").description("the cluster node daemon");
   node
     .command("start")
-    .description("run a cluster node: Raft member, routing state, cross-node delivery, HTTP API (SIGTERM stops it gracefully)")
+    .description(
+      "run a cluster node: Raft member, routing state, cross-node delivery, HTTP API (SIGTERM stops it gracefully)",
+    )
     .option("--id <id>", "this node's id (node.id)")
     .option("--cluster-id <name>", "cluster name (node.clusterId)")
     .option("--token <secret>", "cluster token (node.clusterToken); also CFN_CLUSTER_TOKEN")
@@ -120,7 +143,14 @@ export function registerNodeCommands(program: Command): void {
         process.exitCode = refusal ? EXIT.usage : EXIT.failure;
         return;
       }
-      printJson({ event: "started", id: started.id, peerUrl: started.peerUrl, apiUrl: started.apiUrl, bus: started.bus.dir, pid: process.pid });
+      printJson({
+        event: "started",
+        id: started.id,
+        peerUrl: started.peerUrl,
+        apiUrl: started.apiUrl,
+        bus: started.bus.dir,
+        pid: process.pid,
+      });
       await new Promise<void>((resolve) => {
         let stopping = false;
         const stop = (signal: string) => {
@@ -143,35 +173,37 @@ export function registerNodeCommands(program: Command): void {
       .option("--token <secret>", "cluster token (default CFN_CLUSTER_TOKEN)")
       .option("--json", "print as JSON");
 
-  withApi(cluster.command("status").description("leader, term, members with lag, agents per node, teams, spool, inbox depths")).action(
-    async (flags: ApiFlags) => {
-      const { api, token } = apiOf(flags);
-      const status = (await apiRequest(api, "GET", "/v1/status", token)) as ClusterStatus;
-      // Lag is known by the leader only: ask it when this node is a follower.
-      const leader = status.members.find((member) => member.leader);
-      if (status.raft.role !== "leader" && leader?.apiUrl) {
-        try {
-          const leaderStatus = (await apiRequest(leader.apiUrl, "GET", "/v1/status", token)) as ClusterStatus;
-          const lagOf = new Map(leaderStatus.members.map((member) => [member.id, member]));
-          for (const member of status.members) {
-            member.match = lagOf.get(member.id)?.match ?? member.match;
-            member.lag = lagOf.get(member.id)?.lag ?? member.lag;
-          }
-        } catch {
-          // the leader's API is not reachable from here: lag stays unknown
+  withApi(
+    cluster
+      .command("status")
+      .description("leader, term, members with lag, agents per node, teams, spool, inbox depths"),
+  ).action(async (flags: ApiFlags) => {
+    const { api, token } = apiOf(flags);
+    const status = (await apiRequest(api, "GET", "/v1/status", token)) as ClusterStatus;
+    // Lag is known by the leader only: ask it when this node is a follower.
+    const leader = status.members.find((member) => member.leader);
+    if (status.raft.role !== "leader" && leader?.apiUrl) {
+      try {
+        const leaderStatus = (await apiRequest(leader.apiUrl, "GET", "/v1/status", token)) as ClusterStatus;
+        const lagOf = new Map(leaderStatus.members.map((member) => [member.id, member]));
+        for (const member of status.members) {
+          member.match = lagOf.get(member.id)?.match ?? member.match;
+          member.lag = lagOf.get(member.id)?.lag ?? member.lag;
         }
+      } catch {
+        // the leader's API is not reachable from here: lag stays unknown
       }
-      const { config, logger, metrics } = buildContext(program);
-      const bus = new Bus({ config: config.bus, logger, metrics });
-      const localBus = bus.status();
-      bus.close();
-      if (flags.json) {
-        printJson({ ...status, localBus });
-        return;
-      }
-      printClusterStatus(status, localBus);
-    },
-  );
+    }
+    const { config, logger, metrics } = buildContext(program);
+    const bus = new Bus({ config: config.bus, logger, metrics });
+    const localBus = bus.status();
+    bus.close();
+    if (flags.json) {
+      printJson({ ...status, localBus });
+      return;
+    }
+    printClusterStatus(status, localBus);
+  });
 
   withApi(cluster.command("join").description("add a node to the cluster (it then starts with --join)"))
     .argument("<id>", "the new node's id")
@@ -184,16 +216,29 @@ export function registerNodeCommands(program: Command): void {
       else printLine(`member ${id} added`);
     });
 
-  withApi(cluster.command("leave").description("remove a node from the cluster (its teams move to live nodes)"))
+  withApi(
+    cluster.command("leave").description("remove a node from the cluster (its teams move to live nodes)"),
+  )
     .argument("<id>", "the node to remove")
     .action(async (id: string, flags: ApiFlags) => {
       const { api, token } = apiOf(flags);
-      const result = await apiRequest(api, "DELETE", `/v1/members/${encodeURIComponent(id)}`, token, undefined, 15_000);
+      const result = await apiRequest(
+        api,
+        "DELETE",
+        `/v1/members/${encodeURIComponent(id)}`,
+        token,
+        undefined,
+        15_000,
+      );
       if (flags.json) printJson(result);
       else printLine(`member ${id} removed`);
     });
 
-  withApi(cluster.command("register").description("register an agent on the node (agents then receive cross-node messages)"))
+  withApi(
+    cluster
+      .command("register")
+      .description("register an agent on the node (agents then receive cross-node messages)"),
+  )
     .argument("<agent>", "agent id")
     .option("--team <team>", "team of the agent")
     .action(async (agent: string, flags: ApiFlags & { team?: string }) => {
@@ -203,7 +248,9 @@ export function registerNodeCommands(program: Command): void {
       else printLine(`agent ${agent} registered`);
     });
 
-  withApi(cluster.command("checkpoint").description("replicate a team coordinator's checkpoint (fenced by epoch)"))
+  withApi(
+    cluster.command("checkpoint").description("replicate a team coordinator's checkpoint (fenced by epoch)"),
+  )
     .argument("<team>", "team id")
     .argument("<data>", "checkpoint data (JSON)")
     .requiredOption("--epoch <n>", "coordinator epoch of the team")
@@ -216,11 +263,17 @@ export function registerNodeCommands(program: Command): void {
       } catch {
         parsed = data;
       }
-      const result = await apiRequest(api, "POST", `/v1/teams/${encodeURIComponent(team)}/checkpoint`, token, {
-        epoch: Number(flags.epoch),
-        seq: Number(flags.seq),
-        data: parsed,
-      });
+      const result = await apiRequest(
+        api,
+        "POST",
+        `/v1/teams/${encodeURIComponent(team)}/checkpoint`,
+        token,
+        {
+          epoch: Number(flags.epoch),
+          seq: Number(flags.seq),
+          data: parsed,
+        },
+      );
       if (flags.json) printJson(result);
       else printLine(`checkpoint of ${team} replicated`);
     });
@@ -253,12 +306,25 @@ interface ClusterStatus {
   }[];
   teams: { id: string; coordinator: string | null; epoch: number }[];
   delivery: { spooled: number; streams: { dest: string; pending: number; inflight: number }[] };
-  bus: { dir: string; agents: { agentId: string; inboxDepth: number; claimed: number; deadLetters: number }[] };
+  bus: {
+    dir: string;
+    agents: { agentId: string; inboxDepth: number; claimed: number; deadLetters: number }[];
+  };
 }
 
-function printClusterStatus(status: ClusterStatus, localBus: { dir: string; agents: { agentId: string; inboxDepth: number; claimed: number; deadLetters: number }[] }): void {
-  printLine(`cluster ${status.node.clusterId}: leader ${status.raft.leader || "(none)"}, term ${status.raft.term}, commit ${status.raft.commit}`);
-  printLine(`this node ${status.node.id} (${status.raft.role}, ${status.node.state}), applied ${status.raft.applied}`);
+function printClusterStatus(
+  status: ClusterStatus,
+  localBus: {
+    dir: string;
+    agents: { agentId: string; inboxDepth: number; claimed: number; deadLetters: number }[];
+  },
+): void {
+  printLine(
+    `cluster ${status.node.clusterId}: leader ${status.raft.leader || "(none)"}, term ${status.raft.term}, commit ${status.raft.commit}`,
+  );
+  printLine(
+    `this node ${status.node.id} (${status.raft.role}, ${status.node.state}), applied ${status.raft.applied}`,
+  );
   printLine();
   printLine(
     table([
@@ -277,13 +343,25 @@ function printClusterStatus(status: ClusterStatus, localBus: { dir: string; agen
   );
   if (status.teams.length > 0) {
     printLine();
-    printLine(table([["TEAM", "COORDINATOR", "EPOCH"], ...status.teams.map((team) => [team.id, team.coordinator ?? "-", String(team.epoch)])]));
+    printLine(
+      table([
+        ["TEAM", "COORDINATOR", "EPOCH"],
+        ...status.teams.map((team) => [team.id, team.coordinator ?? "-", String(team.epoch)]),
+      ]),
+    );
   }
   printLine();
-  printLine(`spool: ${status.delivery.spooled} messages${status.delivery.streams.map((s) => `; → ${s.dest}: ${s.pending} pending, ${s.inflight} in flight`).join("")}`);
+  printLine(
+    `spool: ${status.delivery.spooled} messages${status.delivery.streams.map((s) => `; → ${s.dest}: ${s.pending} pending, ${s.inflight} in flight`).join("")}`,
+  );
   const agents = localBus.agents;
   printLine(`bus ${localBus.dir}: ${agents.length} mailboxes`);
   if (agents.length > 0) {
-    printLine(table([["AGENT", "INBOX", "CLAIMED", "DEAD"], ...agents.map((a) => [a.agentId, String(a.inboxDepth), String(a.claimed), String(a.deadLetters)])]));
+    printLine(
+      table([
+        ["AGENT", "INBOX", "CLAIMED", "DEAD"],
+        ...agents.map((a) => [a.agentId, String(a.inboxDepth), String(a.claimed), String(a.deadLetters)]),
+      ]),
+    );
   }
 }

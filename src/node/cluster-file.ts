@@ -46,36 +46,55 @@ export function readClusterFile(path: string): ClusterFile {
   try {
     text = readFileSync(path, "utf8");
   } catch (error) {
-    throw new CfnError("CFN_ERR_CONFIG_FILE", `cannot read cluster file ${path}: ${(error as Error).message}`);
+    throw new CfnError(
+      "CFN_ERR_CONFIG_FILE",
+      `cannot read cluster file ${path}: ${(error as Error).message}`,
+    );
   }
   let value: unknown;
   try {
     value = parseYaml(text);
   } catch (error) {
-    throw new CfnError("CFN_ERR_CONFIG_FILE", `cluster file ${path} is not valid YAML: ${(error as Error).message}`);
+    throw new CfnError(
+      "CFN_ERR_CONFIG_FILE",
+      `cluster file ${path} is not valid YAML: ${(error as Error).message}`,
+    );
   }
   const parsed = clusterFileSchema.safeParse(value);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`);
-    throw new CfnError("CFN_ERR_CONFIG_INVALID", `cluster file ${path}: ${problems.join("; ")}`, { problems });
+    const problems = parsed.error.issues.map(
+      (issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`,
+    );
+    throw new CfnError("CFN_ERR_CONFIG_INVALID", `cluster file ${path}: ${problems.join("; ")}`, {
+      problems,
+    });
   }
   const ids = parsed.data.nodes.map((node) => node.id);
-  if (new Set(ids).size !== ids.length) throw new CfnError("CFN_ERR_CONFIG_INVALID", `cluster file ${path}: node ids must be unique`);
+  if (new Set(ids).size !== ids.length)
+    throw new CfnError("CFN_ERR_CONFIG_INVALID", `cluster file ${path}: node ids must be unique`);
   return parsed.data;
 }
 
 /** The node settings (input of parseNodeConfig) for node `id` of a cluster file. */
-export function nodeSettingsFromClusterFile(file: ClusterFile, id: string, filePath: string): Record<string, unknown> {
+export function nodeSettingsFromClusterFile(
+  file: ClusterFile,
+  id: string,
+  filePath: string,
+): Record<string, unknown> {
   const self = file.nodes.find((node) => node.id === id);
   if (!self) {
-    throw new CfnError("CFN_ERR_CONFIG_INVALID", `node ${id} is not in the cluster file (nodes: ${file.nodes.map((n) => n.id).join(", ")})`);
+    throw new CfnError(
+      "CFN_ERR_CONFIG_INVALID",
+      `node ${id} is not in the cluster file (nodes: ${file.nodes.map((n) => n.id).join(", ")})`,
+    );
   }
   const token = file.token ?? (file.tokenEnv ? process.env[file.tokenEnv] : undefined);
   // Relative data roots are taken from the working directory, like every other path flag.
   const root = isAbsolute(file.dataRoot) ? file.dataRoot : join(process.cwd(), file.dataRoot);
   void filePath;
   const peers: Record<string, { peerUrl: string; apiUrl: string }> = {};
-  for (const node of file.nodes) if (node.id !== id) peers[node.id] = { peerUrl: `ws://${node.peer}`, apiUrl: `http://${node.api}` };
+  for (const node of file.nodes)
+    if (node.id !== id) peers[node.id] = { peerUrl: `ws://${node.peer}`, apiUrl: `http://${node.api}` };
   return {
     ...file.node,
     id,

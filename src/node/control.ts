@@ -14,7 +14,12 @@ import type { Logger } from "../obs/logger.js";
 import type { Transport } from "../transport/index.js";
 import type { NodeMetrics } from "./node-metrics.js";
 import type { RaftHost } from "./raft-host.js";
-import { encodeRoutingCommand, type RoutingCommand, type RoutingResult, validateRoutingCommand } from "./routing/commands.js";
+import {
+  encodeRoutingCommand,
+  type RoutingCommand,
+  type RoutingResult,
+  validateRoutingCommand,
+} from "./routing/commands.js";
 
 export const CONTROL_CHANNEL = "node";
 
@@ -43,7 +48,11 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
-const RETRYABLE = new Set<string>(["CFN_ERR_NOT_LEADER", "CFN_ERR_PROPOSAL_DROPPED", "CFN_ERR_PEER_UNREACHABLE"]);
+const RETRYABLE = new Set<string>([
+  "CFN_ERR_NOT_LEADER",
+  "CFN_ERR_PROPOSAL_DROPPED",
+  "CFN_ERR_PEER_UNREACHABLE",
+]);
 
 export class ControlPlane {
   private readonly options: ControlOptions;
@@ -129,13 +138,25 @@ export class ControlPlane {
     if (!leader) throw new CfnError("CFN_ERR_NOT_LEADER", "no leader is known");
     const id = this.nextRequest++;
     return new Promise<RoutingResult>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new CfnError("CFN_ERR_TIMEOUT", `proposal forwarded to ${leader} not answered in ${timeoutMs} ms`));
-      }, Math.max(1, timeoutMs));
+      const timer = setTimeout(
+        () => {
+          this.pending.delete(id);
+          reject(
+            new CfnError(
+              "CFN_ERR_TIMEOUT",
+              `proposal forwarded to ${leader} not answered in ${timeoutMs} ms`,
+            ),
+          );
+        },
+        Math.max(1, timeoutMs),
+      );
       this.pending.set(id, { resolve, reject, timer });
       try {
-        const queued = this.options.transport.sendFrame(leader, CONTROL_CHANNEL, { t: "prop", r: id, c: command });
+        const queued = this.options.transport.sendFrame(leader, CONTROL_CHANNEL, {
+          t: "prop",
+          r: id,
+          c: command,
+        });
         if (!queued) throw new CfnError("CFN_ERR_PROPOSAL_DROPPED", `queue to ${leader} is full`);
       } catch (error) {
         clearTimeout(timer);
@@ -184,12 +205,19 @@ export class ControlPlane {
   private async serveForwarded(request: number, command: RoutingCommand, from: string): Promise<void> {
     let reply: ControlFrame;
     try {
-      if (!this.options.host.isLeader()) throw new CfnError("CFN_ERR_NOT_LEADER", `${this.options.nodeId} is not the leader`);
+      if (!this.options.host.isLeader())
+        throw new CfnError("CFN_ERR_NOT_LEADER", `${this.options.nodeId} is not the leader`);
       const result = await this.options.host.propose(encodeRoutingCommand(command));
       reply = { t: "propr", r: request, ok: true, v: result ?? null };
     } catch (error) {
       const code = isCfnError(error) ? error.code : "CFN_ERR_INTERNAL";
-      reply = { t: "propr", r: request, ok: false, code, message: (error as Error)?.message ?? String(error) };
+      reply = {
+        t: "propr",
+        r: request,
+        ok: false,
+        code,
+        message: (error as Error)?.message ?? String(error),
+      };
     }
     try {
       this.options.transport.sendFrame(from, CONTROL_CHANNEL, reply);

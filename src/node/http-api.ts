@@ -23,10 +23,10 @@ import type { AddressInfo } from "node:net";
 import { CfnError, isCfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
+import type { ClusterNode } from "./node.js";
 import type { NodeConfig } from "./node-config.js";
 import { splitListen } from "./node-config.js";
 import type { NodeMetrics } from "./node-metrics.js";
-import type { ClusterNode } from "./node.js";
 import { isValidId, validateRoutingCommand } from "./routing/commands.js";
 
 export interface NodeApiOptions {
@@ -119,11 +119,17 @@ export class NodeApi {
         case "/v1/routing":
           return this.json(response, 200, node.routingJson());
       }
-      return this.json(response, 404, { error: { code: "CFN_ERR_INVALID_MESSAGE", message: `no route GET ${path}` } });
+      return this.json(response, 404, {
+        error: { code: "CFN_ERR_INVALID_MESSAGE", message: `no route GET ${path}` },
+      });
     }
     if (!this.authorized(request)) {
       this.options.nodeMetrics.apiRejected.inc({ reason: "token" });
-      this.logger.warn("api request with a wrong cluster token refused", { method, path, remote: request.socket.remoteAddress });
+      this.logger.warn("api request with a wrong cluster token refused", {
+        method,
+        path,
+        remote: request.socket.remoteAddress,
+      });
       throw new CfnError("CFN_ERR_AUTH", "missing or wrong cluster token (x-cfn-cluster-token)");
     }
     const body = await this.readBody(request);
@@ -131,7 +137,8 @@ export class NodeApi {
     if (method === "POST" && path === "/v1/agents") {
       const agent = body.agent;
       const team = body.team ?? null;
-      if (!isValidId(agent) || (team !== null && !isValidId(team))) throw invalid("agent (and team) must match [A-Za-z0-9._-]{1,128}");
+      if (!isValidId(agent) || (team !== null && !isValidId(team)))
+        throw invalid("agent (and team) must match [A-Za-z0-9._-]{1,128}");
       return this.result(response, await node.registerAgent(agent, team as string | null));
     }
     if (method === "DELETE" && parts[0] === "v1" && parts[1] === "agents" && parts.length === 3) {
@@ -141,15 +148,27 @@ export class NodeApi {
     if (method === "POST" && path === "/v1/members") {
       const { id, peerUrl, apiUrl } = body;
       const command = validateRoutingCommand({ op: "member.upsert", id, peerUrl, apiUrl });
-      if (!command || command.op !== "member.upsert") throw invalid("need id, peerUrl (ws://…) and apiUrl (http://…)");
+      if (command?.op !== "member.upsert") throw invalid("need id, peerUrl (ws://…) and apiUrl (http://…)");
       return this.result(response, await node.addMember(command.id, command.peerUrl, command.apiUrl));
     }
     if (method === "DELETE" && parts[0] === "v1" && parts[1] === "members" && parts.length === 3) {
       if (!isValidId(parts[2])) throw invalid("bad member id");
       return this.result(response, await node.removeMember(parts[2]));
     }
-    if (method === "POST" && parts[0] === "v1" && parts[1] === "teams" && parts[3] === "checkpoint" && parts.length === 4) {
-      const command = validateRoutingCommand({ op: "team.checkpoint", team: parts[2], epoch: body.epoch, seq: body.seq, data: body.data });
+    if (
+      method === "POST" &&
+      parts[0] === "v1" &&
+      parts[1] === "teams" &&
+      parts[3] === "checkpoint" &&
+      parts.length === 4
+    ) {
+      const command = validateRoutingCommand({
+        op: "team.checkpoint",
+        team: parts[2],
+        epoch: body.epoch,
+        seq: body.seq,
+        data: body.data,
+      });
       if (!command) throw invalid("need epoch, seq (whole numbers) and data");
       return this.result(response, await node.propose(command));
     }
@@ -168,12 +187,16 @@ export class NodeApi {
       await node.transferLeadership(body.to);
       return this.json(response, 200, { ok: true, leader: body.to });
     }
-    return this.json(response, 404, { error: { code: "CFN_ERR_INVALID_MESSAGE", message: `no route ${method} ${path}` } });
+    return this.json(response, 404, {
+      error: { code: "CFN_ERR_INVALID_MESSAGE", message: `no route ${method} ${path}` },
+    });
   }
 
   private authorized(request: IncomingMessage): boolean {
     const header = request.headers["x-cfn-cluster-token"];
-    const bearer = request.headers.authorization?.startsWith("Bearer ") ? request.headers.authorization.slice(7) : undefined;
+    const bearer = request.headers.authorization?.startsWith("Bearer ")
+      ? request.headers.authorization.slice(7)
+      : undefined;
     const token = typeof header === "string" ? header : bearer;
     if (!token || token.length > 1024) return false;
     return timingSafeEqual(digest(token), this.tokenDigest);
@@ -194,7 +217,8 @@ export class NodeApi {
     if (bytes === 0) return {};
     try {
       const value = JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown;
-      if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error("not an object");
+      if (typeof value !== "object" || value === null || Array.isArray(value))
+        throw new Error("not an object");
       return value as Record<string, unknown>;
     } catch {
       this.options.nodeMetrics.apiRejected.inc({ reason: "malformed" });
@@ -208,7 +232,10 @@ export class NodeApi {
 
   private json(response: ServerResponse, status: number, body: unknown): void {
     const text = JSON.stringify(body);
-    response.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+    response.writeHead(status, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(text),
+    });
     response.end(text);
   }
 

@@ -61,7 +61,8 @@ export class InboxMirror {
 
   static async open(options: InboxMirrorOptions): Promise<InboxMirror> {
     const path = resolve(options.path);
-    if (openPaths.has(path)) throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `mirror ${path} is already open in this process`);
+    if (openPaths.has(path))
+      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `mirror ${path} is already open in this process`);
     openPaths.add(path);
     const db: Db = new ClassicLevel<string, string>(path, { keyEncoding: "utf8", valueEncoding: "utf8" });
     try {
@@ -122,7 +123,9 @@ export class InboxMirror {
     try {
       const ops: ({ type: "put"; key: string; value: string } | { type: "del"; key: string })[] = [];
       const agents = this.options.bus.listAgents();
-      for (const agent of agents) if (this.options.shouldMirror(agent)) this.collectNew(agent, ops as { type: "put"; key: string; value: string }[]);
+      for (const agent of agents)
+        if (this.options.shouldMirror(agent))
+          this.collectNew(agent, ops as { type: "put"; key: string; value: string }[]);
       for (const [agent, prefixes] of this.mirrored) {
         const present = this.presentPrefixes(agent);
         for (const prefix of prefixes) {

@@ -16,8 +16,14 @@ const listen = z
 
 export const peerSchema = z
   .object({
-    peerUrl: z.string().regex(/^wss?:\/\/\S+$/, "ws:// or wss:// URL").describe("Transport URL of the peer."),
-    apiUrl: z.string().regex(/^https?:\/\/\S+$/, "http:// or https:// URL").describe("HTTP API URL of the peer."),
+    peerUrl: z
+      .string()
+      .regex(/^wss?:\/\/\S+$/, "ws:// or wss:// URL")
+      .describe("Transport URL of the peer."),
+    apiUrl: z
+      .string()
+      .regex(/^https?:\/\/\S+$/, "http:// or https:// URL")
+      .describe("HTTP API URL of the peer."),
   })
   .strict();
 
@@ -34,25 +40,43 @@ export const nodeSchema = z
       .min(16, "at least 16 characters")
       .default("cfn-single-node-local-token")
       .describe("Shared secret peers and API clients present; set your own for a multi-node cluster."),
-    dataDir: z.string().min(1).default("./cfn-data/node-1").describe("Directory of the Raft log and the delivery spool."),
+    dataDir: z
+      .string()
+      .min(1)
+      .default("./cfn-data/node-1")
+      .describe("Directory of the Raft log and the delivery spool."),
     peerListen: listen.default("127.0.0.1:7101").describe("host:port the peer WebSocket server listens on."),
-    apiListen: listen.default("127.0.0.1:7201").describe("host:port of the HTTP API (status, health, metrics)."),
+    apiListen: listen
+      .default("127.0.0.1:7201")
+      .describe("host:port of the HTTP API (status, health, metrics)."),
     advertisePeerUrl: z.string().default("").describe("URL peers dial; empty: ws://<peerListen>."),
-    advertiseApiUrl: z.string().default("").describe("URL of the API given to others; empty: http://<apiListen>."),
+    advertiseApiUrl: z
+      .string()
+      .default("")
+      .describe("URL of the API given to others; empty: http://<apiListen>."),
     peers: z
       .record(nodeId, peerSchema)
       .default({})
       .describe("Founding members other than this node (with bootstrap) or known members (join)."),
-    join: z.string().default("").describe("API URL of a running member to join through; empty founds or restarts."),
+    join: z
+      .string()
+      .default("")
+      .describe("API URL of a running member to join through; empty founds or restarts."),
     tickIntervalMs: int(1, 1000).default(10).describe("Raft tick length, in ms."),
     electionTimeoutTicks: int(2, 100_000).default(15).describe("Ticks without a leader before a campaign."),
     heartbeatTicks: int(1, 100_000).default(2).describe("Ticks between leader heartbeats."),
-    healthIntervalMs: int(10, 60_000).default(100).describe("How often a node pings its peers (node liveness), in ms."),
+    healthIntervalMs: int(10, 60_000)
+      .default(100)
+      .describe("How often a node pings its peers (node liveness), in ms."),
     nodeDownAfterMs: int(50, 600_000)
       .default(800)
       .describe("A member not heard from for this long is marked down and its teams reassigned, in ms."),
-    coordinatorIntervalMs: int(10, 60_000).default(100).describe("How often the leader re-plans assignments, in ms."),
-    agentScanIntervalMs: int(10, 600_000).default(1000).describe("How often a node checks its agents' heartbeats, in ms."),
+    coordinatorIntervalMs: int(10, 60_000)
+      .default(100)
+      .describe("How often the leader re-plans assignments, in ms."),
+    agentScanIntervalMs: int(10, 600_000)
+      .default(1000)
+      .describe("How often a node checks its agents' heartbeats, in ms."),
     agentDownAfterMs: int(100, 86_400_000)
       .default(90_000)
       .describe("An agent whose heartbeat is older than this is marked down, in ms."),
@@ -72,20 +96,32 @@ export const nodeSchema = z
     spoolSync: z
       .boolean()
       .default(false)
-      .describe("fsync each spool write: survives power loss, not only a process crash (always on with persistence)."),
+      .describe(
+        "fsync each spool write: survives power loss, not only a process crash (always on with persistence).",
+      ),
     dedupWindowMessagesMax: int(1, 10_000_000)
       .default(100_000)
       .describe("Recent (agent, message id) pairs a receiving node remembers to drop duplicates."),
-    persistence: z.boolean().default(false).describe("Mirror inboxes to disk so a host restart restores undelivered messages."),
+    persistence: z
+      .boolean()
+      .default(false)
+      .describe("Mirror inboxes to disk so a host restart restores undelivered messages."),
     persistenceFlushIntervalMs: int(1, 60_000)
       .default(50)
       .describe("Sweep interval mirroring same-host sends and pruning consumed messages, in ms."),
-    shutdownTimeoutMs: int(100, 600_000).default(10_000).describe("Longest a graceful shutdown takes before closing anyway, in ms."),
-    leaveOnShutdown: z.boolean().default(false).describe("Remove this node from the membership at graceful shutdown."),
+    shutdownTimeoutMs: int(100, 600_000)
+      .default(10_000)
+      .describe("Longest a graceful shutdown takes before closing anyway, in ms."),
+    leaveOnShutdown: z
+      .boolean()
+      .default(false)
+      .describe("Remove this node from the membership at graceful shutdown."),
     frameBytesMax: int(1024, 256 * 1024 * 1024)
       .default(16 * 1024 * 1024)
       .describe("Largest peer frame sent or accepted, in bytes (transport limit)."),
-    apiBodyBytesMax: int(1024, 64 * 1024 * 1024).default(4 * 1024 * 1024).describe("Largest HTTP API request body."),
+    apiBodyBytesMax: int(1024, 64 * 1024 * 1024)
+      .default(4 * 1024 * 1024)
+      .describe("Largest HTTP API request body."),
   })
   .strict()
   .superRefine((node, ctx) => {
@@ -96,7 +132,11 @@ export const nodeSchema = z
       ctx.addIssue({ code: "custom", path: ["nodeDownAfterMs"], message: "must be ≥ 3 × healthIntervalMs" });
     }
     if (node.forwardBatchMessagesMax > node.forwardInflightMessagesMax) {
-      ctx.addIssue({ code: "custom", path: ["forwardBatchMessagesMax"], message: "must be ≤ forwardInflightMessagesMax" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["forwardBatchMessagesMax"],
+        message: "must be ≤ forwardInflightMessagesMax",
+      });
     }
     if (node.peers[node.id]) {
       ctx.addIssue({ code: "custom", path: ["peers", node.id], message: "a node is not its own peer" });
@@ -110,7 +150,9 @@ export function parseNodeConfig(input: unknown): NodeConfig {
   const parsed = nodeSchema.safeParse(input ?? {});
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((issue) => `node.${issue.path.join(".")}: ${issue.message}`);
-  throw new CfnError("CFN_ERR_CONFIG_INVALID", `invalid node configuration: ${problems.join("; ")}`, { problems });
+  throw new CfnError("CFN_ERR_CONFIG_INVALID", `invalid node configuration: ${problems.join("; ")}`, {
+    problems,
+  });
 }
 
 export function advertisedPeerUrl(config: NodeConfig): string {

@@ -28,20 +28,59 @@ export class NodeMetrics {
   readonly reassignments: Counter<string>;
 
   constructor(metrics: Metrics) {
-    this.delivered = metrics.counter("cfn_delivery_inbound_messages_total", "Messages from other nodes written into local inboxes");
-    this.spooled = metrics.counter("cfn_delivery_spooled_messages_total", "Messages drained from the local bus into the spool for other nodes");
-    this.forwardAcked = metrics.counter("cfn_delivery_acked_messages_total", "Forwarded messages acknowledged by their owner node");
-    this.retransmits = metrics.counter("cfn_delivery_retransmits_total", "Forwarded frames sent again (ack timeout or resync)");
-    this.duplicates = metrics.counter("cfn_delivery_duplicates_total", "Forwarded messages dropped as already written", ["reason"]);
+    this.delivered = metrics.counter(
+      "cfn_delivery_inbound_messages_total",
+      "Messages from other nodes written into local inboxes",
+    );
+    this.spooled = metrics.counter(
+      "cfn_delivery_spooled_messages_total",
+      "Messages drained from the local bus into the spool for other nodes",
+    );
+    this.forwardAcked = metrics.counter(
+      "cfn_delivery_acked_messages_total",
+      "Forwarded messages acknowledged by their owner node",
+    );
+    this.retransmits = metrics.counter(
+      "cfn_delivery_retransmits_total",
+      "Forwarded frames sent again (ack timeout or resync)",
+    );
+    this.duplicates = metrics.counter(
+      "cfn_delivery_duplicates_total",
+      "Forwarded messages dropped as already written",
+      ["reason"],
+    );
     this.resyncs = metrics.counter("cfn_delivery_resyncs_total", "Resync requests sent after a sequence gap");
-    this.inboxFull = metrics.counter("cfn_delivery_inbox_full_total", "Forwarded batches stopped by a full inbox");
-    this.rejected = metrics.counter("cfn_delivery_rejected_messages_total", "Forwarded messages the local bus refused", ["reason"]);
-    this.badFrames = metrics.counter("cfn_node_bad_frames_total", "Malformed or unexpected frames from peers", ["channel", "reason"]);
-    this.apiRejected = metrics.counter("cfn_node_api_rejected_total", "HTTP API requests refused", ["reason"]);
-    this.spoolDepth = metrics.gauge("cfn_delivery_spool_messages", "Messages in the spool waiting for an ack", ["dest"]);
-    this.forwardLatency = metrics.histogram("cfn_delivery_forward_seconds", "Time from spooling a message to its owner node's ack");
+    this.inboxFull = metrics.counter(
+      "cfn_delivery_inbox_full_total",
+      "Forwarded batches stopped by a full inbox",
+    );
+    this.rejected = metrics.counter(
+      "cfn_delivery_rejected_messages_total",
+      "Forwarded messages the local bus refused",
+      ["reason"],
+    );
+    this.badFrames = metrics.counter(
+      "cfn_node_bad_frames_total",
+      "Malformed or unexpected frames from peers",
+      ["channel", "reason"],
+    );
+    this.apiRejected = metrics.counter("cfn_node_api_rejected_total", "HTTP API requests refused", [
+      "reason",
+    ]);
+    this.spoolDepth = metrics.gauge(
+      "cfn_delivery_spool_messages",
+      "Messages in the spool waiting for an ack",
+      ["dest"],
+    );
+    this.forwardLatency = metrics.histogram(
+      "cfn_delivery_forward_seconds",
+      "Time from spooling a message to its owner node's ack",
+    );
     this.agents = metrics.gauge("cfn_node_agents", "Agents registered on this node", ["state"]);
     this.teamsCoordinated = metrics.gauge("cfn_node_teams_coordinated", "Teams this node coordinates");
-    this.reassignments = metrics.counter("cfn_node_team_assignments_total", "Team coordinator assignments proposed by this node as leader");
+    this.reassignments = metrics.counter(
+      "cfn_node_team_assignments_total",
+      "Team coordinator assignments proposed by this node as leader",
+    );
   }
 }

@@ -18,6 +18,7 @@ import { DeliveryReceiver } from "./delivery/receiver.js";
 import { DeliverySpool } from "./delivery/spool.js";
 import { DELIVER_CHANNEL, parseDeliveryFrame, type WireMessage } from "./delivery/wire.js";
 import { NodeApi } from "./http-api.js";
+import { InboxMirror } from "./mirror.js";
 import { advertisedApiUrl, advertisedPeerUrl, type NodeConfig, splitListen } from "./node-config.js";
 import { NodeMetrics } from "./node-metrics.js";
 import { RaftHost } from "./raft-host.js";
@@ -31,7 +32,6 @@ import {
   routingStateToJson,
   teamsPerNode,
 } from "./routing/index.js";
-import { InboxMirror } from "./mirror.js";
 
 export interface ClusterNodeOptions {
   config: NodeConfig;
@@ -114,7 +114,10 @@ export class ClusterNode {
       await node.closeQuietly();
       const code = (error as NodeJS.ErrnoException).code;
       if (code === "EADDRINUSE" || code === "EADDRNOTAVAIL" || code === "EACCES") {
-        throw new CfnError("CFN_ERR_CONFIG_INVALID", `cannot listen: ${(error as Error).message} (check node.peerListen / node.apiListen)`);
+        throw new CfnError(
+          "CFN_ERR_CONFIG_INVALID",
+          `cannot listen: ${(error as Error).message} (check node.peerListen / node.apiListen)`,
+        );
       }
       throw error;
     }
@@ -127,7 +130,11 @@ export class ClusterNode {
     const { config } = this;
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     this.identity = this.checkDataDir();
-    this.spool = await DeliverySpool.open({ path: join(config.dataDir, "spool"), sync: config.spoolSync || config.persistence, logger: this.logger });
+    this.spool = await DeliverySpool.open({
+      path: join(config.dataDir, "spool"),
+      sync: config.spoolSync || config.persistence,
+      logger: this.logger,
+    });
     this.store = await LevelLogStore.open({
       path: join(config.dataDir, "raft"),
       identity: { clusterId: config.clusterId, nodeId: this.id },
@@ -145,7 +152,8 @@ export class ClusterNode {
       limits: { frameBytesMax: config.frameBytesMax },
     });
     const peers: Record<string, string> = {};
-    for (const [id, member] of Object.entries(this.identity.members)) if (id !== this.id) peers[id] = member.peerUrl;
+    for (const [id, member] of Object.entries(this.identity.members))
+      if (id !== this.id) peers[id] = member.peerUrl;
     for (const [id, peer] of Object.entries(config.peers)) peers[id] = peer.peerUrl;
     if (config.join) {
       for (const member of await fetchMembers(config.join, config.clusterToken)) {
@@ -214,7 +222,9 @@ export class ClusterNode {
       spoolMessagesMax: config.spoolMessagesMax,
     });
     this.transport.onFrame(DELIVER_CHANNEL, (payload, from) => this.onDeliveryFrame(payload, from));
-    this.routing.onApplied((applied) => this.onRoutingApplied(applied.index, applied.command, applied.result));
+    this.routing.onApplied((applied) =>
+      this.onRoutingApplied(applied.index, applied.command, applied.result),
+    );
     this.routing.onRestored(() => this.syncTransportPeers());
 
     await this.host.start();
@@ -238,7 +248,13 @@ export class ClusterNode {
     this.receiver.recover(this.spool.intentSenders());
     await this.forwarder.start();
     this.control.start();
-    this.api = new NodeApi({ node: this, config, logger: this.logger, metrics: this.metrics, nodeMetrics: this.nodeMetrics });
+    this.api = new NodeApi({
+      node: this,
+      config,
+      logger: this.logger,
+      metrics: this.metrics,
+      nodeMetrics: this.nodeMetrics,
+    });
     await this.api.start();
     this.state = "running";
     this.every(config.coordinatorIntervalMs, () => void this.coordinate());
@@ -265,7 +281,10 @@ export class ClusterNode {
       stored = JSON.parse(readFileSync(path, "utf8")) as DataDirIdentity;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
-        throw new CfnError("CFN_ERR_DATA_DIR_FOREIGN", `data dir ${this.config.dataDir} has an unreadable node.json: ${String(error)}`);
+        throw new CfnError(
+          "CFN_ERR_DATA_DIR_FOREIGN",
+          `data dir ${this.config.dataDir} has an unreadable node.json: ${String(error)}`,
+        );
       }
     }
     if (stored) {
@@ -274,7 +293,10 @@ export class ClusterNode {
           "CFN_ERR_DATA_DIR_FOREIGN",
           `data dir ${this.config.dataDir} belongs to cluster "${stored.clusterId}" node "${stored.nodeId}", ` +
             `not cluster "${this.config.clusterId}" node "${this.id}"; point this node at its own data dir`,
-          { stored: { clusterId: stored.clusterId, nodeId: stored.nodeId }, expected: { clusterId: this.config.clusterId, nodeId: this.id } },
+          {
+            stored: { clusterId: stored.clusterId, nodeId: stored.nodeId },
+            expected: { clusterId: this.config.clusterId, nodeId: this.id },
+          },
         );
       }
       return { ...stored, members: stored.members ?? {} };
@@ -289,7 +311,8 @@ export class ClusterNode {
     if (!this.identityDirty) return;
     this.identityDirty = false;
     const members: DataDirIdentity["members"] = {};
-    for (const member of this.routing.state.members.values()) members[member.id] = { peerUrl: member.peerUrl, apiUrl: member.apiUrl };
+    for (const member of this.routing.state.members.values())
+      members[member.id] = { peerUrl: member.peerUrl, apiUrl: member.apiUrl };
     this.identity = { ...this.identity, members };
     try {
       writeAtomically(join(this.config.dataDir, "node.json"), this.identity);
@@ -414,7 +437,8 @@ export class ClusterNode {
 
   private onRoutingApplied(index: number, command: RoutingCommand, result: RoutingResult): void {
     if (!result.ok && command.op !== "batch") return;
-    const commands = command.op === "batch" ? command.commands.filter((_, i) => result.results?.[i]?.ok) : [command];
+    const commands =
+      command.op === "batch" ? command.commands.filter((_, i) => result.results?.[i]?.ok) : [command];
     for (const applied of commands) {
       if (applied.op === "member.upsert" || applied.op === "member.remove") this.syncTransportPeers();
       if (applied.op === "member.remove" && applied.id !== this.id) this.transport?.removePeer(applied.id);
@@ -428,7 +452,8 @@ export class ClusterNode {
     if (!team) return;
     const events = this.routing.state.events;
     let event: (typeof events)[number] | undefined;
-    for (let i = events.length - 1; i >= 0 && !event; i--) if (events[i].team === teamId && events[i].epoch === team.epoch) event = events[i];
+    for (let i = events.length - 1; i >= 0 && !event; i--)
+      if (events[i].team === teamId && events[i].epoch === team.epoch) event = events[i];
     for (const agent of this.routing.state.agents.values()) {
       if (agent.team !== teamId || agent.node !== this.id) continue;
       try {
@@ -481,7 +506,8 @@ export class ClusterNode {
 
   /** Replicates a routing change from any node (forwarded to the leader when needed). */
   propose(command: RoutingCommand): Promise<RoutingResult> {
-    if (this.state !== "running") return Promise.reject(new CfnError("CFN_ERR_CLOSED", `node ${this.id} is ${this.state}`));
+    if (this.state !== "running")
+      return Promise.reject(new CfnError("CFN_ERR_CLOSED", `node ${this.id} is ${this.state}`));
     return this.control.propose(command);
   }
 
@@ -492,12 +518,14 @@ export class ClusterNode {
   /** Adds a member (leader only; other nodes forward the request to the leader's API). */
   async addMember(id: string, peerUrl: string, apiUrl: string): Promise<RoutingResult> {
     if (!this.host.isLeader()) return this.forwardToLeader("POST", "/v1/members", { id, peerUrl, apiUrl });
-    if (!this.host.status().members.some((member) => member.id === id)) await this.host.addMember(id, peerUrl);
+    if (!this.host.status().members.some((member) => member.id === id))
+      await this.host.addMember(id, peerUrl);
     return this.control.propose({ op: "member.upsert", id, peerUrl, apiUrl });
   }
 
   async removeMember(id: string): Promise<RoutingResult> {
-    if (!this.host.isLeader()) return this.forwardToLeader("DELETE", `/v1/members/${encodeURIComponent(id)}`, undefined);
+    if (!this.host.isLeader())
+      return this.forwardToLeader("DELETE", `/v1/members/${encodeURIComponent(id)}`, undefined);
     if (id === this.id) {
       const target = this.host.status().members.find((member) => member.id !== this.id && member.voter);
       if (!target) throw new CfnError("CFN_ERR_CONF_CHANGE", "the last member cannot leave");
@@ -515,12 +543,23 @@ export class ClusterNode {
   private async forwardToLeader(method: string, path: string, body: unknown): Promise<RoutingResult> {
     const leader = this.host.leaderHint().leader;
     const apiUrl = leader ? this.routing.state.members.get(leader)?.apiUrl : undefined;
-    if (!leader || !apiUrl) throw new CfnError("CFN_ERR_NOT_LEADER", `node ${this.id} is not the leader and knows no leader API`);
+    if (!leader || !apiUrl)
+      throw new CfnError("CFN_ERR_NOT_LEADER", `node ${this.id} is not the leader and knows no leader API`);
     return (await apiRequest(apiUrl, method, path, this.config.clusterToken, body)) as RoutingResult;
   }
 
   /** Sends through the local bus (the send API): a remote receiver is reached through its proxy. */
-  send(from: string, to: string, message: { type: string; payload?: unknown; id?: string; priority?: "high" | "normal" | "low"; headers?: Record<string, string> }): { ids: string[] } {
+  send(
+    from: string,
+    to: string,
+    message: {
+      type: string;
+      payload?: unknown;
+      id?: string;
+      priority?: "high" | "normal" | "low";
+      headers?: Record<string, string>;
+    },
+  ): { ids: string[] } {
     if (this.state !== "running") throw new CfnError("CFN_ERR_CLOSED", `node ${this.id} is ${this.state}`);
     return this.bus.sendSync(from, to, message);
   }
@@ -532,11 +571,33 @@ export class ClusterNode {
 
   /** Knows a leader and has applied everything it knows committed (for /readyz). */
   readiness(): { ready: boolean; leader: string; commit: number; applied: number; reason?: string } {
-    if (this.state !== "running") return { ready: false, leader: "", commit: 0, applied: 0, reason: this.state };
+    if (this.state !== "running")
+      return { ready: false, leader: "", commit: 0, applied: 0, reason: this.state };
     const status = this.host.status();
-    if (!status.leader) return { ready: false, leader: "", commit: status.commit, applied: status.applied, reason: "no leader" };
-    if (status.applied < status.commit) return { ready: false, leader: status.leader, commit: status.commit, applied: status.applied, reason: "catching up" };
-    if (!this.routing.state.members.has(this.id)) return { ready: false, leader: status.leader, commit: status.commit, applied: status.applied, reason: "not announced" };
+    if (!status.leader)
+      return {
+        ready: false,
+        leader: "",
+        commit: status.commit,
+        applied: status.applied,
+        reason: "no leader",
+      };
+    if (status.applied < status.commit)
+      return {
+        ready: false,
+        leader: status.leader,
+        commit: status.commit,
+        applied: status.applied,
+        reason: "catching up",
+      };
+    if (!this.routing.state.members.has(this.id))
+      return {
+        ready: false,
+        leader: status.leader,
+        commit: status.commit,
+        applied: status.applied,
+        reason: "not announced",
+      };
     return { ready: true, leader: status.leader, commit: status.commit, applied: status.applied };
   }
 
@@ -573,13 +634,33 @@ export class ClusterNode {
     });
     const localAgents = this.bus.status();
     return {
-      node: { id: this.id, clusterId: this.config.clusterId, state: this.state, peerUrl: this.peerUrl, apiUrl: this.apiUrl, startedAt: new Date(this.startedAtMs).toISOString(), dataDir: this.config.dataDir },
-      raft: { role: raft.role, term: raft.term, leader: raft.leader, commit: raft.commit, applied: raft.applied, lastIndex: raft.lastIndex, snapshotIndex: raft.snapshotIndex },
+      node: {
+        id: this.id,
+        clusterId: this.config.clusterId,
+        state: this.state,
+        peerUrl: this.peerUrl,
+        apiUrl: this.apiUrl,
+        startedAt: new Date(this.startedAtMs).toISOString(),
+        dataDir: this.config.dataDir,
+      },
+      raft: {
+        role: raft.role,
+        term: raft.term,
+        leader: raft.leader,
+        commit: raft.commit,
+        applied: raft.applied,
+        lastIndex: raft.lastIndex,
+        snapshotIndex: raft.snapshotIndex,
+      },
       members,
       agents: [...state.agents.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
       teams: [...state.teams.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
       topology: state.topology,
-      delivery: { spooled: this.spool.size, streams: this.forwarder.status(), proxied: this.forwarder.proxiedAgents() },
+      delivery: {
+        spooled: this.spool.size,
+        streams: this.forwarder.status(),
+        proxied: this.forwarder.proxiedAgents(),
+      },
       bus: { dir: localAgents.dir, agents: localAgents.agents },
     };
   }
@@ -599,7 +680,13 @@ export class ClusterNode {
   async shutdown(reason = "shutdown"): Promise<ShutdownReport> {
     const started = Date.now();
     if (this.state === "stopped" || this.state === "draining") {
-      return { forwarded: 0, unacknowledged: 0, durationMs: 0, wasLeader: false, leadershipTransferred: false };
+      return {
+        forwarded: 0,
+        unacknowledged: 0,
+        durationMs: 0,
+        wasLeader: false,
+        leadershipTransferred: false,
+      };
     }
     const deadline = started + this.config.shutdownTimeoutMs;
     this.logger.info("graceful shutdown", { reason });
@@ -625,7 +712,10 @@ export class ClusterNode {
       }
       await this.forwarder.stopDraining();
       forwarded = await this.forwarder.drainOnce();
-      await withDeadline(this.control.propose({ op: "member.state", id: this.id, state: "leaving" }), Math.min(2_000, deadline - Date.now() - 1_000));
+      await withDeadline(
+        this.control.propose({ op: "member.state", id: this.id, state: "leaving" }),
+        Math.min(2_000, deadline - Date.now() - 1_000),
+      );
       await this.forwarder.flush(deadline - 1_500);
       await withDeadline(this.receiver.idle(), 500);
       if (this.config.leaveOnShutdown) {
@@ -637,7 +727,13 @@ export class ClusterNode {
     leadershipTransferred = wasLeader && !this.host.isLeader();
     const unacknowledged = this.forwarder.pendingTotal();
     await this.closeQuietly();
-    const report = { forwarded, unacknowledged, durationMs: Date.now() - started, wasLeader, leadershipTransferred };
+    const report = {
+      forwarded,
+      unacknowledged,
+      durationMs: Date.now() - started,
+      wasLeader,
+      leadershipTransferred,
+    };
     this.logger.info("node stopped", report);
     return report;
   }
@@ -651,7 +747,8 @@ export class ClusterNode {
     await this.forwarder?.close().catch(() => undefined);
     await this.api?.close().catch(() => undefined);
     await this.mirror?.close().catch(() => undefined);
-    if (this.host) await this.host.stop().catch((error) => this.logger.warn("raft host stop failed", { error }));
+    if (this.host)
+      await this.host.stop().catch((error) => this.logger.warn("raft host stop failed", { error }));
     else {
       await this.transport?.close().catch(() => undefined);
       await this.store?.close().catch(() => undefined);
@@ -693,7 +790,14 @@ async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T | und
 }
 
 /** Calls a node's HTTP API with the cluster token; throws the API's CfnError on failure. */
-export async function apiRequest(baseUrl: string, method: string, path: string, token: string | undefined, body?: unknown, timeoutMs = 5_000): Promise<unknown> {
+export async function apiRequest(
+  baseUrl: string,
+  method: string,
+  path: string,
+  token: string | undefined,
+  body?: unknown,
+  timeoutMs = 5_000,
+): Promise<unknown> {
   const headers: Record<string, string> = { accept: "application/json" };
   if (token) headers["x-cfn-cluster-token"] = token;
   if (body !== undefined) headers["content-type"] = "application/json";
@@ -706,7 +810,11 @@ export async function apiRequest(baseUrl: string, method: string, path: string, 
       signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (error) {
-    throw new CfnError("CFN_ERR_PEER_UNREACHABLE", `cannot reach node API ${baseUrl}: ${(error as Error).message}`, { url: baseUrl });
+    throw new CfnError(
+      "CFN_ERR_PEER_UNREACHABLE",
+      `cannot reach node API ${baseUrl}: ${(error as Error).message}`,
+      { url: baseUrl },
+    );
   }
   const text = await response.text();
   let json: unknown;
@@ -718,7 +826,9 @@ export async function apiRequest(baseUrl: string, method: string, path: string, 
   if (!response.ok) {
     const error = (json as { error?: { code?: string; message?: string } }).error;
     const code = error?.code && isKnownCode(error.code) ? error.code : "CFN_ERR_PEER_UNREACHABLE";
-    throw new CfnError(code as never, error?.message ?? `${method} ${path} → HTTP ${response.status}`, { status: response.status });
+    throw new CfnError(code as never, error?.message ?? `${method} ${path} → HTTP ${response.status}`, {
+      status: response.status,
+    });
   }
   return json;
 }
@@ -731,7 +841,9 @@ async function fetchMembers(apiUrl: string, token: string): Promise<{ id: string
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
-      const status = (await apiRequest(apiUrl, "GET", "/v1/status", token)) as { members: { id: string; peerUrl: string }[] };
+      const status = (await apiRequest(apiUrl, "GET", "/v1/status", token)) as {
+        members: { id: string; peerUrl: string }[];
+      };
       return status.members;
     } catch (error) {
       if (Date.now() > deadline) throw error;

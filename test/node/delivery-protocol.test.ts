@@ -6,19 +6,23 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
-import { silentLogger } from "../../src/obs/logger.js";
-import { Metrics } from "../../src/obs/metrics.js";
-import { seededRandom } from "../../src/raft/index.js";
-import { MemoryNetwork, type Transport } from "../../src/transport/index.js";
 import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
 import { DeliverySpool } from "../../src/node/delivery/spool.js";
 import { DELIVER_CHANNEL, parseDeliveryFrame } from "../../src/node/delivery/wire.js";
 import { NodeMetrics } from "../../src/node/node-metrics.js";
+import { silentLogger } from "../../src/obs/logger.js";
+import { Metrics } from "../../src/obs/metrics.js";
+import { seededRandom } from "../../src/raft/index.js";
+import { MemoryNetwork, type Transport } from "../../src/transport/index.js";
 import { scratchDir, waitFor } from "./harness.js";
 
 /** Wraps a transport: frames of the deliver channel are dropped, duplicated or delayed. */
-function lossy(inner: Transport, random: () => number, rates: { drop: number; duplicate: number; delay: number }): Transport {
+function lossy(
+  inner: Transport,
+  random: () => number,
+  rates: { drop: number; duplicate: number; delay: number },
+): Transport {
   return new Proxy(inner, {
     get(target, property, receiver) {
       if (property !== "sendFrame") return Reflect.get(target, property, receiver);
@@ -28,7 +32,8 @@ function lossy(inner: Transport, random: () => number, rates: { drop: number; du
         if (roll < rates.drop) return true; // accepted and lost
         const copies = roll < rates.drop + rates.duplicate ? 2 : 1;
         for (let i = 0; i < copies; i++) {
-          if (random() < rates.delay) setTimeout(() => target.sendFrame(peer, channel, payload), Math.floor(random() * 30));
+          if (random() < rates.delay)
+            setTimeout(() => target.sendFrame(peer, channel, payload), Math.floor(random() * 30));
           else target.sendFrame(peer, channel, payload);
         }
         return true;
@@ -62,11 +67,18 @@ describe("delivery protocol over a lossy link (memory transport twin)", () => {
     await transportB.start();
     const lossyA = lossy(transportA, random, rates);
     const lossyB = lossy(transportB, random, rates);
-    closers.push(() => transportA.close(), () => transportB.close());
+    closers.push(
+      () => transportA.close(),
+      () => transportB.close(),
+    );
 
     const busA = new Bus({ config: { root: join(root, "busA"), name: "default", inboxDepthMax: 100_000 } });
     const busB = new Bus({ config: { root: join(root, "busB"), name: "default", inboxDepthMax: 100_000 } });
-    const spoolA = await DeliverySpool.open({ path: join(root, "spoolA"), sync: false, logger: silentLogger });
+    const spoolA = await DeliverySpool.open({
+      path: join(root, "spoolA"),
+      sync: false,
+      logger: silentLogger,
+    });
     closers.push(() => spoolA.close());
     const forwarder = new DeliveryForwarder({
       nodeId: "A",
@@ -88,7 +100,14 @@ describe("delivery protocol over a lossy link (memory transport twin)", () => {
     // Node B's receiving side, restartable: a new spool handle and receiver on the same dir.
     let spoolB = await DeliverySpool.open({ path: join(root, "spoolB"), sync: false, logger: silentLogger });
     const makeReceiver = (spool: DeliverySpool) =>
-      new DeliveryReceiver({ bus: busB, spool, transport: lossyB, logger: silentLogger, metrics: nodeMetrics, dedupWindowMessagesMax: 100_000 });
+      new DeliveryReceiver({
+        bus: busB,
+        spool,
+        transport: lossyB,
+        logger: silentLogger,
+        metrics: nodeMetrics,
+        dedupWindowMessagesMax: 100_000,
+      });
     let receiver = makeReceiver(spoolB);
     transportB.onFrame(DELIVER_CHANNEL, (payload, from) => {
       const parsed = parseDeliveryFrame(payload);
@@ -159,7 +178,10 @@ describe("delivery protocol over a lossy link (memory transport twin)", () => {
     expect(new Map([...got.entries()].sort())).toEqual(new Map([...sent.entries()].sort()));
     // The link really was lossy: the protocol had work to do.
     expect((await nodeMetrics.retransmits.get()).values[0]?.value ?? 0).toBeGreaterThan(0);
-    const duplicates = (await nodeMetrics.duplicates.get()).values.reduce((sum, value) => sum + value.value, 0);
+    const duplicates = (await nodeMetrics.duplicates.get()).values.reduce(
+      (sum, value) => sum + value.value,
+      0,
+    );
     expect(duplicates).toBeGreaterThan(0);
     receiver.close();
     busA.close();

@@ -38,7 +38,11 @@ interface Sent {
 }
 
 /** Checks exactly-once and per sender→receiver order of what each agent's inbox holds. */
-function checkExactlyOnceInOrder(sent: Sent[], received: Map<string, { id: string; from: string; payload: any }[]>): void {
+function checkExactlyOnceInOrder(
+  sent: Sent[],
+  // biome-ignore lint/suspicious/noExplicitAny: status JSON of a node, read loosely by tests and benches
+  received: Map<string, { id: string; from: string; payload: any }[]>,
+): void {
   const expected = new Map<string, Sent[]>();
   for (const message of sent) expected.set(message.to, [...(expected.get(message.to) ?? []), message]);
   for (const [agent, messages] of expected) {
@@ -111,6 +115,7 @@ describe("cross-node delivery (3 node processes)", () => {
     await cluster.waitReady(cluster.nodes);
     sendRound(50);
 
+    // biome-ignore lint/suspicious/noExplicitAny: status JSON of a node, read loosely by tests and benches
     const received = new Map<string, { id: string; from: string; payload: any }[]>();
     await waitFor(
       "every acknowledged message delivered",

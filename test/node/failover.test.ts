@@ -18,7 +18,12 @@ async function register(node: NodeProcess, agent: string, team: string | null = 
   expect(status, JSON.stringify(json)).toBe(200);
 }
 
-type Team = { id: string; coordinator: string | null; epoch: number; checkpoint: { seq: number; data: unknown } | null };
+type Team = {
+  id: string;
+  coordinator: string | null;
+  epoch: number;
+  checkpoint: { seq: number; data: unknown } | null;
+};
 
 async function teamsOf(node: NodeProcess): Promise<Team[]> {
   return ((await tryStatus(node))?.teams ?? []) as Team[];
@@ -39,11 +44,14 @@ describe("coordinators and failover (3 node processes)", () => {
     const leader = await cluster.leader();
     const assigned = await waitFor("every team has a coordinator", async () => {
       const list = await teamsOf(leader);
-      return list.length === teams.length && list.every((team) => team.coordinator !== null) ? list : undefined;
+      return list.length === teams.length && list.every((team) => team.coordinator !== null)
+        ? list
+        : undefined;
     });
     // Load is spread: every node coordinates two teams.
     const perNode = new Map<string, number>();
-    for (const team of assigned) perNode.set(team.coordinator as string, (perNode.get(team.coordinator as string) ?? 0) + 1);
+    for (const team of assigned)
+      perNode.set(team.coordinator as string, (perNode.get(team.coordinator as string) ?? 0) + 1);
     expect([...perNode.values()].sort()).toEqual([2, 2, 2]);
 
     // Isolate a follower (a minority of one).
@@ -58,7 +66,10 @@ describe("coordinators and failover (3 node processes)", () => {
       data: { round: 7, pending: ["task-8", "task-9"] },
     });
     expect(checkpoint.status, JSON.stringify(checkpoint.json)).toBe(200);
-    await waitFor("checkpoint replicated", async () => (await teamsOf(leader)).find((t) => t.id === checkpointed.id)?.checkpoint?.seq === 7);
+    await waitFor(
+      "checkpoint replicated",
+      async () => (await teamsOf(leader)).find((t) => t.id === checkpointed.id)?.checkpoint?.seq === 7,
+    );
 
     // Drain the first notifications so that only the failover ones remain.
     const live = cluster.nodes.filter((node) => node !== victim);
@@ -70,7 +81,9 @@ describe("coordinators and failover (3 node processes)", () => {
       async () => {
         const list = await teamsOf(leader);
         const now = list.filter((team) => victimTeams.some((old) => old.id === team.id));
-        return now.every((team) => team.coordinator !== victim.id && team.coordinator !== null) ? now : undefined;
+        return now.every((team) => team.coordinator !== victim.id && team.coordinator !== null)
+          ? now
+          : undefined;
       },
       15_000,
     );
@@ -79,11 +92,17 @@ describe("coordinators and failover (3 node processes)", () => {
       expect(team.epoch).toBe(before.epoch + 1);
     }
     // The checkpoint survives the move: the new coordinator resumes from it.
-    expect(moved.find((team) => team.id === checkpointed.id)?.checkpoint).toMatchObject({ seq: 7, data: { round: 7 } });
+    expect(moved.find((team) => team.id === checkpointed.id)?.checkpoint).toMatchObject({
+      seq: 7,
+      data: { round: 7 },
+    });
     // Teams of live nodes did not move.
     const after = await teamsOf(leader);
     for (const team of assigned.filter((t) => t.coordinator !== victim.id)) {
-      expect(after.find((t) => t.id === team.id)).toMatchObject({ coordinator: team.coordinator, epoch: team.epoch });
+      expect(after.find((t) => t.id === team.id)).toMatchObject({
+        coordinator: team.coordinator,
+        epoch: team.epoch,
+      });
     }
     const status = await tryStatus(leader);
     expect(status.members.find((member: { id: string }) => member.id === victim.id).state).toBe("down");
@@ -106,7 +125,11 @@ describe("coordinators and failover (3 node processes)", () => {
     await register(liveNode, "late-agent");
     // A message for an agent of the isolated node waits in the sender's spool …
     const bus = liveNode.bus();
-    bus.sendSync("sender", `t1-w${victim.id.slice(1)}`, { id: "while-isolated", type: "test", payload: { i: 1 } });
+    bus.sendSync("sender", `t1-w${victim.id.slice(1)}`, {
+      id: "while-isolated",
+      type: "test",
+      payload: { i: 1 },
+    });
     bus.close();
 
     // … and arrives once the node resumes; the node comes back as an active member.
@@ -120,7 +143,9 @@ describe("coordinators and failover (3 node processes)", () => {
       return s?.agents.some((agent: { id: string }) => agent.id === "late-agent");
     });
     const delivered = await waitFor("message delivered after resume", async () => {
-      const messages = (await drainInbox(victim, `t1-w${victim.id.slice(1)}`)).filter((m) => m.id === "while-isolated");
+      const messages = (await drainInbox(victim, `t1-w${victim.id.slice(1)}`)).filter(
+        (m) => m.id === "while-isolated",
+      );
       return messages.length > 0 ? messages : undefined;
     });
     expect(delivered).toHaveLength(1);
@@ -135,7 +160,9 @@ describe("coordinators and failover (3 node processes)", () => {
     const [n1, n2, n3] = cluster.nodes;
     await register(n2, "a2");
     await register(n3, "a3");
-    await waitFor("a2 routed on n1", async () => (await tryStatus(n1))?.agents.some((a: { id: string }) => a.id === "a2"));
+    await waitFor("a2 routed on n1", async () =>
+      (await tryStatus(n1))?.agents.some((a: { id: string }) => a.id === "a2"),
+    );
 
     const bus1 = n1.bus();
     let i = 0;
@@ -160,12 +187,15 @@ describe("coordinators and failover (3 node processes)", () => {
     await waitFor("n4 is a member everywhere", async () => {
       for (const node of [n1, n2, n3]) {
         const s = await tryStatus(node);
-        if (!s?.members.some((m: { id: string; apiUrl: string }) => m.id === "n4" && m.apiUrl === n4.api)) return false;
+        if (!s?.members.some((m: { id: string; apiUrl: string }) => m.id === "n4" && m.apiUrl === n4.api))
+          return false;
       }
       return true;
     });
     await register(n4, "a4");
-    await waitFor("a4 routed on n1", async () => (await tryStatus(n1))?.agents.some((a: { id: string }) => a.id === "a4"));
+    await waitFor("a4 routed on n1", async () =>
+      (await tryStatus(n1))?.agents.some((a: { id: string }) => a.id === "a4"),
+    );
     bus1.sendSync("s1", "a4", { id: "to-n4", type: "test", payload: { i: 0 } });
     const atN4 = await waitFor("message to the joined node", async () => {
       const got = await drainInbox(n4, "a4");

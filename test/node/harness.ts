@@ -86,7 +86,10 @@ export class NodeProcess {
         `127.0.0.1:${this.spec.apiPort}`,
         ...args,
       ],
-      { env: { ...process.env, CFN_BUS_INBOX_DEPTH_MAX: "100000", ...env }, stdio: ["ignore", "pipe", "pipe"] },
+      {
+        env: { ...process.env, CFN_BUS_INBOX_DEPTH_MAX: "100000", ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
     );
     this.child = child;
     this.exited = new Promise((resolve) => {
@@ -103,7 +106,9 @@ export class NodeProcess {
         this.stdout += String(chunk);
         if (this.stdout.includes('"event":"started"')) resolve();
       });
-      child.once("exit", (code) => reject(new Error(`node ${this.id} exited with ${code} before starting:\n${this.stderr}`)));
+      child.once("exit", (code) =>
+        reject(new Error(`node ${this.id} exited with ${code} before starting:\n${this.stderr}`)),
+      );
     });
   }
 
@@ -111,7 +116,20 @@ export class NodeProcess {
   async runToExit(args: string[]): Promise<{ code: number | null; stderr: string }> {
     const child = spawn(
       process.execPath,
-      [CLI, "--bus-root", this.spec.busRoot, "--log-level", "warn", "node", "start", "--id", this.spec.id, "--data-dir", this.spec.dataDir, ...args],
+      [
+        CLI,
+        "--bus-root",
+        this.spec.busRoot,
+        "--log-level",
+        "warn",
+        "node",
+        "start",
+        "--id",
+        this.spec.id,
+        "--data-dir",
+        this.spec.dataDir,
+        ...args,
+      ],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
     let stderr = "";
@@ -147,7 +165,14 @@ export class NodeProcess {
   }
 }
 
-export async function api(base: string, method: string, path: string, body?: unknown, token = TOKEN): Promise<{ status: number; json: any }> {
+export async function api(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  token = TOKEN,
+  // biome-ignore lint/suspicious/noExplicitAny: status JSON of a node, read loosely by tests and benches
+): Promise<{ status: number; json: any }> {
   const response = await fetch(new URL(path, base), {
     method,
     headers: { "content-type": "application/json", "x-cfn-cluster-token": token },
@@ -158,6 +183,7 @@ export async function api(base: string, method: string, path: string, body?: unk
   return { status: response.status, json: text ? JSON.parse(text) : {} };
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: status JSON of a node, read loosely by tests and benches
 export async function tryStatus(node: NodeProcess): Promise<any | undefined> {
   try {
     const { status, json } = await api(node.api, "GET", "/v1/status");
@@ -168,7 +194,11 @@ export async function tryStatus(node: NodeProcess): Promise<any | undefined> {
 }
 
 /** Polls `check` until it returns a truthy value; fails with `what` after timeoutMs. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 20_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -178,7 +208,8 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
     } catch (error) {
       last = error;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
@@ -209,7 +240,9 @@ export class TestCluster {
   }
 
   peerFlags(self: NodeProcess): string[] {
-    return this.nodes.filter((node) => node !== self).flatMap((node) => ["--peer", `${node.id}=${node.peerUrl},${node.api}`]);
+    return this.nodes
+      .filter((node) => node !== self)
+      .flatMap((node) => ["--peer", `${node.id}=${node.peerUrl},${node.api}`]);
   }
 
   async startAll(extra: string[] = []): Promise<void> {
@@ -261,9 +294,14 @@ export class TestCluster {
 }
 
 /** Reads and acknowledges every message now in `agent`'s inbox on `node`'s host. */
-export async function drainInbox(node: NodeProcess, agent: string): Promise<{ id: string; from: string; type: string; payload: any; headers: Record<string, string> }[]> {
+export async function drainInbox(
+  node: NodeProcess,
+  agent: string,
+  // biome-ignore lint/suspicious/noExplicitAny: status JSON of a node, read loosely by tests and benches
+): Promise<{ id: string; from: string; type: string; payload: any; headers: Record<string, string> }[]> {
   const bus = node.bus();
   const mailbox = bus.openMailbox(agent, { heartbeat: false, watch: false });
+  // biome-ignore lint/suspicious/noExplicitAny: status JSON of a node, read loosely by tests and benches
   const out: { id: string; from: string; type: string; payload: any; headers: Record<string, string> }[] = [];
   try {
     for (;;) {

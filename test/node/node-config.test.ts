@@ -4,8 +4,8 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { isCfnError } from "../../src/errors.js";
 import { nodeSettingsFromFlags } from "../../src/cli/node-commands.js";
+import { isCfnError } from "../../src/errors.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../../src/node/cluster-file.js";
 import { parseNodeConfig } from "../../src/node/node-config.js";
 import { scratchDir } from "./harness.js";
@@ -23,23 +23,47 @@ function refusal(run: () => unknown): string {
 describe("node settings", () => {
   it("defaults to a single-node cluster on loopback", () => {
     const config = parseNodeConfig({});
-    expect(config).toMatchObject({ id: "node-1", peers: {}, join: "", peerListen: "127.0.0.1:7101", apiListen: "127.0.0.1:7201" });
+    expect(config).toMatchObject({
+      id: "node-1",
+      peers: {},
+      join: "",
+      peerListen: "127.0.0.1:7101",
+      apiListen: "127.0.0.1:7201",
+    });
   });
 
   it("names every invalid field and checks the relations between limits", () => {
     const message = refusal(() =>
-      parseNodeConfig({ id: "bad id", peerListen: "nowhere", heartbeatTicks: 20, electionTimeoutTicks: 10, clusterToken: "short" }),
+      parseNodeConfig({
+        id: "bad id",
+        peerListen: "nowhere",
+        heartbeatTicks: 20,
+        electionTimeoutTicks: 10,
+        clusterToken: "short",
+      }),
     );
     expect(message).toContain("CFN_ERR_CONFIG_INVALID");
-    for (const field of ["node.id", "node.peerListen", "node.clusterToken", "node.heartbeatTicks"]) expect(message).toContain(field);
-    expect(refusal(() => parseNodeConfig({ nodeDownAfterMs: 100, healthIntervalMs: 50 }))).toContain("nodeDownAfterMs");
+    for (const field of ["node.id", "node.peerListen", "node.clusterToken", "node.heartbeatTicks"])
+      expect(message).toContain(field);
+    expect(refusal(() => parseNodeConfig({ nodeDownAfterMs: 100, healthIntervalMs: 50 }))).toContain(
+      "nodeDownAfterMs",
+    );
     expect(refusal(() => parseNodeConfig({ unknownSetting: 1 }))).toContain("CFN_ERR_CONFIG_INVALID");
-    expect(refusal(() => parseNodeConfig({ id: "n1", peers: { n1: { peerUrl: "ws://a:1", apiUrl: "http://a:2" } } }))).toContain("own peer");
+    expect(
+      refusal(() =>
+        parseNodeConfig({ id: "n1", peers: { n1: { peerUrl: "ws://a:1", apiUrl: "http://a:2" } } }),
+      ),
+    ).toContain("own peer");
   });
 
   it("builds settings from flags, with --set for any limit", () => {
     const settings = nodeSettingsFromFlags(
-      { id: "n2", peer: ["n1=ws://10.0.0.1:7101,http://10.0.0.1:7201"], set: ["nodeDownAfterMs=1500", "spoolSync=true"], token: "x".repeat(20) },
+      {
+        id: "n2",
+        peer: ["n1=ws://10.0.0.1:7101,http://10.0.0.1:7201"],
+        set: ["nodeDownAfterMs=1500", "spoolSync=true"],
+        token: "x".repeat(20),
+      },
       {},
     );
     const config = parseNodeConfig(settings);
@@ -80,14 +104,20 @@ describe("cluster files", () => {
       nodeDownAfterMs: 1200,
       peers: { n1: { peerUrl: "ws://10.0.0.1:7101", apiUrl: "http://10.0.0.1:7201" } },
     });
-    expect(refusal(() => nodeSettingsFromClusterFile(readClusterFile(path), "n9", path))).toContain("not in the cluster file");
+    expect(refusal(() => nodeSettingsFromClusterFile(readClusterFile(path), "n9", path))).toContain(
+      "not in the cluster file",
+    );
     writeFileSync(path, "clusterId: demo\nnodes: []\n");
     expect(refusal(() => readClusterFile(path))).toContain("CFN_ERR_CONFIG_INVALID");
     expect(refusal(() => readClusterFile(join(dir, "missing.yaml")))).toContain("CFN_ERR_CONFIG_FILE");
   });
 
   it("the example cluster files in cluster/ are valid", () => {
-    for (const [file, id] of [["single-node.yaml", "n1"], ["three-nodes.yaml", "n2"], ["five-hosts.yaml", "host-c"]]) {
+    for (const [file, id] of [
+      ["single-node.yaml", "n1"],
+      ["three-nodes.yaml", "n2"],
+      ["five-hosts.yaml", "host-c"],
+    ]) {
       const path = join(import.meta.dirname, "..", "..", "cluster", file);
       expect(parseNodeConfig(nodeSettingsFromClusterFile(readClusterFile(path), id, path)).id).toBe(id);
     }

@@ -9,11 +9,11 @@
 // while it is shutting down).
 
 import { describe, expect, it } from "vitest";
-import { silentLogger } from "../../src/obs/logger.js";
-import { Metrics } from "../../src/obs/metrics.js";
-import { makeMessage, MessageType } from "../../src/raft/index.js";
 import { RaftHost } from "../../src/node/raft-host.js";
 import { RoutingStateMachine } from "../../src/node/routing/index.js";
+import { silentLogger } from "../../src/obs/logger.js";
+import { Metrics } from "../../src/obs/metrics.js";
+import { MessageType, makeMessage } from "../../src/raft/index.js";
 import { MemoryDataDir, MemoryLogStore } from "../../src/storage/index.js";
 import { MemoryNetwork, type MessagesHandler, type Transport } from "../../src/transport/index.js";
 
@@ -27,14 +27,16 @@ describe("RaftHost.stop() (bug report)", () => {
     // when a frame is already in flight.
     const transport: Transport = new Proxy(inner, {
       get(target, property, receiver) {
-        if (property === "onMessages") return (handler: MessagesHandler) => {
-          deliver = handler;
-          target.onMessages(handler);
-        };
-        if (property === "close") return async () => {
-          deliver?.([makeMessage({ type: MessageType.Heartbeat, from: "n2", to: "n1", term: 99 })], "n2");
-          await target.close();
-        };
+        if (property === "onMessages")
+          return (handler: MessagesHandler) => {
+            deliver = handler;
+            target.onMessages(handler);
+          };
+        if (property === "close")
+          return async () => {
+            deliver?.([makeMessage({ type: MessageType.Heartbeat, from: "n2", to: "n1", term: 99 })], "n2");
+            await target.close();
+          };
         return Reflect.get(target, property, receiver);
       },
     });
@@ -48,10 +50,11 @@ describe("RaftHost.stop() (bug report)", () => {
     // itself closed at once, then awaits db.close()).
     const store = new Proxy(memoryStore, {
       get(target, property, receiver) {
-        if (property === "close") return () => {
-          const closing = target.close();
-          return new Promise<void>((resolve) => setTimeout(() => closing.then(resolve), 5));
-        };
+        if (property === "close")
+          return () => {
+            const closing = target.close();
+            return new Promise<void>((resolve) => setTimeout(() => closing.then(resolve), 5));
+          };
         return Reflect.get(target, property, receiver);
       },
     });

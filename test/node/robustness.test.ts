@@ -5,8 +5,8 @@
 
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { WebSocket } from "ws";
 import { afterEach, describe, expect, it } from "vitest";
+import { WebSocket } from "ws";
 import { encodeFrame } from "../../src/transport/frame.js";
 import { api, CLI, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
 
@@ -27,7 +27,8 @@ async function metric(node: NodeProcess, name: string, labels: Record<string, st
     const match = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
     if (!match || match[1] !== name) continue;
     const labelText = match[2] ?? "";
-    if (Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`))) total += Number(match[3]);
+    if (Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`)))
+      total += Number(match[3]);
   }
   return total;
 }
@@ -65,7 +66,19 @@ describe("node robustness (real processes)", () => {
 
     // The CLI: register through the node, then `cfn cluster status` with the bus view.
     const cli = (args: string[]) =>
-      run(process.execPath, [CLI, "--bus-root", n1.spec.busRoot, "--log-level", "warn", "cluster", ...args, "--api", n1.api, "--token", TOKEN]);
+      run(process.execPath, [
+        CLI,
+        "--bus-root",
+        n1.spec.busRoot,
+        "--log-level",
+        "warn",
+        "cluster",
+        ...args,
+        "--api",
+        n1.api,
+        "--token",
+        TOKEN,
+      ]);
     await cli(["register", "cli-agent", "--team", "crew"]);
     const { stdout } = await cli(["status", "--json"]);
     const viaCli = JSON.parse(stdout);
@@ -82,26 +95,54 @@ describe("node robustness (real processes)", () => {
     await cluster.startAll(["--set", "frameBytesMax=65536"]);
     const [n1, n2] = cluster.nodes;
     await api(n2.api, "POST", "/v1/agents", { agent: "target" });
-    await waitFor("target routed", async () => (await tryStatus(n1))?.agents.some((a: { id: string }) => a.id === "target"));
+    await waitFor("target routed", async () =>
+      (await tryStatus(n1))?.agents.some((a: { id: string }) => a.id === "target"),
+    );
 
     // Wrong token and unknown node id: the handshake is refused (401) and counted.
     expect(await dial(n1, "n2", "wrong-token-wrong-token-wrong")).toBe(401);
     expect(await dial(n1, "n9", TOKEN)).toBe(401);
-    expect(await metric(n1, "cfn_transport_auth_rejected_total", { reason: "token" })).toBeGreaterThanOrEqual(1);
-    expect(await metric(n1, "cfn_transport_auth_rejected_total", { reason: "unknown_node" })).toBeGreaterThanOrEqual(1);
+    expect(await metric(n1, "cfn_transport_auth_rejected_total", { reason: "token" })).toBeGreaterThanOrEqual(
+      1,
+    );
+    expect(
+      await metric(n1, "cfn_transport_auth_rejected_total", { reason: "unknown_node" }),
+    ).toBeGreaterThanOrEqual(1);
 
     // An insider with the token sends malformed node-level frames on both channels.
     const socket = await dial(n1, "n2", TOKEN);
     expect(socket).toBeInstanceOf(WebSocket);
     const peer = socket as WebSocket;
     const badDeliveries = [
-      { t: "d", s: "stream-1", f: 1, m: [{ id: "x", from: "a", to: "../../etc", type: "t", priority: "normal", headers: {}, payload: 1, ts: 1 }] },
+      {
+        t: "d",
+        s: "stream-1",
+        f: 1,
+        m: [
+          {
+            id: "x",
+            from: "a",
+            to: "../../etc",
+            type: "t",
+            priority: "normal",
+            headers: {},
+            payload: 1,
+            ts: 1,
+          },
+        ],
+      },
       { t: "d", s: "stream-1", f: 0, m: [] },
       { t: "zz", s: "stream-1" },
       "not even an object",
     ];
     for (const payload of badDeliveries) peer.send(encodeFrame("deliver", payload));
-    peer.send(encodeFrame("node", { t: "prop", r: 1, c: { op: "agent.register", agent: "bad id!", node: "n1", team: null } }));
+    peer.send(
+      encodeFrame("node", {
+        t: "prop",
+        r: 1,
+        c: { op: "agent.register", agent: "bad id!", node: "n1", team: null },
+      }),
+    );
     await waitFor("bad frames counted", async () => (await metric(n1, "cfn_node_bad_frames_total")) >= 5);
     expect(await metric(n1, "cfn_node_bad_frames_total", { channel: "deliver" })).toBe(4);
     expect(await metric(n1, "cfn_node_bad_frames_total", { channel: "node" })).toBe(1);
@@ -124,7 +165,11 @@ describe("node robustness (real processes)", () => {
     const wrong = await api(n1.api, "POST", "/v1/agents", { agent: "x" }, "not-the-token-at-all");
     expect(wrong.status).toBe(401);
     expect(wrong.json.error.code).toBe("CFN_ERR_AUTH");
-    const malformed = await fetch(`${n1.api}/v1/agents`, { method: "POST", headers: { "x-cfn-cluster-token": TOKEN }, body: "{oops" });
+    const malformed = await fetch(`${n1.api}/v1/agents`, {
+      method: "POST",
+      headers: { "x-cfn-cluster-token": TOKEN },
+      body: "{oops",
+    });
     expect(malformed.status).toBe(400);
     const badAgent = await api(n1.api, "POST", "/v1/agents", { agent: "../escape" });
     expect(badAgent.status).toBe(400);
@@ -145,11 +190,25 @@ describe("node robustness (real processes)", () => {
   it("refuses to start on an invalid config or another cluster's data dir, with exit status 2", async () => {
     cluster = await TestCluster.create(1);
     const [n1] = cluster.nodes;
-    const invalid = await n1.runToExit(["--token", TOKEN, "--peer-listen", "nowhere", "--api-listen", "127.0.0.1:1"]);
+    const invalid = await n1.runToExit([
+      "--token",
+      TOKEN,
+      "--peer-listen",
+      "nowhere",
+      "--api-listen",
+      "127.0.0.1:1",
+    ]);
     expect(invalid.code).toBe(2);
     expect(invalid.stderr).toContain("CFN_ERR_CONFIG_INVALID");
     expect(invalid.stderr).toContain("peerListen");
-    const badSetting = await n1.runToExit(["--token", TOKEN, "--set", "nodeDownAfterMs=1", "--peer-listen", `127.0.0.1:${n1.spec.peerPort}`]);
+    const badSetting = await n1.runToExit([
+      "--token",
+      TOKEN,
+      "--set",
+      "nodeDownAfterMs=1",
+      "--peer-listen",
+      `127.0.0.1:${n1.spec.peerPort}`,
+    ]);
     expect(badSetting.code).toBe(2);
     expect(badSetting.stderr).toContain("nodeDownAfterMs");
 
@@ -179,7 +238,9 @@ describe("node robustness (real processes)", () => {
     const leader = await cluster.leader();
     const others = cluster.nodes.filter((node) => node !== leader);
     await api(others[0].api, "POST", "/v1/agents", { agent: "sink" });
-    await waitFor("sink routed on the leader", async () => (await tryStatus(leader))?.agents.some((a: { id: string }) => a.id === "sink"));
+    await waitFor("sink routed on the leader", async () =>
+      (await tryStatus(leader))?.agents.some((a: { id: string }) => a.id === "sink"),
+    );
     const bus = leader.bus();
     const ids: string[] = [];
     for (let i = 0; i < 1000; i++) {
@@ -190,7 +251,12 @@ describe("node robustness (real processes)", () => {
     bus.close();
     leader.signal("SIGTERM");
     expect(await leader.waitExit()).toBe(0);
-    const stopped = JSON.parse(leader.stdout.trim().split("\n").find((line) => line.includes('"stopped"')) as string);
+    const stopped = JSON.parse(
+      leader.stdout
+        .trim()
+        .split("\n")
+        .find((line) => line.includes('"stopped"')) as string,
+    );
     expect(stopped, leader.stderr.slice(-4000)).toMatchObject({ event: "stopped", unacknowledged: 0 });
     // On a loaded machine leadership may have moved before SIGTERM arrived; a node that was the
     // leader at shutdown must have handed leadership over.

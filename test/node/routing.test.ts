@@ -2,8 +2,6 @@
 
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { encodeConfChange } from "../../src/raft/index.js";
-import { ConfChangeType, type Entry, EntryType } from "../../src/raft/types.js";
 import {
   decodeRoutingCommand,
   encodeRoutingCommand,
@@ -13,6 +11,8 @@ import {
   type RoutingCommand,
   RoutingStateMachine,
 } from "../../src/node/routing/index.js";
+import { encodeConfChange } from "../../src/raft/index.js";
+import { ConfChangeType, type Entry, EntryType } from "../../src/raft/types.js";
 
 function entry(index: number, command: RoutingCommand | Uint8Array): Entry {
   const data = command instanceof Uint8Array ? command : encodeRoutingCommand(command);
@@ -21,7 +21,9 @@ function entry(index: number, command: RoutingCommand | Uint8Array): Entry {
 
 function machineWith(commands: RoutingCommand[]): RoutingStateMachine {
   const machine = new RoutingStateMachine();
-  commands.forEach((command, i) => machine.apply(entry(i + 1, command)));
+  commands.forEach((command, i) => {
+    machine.apply(entry(i + 1, command));
+  });
   return machine;
 }
 
@@ -53,8 +55,13 @@ describe("routing state machine", () => {
 
   it("returns malformed for bytes that are not a command, and still advances", () => {
     const machine = new RoutingStateMachine();
-    expect(machine.apply(entry(1, new TextEncoder().encode("{nope")))).toEqual({ ok: false, error: "malformed" });
-    expect(machine.apply(entry(2, new TextEncoder().encode('{"op":"agent.register","agent":"a b"}')))).toEqual({
+    expect(machine.apply(entry(1, new TextEncoder().encode("{nope")))).toEqual({
+      ok: false,
+      error: "malformed",
+    });
+    expect(
+      machine.apply(entry(2, new TextEncoder().encode('{"op":"agent.register","agent":"a b"}'))),
+    ).toEqual({
       ok: false,
       error: "malformed",
     });
@@ -62,40 +69,60 @@ describe("routing state machine", () => {
   });
 
   it("only the owner node can mark its agent down", () => {
-    const machine = machineWith([...threeMembers, { op: "agent.register", agent: "w1", node: "n2", team: null }]);
+    const machine = machineWith([
+      ...threeMembers,
+      { op: "agent.register", agent: "w1", node: "n2", team: null },
+    ]);
     expect(machine.apply(entry(5, { op: "agent.up", agent: "w1", node: "n3", up: false }))).toEqual({
       ok: false,
       error: "not_owner",
     });
     expect(machine.state.agents.get("w1")?.up).toBe(true);
-    expect(machine.apply(entry(6, { op: "agent.up", agent: "w1", node: "n2", up: false }))).toEqual({ ok: true });
+    expect(machine.apply(entry(6, { op: "agent.up", agent: "w1", node: "n2", up: false }))).toEqual({
+      ok: true,
+    });
     expect(machine.state.agents.get("w1")?.up).toBe(false);
   });
 
   it("fences team assignments and checkpoints by epoch", () => {
-    const machine = machineWith([...threeMembers, { op: "agent.register", agent: "w1", node: "n2", team: "alpha" }]);
-    expect(machine.apply(entry(5, { op: "team.assign", team: "alpha", coordinator: "n1", expectedEpoch: 0 }))).toEqual({
+    const machine = machineWith([
+      ...threeMembers,
+      { op: "agent.register", agent: "w1", node: "n2", team: "alpha" },
+    ]);
+    expect(
+      machine.apply(entry(5, { op: "team.assign", team: "alpha", coordinator: "n1", expectedEpoch: 0 })),
+    ).toEqual({
       ok: true,
       epoch: 1,
     });
     // A second decision taken on the same stale view loses.
-    expect(machine.apply(entry(6, { op: "team.assign", team: "alpha", coordinator: "n2", expectedEpoch: 0 }))).toMatchObject({
+    expect(
+      machine.apply(entry(6, { op: "team.assign", team: "alpha", coordinator: "n2", expectedEpoch: 0 })),
+    ).toMatchObject({
       ok: false,
       error: "stale_epoch",
     });
-    expect(machine.apply(entry(7, { op: "team.checkpoint", team: "alpha", epoch: 1, seq: 3, data: { round: 3 } }))).toEqual({
+    expect(
+      machine.apply(entry(7, { op: "team.checkpoint", team: "alpha", epoch: 1, seq: 3, data: { round: 3 } })),
+    ).toEqual({
       ok: true,
     });
-    expect(machine.apply(entry(8, { op: "team.checkpoint", team: "alpha", epoch: 1, seq: 2, data: {} }))).toEqual({
+    expect(
+      machine.apply(entry(8, { op: "team.checkpoint", team: "alpha", epoch: 1, seq: 2, data: {} })),
+    ).toEqual({
       ok: false,
       error: "stale_seq",
     });
-    expect(machine.apply(entry(9, { op: "team.assign", team: "alpha", coordinator: "n3", expectedEpoch: 1 }))).toEqual({
+    expect(
+      machine.apply(entry(9, { op: "team.assign", team: "alpha", coordinator: "n3", expectedEpoch: 1 })),
+    ).toEqual({
       ok: true,
       epoch: 2,
     });
     // The deposed coordinator's late checkpoint is refused.
-    expect(machine.apply(entry(10, { op: "team.checkpoint", team: "alpha", epoch: 1, seq: 4, data: {} }))).toMatchObject({
+    expect(
+      machine.apply(entry(10, { op: "team.checkpoint", team: "alpha", epoch: 1, seq: 4, data: {} })),
+    ).toMatchObject({
       ok: false,
       error: "stale_epoch",
     });
@@ -109,21 +136,33 @@ describe("routing state machine", () => {
 
   it("refuses to assign a team to a member that is not active", () => {
     const machine = machineWith([...threeMembers, { op: "member.state", id: "n2", state: "down" }]);
-    expect(machine.apply(entry(5, { op: "team.assign", team: "t", coordinator: "n2", expectedEpoch: 0 }))).toEqual({
+    expect(
+      machine.apply(entry(5, { op: "team.assign", team: "t", coordinator: "n2", expectedEpoch: 0 })),
+    ).toEqual({
       ok: false,
       error: "member_not_active",
     });
   });
 
   it("mirrors Raft membership changes into the member table", () => {
-    const machine = machineWith([...threeMembers, { op: "agent.register", agent: "w1", node: "n3", team: null }]);
+    const machine = machineWith([
+      ...threeMembers,
+      { op: "agent.register", agent: "w1", node: "n3", team: null },
+    ]);
     const add = encodeConfChange({
       changes: [{ type: ConfChangeType.AddVoter, nodeId: "n4", context: "ws://127.0.0.1:7104" }],
       transition: "auto",
     });
     machine.apply({ term: 1, index: 5, type: EntryType.ConfChange, data: add });
-    expect(machine.state.members.get("n4")).toMatchObject({ peerUrl: "ws://127.0.0.1:7104", apiUrl: "", state: "active" });
-    const remove = encodeConfChange({ changes: [{ type: ConfChangeType.RemoveNode, nodeId: "n3" }], transition: "auto" });
+    expect(machine.state.members.get("n4")).toMatchObject({
+      peerUrl: "ws://127.0.0.1:7104",
+      apiUrl: "",
+      state: "active",
+    });
+    const remove = encodeConfChange({
+      changes: [{ type: ConfChangeType.RemoveNode, nodeId: "n3" }],
+      transition: "auto",
+    });
     machine.apply({ term: 1, index: 6, type: EntryType.ConfChange, data: remove });
     expect(machine.state.members.has("n3")).toBe(false);
     expect(machine.state.agents.get("w1")?.up).toBe(false);
@@ -131,9 +170,8 @@ describe("routing state machine", () => {
 
   it("enforces its limits deterministically", () => {
     const machine = new RoutingStateMachine({ agentsMax: 1, checkpointBytesMax: 16 });
-    [threeMembers[0], { op: "agent.register", agent: "a", node: "n1", team: "t" } as RoutingCommand].forEach((c, i) =>
-      machine.apply(entry(i + 1, c)),
-    );
+    machine.apply(entry(1, threeMembers[0]));
+    machine.apply(entry(2, { op: "agent.register", agent: "a", node: "n1", team: "t" }));
     expect(machine.apply(entry(3, { op: "agent.register", agent: "b", node: "n1", team: null }))).toEqual({
       ok: false,
       error: "agents_max",
@@ -163,13 +201,38 @@ describe("routing state machine", () => {
   it("replicas applying the same random command sequence agree byte for byte", () => {
     const id = fc.constantFrom("a", "b", "c", "n1", "n2", "n3", "t1", "t2");
     const command: fc.Arbitrary<RoutingCommand> = fc.oneof(
-      fc.record({ op: fc.constant("member.upsert" as const), id, peerUrl: fc.constant("ws://h:1"), apiUrl: fc.constant("http://h:2") }),
-      fc.record({ op: fc.constant("member.state" as const), id, state: fc.constantFrom("active" as const, "down" as const, "leaving" as const) }),
+      fc.record({
+        op: fc.constant("member.upsert" as const),
+        id,
+        peerUrl: fc.constant("ws://h:1"),
+        apiUrl: fc.constant("http://h:2"),
+      }),
+      fc.record({
+        op: fc.constant("member.state" as const),
+        id,
+        state: fc.constantFrom("active" as const, "down" as const, "leaving" as const),
+      }),
       fc.record({ op: fc.constant("member.remove" as const), id }),
-      fc.record({ op: fc.constant("agent.register" as const), agent: id, node: id, team: fc.option(id, { nil: null }) }),
+      fc.record({
+        op: fc.constant("agent.register" as const),
+        agent: id,
+        node: id,
+        team: fc.option(id, { nil: null }),
+      }),
       fc.record({ op: fc.constant("agent.up" as const), agent: id, node: id, up: fc.boolean() }),
-      fc.record({ op: fc.constant("team.assign" as const), team: id, coordinator: id, expectedEpoch: fc.nat(3) }),
-      fc.record({ op: fc.constant("team.checkpoint" as const), team: id, epoch: fc.nat(3), seq: fc.nat(5), data: fc.jsonValue() }),
+      fc.record({
+        op: fc.constant("team.assign" as const),
+        team: id,
+        coordinator: id,
+        expectedEpoch: fc.nat(3),
+      }),
+      fc.record({
+        op: fc.constant("team.checkpoint" as const),
+        team: id,
+        epoch: fc.nat(3),
+        seq: fc.nat(5),
+        data: fc.jsonValue(),
+      }),
     );
     fc.assert(
       fc.property(fc.array(command, { maxLength: 60 }), (commands) => {
@@ -189,9 +252,20 @@ describe("routing state machine", () => {
   });
 
   it("decodes only well-formed commands", () => {
-    expect(decodeRoutingCommand(encodeRoutingCommand({ op: "agent.remove", agent: "x" }))).toEqual({ op: "agent.remove", agent: "x" });
-    expect(decodeRoutingCommand(new TextEncoder().encode('{"op":"batch","commands":[{"op":"batch","commands":[]}]}'))).toBeUndefined();
-    expect(decodeRoutingCommand(new TextEncoder().encode('{"op":"member.upsert","id":"n1","peerUrl":"ftp://x","apiUrl":"http://y"}'))).toBeUndefined();
+    expect(decodeRoutingCommand(encodeRoutingCommand({ op: "agent.remove", agent: "x" }))).toEqual({
+      op: "agent.remove",
+      agent: "x",
+    });
+    expect(
+      decodeRoutingCommand(
+        new TextEncoder().encode('{"op":"batch","commands":[{"op":"batch","commands":[]}]}'),
+      ),
+    ).toBeUndefined();
+    expect(
+      decodeRoutingCommand(
+        new TextEncoder().encode('{"op":"member.upsert","id":"n1","peerUrl":"ftp://x","apiUrl":"http://y"}'),
+      ),
+    ).toBeUndefined();
   });
 });
 
@@ -213,7 +287,8 @@ describe("master coordinator planning", () => {
 
   it("reassigns only the teams of a failed node and spreads them", () => {
     const commands: RoutingCommand[] = [...threeMembers];
-    for (const team of ["t1", "t2", "t3", "t4", "t5", "t6"]) commands.push({ op: "agent.register", agent: `w-${team}`, node: "n1", team });
+    for (const team of ["t1", "t2", "t3", "t4", "t5", "t6"])
+      commands.push({ op: "agent.register", agent: `w-${team}`, node: "n1", team });
     const machine = machineWith(commands);
     let index = machine.appliedIndex;
     for (const command of planTeamAssignments(machine.state, { alive: new Set(["n1", "n2", "n3"]) })) {
@@ -229,8 +304,14 @@ describe("master coordinator planning", () => {
     expect(plan.map((c) => (c.op === "team.assign" ? c.team : "")).sort()).toEqual(moved.sort());
     for (const command of plan) expect(machine.apply(entry(++index, command))?.ok).toBe(true);
     const counts = new Map<string, number>();
-    for (const team of machine.state.teams.values()) counts.set(team.coordinator ?? "", (counts.get(team.coordinator ?? "") ?? 0) + 1);
-    expect(counts).toEqual(new Map([["n1", 3], ["n3", 3]]));
+    for (const team of machine.state.teams.values())
+      counts.set(team.coordinator ?? "", (counts.get(team.coordinator ?? "") ?? 0) + 1);
+    expect(counts).toEqual(
+      new Map([
+        ["n1", 3],
+        ["n3", 3],
+      ]),
+    );
     // Nothing more to do: healthy assignments never move.
     expect(planTeamAssignments(machine.state, { alive })).toEqual([]);
   });
@@ -250,11 +331,19 @@ describe("master coordinator planning", () => {
       { op: "agent.register", agent: "c", node: "n2", team: null },
     ]);
     const now = 1_000_000;
-    const seen = new Map<string, number | null>([["a", now - 10], ["b", now - 5_000], ["c", null]]);
-    expect(planAgentLiveness(machine.state, "n1", seen, now, 1_000)).toEqual([{ op: "agent.up", agent: "b", node: "n1", up: false }]);
+    const seen = new Map<string, number | null>([
+      ["a", now - 10],
+      ["b", now - 5_000],
+      ["c", null],
+    ]);
+    expect(planAgentLiveness(machine.state, "n1", seen, now, 1_000)).toEqual([
+      { op: "agent.up", agent: "b", node: "n1", up: false },
+    ]);
     machine.apply(entry(7, { op: "agent.up", agent: "b", node: "n1", up: false }));
     expect(planAgentLiveness(machine.state, "n1", seen, now, 1_000)).toEqual([]);
     seen.set("b", now);
-    expect(planAgentLiveness(machine.state, "n1", seen, now, 1_000)).toEqual([{ op: "agent.up", agent: "b", node: "n1", up: true }]);
+    expect(planAgentLiveness(machine.state, "n1", seen, now, 1_000)).toEqual([
+      { op: "agent.up", agent: "b", node: "n1", up: true },
+    ]);
   });
 });

@@ -127,7 +127,10 @@ export class DeliveryForwarder {
     }
     this.scanTimer = setInterval(() => this.scan(), this.options.proxyScanIntervalMs);
     this.scanTimer.unref();
-    this.retransmitTimer = setInterval(() => this.retransmitStalled(), Math.max(5, Math.floor(this.options.ackTimeoutMs / 4)));
+    this.retransmitTimer = setInterval(
+      () => this.retransmitStalled(),
+      Math.max(5, Math.floor(this.options.ackTimeoutMs / 4)),
+    );
     this.retransmitTimer.unref();
     this.watchShards();
     this.scan();
@@ -241,7 +244,12 @@ export class DeliveryForwarder {
   /** Per destination: messages waiting for an ack and how many are sent but unacknowledged. */
   status(): { dest: string; pending: number; inflight: number; acked: number }[] {
     return [...this.streams.values()]
-      .map((stream) => ({ dest: stream.dest, pending: stream.pending, inflight: Math.max(0, stream.sent - stream.acked), acked: stream.acked }))
+      .map((stream) => ({
+        dest: stream.dest,
+        pending: stream.pending,
+        inflight: Math.max(0, stream.sent - stream.acked),
+        acked: stream.acked,
+      }))
       .sort((a, b) => (a.dest < b.dest ? -1 : 1));
   }
 
@@ -321,7 +329,9 @@ export class DeliveryForwarder {
     // are removed only once the spool holds the messages, so at every moment a message is in its
     // bus file, in the durable spool, or in the owner's inbox. (A crash before the write completes
     // re-drains the file; the owner drops the copy by message id.)
-    const { spooled, durable } = this.options.spool.appendNow(deliveries.map((delivery) => ({ dest: owner, message: toWire(delivery.message) })));
+    const { spooled, durable } = this.options.spool.appendNow(
+      deliveries.map((delivery) => ({ dest: owner, message: toWire(delivery.message) })),
+    );
     this.options.metrics.spooled.inc(spooled.length);
     const stream = this.stream(owner);
     const now = Date.now();
@@ -350,7 +360,13 @@ export class DeliveryForwarder {
       const startIndex = stream.head + (stream.sent + 1 - stream.firstSeq);
       if (startIndex >= stream.items.length) return;
       const chunk = stream.items.slice(startIndex, startIndex + stream.chunkMax);
-      const frame: DeliveryFrame = { t: "d", s: this.options.spool.streamId, f: chunk[0].seq, k: stream.acked, m: chunk.map((item) => item.message) };
+      const frame: DeliveryFrame = {
+        t: "d",
+        s: this.options.spool.streamId,
+        f: chunk[0].seq,
+        k: stream.acked,
+        m: chunk.map((item) => item.message),
+      };
       let queued: boolean;
       try {
         queued = this.options.transport.sendFrame(dest, DELIVER_CHANNEL, frame);
@@ -397,7 +413,9 @@ export class DeliveryForwarder {
     stream.compact();
     this.options.metrics.forwardAcked.inc(count);
     this.options.metrics.spoolDepth.set({ dest: stream.dest }, stream.pending);
-    this.options.spool.remove(stream.dest, from, upTo).catch((error) => this.logger.warn("spool delete failed", { error }));
+    this.options.spool
+      .remove(stream.dest, from, upTo)
+      .catch((error) => this.logger.warn("spool delete failed", { error }));
   }
 
   /** Go-back-N: a stream whose oldest unacknowledged frame is older than ackTimeoutMs is resent. */
@@ -433,7 +451,12 @@ export class DeliveryForwarder {
     let handled = 0;
     for (const item of items) {
       const owner = this.options.ownerOf(item.message.to);
-      if (owner === undefined || owner === dest || (owner !== this.options.nodeId && !this.options.isMember(owner))) break;
+      if (
+        owner === undefined ||
+        owner === dest ||
+        (owner !== this.options.nodeId && !this.options.isMember(owner))
+      )
+        break;
       if (owner === this.options.nodeId) local.push(item.message);
       else moved.push({ dest: owner, message: item.message });
       handled++;
@@ -442,7 +465,13 @@ export class DeliveryForwarder {
     const last = items[handled - 1].seq;
     for (const message of local) {
       try {
-        this.options.bus.sendSync(message.from, message.to, { id: message.id, type: message.type, priority: message.priority, headers: message.headers, payload: message.payload });
+        this.options.bus.sendSync(message.from, message.to, {
+          id: message.id,
+          type: message.type,
+          priority: message.priority,
+          headers: message.headers,
+          payload: message.payload,
+        });
       } catch (error) {
         this.logger.warn("re-routed message refused by the local bus", { to: message.to, error });
       }

@@ -36,6 +36,9 @@ export interface ReceiverOptions {
   onWritten?: (messages: WireMessage[]) => Promise<void> | void;
 }
 
+/** Messages written as one group (one intent, one cursor write) when frames queue up. */
+const MERGED_MESSAGES_MAX = 4096;
+
 /** Header carrying the original send time (µs) across the hop. */
 export const ORIGIN_TS_HEADER = "cfn-origin-ts";
 /** Header naming the node that forwarded the message. */
@@ -46,6 +49,8 @@ export class DeliveryReceiver {
   private readonly logger: Logger;
   /** Per sender node: frames waiting for the one being written. */
   private readonly chains = new Map<string, Promise<void>>();
+  /** Per sender node: frames waiting while one is being written. */
+  private readonly queues = new Map<string, Extract<DeliveryFrame, { t: "d" }>[]>();
   private readonly recent = new Map<string, true>();
   private closed = false;
 
@@ -65,7 +70,13 @@ export class DeliveryReceiver {
         if (!found.has(`${target.to}/${target.id}`)) break;
         last++;
       }
-      this.logger.info("recovered an interrupted delivery", { from, stream: intent.stream, first: intent.first, landed: last - intent.first + 1, of: intent.targets.length });
+      this.logger.info("recovered an interrupted delivery", {
+        from,
+        stream: intent.stream,
+        first: intent.first,
+        landed: last - intent.first + 1,
+        of: intent.targets.length,
+      });
       const cursor = this.options.spool.cursor(from);
       const base = cursor && cursor.stream === intent.stream ? cursor.seq : intent.first - 1;
       void this.options.spool.commitCursor(from, { stream: intent.stream, seq: Math.max(base, last) });
@@ -75,14 +86,42 @@ export class DeliveryReceiver {
   /** Handles one validated frame from `from` (data frames; acks go to the forwarder). */
   handle(frame: Extract<DeliveryFrame, { t: "d" }>, from: string): void {
     if (this.closed) return;
-    const previous = this.chains.get(from) ?? Promise.resolve();
-    const next = previous.then(() => this.write(frame, from)).catch((error) => {
+    // Frames that arrive while a write is in progress wait in a queue and are written together
+    // (group commit: one intent, one cursor write, one mirror fsync for all of them).
+    const queue = this.queues.get(from);
+    if (queue) {
+      queue.push(frame);
+      return;
+    }
+    this.queues.set(from, [frame]);
+    const running = this.drain(from).catch((error) => {
       this.logger.error("delivery write failed", { from, error });
     });
-    this.chains.set(from, next);
+    this.chains.set(from, running);
   }
 
-  /** Waits for the frames being written. */
+  private async drain(from: string): Promise<void> {
+    try {
+      for (;;) {
+        const queue = this.queues.get(from);
+        if (!queue || queue.length === 0 || this.closed) return;
+        // Merge the contiguous run at the head of the queue into one frame.
+        const head = queue.shift() as Extract<DeliveryFrame, { t: "d" }>;
+        let merged = head;
+        while (queue.length > 0) {
+          const next = queue[0];
+          if (next.s !== merged.s || next.f !== merged.f + merged.m.length) break;
+          if (merged.m.length + next.m.length > MERGED_MESSAGES_MAX) break;
+          queue.shift();
+          merged = { t: "d", s: merged.s, f: merged.f, k: Math.max(merged.k, Math.min(next.k, merged.f - 1)), m: [...merged.m, ...next.m] };
+        }
+        await this.write(merged, from);
+      }
+    } finally {
+      this.queues.delete(from);
+    }
+  }
+
   async idle(): Promise<void> {
     await Promise.all([...this.chains.values()]);
   }
@@ -98,7 +137,8 @@ export class DeliveryReceiver {
     if (!cursor || cursor.stream !== frame.s) {
       // A stream we never saw (or the sender's spool was recreated): start where the frame starts.
       cursor = { stream: frame.s, seq: frame.f - 1 };
-      if (frame.f !== 1) this.logger.info("new sender stream mid-sequence", { from, stream: frame.s, first: frame.f });
+      if (frame.f !== 1)
+        this.logger.info("new sender stream mid-sequence", { from, stream: frame.s, first: frame.f });
     }
     const last = frame.f + frame.m.length - 1;
     if (last <= cursor.seq) {
@@ -109,7 +149,11 @@ export class DeliveryReceiver {
     if (frame.f > cursor.seq + 1 && frame.k >= frame.f - 1) {
       // The sender holds nothing before f: we acknowledged it all, and lost the cursor's last
       // move (an unsynced write lost with the host). Nothing to ask for: continue from f.
-      this.logger.warn("delivery cursor behind the sender's acknowledged watermark; skipping ahead", { from, cursor: cursor.seq, acked: frame.k });
+      this.logger.warn("delivery cursor behind the sender's acknowledged watermark; skipping ahead", {
+        from,
+        cursor: cursor.seq,
+        acked: frame.k,
+      });
       cursor = { stream: frame.s, seq: frame.f - 1 };
     }
     if (frame.f > cursor.seq + 1) {
@@ -119,7 +163,12 @@ export class DeliveryReceiver {
     }
     const fresh = frame.m.slice(cursor.seq + 1 - frame.f);
     const firstSeq = cursor.seq + 1;
-    await spool.writeIntent(from, { stream: frame.s, first: firstSeq, last, targets: fresh.map((m) => ({ to: m.to, id: m.id })) });
+    await spool.writeIntent(from, {
+      stream: frame.s,
+      first: firstSeq,
+      last,
+      targets: fresh.map((m) => ({ to: m.to, id: m.id })),
+    });
     let written = 0;
     let full = false;
     const landed: WireMessage[] = [];
@@ -155,7 +204,11 @@ export class DeliveryReceiver {
           // A message the bus can never take (invalid for this bus's limits): counted, skipped,
           // so that it does not block its stream forever.
           metrics.rejected.inc({ reason: isCfnError(error) ? error.code : "error" }, group.length);
-          this.logger.warn("forwarded message refused by the local bus; dropped", { from, to: head.to, error });
+          this.logger.warn("forwarded message refused by the local bus; dropped", {
+            from,
+            to: head.to,
+            error,
+          });
         }
       }
       written += end - index;
@@ -208,7 +261,8 @@ export class DeliveryReceiver {
           } catch {
             continue;
           }
-          for (const match of text.matchAll(/"id":"([A-Za-z0-9._:-]{1,128})","from"/g)) found.add(`${agent}/${match[1]}`);
+          for (const match of text.matchAll(/"id":"([A-Za-z0-9._:-]{1,128})","from"/g))
+            found.add(`${agent}/${match[1]}`);
         }
       }
     }
@@ -221,5 +275,11 @@ function toOutgoing(message: WireMessage): OutgoingMessage {
   if (Object.keys(headers).length < 62) {
     if (headers[ORIGIN_TS_HEADER] === undefined) headers[ORIGIN_TS_HEADER] = String(message.ts);
   }
-  return { id: message.id, type: message.type, priority: message.priority, headers, payload: message.payload };
+  return {
+    id: message.id,
+    type: message.type,
+    priority: message.priority,
+    headers,
+    payload: message.payload,
+  };
 }

@@ -81,7 +81,10 @@ export class DeliverySpool {
   /** Opens (creating) the spool; CFN_ERR_DATA_DIR_LOCKED when it is open elsewhere. */
   static async open(options: SpoolOptions): Promise<DeliverySpool> {
     const path = resolve(options.path);
-    if (openPaths.has(path)) throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `spool ${path} is already open in this process`, { path });
+    if (openPaths.has(path))
+      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `spool ${path} is already open in this process`, {
+        path,
+      });
     openPaths.add(path);
     const db: Db = new ClassicLevel<string, string>(path, { keyEncoding: "utf8", valueEncoding: "utf8" });
     try {
@@ -91,7 +94,9 @@ export class DeliverySpool {
         const code = (error as { code?: string }).code;
         const cause = (error as { cause?: { code?: string } }).cause?.code;
         if (code === "LEVEL_LOCKED" || cause === "LEVEL_LOCKED") {
-          throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `spool ${path} is locked by another process`, { path });
+          throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `spool ${path} is locked by another process`, {
+            path,
+          });
         }
         throw new CfnError("CFN_ERR_STORAGE", `cannot open spool ${path}: ${String(error)}`, { path });
       }
@@ -111,9 +116,12 @@ export class DeliverySpool {
   }
 
   private async loadMeta(): Promise<void> {
-    for await (const [key, value] of this.db.iterator({ gte: "n!", lt: "n!\xff" })) this.nextSeq.set(key.slice(2), Number(value));
-    for await (const [key, value] of this.db.iterator({ gte: "c!", lt: "c!\xff" })) this.cursors.set(key.slice(2), JSON.parse(value));
-    for await (const [key, value] of this.db.iterator({ gte: "i!", lt: "i!\xff" })) this.intents.set(key.slice(2), JSON.parse(value));
+    for await (const [key, value] of this.db.iterator({ gte: "n!", lt: "n!\xff" }))
+      this.nextSeq.set(key.slice(2), Number(value));
+    for await (const [key, value] of this.db.iterator({ gte: "c!", lt: "c!\xff" }))
+      this.cursors.set(key.slice(2), JSON.parse(value));
+    for await (const [key, value] of this.db.iterator({ gte: "i!", lt: "i!\xff" }))
+      this.intents.set(key.slice(2), JSON.parse(value));
   }
 
   /** Every spooled (unacknowledged) message, per destination in sequence order. */
@@ -152,7 +160,10 @@ export class DeliverySpool {
    * Assigns sequences now and starts the write: the caller may stream the messages at once and
    * wait for `durable` before it drops its own copy (the bus file). Writes are serialized.
    */
-  appendNow(items: { dest: string; message: WireMessage }[]): { spooled: SpooledMessage[]; durable: Promise<void> } {
+  appendNow(items: { dest: string; message: WireMessage }[]): {
+    spooled: SpooledMessage[];
+    durable: Promise<void>;
+  } {
     this.assertOpen();
     const spooled: SpooledMessage[] = [];
     const ops: { type: "put"; key: string; value: string }[] = [];
@@ -164,7 +175,8 @@ export class DeliverySpool {
       spooled.push({ dest: item.dest, seq, message: item.message });
       ops.push({ type: "put", key: seqKey(item.dest, seq), value: JSON.stringify(item.message) });
     }
-    for (const dest of touched) ops.push({ type: "put", key: `n!${dest}`, value: String(this.nextSeq.get(dest)) });
+    for (const dest of touched)
+      ops.push({ type: "put", key: `n!${dest}`, value: String(this.nextSeq.get(dest)) });
     this.spooled += items.length;
     const durable = this.serialize(() => this.db.batch(ops, { sync: this.sync }));
     return { spooled, durable };

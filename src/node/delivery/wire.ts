@@ -56,14 +56,18 @@ export function wireMessageProblem(value: unknown): string | undefined {
   return undefined;
 }
 
-export function parseDeliveryFrame(value: unknown): { ok: true; frame: DeliveryFrame } | { ok: false; reason: string } {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return { ok: false, reason: "not an object" };
+export function parseDeliveryFrame(
+  value: unknown,
+): { ok: true; frame: DeliveryFrame } | { ok: false; reason: string } {
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    return { ok: false, reason: "not an object" };
   const f = value as Record<string, unknown>;
   if (typeof f.s !== "string" || !STREAM_PATTERN.test(f.s)) return { ok: false, reason: "bad stream" };
   switch (f.t) {
     case "d": {
       if (!isSeq(f.f) || f.f < 1) return { ok: false, reason: "bad first seq" };
-      if (!Array.isArray(f.m) || f.m.length === 0 || f.m.length > FRAME_MESSAGES_MAX) return { ok: false, reason: "bad messages" };
+      if (!Array.isArray(f.m) || f.m.length === 0 || f.m.length > FRAME_MESSAGES_MAX)
+        return { ok: false, reason: "bad messages" };
       for (const message of f.m) {
         const problem = wireMessageProblem(message);
         if (problem) return { ok: false, reason: problem };
@@ -75,7 +79,9 @@ export function parseDeliveryFrame(value: unknown): { ok: true; frame: DeliveryF
     case "a":
       return isSeq(f.u) ? { ok: true, frame: { t: "a", s: f.s, u: f.u } } : { ok: false, reason: "bad ack" };
     case "r":
-      return isSeq(f.e) && f.e >= 1 ? { ok: true, frame: { t: "r", s: f.s, e: f.e } } : { ok: false, reason: "bad resync" };
+      return isSeq(f.e) && f.e >= 1
+        ? { ok: true, frame: { t: "r", s: f.s, e: f.e } }
+        : { ok: false, reason: "bad resync" };
     default:
       return { ok: false, reason: "unknown frame type" };
   }

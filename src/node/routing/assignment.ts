@@ -20,8 +20,10 @@ export function planMemberStates(state: RoutingState, view: LivenessView): Routi
   const commands: RoutingCommand[] = [];
   for (const member of [...state.members.values()].sort(byId)) {
     const alive = view.alive.has(member.id);
-    if (member.state === "active" && !alive) commands.push({ op: "member.state", id: member.id, state: "down" });
-    else if (member.state === "down" && alive) commands.push({ op: "member.state", id: member.id, state: "active" });
+    if (member.state === "active" && !alive)
+      commands.push({ op: "member.state", id: member.id, state: "down" });
+    else if (member.state === "down" && alive)
+      commands.push({ op: "member.state", id: member.id, state: "active" });
   }
   return commands;
 }

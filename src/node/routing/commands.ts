@@ -109,7 +109,9 @@ export function validateRoutingCommand(value: unknown, depth = 0): RoutingComman
       return { op: "topology.set", topology: { kind: t.kind as Topology["kind"], teamSize: t.teamSize } };
     }
     case "policy.set":
-      return isValidId(c.name) && "value" in c ? { op: "policy.set", name: c.name, value: c.value } : undefined;
+      return isValidId(c.name) && "value" in c
+        ? { op: "policy.set", name: c.name, value: c.value }
+        : undefined;
     case "batch": {
       if (depth > 0 || !Array.isArray(c.commands) || c.commands.length > BATCH_COMMANDS_MAX) return undefined;
       const commands: RoutingCommand[] = [];

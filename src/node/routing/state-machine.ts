@@ -67,12 +67,19 @@ export class RoutingStateMachine implements StateMachine<RoutingResult> {
   }
 
   snapshot(): Uint8Array {
-    return encoder.encode(JSON.stringify({ v: SNAPSHOT_VERSION, applied: this.applied, state: routingStateToJson(this.current) }));
+    return encoder.encode(
+      JSON.stringify({ v: SNAPSHOT_VERSION, applied: this.applied, state: routingStateToJson(this.current) }),
+    );
   }
 
   restore(data: Uint8Array): void {
-    const parsed = JSON.parse(decoder.decode(data)) as { v: number; applied: number; state: Record<string, unknown> };
-    if (parsed.v !== SNAPSHOT_VERSION) throw new Error(`invariant violated: routing snapshot version ${String(parsed.v)}`);
+    const parsed = JSON.parse(decoder.decode(data)) as {
+      v: number;
+      applied: number;
+      state: Record<string, unknown>;
+    };
+    if (parsed.v !== SNAPSHOT_VERSION)
+      throw new Error(`invariant violated: routing snapshot version ${String(parsed.v)}`);
     this.applied = parsed.applied;
     this.current = routingStateFromJson(parsed.state);
     for (const listener of this.restoreListeners) listener();

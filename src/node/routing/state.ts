@@ -148,17 +148,24 @@ export function applyRoutingCommand(
       if (!state.members.has(command.node)) return fail("unknown_member");
       if (command.team !== null && !state.teams.has(command.team)) {
         if (state.teams.size >= limits.teamsMax) return fail("teams_max");
-        state.teams.set(command.team, { id: command.team, coordinator: null, epoch: 0, checkpoint: null, changedIndex: index });
+        state.teams.set(command.team, {
+          id: command.team,
+          coordinator: null,
+          epoch: 0,
+          checkpoint: null,
+          changedIndex: index,
+        });
       }
-      if (
-        existing &&
-        existing.node === command.node &&
-        existing.team === command.team &&
-        existing.up
-      ) {
+      if (existing && existing.node === command.node && existing.team === command.team && existing.up) {
         return OK; // idempotent re-registration: no change
       }
-      state.agents.set(command.agent, { id: command.agent, node: command.node, team: command.team, up: true, changedIndex: index });
+      state.agents.set(command.agent, {
+        id: command.agent,
+        node: command.node,
+        team: command.team,
+        up: true,
+        changedIndex: index,
+      });
       return OK;
     }
     case "agent.up": {
@@ -183,13 +190,20 @@ export function applyRoutingCommand(
       }
       if (team.epoch !== command.expectedEpoch) return { ok: false, error: "stale_epoch", epoch: team.epoch };
       const member = state.members.get(command.coordinator);
-      if (!member || member.state !== "active") return fail("member_not_active");
+      if (member?.state !== "active") return fail("member_not_active");
       const previous = team.coordinator;
       team.coordinator = command.coordinator;
       team.epoch += 1;
       team.changedIndex = index;
-      state.events.push({ index, team: team.id, coordinator: command.coordinator, previous, epoch: team.epoch });
-      if (state.events.length > limits.eventsKept) state.events.splice(0, state.events.length - limits.eventsKept);
+      state.events.push({
+        index,
+        team: team.id,
+        coordinator: command.coordinator,
+        previous,
+        epoch: team.epoch,
+      });
+      if (state.events.length > limits.eventsKept)
+        state.events.splice(0, state.events.length - limits.eventsKept);
       return { ok: true, epoch: team.epoch };
     }
     case "team.checkpoint": {
@@ -220,13 +234,17 @@ export function applyRoutingCommand(
         state.policies.delete(command.name);
         return OK;
       }
-      if (!state.policies.has(command.name) && state.policies.size >= limits.policiesMax) return fail("policies_max");
+      if (!state.policies.has(command.name) && state.policies.size >= limits.policiesMax)
+        return fail("policies_max");
       if (jsonBytes(command.value) > limits.policyBytesMax) return fail("policy_too_large");
       state.policies.set(command.name, command.value);
       return OK;
     }
     case "batch":
-      return { ok: true, results: command.commands.map((inner) => applyRoutingCommand(state, inner, index, limits)) };
+      return {
+        ok: true,
+        results: command.commands.map((inner) => applyRoutingCommand(state, inner, index, limits)),
+      };
   }
 }
 
@@ -257,7 +275,9 @@ export function routingStateToJson(state: RoutingState): Record<string, unknown>
     agents: sortedValues(state.agents),
     teams: sortedValues(state.teams),
     topology: state.topology,
-    policies: Object.fromEntries([...state.policies.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+    policies: Object.fromEntries(
+      [...state.policies.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    ),
     events: state.events,
   };
 }
@@ -273,7 +293,8 @@ export function routingStateFromJson(json: Record<string, unknown>): RoutingStat
   for (const agent of json.agents as AgentRecord[]) state.agents.set(agent.id, { ...agent });
   for (const team of json.teams as TeamRecord[]) state.teams.set(team.id, { ...team });
   state.topology = { ...(json.topology as Topology) };
-  for (const [name, value] of Object.entries(json.policies as Record<string, unknown>)) state.policies.set(name, value);
+  for (const [name, value] of Object.entries(json.policies as Record<string, unknown>))
+    state.policies.set(name, value);
   state.events = [...(json.events as CoordinatorEvent[])];
   return state;
 }
