@@ -120,6 +120,22 @@ function cpuPressure(): string | undefined {
   }
 }
 
+/** CPU seconds (user + system) used so far by the running node processes (Linux /proc). */
+function nodesCpuSeconds(cluster: LocalCluster): number | undefined {
+  try {
+    let total = 0;
+    for (const node of cluster.nodes) {
+      const pid = node.process?.pid;
+      if (pid === undefined) continue;
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      total += (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, clock ticks
+    }
+    return total;
+  } catch {
+    return undefined;
+  }
+}
+
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
 // ---- worker side (a separate process generating client load) -----------------------------------
@@ -304,7 +320,9 @@ export async function run(args: string[]): Promise<SuiteResult> {
     const throughputs: number[] = [];
     const loadLatencyP50: number[] = [];
     const loadLatencyP99: number[] = [];
+    const cpuMicrosPerPut: number[] = [];
     for (let r = 0; r < options.runs; r++) {
+      const cpuBefore = nodesCpuSeconds(cluster);
       const result = await runWorker<LoadResult>({
         kind: "load",
         ...base,
@@ -315,6 +333,12 @@ export async function run(args: string[]): Promise<SuiteResult> {
       });
       const perSecond = result.acked / result.seconds;
       throughputs.push(perSecond);
+      const cpuAfter = nodesCpuSeconds(cluster);
+      // Includes the 1 s warm-up (scaled out approximately): a figure that moves with the code
+      // more than with the machine's load, unlike throughput.
+      if (cpuBefore !== undefined && cpuAfter !== undefined && result.acked > 0) {
+        cpuMicrosPerPut.push(((cpuAfter - cpuBefore) * 1e6) / (result.acked * (1 + 1 / result.seconds)));
+      }
       loadLatencyP50.push(result.latencyP50Ms);
       loadLatencyP99.push(result.latencyP99Ms);
       log(
@@ -337,6 +361,8 @@ export async function run(args: string[]): Promise<SuiteResult> {
             p50: round(stats(loadLatencyP50).p50),
             p99: round(stats(loadLatencyP99).p50),
           },
+          nodeCpuMicrosecondsPerPut:
+            cpuMicrosPerPut.length > 0 ? round(stats(cpuMicrosPerPut).p50) : undefined,
         },
       ),
     );
