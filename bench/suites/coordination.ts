@@ -32,7 +32,7 @@ const ITEMS: Item[] = [
   { name: "flat-100", spec: "flat:100", runtime: "lean", targetMs: 250 },
   { name: "hybrid-708", spec: "hybrid:7x100", runtime: "lean", targetMs: 2000 },
   { name: "depth3-1037", spec: "depth3:7x7x20", runtime: "lean", targetMs: 3000 },
-  { name: "pooled-708", spec: "hybrid:7x100", runtime: "pooled", targetMs: 200, groupSize: 700 },
+  { name: "pooled-708", spec: "hybrid:7x100", runtime: "pooled", targetMs: 200, groupSize: 354 },
   { name: "pooled-10000", spec: "depth3:10x10x100", runtime: "pooled", targetMs: 3000, groupSize: 5000 },
 ];
 

@@ -271,6 +271,10 @@ export class AgentRunner {
   /** Handles what is available now without waiting (pooled hosts call this on a wake-up). */
   pump(): void {
     if (this.stopRequested || this.mailbox.isClosed) return;
+    if (this.running >= this.concurrency) {
+      this.wokenWhileBusy = true;
+      return;
+    }
     while (this.running < this.concurrency) {
       const deliveries = this.mailbox.receiveNow(this.concurrency - this.running);
       if (deliveries.length === 0) return;
@@ -316,12 +320,17 @@ export class AgentRunner {
       .finally(() => {
         this.running--;
         for (const wake of this.idle.splice(0)) wake();
-        if (!this.stopRequested && this.watchless) this.pump();
+        // Pooled hosts: look again only when mail arrived meanwhile or a claimed batch has more.
+        if (!this.stopRequested && this.watchless && (this.wokenWhileBusy || this.mailbox.unsettledCount > 0)) {
+          this.wokenWhileBusy = false;
+          this.pump();
+        }
       });
   }
 
-  /** True when nobody waits on receive() (pooled hosts): pump again after each task. */
+  /** True when nobody waits on receive() (pooled hosts): the host calls pump() on wake-ups. */
   watchless = false;
+  private wokenWhileBusy = false;
 
   private async handleMessage(message: Envelope): Promise<void> {
     if (message.type === MESSAGE.stop) {

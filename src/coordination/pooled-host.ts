@@ -3,7 +3,8 @@
 // that got mail; one timer refreshes every heartbeat and one sweep rescans every inbox as the
 // safety net under inotify (sweepIntervalMs).
 
-import { type FSWatcher, watch } from "node:fs";
+import { existsSync, type FSWatcher, watch } from "node:fs";
+import { join } from "node:path";
 import type { Bus } from "../bus/index.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
@@ -52,7 +53,12 @@ export class PooledHost {
       runner.watchless = true;
       this.runners.push(runner);
       try {
-        const watcher = watch(runner.mailbox.paths.inbox, { persistent: false }, () => this.schedule(runner));
+        const inbox = runner.mailbox.paths.inbox;
+        const watcher = watch(inbox, { persistent: false }, (_event, fileName) => {
+          // Renames out of the inbox (our own claims) fire too: a stat is cheaper than a rescan.
+          if (typeof fileName === "string" && fileName.length > 0 && !existsSync(join(inbox, fileName))) return;
+          this.schedule(runner);
+        });
         watcher.on("error", () => watcher.close());
         this.watchers.push(watcher);
       } catch (error) {
