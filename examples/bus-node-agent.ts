@@ -158,7 +158,9 @@ async function main(): Promise<void> {
 }
 
 main().then(
-  () => process.exit(0),
+  // Exit only once stdout is flushed: a pipe write that would block is queued, and process.exit
+  // would drop it (the parent then reads a truncated list).
+  () => process.stdout.write("", () => process.exit(0)),
   (error: Error) => {
     process.stderr.write(`${error.stack ?? error}\n`);
     process.exit(1);

@@ -30,8 +30,12 @@ interface Received {
   payload: { n: number };
 }
 
+/** The messages a recv child printed; its closing {"done":n} line proves the output is complete. */
 function received(stdout: string): Received[] {
-  return jsonLines(stdout).filter((line) => line.id !== undefined) as Received[];
+  const lines = jsonLines(stdout);
+  const messages = lines.filter((line) => line.id !== undefined) as Received[];
+  expect(lines.at(-1), "recv output ends with its done line").toEqual({ done: messages.length });
+  return messages;
 }
 
 /** After the senders finished: one low-priority "stop" per receiver, queued behind every message. */
