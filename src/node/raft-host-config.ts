@@ -10,8 +10,11 @@ export interface RaftHostConfig {
   id: string;
   /** Wall-clock length of one Raft tick, ms. Default 10. */
   tickIntervalMs: number;
-  /** Ticks without a leader before a follower campaigns (randomized up to 2×). Default 15
-   *  (150–300 ms at 10 ms ticks): fast failover, yet well above heartbeat and fsync jitter. */
+  /** Ticks without a leader before a follower campaigns (randomized up to 2×); also the
+   *  leader's CheckQuorum window. Default 20 (200–400 ms at 10 ms ticks). Measured on a 2-CPU
+   *  machine at 90–99 % CPU pressure: 15 ticks gave failover p50/p99 310/473 ms but 2–4
+   *  spurious elections per 60 s full-load soak (slow fsyncs hold heartbeats back); 20 ticks
+   *  gave 470/912 ms and none. See docs/RAFT_HOST.md. */
   electionTimeoutTicks: number;
   /** Ticks between leader heartbeats; must be < electionTimeoutTicks. Default 2 (20 ms). */
   heartbeatTicks: number;
@@ -42,7 +45,7 @@ export interface RaftHostConfig {
 
 export const DEFAULT_RAFT_HOST_CONFIG: Omit<RaftHostConfig, "id"> = {
   tickIntervalMs: 10,
-  electionTimeoutTicks: 15,
+  electionTimeoutTicks: 20,
   heartbeatTicks: 2,
   snapshotEntriesInterval: 10_000,
   compactionLagEntries: 1_000,
