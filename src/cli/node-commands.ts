@@ -128,11 +128,23 @@ export function registerNodeCommands(program: Command): void {
     .option("--set <name=value>", "any node setting, e.g. nodeDownAfterMs=1500 (repeatable)", collect, [])
     .action(async (flags: StartFlags) => {
       const { config, logger, metrics } = buildContext(program);
+      // Signal handlers first: a SIGTERM that arrives while the node starts (or right after the
+      // "started" line) must shut it down gracefully, never kill it with the default action.
+      let signalled: string | undefined;
+      let onSignal: (signal: string) => void = (signal) => {
+        signalled = signal;
+      };
+      const sigterm = () => onSignal("SIGTERM");
+      const sigint = () => onSignal("SIGINT");
+      process.on("SIGTERM", sigterm);
+      process.on("SIGINT", sigint);
       let started: ClusterNode;
       try {
         const nodeConfig = parseNodeConfig(nodeSettingsFromFlags(flags));
         started = await ClusterNode.start({ config: nodeConfig, bus: config.bus, logger, metrics });
       } catch (error) {
+        process.off("SIGTERM", sigterm);
+        process.off("SIGINT", sigint);
         // A node that cannot start safely refuses with a clear message and exit status 2.
         const refusal =
           isCfnError(error, "CFN_ERR_CONFIG_INVALID") ||
@@ -153,17 +165,18 @@ export function registerNodeCommands(program: Command): void {
       });
       await new Promise<void>((resolve) => {
         let stopping = false;
-        const stop = (signal: string) => {
-          if (stopping) return;
+        onSignal = (signal: string) => {
+          if (stopping) return; // a second signal during the shutdown is ignored: it is bounded
           stopping = true;
           void started.shutdown(signal).then((report) => {
             printJson({ event: "stopped", id: started.id, ...report });
             resolve();
           });
         };
-        process.once("SIGTERM", () => stop("SIGTERM"));
-        process.once("SIGINT", () => stop("SIGINT"));
+        if (signalled) onSignal(signalled);
       });
+      process.off("SIGTERM", sigterm);
+      process.off("SIGINT", sigint);
     });
 
   const cluster = program.command("cluster").description("cluster operations through a node's HTTP API");

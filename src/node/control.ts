@@ -48,6 +48,9 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** One forwarded attempt waits this long for the leader's answer before trying again. */
+const FORWARD_ATTEMPT_TIMEOUT_MS = 1_500;
+
 const RETRYABLE = new Set<string>([
   "CFN_ERR_NOT_LEADER",
   "CFN_ERR_PROPOSAL_DROPPED",
@@ -119,9 +122,12 @@ export class ControlPlane {
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw new CfnError("CFN_ERR_CLOSED", "node is stopping");
       try {
-        return await this.proposeOnce(command, deadline - Date.now());
+        return await this.proposeOnce(command, Math.min(FORWARD_ATTEMPT_TIMEOUT_MS, deadline - Date.now()));
       } catch (error) {
-        const retryable = isCfnError(error) && RETRYABLE.has(error.code);
+        // Routing commands are idempotent or fenced (expected epoch, checkpoint seq), so a
+        // forwarded proposal whose answer was lost (leader change) is safe to send again.
+        const retryable =
+          isCfnError(error) && (RETRYABLE.has(error.code) || error.code === "CFN_ERR_TIMEOUT");
         if (!retryable || Date.now() + 50 >= deadline) throw error;
         await new Promise((resolve) => setTimeout(resolve, Math.min(50 * (attempt + 1), 200)));
       }
