@@ -1,12 +1,11 @@
 // Regression test for a RaftHost bug found while building the node daemon (src/node/raft-host.ts
-// belongs to the RaftHost engineer; this file only demonstrates the bug and fails until it is
-// fixed). RaftHost.stop() waits for the Ready loop, then closes the transport and the store; but a
+// belongs to the RaftHost engineer, who fixed it in 42bb952 with a "closing" state). Before the
+// fix, RaftHost.stop() waited for the Ready loop, then closed the transport and the store; but a
 // peer message stepped in between (state "stopping" still accepts them) schedules a new Ready
 // round on setImmediate, which saves to the store after stop() closed it: the save fails with
 // CFN_ERR_CLOSED and the host reports it through onFatal as an unrecoverable I/O failure. A node
 // daemon that exits on fatal errors then exits 1 in the middle of a graceful shutdown (seen under
-// load with 3 node processes). The node works around it (src/node/node.ts ignores fatal errors
-// while it is shutting down).
+// load with 3 node processes). The node also ignores fatal errors while it is shutting down.
 
 import { describe, expect, it } from "vitest";
 import { RaftHost } from "../../src/node/raft-host.js";
