@@ -12,6 +12,7 @@
 //   3. a repeated assign (a restarted parent) is a resync: resend every settled outcome, re-forward
 //      to children; the master drops duplicates by task id.
 
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Bus, Delivery, Mailbox } from "../bus/index.js";
 import { isCfnError } from "../errors.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
@@ -154,6 +155,10 @@ export class Coordinator {
       const nowMs = Date.now();
       for (const delivery of deliveries) this.handle(delivery, nowMs);
       this.service(Date.now());
+      // receive() resolves without a macrotask while mail keeps coming: without this yield, the
+      // coordinators of one process chain on microtasks and starve every I/O callback (the
+      // master's wake-up among them), so partial results would reach the master only at the end.
+      if (deliveries.length > 0) await yieldToEventLoop();
     }
   }
 
