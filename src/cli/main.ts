@@ -4,6 +4,7 @@
 import { Command, CommanderError } from "commander";
 import { registerBusCommands } from "./bus-commands.js";
 import { registerConfigCommands } from "./config-commands.js";
+import { registerNodeCommands } from "./node-commands.js";
 import { registerAgentCommands } from "./agent-commands.js";
 import { registerDemoCommand } from "./demo-command.js";
 import { registerSwarmCommands } from "./swarm-commands.js";
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerAgentCommands(program);
   registerSwarmCommands(program);
   registerBusCommands(program);
+  registerNodeCommands(program);
   return program;
 }
 
