@@ -57,6 +57,16 @@ describe("configuration", () => {
     expect(fromFlags.bus.inboxDepthMax).toBe(900);
   });
 
+  it("reads mapping settings as JSON from the environment", () => {
+    const peers = { "node-2": { peerUrl: "ws://127.0.0.1:7102", apiUrl: "http://127.0.0.1:7202" } };
+    expect(loadConfig({ env: { CFN_NODE_PEERS: JSON.stringify(peers) } }).node.peers).toEqual(peers);
+    expectConfigError(
+      () => loadConfig({ env: { CFN_NODE_PEERS: "node-2" } }),
+      "node.peers",
+      /record|object/i,
+    );
+  });
+
   it("reads CFN_CONFIG and JSON files", () => {
     const file = tempFile("c.json", JSON.stringify({ bus: { name: "team-a" } }));
     expect(loadConfig({ env: { CFN_CONFIG: file } }).bus.name).toBe("team-a");

@@ -140,7 +140,8 @@ export function registerNodeCommands(program: Command): void {
       process.on("SIGINT", sigint);
       let started: ClusterNode;
       try {
-        const nodeConfig = parseNodeConfig(nodeSettingsFromFlags(flags));
+        // Flags and the cluster file override the `node` section of the configuration.
+        const nodeConfig = parseNodeConfig({ ...config.node, ...nodeSettingsFromFlags(flags) });
         started = await ClusterNode.start({ config: nodeConfig, bus: config.bus, logger, metrics });
       } catch (error) {
         process.off("SIGTERM", sigterm);

@@ -29,7 +29,13 @@ export function settingPaths(): Array<{ path: string[]; defaultValue: unknown }>
   const defaults = configSchema.parse({}) as Plain;
   const out: Array<{ path: string[]; defaultValue: unknown }> = [];
   const walk = (value: unknown, path: string[]) => {
-    if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    // An empty mapping (e.g. node.peers) is a setting of its own, given as JSON in the environment.
+    if (
+      value !== null &&
+      typeof value === "object" &&
+      !Array.isArray(value) &&
+      Object.keys(value).length > 0
+    ) {
       for (const [key, child] of Object.entries(value as Plain)) walk(child, [...path, key]);
     } else {
       out.push({ path, defaultValue: value });
@@ -77,6 +83,13 @@ function coerceEnvValue(raw: string, defaultValue: unknown): unknown {
   if (typeof defaultValue === "number") {
     const trimmed = raw.trim();
     return trimmed !== "" && Number.isFinite(Number(trimmed)) ? Number(trimmed) : raw;
+  }
+  if (defaultValue !== null && typeof defaultValue === "object") {
+    try {
+      return JSON.parse(raw);
+    } catch {
+      return raw; // the schema names the field and what it expects
+    }
   }
   if (typeof defaultValue === "boolean") {
     if (/^(1|true|yes|on)$/i.test(raw)) return true;

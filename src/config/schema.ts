@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
+import { nodeSchema } from "./node-schema.js";
 
 const MiB = 1024 * 1024;
 
@@ -88,6 +89,7 @@ export const configSchema = z
     metrics: metricsSchema.default(metricsSchema.parse({})),
     log: logSchema.default(logSchema.parse({})),
     demo: demoSchema.default(demoSchema.parse({})),
+    node: nodeSchema.default(nodeSchema.parse({})),
   })
   .strict()
   .superRefine((config, ctx) => {

@@ -1,0 +1,169 @@
+// The `node` settings of the cluster node daemon (`cfn node start`): identity, addresses, the
+// cluster to found or join, and the named limits of failure detection and cross-node delivery.
+// The `node` section of the main schema (src/config/schema.ts): file, CFN_NODE_* environment,
+// then `cfn node start` flags and a cluster file (cluster/*.yaml) on top.
+
+import { z } from "zod";
+import { CfnError } from "../errors.js";
+
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+const idPattern = /^[A-Za-z0-9._-]{1,128}$/;
+const nodeId = z.string().regex(idPattern, "letters, digits, '.', '_' or '-', 1 to 128 characters");
+const listen = z
+  .string()
+  .regex(/^[^\s:]+:[0-9]{1,5}$/, "host:port")
+  .refine((value) => Number(value.split(":")[1]) <= 65_535, "port ≤ 65535");
+
+export const peerSchema = z
+  .object({
+    peerUrl: z
+      .string()
+      .regex(/^wss?:\/\/\S+$/, "ws:// or wss:// URL")
+      .describe("Transport URL of the peer."),
+    apiUrl: z
+      .string()
+      .regex(/^https?:\/\/\S+$/, "http:// or https:// URL")
+      .describe("HTTP API URL of the peer."),
+  })
+  .strict();
+
+export const nodeSchema = z
+  .object({
+    id: nodeId.default("node-1").describe("This node's id, unique in the cluster."),
+    clusterId: z
+      .string()
+      .regex(idPattern)
+      .default("cfn")
+      .describe("Cluster name; a data dir written by another cluster is refused."),
+    clusterToken: z
+      .string()
+      .min(16, "at least 16 characters")
+      .default("cfn-single-node-local-token")
+      .describe("Shared secret peers and API clients present; set your own for a multi-node cluster."),
+    dataDir: z
+      .string()
+      .min(1)
+      .default("./cfn-data/node-1")
+      .describe("Directory of the Raft log and the delivery spool."),
+    peerListen: listen.default("127.0.0.1:7101").describe("host:port the peer WebSocket server listens on."),
+    apiListen: listen
+      .default("127.0.0.1:7201")
+      .describe("host:port of the HTTP API (status, health, metrics)."),
+    advertisePeerUrl: z.string().default("").describe("URL peers dial; empty: ws://<peerListen>."),
+    advertiseApiUrl: z
+      .string()
+      .default("")
+      .describe("URL of the API given to others; empty: http://<apiListen>."),
+    peers: z
+      .record(nodeId, peerSchema)
+      .default({})
+      .describe("Founding members other than this node (with bootstrap) or known members (join)."),
+    join: z
+      .string()
+      .default("")
+      .describe("API URL of a running member to join through; empty founds or restarts."),
+    tickIntervalMs: int(1, 1000).default(10).describe("Raft tick length, in ms."),
+    electionTimeoutTicks: int(2, 100_000).default(15).describe("Ticks without a leader before a campaign."),
+    heartbeatTicks: int(1, 100_000).default(2).describe("Ticks between leader heartbeats."),
+    healthIntervalMs: int(10, 60_000)
+      .default(100)
+      .describe("How often a node pings its peers (node liveness), in ms."),
+    nodeDownAfterMs: int(50, 600_000)
+      .default(800)
+      .describe("A member not heard from for this long is marked down and its teams reassigned, in ms."),
+    coordinatorIntervalMs: int(10, 60_000)
+      .default(100)
+      .describe("How often the leader re-plans assignments, in ms."),
+    agentScanIntervalMs: int(10, 600_000)
+      .default(1000)
+      .describe("How often a node checks its agents' heartbeats, in ms."),
+    agentDownAfterMs: int(100, 86_400_000)
+      .default(90_000)
+      .describe("An agent whose heartbeat is older than this is marked down, in ms."),
+    proxyScanIntervalMs: int(10, 60_000)
+      .default(200)
+      .describe("How often the node looks for local mailboxes of remote agents to drain, in ms."),
+    forwardBatchMessagesMax: int(1, 10_000).default(512).describe("Messages per forwarded frame."),
+    forwardInflightMessagesMax: int(1, 1_000_000)
+      .default(16_384)
+      .describe("Unacknowledged forwarded messages per destination node."),
+    ackTimeoutMs: int(10, 600_000)
+      .default(1000)
+      .describe("A forwarded batch not acknowledged within this time is sent again, in ms."),
+    spoolMessagesMax: int(1, 100_000_000)
+      .default(1_000_000)
+      .describe("Messages the spool holds before the node stops draining outbound mailboxes."),
+    spoolSync: z
+      .boolean()
+      .default(false)
+      .describe(
+        "fsync each spool write: survives power loss, not only a process crash (always on with persistence).",
+      ),
+    dedupWindowMessagesMax: int(1, 10_000_000)
+      .default(100_000)
+      .describe("Recent (agent, message id) pairs a receiving node remembers to drop duplicates."),
+    persistence: z
+      .boolean()
+      .default(false)
+      .describe("Mirror inboxes to disk so a host restart restores undelivered messages."),
+    persistenceFlushIntervalMs: int(1, 60_000)
+      .default(50)
+      .describe("Sweep interval mirroring same-host sends and pruning consumed messages, in ms."),
+    shutdownTimeoutMs: int(100, 600_000)
+      .default(10_000)
+      .describe("Longest a graceful shutdown takes before closing anyway, in ms."),
+    leaveOnShutdown: z
+      .boolean()
+      .default(false)
+      .describe("Remove this node from the membership at graceful shutdown."),
+    frameBytesMax: int(1024, 256 * 1024 * 1024)
+      .default(16 * 1024 * 1024)
+      .describe("Largest peer frame sent or accepted, in bytes (transport limit)."),
+    apiBodyBytesMax: int(1024, 64 * 1024 * 1024)
+      .default(4 * 1024 * 1024)
+      .describe("Largest HTTP API request body."),
+  })
+  .strict()
+  .superRefine((node, ctx) => {
+    if (node.heartbeatTicks >= node.electionTimeoutTicks) {
+      ctx.addIssue({ code: "custom", path: ["heartbeatTicks"], message: "must be < electionTimeoutTicks" });
+    }
+    if (node.nodeDownAfterMs < node.healthIntervalMs * 3) {
+      ctx.addIssue({ code: "custom", path: ["nodeDownAfterMs"], message: "must be ≥ 3 × healthIntervalMs" });
+    }
+    if (node.forwardBatchMessagesMax > node.forwardInflightMessagesMax) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["forwardBatchMessagesMax"],
+        message: "must be ≤ forwardInflightMessagesMax",
+      });
+    }
+    if (node.peers[node.id]) {
+      ctx.addIssue({ code: "custom", path: ["peers", node.id], message: "a node is not its own peer" });
+    }
+  });
+
+export type NodeConfig = z.infer<typeof nodeSchema>;
+
+/** Validates node settings, failing with CFN_ERR_CONFIG_INVALID naming every bad field. */
+export function parseNodeConfig(input: unknown): NodeConfig {
+  const parsed = nodeSchema.safeParse(input ?? {});
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => `node.${issue.path.join(".")}: ${issue.message}`);
+  throw new CfnError("CFN_ERR_CONFIG_INVALID", `invalid node configuration: ${problems.join("; ")}`, {
+    problems,
+  });
+}
+
+export function advertisedPeerUrl(config: NodeConfig): string {
+  return config.advertisePeerUrl || `ws://${config.peerListen}`;
+}
+
+export function advertisedApiUrl(config: NodeConfig): string {
+  return config.advertiseApiUrl || `http://${config.apiListen}`;
+}
+
+export function splitListen(listen: string): { host: string; port: number } {
+  const at = listen.lastIndexOf(":");
+  return { host: listen.slice(0, at), port: Number(listen.slice(at + 1)) };
+}
