@@ -73,16 +73,34 @@ export function round(value: number, digits = 3): number {
 }
 
 /** Builds a figure for "at least target" (throughput-like) comparisons. */
-export function atLeast(name: string, value: number, unit: string, target: number, extra: object = {}): Figure {
+export function atLeast(
+  name: string,
+  value: number,
+  unit: string,
+  target: number,
+  extra: object = {},
+): Figure {
   return { name, value: round(value), unit, target: `≥ ${target}`, met: value >= target, ...extra };
 }
 
 /** Builds a figure for "at most target" (latency-like) comparisons. */
-export function atMost(name: string, value: number, unit: string, target: number, extra: object = {}): Figure {
+export function atMost(
+  name: string,
+  value: number,
+  unit: string,
+  target: number,
+  extra: object = {},
+): Figure {
   return { name, value: round(value), unit, target: `≤ ${target}`, met: value <= target, ...extra };
 }
 
-export function exactly(name: string, value: number, unit: string, target: number, extra: object = {}): Figure {
+export function exactly(
+  name: string,
+  value: number,
+  unit: string,
+  target: number,
+  extra: object = {},
+): Figure {
   return { name, value, unit, target: `= ${target}`, met: value === target, ...extra };
 }
 
@@ -92,7 +110,9 @@ const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export function report(result: SuiteResult): void {
   for (const figure of result.figures) {
     const mark = figure.met ? "ok  " : "MISS";
-    process.stderr.write(`${mark} ${figure.name}: ${figure.value} ${figure.unit} (target ${figure.target})\n`);
+    process.stderr.write(
+      `${mark} ${figure.name}: ${figure.value} ${figure.unit} (target ${figure.target})\n`,
+    );
   }
   const dir = join(repoRoot, "bench", "results");
   mkdirSync(dir, { recursive: true });

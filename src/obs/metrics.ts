@@ -92,7 +92,8 @@ export class Metrics {
     for (const sample of data.values) {
       const sampleName = (sample as { metricName?: string }).metricName;
       if (sampleName && sampleName !== name) continue;
-      if (labels && !Object.entries(labels).every(([k, v]) => String(sample.labels[k]) === String(v))) continue;
+      if (labels && !Object.entries(labels).every(([k, v]) => String(sample.labels[k]) === String(v)))
+        continue;
       total += sample.value;
     }
     return total;
