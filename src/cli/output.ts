@@ -17,8 +17,8 @@ export function printLine(text = ""): void {
 export function exitCodeOf(error: unknown): number {
   if (error instanceof CfnError) {
     if (error.code === "CFN_ERR_CONFIG_INVALID" || error.code === "CFN_ERR_CONFIG_FILE") return EXIT.usage;
-    if (error.code === "CFN_ERR_INVALID_AGENT_ID" || error.code === "CFN_ERR_INVALID_MESSAGE")
-      return EXIT.usage;
+    const usageCodes = ["CFN_ERR_INVALID_AGENT_ID", "CFN_ERR_INVALID_MESSAGE", "CFN_ERR_TOPOLOGY_INVALID"];
+    if (usageCodes.includes(error.code)) return EXIT.usage;
     if (error.code === "CFN_ERR_TIMEOUT") return EXIT.timeout;
   }
   return EXIT.failure;

@@ -833,6 +833,18 @@ export class Raft {
   }
 
   private stepFollower(m: Message): void {
+    // A proposal or read that another node forwarded here (it took this node for the leader) is
+    // not relayed again: every message a node sends carries its own id as `from` (the transport
+    // authenticates it), and the requester retries once it learns the leader, as it must for
+    // any dropped request. (A local TransferLeader carries the transferee in `from`, as in etcd.)
+    const relayed = m.from !== "" && m.from !== this.id;
+    if (relayed && (m.type === MessageType.Propose || m.type === MessageType.ReadIndex)) {
+      this.logger.debug("raft: not relaying a request forwarded by another node", {
+        type: m.type,
+        from: m.from,
+      });
+      return;
+    }
     switch (m.type) {
       case MessageType.Propose:
         if (this.lead === "") throw dropped("no leader");

@@ -258,6 +258,12 @@ export class WsTransport implements Transport {
   }
 
   private acceptUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Node's HTTP server removes its own error listener from a socket it hands to 'upgrade': a
+    // peer that resets the connection (e.g. right after our 401) would otherwise raise an
+    // uncaught ECONNRESET and take the whole process down.
+    socket.on("error", (error: Error & { code?: string }) => {
+      this.logger.debug("peer socket error during handshake", { code: error.code });
+    });
     const verdict = this.authenticate(request);
     if (!verdict.ok) {
       this.metrics.authRejected.inc({ reason: verdict.reason });

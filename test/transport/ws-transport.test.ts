@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, connect as connectTcp } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -106,6 +106,32 @@ describe("WsTransport hostile peers", () => {
       `message ${index} from the good peer`,
     );
   }
+
+  it("a client that resets the connection during a refused handshake does not crash the server", async () => {
+    const { server, good, metrics, received } = await serverWithGoodPeer();
+    const { hostname, port } = new URL(server.url);
+    const request =
+      "GET /cfn/v1/peer HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+      "x-cfn-cluster-token: wrong\r\nx-cfn-node-id: evil\r\nx-cfn-target-node-id: s\r\n\r\n";
+    for (let attempt = 0; attempt < 20; attempt++) {
+      await new Promise<void>((resolve) => {
+        const socket = connectTcp(Number(port), hostname, () => {
+          socket.write(request);
+          // Half the time reset at once, half the time once the 401 starts to arrive.
+          if (attempt % 2 === 0) socket.resetAndDestroy();
+          else socket.once("data", () => socket.resetAndDestroy());
+        });
+        socket.on("error", () => {});
+        socket.on("close", () => resolve());
+      });
+    }
+    await waitFor(
+      async () => (await metrics.value("cfn_transport_auth_rejected_total", { reason: "token" })) >= 10,
+      "the refused handshakes",
+    );
+    await goodPeerStillServed(good, received, 1);
+  });
 
   it("garbage bytes close that connection, are counted, and the server keeps serving good peers", async () => {
     const { server, good, metrics, received } = await serverWithGoodPeer();
