@@ -19,6 +19,7 @@ interface DemoFlags {
   coordinators: string;
   roundTimeoutMs?: string;
   keep?: boolean;
+  cluster?: boolean;
   json?: boolean;
 }
 
@@ -34,6 +35,7 @@ export function registerDemoCommand(program: Command): void {
     .option("--coordinators <placement>", "in-process or process", "in-process")
     .option("--round-timeout-ms <ms>", "deadline of the round (demo.roundTimeoutMs)")
     .option("--keep", "keep the demo's bus dir for inspection")
+    .option("--no-cluster", "skip the embedded single-node cluster (bus and swarm only)")
     .option("--json", "print a JSON summary")
     .action(async (flags: DemoFlags) => {
       const { config, logger } = buildContext(program);
@@ -66,6 +68,7 @@ export function registerDemoCommand(program: Command): void {
           intOption(flags.roundTimeoutMs, "--round-timeout-ms", 1) ?? config.demo.roundTimeoutMs,
         metricsJsonlPath: config.metrics.jsonlPath || undefined,
         keep: flags.keep,
+        cluster: flags.cluster !== false,
         logger,
         onSpawnStart: (total) => {
           progress = spawnProgress(total, !flags.json);
@@ -117,6 +120,15 @@ export function summaryLines(summary: DemoSummary): string[] {
     lines.push("", `  failed tasks:`);
     for (const failure of summary.failures.slice(0, 10))
       lines.push(`    ${failure.taskId} (team ${failure.team}): ${failure.reason}`);
+  }
+  if (summary.cluster) {
+    const c = summary.cluster;
+    lines.push(
+      "",
+      `  cluster            single node ${c.nodeId}: Raft ${c.role}, term ${c.term}, commit index ${c.commitIndex}; log in LevelDB at ${c.dataDir}${summary.cleanedUp ? " (removed; --keep keeps it)" : ""}`,
+      `                     routing state: ${c.agentsRegistered} agents registered, ${c.teamsAssigned}/${c.teams} teams assigned to ${c.nodeId} by the leader`,
+      `                     API ${c.apiUrl} (/metrics, /v1/status; stopped with the demo)`,
+    );
   }
   lines.push(
     "",

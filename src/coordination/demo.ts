@@ -3,7 +3,9 @@
 //
 // Phases, in order — each is a step a later layer can wrap or precede (the cluster node will
 // start a single-node Raft group before "spawn" and hand the master role to its leader):
-//   prepare → spawn → round → summarise → cleanup (always, also after an error or Ctrl-C)
+//   prepare → cluster (a single-node Raft group: the embedded default) → spawn → register the
+//   swarm in the replicated routing state (the leader assigns team coordinators) → round →
+//   summarise → cleanup (always, also after an error or Ctrl-C)
 
 import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
@@ -13,6 +15,13 @@ import { Bus } from "../bus/index.js";
 import type { BusConfig } from "../config/schema.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
 import { Metrics } from "../obs/metrics.js";
+import {
+  type DemoCluster,
+  type DemoClusterView,
+  describeCluster,
+  registerSwarm,
+  startDemoCluster,
+} from "./demo-cluster.js";
 import type { RoundProgress, RoundResult } from "./master.js";
 import type { AgentRuntime } from "./registry.js";
 import { type CoordinatorPlacement, LocalSwarm } from "./swarm.js";
@@ -28,6 +37,8 @@ export interface DemoOptions {
   metricsJsonlPath?: string;
   /** Keep the bus dir for inspection (default: removed). */
   keep?: boolean;
+  /** Start the embedded single-node cluster first (default true). */
+  cluster?: boolean;
   logger?: Logger;
   onSpawnStart?: (total: number) => void;
   onSpawnProgress?: (ready: number, total: number) => void;
@@ -55,6 +66,8 @@ export interface DemoSummary {
   teams: RoundResult["teams"];
   failures: RoundResult["failures"];
   metrics: { jsonl: string; prometheus: string };
+  /** The embedded single-node cluster; absent with `cluster: false`. */
+  cluster?: DemoClusterView;
   busDir: string;
   cleanedUp: boolean;
   stopped: { stopped: number; killed: number };
@@ -74,13 +87,18 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const plan = planTopology(options.topology, { swarm: "demo" });
   const placement = options.coordinators ?? "in-process";
   let swarm: LocalSwarm | undefined;
+  let cluster: DemoCluster | undefined;
   let cleanedUp = false;
   let stopped = { stopped: 0, killed: 0 };
   const cleanup = async () => {
     if (cleanedUp) return;
     cleanedUp = true;
     if (swarm) stopped = await swarm.stop({ timeoutMs: 3000 });
-    if (!options.keep) rmSync(bus.dir, { recursive: true, force: true });
+    if (cluster) await cluster.node.shutdown("demo finished");
+    if (!options.keep) {
+      rmSync(bus.dir, { recursive: true, force: true });
+      if (cluster) rmSync(cluster.dataDir, { recursive: true, force: true });
+    }
   };
   const onSignal = () => {
     void cleanup().finally(() => process.exit(130));
@@ -88,6 +106,15 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   try {
+    // cluster: the embedded default, a Raft group of one with its log in LevelDB
+    if (options.cluster !== false) {
+      cluster = await startDemoCluster({
+        workDir: metricsDir,
+        bus: { ...options.bus, name: busName },
+        logger,
+        metrics,
+      });
+    }
     // spawn
     options.onSpawnStart?.(plan.workers.length);
     const spawnStartedAt = performance.now();
@@ -102,6 +129,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     });
     const spawnMs = performance.now() - spawnStartedAt;
     options.onSpawnDone?.();
+    if (cluster) await registerSwarm(cluster, plan.workers);
     metrics.emit("cfn_coordination_spawn_seconds", spawnMs / 1000, {
       agents: plan.workers.length,
       runtime: swarm.spawned.runtime,
@@ -115,6 +143,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       { onProgress: options.onRoundProgress },
     );
     // summarise
+    const clusterView = cluster ? describeCluster(cluster) : undefined;
     writeFileSync(prometheus, await metrics.exposition());
     const summary: DemoSummary = {
       agents: plan.workers.length,
@@ -136,6 +165,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       teams: result.teams,
       failures: result.failures,
       metrics: { jsonl, prometheus },
+      ...(clusterView ? { cluster: clusterView } : {}),
       busDir: bus.dir,
       cleanedUp: false,
       stopped,

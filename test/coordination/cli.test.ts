@@ -45,6 +45,16 @@ describe("cfn demo", () => {
     // Metrics were written where the summary says, and the demo's bus dir is gone.
     expect(readFileSync(summary.metrics.jsonl, "utf8")).toMatch(/cfn_coordination_round_seconds/);
     expect(readFileSync(summary.metrics.prometheus, "utf8")).toMatch(/cfn_coordination_tasks_total/);
+    // The embedded default: a single-node Raft group whose leader assigned every team.
+    expect(summary.cluster).toMatchObject({
+      nodeId: "demo-node",
+      role: "leader",
+      agentsRegistered: 12,
+      teams: 3,
+    });
+    expect(summary.cluster.teamsAssigned).toBe(3);
+    expect(readFileSync(summary.metrics.prometheus, "utf8")).toMatch(/cfn_raft_term/);
+    expect(existsSync(summary.cluster.dataDir)).toBe(false);
     expect(existsSync(summary.busDir)).toBe(false);
     expect(readdirSync(root).filter((name) => name.startsWith("demo-"))).toEqual([]);
   });
@@ -81,6 +91,7 @@ describe("cfn demo", () => {
     const result = await runCli(["--log-level", "warn", "demo", "--topology", "hybrid:3", "--json"]);
     expect(result.code).not.toBe(0);
     expect(JSON.parse(result.stderr).error.code).toBe("CFN_ERR_TOPOLOGY_INVALID");
+    expect(result.code).toBe(2);
   });
 });
 
