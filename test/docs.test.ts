@@ -26,7 +26,7 @@ interface MetricDefinition {
 }
 
 /** Every `metrics.counter|gauge|histogram("cfn_…", "help", [labels])` in src/. */
-export function metricDefinitions(): MetricDefinition[] {
+function metricDefinitions(): MetricDefinition[] {
   const pattern =
     /\.(counter|gauge|histogram)\(\s*"(cfn_[a-z0-9_]+)",\s*((?:"(?:[^"\\]|\\.)*"\s*\+?\s*)+|`[^`]*`)(?:,\s*\[([^\]]*)\])?/g;
   const byName = new Map<string, MetricDefinition>();

@@ -2,13 +2,13 @@
 // `cfn`: the command-line interface. Each command group lives in its own file and registers here.
 
 import { Command, CommanderError } from "commander";
+import { registerAgentCommands } from "./agent-commands.js";
 import { registerBusCommands } from "./bus-commands.js";
 import { registerConfigCommands } from "./config-commands.js";
-import { registerNodeCommands } from "./node-commands.js";
-import { registerAgentCommands } from "./agent-commands.js";
 import { registerDemoCommand } from "./demo-command.js";
-import { registerSwarmCommands } from "./swarm-commands.js";
+import { registerNodeCommands } from "./node-commands.js";
 import { EXIT, reportError } from "./output.js";
+import { registerSwarmCommands } from "./swarm-commands.js";
 
 export function buildProgram(): Command {
   const program = new Command();

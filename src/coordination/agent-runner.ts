@@ -321,7 +321,11 @@ export class AgentRunner {
         this.running--;
         for (const wake of this.idle.splice(0)) wake();
         // Pooled hosts: look again only when mail arrived meanwhile or a claimed batch has more.
-        if (!this.stopRequested && this.watchless && (this.wokenWhileBusy || this.mailbox.unsettledCount > 0)) {
+        if (
+          !this.stopRequested &&
+          this.watchless &&
+          (this.wokenWhileBusy || this.mailbox.unsettledCount > 0)
+        ) {
           this.wokenWhileBusy = false;
           this.pump();
         }

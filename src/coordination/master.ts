@@ -169,11 +169,17 @@ export class Master {
     const roundId = request.roundId ?? newRoundId(startedAtMs, this.random);
     const deadlineMs = startedAtMs + (request.timeoutMs ?? 30_000);
     const tasks = planTasks(plan, request);
-    const largestTeam = Math.max(0, ...plan.coordinators.filter((coordinator) => coordinator.leaf).map((team) => team.children.length));
+    const largestTeam = Math.max(
+      0,
+      ...plan.coordinators.filter((coordinator) => coordinator.leaf).map((team) => team.children.length),
+    );
     if (largestTeam > this.bus.config.inboxDepthMax) {
       // One result per worker lands in the team coordinator's inbox: replies beyond the limit wait
       // for room (and are redelivered), which is slower but loses nothing.
-      this.logger.warn("a team is larger than bus.inboxDepthMax; its replies will wait for room", { largestTeam, inboxDepthMax: this.bus.config.inboxDepthMax });
+      this.logger.warn("a team is larger than bus.inboxDepthMax; its replies will wait for room", {
+        largestTeam,
+        inboxDepthMax: this.bus.config.inboxDepthMax,
+      });
     }
     const workers = request.workers ?? new Map<string, WorkerRef>();
     const assigns = topSubtrees(plan, workers).map((subtree) => {

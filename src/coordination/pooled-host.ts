@@ -56,7 +56,8 @@ export class PooledHost {
         const inbox = runner.mailbox.paths.inbox;
         const watcher = watch(inbox, { persistent: false }, (_event, fileName) => {
           // Renames out of the inbox (our own claims) fire too: a stat is cheaper than a rescan.
-          if (typeof fileName === "string" && fileName.length > 0 && !existsSync(join(inbox, fileName))) return;
+          if (typeof fileName === "string" && fileName.length > 0 && !existsSync(join(inbox, fileName)))
+            return;
           this.schedule(runner);
         });
         watcher.on("error", () => watcher.close());

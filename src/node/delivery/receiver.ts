@@ -113,7 +113,13 @@ export class DeliveryReceiver {
           if (next.s !== merged.s || next.f !== merged.f + merged.m.length) break;
           if (merged.m.length + next.m.length > MERGED_MESSAGES_MAX) break;
           queue.shift();
-          merged = { t: "d", s: merged.s, f: merged.f, k: Math.max(merged.k, Math.min(next.k, merged.f - 1)), m: [...merged.m, ...next.m] };
+          merged = {
+            t: "d",
+            s: merged.s,
+            f: merged.f,
+            k: Math.max(merged.k, Math.min(next.k, merged.f - 1)),
+            m: [...merged.m, ...next.m],
+          };
         }
         await this.write(merged, from);
       }
