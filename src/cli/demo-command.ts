@@ -6,6 +6,7 @@ import { type DemoSummary, runDemo } from "../coordination/demo.js";
 import type { CoordinatorPlacement } from "../coordination/swarm.js";
 import { resolveTopology } from "../coordination/topology-source.js";
 import { CfnError } from "../errors.js";
+import { createLogger } from "../obs/logger.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, table } from "./output.js";
 import { intOption, runtimeOption, spawnProgress } from "./swarm-commands.js";
@@ -38,7 +39,10 @@ export function registerDemoCommand(program: Command): void {
     .option("--no-cluster", "skip the embedded single-node cluster (bus and swarm only)")
     .option("--json", "print a JSON summary")
     .action(async (flags: DemoFlags) => {
-      const { config, logger } = buildContext(program);
+      const { config, logger: configuredLogger } = buildContext(program);
+      // The summary is the demo's output: routine info lines (node started, leader elected) would
+      // only interleave with it, so the demo logs warnings and errors unless asked for debug.
+      const logger = config.log.level === "info" ? createLogger("cfn", { level: "warn" }) : configuredLogger;
       const spec = resolveTopology({
         file: flags.topologyFile,
         spec: flags.topology,
