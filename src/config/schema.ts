@@ -55,10 +55,12 @@ export const busSchema = z
 
 export const metricsSchema = z
   .object({
-    jsonlPath: z.string().default("").describe("JSONL metrics stream; empty disables it."),
-    httpPort: int(0, 65_535)
-      .default(9464)
-      .describe("Port of the HTTP /metrics endpoint of a node; 0 picks a free port."),
+    jsonlPath: z
+      .string()
+      .default("")
+      .describe(
+        "JSONL metrics stream; empty disables it. (Prometheus: a node's GET /metrics on node.apiListen.)",
+      ),
   })
   .strict();
 
