@@ -6,12 +6,15 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** The compiled CLI (this file runs from dist/cluster/). */
-export const CLI_PATH = join(here, "..", "src", "cli", "main.js");
+/** The compiled CLI, whether this file runs compiled (dist/cluster/) or as source under vitest. */
+export const CLI_PATH =
+  basename(dirname(here)) === "dist"
+    ? join(here, "..", "src", "cli", "main.js")
+    : join(here, "..", "dist", "src", "cli", "main.js");
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -2,114 +2,33 @@
 // (`node dist/src/cli/main.js node start`) with its own data dir and its own bus root (its own
 // "host"), and is driven through its HTTP API, its bus directory and POSIX signals.
 
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { CLI_PATH, freePort, LaunchedNode, type LaunchedNodeSpec } from "../../cluster/node-launcher.js";
 import { Bus } from "../../src/bus/index.js";
 
-export const CLI = join(import.meta.dirname, "..", "..", "dist", "src", "cli", "main.js");
+export const CLI = CLI_PATH;
 export const TOKEN = "test-cluster-token-0123456789";
 
 export function scratchDir(prefix: string): string {
   return mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), prefix));
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
-export interface NodeSpec {
-  id: string;
-  peerPort: number;
-  apiPort: number;
-  dataDir: string;
-  busRoot: string;
-}
+export type NodeSpec = LaunchedNodeSpec;
 
-export class NodeProcess {
-  readonly spec: NodeSpec;
-  child: ChildProcess | undefined;
-  stdout = "";
-  stderr = "";
-  exitCode: number | null = null;
-  private exited: Promise<number | null> = Promise.resolve(null);
-
+/** A test node: the cluster launcher's node with the tests' token, deep inboxes and helpers. */
+export class NodeProcess extends LaunchedNode {
   constructor(spec: NodeSpec) {
-    this.spec = spec;
+    super(spec, TOKEN);
   }
 
-  get id(): string {
-    return this.spec.id;
-  }
-
-  get api(): string {
-    return `http://127.0.0.1:${this.spec.apiPort}`;
-  }
-
-  get peerUrl(): string {
-    return `ws://127.0.0.1:${this.spec.peerPort}`;
-  }
-
-  /** Spawns the node; resolves once it printed its "started" line (or rejects when it exits). */
-  async start(args: string[], env: Record<string, string> = {}): Promise<void> {
-    this.stdout = "";
-    this.stderr = "";
-    this.exitCode = null;
-    const child = spawn(
-      process.execPath,
-      [
-        CLI,
-        "--bus-root",
-        this.spec.busRoot,
-        "--log-level",
-        "warn",
-        "node",
-        "start",
-        "--id",
-        this.spec.id,
-        "--token",
-        TOKEN,
-        "--data-dir",
-        this.spec.dataDir,
-        "--peer-listen",
-        `127.0.0.1:${this.spec.peerPort}`,
-        "--api-listen",
-        `127.0.0.1:${this.spec.apiPort}`,
-        ...args,
-      ],
-      {
-        env: { ...process.env, CFN_BUS_INBOX_DEPTH_MAX: "100000", ...env },
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    this.child = child;
-    this.exited = new Promise((resolve) => {
-      child.once("exit", (code, signal) => {
-        this.exitCode = code ?? (signal ? 128 : null);
-        resolve(this.exitCode);
-      });
-    });
-    child.stderr?.on("data", (chunk) => {
-      this.stderr += String(chunk);
-    });
-    await new Promise<void>((resolve, reject) => {
-      child.stdout?.on("data", (chunk) => {
-        this.stdout += String(chunk);
-        if (this.stdout.includes('"event":"started"')) resolve();
-      });
-      child.once("exit", (code) =>
-        reject(new Error(`node ${this.id} exited with ${code} before starting:\n${this.stderr}`)),
-      );
-    });
+  /** Deep inboxes by default: these tests count messages, not backpressure. */
+  override async start(args: string[], env: Record<string, string> = {}): Promise<void> {
+    return super.start(args, { CFN_BUS_INBOX_DEPTH_MAX: "100000", ...env });
   }
 
   /** Runs `cfn node start` to completion (for refusals); returns exit code and output. */
@@ -141,17 +60,6 @@ export class NodeProcess {
     });
     const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
     return { code, stderr };
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    this.child?.kill(signal);
-  }
-
-  async waitExit(timeoutMs = 20_000): Promise<number | null> {
-    const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), timeoutMs));
-    const result = await Promise.race([this.exited, timeout]);
-    if (result === "timeout") throw new Error(`node ${this.id} did not exit within ${timeoutMs} ms`);
-    return result;
   }
 
   async kill9(): Promise<void> {
