@@ -24,6 +24,8 @@ import { fileURLToPath } from "node:url";
 import { KvClusterClient } from "./kv-client.js";
 import type { KvNodeStatus } from "./kv-protocol.js";
 
+/** Starts tried when a probed-free port was taken before a node bound it. */
+const START_ATTEMPTS_MAX = 3;
 export const LOOPBACK = "127.0.0.1";
 
 export interface LocalClusterOptions {
@@ -110,8 +112,29 @@ export class LocalCluster {
     this.statusClient = this.client({ requestTimeoutMs: 1_000 });
   }
 
-  /** Allocates ports and dirs and starts every node; resolves when all serve clients. */
+  /**
+   * Allocates ports and dirs and starts every node; resolves when all serve clients. Ports are
+   * probed free before the nodes bind them, so a process running beside us may take one in
+   * between: such a start (EADDRINUSE) is retried from scratch with fresh ports and dirs.
+   */
   static async start(options: LocalClusterOptions = {}): Promise<LocalCluster> {
+    for (let attempt = 1; ; attempt++) {
+      const baseDir =
+        options.baseDir === undefined
+          ? undefined
+          : attempt === 1
+            ? options.baseDir
+            : join(options.baseDir, `attempt-${attempt}`);
+      try {
+        return await LocalCluster.startOnce({ ...options, baseDir });
+      } catch (error) {
+        if (attempt >= START_ATTEMPTS_MAX || !String((error as Error).message).includes("EADDRINUSE"))
+          throw error;
+      }
+    }
+  }
+
+  private static async startOnce(options: LocalClusterOptions): Promise<LocalCluster> {
     const size = options.size ?? 3;
     const baseDir = options.baseDir ?? mkdtempSync(join(tmpdir(), "cfn-cluster-"));
     mkdirSync(baseDir, { recursive: true });
