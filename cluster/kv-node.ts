@@ -17,8 +17,10 @@
 //   --reconnect-max-ms N      cap of the transport's redial backoff (default 250: a restarted
 //                             peer is redialled within 250 ms, so it can vote soon after)
 //   --log-level L             debug|info|warn|error|silent (default info)          [CFN_LOG_LEVEL]
+//   --listen-host H           address both listeners bind (default 127.0.0.1): a host in a
+//                             network namespace or a container binds its own address [CFN_LISTEN_HOST]
 //
-// Listens on 127.0.0.1 only. Prints one JSON line on stdout when serving:
+// Listens on 127.0.0.1 unless --listen-host says otherwise. Prints one JSON line on stdout when serving:
 //   {"event":"ready","id":…,"peerUrl":…,"clientUrl":…}
 // SIGTERM/SIGINT: graceful stop (leadership transfer, flush, close), exit 0.
 
@@ -51,6 +53,8 @@ export interface KvNodeArgs {
   }>;
   logLevel: LogLevel;
   reconnectDelayMsMax: number;
+  /** Address the peer and client listeners bind (chaos runs on netns hosts and containers). */
+  listenHost: string;
 }
 
 /** Default cap of the peer redial backoff: a peer that restarts is redialled within this time
@@ -98,6 +102,7 @@ export function parseKvNodeArgs(argv: string[], env: NodeJS.ProcessEnv): KvNodeA
       "snapshot-entries": { type: "string" },
       "log-level": { type: "string" },
       "reconnect-max-ms": { type: "string" },
+      "listen-host": { type: "string" },
     },
   });
   const id = values.id ?? env.CFN_NODE_ID;
@@ -131,6 +136,7 @@ export function parseKvNodeArgs(argv: string[], env: NodeJS.ProcessEnv): KvNodeA
     host,
     logLevel: (values["log-level"] ?? env.CFN_LOG_LEVEL ?? "info") as LogLevel,
     reconnectDelayMsMax: optionalInt(values["reconnect-max-ms"]) ?? KV_NODE_RECONNECT_DELAY_MS_MAX,
+    listenHost: values["listen-host"] ?? env.CFN_LISTEN_HOST ?? LISTEN_HOST,
   };
 }
 
@@ -151,7 +157,7 @@ export async function startKvNode(
     clusterToken: args.clusterToken,
     logger,
     metrics,
-    host: LISTEN_HOST,
+    host: args.listenHost,
     port: args.peerPort,
     limits: {
       reconnectDelayMsMax: args.reconnectDelayMsMax,
@@ -182,7 +188,7 @@ export async function startKvNode(
     logger,
     clusterToken: args.clusterToken,
     clientUrls,
-    listenHost: LISTEN_HOST,
+    listenHost: args.listenHost,
     port: args.clientPort,
   });
   host.onFatal((error) => {
