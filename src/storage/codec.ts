@@ -5,8 +5,10 @@
 //   "m/identity"               → { clusterId, nodeId, formatVersion }
 //   "m/hardstate"              → HardState
 //   "m/snapshot"               → Snapshot
-//   "e/0000000000000042"       → Entry 42
-// Values are msgpack (useRecords:false, so any reader can decode them without shared structures).
+//   "b/0000000000000042"       → entries 42.. as one binary block (format 2, entry-block.ts)
+//   "e/0000000000000042"       → Entry 42 (format 1; migrated to blocks at open)
+// Other values are msgpack (useRecords:false, so any reader can decode them without shared
+// structures).
 
 import { Packr } from "msgpackr";
 import { assert } from "../errors.js";
@@ -20,6 +22,9 @@ export const ENTRY_KEY_PREFIX = "e/";
 const ENTRY_INDEX_DIGITS = 16;
 /** Upper bound for range scans over entries ("e0" sorts after every "e/…"). */
 export const ENTRY_KEY_END = "e0";
+export const BLOCK_KEY_PREFIX = "b/";
+/** Upper bound for range scans over blocks ("b0" sorts after every "b/…"). */
+export const BLOCK_KEY_END = "b0";
 
 const packr = new Packr({ useRecords: false });
 
@@ -31,8 +36,9 @@ export function entryKey(index: number): string {
   return ENTRY_KEY_PREFIX + String(index).padStart(ENTRY_INDEX_DIGITS, "0");
 }
 
-export function entryIndexOfKey(key: string): number {
-  return Number(key.slice(ENTRY_KEY_PREFIX.length));
+/** Key of the entry block whose first entry is `index` (same digits as entry keys). */
+export function blockKey(index: number): string {
+  return BLOCK_KEY_PREFIX + entryKey(index).slice(ENTRY_KEY_PREFIX.length);
 }
 
 /** Encodes a value into a buffer it owns (pack() returns a view into a pooled buffer). */
@@ -50,6 +56,7 @@ function bytesOf(value: unknown, what: string): Uint8Array {
   return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
 }
 
+/** Format 1's entry value (kept to read, and in tests to write, format-1 data dirs). */
 export function encodeEntry(entry: Entry): Uint8Array {
   return encodeValue({ term: entry.term, index: entry.index, type: entry.type, data: entry.data });
 }

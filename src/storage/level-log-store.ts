@@ -13,22 +13,23 @@ import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import type { Entry, Snapshot } from "../raft/types.js";
 import {
+  BLOCK_KEY_END,
+  BLOCK_KEY_PREFIX,
+  blockKey,
   decodeEntry,
   decodeHardState,
   decodeIdentity,
   decodeSnapshot,
   ENTRY_KEY_END,
   ENTRY_KEY_PREFIX,
-  encodeEntry,
   encodeHardState,
   encodeIdentity,
   encodeSnapshot,
-  entryIndexOfKey,
-  entryKey,
   HARD_STATE_KEY,
   IDENTITY_KEY,
   SNAPSHOT_KEY,
 } from "./codec.js";
+import { type BlockBounds, decodeEntryBlock, encodeEntryBlock, entryBlockBounds } from "./entry-block.js";
 import {
   assertSaveBatch,
   checkSnapshotNewer,
@@ -46,9 +47,10 @@ import { LogStoreMetrics } from "./log-store-metrics.js";
 type Db = ClassicLevel<string, Uint8Array>;
 type BatchOp = { type: "put"; key: string; value: Uint8Array } | { type: "del"; key: string };
 
-/** A SaveBatch encoded at call time; `shape` keeps what the invariant checks need. */
+/** A SaveBatch encoded at call time; `shape` keeps what the invariant checks need (its first
+ *  entry: the block encoder has checked the rest are contiguous). */
 interface EncodedBatch {
-  entries: { index: number; bytes: Uint8Array }[];
+  entries: { first: number; last: number; bytes: Uint8Array } | undefined;
   hardState: Uint8Array | undefined;
   snapshot: { index: number; bytes: Uint8Array } | undefined;
   shape: SaveBatch;
@@ -78,6 +80,9 @@ export class LevelLogStore implements LogStore {
   private readonly identity: StoreIdentity;
   private snapshotIndex = 0;
   private lastIndex = 0;
+  /** The stored entry blocks, in index order (non-overlapping; a block may start at or below
+   *  the snapshot index: load() skips entries the snapshot covers). */
+  private blocks: BlockBounds[] = [];
   private writeChain: Promise<unknown> = Promise.resolve();
   private closed = false;
 
@@ -144,8 +149,10 @@ export class LevelLogStore implements LogStore {
       const snapshotBytes = await this.db.get(SNAPSHOT_KEY);
       const snapshot = snapshotBytes ? decodeSnapshot(snapshotBytes) : undefined;
       const entries: Entry[] = [];
-      for await (const [, value] of this.db.iterator({ gte: ENTRY_KEY_PREFIX, lt: ENTRY_KEY_END })) {
-        entries.push(decodeEntry(value));
+      for await (const [, value] of this.db.iterator({ gte: BLOCK_KEY_PREFIX, lt: BLOCK_KEY_END })) {
+        for (const entry of decodeEntryBlock(value)) {
+          if (entry.index > this.snapshotIndex) entries.push(entry);
+        }
       }
       return {
         hardState: hardStateBytes ? decodeHardState(hardStateBytes) : { ...ZERO_HARD_STATE },
@@ -166,14 +173,24 @@ export class LevelLogStore implements LogStore {
   async save(batch: SaveBatch): Promise<void> {
     this.assertOpen();
     // Encode now: the caller may reuse its buffers as soon as save() returns.
+    const count = batch.entries.length;
     const encoded: EncodedBatch = {
-      entries: batch.entries.map((entry) => ({ index: entry.index, bytes: encodeEntry(entry) })),
+      entries:
+        count > 0
+          ? {
+              first: batch.entries[0].index,
+              last: batch.entries[count - 1].index,
+              bytes: encodeEntryBlock(batch.entries),
+            }
+          : undefined,
       hardState: batch.hardState ? encodeHardState(batch.hardState) : undefined,
       snapshot: batch.snapshot
         ? { index: batch.snapshot.metadata.index, bytes: encodeSnapshot(batch.snapshot) }
         : undefined,
       shape: {
-        entries: batch.entries.map(({ index, term, type }) => ({ index, term, type, data: NO_BYTES })),
+        entries: batch.entries
+          .slice(0, 1)
+          .map(({ index, term, type }) => ({ index, term, type, data: NO_BYTES })),
         snapshot: batch.snapshot ? { metadata: batch.snapshot.metadata, data: NO_BYTES } : undefined,
       },
     };
@@ -203,39 +220,63 @@ export class LevelLogStore implements LogStore {
     const ops: BatchOp[] = [];
     let snapshotIndex = this.snapshotIndex;
     let lastIndex = this.lastIndex;
+    let blocks = this.blocks;
     if (batch.snapshot && batch.shape.snapshot) {
       checkSnapshotNewer(batch.shape.snapshot, this.snapshotIndex);
-      for (let index = snapshotIndex + 1; index <= lastIndex; index++) {
-        ops.push({ type: "del", key: entryKey(index) });
-      }
+      for (const block of blocks) ops.push({ type: "del", key: blockKey(block.first) });
+      blocks = [];
       ops.push({ type: "put", key: SNAPSHOT_KEY, value: batch.snapshot.bytes });
       snapshotIndex = batch.snapshot.index;
       lastIndex = snapshotIndex;
     }
-    if (batch.entries.length > 0) {
-      const newLast = batch.entries[batch.entries.length - 1].index;
-      // The conflicting suffix beyond the new last entry; the rest is overwritten by the puts.
-      for (let index = newLast + 1; index <= lastIndex; index++) {
-        ops.push({ type: "del", key: entryKey(index) });
+    const appended = batch.entries;
+    if (appended) {
+      // The conflicting suffix: blocks from the first new index on go; a block straddling it is
+      // rewritten without its tail (rare: a follower whose log diverged from a new leader's).
+      const kept: BlockBounds[] = [];
+      for (const block of blocks) {
+        if (block.last < appended.first) {
+          kept.push(block);
+          continue;
+        }
+        ops.push({ type: "del", key: blockKey(block.first) });
+        if (block.first < appended.first && appended.first - 1 > snapshotIndex) {
+          const head = await this.readBlockHead(block.first, appended.first - 1);
+          ops.push({ type: "put", key: blockKey(block.first), value: head });
+          kept.push({ first: block.first, last: appended.first - 1 });
+        }
       }
-      for (const entry of batch.entries)
-        ops.push({ type: "put", key: entryKey(entry.index), value: entry.bytes });
-      lastIndex = newLast;
+      ops.push({ type: "put", key: blockKey(appended.first), value: appended.bytes });
+      kept.push({ first: appended.first, last: appended.last });
+      blocks = kept;
+      lastIndex = appended.last;
     }
     if (batch.hardState) ops.push({ type: "put", key: HARD_STATE_KEY, value: batch.hardState });
     if (ops.length === 0) return;
-    await this.writeSynced(ops, batch.entries.length);
+    await this.writeSynced(ops, appended ? appended.last - appended.first + 1 : 0);
     this.snapshotIndex = snapshotIndex;
     this.lastIndex = lastIndex;
+    this.blocks = blocks;
+  }
+
+  /** The entries first..last of the stored block starting at `first`, re-encoded as a block. */
+  private async readBlockHead(first: number, last: number): Promise<Uint8Array> {
+    const bytes = await this.db.get(blockKey(first));
+    if (bytes === undefined) throw storageError(`entry block ${first} is missing`, "not found");
+    return encodeEntryBlock(decodeEntryBlock(bytes).slice(0, last - first + 1));
   }
 
   private async writeCompact(shape: Snapshot, bytes: Uint8Array): Promise<void> {
     checkSnapshotNewer(shape, this.snapshotIndex);
     const index = shape.metadata.index;
     const ops: BatchOp[] = [{ type: "put", key: SNAPSHOT_KEY, value: bytes }];
-    const dropUpTo = Math.min(index, this.lastIndex);
-    for (let i = this.snapshotIndex + 1; i <= dropUpTo; i++) ops.push({ type: "del", key: entryKey(i) });
+    // Blocks wholly covered by the snapshot go; one straddling it stays until a later
+    // compaction covers it (load() skips its covered entries).
+    const kept = this.blocks.filter((block) => block.last > index);
+    for (const block of this.blocks)
+      if (block.last <= index) ops.push({ type: "del", key: blockKey(block.first) });
     await this.writeSynced(ops, 0);
+    this.blocks = kept;
     this.snapshotIndex = index;
     this.lastIndex = Math.max(this.lastIndex, index);
   }
@@ -264,6 +305,10 @@ export class LevelLogStore implements LogStore {
     if (stored.clusterId !== this.identity.clusterId || stored.nodeId !== this.identity.nodeId) {
       throw foreignDataDirError(this.path, stored, this.identity);
     }
+    if (stored.formatVersion === 1) {
+      await this.migrateFromFormat1();
+      return;
+    }
     if (stored.formatVersion !== LOG_STORE_FORMAT_VERSION) {
       throw new CfnError(
         "CFN_ERR_STORAGE",
@@ -276,11 +321,31 @@ export class LevelLogStore implements LogStore {
   private async readBounds(): Promise<void> {
     const snapshotBytes = await this.db.get(SNAPSHOT_KEY);
     this.snapshotIndex = snapshotBytes ? decodeSnapshot(snapshotBytes).metadata.index : 0;
-    const last = await this.db
-      .keys({ gte: ENTRY_KEY_PREFIX, lt: ENTRY_KEY_END, reverse: true, limit: 1 })
-      .all();
-    this.lastIndex =
-      last.length > 0 ? Math.max(entryIndexOfKey(last[0]), this.snapshotIndex) : this.snapshotIndex;
+    this.blocks = [];
+    for await (const value of this.db.values({ gte: BLOCK_KEY_PREFIX, lt: BLOCK_KEY_END })) {
+      this.blocks.push(entryBlockBounds(value));
+    }
+    const last = this.blocks.at(-1)?.last ?? 0;
+    this.lastIndex = Math.max(last, this.snapshotIndex);
+  }
+
+  /**
+   * Rewrites a format-1 data dir (one key per entry) as format 2 (one block) in one synced
+   * batch, so a node upgraded in place keeps its log.
+   */
+  private async migrateFromFormat1(): Promise<void> {
+    const entries: Entry[] = [];
+    const ops: BatchOp[] = [];
+    for await (const [key, value] of this.db.iterator({ gte: ENTRY_KEY_PREFIX, lt: ENTRY_KEY_END })) {
+      entries.push(decodeEntry(value));
+      ops.push({ type: "del", key });
+    }
+    if (entries.length > 0)
+      ops.push({ type: "put", key: blockKey(entries[0].index), value: encodeEntryBlock(entries) });
+    const record = { ...this.identity, formatVersion: LOG_STORE_FORMAT_VERSION };
+    ops.push({ type: "put", key: IDENTITY_KEY, value: encodeIdentity(record) });
+    await this.writeSynced(ops, entries.length);
+    this.logger.info("data dir migrated to format 2", { path: this.path, entries: entries.length });
   }
 
   private serialize<T>(operation: () => Promise<T>): Promise<T> {

@@ -64,7 +64,8 @@ export interface LogStore {
   close(): Promise<void>;
 }
 
-export const LOG_STORE_FORMAT_VERSION = 1;
+/** 2: entries stored as one block per save (format 1, one key per entry, is migrated at open). */
+export const LOG_STORE_FORMAT_VERSION = 2;
 
 export const ZERO_HARD_STATE: HardState = { term: 0, vote: "", commit: 0 };
 
