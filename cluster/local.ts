@@ -16,13 +16,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, type WriteStream } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { KvClusterClient } from "./kv-client.js";
 import type { KvNodeStatus } from "./kv-protocol.js";
+import { reservePort } from "./ports.js";
 
 /** Starts tried when a probed-free port was taken before a node bound it. */
 const START_ATTEMPTS_MAX = 3;
@@ -46,10 +46,30 @@ export interface LocalClusterOptions {
   entry?: string;
   /** How long start() and restart() wait for a node to serve. Default 15,000 ms. */
   startTimeoutMs?: number;
+  /** Where each node runs; default every node on loopback with reserved ports. */
+  placement?: NodePlacement;
 }
+
+/**
+ * Puts nodes on hosts: the address a node binds and is dialled at, its ports, and the command
+ * prefix that runs it there (e.g. `ip netns exec <ns>`; cluster/netns.ts). The prefix must exec
+ * the node (keep its pid), so that signals reach the node itself.
+ */
+export interface NodePlacement {
+  address(id: string): string;
+  ports(id: string): Promise<{ peerPort: number; clientPort: number }>;
+  commandPrefix(id: string): string[];
+}
+
+const loopbackPlacement: NodePlacement = {
+  address: () => LOOPBACK,
+  ports: async () => ({ peerPort: await freePort(), clientPort: await freePort() }),
+  commandPrefix: () => [],
+};
 
 export interface LocalNode {
   id: string;
+  address: string;
   peerPort: number;
   clientPort: number;
   dataDir: string;
@@ -74,17 +94,23 @@ export function repoRoot(): string {
   return dir;
 }
 
-/** A free TCP port on loopback (asked of the OS, then released). */
+/** A TCP port on loopback for a node to bind, reserved below the ephemeral range so that no
+ *  other process is given it before the node binds (cluster/ports.ts). */
 export async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, LOOPBACK, () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolvePort(port));
-    });
-  });
+  return reservePort(LOOPBACK);
+}
+
+/** The leader a majority of a cluster of `size` agree on (same id and term), given the statuses
+ *  of the nodes that answered (undefined for those that did not), or undefined. */
+export function agreedLeader(answers: (KvNodeStatus | undefined)[], size: number): string | undefined {
+  const statuses = answers.filter((status) => status !== undefined);
+  const leaders = statuses.filter((status) => status.role === "leader");
+  if (leaders.length === 0) return undefined;
+  const newest = leaders.reduce((a, b) => (b.term > a.term ? b : a));
+  const agreeing = statuses.filter(
+    (status) => status.leader === newest.id && status.term === newest.term,
+  ).length;
+  return agreeing > size / 2 ? newest.id : undefined;
 }
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
@@ -139,16 +165,19 @@ export class LocalCluster {
     const baseDir = options.baseDir ?? mkdtempSync(join(tmpdir(), "cfn-cluster-"));
     mkdirSync(baseDir, { recursive: true });
     const nodes: LocalNode[] = [];
+    const placement = options.placement ?? loopbackPlacement;
     for (let i = 1; i <= size; i++) {
       const id = `n${i}`;
-      const clientPort = await freePort();
+      const address = placement.address(id);
+      const { peerPort, clientPort } = await placement.ports(id);
       nodes.push({
         id,
-        peerPort: await freePort(),
+        address,
+        peerPort,
         clientPort,
         dataDir: join(baseDir, id, "data"),
         logPath: join(baseDir, `${id}.log`),
-        clientUrl: `ws://${LOOPBACK}:${clientPort}`,
+        clientUrl: `ws://${address}:${clientPort}`,
         process: undefined,
       });
     }
@@ -203,16 +232,8 @@ export class LocalCluster {
 
   /** The leader as the running nodes see it: one a majority of them name, who says it leads. */
   async leader(): Promise<string | undefined> {
-    const statuses = (await Promise.all(this.nodes.map((node) => this.status(node.id)))).filter(
-      (s) => s !== undefined,
-    );
-    const leaders = statuses.filter((status) => status.role === "leader");
-    if (leaders.length === 0) return undefined;
-    const newest = leaders.reduce((a, b) => (b.term > a.term ? b : a));
-    const agreeing = statuses.filter(
-      (status) => status.leader === newest.id && status.term === newest.term,
-    ).length;
-    return agreeing > this.nodes.length / 2 ? newest.id : undefined;
+    const statuses = await Promise.all(this.nodes.map((node) => this.status(node.id)));
+    return agreedLeader(statuses, this.nodes.length);
   }
 
   async waitForLeader(timeoutMs = 15_000, except?: string): Promise<string> {
@@ -236,6 +257,16 @@ export class LocalCluster {
     await exited;
   }
 
+  /** SIGSTOP: the node stays alive but silent (its peers time it out), until resume(). */
+  pause(id: string): void {
+    if (this.isRunning(id)) this.node(id).process?.kill("SIGSTOP");
+  }
+
+  /** SIGCONT after pause(). */
+  resume(id: string): void {
+    if (this.isRunning(id)) this.node(id).process?.kill("SIGCONT");
+  }
+
   /** Starts a stopped node again with the same id, ports and data dir. */
   async restart(id: string): Promise<void> {
     const node = this.node(id);
@@ -251,6 +282,7 @@ export class LocalCluster {
         const child = node.process;
         if (!child || child.exitCode !== null || child.signalCode !== null) return;
         const exited = new Promise<void>((done) => child.once("exit", () => done()));
+        child.kill("SIGCONT"); // a paused node would never handle the SIGTERM
         child.kill("SIGTERM");
         const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
         await exited;
@@ -263,9 +295,12 @@ export class LocalCluster {
   }
 
   private launch(node: LocalNode): Promise<void> {
-    const peers = this.nodes.map((n) => `${n.id}=${LOOPBACK}:${n.peerPort}`).join(",");
-    const clients = this.nodes.map((n) => `${n.id}=${LOOPBACK}:${n.clientPort}`).join(",");
+    const peers = this.nodes.map((n) => `${n.id}=${n.address}:${n.peerPort}`).join(",");
+    const clients = this.nodes.map((n) => `${n.id}=${n.address}:${n.clientPort}`).join(",");
+    const prefix = (this.options.placement ?? loopbackPlacement).commandPrefix(node.id);
     const args = [
+      ...prefix.slice(1),
+      ...(prefix.length > 0 ? [process.execPath] : []),
       ...(this.options.execArgv ?? []),
       this.entry,
       "--id",
@@ -278,6 +313,8 @@ export class LocalCluster {
       node.dataDir,
       "--log-level",
       this.options.logLevel ?? "info",
+      "--listen-host",
+      node.address,
       ...(this.options.nodeArgs ?? []),
     ];
     mkdirSync(dirname(node.dataDir), { recursive: true });
@@ -286,7 +323,7 @@ export class LocalCluster {
       log = createWriteStream(node.logPath, { flags: "a" });
       this.logs.set(node.id, log);
     }
-    const child = spawn(process.execPath, args, {
+    const child = spawn(prefix[0] ?? process.execPath, args, {
       env: { ...process.env, CFN_CLUSTER_TOKEN: this.clusterToken },
       stdio: ["ignore", "pipe", "pipe"],
       cwd: this.baseDir,

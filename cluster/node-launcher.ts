@@ -4,10 +4,10 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { reservePort } from "./ports.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The compiled CLI, whether this file runs compiled (dist/cluster/) or as source under vitest. */
@@ -16,15 +16,10 @@ export const CLI_PATH =
     ? join(here, "..", "src", "cli", "main.js")
     : join(here, "..", "dist", "src", "cli", "main.js");
 
+/** A port for a node to bind: reserved below the ephemeral range, so nothing else takes it
+ *  between now and the child's bind (cluster/ports.ts; this was a race before). */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
+  return reservePort("127.0.0.1");
 }
 
 export interface LaunchedNodeSpec {
