@@ -13,6 +13,7 @@ import {
 import { sendDirect } from "../coordination/direct.js";
 import { PooledHost } from "../coordination/pooled-host.js";
 import { CfnError } from "../errors.js";
+import { startTracing } from "../obs/tracing.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine } from "./output.js";
 
@@ -69,6 +70,13 @@ export function registerAgentCommands(program: Command): void {
     .argument("[command...]", "the command and its arguments, after --")
     .action(async (command: string[], options: RunOptions) => {
       const { config, logger, metrics } = buildContext(program);
+      const tracing = startTracing({
+        config: config.tracing,
+        defaultServiceName: "cfn-agent",
+        instanceId: options.id,
+        logger,
+        metrics,
+      });
       const bus = new Bus({ config: config.bus, logger, metrics });
       const runner = new AgentRunner({
         bus,
@@ -91,7 +99,11 @@ export function registerAgentCommands(program: Command): void {
       process.on("SIGTERM", stop);
       process.on("SIGINT", stop);
       process.on("SIGUSR2", () => {}); // doorbell of lean agents: harmless here (fs.watch wakes us)
-      await runner.run();
+      try {
+        await runner.run();
+      } finally {
+        await tracing.shutdown(); // the last tasks' spans leave before the process does
+      }
       process.off("SIGTERM", stop);
       process.off("SIGINT", stop);
       process.exitCode = EXIT.ok;

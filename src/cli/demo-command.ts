@@ -7,6 +7,7 @@ import type { CoordinatorPlacement } from "../coordination/swarm.js";
 import { resolveTopology } from "../coordination/topology-source.js";
 import { CfnError } from "../errors.js";
 import { createLogger } from "../obs/logger.js";
+import { startTracing } from "../obs/tracing.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, table } from "./output.js";
 import { intOption, runtimeOption, spawnProgress } from "./swarm-commands.js";
@@ -63,6 +64,14 @@ export function registerDemoCommand(program: Command): void {
         );
       let progress: ReturnType<typeof spawnProgress> | undefined;
       const interactive = !flags.json && process.stderr.isTTY;
+      // The demo's master, in-process coordinators and embedded node share this process's tracer.
+      const tracing = startTracing({
+        config: config.tracing,
+        defaultServiceName: "cfn-demo",
+        instanceId: `demo-${process.pid}`,
+        nodeId: flags.cluster !== false ? "demo-node" : undefined,
+        logger,
+      });
       const summary = await runDemo({
         topology: spec,
         bus: config.bus,
@@ -85,7 +94,7 @@ export function registerDemoCommand(program: Command): void {
               `\rround: ${round.settled}/${round.tasks} results streamed in (${round.teamsDone.length > 0 ? `team ${round.teamsDone.map((team) => team.team).join(", ")} done` : "…"})      `,
             );
         },
-      });
+      }).finally(() => tracing.shutdown());
       if (interactive) process.stderr.write("\n");
       if (flags.json) printJson(summary);
       else for (const line of summaryLines(summary)) printLine(line);

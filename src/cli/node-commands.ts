@@ -7,6 +7,7 @@ import { CfnError, isCfnError } from "../errors.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../node/cluster-file.js";
 import { apiRequest, ClusterNode } from "../node/node.js";
 import { parseNodeConfig } from "../node/node-config.js";
+import { startTracing, type Tracing } from "../obs/tracing.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, reportError, table } from "./output.js";
 
@@ -139,11 +140,22 @@ export function registerNodeCommands(program: Command): void {
       process.on("SIGTERM", sigterm);
       process.on("SIGINT", sigint);
       let started: ClusterNode;
+      let tracing: Tracing | undefined;
       try {
         // Flags and the cluster file override the `node` section of the configuration.
         const nodeConfig = parseNodeConfig({ ...config.node, ...nodeSettingsFromFlags(flags) });
+        // Before the node starts, so its first spans (and the delivery/coordination ones) export.
+        tracing = startTracing({
+          config: config.tracing,
+          defaultServiceName: "cfn-node",
+          instanceId: nodeConfig.id,
+          nodeId: nodeConfig.id,
+          logger,
+          metrics,
+        });
         started = await ClusterNode.start({ config: nodeConfig, bus: config.bus, logger, metrics });
       } catch (error) {
+        await tracing?.shutdown();
         process.off("SIGTERM", sigterm);
         process.off("SIGINT", sigint);
         // A node that cannot start safely refuses with a clear message and exit status 2.
@@ -169,7 +181,9 @@ export function registerNodeCommands(program: Command): void {
         onSignal = (signal: string) => {
           if (stopping) return; // a second signal during the shutdown is ignored: it is bounded
           stopping = true;
-          void started.shutdown(signal).then((report) => {
+          void started.shutdown(signal).then(async (report) => {
+            // The node's last spans (its shutdown included) are flushed before the process ends.
+            await tracing?.shutdown();
             printJson({ event: "stopped", id: started.id, ...report });
             resolve();
           });

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 import { nodeSchema } from "./node-schema.js";
+import { tracingSchema } from "./tracing-schema.js";
 
 const MiB = 1024 * 1024;
 
@@ -92,6 +93,7 @@ export const configSchema = z
     log: logSchema.default(logSchema.parse({})),
     demo: demoSchema.default(demoSchema.parse({})),
     node: nodeSchema.default(nodeSchema.parse({})),
+    tracing: tracingSchema.default(tracingSchema.parse({})),
   })
   .strict()
   .superRefine((config, ctx) => {
