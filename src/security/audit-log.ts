@@ -1,0 +1,338 @@
+// The durable audit log of a node (LevelDB at <dataDir>/audit): who did what, when, with which
+// outcome, for every state-changing API request this node served and every refused request.
+//
+// Tamper evidence: each entry records the hash of the previous one and its own hash over its
+// fields (SHA-256), so changing, inserting or removing an entry breaks the chain at that point;
+// `verify` walks it. Retention (auditRetentionDays, auditEntriesMax) deletes the oldest entries
+// and moves the anchor (first kept seq and the prev hash it must carry) in the same batch.
+// A chain cannot prove nothing was cut off its end: export the head hash elsewhere to anchor it.
+//
+// Keys:  e!<seq:16>   an entry (JSON)
+//        meta!anchor  {seq, prev} of the first kept entry
+//
+// Appends are group-committed: entries are chained in call order at once, written in synced
+// batches of at most batchEntriesMax; `append` resolves when its entry is durable.
+
+import { createHash } from "node:crypto";
+import { resolve } from "node:path";
+import { ClassicLevel } from "classic-level";
+import { CfnError } from "../errors.js";
+import type { Logger } from "../obs/logger.js";
+
+type Db = ClassicLevel<string, string>;
+
+export type AuditOutcome = "ok" | "denied" | "failed";
+
+/** What a caller records; the log adds seq, time, chain hashes. */
+export interface AuditRecord {
+  node: string;
+  requestId: string;
+  principal: string;
+  /** `METHOD /path` of the request, or a named action such as `token.create`. */
+  action: string;
+  outcome: AuditOutcome;
+  /** HTTP status of the answer. */
+  status: number;
+  remote: string;
+  detail?: Record<string, unknown>;
+}
+
+export interface AuditEntry extends AuditRecord {
+  seq: number;
+  at: string;
+  prev: string;
+  hash: string;
+}
+
+export interface AuditQuery {
+  sinceMs?: number;
+  principal?: string;
+  /** Prefix of the action (e.g. "POST /v1/members", "token."). */
+  action?: string;
+  outcome?: AuditOutcome;
+  /** Most recent matching entries returned (oldest first). */
+  limit: number;
+}
+
+export interface AuditVerifyReport {
+  ok: boolean;
+  entries: number;
+  firstSeq: number;
+  headSeq: number;
+  headHash: string;
+  /** The first entry where the chain breaks. */
+  problem?: { seq: number; reason: string };
+}
+
+export interface AuditLogOptions {
+  path: string;
+  logger: Logger;
+  retentionDays: number;
+  entriesMax: number;
+  batchEntriesMax: number;
+  /** Clock for entry times and retention (tests move it). */
+  now?: () => number;
+}
+
+const GENESIS = "0".repeat(64);
+const SEQ_DIGITS = 16;
+/** Entries chained but not yet written; past this an append is refused (the disk is stuck). */
+export const AUDIT_PENDING_ENTRIES_MAX = 10_000;
+const openPaths = new Set<string>();
+
+function entryKey(seq: number): string {
+  return `e!${String(seq).padStart(SEQ_DIGITS, "0")}`;
+}
+
+/** The hash of an entry: over the previous hash and its fields in a fixed order. */
+export function hashEntry(entry: Omit<AuditEntry, "hash">): string {
+  const fields = [
+    entry.seq,
+    entry.at,
+    entry.node,
+    entry.requestId,
+    entry.principal,
+    entry.action,
+    entry.outcome,
+    entry.status,
+    entry.remote,
+    entry.detail ?? null,
+  ];
+  return createHash("sha256").update(entry.prev).update("\n").update(JSON.stringify(fields)).digest("hex");
+}
+
+export class AuditLog {
+  private readonly db: Db;
+  private readonly path: string;
+  private readonly options: AuditLogOptions;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private anchor: { seq: number; prev: string };
+  private headSeq: number;
+  private headHash: string;
+  private firstSeq: number;
+  private pending: { entry: AuditEntry; done: (error?: unknown) => void }[] = [];
+  private writing: Promise<void> | undefined;
+  private pruning: Promise<number> = Promise.resolve(0);
+  private closed = false;
+
+  private constructor(
+    db: Db,
+    path: string,
+    options: AuditLogOptions,
+    state: { anchor: { seq: number; prev: string }; first: number; head: number; headHash: string },
+  ) {
+    this.db = db;
+    this.path = path;
+    this.options = options;
+    this.logger = options.logger.child("audit");
+    this.now = options.now ?? Date.now;
+    this.anchor = state.anchor;
+    this.firstSeq = state.first;
+    this.headSeq = state.head;
+    this.headHash = state.headHash;
+  }
+
+  /** Opens (creating) the log; CFN_ERR_DATA_DIR_LOCKED when it is open already. */
+  static async open(options: AuditLogOptions): Promise<AuditLog> {
+    const path = resolve(options.path);
+    if (openPaths.has(path))
+      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `audit log ${path} is already open in this process`, {
+        path,
+      });
+    openPaths.add(path);
+    const db: Db = new ClassicLevel<string, string>(path, { keyEncoding: "utf8", valueEncoding: "utf8" });
+    try {
+      try {
+        await db.open({ createIfMissing: true });
+      } catch (error) {
+        const locked = (error as { cause?: { code?: string } }).cause?.code === "LEVEL_LOCKED";
+        throw new CfnError(
+          locked ? "CFN_ERR_DATA_DIR_LOCKED" : "CFN_ERR_STORAGE",
+          `cannot open audit log ${path}: ${String(error)}`,
+          { path },
+        );
+      }
+      const anchorText = await db.get("meta!anchor");
+      const anchor = anchorText
+        ? (JSON.parse(anchorText) as { seq: number; prev: string })
+        : { seq: 1, prev: GENESIS };
+      let head = anchor.seq - 1;
+      let headHash = anchor.prev;
+      for await (const value of db.values({ gte: "e!", lt: "e!\xff", reverse: true, limit: 1 })) {
+        const last = JSON.parse(value) as AuditEntry;
+        head = last.seq;
+        headHash = last.hash;
+      }
+      return new AuditLog(db, path, options, { anchor, first: anchor.seq, head, headHash });
+    } catch (error) {
+      openPaths.delete(path);
+      await db.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** Entries kept now (written or pending). */
+  get size(): number {
+    return this.headSeq - this.firstSeq + 1;
+  }
+
+  get head(): { seq: number; hash: string } {
+    return { seq: this.headSeq, hash: this.headHash };
+  }
+
+  /** Chains the record now and resolves with the entry once it is on disk. */
+  append(record: AuditRecord): Promise<AuditEntry> {
+    if (this.closed) return Promise.reject(new CfnError("CFN_ERR_CLOSED", "the audit log is closed"));
+    if (this.pending.length >= AUDIT_PENDING_ENTRIES_MAX)
+      return Promise.reject(new CfnError("CFN_ERR_STORAGE", "audit log writes are stuck; entry refused"));
+    const unhashed = {
+      ...record,
+      seq: this.headSeq + 1,
+      at: new Date(this.now()).toISOString(),
+      prev: this.headHash,
+    };
+    const entry: AuditEntry = { ...unhashed, hash: hashEntry(unhashed) };
+    this.headSeq = entry.seq;
+    this.headHash = entry.hash;
+    return new Promise<AuditEntry>((resolveEntry, reject) => {
+      this.pending.push({ entry, done: (error) => (error ? reject(error) : resolveEntry(entry)) });
+      if (!this.writing) this.writing = this.writeLoop();
+    });
+  }
+
+  /** Waits until every entry appended so far is on disk. */
+  async flush(): Promise<void> {
+    while (this.writing) await this.writing;
+  }
+
+  private async writeLoop(): Promise<void> {
+    try {
+      // Entries appended while a batch or the prune is written are picked up by the next turn.
+      while (this.pending.length > 0) {
+        await this.writeBatch(this.pending.splice(0, this.options.batchEntriesMax));
+        // Pruning waits for a batch's worth of excess, so it runs once per batch, not per entry.
+        if (this.size >= this.options.entriesMax + this.options.batchEntriesMax) await this.prune();
+      }
+    } finally {
+      this.writing = undefined;
+    }
+  }
+
+  private async writeBatch(batch: { entry: AuditEntry; done: (error?: unknown) => void }[]): Promise<void> {
+    const ops = batch.map(({ entry }) => ({
+      type: "put" as const,
+      key: entryKey(entry.seq),
+      value: JSON.stringify(entry),
+    }));
+    try {
+      await this.db.batch(ops, { sync: true });
+      for (const item of batch) item.done();
+    } catch (error) {
+      this.logger.error("audit entries not written", { error, entries: batch.length });
+      for (const item of batch)
+        item.done(new CfnError("CFN_ERR_STORAGE", `audit write failed: ${String(error)}`));
+    }
+  }
+
+  /**
+   * Deletes entries past retention (older than retentionDays, or beyond entriesMax, oldest first)
+   * and moves the anchor in the same batch. Returns how many were deleted.
+   */
+  prune(): Promise<number> {
+    // Serialized: two overlapping sweeps could move the anchor backwards.
+    const run = this.pruning.then(() => this.pruneNow());
+    this.pruning = run.catch(() => 0);
+    return run;
+  }
+
+  private async pruneNow(): Promise<number> {
+    const cutoff = this.now() - this.options.retentionDays * 86_400_000;
+    const countCut = this.headSeq - this.options.entriesMax; // delete seq ≤ countCut
+    let newFirst = this.firstSeq;
+    let newPrev = this.anchor.prev;
+    for await (const value of this.db.values({ gte: entryKey(this.firstSeq), lt: "e!\xff" })) {
+      const entry = JSON.parse(value) as AuditEntry;
+      if (entry.seq > countCut && Date.parse(entry.at) >= cutoff) break;
+      newFirst = entry.seq + 1;
+      newPrev = entry.hash;
+    }
+    if (newFirst === this.firstSeq) return 0;
+    const ops: ({ type: "del"; key: string } | { type: "put"; key: string; value: string })[] = [];
+    for (let seq = this.firstSeq; seq < newFirst; seq++) ops.push({ type: "del", key: entryKey(seq) });
+    const anchor = { seq: newFirst, prev: newPrev };
+    ops.push({ type: "put", key: "meta!anchor", value: JSON.stringify(anchor) });
+    await this.db.batch(ops, { sync: true });
+    const deleted = newFirst - this.firstSeq;
+    this.anchor = anchor;
+    this.firstSeq = newFirst;
+    return deleted;
+  }
+
+  /** The most recent entries matching the query, oldest first. */
+  async query(query: AuditQuery): Promise<AuditEntry[]> {
+    await this.flush();
+    const found: AuditEntry[] = [];
+    for await (const value of this.db.values({ gte: "e!", lt: "e!\xff", reverse: true })) {
+      const entry = JSON.parse(value) as AuditEntry;
+      if (query.sinceMs !== undefined && Date.parse(entry.at) < query.sinceMs) break;
+      if (query.principal !== undefined && entry.principal !== query.principal) continue;
+      if (query.action !== undefined && !entry.action.startsWith(query.action)) continue;
+      if (query.outcome !== undefined && entry.outcome !== query.outcome) continue;
+      found.push(entry);
+      if (found.length >= query.limit) break;
+    }
+    return found.reverse();
+  }
+
+  /** Walks the chain from the anchor to the head; reports the first break. */
+  async verify(): Promise<AuditVerifyReport> {
+    await this.flush();
+    let expectedSeq = this.anchor.seq;
+    let prev = this.anchor.prev;
+    let entries = 0;
+    const report = (problem?: { seq: number; reason: string }): AuditVerifyReport => ({
+      ok: problem === undefined,
+      entries,
+      firstSeq: this.anchor.seq,
+      headSeq: expectedSeq - 1,
+      headHash: prev,
+      ...(problem ? { problem } : {}),
+    });
+    for await (const [key, value] of this.db.iterator({ gte: "e!", lt: "e!\xff" })) {
+      let entry: AuditEntry;
+      try {
+        entry = JSON.parse(value) as AuditEntry;
+      } catch {
+        return report({ seq: expectedSeq, reason: "entry is not JSON" });
+      }
+      if (key !== entryKey(expectedSeq) || entry.seq !== expectedSeq)
+        return report({ seq: expectedSeq, reason: `entry ${expectedSeq} missing (found ${key})` });
+      if (entry.prev !== prev)
+        return report({ seq: entry.seq, reason: "prev does not match the previous entry's hash" });
+      const { hash, ...unhashed } = entry;
+      if (hashEntry(unhashed) !== hash)
+        return report({ seq: entry.seq, reason: "hash does not match the entry's content" });
+      prev = hash;
+      expectedSeq++;
+      entries++;
+    }
+    if (expectedSeq - 1 !== this.headSeq)
+      return report({
+        seq: expectedSeq,
+        reason: `entries after ${expectedSeq - 1} missing (head ${this.headSeq})`,
+      });
+    return report();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.flush();
+    this.closed = true;
+    try {
+      await this.db.close();
+    } finally {
+      openPaths.delete(this.path);
+    }
+  }
+}
