@@ -1,10 +1,13 @@
 // A small replicated key-value store: the state machine used by tests, the chaos simulator and
-// the benchmarks. Commands are JSON bytes (readable in a log dump, no codec dependency) and carry
+// the benchmarks. Commands are compact binary (kv-codec.ts; JSON is still read) and carry
 // a client session (clientId, requestId) so a proposal retried after a timeout or leader change
 // takes effect at most once (Raft dissertation §6.3). Pure: no node:*, no clock, no randomness.
 
 import { type Entry, EntryType } from "../raft/types.js";
+import { decodeKvCommand } from "./kv-codec.js";
 import type { StateMachine } from "./types.js";
+
+export { decodeKvCommand, encodeKvCommand } from "./kv-codec.js";
 
 export type KvOp = "put" | "get" | "delete" | "cas";
 
@@ -52,41 +55,6 @@ interface Session {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
-
-/** Encodes a command as the bytes of a Raft proposal. */
-export function encodeKvCommand(command: KvCommand): Uint8Array {
-  return encoder.encode(JSON.stringify(command));
-}
-
-/** Decodes proposal bytes; returns undefined for anything that is not a well-formed KvCommand. */
-export function decodeKvCommand(data: Uint8Array): KvCommand | undefined {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(decoder.decode(data));
-  } catch {
-    return undefined;
-  }
-  if (typeof parsed !== "object" || parsed === null) return undefined;
-  const c = parsed as Record<string, unknown>;
-  if (typeof c.key !== "string" || typeof c.clientId !== "string") return undefined;
-  if (typeof c.requestId !== "number" || !Number.isSafeInteger(c.requestId) || c.requestId < 0)
-    return undefined;
-  const base = { key: c.key, clientId: c.clientId, requestId: c.requestId };
-  switch (c.op) {
-    case "put":
-      return typeof c.value === "string" ? { op: "put", ...base, value: c.value } : undefined;
-    case "get":
-      return { op: "get", ...base };
-    case "delete":
-      return { op: "delete", ...base };
-    case "cas":
-      if (typeof c.value !== "string") return undefined;
-      if (c.expected !== null && typeof c.expected !== "string") return undefined;
-      return { op: "cas", ...base, expected: c.expected, value: c.value };
-    default:
-      return undefined;
-  }
-}
 
 interface KvSnapshotV1 {
   v: 1;

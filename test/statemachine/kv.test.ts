@@ -143,6 +143,31 @@ describe("KvStateMachine", () => {
     ).toBeUndefined();
   });
 
+  it("encodes commands in the binary form and still decodes the JSON form of older logs", () => {
+    const commands: KvCommand[] = [
+      { op: "put", key: "ключ", value: "v😀", clientId: "c", requestId: 0 },
+      { op: "get", key: "", clientId: "c", requestId: 2 ** 40 },
+      { op: "delete", key: "k", clientId: "ç", requestId: 7 },
+      { op: "cas", key: "k", expected: "old", value: "", clientId: "c", requestId: 9 },
+      { op: "cas", key: "k", expected: null, value: "n", clientId: "c", requestId: 10 },
+    ];
+    for (const command of commands) {
+      const bytes = encodeKvCommand(command);
+      expect(bytes[0]).toBe(1); // binary, version 1
+      expect(decodeKvCommand(bytes)).toEqual(command);
+      // Truncated or extended by one byte: not a command.
+      expect(decodeKvCommand(bytes.subarray(0, bytes.byteLength - 1))).toBeUndefined();
+      expect(decodeKvCommand(Uint8Array.of(...bytes, 0))).toBeUndefined();
+      expect(decodeKvCommand(new TextEncoder().encode(JSON.stringify(command)))).toEqual(command);
+    }
+    const put = encodeKvCommand(commands[2]);
+    expect(decodeKvCommand(Uint8Array.of(put[0], 9, ...put.subarray(2)))).toBeUndefined(); // unknown op
+    const badUtf8 = Uint8Array.of(...put);
+    badUtf8[14] = 0xff; // first byte of the key
+    expect(decodeKvCommand(badUtf8)).toBeUndefined();
+    expect(decodeKvCommand(new Uint8Array(0))).toBeUndefined();
+  });
+
   const commandArb: fc.Arbitrary<KvCommand> = fc.oneof(
     fc.record({
       op: fc.constant("put" as const),
