@@ -21,9 +21,11 @@ import type { CheckpointStore } from "./checkpoint.js";
 import { isProcessAlive, ringDoorbell } from "./liveness.js";
 import {
   type AssignPayload,
+  assignMessageId,
   type BashResultPayload,
   fromBashResult,
   MESSAGE,
+  newResyncTag,
   type PartialPayload,
   type ResultPayload,
   type SubtreePlan,
@@ -258,12 +260,12 @@ export class Coordinator {
       round.team.takeSettled();
       if (round.summarySent) round.teams.push(round.team.summary(Date.now()));
     } else {
-      this.forwardAssign(round);
+      this.forwardAssign(round, newResyncTag());
     }
     round.lastFlushMs = 0;
   }
 
-  private forwardAssign(round: GroupRound): void {
+  private forwardAssign(round: GroupRound, resync?: string): void {
     const { assign } = round;
     const teamToChild = new Map<string, SubtreePlan>();
     for (const child of assign.subtree.children ?? [])
@@ -273,7 +275,7 @@ export class Coordinator {
       const payload: AssignPayload = { ...assign, parent: this.id, subtree: child, tasks };
       this.bus.sendSync(this.id, child.coordinator, {
         type: MESSAGE.assign,
-        id: `${assign.roundId}.assign.${child.coordinator}`,
+        id: assignMessageId(assign.roundId, child.coordinator, resync),
         priority: "high",
         payload,
       });

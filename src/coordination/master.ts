@@ -12,7 +12,9 @@ import type { CheckpointStore } from "./checkpoint.js";
 import { leafNames } from "./coordinator.js";
 import {
   type AssignPayload,
+  assignMessageId,
   MESSAGE,
+  newResyncTag,
   newRoundId,
   type PartialPayload,
   type RoundLimits,
@@ -138,6 +140,8 @@ export class Master {
   private readonly metrics: Metrics | undefined;
   private readonly random: () => number;
   private mailbox: Mailbox | undefined;
+  /** Rounds being collected now, for resync. */
+  private readonly active = new Map<string, MasterCheckpoint>();
 
   constructor(options: MasterOptions) {
     this.id = options.id;
@@ -222,7 +226,7 @@ export class Master {
       settled: state.outcomes.length,
       tasks: state.tasks.length,
     });
-    this.sendAssigns(state.assigns);
+    this.sendAssigns(state.assigns, newResyncTag());
     const startedAt = performance.now() - (Date.now() - state.startedAtMs);
     return this.collect(mailbox, state, startedAt, true, hooks);
   }
@@ -234,11 +238,33 @@ export class Master {
       .filter((roundId) => this.checkpoints.read(roundId, "master") !== undefined);
   }
 
-  private sendAssigns(assigns: AssignPayload[]): void {
+  /**
+   * Re-sends the assigns of the rounds in progress to `coordinator` (all coordinators when
+   * omitted): a coordinator that moved to another node answers a repeated assign by resending
+   * what it settled, and one without a checkpoint starts the subtree's tasks. Returns assigns sent.
+   */
+  resync(coordinator?: string): number {
+    let sent = 0;
+    for (const state of this.active.values()) {
+      const assigns = state.assigns.filter(
+        (assign) => coordinator === undefined || assign.subtree.coordinator === coordinator,
+      );
+      this.sendAssigns(assigns, newResyncTag());
+      sent += assigns.length;
+    }
+    return sent;
+  }
+
+  /** Ids of the rounds this master is collecting. */
+  get activeRounds(): string[] {
+    return [...this.active.keys()];
+  }
+
+  private sendAssigns(assigns: AssignPayload[], resync?: string): void {
     for (const assign of assigns) {
       this.bus.sendSync(this.id, assign.subtree.coordinator, {
         type: MESSAGE.assign,
-        id: `${assign.roundId}.assign.${assign.subtree.coordinator}`,
+        id: assignMessageId(assign.roundId, assign.subtree.coordinator, resync),
         priority: "high",
         payload: assign,
       });
@@ -246,6 +272,21 @@ export class Master {
   }
 
   private async collect(
+    mailbox: Mailbox,
+    state: MasterCheckpoint,
+    startedAt: number,
+    resumed: boolean,
+    hooks: RoundHooks,
+  ): Promise<RoundResult> {
+    this.active.set(state.roundId, state);
+    try {
+      return await this.collectRound(mailbox, state, startedAt, resumed, hooks);
+    } finally {
+      this.active.delete(state.roundId);
+    }
+  }
+
+  private async collectRound(
     mailbox: Mailbox,
     state: MasterCheckpoint,
     startedAt: number,

@@ -187,3 +187,22 @@ export function newRoundId(nowMs: number, random: () => number): string {
     .toString(36)
     .padStart(6, "0")}`;
 }
+
+/**
+ * Message id of an assign. The first one is fixed (idempotent sends); a resync (a resumed master,
+ * a coordinator moved to another node) gets a fresh suffix, because the receiving node drops a
+ * message id it has already written (cross-node dedup) and a resync must arrive.
+ */
+export function assignMessageId(roundId: string, coordinator: string, resync?: string): string {
+  return resync === undefined
+    ? `${roundId}.assign.${coordinator}`
+    : `${roundId}.assign.${coordinator}.${resync}`;
+}
+
+let resyncCounter = 0;
+
+/** A suffix unique within this process and, by its clock part, across restarts. */
+export function newResyncTag(): string {
+  resyncCounter += 1;
+  return `r${Date.now().toString(36)}-${process.pid.toString(36)}-${resyncCounter}`;
+}

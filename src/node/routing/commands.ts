@@ -25,6 +25,8 @@ export type RoutingCommand =
   | { op: "team.remove"; team: string }
   | { op: "topology.set"; topology: Topology }
   | { op: "policy.set"; name: string; value: unknown }
+  | { op: "round.checkpoint"; scope: string; round: string; name: string; data: unknown }
+  | { op: "round.remove"; scope: string; round: string }
   | { op: "batch"; commands: RoutingCommand[] };
 
 /** Outcome of one command on the state; identical on every replica. */
@@ -111,6 +113,14 @@ export function validateRoutingCommand(value: unknown, depth = 0): RoutingComman
     case "policy.set":
       return isValidId(c.name) && "value" in c
         ? { op: "policy.set", name: c.name, value: c.value }
+        : undefined;
+    case "round.checkpoint":
+      return isValidId(c.scope) && isValidId(c.round) && isValidId(c.name) && "data" in c
+        ? { op: "round.checkpoint", scope: c.scope, round: c.round, name: c.name, data: c.data }
+        : undefined;
+    case "round.remove":
+      return isValidId(c.scope) && isValidId(c.round)
+        ? { op: "round.remove", scope: c.scope, round: c.round }
         : undefined;
     case "batch": {
       if (depth > 0 || !Array.isArray(c.commands) || c.commands.length > BATCH_COMMANDS_MAX) return undefined;

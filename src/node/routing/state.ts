@@ -57,6 +57,21 @@ export interface CoordinatorEvent {
   epoch: number;
 }
 
+/**
+ * A checkpoint record of an in-flight coordination round (src/coordination: the master's or a
+ * coordinator's state), replicated so that a master or coordinator moved to another node resumes
+ * from it. Removed when the round ends.
+ */
+export interface RoundCheckpointRecord {
+  /** The checkpoint store's scope (a swarm name). */
+  scope: string;
+  round: string;
+  /** Record name within the round ("master", "coordinator-<id>", "request"). */
+  name: string;
+  data: unknown;
+  index: number;
+}
+
 export interface RoutingLimits {
   /** Members a cluster may have. Default 64. */
   membersMax: number;
@@ -71,6 +86,10 @@ export interface RoutingLimits {
   policyBytesMax: number;
   /** Coordinator events kept (oldest dropped first). Default 1,000. */
   eventsKept: number;
+  /** Bytes of one round checkpoint record's JSON data. Default 512 KiB (under Raft's msgBytesMax). */
+  roundCheckpointBytesMax: number;
+  /** Round checkpoint records cluster-wide. Default 10,000. */
+  roundCheckpointsMax: number;
 }
 
 export const DEFAULT_ROUTING_LIMITS: RoutingLimits = {
@@ -81,6 +100,8 @@ export const DEFAULT_ROUTING_LIMITS: RoutingLimits = {
   policiesMax: 256,
   policyBytesMax: 16 * 1024,
   eventsKept: 1_000,
+  roundCheckpointBytesMax: 512 * 1024,
+  roundCheckpointsMax: 10_000,
 };
 
 export interface RoutingState {
@@ -90,6 +111,13 @@ export interface RoutingState {
   topology: Topology;
   policies: Map<string, unknown>;
   events: CoordinatorEvent[];
+  /** Round checkpoints by roundCheckpointKey(scope, round, name). */
+  roundCheckpoints: Map<string, RoundCheckpointRecord>;
+}
+
+/** Key of a round checkpoint record; "/" cannot occur in ids, so keys never collide. */
+export function roundCheckpointKey(scope: string, round: string, name: string): string {
+  return `${scope}/${round}/${name}`;
 }
 
 export const DEFAULT_TOPOLOGY: Topology = { kind: "adaptive", teamSize: 16 };
@@ -102,6 +130,7 @@ export function emptyRoutingState(): RoutingState {
     topology: { ...DEFAULT_TOPOLOGY },
     policies: new Map(),
     events: [],
+    roundCheckpoints: new Map(),
   };
 }
 
@@ -240,6 +269,26 @@ export function applyRoutingCommand(
       state.policies.set(command.name, command.value);
       return OK;
     }
+    case "round.checkpoint": {
+      const key = roundCheckpointKey(command.scope, command.round, command.name);
+      if (!state.roundCheckpoints.has(key) && state.roundCheckpoints.size >= limits.roundCheckpointsMax)
+        return fail("round_checkpoints_max");
+      if (jsonBytes(command.data) > limits.roundCheckpointBytesMax) return fail("checkpoint_too_large");
+      state.roundCheckpoints.set(key, {
+        scope: command.scope,
+        round: command.round,
+        name: command.name,
+        data: command.data,
+        index,
+      });
+      return OK;
+    }
+    case "round.remove": {
+      const prefix = `${command.scope}/${command.round}/`;
+      for (const key of [...state.roundCheckpoints.keys()])
+        if (key.startsWith(prefix)) state.roundCheckpoints.delete(key);
+      return OK;
+    }
     case "batch":
       return {
         ok: true,
@@ -279,6 +328,7 @@ export function routingStateToJson(state: RoutingState): Record<string, unknown>
       [...state.policies.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
     ),
     events: state.events,
+    roundCheckpoints: sortedValues(state.roundCheckpoints),
   };
 }
 
@@ -296,5 +346,8 @@ export function routingStateFromJson(json: Record<string, unknown>): RoutingStat
   for (const [name, value] of Object.entries(json.policies as Record<string, unknown>))
     state.policies.set(name, value);
   state.events = [...(json.events as CoordinatorEvent[])];
+  // Snapshots written before round checkpoints existed have no such field.
+  for (const record of (json.roundCheckpoints as RoundCheckpointRecord[] | undefined) ?? [])
+    state.roundCheckpoints.set(roundCheckpointKey(record.scope, record.round, record.name), { ...record });
   return state;
 }

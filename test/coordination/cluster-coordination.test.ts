@@ -1,0 +1,125 @@
+// Coordination on a real cluster node (the demo's embedded single-node cluster: Raft over LevelDB,
+// the node's bus): the replicated checkpoint store, and a round requested through the bus, run by
+// the master on the leader with team coordinators placed by the routing state.
+
+import { afterEach, describe, expect, it } from "vitest";
+import { Bus } from "../../src/bus/index.js";
+import { requestClusterRound } from "../../src/coordination/cluster-client.js";
+import { swarmPolicyName, swarmTeamId } from "../../src/coordination/cluster-coordination.js";
+import { startDemoCluster } from "../../src/coordination/demo-cluster.js";
+import { attachCoordination, coordinationNodeOf } from "../../src/coordination/node-coordination.js";
+import { RaftCheckpointStore } from "../../src/coordination/raft-checkpoint-store.js";
+import { killProcesses, spawnAgents } from "../../src/coordination/spawner.js";
+import { planTopology } from "../../src/coordination/topology.js";
+import { silentLogger } from "../../src/obs/logger.js";
+import { Metrics } from "../../src/obs/metrics.js";
+import { removeRoot, tempRoot, waitFor } from "./helpers.js";
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function startNode() {
+  const root = tempRoot();
+  cleanups.push(() => removeRoot(root));
+  const bus = { root, name: "default", inboxDepthMax: 10_000 };
+  const cluster = await startDemoCluster({
+    workDir: root,
+    bus,
+    logger: silentLogger,
+    metrics: new Metrics(),
+  });
+  cleanups.push(async () => {
+    await cluster.node.shutdown("test");
+  });
+  return { root, cluster, bus };
+}
+
+describe("replicated checkpoints (RaftCheckpointStore on a real node)", () => {
+  it("writes through the Raft log, reads its own writes, removes a round, and stays bounded", async () => {
+    const { cluster } = await startNode();
+    const log = coordinationNodeOf(cluster.node);
+    const store = new RaftCheckpointStore({ log, scope: "s" });
+    const other = new RaftCheckpointStore({ log, scope: "other" });
+    store.write("r1", "master", { tasks: 3 });
+    store.write("r1", "master", { tasks: 4 }); // coalesced: the latest value wins
+    store.write("r1", "coordinator-a", { settled: 1 });
+    expect(store.read("r1", "master")).toEqual({ tasks: 4 }); // before commit
+    await store.flush();
+    expect(store.pendingRecords).toBe(0);
+    expect(log.routingState.roundCheckpoints.get("s/r1/master")?.data).toEqual({ tasks: 4 });
+    // A second store (another process or node after a failover) sees the same records.
+    const resumed = new RaftCheckpointStore({ log, scope: "s" });
+    expect(resumed.rounds()).toEqual(["r1"]);
+    expect(resumed.names("r1")).toEqual(["coordinator-a", "master"]);
+    expect(other.rounds()).toEqual([]);
+    store.remove("r1");
+    expect(store.has("r1")).toBe(false);
+    await store.flush();
+    expect(log.routingState.roundCheckpoints.size).toBe(0);
+    // A record over roundCheckpointBytesMax is refused by every replica alike: not stored.
+    store.write("r2", "master", { blob: "x".repeat(600 * 1024) });
+    await store.flush();
+    expect(log.routingState.roundCheckpoints.has("s/r2/master")).toBe(false);
+  });
+});
+
+describe("a round on a cluster node", () => {
+  it("runs a round requested through the bus: master on the leader, coordinators where assigned", async () => {
+    const { cluster, bus: busConfig } = await startNode();
+    const node = cluster.node;
+    const coordination = attachCoordination(node, { logger: silentLogger });
+    cleanups.push(() => coordination.stop());
+    const topology = {
+      kind: "hybrid" as const,
+      teams: [
+        { name: "a", workers: 3 },
+        { name: "b", workers: 3 },
+      ],
+    };
+    const plan = planTopology(topology, { swarm: "s" });
+    const bus = new Bus({ config: busConfig });
+    cleanups.push(() => bus.close());
+    const spawned = await spawnAgents({
+      bus,
+      agents: plan.workers.map((worker) => ({ id: worker.id, team: worker.team })),
+      runtime: "lean",
+      readyTo: "test.spawner",
+    });
+    cleanups.push(() =>
+      killProcesses(
+        spawned.processes,
+        2000,
+        spawned.agents.map((agent) => agent.pid ?? 0),
+      ).then(() => undefined),
+    );
+    await node.propose({
+      op: "batch",
+      commands: plan.workers.map((worker) => ({
+        op: "agent.register" as const,
+        agent: worker.id,
+        node: node.id,
+        team: swarmTeamId("s", worker.team),
+      })),
+    });
+    await node.propose({ op: "policy.set", name: swarmPolicyName("s"), value: { topology } });
+    await waitFor(
+      () => coordination.describe()[0]?.coordinators.length === 2 && coordination.describe()[0]?.master,
+      15_000,
+      "coordinators and master placed",
+    );
+    const result = await requestClusterRound(bus, "s", {
+      roundId: "round1",
+      replyTo: "test.client",
+      input: { n: 7 },
+      timeoutMs: 20_000,
+    });
+    expect(result.tasks).toBe(6);
+    expect(result.succeeded).toBe(6);
+    expect(result.failures).toEqual([]);
+    expect(result.outcomes.every((outcome) => JSON.stringify(outcome.output) === '{"n":7}')).toBe(true);
+    // The round's checkpoints leave the replicated state when it ends.
+    await waitFor(() => node.routing.state.roundCheckpoints.size === 0, 5_000, "checkpoints removed");
+  });
+});
