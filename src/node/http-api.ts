@@ -8,6 +8,8 @@
 //   GET    /metrics                    Prometheus text of the node's registry
 //   GET    /v1/status                  node, raft, members with lag, agents, teams, delivery, bus
 //   GET    /v1/routing                 the replicated routing state
+//   GET    /dashboard                  the live dashboard page (src/obs/dashboard-page.ts); / redirects
+//   GET    /v1/dashboard               the dashboard's snapshot: status, counters, inboxes, rounds
 //   POST   /v1/agents                  {agent, team?}          register an agent on this node
 //   DELETE /v1/agents/:agent                                   deregister
 //   POST   /v1/members                 {id, peerUrl, apiUrl}   add a member (via the leader)
@@ -21,6 +23,8 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { CfnError, isCfnError } from "../errors.js";
+import { dashboardSnapshot } from "../obs/dashboard.js";
+import { DASHBOARD_HTML } from "../obs/dashboard-page.js";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import type { ClusterNode } from "./node.js";
@@ -118,6 +122,23 @@ export class NodeApi {
           return this.json(response, 200, node.status());
         case "/v1/routing":
           return this.json(response, 200, node.routingJson());
+        case "/":
+        case "/dashboard/":
+          response.writeHead(302, { location: "/dashboard" });
+          response.end();
+          return;
+        case "/dashboard":
+          response.writeHead(200, {
+            "content-type": "text/html; charset=utf-8",
+            "cache-control": "no-store",
+            // The page is self-contained: nothing but itself and same-origin polls may load.
+            "content-security-policy":
+              "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+          });
+          response.end(DASHBOARD_HTML);
+          return;
+        case "/v1/dashboard":
+          return this.json(response, 200, await dashboardSnapshot(node, metrics));
       }
       return this.json(response, 404, {
         error: { code: "CFN_ERR_INVALID_MESSAGE", message: `no route GET ${path}` },
