@@ -18,6 +18,9 @@ export class ProposalTracker<Result> {
   private readonly pending = new Map<number, PendingProposal<Result>>();
   private queuedEntries: Entry[] = [];
   private queuedSequences: number[] = [];
+  /** Applied since the last updateGauge(): counted once per applied batch, not per proposal
+   *  (a labelled prom-client inc hashes its labels on every call). */
+  private appliedUncounted = 0;
 
   constructor(
     private readonly metrics: RaftHostMetrics,
@@ -58,7 +61,7 @@ export class ProposalTracker<Result> {
     if (!proposal) return false;
     this.pending.delete(sequence);
     this.metrics.commitSeconds.observe((nowMs - proposal.startedMs) / 1000);
-    this.metrics.proposals.inc({ outcome: "applied" });
+    this.appliedUncounted++;
     proposal.resolve(result);
     return true;
   }
@@ -92,7 +95,12 @@ export class ProposalTracker<Result> {
     this.reject(expired, error, "timeout");
   }
 
+  /** After a batch of applies: the pending gauge and the applied count. */
   updateGauge(): void {
+    if (this.appliedUncounted > 0) {
+      this.metrics.proposals.inc({ outcome: "applied" }, this.appliedUncounted);
+      this.appliedUncounted = 0;
+    }
     this.metrics.pendingProposals.set(this.pending.size);
   }
 
