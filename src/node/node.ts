@@ -14,6 +14,7 @@ import { LevelLogStore } from "../storage/index.js";
 import { WsTransport } from "../transport/index.js";
 import { ControlPlane } from "./control.js";
 import { DeliveryForwarder } from "./delivery/forwarder.js";
+import { DeliveryLedger, LEDGER_FILE_BYTES_MAX } from "./delivery/ledger.js";
 import { DeliveryReceiver } from "./delivery/receiver.js";
 import { DeliverySpool } from "./delivery/spool.js";
 import { DELIVER_CHANNEL, parseDeliveryFrame, type WireMessage } from "./delivery/wire.js";
@@ -78,6 +79,7 @@ export class ClusterNode {
   private transport!: WsTransport;
   private store!: LevelLogStore;
   private spool!: DeliverySpool;
+  private ledger: DeliveryLedger | undefined;
   private control!: ControlPlane;
   private forwarder!: DeliveryForwarder;
   private receiver!: DeliveryReceiver;
@@ -197,14 +199,21 @@ export class ClusterNode {
       healthIntervalMs: config.healthIntervalMs,
       proposalTimeoutMs: 5_000,
     });
+    this.ledger = DeliveryLedger.open({
+      dir: join(config.dataDir, "delivery-in"),
+      sync: config.persistence,
+      fileBytesMax: LEDGER_FILE_BYTES_MAX,
+    });
+    const spool = this.spool;
     this.receiver = new DeliveryReceiver({
       bus: this.bus,
-      spool: this.spool,
+      ledger: this.ledger,
+      legacyCursor: (from) => spool.cursor(from),
       transport: this.transport,
       logger: this.logger,
       metrics: this.nodeMetrics,
       dedupWindowMessagesMax: config.dedupWindowMessagesMax,
-      onWritten: (messages) => this.mirror?.mirrorAgents(messages.map((message) => message.to)),
+      onWritten: (agents) => this.mirror?.mirrorAgents(agents),
     });
     this.forwarder = new DeliveryForwarder({
       nodeId: this.id,
@@ -245,7 +254,7 @@ export class ClusterNode {
       if (restored > 0) this.logger.info("restored mirrored messages into inboxes", { messages: restored });
       this.mirror.start();
     }
-    this.receiver.recover(this.spool.intentSenders());
+    this.receiver.recover(this.ledger.intentSenders());
     await this.forwarder.start();
     this.control.start();
     this.api = new NodeApi({
@@ -753,6 +762,8 @@ export class ClusterNode {
       await this.transport?.close().catch(() => undefined);
       await this.store?.close().catch(() => undefined);
     }
+    await this.receiver?.idle().catch(() => undefined);
+    this.ledger?.close();
     await this.spool?.close().catch(() => undefined);
     this.persistIdentity();
     this.bus.close();

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
 import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
+import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
 import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
 import { DeliverySpool } from "../../src/node/delivery/spool.js";
 import { DELIVER_CHANNEL, parseDeliveryFrame } from "../../src/node/delivery/wire.js";
@@ -97,18 +98,21 @@ describe("delivery protocol over a lossy link (memory transport twin)", () => {
     });
     closers.push(() => forwarder.close());
 
-    // Node B's receiving side, restartable: a new spool handle and receiver on the same dir.
-    let spoolB = await DeliverySpool.open({ path: join(root, "spoolB"), sync: false, logger: silentLogger });
-    const makeReceiver = (spool: DeliverySpool) =>
+    // Node B's receiving side, restartable: a new ledger and receiver on the same dir. A small
+    // fileBytesMax makes the ledger compact itself several times during the run.
+    const openLedger = () =>
+      DeliveryLedger.open({ dir: join(root as string, "ledgerB"), sync: false, fileBytesMax: 64 * 1024 });
+    let ledgerB = openLedger();
+    const makeReceiver = (ledger: DeliveryLedger) =>
       new DeliveryReceiver({
         bus: busB,
-        spool,
+        ledger,
         transport: lossyB,
         logger: silentLogger,
         metrics: nodeMetrics,
         dedupWindowMessagesMax: 100_000,
       });
-    let receiver = makeReceiver(spoolB);
+    let receiver = makeReceiver(ledgerB);
     transportB.onFrame(DELIVER_CHANNEL, (payload, from) => {
       const parsed = parseDeliveryFrame(payload);
       if (parsed.ok && parsed.frame.t === "d") receiver.handle(parsed.frame, from);
@@ -137,14 +141,14 @@ describe("delivery protocol over a lossy link (memory transport twin)", () => {
     sendBurst(1500);
     await waitFor("half delivered", () => nodeMetrics.delivered.get().then((m) => m.values[0]?.value >= 700));
 
-    // B restarts: the in-memory dedup window is gone; the cursor in its spool carries on.
+    // B restarts: the in-memory dedup window is gone; the cursor in its ledger carries on.
     receiver.close();
     await receiver.idle();
-    await spoolB.close();
-    spoolB = await DeliverySpool.open({ path: join(root, "spoolB"), sync: false, logger: silentLogger });
-    receiver = makeReceiver(spoolB);
-    receiver.recover(spoolB.intentSenders());
-    closers.push(() => spoolB.close());
+    ledgerB.close();
+    ledgerB = openLedger();
+    receiver = makeReceiver(ledgerB);
+    receiver.recover(ledgerB.intentSenders());
+    closers.push(() => ledgerB.close());
     sendBurst(1500);
 
     const got = new Map<string, string[]>();

@@ -4,19 +4,23 @@
 // into worker-7's directory on the local bus. The node keeps a proxy mailbox open for every local
 // directory whose agent lives on another node (by the replicated agent → node map), drains it,
 // writes the messages to the spool (durable, in order), removes them from the bus, and streams them
-// to the owner node over the transport. Per destination node there is one stream with consecutive
+// to the owner node over the transport. A proxy does not wait for the spool write of one batch
+// before draining the next (at most PROXY_UNSPOOLED_BATCHES_MAX batches are waiting for the spool;
+// their bus files are removed as each becomes durable, in order). Per destination node there is one stream with consecutive
 // sequences; the owner acknowledges cumulatively; a frame not acknowledged within ackTimeoutMs is
 // sent again from the first unacknowledged sequence (go-back-N), and a resync request rewinds to
 // the sequence the receiver expects. Messages leave the spool only once acknowledged.
 
 import { type FSWatcher, mkdirSync, watch } from "node:fs";
 import { join } from "node:path";
+import { type Span, SpanKind, trace } from "@opentelemetry/api";
 import type { Bus, Delivery, Envelope, Mailbox } from "../../bus/index.js";
 import { isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
 import type { Transport } from "../../transport/index.js";
 import type { NodeMetrics } from "../node-metrics.js";
 import type { DeliverySpool, SpooledMessage } from "./spool.js";
+import { spanParent, TRACER_NAME } from "./tracing.js";
 import { DELIVER_CHANNEL, type DeliveryFrame, type WireMessage } from "./wire.js";
 
 export interface ForwarderOptions {
@@ -37,8 +41,17 @@ export interface ForwarderOptions {
   spoolMessagesMax: number;
 }
 
+/**
+ * Drained batches of one proxy waiting for the spool write before their bus files are removed: a
+ * bound on claimed-but-not-durable messages (× batchMessagesMax), and enough to keep the drain
+ * going while an fsync (spoolSync, persistence) is in flight.
+ */
+export const PROXY_UNSPOOLED_BATCHES_MAX = 4;
+
 interface StreamItem extends SpooledMessage {
   spooledAtMs: number;
+  /** The forward hop of a traced message: from spooling to the owner's ack. */
+  span?: Span;
 }
 
 /** The outbound stream to one destination node. */
@@ -93,14 +106,17 @@ interface Proxy {
   agentId: string;
   mailbox: Mailbox;
   running: Promise<void>;
-  /** True while a drained batch is being spooled: its claims must not be handed back. */
-  busy: boolean;
+  /** Drained batches whose spool write is pending: their claims must not be handed back. */
+  unspooled: number;
+  /** Settles when the latest batch's spool write did (writes complete in issue order). */
+  lastSpooled: Promise<void>;
   stopping: boolean;
 }
 
 export class DeliveryForwarder {
   private readonly options: ForwarderOptions;
   private readonly logger: Logger;
+  private readonly tracer = trace.getTracer(TRACER_NAME);
   private readonly streams = new Map<string, OutboundStream>();
   private readonly proxies = new Map<string, Proxy>();
   private scanTimer: NodeJS.Timeout | undefined;
@@ -122,7 +138,7 @@ export class DeliveryForwarder {
     const now = Date.now();
     for (const [dest, items] of outbound) {
       const stream = this.stream(dest);
-      for (const item of items) stream.push({ ...item, spooledAtMs: now });
+      for (const item of items) stream.push(Object.assign(item, { spooledAtMs: now }));
       this.logger.info("spooled messages resumed", { dest, messages: items.length });
     }
     this.scanTimer = setInterval(() => this.scan(), this.options.proxyScanIntervalMs);
@@ -216,7 +232,8 @@ export class DeliveryForwarder {
         for (;;) {
           const deliveries = mailbox.receiveNow(this.options.batchMessagesMax);
           if (deliveries.length === 0) break;
-          await this.spoolDeliveries(mailbox, owner, deliveries);
+          await this.spoolAndStream(owner, deliveries);
+          mailbox.ack(deliveries);
           moved += deliveries.length;
         }
       } finally {
@@ -278,7 +295,14 @@ export class DeliveryForwarder {
       this.logger.warn("cannot open a proxy mailbox", { agentId, error });
       return;
     }
-    const proxy: Proxy = { agentId, mailbox, running: Promise.resolve(), busy: false, stopping: false };
+    const proxy: Proxy = {
+      agentId,
+      mailbox,
+      running: Promise.resolve(),
+      unspooled: 0,
+      lastSpooled: Promise.resolve(),
+      stopping: false,
+    };
     this.proxies.set(agentId, proxy);
     proxy.running = this.runProxy(proxy).catch((error) => {
       this.logger.error("proxy mailbox failed", { agentId, error });
@@ -290,7 +314,7 @@ export class DeliveryForwarder {
   private closeProxy(agentId: string, proxy: Proxy): void {
     if (this.proxies.get(agentId) === proxy) this.proxies.delete(agentId);
     proxy.stopping = true;
-    if (!proxy.busy) proxy.mailbox.close();
+    if (proxy.unspooled === 0) proxy.mailbox.close();
   }
 
   private async runProxy(proxy: Proxy): Promise<void> {
@@ -298,6 +322,10 @@ export class DeliveryForwarder {
     while (!proxy.stopping && !mailbox.isClosed) {
       if (this.options.spool.size >= this.options.spoolMessagesMax) {
         await new Promise((resolve) => setTimeout(resolve, 20));
+        continue;
+      }
+      if (proxy.unspooled >= PROXY_UNSPOOLED_BATCHES_MAX) {
+        await proxy.lastSpooled;
         continue;
       }
       let deliveries: Delivery[];
@@ -313,33 +341,68 @@ export class DeliveryForwarder {
         this.closeProxy(agentId, proxy); // hands the claims back: the agent is local or unknown now
         return;
       }
-      proxy.busy = true;
-      try {
-        await this.spoolDeliveries(mailbox, owner, deliveries);
-      } finally {
-        proxy.busy = false;
-        if (proxy.stopping) mailbox.close();
-      }
+      proxy.unspooled++;
+      proxy.lastSpooled = this.spoolAndStream(owner, deliveries).then(
+        () => {
+          try {
+            mailbox.ack(deliveries);
+          } catch (error) {
+            // The files stay claimed and come back after the visibility timeout; ids dedup them.
+            this.logger.warn("proxy could not remove spooled files from the bus", { agentId, error });
+          }
+        },
+        (error) => {
+          // Not durable: the claims go back to the inbox when the proxy closes and are drained
+          // again (the owner drops what it already has by sequence or message id).
+          this.logger.error("spool write failed; the proxy hands its claims back", { agentId, error });
+          this.closeProxy(agentId, proxy);
+        },
+      );
+      void proxy.lastSpooled.finally(() => {
+        proxy.unspooled--;
+        if (proxy.stopping && proxy.unspooled === 0) mailbox.close();
+      });
     }
+    await proxy.lastSpooled;
   }
 
-  /** Spool (durable) → remove from the bus → stream. A crash in between re-sends; ids dedup it. */
-  private async spoolDeliveries(mailbox: Mailbox, owner: string, deliveries: Delivery[]): Promise<void> {
-    // Stream at once, while the spool write (an fsync with spoolSync) is in flight; the bus files
-    // are removed only once the spool holds the messages, so at every moment a message is in its
-    // bus file, in the durable spool, or in the owner's inbox. (A crash before the write completes
-    // re-drains the file; the owner drops the copy by message id.)
+  /**
+   * Spools and streams at once; resolves when the spool holds the messages. The caller removes the
+   * bus files only then, so at every moment a message is in its bus file, in the spool, or in the
+   * owner's inbox. (A crash before the write completes re-drains the file; the owner drops the
+   * copy by message id.)
+   */
+  private spoolAndStream(owner: string, deliveries: Delivery[]): Promise<void> {
     const { spooled, durable } = this.options.spool.appendNow(
       deliveries.map((delivery) => ({ dest: owner, message: toWire(delivery.message) })),
     );
     this.options.metrics.spooled.inc(spooled.length);
     const stream = this.stream(owner);
     const now = Date.now();
-    for (const item of spooled) stream.push({ ...item, spooledAtMs: now });
+    for (const item of spooled) stream.push(this.streamItem(item, now));
     this.options.metrics.spoolDepth.set({ dest: owner }, stream.pending);
     this.pump(owner);
-    await durable;
-    mailbox.ack(deliveries);
+    return durable;
+  }
+
+  private streamItem(item: SpooledMessage, now: number): StreamItem {
+    const streamItem = item as StreamItem;
+    streamItem.spooledAtMs = now;
+    const parent = spanParent(item.message.headers);
+    if (parent)
+      streamItem.span = this.tracer.startSpan(
+        "cfn.delivery.forward",
+        {
+          kind: SpanKind.PRODUCER,
+          attributes: {
+            "messaging.message.id": item.message.id,
+            "cfn.agent": item.message.to,
+            "cfn.dest": item.dest,
+          },
+        },
+        parent,
+      );
+    return streamItem;
   }
 
   // ---- streaming to owner nodes ---------------------------------------------------------------
@@ -403,7 +466,9 @@ export class DeliveryForwarder {
     const now = Date.now();
     let count = 0;
     while (stream.head < stream.items.length && stream.items[stream.head].seq <= upTo) {
-      this.options.metrics.forwardLatency.observe((now - stream.items[stream.head].spooledAtMs) / 1000);
+      const item = stream.items[stream.head];
+      this.options.metrics.forwardLatency.observe((now - item.spooledAtMs) / 1000);
+      item.span?.end();
       stream.head++;
       count++;
     }
@@ -479,7 +544,7 @@ export class DeliveryForwarder {
     if (moved.length > 0) {
       const spooled = await this.options.spool.append(moved);
       const now = Date.now();
-      for (const item of spooled) this.stream(item.dest).push({ ...item, spooledAtMs: now });
+      for (const item of spooled) this.stream(item.dest).push(this.streamItem(item, now));
       for (const target of new Set(spooled.map((item) => item.dest))) this.pump(target);
     }
     this.logger.info("re-routed messages of a removed member", { from: dest, messages: handled });

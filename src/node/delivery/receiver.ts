@@ -3,54 +3,73 @@
 //
 // Exactly once into the inbox, with at-least-once transfer underneath:
 //  - per sender node, frames carry consecutive sequences of the sender's stream; the receiver
-//    keeps a cursor (last sequence written) in its spool and skips what is at or below it;
+//    keeps a cursor (last sequence written) and skips what is at or below it;
 //  - a frame that starts past cursor+1 (a frame lost on a dropped connection) is not written:
 //    the receiver asks for a resync from cursor+1, so order per sender→receiver is kept;
-//  - before writing, an intent record names the messages about to be written; after a crash
-//    the receiver looks for them in the inboxes (tmpfs outlives the process) and moves the
-//    cursor past those that landed, so a retransmission does not write them twice;
+//  - before writing, an intent record names the messages about to be written (ledger.ts, a
+//    write(2) on the event loop); after a crash the receiver looks for them in the inboxes (tmpfs
+//    outlives the process) and moves the cursor past those that landed, so a retransmission does
+//    not write them twice;
 //  - on top, a window of recent (agent, message id) pairs drops a message re-sent under another
 //    sequence (a sender that re-spooled it, an agent retrying with the same id).
-// INBOX_FULL stops a batch where it is: the cursor covers what was written, the rest comes again
+// A frame is written synchronously as it arrives (no queue, no promise per frame). Acks are
+// batched: one per sender per event-loop turn, or — with persistence — one per group fsync: the
+// inbox mirror and the ledger are made durable for everything written so far, then the commit is
+// recorded and the ack sent, while later frames keep being written (mirroring is off the path).
+// INBOX_FULL stops a frame where it is: the cursor covers what was written, the rest comes again
 // after the sender's ack timeout (backpressure reaches the sending node, nothing is dropped).
 
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { type Span, SpanKind, trace } from "@opentelemetry/api";
 import type { Bus, OutgoingMessage } from "../../bus/index.js";
 import { isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
 import type { Transport } from "../../transport/index.js";
 import type { NodeMetrics } from "../node-metrics.js";
-import type { DeliverySpool } from "./spool.js";
+import type { DeliveryLedger } from "./ledger.js";
+import type { ReceiverCursor } from "./spool.js";
+import { endSpansWithError, spanParent, TRACER_NAME } from "./tracing.js";
 import { DELIVER_CHANNEL, type DeliveryFrame, type WireMessage } from "./wire.js";
 
 export interface ReceiverOptions {
   bus: Bus;
-  spool: DeliverySpool;
+  ledger: DeliveryLedger;
+  /** Cursors of data dirs written before the ledger existed (read once, for an upgrade). */
+  legacyCursor?: (from: string) => ReceiverCursor | undefined;
   transport: Transport;
   logger: Logger;
   metrics: NodeMetrics;
   /** Recent (agent, id) pairs remembered for dedup. */
   dedupWindowMessagesMax: number;
-  /** Awaited after messages were written and before they are acknowledged (persistence mirror). */
-  onWritten?: (messages: WireMessage[]) => Promise<void> | void;
+  /**
+   * Makes what was written durable before it is acknowledged (persistence: mirror the inboxes of
+   * these agents, group-fsynced). Runs off the write path; at most one round at a time.
+   */
+  onWritten?: (agents: Set<string>) => Promise<void> | void;
 }
-
-/** Messages written as one group (one intent, one cursor write) when frames queue up. */
-const MERGED_MESSAGES_MAX = 4096;
 
 /** Header carrying the original send time (µs) across the hop. */
 export const ORIGIN_TS_HEADER = "cfn-origin-ts";
 /** Header naming the node that forwarded the message. */
 export const VIA_HEADER = "cfn-via";
 
+type DataFrame = Extract<DeliveryFrame, { t: "d" }>;
+
 export class DeliveryReceiver {
   private readonly options: ReceiverOptions;
   private readonly logger: Logger;
-  /** Per sender node: frames waiting for the one being written. */
-  private readonly chains = new Map<string, Promise<void>>();
-  /** Per sender node: frames waiting while one is being written. */
-  private readonly queues = new Map<string, Extract<DeliveryFrame, { t: "d" }>[]>();
+  private readonly tracer = trace.getTracer(TRACER_NAME);
+  /** Per sender node: the last sequence written into inboxes (ahead of the acknowledged one). */
+  private readonly written = new Map<string, ReceiverCursor>();
+  /** Per sender node: the written cursor to commit and acknowledge at the next ack round. */
+  private readonly toAck = new Map<string, ReceiverCursor>();
+  /** Agents with messages written since the last durability round (persistence). */
+  private dirtyAgents = new Set<string>();
+  private ackScheduled = false;
+  /** The durability round in progress (persistence), and whether another one is wanted. */
+  private round: Promise<void> | undefined;
+  private roundAgain = false;
   private readonly recent = new Map<string, true>();
   private closed = false;
 
@@ -61,8 +80,9 @@ export class DeliveryReceiver {
 
   /** Settles intents left by a crash: messages found in inboxes count as written. */
   recover(senders: string[]): void {
+    const { ledger } = this.options;
     for (const from of senders) {
-      const intent = this.options.spool.intent(from);
+      const intent = ledger.intent(from);
       if (!intent) continue;
       const found = this.idsInInboxes(new Set(intent.targets.map((target) => target.to)));
       let last = intent.first - 1;
@@ -77,69 +97,44 @@ export class DeliveryReceiver {
         landed: last - intent.first + 1,
         of: intent.targets.length,
       });
-      const cursor = this.options.spool.cursor(from);
+      const cursor = this.cursorOf(from);
       const base = cursor && cursor.stream === intent.stream ? cursor.seq : intent.first - 1;
-      void this.options.spool.commitCursor(from, { stream: intent.stream, seq: Math.max(base, last) });
+      const recovered = { stream: intent.stream, seq: Math.max(base, last) };
+      ledger.commit(from, recovered);
+      this.written.set(from, recovered);
     }
   }
 
-  /** Handles one validated frame from `from` (data frames; acks go to the forwarder). */
-  handle(frame: Extract<DeliveryFrame, { t: "d" }>, from: string): void {
+  /** Writes one validated data frame from `from` into the inboxes (acks go out batched). */
+  handle(frame: DataFrame, from: string): void {
     if (this.closed) return;
-    // Frames that arrive while a write is in progress wait in a queue and are written together
-    // (group commit: one intent, one cursor write, one mirror fsync for all of them).
-    const queue = this.queues.get(from);
-    if (queue) {
-      queue.push(frame);
-      return;
-    }
-    this.queues.set(from, [frame]);
-    const running = this.drain(from).catch((error) => {
-      this.logger.error("delivery write failed", { from, error });
-    });
-    this.chains.set(from, running);
+    this.write(frame, from);
   }
 
-  private async drain(from: string): Promise<void> {
-    try {
-      for (;;) {
-        const queue = this.queues.get(from);
-        if (!queue || queue.length === 0 || this.closed) return;
-        // Merge the contiguous run at the head of the queue into one frame.
-        const head = queue.shift() as Extract<DeliveryFrame, { t: "d" }>;
-        let merged = head;
-        while (queue.length > 0) {
-          const next = queue[0];
-          if (next.s !== merged.s || next.f !== merged.f + merged.m.length) break;
-          if (merged.m.length + next.m.length > MERGED_MESSAGES_MAX) break;
-          queue.shift();
-          merged = {
-            t: "d",
-            s: merged.s,
-            f: merged.f,
-            k: Math.max(merged.k, Math.min(next.k, merged.f - 1)),
-            m: [...merged.m, ...next.m],
-          };
-        }
-        await this.write(merged, from);
-      }
-    } finally {
-      this.queues.delete(from);
-    }
-  }
-
+  /** Resolves when the acknowledgements of everything written so far were sent. */
   async idle(): Promise<void> {
-    await Promise.all([...this.chains.values()]);
+    while (this.ackScheduled || this.round) {
+      if (this.round) await this.round;
+      else await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   close(): void {
     this.closed = true;
   }
 
-  private async write(frame: Extract<DeliveryFrame, { t: "d" }>, from: string): Promise<void> {
-    if (this.closed) return;
-    const { spool, metrics } = this.options;
-    let cursor = spool.cursor(from);
+  private cursorOf(from: string): ReceiverCursor | undefined {
+    let cursor = this.written.get(from);
+    if (!cursor) {
+      cursor = this.options.ledger.cursor(from) ?? this.options.legacyCursor?.(from);
+      if (cursor) this.written.set(from, cursor);
+    }
+    return cursor;
+  }
+
+  private write(frame: DataFrame, from: string): void {
+    const { ledger, metrics } = this.options;
+    let cursor = this.cursorOf(from);
     if (!cursor || cursor.stream !== frame.s) {
       // A stream we never saw (or the sender's spool was recreated): start where the frame starts.
       cursor = { stream: frame.s, seq: frame.f - 1 };
@@ -149,7 +144,8 @@ export class DeliveryReceiver {
     const last = frame.f + frame.m.length - 1;
     if (last <= cursor.seq) {
       metrics.duplicates.inc({ reason: "sequence" }, frame.m.length);
-      this.sendControl(from, { t: "a", s: frame.s, u: cursor.seq });
+      this.written.set(from, cursor);
+      this.scheduleAck(from);
       return;
     }
     if (frame.f > cursor.seq + 1 && frame.k >= frame.f - 1) {
@@ -167,23 +163,34 @@ export class DeliveryReceiver {
       this.sendControl(from, { t: "r", s: frame.s, e: cursor.seq + 1 });
       return;
     }
-    const fresh = frame.m.slice(cursor.seq + 1 - frame.f);
+    const fresh = cursor.seq + 1 === frame.f ? frame.m : frame.m.slice(cursor.seq + 1 - frame.f);
     const firstSeq = cursor.seq + 1;
-    await spool.writeIntent(from, {
+    ledger.appendIntent(from, {
       stream: frame.s,
       first: firstSeq,
       last,
       targets: fresh.map((m) => ({ to: m.to, id: m.id })),
     });
+    const { written, landed, full } = this.writeMessages(fresh, from);
+    if (written > 0) this.written.set(from, { stream: frame.s, seq: firstSeq + written - 1 });
+    else this.written.set(from, cursor);
+    metrics.delivered.inc(landed);
+    if (written > 0 || !full) this.scheduleAck(from);
+  }
+
+  /** Writes messages in order; consecutive ones from one sender to one agent as one batch file. */
+  private writeMessages(
+    fresh: WireMessage[],
+    from: string,
+  ): { written: number; landed: number; full: boolean } {
+    const { bus, metrics } = this.options;
+    const batchMax = bus.config.batchMessagesMax;
     let written = 0;
-    let full = false;
-    const landed: WireMessage[] = [];
-    // Consecutive messages from one sender to one agent at one priority go as one batch file.
+    let landed = 0;
     let index = 0;
     while (index < fresh.length) {
       const head = fresh[index];
       let end = index + 1;
-      const batchMax = this.options.bus.config.batchMessagesMax;
       while (
         end < fresh.length &&
         end - index < batchMax &&
@@ -192,20 +199,23 @@ export class DeliveryReceiver {
         fresh[end].priority === head.priority
       )
         end++;
-      const group = fresh.slice(index, end).filter((message) => !this.seen(message));
+      const group: WireMessage[] = [];
+      for (let i = index; i < end; i++) if (!this.seen(fresh[i])) group.push(fresh[i]);
       metrics.duplicates.inc({ reason: "message_id" }, end - index - group.length);
       if (group.length > 0) {
+        const spans = this.startSpans(group, from);
         try {
-          const outgoing = group.map(toOutgoing);
-          if (outgoing.length === 1) this.options.bus.sendSync(head.from, head.to, outgoing[0]);
-          else this.options.bus.sendBatchSync(head.from, head.to, outgoing);
+          if (group.length === 1) bus.sendSync(head.from, head.to, toOutgoing(group[0]));
+          else bus.sendBatchSync(head.from, head.to, group.map(toOutgoing));
           for (const message of group) this.remember(message);
-          landed.push(...group);
+          landed += group.length;
+          this.dirtyAgents.add(head.to);
+          if (spans) for (const span of spans) span.end();
         } catch (error) {
+          if (spans) endSpansWithError(spans, error);
           if (isCfnError(error, "CFN_ERR_INBOX_FULL")) {
             metrics.inboxFull.inc();
-            full = true;
-            break;
+            return { written, landed, full: true };
           }
           // A message the bus can never take (invalid for this bus's limits): counted, skipped,
           // so that it does not block its stream forever.
@@ -220,11 +230,94 @@ export class DeliveryReceiver {
       written += end - index;
       index = end;
     }
-    const newCursor = { stream: frame.s, seq: firstSeq + written - 1 };
-    if (landed.length > 0) await this.options.onWritten?.(landed);
-    await spool.commitCursor(from, newCursor);
-    metrics.delivered.inc(landed.length);
-    if (written > 0 || !full) this.sendControl(from, { t: "a", s: frame.s, u: newCursor.seq });
+    return { written, landed, full: false };
+  }
+
+  /** A span per traced message (a `traceparent` header) around its inbox write; none otherwise. */
+  private startSpans(group: WireMessage[], from: string): Span[] | undefined {
+    let spans: Span[] | undefined;
+    for (const message of group) {
+      const parent = spanParent(message.headers);
+      if (!parent) continue;
+      spans ??= [];
+      spans.push(
+        this.tracer.startSpan(
+          "cfn.delivery.inbox_write",
+          {
+            kind: SpanKind.CONSUMER,
+            attributes: { "messaging.message.id": message.id, "cfn.agent": message.to, "cfn.via": from },
+          },
+          parent,
+        ),
+      );
+    }
+    return spans;
+  }
+
+  // ---- acknowledgements -----------------------------------------------------------------------
+
+  /** Acks go out once per event-loop turn (all frames read in one turn get one ack per sender). */
+  private scheduleAck(from: string): void {
+    const cursor = this.written.get(from);
+    if (cursor) this.toAck.set(from, cursor);
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    setImmediate(() => {
+      this.ackScheduled = false;
+      if (this.options.onWritten) this.startRound();
+      else this.commitAndAck(this.takeAcks());
+    });
+  }
+
+  private takeAcks(): Map<string, ReceiverCursor> {
+    const acks = new Map(this.toAck);
+    this.toAck.clear();
+    return acks;
+  }
+
+  private commitAndAck(acks: Map<string, ReceiverCursor>): void {
+    // Closed under us (shutdown): no commit, so no ack; the sender resends to the next incarnation.
+    if (!this.options.ledger.isOpen) return;
+    for (const [from, cursor] of acks) {
+      if (this.options.ledger.cursor(from) !== cursor) this.options.ledger.commit(from, cursor);
+      this.sendControl(from, { t: "a", s: cursor.stream, u: cursor.seq });
+    }
+  }
+
+  /**
+   * Persistence: one round makes everything written so far durable (mirror and ledger fsync, in
+   * parallel), then commits and acks it. Frames arriving meanwhile are written and wait for the next round:
+   * the commit record is written only after the mirror holds the messages it covers, so a synced
+   * ledger never claims a message the disk does not have.
+   */
+  private startRound(): void {
+    if (this.round) {
+      this.roundAgain = true;
+      return;
+    }
+    const acks = this.takeAcks();
+    const agents = this.dirtyAgents;
+    this.dirtyAgents = new Set();
+    this.round = (async () => {
+      try {
+        // onWritten reads the inboxes synchronously when called, so every file it mirrors was
+        // preceded by its intent, and the ledger fsync started after it covers those intents:
+        // after a host crash, recovery finds the restored messages and does not write them twice.
+        const mirrored = this.options.onWritten?.(agents);
+        await Promise.all([mirrored, this.options.ledger.sync()]);
+        this.commitAndAck(acks);
+      } catch (error) {
+        // Not acknowledged: the sender resends after its ack timeout and the next round retries.
+        this.logger.error("delivery durability round failed", { error });
+        for (const agent of agents) this.dirtyAgents.add(agent);
+      }
+    })().finally(() => {
+      this.round = undefined;
+      if (this.roundAgain || this.toAck.size > 0) {
+        this.roundAgain = false;
+        if (this.toAck.size > 0) this.startRound();
+      }
+    });
   }
 
   private seen(message: WireMessage): boolean {

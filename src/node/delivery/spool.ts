@@ -1,18 +1,16 @@
 // The delivery spool of a node (LevelDB, classic-level, at <dataDir>/spool): what makes
 // cross-node delivery survive a crash on both ends.
 //
-// Sending side: a message drained from the local bus is written here (one batch per drain, synced
-// when spoolSync) BEFORE its bus file is removed, under `o!<dest>!<seq>` with a per-destination
+// Sending side: a message drained from the local bus is written here (group commit: one batch per
+// flush, synced when spoolSync) BEFORE its bus file is removed, under `o!<dest>!<seq>` with a per-destination
 // sequence that never restarts (`n!<dest>` is written in the same batch). It is deleted once the
-// owner node acknowledged it. Receiving side: per sender node, the delivery cursor (stream id and
-// last sequence written into the inbox) and, while a batch is being written, an intent record
-// naming what is being written, so a restart can tell which of those messages landed.
+// owner node acknowledged it. The receiving side's cursors and intents live in the delivery ledger
+// (ledger.ts); `c!` keys of older data dirs are still read as a starting cursor.
 //
 // Keys:  meta!stream          this node's outbound stream id (random, created once)
 //        n!<dest>             next sequence for <dest>
 //        o!<dest>!<seq:16>    a spooled message (JSON wire message)
-//        c!<from>             receiver cursor {stream, seq}
-//        i!<from>             receiver intent {stream, first, last, ids}
+//        c!<from>             receiver cursor {stream, seq} (older versions; read only)
 
 import { randomUUID } from "node:crypto";
 import { resolve } from "node:path";
@@ -22,6 +20,7 @@ import type { Logger } from "../../obs/logger.js";
 import type { WireMessage } from "./wire.js";
 
 type Db = ClassicLevel<string, string>;
+type SpoolOp = { type: "put"; key: string; value: string } | { type: "del"; key: string };
 
 /** One message in the spool, bound to a destination node with its stream sequence. */
 export interface SpooledMessage {
@@ -66,8 +65,11 @@ export class DeliverySpool {
   private readonly sync: boolean;
   private readonly nextSeq = new Map<string, number>();
   private readonly cursors = new Map<string, ReceiverCursor>();
-  private readonly intents = new Map<string, ReceiverIntent>();
-  private appendChain: Promise<unknown> = Promise.resolve();
+  /** Group commit: operations issued while a batch is being written go out as the next batch. */
+  private queuedOps: SpoolOp[] = [];
+  private queuedWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
+  private queuedSync = false;
+  private writing: Promise<void> | undefined;
   private spooled = 0;
   private closed = false;
 
@@ -120,8 +122,6 @@ export class DeliverySpool {
       this.nextSeq.set(key.slice(2), Number(value));
     for await (const [key, value] of this.db.iterator({ gte: "c!", lt: "c!\xff" }))
       this.cursors.set(key.slice(2), JSON.parse(value));
-    for await (const [key, value] of this.db.iterator({ gte: "i!", lt: "i!\xff" }))
-      this.intents.set(key.slice(2), JSON.parse(value));
   }
 
   /** Every spooled (unacknowledged) message, per destination in sequence order. */
@@ -157,8 +157,11 @@ export class DeliverySpool {
   }
 
   /**
-   * Assigns sequences now and starts the write: the caller may stream the messages at once and
-   * wait for `durable` before it drops its own copy (the bus file). Writes are serialized.
+   * Assigns sequences now and queues the write: the caller may stream the messages at once and
+   * wait for `durable` before it drops its own copy (the bus file). Group commit: every append and
+   * delete issued while a LevelDB batch is being written goes out as the next single batch (synced
+   * when `sync`), so under load there is one write — and one fsync — per flush, not per drain.
+   * Batches complete in the order they were issued.
    */
   appendNow(items: { dest: string; message: WireMessage }[]): {
     spooled: SpooledMessage[];
@@ -166,7 +169,7 @@ export class DeliverySpool {
   } {
     this.assertOpen();
     const spooled: SpooledMessage[] = [];
-    const ops: { type: "put"; key: string; value: string }[] = [];
+    const ops: SpoolOp[] = [];
     const touched = new Set<string>();
     for (const item of items) {
       const seq = this.nextSeq.get(item.dest) ?? 1;
@@ -178,66 +181,60 @@ export class DeliverySpool {
     for (const dest of touched)
       ops.push({ type: "put", key: `n!${dest}`, value: String(this.nextSeq.get(dest)) });
     this.spooled += items.length;
-    const durable = this.serialize(() => this.db.batch(ops, { sync: this.sync }));
+    const durable = this.enqueue(ops, this.sync);
     return { spooled, durable };
   }
 
   /** Deletes acknowledged messages of `dest` with sequence in [from, to]. Not synced: a lost delete only resends. */
   async remove(dest: string, from: number, to: number): Promise<void> {
     if (this.closed || to < from) return;
-    const ops: { type: "del"; key: string }[] = [];
+    const ops: SpoolOp[] = [];
     for (let seq = from; seq <= to; seq++) ops.push({ type: "del", key: seqKey(dest, seq) });
     this.spooled = Math.max(0, this.spooled - ops.length);
-    // Through the chain: a delete must never overtake the put it deletes.
-    await this.serialize(() => this.db.batch(ops));
+    // Through the queue: a delete must never overtake the put it deletes.
+    await this.enqueue(ops, false);
   }
 
-  private serialize(write: () => Promise<void>): Promise<void> {
-    const next = this.appendChain.then(write);
-    this.appendChain = next.catch(() => undefined);
-    return next;
+  private enqueue(ops: SpoolOp[], sync: boolean): Promise<void> {
+    for (const op of ops) this.queuedOps.push(op);
+    if (sync) this.queuedSync = true;
+    const done = new Promise<void>((resolve, reject) => this.queuedWaiters.push({ resolve, reject }));
+    this.writing ??= this.writeQueued();
+    return done;
   }
 
+  private async writeQueued(): Promise<void> {
+    while (this.queuedOps.length > 0) {
+      const ops = this.queuedOps;
+      const waiters = this.queuedWaiters;
+      const sync = this.queuedSync;
+      this.queuedOps = [];
+      this.queuedWaiters = [];
+      this.queuedSync = false;
+      try {
+        await this.db.batch(ops, { sync });
+        for (const waiter of waiters) waiter.resolve();
+      } catch (error) {
+        for (const waiter of waiters) waiter.reject(error);
+      }
+    }
+    this.writing = undefined;
+  }
+
+  /** The receiver cursor a data dir of an older version kept here (the ledger took over). */
   cursor(from: string): ReceiverCursor | undefined {
     return this.cursors.get(from);
   }
 
-  /** Sender nodes with an unfinished write (crash recovery). */
-  intentSenders(): string[] {
-    return [...this.intents.keys()];
-  }
-
-  intent(from: string): ReceiverIntent | undefined {
-    return this.intents.get(from);
-  }
-
-  /** Records what is about to be written into inboxes (survives a process crash once resolved). */
-  async writeIntent(from: string, intent: ReceiverIntent): Promise<void> {
-    this.assertOpen();
-    this.intents.set(from, intent);
-    await this.db.put(`i!${from}`, JSON.stringify(intent));
-  }
-
-  /** Moves the cursor past a written batch and clears its intent, in one batch. */
-  async commitCursor(from: string, cursor: ReceiverCursor): Promise<void> {
-    if (this.closed) return;
-    this.cursors.set(from, cursor);
-    this.intents.delete(from);
-    await this.db.batch([
-      { type: "put", key: `c!${from}`, value: JSON.stringify(cursor) },
-      { type: "del", key: `i!${from}` },
-    ]);
-  }
-
   /** Waits for every append issued so far. */
   async flush(): Promise<void> {
-    await this.appendChain;
+    while (this.writing) await this.writing;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.appendChain.catch(() => undefined);
+    await this.flush();
     try {
       await this.db.close();
     } finally {

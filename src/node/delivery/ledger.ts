@@ -1,0 +1,207 @@
+// The receiving side's delivery ledger: per sender node, one append-only file of JSON lines at
+// <dataDir>/delivery-in/<sender>.log —
+//
+//   {"i":{"stream":…,"first":…,"last":…,"targets":[{"to":…,"id":…},…]}}   intent: about to be written
+//   {"c":{"stream":…,"seq":…}}                                              commit: cursor, all ≤ seq written
+//
+// Both are plain write(2) calls on the event loop (no thread-pool hop, no promise): an intent is in
+// the page cache before the inbox write starts, so it survives a process crash (kill -9) without an
+// fsync. That is the crash the inbox itself survives (tmpfs); with `sync` (spoolSync or persistence)
+// `sync()` fdatasyncs the files before the node acknowledges, for a whole-host crash.
+//
+// Recovery reads each file: the cursor is the last commit; the intents after it (several, when
+// acknowledgements were batched) form one chain whose targets were written in order. A torn last
+// line (a crash inside write(2)) is an intent whose inbox write never started: it is ignored.
+// A file past `fileBytesMax` is rewritten to its last commit (tmp + rename) at the next commit.
+
+import {
+  closeSync,
+  existsSync,
+  fdatasync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  writeSync,
+} from "node:fs";
+import { join } from "node:path";
+import type { ReceiverCursor, ReceiverIntent } from "./spool.js";
+
+export interface LedgerOptions {
+  dir: string;
+  /** fdatasync in sync() (survives power loss); without it sync() resolves at once. */
+  sync: boolean;
+  /** A ledger file is compacted to its last commit past this size, in bytes. */
+  fileBytesMax: number;
+}
+
+interface SenderLedger {
+  fd: number;
+  bytes: number;
+  dirty: boolean;
+  cursor: ReceiverCursor | undefined;
+  /** Intents appended since the last commit, merged (same stream, consecutive sequences). */
+  pending: ReceiverIntent | undefined;
+}
+
+/** Default for LedgerOptions.fileBytesMax: compaction rewrites one line, so this is only disk use. */
+export const LEDGER_FILE_BYTES_MAX = 4 * 1024 * 1024;
+
+export class DeliveryLedger {
+  private readonly options: LedgerOptions;
+  private readonly senders = new Map<string, SenderLedger>();
+  private closed = false;
+
+  private constructor(options: LedgerOptions) {
+    this.options = options;
+  }
+
+  /** Opens (creating) the ledger dir and loads every sender's cursor and pending intents. */
+  static open(options: LedgerOptions): DeliveryLedger {
+    mkdirSync(options.dir, { recursive: true, mode: 0o700 });
+    const ledger = new DeliveryLedger(options);
+    for (const name of readdirSync(options.dir)) {
+      if (!name.endsWith(".log")) continue;
+      ledger.load(decodeURIComponent(name.slice(0, -4)));
+    }
+    return ledger;
+  }
+
+  /** False after close(): nothing more may be appended. */
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  cursor(from: string): ReceiverCursor | undefined {
+    return this.senders.get(from)?.cursor;
+  }
+
+  /** The intents written since the last commit of `from`, as one chain (crash recovery). */
+  intent(from: string): ReceiverIntent | undefined {
+    return this.senders.get(from)?.pending;
+  }
+
+  /** Senders with intents after their last commit. */
+  intentSenders(): string[] {
+    return [...this.senders].filter(([, sender]) => sender.pending).map(([from]) => from);
+  }
+
+  /** Records what is about to be written into inboxes; returns once it is in the page cache. */
+  appendIntent(from: string, intent: ReceiverIntent): void {
+    const sender = this.sender(from);
+    this.append(sender, `{"i":${JSON.stringify(intent)}}\n`);
+    extendChain(sender, intent);
+  }
+  }
+
+  /** Moves the cursor of `from` (everything ≤ cursor.seq is written) and ends its intent chain. */
+  commit(from: string, cursor: ReceiverCursor): void {
+    const sender = this.sender(from);
+    const line = `{"c":${JSON.stringify(cursor)}}\n`;
+    sender.cursor = cursor;
+    sender.pending = undefined;
+    if (sender.bytes + line.length > this.options.fileBytesMax) this.rewrite(from, sender, line);
+    else this.append(sender, line);
+  }
+
+  /** With `sync`: fdatasyncs every file appended to since the last call. */
+  async sync(): Promise<void> {
+    if (!this.options.sync) return;
+    const dirty = [...this.senders.values()].filter((sender) => sender.dirty);
+    for (const sender of dirty) sender.dirty = false;
+    await Promise.all(
+      dirty.map(
+        (sender) =>
+          new Promise<void>((resolve, reject) =>
+            fdatasync(sender.fd, (error) => (error ? reject(error) : resolve())),
+          ),
+      ),
+    );
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const sender of this.senders.values()) closeSync(sender.fd);
+    this.senders.clear();
+  }
+
+  private path(from: string): string {
+    return join(this.options.dir, `${encodeURIComponent(from)}.log`);
+  }
+
+  private sender(from: string): SenderLedger {
+    let sender = this.senders.get(from);
+    if (!sender) {
+      if (this.closed) throw new Error("invariant violated: delivery ledger used after close");
+      sender = {
+        fd: openSync(this.path(from), "a", 0o600),
+        bytes: 0,
+        dirty: false,
+        cursor: undefined,
+        pending: undefined,
+      };
+      this.senders.set(from, sender);
+    }
+    return sender;
+  }
+
+  private append(sender: SenderLedger, line: string): void {
+    const bytes = Buffer.from(line);
+    let offset = 0;
+    while (offset < bytes.length) offset += writeSync(sender.fd, bytes, offset);
+    sender.bytes += bytes.length;
+    sender.dirty = true;
+  }
+
+  /** Replaces the file by its last commit; the rename is atomic for a process crash. */
+  private rewrite(from: string, sender: SenderLedger, line: string): void {
+    const path = this.path(from);
+    const tmp = `${path}.tmp`;
+    const fd = openSync(tmp, "w", 0o600);
+    writeSync(fd, line);
+    if (this.options.sync) fsyncSync(fd);
+    renameSync(tmp, path);
+    closeSync(sender.fd);
+    sender.fd = fd;
+    sender.bytes = Buffer.byteLength(line);
+    sender.dirty = false;
+  }
+
+  private load(from: string): void {
+    const path = this.path(from);
+    if (!existsSync(path)) return;
+    const text = readFileSync(path, "utf8");
+    const sender = this.sender(from);
+    sender.bytes = Buffer.byteLength(text);
+    // A torn last line must not swallow the next record appended after it.
+    if (text.length > 0 && !text.endsWith("\n")) this.append(sender, "\n");
+    for (const line of text.split("\n")) {
+      let record: { i?: ReceiverIntent; c?: ReceiverCursor };
+      try {
+        record = JSON.parse(line);
+      } catch {
+        continue; // the empty tail, or a line torn by a crash inside write(2)
+      }
+      if (record.c) {
+        sender.cursor = record.c;
+        sender.pending = undefined;
+      } else if (record.i) {
+        extendChain(sender, record.i);
+      }
+    }
+  }
+}
+
+/** Appends an intent to the sender's chain (same stream, next sequence) or starts a new chain. */
+function extendChain(sender: SenderLedger, intent: ReceiverIntent): void {
+  const chain = sender.pending;
+  if (chain && chain.stream === intent.stream && chain.last + 1 === intent.first) {
+    chain.last = intent.last;
+    for (const target of intent.targets) chain.targets.push(target);
+  } else {
+    sender.pending = { ...intent, targets: [...intent.targets] };
+  }
+}
