@@ -94,7 +94,6 @@ export class DeliveryLedger {
     this.append(sender, `{"i":${JSON.stringify(intent)}}\n`);
     extendChain(sender, intent);
   }
-  }
 
   /** Moves the cursor of `from` (everything ≤ cursor.seq is written) and ends its intent chain. */
   commit(from: string, cursor: ReceiverCursor): void {
