@@ -25,6 +25,8 @@ export const ERROR_CODES = {
   CFN_ERR_NOT_LEADER: "The request needs the leader and this node is not it",
   CFN_ERR_RAFT_CONFIG: "A Raft limit is out of range or inconsistent with another",
   CFN_ERR_CONF_CHANGE: "A membership change is not allowed now (one is pending, or it would lose quorum)",
+  CFN_ERR_LEARNER_NOT_CAUGHT_UP:
+    "A learner cannot be promoted yet: the leader has not seen it replicating close to the log's end",
 
   // storage
   CFN_ERR_STORAGE: "The log store failed to read or write",

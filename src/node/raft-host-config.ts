@@ -39,6 +39,10 @@ export interface RaftHostConfig {
   pendingReadsMax: number;
   /** How long stop() waits for a leadership transfer before closing anyway, ms. Default 1,000. */
   stopTransferTimeoutMs: number;
+  /** promoteLearner() refuses (CFN_ERR_LEARNER_NOT_CAUGHT_UP) unless the leader replicates to
+   *  the learner (progress "replicate": an append was acknowledged) and it trails the log by at most this many entries:
+   *  a voter that joins far behind weakens the quorum until it catches up. Default 1,000. */
+  learnerCatchUpLagEntriesMax: number;
   /** Further Raft core limits (inflight windows, message sizes, PreVote…); see RaftConfig. */
   raft: Partial<Omit<RaftConfig, "id" | "electionTimeoutTicks" | "heartbeatTicks" | "applied">>;
 }
@@ -54,6 +58,7 @@ export const DEFAULT_RAFT_HOST_CONFIG: Omit<RaftHostConfig, "id"> = {
   pendingProposalsMax: 50_000,
   pendingReadsMax: 50_000,
   stopTransferTimeoutMs: 1_000,
+  learnerCatchUpLagEntriesMax: 1_000,
   raft: {},
 };
 
@@ -72,6 +77,7 @@ const INTEGER_FIELDS: [keyof RaftHostConfig, number, number][] = [
   ["pendingProposalsMax", 1, 10_000_000],
   ["pendingReadsMax", 1, 10_000_000],
   ["stopTransferTimeoutMs", 0, 600_000],
+  ["learnerCatchUpLagEntriesMax", 0, 1_000_000_000],
 ];
 
 /** Fills defaults and validates; the Raft core's limits are validated with the same values. */

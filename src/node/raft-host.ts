@@ -45,6 +45,7 @@ import { coreConfig, type RaftHostConfig, resolveRaftHostConfig } from "./raft-h
 import { RaftHostMetrics } from "./raft-host-metrics.js";
 import { ProposalTracker } from "./raft-proposals.js";
 import { ReadIndexQueue } from "./raft-reads.js";
+import { decodeHostSnapshot, encodeHostSnapshot } from "./raft-snapshot-data.js";
 import { decodeFromWire, encodeForWire } from "./raft-wire.js";
 
 export { DEFAULT_RAFT_HOST_CONFIG, type RaftHostConfig, resolveRaftHostConfig } from "./raft-host-config.js";
@@ -339,15 +340,65 @@ export class RaftHost<Result> {
 
   /** Adds a voter; `address` is its transport URL, replicated in the change's context. */
   addMember(id: NodeId, address: string): Promise<ConfState> {
+    return this.proposeMemberAdd(ConfChangeType.AddVoter, id, address);
+  }
+
+  /**
+   * Adds a learner: it receives the log but does not vote, so it can catch up without weakening
+   * the quorum. `address` is its transport URL, replicated in the change's context.
+   */
+  addLearner(id: NodeId, address: string): Promise<ConfState> {
+    return this.proposeMemberAdd(ConfChangeType.AddLearner, id, address);
+  }
+
+  /**
+   * Promotes a learner to voter, only once it has caught up (as etcd's server checks before
+   * promoting): the leader must be replicating to it (progress state "replicate") and it must
+   * trail the log by at most
+   * learnerCatchUpLagEntriesMax entries, else CFN_ERR_LEARNER_NOT_CAUGHT_UP (retry later).
+   * Not a learner → CFN_ERR_CONF_CHANGE.
+   */
+  promoteLearner(id: NodeId): Promise<ConfState> {
+    if (this.state === "running" && this.role === "leader") {
+      const failure = this.learnerNotReady(id);
+      if (failure) return Promise.reject(failure);
+    }
+    return this.proposeMemberAdd(ConfChangeType.AddVoter, id, this.addresses.get(id));
+  }
+
+  /** Proposes adding `id` as a voter or learner; its address rides in the change's context. */
+  private proposeMemberAdd(
+    type: typeof ConfChangeType.AddVoter | typeof ConfChangeType.AddLearner,
+    id: NodeId,
+    address: string | undefined,
+  ): Promise<ConfState> {
     return this.proposeConfChange(
-      { changes: [{ type: ConfChangeType.AddVoter, nodeId: id, context: address }], transition: "auto" },
-      (change) => change.changes.some((c) => c.nodeId === id && c.type === ConfChangeType.AddVoter),
+      { changes: [{ type, nodeId: id, context: address }], transition: "auto" },
+      (change) => change.changes.some((c) => c.nodeId === id && c.type === type),
       () => {
-        if (id !== this.id) {
+        if (id !== this.id && address !== undefined) {
           this.addresses.set(id, address);
           this.transport.addPeer(id, address);
         }
       },
+    );
+  }
+
+  private learnerNotReady(id: NodeId): CfnError | undefined {
+    const status = this.node.status();
+    if (!status.config.learners.includes(id))
+      return new CfnError("CFN_ERR_CONF_CHANGE", `${id} is not a learner`, { id });
+    const progress = status.progress[id];
+    const lagEntriesMax = this.config.learnerCatchUpLagEntriesMax;
+    const lag = progress ? status.lastIndex - progress.match : status.lastIndex;
+    // "replicate": the leader has had an append acknowledged and pipelines to it (an unreachable
+    // or rejecting learner is back in "probe", one being sent a snapshot in "snapshot").
+    if (progress?.state === "replicate" && lag <= lagEntriesMax) return undefined;
+    return new CfnError(
+      "CFN_ERR_LEARNER_NOT_CAUGHT_UP",
+      `learner ${id} is not caught up: ${lag} entries behind (at most ${lagEntriesMax}), ` +
+        `replication state ${progress?.state ?? "unknown"}`,
+      { id, lag, lagEntriesMax, state: progress?.state },
     );
   }
 
@@ -434,7 +485,7 @@ export class RaftHost<Result> {
       learnersNext: [],
       autoLeave: false,
     };
-    const snapshot: Snapshot = { metadata: { index: 1, term: 1, conf }, data: this.stateMachine.snapshot() };
+    const snapshot: Snapshot = { metadata: { index: 1, term: 1, conf }, data: this.snapshotData() };
     const hardState = { term: 1, vote: "", commit: 1 };
     await this.store.save({ hardState, entries: [], snapshot });
     this.logger.info("bootstrapped a new cluster", { voters: conf.voters, clusterOf: loaded.meta.clusterId });
@@ -467,8 +518,32 @@ export class RaftHost<Result> {
   }
 
   private installStateMachineSnapshot(snapshot: Snapshot): void {
-    if (snapshot.data.byteLength > 0) this.stateMachine.restore(snapshot.data);
+    const data = decodeHostSnapshot(snapshot.data);
+    if (data.stateMachine.byteLength > 0) this.stateMachine.restore(data.stateMachine);
+    this.rememberSnapshotAddresses(snapshot.metadata.conf, data.addresses);
     this.hostMetrics.snapshots.inc({ kind: "installed" });
+  }
+
+  /** The snapshot's data: the members' addresses as this node knows them, then the state machine. */
+  private snapshotData(): Uint8Array {
+    const addresses: Record<NodeId, string> = Object.fromEntries(this.addresses);
+    const own = this.options.peers[this.id];
+    if (own !== undefined) addresses[this.id] = own;
+    return encodeHostSnapshot({ addresses, stateMachine: this.stateMachine.snapshot() });
+  }
+
+  /**
+   * Addresses of members this node does not know yet (the conf change that carried them may be
+   * compacted away). Known addresses stay: they come from this node's own config or from a
+   * conf change it applied, and the snapshot's are only the taker's view.
+   */
+  private rememberSnapshotAddresses(conf: ConfState, addresses: Record<NodeId, string>): void {
+    for (const id of new Set([...conf.voters, ...conf.learners, ...conf.votersOutgoing])) {
+      const address = addresses[id];
+      if (id === this.id || address === undefined || this.addresses.has(id)) continue;
+      this.addresses.set(id, address);
+      if (this.node) this.transport.addPeer(id, address);
+    }
   }
 
   // ---- event sources ----------------------------------------------------------------------------
@@ -685,7 +760,7 @@ export class RaftHost<Result> {
       this.stateMachine.appliedIndex === this.applied,
       "raft host: state machine out of step with the log",
     );
-    const snapshot = this.storage.createSnapshot(this.applied, this.confState, this.stateMachine.snapshot());
+    const snapshot = this.storage.createSnapshot(this.applied, this.confState, this.snapshotData());
     const compactIndex = this.applied - this.config.compactionLagEntries;
     if (compactIndex >= this.storage.firstIndex()) this.storage.compact(compactIndex);
     this.hostMetrics.snapshots.inc({ kind: "taken" });

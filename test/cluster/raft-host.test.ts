@@ -185,6 +185,73 @@ describe("RaftHost over the memory twins", () => {
     expect((await leader.host.propose(put("after-remove", "1")))?.ok).toBe(true);
   });
 
+  it("promotes a learner only once it has caught up (CFN_ERR_LEARNER_NOT_CAUGHT_UP before)", async () => {
+    const { network, nodes, leader } = await startCluster();
+    for (let i = 0; i < 20; i++) await leader.host.propose(put(`pre-${i}`, "v"));
+    const learner = await startNode(
+      network,
+      "n4",
+      new MemoryDataDir("n4"),
+      ["n1", "n2", "n3", "n4"],
+      {},
+      false,
+    );
+    network.isolate("n4");
+    const added = await leader.host.addLearner("n4", "memory://n4");
+    expect(added.learners).toEqual(["n4"]);
+    // Unreachable: the leader only probes it, so promoting it would add a voter that is far behind.
+    const refused = await leader.host.promoteLearner("n4").catch((error: unknown) => error);
+    expect(isCfnError(refused, "CFN_ERR_LEARNER_NOT_CAUGHT_UP")).toBe(true);
+    expect((refused as CfnError).details).toMatchObject({ id: "n4", state: "probe" });
+    expect(leader.host.status().members.find((m) => m.id === "n4")?.voter).toBe(false);
+    // A voter is not a learner.
+    const notLearner = await leader.host.promoteLearner(nodes.find((n) => n !== leader)!.id).catch((e) => e);
+    expect(isCfnError(notLearner, "CFN_ERR_CONF_CHANGE")).toBe(true);
+
+    network.heal();
+    await waitFor("learner caught up", () => learner.kv.read("pre-19") === "v" || undefined);
+    const promoted = await waitFor("promotion accepted", () => {
+      const member = leader.host.status().members.find((m) => m.id === "n4");
+      return member?.state === "replicate" && member.lag === 0 ? true : undefined;
+    }).then(() => leader.host.promoteLearner("n4"));
+    expect(promoted.voters).toContain("n4");
+    expect(promoted.learners).toEqual([]);
+    expect((await leader.host.propose(put("after-promotion", "1")))?.ok).toBe(true);
+  });
+
+  it("carries member addresses in snapshots: a node joining after compaction reaches a member added before", async () => {
+    const config = { snapshotEntriesInterval: 30, compactionLagEntries: 5 };
+    const { network, leader } = await startCluster(["n1", "n2", "n3"], config);
+    // n4 joins through a conf change (its address only in that entry's context)…
+    await startNode(network, "n4", new MemoryDataDir("n4"), ["n1", "n2", "n3", "n4"], config, false);
+    await leader.host.addMember("n4", "memory://n4");
+    // …which is compacted away before n5 joins, knowing only the founders' addresses.
+    for (let i = 0; i < 80; i++) await leader.host.propose(put(`k${i % 8}`, `v${i}`));
+    expect(leader.host.status().firstIndex).toBeGreaterThan(40);
+    const n5 = await startNode(
+      network,
+      "n5",
+      new MemoryDataDir("n5"),
+      ["n1", "n2", "n3", "n5"],
+      config,
+      false,
+    );
+    await leader.host.addMember("n5", "memory://n5");
+    await waitFor("n5 installed a snapshot", () => n5.kv.read("k7") === "v79" || undefined);
+    expect(await n5.metrics.value("cfn_raft_snapshots_total", { kind: "installed" })).toBeGreaterThan(0);
+    expect(n5.host.status().members.find((m) => m.id === "n4")?.address).toBe("memory://n4");
+    // And it uses it: with n4 leading, n5's acks reach n4 (its progress there advances).
+    await leader.host.transferLeadership("n4");
+    const n4 = running.find((node) => node.id === "n4")!;
+    await waitFor("n4 leads", () => n4.host.isLeader() || undefined);
+    await n4.host.propose(put("from-n4", "1"));
+    await waitFor("n5 acked to n4", () => {
+      const member = n4.host.status().members.find((m) => m.id === "n5");
+      return member && member.lag === 0 && member.state === "replicate" ? true : undefined;
+    });
+    await waitFor("n5 applied n4's write", () => n5.kv.read("from-n4") === "1" || undefined);
+  });
+
   it("stops cleanly while peers keep sending (no fatal error from a round started during stop)", async () => {
     const { nodes, leader } = await startCluster();
     const fatal: unknown[] = [];
