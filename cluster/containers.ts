@@ -64,6 +64,10 @@ process.once("exit", () => {
   for (const cluster of liveClusters) cluster.removeNow();
 });
 
+/** A status request waits this long: a paused or cut-off node must not stall leader polling
+ *  (with the client default, 2 s, each poll waited for it and elections looked seconds long). */
+const STATUS_ATTEMPT_MS = 300;
+
 export class ContainerCluster {
   readonly nodes: ContainerNode[] = [];
   readonly network: string;
@@ -82,7 +86,7 @@ export class ContainerCluster {
   }
 
   private get statusClient(): KvClusterClient {
-    this.statusClientMade ??= this.client({ requestTimeoutMs: 1_000 });
+    this.statusClientMade ??= this.client({ requestTimeoutMs: 1_000, attemptTimeoutMs: STATUS_ATTEMPT_MS });
     return this.statusClientMade;
   }
 
@@ -138,7 +142,9 @@ export class ContainerCluster {
     return Object.fromEntries(this.nodes.map((node) => [node.id, node.clientUrl]));
   }
 
-  client(options: { requestTimeoutMs?: number; retryDelayMs?: number } = {}): KvClusterClient {
+  client(
+    options: { requestTimeoutMs?: number; retryDelayMs?: number; attemptTimeoutMs?: number } = {},
+  ): KvClusterClient {
     return new KvClusterClient({ urls: this.clientUrls, clusterToken: this.clusterToken, ...options });
   }
 

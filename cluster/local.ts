@@ -15,7 +15,15 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, type WriteStream } from "node:fs";
+import {
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  type WriteStream,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -115,6 +123,10 @@ export function agreedLeader(answers: (KvNodeStatus | undefined)[], size: number
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
+/** A status request waits this long: a paused or cut-off node must not stall leader polling
+ *  (with the client default, 2 s, each poll waited for it and elections looked seconds long). */
+const STATUS_ATTEMPT_MS = 300;
+
 export class LocalCluster {
   readonly nodes: LocalNode[];
   readonly clusterToken: string;
@@ -135,7 +147,7 @@ export class LocalCluster {
     this.baseDir = baseDir;
     this.clusterToken = clusterToken;
     this.entry = options.entry ?? join(repoRoot(), "dist", "cluster", "kv-node.js");
-    this.statusClient = this.client({ requestTimeoutMs: 1_000 });
+    this.statusClient = this.client({ requestTimeoutMs: 1_000, attemptTimeoutMs: STATUS_ATTEMPT_MS });
   }
 
   /**
@@ -204,7 +216,9 @@ export class LocalCluster {
   }
 
   /** A new client of this cluster (close it when done). */
-  client(options: { requestTimeoutMs?: number; retryDelayMs?: number } = {}): KvClusterClient {
+  client(
+    options: { requestTimeoutMs?: number; retryDelayMs?: number; attemptTimeoutMs?: number } = {},
+  ): KvClusterClient {
     return new KvClusterClient({ urls: this.clientUrls, clusterToken: this.clusterToken, ...options });
   }
 
@@ -255,6 +269,19 @@ export class LocalCluster {
     const exited = new Promise<void>((done) => child.once("exit", () => done()));
     child.kill(signal);
     await exited;
+  }
+
+  /** The last `bytes` of each node's log (its stderr), for failure reports. */
+  logTails(bytes = 4_000): Record<string, string> {
+    return Object.fromEntries(
+      this.nodes.map((node) => {
+        try {
+          return [node.id, readFileSync(node.logPath, "utf8").slice(-bytes)];
+        } catch {
+          return [node.id, ""];
+        }
+      }),
+    );
   }
 
   /** SIGSTOP: the node stays alive but silent (its peers time it out), until resume(). */
