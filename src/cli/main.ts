@@ -8,6 +8,7 @@ import { registerConfigCommands } from "./config-commands.js";
 import { registerDemoCommand } from "./demo-command.js";
 import { registerNodeCommands } from "./node-commands.js";
 import { EXIT, reportError } from "./output.js";
+import { registerSecurityCommands } from "./security-commands.js";
 import { registerSwarmCommands } from "./swarm-commands.js";
 
 export function buildProgram(): Command {
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerSwarmCommands(program);
   registerBusCommands(program);
   registerNodeCommands(program);
+  registerSecurityCommands(program);
   return program;
 }
 

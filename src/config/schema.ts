@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
+import { securitySchema } from "../security/config.js";
 import { nodeSchema } from "./node-schema.js";
 import { tracingSchema } from "./tracing-schema.js";
 
@@ -93,6 +94,7 @@ export const configSchema = z
     log: logSchema.default(logSchema.parse({})),
     demo: demoSchema.default(demoSchema.parse({})),
     node: nodeSchema.default(nodeSchema.parse({})),
+    security: securitySchema.default(securitySchema.parse({})),
     tracing: tracingSchema.default(tracingSchema.parse({})),
   })
   .strict()

@@ -20,7 +20,11 @@ const TAG_BYTES = 16;
 export interface SealedRecordCodec {
   /** Encrypts `plaintext` bound to `storageKey`. */
   seal(plaintext: string, storageKey: string): string;
-  /** Decrypts; CFN_ERR_DECRYPT when the record was altered, bound to another key, or its key is unknown. */
+  /**
+   * Decrypts. CFN_ERR_DECRYPT when the record was altered or bound to another storage key (set
+   * it aside); CFN_ERR_KEY_FILE when it was sealed with a key this node lacks (a configuration
+   * error: refuse to start rather than discard every record).
+   */
   open(stored: string, storageKey: string): string;
 }
 
@@ -108,11 +112,7 @@ export class RecordCipher implements SealedRecordCodec {
     if (parts.length !== 4) throw decryptError(storageKey, "malformed sealed record");
     const [keyId, ivText, tagText, bodyText] = parts;
     const key = this.keys.get(keyId);
-    if (!key)
-      throw decryptError(
-        storageKey,
-        `sealed with unknown key ${keyId} (add its file to encryptionPreviousKeyFiles)`,
-      );
+    if (!key) throw missingKeyError(storageKey, keyId);
     const iv = Buffer.from(ivText, "base64url");
     const tag = Buffer.from(tagText, "base64url");
     if (iv.byteLength !== IV_BYTES || tag.byteLength !== TAG_BYTES)
@@ -134,14 +134,22 @@ export class RecordCipher implements SealedRecordCodec {
 export const PLAINTEXT_CODEC: SealedRecordCodec = {
   seal: (plaintext) => plaintext,
   open: (stored, storageKey) => {
-    if (isSealed(stored))
-      throw decryptError(storageKey, "record is encrypted and no encryption key is configured");
+    if (isSealed(stored)) throw missingKeyError(storageKey, stored.slice(PREFIX.length).split(".")[0]);
     return stored;
   },
 };
 
 export function isSealed(stored: string): boolean {
   return stored.startsWith(PREFIX);
+}
+
+function missingKeyError(storageKey: string, keyId: string): CfnError {
+  return new CfnError(
+    "CFN_ERR_KEY_FILE",
+    `record ${storageKey} is sealed with key ${keyId}, which is not configured: set security.encryptionKeyFile ` +
+      "(or list the old key in security.encryptionPreviousKeyFiles)",
+    { record: storageKey, keyId },
+  );
 }
 
 function decryptError(storageKey: string, reason: string): CfnError {

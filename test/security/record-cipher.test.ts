@@ -70,14 +70,14 @@ describe("record cipher", () => {
     expect(rotated.open(before, "k")).toBe("old record");
     expect(rotated.seal("new", "k").split(".")[1]).toBe(rotated.activeKeyId);
     const forgotten = new RecordCipher(randomBytes(32));
-    expect(expectCode(() => forgotten.open(before, "k"), "CFN_ERR_DECRYPT")).toMatch(/unknown key/);
+    expect(expectCode(() => forgotten.open(before, "k"), "CFN_ERR_KEY_FILE")).toMatch(/not configured/);
   });
 
   it("passes plaintext written before encryption was on; without a key refuses sealed records", () => {
     const cipher = new RecordCipher(randomBytes(32));
     expect(cipher.open('{"legacy":true}', "k")).toBe('{"legacy":true}');
     expect(PLAINTEXT_CODEC.open(PLAINTEXT_CODEC.seal("x", "k"), "k")).toBe("x");
-    expectCode(() => PLAINTEXT_CODEC.open(cipher.seal("x", "k"), "k"), "CFN_ERR_DECRYPT");
+    expectCode(() => PLAINTEXT_CODEC.open(cipher.seal("x", "k"), "k"), "CFN_ERR_KEY_FILE");
   });
 
   it("reads raw, hex and base64 key files of 32 bytes with mode 0600", () => {

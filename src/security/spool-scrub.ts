@@ -1,0 +1,103 @@
+// Encryption at rest for the delivery spool: before the spool opens (node start), every sealed
+// outbound record is opened once. One that fails authentication (CFN_ERR_DECRYPT) is moved to
+// the spool's dead-letter key space `x!<dest>!<seq>` with its reason — it is never sent.
+//
+// The forwarder sends consecutive sequences per destination, so a record taken out of the middle
+// would shift every later one. The records after it are renumbered (and re-sealed: the storage
+// key is their additional data), and the spool's stream id is replaced, so the receiver treats
+// them as a new stream instead of skipping sequences it already saw; its (agent, id) window drops
+// any it wrote before. A record sealed with a key this node lacks is a configuration error
+// (CFN_ERR_KEY_FILE): the start is refused and nothing is discarded.
+//
+// Key layout (src/node/delivery/spool.ts): o!<dest>!<seq:16>, n!<dest>, meta!stream.
+
+import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
+import { ClassicLevel } from "classic-level";
+import { CfnError } from "../errors.js";
+import type { Logger } from "../obs/logger.js";
+import { unreadableReason } from "./at-rest.js";
+import type { SealedRecordCodec } from "./record-cipher.js";
+
+const SEQ_DIGITS = 16;
+
+type Op = { type: "put"; key: string; value: string } | { type: "del"; key: string };
+
+function outboundKey(dest: string, seq: number): string {
+  return `o!${dest}!${String(seq).padStart(SEQ_DIGITS, "0")}`;
+}
+
+/** Scrubs the spool at `path` (absent: nothing to do); returns the records dead-lettered. */
+export async function scrubSpool(path: string, codec: SealedRecordCodec, logger: Logger): Promise<number> {
+  if (!existsSync(path)) return 0;
+  const db = new ClassicLevel<string, string>(path, { keyEncoding: "utf8", valueEncoding: "utf8" });
+  try {
+    await db.open({ createIfMissing: false });
+  } catch (error) {
+    const locked = (error as { cause?: { code?: string } }).cause?.code === "LEVEL_LOCKED";
+    throw new CfnError(
+      locked ? "CFN_ERR_DATA_DIR_LOCKED" : "CFN_ERR_STORAGE",
+      `cannot open spool ${path} to check it: ${String(error)}`,
+      { path },
+    );
+  }
+  try {
+    const perDest = new Map<
+      string,
+      { seq: number; key: string; stored: string; text?: string; reason?: string }[]
+    >();
+    for await (const [key, stored] of db.iterator({ gte: "o!", lt: "o!\xff" })) {
+      const at = key.lastIndexOf("!");
+      const dest = key.slice(2, at);
+      const record: { seq: number; key: string; stored: string; text?: string; reason?: string } = {
+        seq: Number(key.slice(at + 1)),
+        key,
+        stored,
+      };
+      try {
+        record.text = codec.open(stored, key);
+      } catch (error) {
+        record.reason = unreadableReason(error); // CFN_ERR_KEY_FILE propagates: refuse the start
+      }
+      const list = perDest.get(dest) ?? [];
+      list.push(record);
+      perDest.set(dest, list);
+    }
+    const ops: Op[] = [];
+    let deadLettered = 0;
+    for (const [dest, records] of perDest) {
+      if (!records.some((record) => record.reason)) continue;
+      let next = records[0].seq;
+      for (const record of records) {
+        ops.push({ type: "del", key: record.key });
+        if (record.reason !== undefined) {
+          deadLettered++;
+          const dead = { reason: record.reason, stored: record.stored, at: new Date().toISOString() };
+          ops.push({
+            type: "put",
+            key: `x!${dest}!${String(record.seq).padStart(SEQ_DIGITS, "0")}`,
+            value: JSON.stringify(dead),
+          });
+          logger.error("spooled message cannot be decrypted; moved to the spool's dead letters", {
+            dest,
+            seq: record.seq,
+            reason: record.reason,
+          });
+          continue;
+        }
+        const key = outboundKey(dest, next++);
+        ops.push({ type: "put", key, value: codec.seal(record.text as string, key) });
+      }
+      ops.push({ type: "put", key: `n!${dest}`, value: String(next) });
+    }
+    if (deadLettered > 0) {
+      ops.push({ type: "put", key: "meta!stream", value: randomUUID() });
+      // In one batch the last operation on a key wins: a renumbered record's put always comes
+      // after the delete of the record that held that sequence before (new seq ≤ old seq).
+      await db.batch(ops, { sync: true });
+    }
+    return deadLettered;
+  } finally {
+    await db.close();
+  }
+}
