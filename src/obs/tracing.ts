@@ -83,7 +83,8 @@ export function tracesEndpoint(config: TracingConfig, env: NodeJS.ProcessEnv = p
 export function startTracing(options: TracingOptions): Tracing {
   const { config, logger } = options;
   const env = options.env ?? process.env;
-  if (!config.enabled) return disabledTracing;
+  // OTEL_SDK_DISABLED is the standard off switch, over any configuration (the NodeSDK honours it too).
+  if (!config.enabled || env.OTEL_SDK_DISABLED?.trim().toLowerCase() === "true") return disabledTracing;
   if (active) throw new Error("startTracing: tracing is already running in this process"); // a bug
   const log = logger.child("tracing");
   routeDiagnostics(log);

@@ -215,6 +215,17 @@ describe("tracing settings", () => {
     );
   });
 
+  it("OTEL_SDK_DISABLED=true keeps tracing off whatever the settings say", () => {
+    const tracing = startTracing({
+      config: tracingConfig({}),
+      defaultServiceName: "cfn-test",
+      logger: silentLogger,
+      env: { OTEL_SDK_DISABLED: "true" },
+    });
+    expect(tracing.enabled).toBe(false);
+    expect(trace.getTracer("cfn-test").startSpan("off").isRecording()).toBe(false);
+  });
+
   it("propagation is inert while tracing is off", () => {
     expect(propagation.fields()).toEqual([]);
     expect(traceHeaders()).toEqual({});
