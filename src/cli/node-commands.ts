@@ -3,6 +3,7 @@
 
 import type { Command } from "commander";
 import { Bus } from "../bus/index.js";
+import { attachCoordination } from "../coordination/node-coordination.js";
 import { CfnError, isCfnError } from "../errors.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../node/cluster-file.js";
 import { apiRequest, ClusterNode } from "../node/node.js";
@@ -168,6 +169,9 @@ export function registerNodeCommands(program: Command): void {
         process.exitCode = refusal ? EXIT.usage : EXIT.failure;
         return;
       }
+      // Swarm coordination follows the routing state: team coordinators run where the leader
+      // placed them, the master runs on the leader (docs/COORDINATION.md, "On a cluster").
+      const coordination = attachCoordination(started, { logger, metrics });
       printJson({
         event: "started",
         id: started.id,
@@ -181,12 +185,15 @@ export function registerNodeCommands(program: Command): void {
         onSignal = (signal: string) => {
           if (stopping) return; // a second signal during the shutdown is ignored: it is bounded
           stopping = true;
-          void started.shutdown(signal).then(async (report) => {
-            // The node's last spans (its shutdown included) are flushed before the process ends.
-            await tracing?.shutdown();
-            printJson({ event: "stopped", id: started.id, ...report });
-            resolve();
-          });
+          void coordination
+            .stop()
+            .then(() => started.shutdown(signal))
+            .then(async (report) => {
+              // The node's last spans (its shutdown included) are flushed before the process ends.
+              await tracing?.shutdown();
+              printJson({ event: "stopped", id: started.id, ...report });
+              resolve();
+            });
         };
         if (signalled) onSignal(signalled);
       });

@@ -72,6 +72,11 @@ export interface ClusterCoordinationOptions {
   livenessIntervalMs?: number;
   /** Round requests waiting (replicated) per swarm; more are refused. Default 100. */
   roundQueueMax?: number;
+  /**
+   * A worker counts as dead once its node has been down this long, ms. Default 1,500: a node
+   * marked down for a moment (an event loop stalled under load) does not cost its workers' tasks.
+   */
+  workerDownGraceMs?: number;
 }
 
 /** One swarm's part on this node. */
@@ -97,6 +102,9 @@ export class ClusterCoordination {
   private readonly reconcileIntervalMs: number;
   private readonly livenessIntervalMs: number;
   private readonly roundQueueMax: number;
+  private readonly workerDownGraceMs: number;
+  /** Since when (local clock) each member has been down, as last reconciled. */
+  private readonly downSinceMs = new Map<string, number>();
   private readonly swarms = new Map<string, SwarmRuntime>();
   private readonly registering = new Set<string>();
   private readonly badDefinitions = new Set<string>();
@@ -111,6 +119,7 @@ export class ClusterCoordination {
     this.reconcileIntervalMs = options.reconcileIntervalMs ?? 100;
     this.livenessIntervalMs = options.livenessIntervalMs ?? 200;
     this.roundQueueMax = options.roundQueueMax ?? 100;
+    this.workerDownGraceMs = options.workerDownGraceMs ?? 1_500;
     for (const [name, value] of [
       ["reconcileIntervalMs", this.reconcileIntervalMs],
       ["livenessIntervalMs", this.livenessIntervalMs],
@@ -119,6 +128,8 @@ export class ClusterCoordination {
       if (!Number.isInteger(value) || value < 1)
         throw new Error(`invariant violated: ${name} must be a positive integer (got ${value})`);
     }
+    if (!Number.isInteger(this.workerDownGraceMs) || this.workerDownGraceMs < 0)
+      throw new Error(`invariant violated: workerDownGraceMs must be ≥ 0 (got ${this.workerDownGraceMs})`);
   }
 
   start(): void {
@@ -151,6 +162,7 @@ export class ClusterCoordination {
     if (this.reconciling || this.stopped) return;
     this.reconciling = true;
     try {
+      this.trackDownMembers();
       const definitions = this.definitions();
       for (const [name, runtime] of this.swarms) {
         const definition = definitions.get(name);
@@ -246,6 +258,9 @@ export class ClusterCoordination {
         logger: this.logger,
         metrics: this.metrics,
         livenessIntervalMs: this.livenessIntervalMs,
+        // Placed here after another node held the team: its workers answered that node.
+        inFlightOnResume: "requeue",
+        reviveWorkers: true,
         isAlive: (worker) => this.isWorkerAlive(worker),
       });
       coordinator.start();
@@ -259,10 +274,21 @@ export class ClusterCoordination {
    * node cannot answer; their tasks go to other workers of the team at once).
    */
   private isWorkerAlive(worker: WorkerRef): boolean {
-    const state = this.node.routingState;
-    const agent = state.agents.get(worker.id);
+    const agent = this.node.routingState.agents.get(worker.id);
     if (!agent) return true; // not registered: judged by timeouts only
-    return agent.up && state.members.get(agent.node)?.state !== "down";
+    const downSince = this.downSinceMs.get(agent.node);
+    return agent.up && (downSince === undefined || Date.now() - downSince < this.workerDownGraceMs);
+  }
+
+  private trackDownMembers(): void {
+    const now = Date.now();
+    const members = this.node.routingState.members;
+    for (const [id, member] of members) {
+      if (member.state === "down") {
+        if (!this.downSinceMs.has(id)) this.downSinceMs.set(id, now);
+      } else this.downSinceMs.delete(id);
+    }
+    for (const id of this.downSinceMs.keys()) if (!members.has(id)) this.downSinceMs.delete(id);
   }
 
   /** Registers `agent` on this node unless the routing state already says so (one proposal at a time). */

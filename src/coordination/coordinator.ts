@@ -53,7 +53,15 @@ export interface CoordinatorOptions {
   metrics?: Metrics;
   /** How often worker liveness is checked while a round runs, in ms (default 200). */
   livenessIntervalMs?: number;
+  /**
+   * What a resumed team coordinator does with tasks in flight: "wait" for their answers (a restart
+   * in place: they land in the same inbox), or "requeue" them (the coordinator moved to another
+   * node: answers went to the old one). Default "wait".
+   */
+  inFlightOnResume?: "wait" | "requeue";
   /** Liveness of a worker; default: its pid exists and is not a zombie (workers without pid: true). */
+  /** A worker judged dead takes work again once isAlive says so (default false: pids are reused). */
+  reviveWorkers?: boolean;
   isAlive?: (worker: WorkerRef) => boolean;
 }
 
@@ -103,6 +111,8 @@ export class Coordinator {
   private readonly logger: Logger;
   private readonly livenessIntervalMs: number;
   private readonly isAlive: (worker: WorkerRef) => boolean;
+  private readonly inFlightOnResume: "wait" | "requeue";
+  private readonly reviveWorkers: boolean;
   private readonly rounds = new Map<string, RoundState>();
   private mailbox: Mailbox | undefined;
   private loop: Promise<void> | undefined;
@@ -116,6 +126,8 @@ export class Coordinator {
     this.logger = (options.logger ?? silentLogger).child("coordinator");
     this.metrics = options.metrics;
     this.livenessIntervalMs = options.livenessIntervalMs ?? 200;
+    this.inFlightOnResume = options.inFlightOnResume ?? "wait";
+    this.reviveWorkers = options.reviveWorkers ?? false;
     this.isAlive = options.isAlive ?? ((worker) => worker.pid === undefined || isProcessAlive(worker.pid));
   }
 
@@ -357,7 +369,7 @@ export class Coordinator {
         ) {
           if (nowMs - round.lastLivenessMs >= this.livenessIntervalMs) {
             round.lastLivenessMs = nowMs;
-            round.team.checkWorkers(nowMs, this.isAlive);
+            round.team.checkWorkers(nowMs, this.isAlive, this.reviveWorkers);
           } else {
             round.team.checkWorkers(nowMs, () => true);
           }
@@ -463,6 +475,7 @@ export class Coordinator {
       let round: RoundState;
       if (record.kind === "leaf") {
         const team = TeamRound.restore(record.team);
+        if (this.inFlightOnResume === "requeue") team.requeueInFlight(nowMs);
         const assign = { ...record.assign, tasks: record.team.init.tasks };
         round = {
           kind: "leaf",

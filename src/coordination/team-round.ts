@@ -28,6 +28,8 @@ interface TaskState {
   reason?: string;
   settledAtMs?: number;
   reported: boolean;
+  /** Attempts lost to a coordinator move: they do not count against attemptsMax. */
+  freeAttempts?: number;
 }
 
 interface WorkerState {
@@ -172,15 +174,22 @@ export class TeamRound {
     if (!current) return true; // a failed late answer changes nothing: the newer attempt runs
     const cause = failureText(result);
     if (record) Object.assign(record, { outcome: "error", endedAtMs: nowMs, reason: cause });
-    if (this.init.limits.retryOnError && task.attempt < this.init.limits.attemptsMax) task.status = "pending";
+    if (this.init.limits.retryOnError && task.attempt < this.attemptsAllowed(task)) task.status = "pending";
     else this.settle(task, "failed", nowMs, { reason: this.reasonOf(task) });
     return true;
   }
 
-  /** Moves tasks of dead or silent workers to other workers (or fails them when attempts run out). */
-  checkWorkers(nowMs: number, isAlive: (worker: WorkerRef) => boolean): void {
+  /**
+   * Moves tasks of dead or silent workers to other workers (or fails them when attempts run out).
+   * With `revive`, a worker judged dead that is alive again takes work again (cluster liveness:
+   * a node comes back); never for pids, which the OS reuses.
+   */
+  checkWorkers(nowMs: number, isAlive: (worker: WorkerRef) => boolean, revive = false): void {
     for (const worker of this.workers.values()) {
-      if (worker.dead) continue;
+      if (worker.dead) {
+        if (revive && isAlive(worker.ref)) worker.dead = false;
+        continue;
+      }
       if (!isAlive(worker.ref)) {
         worker.dead = true;
         if (worker.busy) {
@@ -340,6 +349,26 @@ export class TeamRound {
     return round;
   }
 
+  /**
+   * After the coordinator moved to another node: answers to the tasks in flight went to the old
+   * node, so each goes out again now (one extra attempt, not counted against attemptsMax), and no
+   * worker stays suspect for an answer it may well have sent there. Returns the tasks re-queued.
+   */
+  requeueInFlight(nowMs: number): number {
+    let requeued = 0;
+    for (const task of this.tasks.values()) {
+      if (task.status !== "inflight") continue;
+      this.releaseCurrentAttempt(task, nowMs, "coordinator moved to another node; sent again");
+      const record = task.attempts[task.attempts.length - 1];
+      if (record && record.outcome === "unanswered") record.outcome = "undeliverable";
+      task.status = "pending";
+      task.freeAttempts = (task.freeAttempts ?? 0) + 1;
+      requeued++;
+    }
+    for (const worker of this.workers.values()) worker.suspect = false;
+    return requeued;
+  }
+
   // ---- internals ------------------------------------------------------------------------------
 
   private loseAttempt(
@@ -351,8 +380,12 @@ export class TeamRound {
     if (task.status !== "inflight") return;
     const record = task.attempts[task.attempts.length - 1];
     if (record) Object.assign(record, { outcome, endedAtMs: nowMs, reason });
-    if (task.attempt < this.init.limits.attemptsMax) task.status = "pending";
+    if (task.attempt < this.attemptsAllowed(task)) task.status = "pending";
     else this.settle(task, "failed", nowMs, { reason: this.reasonOf(task) });
+  }
+
+  private attemptsAllowed(task: TaskState): number {
+    return this.init.limits.attemptsMax + (task.freeAttempts ?? 0);
   }
 
   private releaseCurrentAttempt(task: TaskState, nowMs: number, reason: string): void {

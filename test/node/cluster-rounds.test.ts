@@ -1,0 +1,164 @@
+// Swarm coordination across 3 real node processes on loopback: team coordinators run on the nodes
+// the Raft leader assigned, the master runs on the leader, workers live on every node. A node
+// leading a team is killed with SIGKILL mid-round, and later the leader (the master) itself: each
+// round still accounts for every task exactly (results + failures with reasons = tasks).
+
+import { afterEach, describe, expect, it } from "vitest";
+import type { Bus } from "../../src/bus/index.js";
+import { requestClusterRound } from "../../src/coordination/cluster-client.js";
+import { swarmPolicyName, swarmTeamId } from "../../src/coordination/cluster-coordination.js";
+import type { RoundResult } from "../../src/coordination/master.js";
+import { killProcesses, type SpawnResult, spawnAgents } from "../../src/coordination/spawner.js";
+import { planTopology } from "../../src/coordination/topology.js";
+import { api, type NodeProcess, TestCluster, waitFor } from "./harness.js";
+
+let cluster: TestCluster | undefined;
+const spawned: SpawnResult[] = [];
+const buses: Bus[] = [];
+
+afterEach(async (context) => {
+  if (context.task.result?.state === "fail")
+    for (const node of cluster?.nodes ?? [])
+      console.error(`--- ${node.id} stderr:\n${node.stderr.slice(-4000)}`);
+  for (const result of spawned.splice(0))
+    await killProcesses(
+      result.processes,
+      2000,
+      result.agents.map((agent) => agent.pid ?? 0),
+    );
+  for (const bus of buses.splice(0)) bus.close();
+  await cluster?.stop();
+  cluster = undefined;
+});
+
+const TEAMS = ["a", "b", "c"];
+const topology = { kind: "hybrid" as const, teams: TEAMS.map((name) => ({ name, workers: 3 })) };
+const plan = planTopology(topology, { swarm: "s" });
+const ITEMS = 45;
+
+// biome-ignore lint/suspicious/noExplicitAny: routing JSON read loosely
+async function routing(node: NodeProcess): Promise<any> {
+  return (await api(node.api, "GET", "/v1/routing")).json;
+}
+
+/** Every team has a coordinator node, and its coordinator agent is registered there. */
+async function placed(node: NodeProcess): Promise<Map<string, string> | undefined> {
+  const state = await routing(node);
+  const result = new Map<string, string>();
+  for (const team of TEAMS) {
+    const record = state.teams?.find((t: { id: string }) => t.id === swarmTeamId("s", team));
+    const lead = state.agents?.find((a: { id: string }) => a.id === `s.${team}.lead`);
+    if (!record?.coordinator || lead?.node !== record.coordinator) return undefined;
+    result.set(team, record.coordinator);
+  }
+  return result;
+}
+
+function expectEveryTaskAccounted(result: RoundResult): void {
+  expect(result.tasks).toBe(ITEMS);
+  const ids = result.outcomes.map((outcome) => outcome.taskId).sort();
+  expect(ids).toEqual(Array.from({ length: ITEMS }, (_, i) => `i${i}`).sort());
+  expect(result.succeeded + result.failures.length).toBe(ITEMS);
+  for (const failure of result.failures) expect(failure.reason.length).toBeGreaterThan(0);
+  // Every worker answers (echo), and each task moves away from a dead node: no failure expected.
+  expect(result.failures).toEqual([]);
+  expect(result.deliveryRate).toBe(1);
+}
+
+describe("rounds across 3 node processes", () => {
+  it("finishes rounds when a team's coordinator node and then the leader (master) are killed", async () => {
+    cluster = await TestCluster.create(3, "cfn-rounds-");
+    await cluster.startAll();
+    const nodes = cluster.nodes;
+    // Worker w<i> of every team lives on node i+1 (its own bus root: its own "host").
+    for (const [index, node] of nodes.entries()) {
+      const bus = node.bus();
+      buses.push(bus);
+      const agents = plan.workers.filter((worker) => worker.id.endsWith(`.w${index}`));
+      const result = await spawnAgents({
+        bus,
+        agents: agents.map((worker) => ({ id: worker.id, team: worker.team })),
+        runtime: "lean",
+        readyTo: "test.spawner",
+        lean: { workMs: 150, rescanMs: 50 },
+      });
+      spawned.push(result);
+      for (const worker of agents) {
+        const { status } = await api(node.api, "POST", "/v1/agents", {
+          agent: worker.id,
+          team: swarmTeamId("s", worker.team),
+        });
+        expect(status).toBe(200);
+      }
+      await api(node.api, "POST", "/v1/agents", { agent: `test.client${index}`, team: null });
+    }
+    const first = await cluster.leader();
+    const defined = await api(first.api, "POST", "/v1/routing", {
+      command: {
+        op: "policy.set",
+        name: swarmPolicyName("s"),
+        value: { topology, limits: { taskTimeoutMs: 3000, attemptsMax: 4 } },
+      },
+    });
+    expect(defined.status, JSON.stringify(defined.json)).toBe(200);
+    const placement = await waitFor("every team coordinator placed", () => placed(first));
+    // Load is spread: one team per node.
+    expect(new Set(placement.values()).size).toBe(3);
+
+    // Round 1: kill -9 a follower that leads a team, mid-round.
+    const victim = nodes.find((node) => node !== first) as NodeProcess;
+    const survivor = nodes.find((node) => node !== first && node !== victim) as NodeProcess;
+    const victimTeam = [...placement].find(([, node]) => node === victim.id)?.[0] as string;
+    const clientIndex = nodes.indexOf(survivor);
+    const round1 = requestClusterRound(
+      buses[clientIndex],
+      "s",
+      {
+        roundId: "round1",
+        replyTo: `test.client${clientIndex}`,
+        items: Array.from({ length: ITEMS }, (_, i) => i),
+        timeoutMs: 60_000,
+      },
+      { waitMs: 90_000 },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    await victim.kill9();
+    // The victim's team moves to a live node, whose coordinator resumes it from the checkpoint.
+    const moved = await waitFor("the victim's team reassigned", async () => {
+      const now = await placed(first);
+      const node = now?.get(victimTeam);
+      return node && node !== victim.id ? node : undefined;
+    });
+    expect(moved).not.toBe(victim.id);
+    const result1 = await round1;
+    expectEveryTaskAccounted(result1);
+
+    // The victim comes back with its data dir (its workers kept running on its host).
+    await victim.start(cluster.peerFlags(victim));
+    await cluster.waitReady(nodes);
+    await waitFor("the victim is active again", async () => {
+      const state = await routing(first);
+      return state.members?.find((m: { id: string }) => m.id === victim.id)?.state === "active";
+    });
+
+    // Round 2: kill -9 the leader, which runs the master, mid-round.
+    const round2 = requestClusterRound(
+      buses[clientIndex],
+      "s",
+      {
+        roundId: "round2",
+        replyTo: `test.client${clientIndex}`,
+        items: Array.from({ length: ITEMS }, (_, i) => i),
+        timeoutMs: 60_000,
+      },
+      { waitMs: 90_000 },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    await first.kill9();
+    const second = await cluster.leader(nodes.filter((node) => node !== first));
+    expect(second.id).not.toBe(first.id);
+    const result2 = await round2;
+    expectEveryTaskAccounted(result2);
+    expect(result2.resumed).toBe(true); // the new leader's master finished it from the checkpoint
+  }, 180_000);
+});
