@@ -49,6 +49,14 @@ export interface ChaosCluster {
   stop(): Promise<void>;
 }
 
+/** The faults each backend can inject (containers: tc would need NET_ADMIN and tc in the image;
+ *  the netns backend covers degraded links). */
+export const BACKEND_FAULTS: Record<BackendName, ReadonlySet<Fault>> = {
+  processes: new Set<Fault>(["kill", "pause"]),
+  netns: new Set<Fault>(["kill", "pause", "partition", "link"]),
+  containers: new Set<Fault>(["kill", "pause", "partition"]),
+};
+
 /** Why `backend` cannot run here, or undefined when it can. */
 export function backendUnavailableReason(backend: BackendName): string | undefined {
   if (backend === "netns") return netnsUnavailableReason();
@@ -78,7 +86,7 @@ class ProcessChaosCluster implements ChaosCluster {
     private readonly hosts: NetnsHosts | undefined,
   ) {
     this.backend = hosts ? "netns" : "processes";
-    this.faults = new Set<Fault>(hosts ? ["kill", "pause", "partition", "link"] : ["kill", "pause"]);
+    this.faults = BACKEND_FAULTS[this.backend];
   }
 
   get nodeIds(): string[] {
@@ -146,7 +154,7 @@ class ProcessChaosCluster implements ChaosCluster {
 
 class ContainerChaosCluster implements ChaosCluster {
   readonly backend = "containers" as const;
-  readonly faults: ReadonlySet<Fault> = new Set<Fault>(["kill", "pause", "partition"]);
+  readonly faults = BACKEND_FAULTS.containers;
 
   constructor(private readonly cluster: ContainerCluster) {}
 
@@ -178,7 +186,6 @@ class ContainerChaosCluster implements ChaosCluster {
     this.cluster.isolate(id);
   }
   degradeLink(): Promise<LinkDegradation> {
-    // tc inside a container needs NET_ADMIN and tc in the image; the netns backend covers links.
     unsupported(this.backend, "link");
   }
   async heal() {

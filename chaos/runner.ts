@@ -8,7 +8,7 @@
 
 import { performance } from "node:perf_hooks";
 import type { KvClusterClient } from "../cluster/kv-client.js";
-import { type BackendName, type ChaosCluster, openChaosCluster } from "./backends.js";
+import { BACKEND_FAULTS, type BackendName, type ChaosCluster, openChaosCluster } from "./backends.js";
 import { checkLinearizable, formatCheckResult, kvModel } from "./linearizability/index.js";
 import type { ChaosCheck, ChaosElection, ChaosReport } from "./report.js";
 import {
@@ -86,11 +86,11 @@ export async function runChaos(options: ChaosRunOptions): Promise<ChaosReport> {
     log(`${(at() / 1000).toFixed(1)}s ${kind} ${JSON.stringify(detail)}`);
   };
 
+  const missing = scenario.needs.filter((fault) => !BACKEND_FAULTS[backend].has(fault));
+  if (missing.length > 0) throw new Error(`backend ${backend} cannot inject ${missing.join(", ")} faults`);
   const cluster = await openChaosCluster(backend, { size: options.size ?? 3 });
-  const missing = scenario.needs.filter((fault) => !cluster.faults.has(fault));
   let client: KvClusterClient | undefined;
   try {
-    if (missing.length > 0) throw new Error(`backend ${backend} cannot inject ${missing.join(", ")} faults`);
     client = cluster.client({ requestTimeoutMs: 3_000 });
     const prng = new Prng(seed);
     let round = 0;

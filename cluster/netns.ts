@@ -311,21 +311,36 @@ export class NetnsHosts {
     return { ok: true, error: "" };
   }
 
+  private iptablesLossRule(from: number, to: number, lossPercent: number): string[] {
+    return [
+      ...this.commandPrefix(from).slice(1),
+      ...["iptables", "OUTPUT", "-d", this.host(to).address, "-m", "statistic", "--mode", "random"],
+      ...["--probability", String(lossPercent / 100), "-j", "DROP"],
+    ];
+  }
+
   private addIptablesLoss(from: number, to: number, lossPercent: number) {
     if (!commandExists("iptables")) return { ok: false, error: "iptables is not installed" };
-    return tryRun("ip", [
-      ...["netns", "exec", this.host(from).namespace, "iptables", "-A", "OUTPUT"],
-      ...["-d", this.host(to).address, "-m", "statistic", "--mode", "random"],
-      ...["--probability", String(lossPercent / 100), "-j", "DROP"],
-    ]);
+    const rule = this.iptablesLossRule(from, to, lossPercent);
+    return tryRun("ip", [...rule.slice(0, 4), "-A", ...rule.slice(4)]);
   }
 
   private restoreLink(a: number, b: number): void {
     const key = `${Math.min(a, b)}-${Math.max(a, b)}`;
-    if (!this.degraded.delete(key)) return;
-    for (const index of [a, b]) {
-      tryRun("ip", [...this.commandPrefix(index), "tc", "qdisc", "del", "dev", "eth0", "root"]);
-      if (commandExists("iptables")) tryRun("ip", [...this.commandPrefix(index), "iptables", "-F", "OUTPUT"]);
+    const applied = this.degraded.get(key);
+    if (!applied) return;
+    this.degraded.delete(key);
+    for (const [from, to] of [
+      [a, b],
+      [b, a],
+    ]) {
+      const prefix = this.commandPrefix(from);
+      if (applied.mechanism === "netem")
+        tryRun(prefix[0], [...prefix.slice(1), "tc", "qdisc", "del", "dev", "eth0", "root"]);
+      if (applied.mechanism === "iptables-loss") {
+        const rule = this.iptablesLossRule(from, to, applied.lossPercent);
+        tryRun("ip", [...rule.slice(0, 4), "-D", ...rule.slice(4)]);
+      }
     }
   }
 }

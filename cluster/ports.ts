@@ -45,8 +45,9 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** Takes the lock file of `port`; true when this process now holds it. */
-function maybeLock(port: number): boolean {
+/** Takes the lock file of `port` (also from a dead owner); true when this process now holds it. */
+export function maybeLockPort(port: number): boolean {
+  mkdirSync(lockDir, { recursive: true });
   const path = join(lockDir, String(port));
   for (let round = 0; round < 2; round++) {
     try {
@@ -96,7 +97,7 @@ export async function reservePort(host = "127.0.0.1"): Promise<number> {
   mkdirSync(lockDir, { recursive: true });
   for (let attempt = 0; attempt < RESERVE_ATTEMPTS_MAX; attempt++) {
     const port = RESERVED_PORT_MIN + Math.floor(Math.random() * (end - RESERVED_PORT_MIN));
-    if (held.has(port) || !maybeLock(port)) continue;
+    if (held.has(port) || !maybeLockPort(port)) continue;
     if (await probeFree(port, host)) return port;
     // Someone outside cfn listens there: keep the lock (so nobody retries it) and move on.
   }
