@@ -161,9 +161,12 @@ export function registerSecurityCommands(program: Command): void {
       },
     );
 
+  // `cfn audit` has the same --api/--token/--json options: commander hands them to the parent
+  // when they follow `verify`, so the action reads them with the parent's (optsWithGlobals).
   withApi(audit.command("verify").description("walk the audit hash chain; exit 1 when it is broken"))
     .option("--data-dir <dir>", "check a stopped node's log on disk instead of asking the API")
-    .action(async (flags: ApiFlags & { dataDir?: string }) => {
+    .action(async (_flags: unknown, command: Command) => {
+      const flags = command.optsWithGlobals<ApiFlags & { dataDir?: string }>();
       const report = flags.dataDir ? await verifyOnDisk(flags.dataDir) : await verifyThroughApi(flags);
       if (flags.json) printJson(report);
       else if (report.ok)
