@@ -46,7 +46,7 @@ export interface ForwarderOptions {
  * bound on claimed-but-not-durable messages (× batchMessagesMax), and enough to keep the drain
  * going while an fsync (spoolSync, persistence) is in flight.
  */
-export const PROXY_UNSPOOLED_BATCHES_MAX = 4;
+export const PROXY_UNSPOOLED_BATCHES_MAX = 16;
 
 interface StreamItem extends SpooledMessage {
   spooledAtMs: number;

@@ -9,7 +9,8 @@
 //
 // Keys:  meta!stream          this node's outbound stream id (random, created once)
 //        n!<dest>             next sequence for <dest>
-//        o!<dest>!<seq:16>    a spooled message (JSON wire message)
+//        o!<dest>!<seq:16>    spooled messages seq, seq+1, … (JSON array of wire messages: one
+//                             record per drained batch; older versions wrote one object per seq)
 //        c!<from>             receiver cursor {stream, seq} (older versions; read only)
 
 import { randomUUID } from "node:crypto";
@@ -65,6 +66,7 @@ export class DeliverySpool {
   private readonly sync: boolean;
   private readonly nextSeq = new Map<string, number>();
   private readonly cursors = new Map<string, ReceiverCursor>();
+  private readonly recordsByDest = new Map<string, { first: number; last: number }[]>();
   /** Group commit: operations issued while a batch is being written go out as the next batch. */
   private queuedOps: SpoolOp[] = [];
   private queuedWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
@@ -131,11 +133,17 @@ export class DeliverySpool {
     for await (const [key, value] of this.db.iterator({ gte: "o!", lt: "o!\xff" })) {
       const at = key.lastIndexOf("!");
       const dest = key.slice(2, at);
-      const seq = Number(key.slice(at + 1));
+      const first = Number(key.slice(at + 1));
+      const parsed = JSON.parse(value) as WireMessage | WireMessage[];
+      // A record is a run of consecutive sequences (one message in data dirs of older versions).
+      const messages = Array.isArray(parsed) ? parsed : [parsed];
       const list = result.get(dest) ?? [];
-      list.push({ dest, seq, message: JSON.parse(value) as WireMessage });
+      messages.forEach((message, index) => {
+        list.push({ dest, seq: first + index, message });
+      });
       result.set(dest, list);
-      count++;
+      this.records(dest).push({ first, last: first + messages.length - 1 });
+      count += messages.length;
     }
     this.spooled = count;
     return result;
@@ -169,30 +177,62 @@ export class DeliverySpool {
   } {
     this.assertOpen();
     const spooled: SpooledMessage[] = [];
-    const ops: SpoolOp[] = [];
-    const touched = new Set<string>();
+    const runs = new Map<string, WireMessage[]>();
     for (const item of items) {
       const seq = this.nextSeq.get(item.dest) ?? 1;
       this.nextSeq.set(item.dest, seq + 1);
-      touched.add(item.dest);
       spooled.push({ dest: item.dest, seq, message: item.message });
-      ops.push({ type: "put", key: seqKey(item.dest, seq), value: JSON.stringify(item.message) });
+      let run = runs.get(item.dest);
+      if (!run) {
+        run = [];
+        runs.set(item.dest, run);
+      }
+      run.push(item.message);
     }
-    for (const dest of touched)
-      ops.push({ type: "put", key: `n!${dest}`, value: String(this.nextSeq.get(dest)) });
+    // One record per destination: the run of sequences this call assigned (first = next - length).
+    const ops: SpoolOp[] = [];
+    for (const [dest, run] of runs) {
+      const next = this.nextSeq.get(dest) as number;
+      const first = next - run.length;
+      this.records(dest).push({ first, last: next - 1 });
+      ops.push({ type: "put", key: seqKey(dest, first), value: JSON.stringify(run) });
+      ops.push({ type: "put", key: `n!${dest}`, value: String(next) });
+    }
     this.spooled += items.length;
     const durable = this.enqueue(ops, this.sync);
     return { spooled, durable };
   }
 
-  /** Deletes acknowledged messages of `dest` with sequence in [from, to]. Not synced: a lost delete only resends. */
+  /**
+   * Forgets acknowledged messages of `dest` with sequence in [from, to]: deletes every record
+   * wholly acknowledged. A record acknowledged in part stays until its last message is; after a
+   * restart its acknowledged head is sent again and dropped by the owner's cursor. Not synced: a
+   * lost delete only resends.
+   */
   async remove(dest: string, from: number, to: number): Promise<void> {
     if (this.closed || to < from) return;
     const ops: SpoolOp[] = [];
-    for (let seq = from; seq <= to; seq++) ops.push({ type: "del", key: seqKey(dest, seq) });
-    this.spooled = Math.max(0, this.spooled - ops.length);
+    const records = this.records(dest);
+    let done = 0;
+    while (done < records.length && records[done].last <= to) {
+      ops.push({ type: "del", key: seqKey(dest, records[done].first) });
+      done++;
+    }
+    if (done > 0) records.splice(0, done);
+    this.spooled = Math.max(0, this.spooled - (to - from + 1));
+    if (ops.length === 0) return;
     // Through the queue: a delete must never overtake the put it deletes.
     await this.enqueue(ops, false);
+  }
+
+  /** Per destination: the spooled records (runs of sequences) in order, oldest first. */
+  private records(dest: string): { first: number; last: number }[] {
+    let list = this.recordsByDest.get(dest);
+    if (!list) {
+      list = [];
+      this.recordsByDest.set(dest, list);
+    }
+    return list;
   }
 
   private enqueue(ops: SpoolOp[], sync: boolean): Promise<void> {
