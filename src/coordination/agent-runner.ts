@@ -16,6 +16,7 @@ import { isCfnError } from "../errors.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import { MESSAGE, type ResultPayload, type TaskPayload } from "./protocol.js";
+import { endStep, startStep } from "./tracing.js";
 
 /** Bytes of stdout kept as a result; more fails the task (the output would be truncated). */
 export const OUTPUT_BYTES_MAX = 512 * 1024;
@@ -343,10 +344,17 @@ export class AgentRunner {
     }
     if (message.type !== MESSAGE.task && message.type !== MESSAGE.direct) return; // wake-ups, stray replies
     const context = contextOf(message, this.id, this.team);
+    const step = startStep("cfn.task", message.headers, {
+      "cfn.agent": this.id,
+      "cfn.message.id": message.id,
+      ...(context.taskId ? { "cfn.task.id": context.taskId } : {}),
+    });
     const result = await this.executor(context);
+    endStep(step, { "cfn.ok": result.ok }, result.ok ? undefined : (result.error ?? "task failed"));
     this.handled++;
     const payload: ResultPayload = { re: message.id, agent: this.id, ...result };
-    const headers = message.headers?.traceparent ? { traceparent: message.headers.traceparent } : undefined;
+    // The result carries the task span's context: the coordinator's side of the trace continues it.
+    const headers = step.headers;
     await this.bus.send(
       this.id,
       message.from,

@@ -35,6 +35,7 @@ import {
   type WorkerRef,
 } from "./protocol.js";
 import { TeamRound, type TeamRoundSnapshot } from "./team-round.js";
+import { endStep, startStep, type TracedStep } from "./tracing.js";
 
 /** Message types of the bash agent (examples/bash-agent.sh). */
 const BASH_TASK = "task";
@@ -79,6 +80,8 @@ interface LeafRound extends RoundCommon {
   kind: "leaf";
   team: TeamRound;
   lastLivenessMs: number;
+  /** The `cfn.team` span while the team works (its context goes into every task's headers). */
+  trace?: TracedStep;
 }
 
 interface GroupRound extends RoundCommon {
@@ -247,7 +250,13 @@ export class Coordinator {
         limits: assign.limits,
         startedAtMs: nowMs,
       });
-      const round: LeafRound = { kind: "leaf", team, ...freshCommon(assign, nowMs), lastLivenessMs: nowMs };
+      const round: LeafRound = {
+        kind: "leaf",
+        team,
+        ...freshCommon(assign, nowMs),
+        lastLivenessMs: nowMs,
+        trace: this.teamStep(assign),
+      };
       this.rounds.set(assign.roundId, round);
       this.checkpoint(round);
       this.sendDispatches(round, nowMs);
@@ -277,6 +286,15 @@ export class Coordinator {
     round.lastFlushMs = 0;
   }
 
+  private teamStep(assign: AssignPayload): TracedStep {
+    return startStep("cfn.team", assign.trace, {
+      "cfn.round.id": assign.roundId,
+      "cfn.team": assign.subtree.name,
+      "cfn.coordinator": this.id,
+      "cfn.tasks": assign.tasks.length,
+    });
+  }
+
   private forwardAssign(round: GroupRound, resync?: string): void {
     const { assign } = round;
     const teamToChild = new Map<string, SubtreePlan>();
@@ -288,6 +306,7 @@ export class Coordinator {
       this.bus.sendSync(this.id, child.coordinator, {
         type: MESSAGE.assign,
         id: assignMessageId(assign.roundId, child.coordinator, resync),
+        headers: assign.trace,
         priority: "high",
         payload,
       });
@@ -344,6 +363,7 @@ export class Coordinator {
           id: dispatch.messageId,
           priority: dispatch.priority,
           payload,
+          headers: round.trace?.headers,
         });
         if (dispatch.worker.doorbell) ringDoorbell(dispatch.worker.pid);
       } catch (error) {
@@ -378,7 +398,14 @@ export class Coordinator {
         for (const outcome of round.team.takeSettled()) round.outcomes.push(outcome);
         if (round.team.isDone() && !round.summarySent) {
           round.summarySent = true;
-          round.teams.push(round.team.summary(nowMs));
+          const summary = round.team.summary(nowMs);
+          round.teams.push(summary);
+          endStep(round.trace, {
+            "cfn.succeeded": summary.succeeded,
+            "cfn.failed": summary.failed,
+            "cfn.retried": summary.retried,
+          });
+          round.trace = undefined;
         }
         if (round.team.isDone()) round.done = true;
       } else if (round.kind === "group" && !round.done) {
@@ -483,6 +510,7 @@ export class Coordinator {
           ...freshCommon(assign, 0),
           lastLivenessMs: 0,
           summarySent: record.summarySent,
+          trace: record.summarySent ? undefined : this.teamStep(assign),
         };
         // Resend what was settled before the crash; the parent drops duplicates.
         round.outcomes = team.allSettled();

@@ -25,6 +25,7 @@ import {
   type WorkerRef,
 } from "./protocol.js";
 import { describePlan, type Plan } from "./topology.js";
+import { endStep, startStep, type TracedStep } from "./tracing.js";
 
 export const DEFAULT_LIMITS: RoundLimits = {
   taskTimeoutMs: 10_000,
@@ -186,6 +187,11 @@ export class Master {
       });
     }
     const workers = request.workers ?? new Map<string, WorkerRef>();
+    const step = startStep("cfn.round", undefined, {
+      "cfn.round.id": roundId,
+      "cfn.topology": describePlan(plan),
+      "cfn.tasks": tasks.length,
+    });
     const assigns = topSubtrees(plan, workers).map((subtree) => {
       const teams = new Set(leafNames(subtree));
       return {
@@ -195,6 +201,7 @@ export class Master {
         tasks: tasks.filter((task) => teams.has(task.team)),
         limits,
         deadlineMs,
+        ...(step.headers ? { trace: step.headers } : {}),
       } satisfies AssignPayload;
     });
     const state: MasterCheckpoint = {
@@ -212,7 +219,7 @@ export class Master {
     this.checkpoints.write(roundId, "master", state);
     this.sendAssigns(assigns);
     hooks.onIssued?.(roundId);
-    return this.collect(mailbox, state, startedAt, false, hooks);
+    return this.collect(mailbox, state, startedAt, false, hooks, step);
   }
 
   /** Resumes a round after a master restart: re-sends the assigns (a resync) and keeps collecting. */
@@ -226,9 +233,14 @@ export class Master {
       settled: state.outcomes.length,
       tasks: state.tasks.length,
     });
+    // The resumed master's span continues the round's trace (its context is in the assigns).
+    const step = startStep("cfn.round", state.assigns[0]?.trace, {
+      "cfn.round.id": roundId,
+      "cfn.resumed": true,
+    });
     this.sendAssigns(state.assigns, newResyncTag());
     const startedAt = performance.now() - (Date.now() - state.startedAtMs);
-    return this.collect(mailbox, state, startedAt, true, hooks);
+    return this.collect(mailbox, state, startedAt, true, hooks, step);
   }
 
   /** Round ids with a master checkpoint in the store (unfinished rounds). */
@@ -265,6 +277,7 @@ export class Master {
       this.bus.sendSync(this.id, assign.subtree.coordinator, {
         type: MESSAGE.assign,
         id: assignMessageId(assign.roundId, assign.subtree.coordinator, resync),
+        headers: assign.trace,
         priority: "high",
         payload: assign,
       });
@@ -277,10 +290,25 @@ export class Master {
     startedAt: number,
     resumed: boolean,
     hooks: RoundHooks,
+    step: TracedStep,
   ): Promise<RoundResult> {
     this.active.set(state.roundId, state);
     try {
-      return await this.collectRound(mailbox, state, startedAt, resumed, hooks);
+      const result = await this.collectRound(mailbox, state, startedAt, resumed, hooks);
+      endStep(
+        step,
+        {
+          "cfn.tasks": result.tasks,
+          "cfn.succeeded": result.succeeded,
+          "cfn.failed": result.failed,
+          "cfn.coordination_ms": result.coordinationMs,
+        },
+        result.failed > 0 ? `${result.failed} of ${result.tasks} tasks failed` : undefined,
+      );
+      return result;
+    } catch (error) {
+      endStep(step, {}, String((error as Error)?.message ?? error));
+      throw error;
     } finally {
       this.active.delete(state.roundId);
     }

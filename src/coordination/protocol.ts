@@ -102,6 +102,8 @@ export interface AssignPayload {
   limits: RoundLimits;
   /** Epoch ms after which unsettled tasks are failed. */
   deadlineMs: number;
+  /** W3C trace context of the round (traceparent, …), kept in checkpoints; absent when tracing is off. */
+  trace?: Record<string, string>;
 }
 
 export interface TaskPayload {
