@@ -9,6 +9,9 @@
 //   4. persistence cost: cross-node latency with `--persistence` (inbox mirror + synced spool) vs without
 //   5. graceful shutdown: SIGTERM with 1,000 messages queued for another node → process exit
 //
+// Anchors measured in the same run: the local bus alone (same sender/receiver method), and NATS
+// (Debian's nats-server, core pub → sub on loopback; skipped with a note when not installed).
+//
 // Cross-process times use process.hrtime (CLOCK_MONOTONIC, shared by all processes of a host).
 
 import { fork } from "node:child_process";
@@ -17,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { type LaunchedNode, LocalNodeCluster, waitUntil } from "../../cluster/node-launcher.js";
 import { Bus } from "../../src/bus/index.js";
 import { atLeast, atMost, type Figure, percentile, type SuiteResult, stats } from "../lib.js";
+import { startNatsAnchor } from "../nats-anchor.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const WORKER_FLAG = "--cross-node-bench-worker";
@@ -335,6 +339,7 @@ export async function run(args: string[]): Promise<SuiteResult> {
   const localP99: number[] = [];
   const crossP99: number[] = [];
   const crossP50: number[] = [];
+  const localP50: number[] = [];
   let lost = 0;
   let duplicates = 0;
   try {
@@ -357,6 +362,7 @@ export async function run(args: string[]): Promise<SuiteResult> {
       const local = await latencyRun(a.spec.busRoot, a.spec.busRoot, "local", samples);
       const cross = await latencyRun(a.spec.busRoot, b.spec.busRoot, "ping", samples);
       localP99.push(percentile(local, 0.99));
+      localP50.push(percentile(local, 0.5));
       crossP99.push(percentile(cross, 0.99));
       crossP50.push(percentile(cross, 0.5));
       addedP99.push((percentile(cross, 0.99) - percentile(local, 0.99)) / 1000);
@@ -367,6 +373,36 @@ export async function run(args: string[]): Promise<SuiteResult> {
   } finally {
     await pair.stop();
   }
+
+  // Anchor: NATS core pub → sub on the same machine, same payload and latency method.
+  const natsThroughput: number[] = [];
+  const natsP50: number[] = [];
+  const natsP99: number[] = [];
+  const nats = await startNatsAnchor();
+  if (!nats) log("nats-server not installed: NATS anchor skipped (apt-get install nats-server)");
+  else {
+    try {
+      for (let r = 0; r < runs; r++) {
+        natsThroughput.push(await nats.throughput(messages, 256));
+        const latencies = await nats.latencyUs(samples, 256, 2);
+        natsP50.push(percentile(latencies, 0.5));
+        natsP99.push(percentile(latencies, 0.99));
+        log(
+          `nats run ${r + 1}: ${Math.round(natsThroughput[r])} msg/s; latency p50 ${natsP50[r].toFixed(0)} µs p99 ${natsP99[r].toFixed(0)} µs`,
+        );
+      }
+    } finally {
+      nats.close();
+    }
+  }
+  const natsAnchor =
+    natsThroughput.length === 0
+      ? { natsAnchor: "skipped: nats-server not installed" }
+      : {
+          natsAnchorMsgPerSecond: Math.round(median(natsThroughput)),
+          natsAnchorP50Us: Math.round(median(natsP50)),
+          natsAnchorP99Us: Math.round(median(natsP99)),
+        };
   const throughputStats = stats(throughput);
   figures.push(
     atLeast(
@@ -384,6 +420,7 @@ export async function run(args: string[]): Promise<SuiteResult> {
         duplicates,
         localBusAnchorMsgPerSecond: Math.round(median(localThroughput)),
         ratioToLocalBus: Number((median(throughput) / median(localThroughput)).toFixed(3)),
+        ...natsAnchor,
       },
     ),
   );
@@ -393,7 +430,9 @@ export async function run(args: string[]): Promise<SuiteResult> {
       localP99Us: Math.round(median(localP99)),
       crossP99Us: Math.round(median(crossP99)),
       crossP50Us: Math.round(median(crossP50)),
+      localP50Us: Math.round(median(localP50)),
       samplesPerRun: samples,
+      ...natsAnchor,
     }),
   );
 
@@ -488,7 +527,7 @@ export async function run(args: string[]): Promise<SuiteResult> {
       loadavg: loadavg().map((value) => Number(value.toFixed(2))),
       node: process.version,
       notes:
-        "real node processes on loopback; data dirs on disk (tmpdir), buses on tmpfs; spool not fsynced by default (kill -9 safe), fsynced with --persistence",
+        "real node processes on loopback; data dirs on disk (tmpdir), buses on tmpfs; spool not fsynced by default (kill -9 safe), fsynced with --persistence; NATS anchor: nats-server core pub/sub, publisher and subscriber connections in the bench process",
     },
   };
 }

@@ -1,8 +1,9 @@
 // Optional message persistence (`node.persistence`): tmpfs inboxes mirrored to disk, so that
 // after a whole-host restart (tmpfs emptied) every message that was waiting is put back.
 //
-// - Messages the node writes into local inboxes from other nodes are mirrored synchronously
-//   (one synced LevelDB batch) before the node acknowledges them to the sender: no window.
+// - Messages the node writes into local inboxes from other nodes are mirrored (one synced LevelDB
+//   batch per durability round of the receiver, off its write path) before the node acknowledges
+//   them to the sender: no window for what was acknowledged.
 // - Messages agents send each other on this host do not pass through the node; a sweep every
 //   flushIntervalMs copies new inbox files (window: one sweep interval).
 // - The same sweep drops mirror entries whose file left the inbox and the claimed dir
@@ -107,8 +108,9 @@ export class InboxMirror {
   }
 
   /**
-   * Mirrors the inbox files of `agents` now (synced) — called by the receiver before it
-   * acknowledges messages it wrote, so an acknowledged message is on disk.
+   * Mirrors the inbox files of `agents` (synced) — called by the receiver before it acknowledges
+   * messages it wrote, so an acknowledged message is on disk. The inboxes are read synchronously
+   * in the call (the receiver relies on it: its ledger fsync starts after); only the write is awaited.
    */
   async mirrorAgents(agents: Iterable<string>): Promise<void> {
     const ops: { type: "put"; key: string; value: string }[] = [];
