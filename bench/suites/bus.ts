@@ -400,10 +400,36 @@ export async function run(args: string[]): Promise<SuiteResult> {
   const runs = option(args, "--runs", 5);
   const messages = option(args, "--messages", 50_000);
   const soakSeconds = option(args, "--soak-seconds", 60);
+  // `--only throughput,latency` runs a subset (while tuning); the summary then lists only those.
+  const onlyIndex = args.indexOf("--only");
+  const only = onlyIndex < 0 ? undefined : new Set(args[onlyIndex + 1]?.split(","));
+  const wanted = (part: string) => only === undefined || only.has(part);
   const loadAtStart = loadavg().map((value) => Math.round(value * 100) / 100);
   const figures: Figure[] = [];
-  const log = (line: string) => process.stderr.write(`bus: ${line}\n`);
+  if (wanted("throughput")) await throughputFigures(runs, messages, figures);
+  if (wanted("batch")) await batchFigures(runs, figures);
+  if (wanted("latency")) await latencyFigures(runs, figures);
+  if (wanted("burst")) await burstFigures(runs, figures);
+  if (wanted("soak")) await soakFigures(soakSeconds, figures);
 
+  return {
+    suite: "bus",
+    figures,
+    context: {
+      cpus: cpus().length,
+      loadAverageAtStart: loadAtStart,
+      loadAverageAtEnd: loadavg().map((value) => Math.round(value * 100) / 100),
+      cpuModel: cpus()[0]?.model,
+      node: process.version,
+      root: "/dev/shm",
+      note: "throughput runs use inboxDepthMax 100000 so the sender is not throttled; p99 of throughput is the 1st percentile (slowest) run",
+    },
+  };
+}
+
+const log = (line: string) => process.stderr.write(`bus: ${line}\n`);
+
+async function throughputFigures(runs: number, messages: number, figures: Figure[]): Promise<void> {
   const rates: number[] = [];
   const senderCpu: number[] = [];
   const receiverCpu: number[] = [];
@@ -438,7 +464,9 @@ export async function run(args: string[]): Promise<SuiteResult> {
       },
     ),
   );
+}
 
+async function batchFigures(runs: number, figures: Figure[]): Promise<void> {
   const batchP50: number[] = [];
   const batchP99: number[] = [];
   for (let index = 0; index < runs; index++) {
@@ -456,7 +484,9 @@ export async function run(args: string[]): Promise<SuiteResult> {
       p99WorstRunMs: Math.max(...batchP99) / 1000,
     }),
   );
+}
 
+async function latencyFigures(runs: number, figures: Figure[]): Promise<void> {
   const latencyP50: number[] = [];
   const latencyP99: number[] = [];
   for (let index = 0; index < runs; index++) {
@@ -492,7 +522,9 @@ export async function run(args: string[]): Promise<SuiteResult> {
       },
     ),
   );
+}
 
+async function burstFigures(runs: number, figures: Figure[]): Promise<void> {
   const bursts = [];
   for (let index = 0; index < runs; index++) {
     bursts.push(await burstRun());
@@ -535,7 +567,9 @@ export async function run(args: string[]): Promise<SuiteResult> {
       0,
     ),
   );
+}
 
+async function soakFigures(soakSeconds: number, figures: Figure[]): Promise<void> {
   const soak = await soakRun(soakSeconds);
   log(`soak ${soakSeconds} s: ${JSON.stringify(soak)}`);
   // Retained memory (JS heap + external buffers after a full GC) is what a leak grows; RSS also
@@ -557,20 +591,6 @@ export async function run(args: string[]): Promise<SuiteResult> {
       soakSeconds,
     }),
   );
-
-  return {
-    suite: "bus",
-    figures,
-    context: {
-      cpus: cpus().length,
-      loadAverageAtStart: loadAtStart,
-      loadAverageAtEnd: loadavg().map((value) => Math.round(value * 100) / 100),
-      cpuModel: cpus()[0]?.model,
-      node: process.version,
-      root: "/dev/shm",
-      note: "throughput runs use inboxDepthMax 100000 so the sender is not throttled; p99 of throughput is the 1st percentile (slowest) run",
-    },
-  };
 }
 
 /** For throughput the tail that matters is the slow end: the 1st percentile. */

@@ -4,7 +4,16 @@
 // round trip per file would cost more than the write itself.
 
 import { randomUUID } from "node:crypto";
-import { readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  openSync,
+  readdirSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type BusConfig, busSchema } from "../config/schema.js";
@@ -379,7 +388,7 @@ export class Bus {
     const inboxPath = `${paths.inbox}/${name}`;
     for (let attempt = 0; ; attempt++) {
       try {
-        writeFileSync(tmpPath, text, { mode: FILE_MODE });
+        writeNewFile(tmpPath, text);
         renameSync(tmpPath, inboxPath);
         break;
       } catch (error) {
@@ -477,6 +486,27 @@ export class Bus {
       await sleep(Math.min(pauseMs, Math.max(1, deadline - Date.now())));
       pauseMs = Math.min(pauseMs * 2, 50);
     }
+  }
+}
+
+const OPEN_WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
+
+/**
+ * open + write + close of a string: writeSync encodes the string in C++, where writeFileSync would
+ * first copy it into a pooled Buffer (an allocation per message, ~3 µs of a ~25 µs send).
+ */
+function writeNewFile(path: string, text: string): void {
+  const fd = openSync(path, OPEN_WRITE_FLAGS, FILE_MODE);
+  try {
+    let written = writeSync(fd, text);
+    const length = Buffer.byteLength(text);
+    if (written < length) {
+      // A short write (a full tmpfs, say): finish from the bytes, or let the next write throw.
+      const bytes = Buffer.from(text);
+      while (written < length) written += writeSync(fd, bytes, written, length - written);
+    }
+  } finally {
+    closeSync(fd);
   }
 }
 

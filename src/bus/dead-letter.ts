@@ -65,3 +65,28 @@ export function moveToDeadLetter(
   });
   return true;
 }
+
+/** Dead-letters a file already written into dead/ (the remainder of a batch): reason file only. */
+export function moveToDeadLetterAfterWrite(
+  context: DeadLetterContext,
+  fileName: string,
+  reason: string,
+  deliveries: number,
+): void {
+  const reasonPath = join(context.paths.dead, `${fileName}.reason`);
+  const record = {
+    cause: "deliveries_exhausted",
+    reason,
+    deliveries,
+    agent: context.paths.agentId,
+    at: new Date().toISOString(),
+    pid: process.pid,
+  };
+  writeFileSync(reasonPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
+  context.busMetrics.deadLetters.inc({ reason: "deliveries_exhausted" });
+  context.logger.warn("message moved to dead-letter", {
+    agent: context.paths.agentId,
+    file: fileName,
+    reason,
+  });
+}

@@ -1,43 +1,43 @@
 // The receiving side of one agent: claims files from its inbox in delivery order (priority, then
 // arrival: a byte-sorted readdir), hands out their messages, and settles them — ack removes the
 // claim, nack puts it back (or into dead-letter after deliveriesMax). fs.watch only wakes a waiting
-// receive; the inbox is always rescanned, on wake-up and on a rescanIntervalMs timer, because
-// inotify drops events past its queue limit.
+// receive and names what arrived; the inbox is listed again whenever those names may be incomplete
+// and at least every rescanIntervalMs, because inotify drops events past its queue limit.
 //
 // Claims carry their visibility deadline and the claimant's pid in the file name, so any consumer
 // can return an expired claim to the inbox, and a new mailbox returns the claims of dead processes
-// at once (crashed-consumer recovery).
+// at once (crashed-consumer recovery, src/bus/recovery.ts).
+//
+// Everything on the receive path is synchronous: a tmpfs syscall costs a few microseconds, a hop
+// through the libuv threadpool and a promise costs more than the file operation itself.
 
 import {
   closeSync,
-  type FSWatcher,
-  fstatSync,
+  constants,
   openSync,
   readdirSync,
-  readSync,
   renameSync,
-  rmSync,
-  statSync,
   unlinkSync,
   utimesSync,
-  watch,
-  writeFileSync,
+  writeSync,
 } from "node:fs";
 import { join } from "node:path";
 import { CfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { Bus } from "./bus.js";
-import { isProcessAlive, wallClockUs } from "./clock.js";
-import { type DeadLetterCause, type DeadLetterContext, moveToDeadLetter } from "./dead-letter.js";
-import { decodeFile, type Envelope, encodeBatchFile, encodeMessageFile } from "./envelope.js";
-import { type AgentPaths, FILE_MODE } from "./layout.js";
+import { ClaimReader } from "./claim-reader.js";
+import { wallClockUs } from "./clock.js";
 import {
-  type ClaimedName,
-  claimedNameOf,
-  formatQueuedName,
-  parseClaimedName,
-  parseQueuedName,
-} from "./names.js";
+  type DeadLetterCause,
+  type DeadLetterContext,
+  moveToDeadLetter,
+  moveToDeadLetterAfterWrite,
+} from "./dead-letter.js";
+import { decodeFile, type Envelope, encodeBatchFile, encodeMessageFile } from "./envelope.js";
+import { InboxWatch } from "./inbox-watch.js";
+import { type AgentPaths, FILE_MODE } from "./layout.js";
+import { formatQueuedName, parseQueuedName, type QueuedName, queuedPrefixOf } from "./names.js";
+import { recoverClaims, removeDirsIfEmpty, removeStaleTemps } from "./recovery.js";
 
 export interface MailboxOptions {
   /** Refresh the heartbeat every heartbeatIntervalMs while open (default true). */
@@ -73,12 +73,20 @@ export interface NackOptions {
 interface Claim {
   path: string;
   fileName: string;
-  name: ClaimedName;
+  /** The fields of the queued name it was claimed under. */
+  queued: QueuedName;
+  /** "P_T_N_UNIQ_" of that name, kept by a requeue. */
+  prefix: string;
+  /** This delivery's number (queued.deliveries + 1). */
+  deliveries: number;
+  deadlineMs: number;
   envelopes: Envelope[];
   /** Per message: UNSETTLED, ACKED or REQUEUED. */
   states: number[];
   /** Messages not yet acked or nacked. */
   unsettled: number;
+  /** Messages nacked or handed back. */
+  requeued: number;
   /** True once at least one requeued message was nacked (counts a delivery) rather than handed back. */
   penalised: boolean;
   lastReason: string | undefined;
@@ -90,22 +98,18 @@ interface Claim {
 /** Shortest interval between two latency observations of one mailbox. */
 const LATENCY_SAMPLE_INTERVAL_MS = 1;
 
-const CLAIMED_SINCE_SCAN_MAX = 4096;
-
-/** Names remembered from fs.watch between scans; past this the next receive rescans instead. */
-const ARRIVALS_MAX = 64;
-
-/** Age after which a temp file whose writer cannot be told from its name is removed. */
-const STALE_TEMP_AGE_MS = 60_000;
+/**
+ * A change reported while a long sorted listing is still being worked through triggers a rescan
+ * (so that a later high-priority file can overtake) only when at most this many names remain, or
+ * when the rescan is affordable (rescanAffordable).
+ */
+const RESCAN_REMAINING_MAX = 64;
 
 const UNSETTLED = 0;
 const ACKED = 1;
 const REQUEUED = 2;
 
-/** Largest read buffer a mailbox keeps between reads. */
-const READ_BUFFER_BYTES_KEPT = 8 * 1024 * 1024;
-/** Extra bytes allowed per message of a batch file for its wrapper. */
-const BATCH_OVERHEAD_BYTES = 64;
+const OPEN_WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
 
 export class Mailbox {
   readonly agentId: string;
@@ -113,29 +117,31 @@ export class Mailbox {
   private readonly bus: Bus;
   private readonly logger: Logger;
   private readonly deadLetterContext: DeadLetterContext;
-  /** Sorted inbox names from the last scan and the next one to try. */
+  private readonly reader: ClaimReader;
+  private readonly watch: InboxWatch;
+  /** "<inbox>/" and "<claimed>/": paths are built by one concatenation per file. */
+  private readonly inboxPrefix: string;
+  private readonly claimedPrefix: string;
+  /** "_<deadline>_<pid>.json", the end of the claimed names of the current receiveNow call. */
+  private claimSuffix = "";
+  /** Sorted inbox names from the last listing and the next one to try. */
   private queue: string[] = [];
   private queueIndex = 0;
-  /** Set by fs.watch: something changed in the inbox since the last scan. */
-  private inboxChanged = true;
-  /** Names fs.watch reported since the last scan (the idle fast path), unless there were too many. */
-  private arrivals: string[] = [];
-  /** Inbox names this mailbox claimed since its last scan (their departure events are not arrivals). */
-  private readonly claimedSinceScan = new Set<string>();
-  private arrivalsOverflowed = false;
+  /** The last listing may miss files (recovery returned some, drain asked): list again. */
+  private listingStale = true;
   /** Messages of claimed batch files not yet handed out. */
   private readonly ready: Delivery[] = [];
   /** Claims with unsettled messages, by claimed path. */
   private readonly claims = new Map<string, Claim>();
+  /** Deadline given to the claims of the current receiveNow call (one clock read per call). */
+  private claimDeadlineMs = 0;
+  private claimedMessages = 0;
   private lastSweepMs = 0;
+  private lastScanMs = 0;
   private lastScanEndMs = 0;
-  private lastLatencySampleUs = 0;
   private lastScanCostMs = 0;
-  private watcher: FSWatcher | undefined;
-  private watchWanted: boolean;
+  private lastLatencySampleUs = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
-  private wake: (() => void) | undefined;
-  private readBuffer: Buffer;
   private closed = false;
 
   /** Use Bus.openMailbox. */
@@ -144,7 +150,9 @@ export class Mailbox {
     this.agentId = agentId;
     this.logger = bus.logger.child("mailbox");
     this.paths = bus.layout.agent(agentId);
-    this.readBuffer = Buffer.allocUnsafe(bus.config.messageBytesMax + 1);
+    this.inboxPrefix = `${this.paths.inbox}/`;
+    this.claimedPrefix = `${this.paths.claimed}/`;
+    this.reader = new ClaimReader(bus.config.messageBytesMax);
     bus.layout.ensureAgent(this.paths, true);
     this.deadLetterContext = {
       paths: this.paths,
@@ -153,10 +161,9 @@ export class Mailbox {
       busMetrics: bus.busMetrics,
     };
     this.heartbeat();
-    this.recoverClaims();
-    this.removeStaleTemps();
-    this.watchWanted = options.watch ?? true;
-    if (this.watchWanted) this.startWatch();
+    this.sweep(Date.now());
+    removeStaleTemps(this.paths);
+    this.watch = new InboxWatch(this.paths.inbox, this.logger, options.watch ?? true);
     if (options.heartbeat ?? true) {
       this.heartbeatTimer = setInterval(() => this.heartbeat(), bus.config.heartbeatIntervalMs);
       this.heartbeatTimer.unref();
@@ -171,59 +178,60 @@ export class Mailbox {
     const max = options.max ?? 1;
     const deadline = Date.now() + Math.max(0, options.timeoutMs ?? 0);
     for (;;) {
-      const deliveries = this.receiveNow(max);
+      const deliveries = this.take(max, true);
       if (deliveries.length > 0) {
-        // A full batch means a backlog: stop inotify for now (two callbacks per file would cost
-        // the busy receiver ~10 % of its time); it is re-armed when the inbox runs dry.
-        if (deliveries.length === max) this.pauseWatch();
+        // A backlog (more names listed than taken, or a full batch): stop inotify for now, two
+        // callbacks per file would cost the busy receiver ~10 % of its time. Re-armed when dry.
+        if (this.queueIndex < this.queue.length || (deliveries.length === max && max > 1)) this.watch.pause();
         return deliveries;
       }
-      if (this.watchWanted && !this.watcher) {
-        // Re-armed: anything that arrived while unwatched is found by one more scan.
-        this.startWatch();
-        this.inboxChanged = true;
+      if (this.watch.paused) {
+        // Re-armed: anything that arrived while unwatched is found by one more listing.
+        this.watch.start();
+        this.listingStale = true;
         continue;
       }
       const now = Date.now();
       if (now >= deadline) return deliveries;
-      await this.waitForChange(Math.min(deadline - now, this.bus.config.rescanIntervalMs));
+      await this.watch.wait(Math.min(deadline - now, this.bus.config.rescanIntervalMs));
     }
   }
 
-  /** Returns up to `max` messages that are available now, without waiting. */
+  /**
+   * Returns up to `max` messages that are available now, without waiting. It lists the inbox
+   * rather than trust fs.watch's names, whose events may still be on their way to this process.
+   */
   receiveNow(max = 1): Delivery[] {
+    return this.take(max, false);
+  }
+
+  /**
+   * receiveNow for `receive`, which may trust the names fs.watch reported (`trustArrivals`): it
+   * waits for the events anyway, so an empty answer costs no readdir on the wake-up path.
+   */
+  private take(max: number, trustArrivals: boolean): Delivery[] {
     this.assertOpen();
     const out: Delivery[] = [];
-    this.maybeSweep();
-    let rescanned = false;
-    if (this.ready.length === 0 && this.queueIndex >= this.queue.length && this.maybeClaimArrivals()) {
-      // Idle fast path: claimed what fs.watch named, no readdir on the wake-up path. The inbox
-      // stays marked changed, so the next call rescans and finds anything inotify did not name.
-      rescanned = true;
-    } else if (this.inboxChanged && this.ready.length < max && this.rescanAffordable()) {
-      this.scanInbox();
-      rescanned = true;
+    const nowMs = Date.now();
+    this.maybeSweep(nowMs);
+    const deadlineMs = nowMs + this.bus.config.visibilityTimeoutMs;
+    if (deadlineMs !== this.claimDeadlineMs) {
+      this.claimDeadlineMs = deadlineMs;
+      this.claimSuffix = `_${deadlineMs}_${process.pid}.json`;
     }
-    while (out.length < max) {
-      const next = this.ready.shift();
-      if (next) {
-        out.push(next);
-        continue;
-      }
-      if (this.queueIndex >= this.queue.length) {
-        if (rescanned) break;
-        this.scanInbox();
-        rescanned = true;
-        if (this.queue.length === 0) break;
-      }
-      this.claimFile(this.queue[this.queueIndex++]);
+    while (out.length < max && this.ready.length > 0) out.push(this.ready.shift() as Delivery);
+    if (out.length < max) this.claimInto(out, max, nowMs, trustArrivals);
+    if (this.claimedMessages > 0) {
+      this.bus.busMetrics.received.inc(this.claimedMessages);
+      this.claimedMessages = 0;
     }
     return out;
   }
 
   /** Acknowledges processed messages: their file is removed once all its messages are settled. */
   ack(delivery: Delivery | Delivery[]): void {
-    for (const one of Array.isArray(delivery) ? delivery : [delivery]) this.settle(one, undefined, false);
+    if (Array.isArray(delivery)) for (const one of delivery) this.settle(one, undefined, false);
+    else this.settle(delivery, undefined, false);
   }
 
   /**
@@ -241,7 +249,12 @@ export class Mailbox {
       utimesSync(this.paths.heartbeat, now, now);
     } catch {
       try {
-        writeFileSync(this.paths.heartbeat, `${process.pid}\n`, { mode: FILE_MODE });
+        const fd = openSync(this.paths.heartbeat, OPEN_WRITE_FLAGS, FILE_MODE);
+        try {
+          writeSync(fd, `${process.pid}\n`);
+        } finally {
+          closeSync(fd);
+        }
       } catch (error) {
         this.logger.warn("heartbeat failed", { agent: this.agentId, error });
       }
@@ -267,7 +280,7 @@ export class Mailbox {
     const deadline = Date.now() + (options.timeoutMs ?? this.bus.config.visibilityTimeoutMs);
     let acked = 0;
     while (Date.now() < deadline) {
-      this.inboxChanged = true;
+      this.listingStale = true;
       const deliveries = this.receiveNow(64);
       if (deliveries.length === 0) break;
       for (const delivery of deliveries) {
@@ -293,19 +306,19 @@ export class Mailbox {
   close(options: { removeDirs?: boolean } = {}): void {
     if (this.closed) return;
     this.closed = true;
-    this.watchWanted = false;
-    this.watcher?.close();
-    this.watcher = undefined;
+    this.watch.stop();
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    this.wake?.();
     for (const claim of [...this.claims.values()]) {
-      for (let index = 0; index < claim.states.length; index++)
-        if (claim.states[index] === UNSETTLED) claim.states[index] = REQUEUED;
+      for (let index = 0; index < claim.states.length; index++) {
+        if (claim.states[index] !== UNSETTLED) continue;
+        claim.states[index] = REQUEUED;
+        claim.requeued += 1;
+      }
       claim.unsettled = 0;
       this.finishClaim(claim);
     }
     this.ready.length = 0;
-    if (options.removeDirs) this.removeDirsIfEmpty();
+    if (options.removeDirs) removeDirsIfEmpty(this.bus, this.paths);
   }
 
   /**
@@ -330,42 +343,72 @@ export class Mailbox {
   // ---- claiming -------------------------------------------------------------------------------
 
   /**
+   * Claims files until `out` holds `max` messages or nothing is left. Sources, cheapest first: the
+   * sorted listing of the last readdir; when it is used up, the names fs.watch reported since
+   * (trusted only when complete: no readdir on the wake-up path); otherwise a new listing.
+   */
+  private claimInto(out: Delivery[], max: number, nowMs: number, trustArrivals: boolean): void {
+    const watch = this.watch;
+    const stale =
+      this.listingStale ||
+      !watch.complete ||
+      nowMs - this.lastScanMs >= this.bus.config.rescanIntervalMs ||
+      !trustArrivals;
+    let listed = false;
+    if (
+      this.queueIndex < this.queue.length &&
+      (stale || watch.arrivals.length > 0) &&
+      this.rescanAffordable()
+    ) {
+      this.scanInbox(nowMs);
+      listed = true;
+    }
+    while (out.length < max) {
+      if (this.queueIndex >= this.queue.length) {
+        if (listed) return;
+        if (!stale) {
+          this.claimArrivals(out, max);
+          return;
+        }
+        this.scanInbox(nowMs);
+        listed = true;
+        if (this.queue.length === 0) return;
+      }
+      this.claimFile(this.queue[this.queueIndex++], out, max);
+    }
+  }
+
+  /** Claims the names fs.watch reported, in name order, until `out` is full; keeps the rest. */
+  private claimArrivals(out: Delivery[], max: number): void {
+    const arrivals = this.watch.arrivals;
+    if (arrivals.length === 0) return;
+    if (arrivals.length > 1) arrivals.sort();
+    let index = 0;
+    while (index < arrivals.length && out.length < max) {
+      const name = arrivals[index++];
+      if (name.charCodeAt(0) === 46 && name.length <= 2) continue; // "." and ".."
+      this.claimFile(name, out, max);
+    }
+    this.watch.arrivals = index === arrivals.length ? [] : arrivals.slice(index);
+  }
+
+  /**
    * A change-triggered rescan (to let later high-priority files overtake the cached list) is done
    * when the remaining cached list is short, or when at least 10× the last scan's duration has
    * passed: with a deep inbox (a 30,000-entry readdir + sort costs ~30 ms) rescans then take at
    * most ~10 % of the receiver's time instead of dominating it.
    */
   private rescanAffordable(): boolean {
-    if (this.queue.length - this.queueIndex <= 64) return true;
+    if (this.queue.length - this.queueIndex <= RESCAN_REMAINING_MAX) return true;
     return performance.now() - this.lastScanEndMs >= this.lastScanCostMs * 10;
   }
 
-  /**
-   * When the receiver was idle (its scanned list is used up), the names fs.watch reported since
-   * are all that can have arrived — unless inotify overflowed, which the next rescan covers.
-   * Claims them in name order. Returns false when there is nothing to try.
-   */
-  private maybeClaimArrivals(): boolean {
-    if (this.arrivals.length === 0 || this.arrivalsOverflowed) return false;
-    const names = this.arrivals.sort();
-    this.arrivals = [];
-    for (const name of names) {
-      const before = this.ready.length;
-      if (name.startsWith(".") && name.length <= 2) continue;
-      this.claimFileIfPresent(name);
-      if (this.ready.length > before && this.ready.length >= 64) break;
-    }
-    this.queue = [];
-    this.queueIndex = 0;
-    return true;
-  }
-
-  private scanInbox(): void {
+  private scanInbox(nowMs: number): void {
     const startMs = performance.now();
-    this.inboxChanged = false;
-    this.arrivals = [];
-    this.arrivalsOverflowed = false;
-    this.claimedSinceScan.clear();
+    this.listingStale = false;
+    this.lastScanMs = nowMs;
+    // Names reported before this listing are in it (the watch, when on, started before it).
+    this.watch.listed();
     let names: string[];
     try {
       names = readdirSync(this.paths.inbox);
@@ -374,7 +417,7 @@ export class Mailbox {
       this.bus.layout.ensureAgent(this.paths, true);
       names = [];
     }
-    names.sort();
+    if (names.length > 1) names.sort();
     this.queue = names;
     this.queueIndex = 0;
     this.lastScanEndMs = performance.now();
@@ -382,105 +425,74 @@ export class Mailbox {
   }
 
   /**
-   * claimFile for a name fs.watch reported. inotify reports our own claims leaving the inbox too;
-   * skipping those avoids a failing rename each (Node builds an exception object per failure).
+   * Claims one inbox file by rename and hands out its messages (into `out` up to `max`, the rest of
+   * a batch into `ready`). Losing the race to another consumer is normal.
    */
-  private claimFileIfPresent(fileName: string): void {
-    if (this.claimedSinceScan.has(fileName)) return;
-    this.claimFile(fileName);
-  }
-
-  /** Claims one inbox file by rename; pushes its messages to `ready`. Losing the race is normal. */
-  private claimFile(fileName: string): void {
-    const inboxPath = `${this.paths.inbox}/${fileName}`;
+  private claimFile(fileName: string, out: Delivery[], max: number): void {
+    const inboxPath = this.inboxPrefix + fileName;
     const queued = parseQueuedName(fileName);
     if (!queued) {
-      moveToDeadLetter(
-        this.deadLetterContext,
-        inboxPath,
-        fileName,
-        "foreign",
-        "file name does not follow the protocol",
-        0,
-        this.bus.uniqueNames.next(),
-      );
+      this.deadLetter(inboxPath, fileName, "foreign", "file name does not follow the protocol", 0);
       return;
     }
-    const config = this.bus.config;
-    if (queued.deliveries >= config.deliveriesMax) {
-      moveToDeadLetter(
-        this.deadLetterContext,
-        inboxPath,
-        fileName,
-        "deliveries_exhausted",
-        `already delivered ${queued.deliveries} times`,
-        queued.deliveries,
-        this.bus.uniqueNames.next(),
-      );
+    if (queued.deliveries >= this.bus.config.deliveriesMax) {
+      const reason = `already delivered ${queued.deliveries} times`;
+      this.deadLetter(inboxPath, fileName, "deliveries_exhausted", reason, queued.deliveries);
       return;
     }
-    const deadlineMs = Date.now() + config.visibilityTimeoutMs;
-    const name: ClaimedName = {
-      priority: queued.priority,
-      arrivalUs: queued.arrivalUs,
-      count: queued.count,
-      unique: queued.unique,
-      deliveries: queued.deliveries + 1,
-      deadlineMs,
-      pid: process.pid,
-    };
-    const claimedName = claimedNameOf(fileName, queued, deadlineMs, process.pid);
-    const claimedPath = `${this.paths.claimed}/${claimedName}`;
+    const deliveries = queued.deliveries + 1;
+    const deadlineMs = this.claimDeadlineMs;
+    const prefix = queuedPrefixOf(fileName);
+    const claimedName = `${prefix}${deliveries}${this.claimSuffix}`;
+    const claimedPath = this.claimedPrefix + claimedName;
     try {
       renameSync(inboxPath, claimedPath);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return; // another consumer won
       throw error;
     }
-    if (this.claimedSinceScan.size < CLAIMED_SINCE_SCAN_MAX) this.claimedSinceScan.add(fileName);
-    const text = this.readClaimed(claimedPath, name.count);
+    this.watch.claimed(fileName);
+    const text = this.reader.read(claimedPath, queued.count);
     if (typeof text !== "string") {
-      this.deadLetterClaim(claimedPath, claimedName, text.cause, text.reason, name.deliveries);
+      this.deadLetter(claimedPath, claimedName, text.cause, text.reason, deliveries);
       return;
     }
-    const decoded = decodeFile(text, name.count);
+    const decoded = decodeFile(text, queued.count);
     if (!decoded.ok) {
-      this.deadLetterClaim(claimedPath, claimedName, "malformed", decoded.reason, name.deliveries);
+      this.deadLetter(claimedPath, claimedName, "malformed", decoded.reason, deliveries);
       return;
     }
-    for (const envelope of decoded.envelopes) {
-      if (envelope.to !== this.agentId) {
-        this.deadLetterClaim(
-          claimedPath,
-          claimedName,
-          "misaddressed",
-          `addressed to ${envelope.to}`,
-          name.deliveries,
-        );
+    const envelopes = decoded.envelopes;
+    for (let index = 0; index < envelopes.length; index++) {
+      if (envelopes[index].to !== this.agentId) {
+        const reason = `addressed to ${envelopes[index].to}`;
+        this.deadLetter(claimedPath, claimedName, "misaddressed", reason, deliveries);
         return;
       }
     }
     const claim: Claim = {
       path: claimedPath,
       fileName: claimedName,
-      name,
-      envelopes: decoded.envelopes,
-      states:
-        decoded.envelopes.length === 1
-          ? [UNSETTLED]
-          : new Array<number>(decoded.envelopes.length).fill(UNSETTLED),
-      unsettled: decoded.envelopes.length,
+      queued,
+      prefix,
+      deliveries,
+      deadlineMs,
+      envelopes,
+      states: envelopes.length === 1 ? [UNSETTLED] : new Array<number>(envelopes.length).fill(UNSETTLED),
+      unsettled: envelopes.length,
+      requeued: 0,
       penalised: false,
       lastReason: undefined,
       done: false,
       expired: false,
     };
     this.claims.set(claimedPath, claim);
-    const metrics = this.bus.busMetrics;
-    metrics.received.inc(decoded.envelopes.length);
-    this.maybeObserveLatency(decoded.envelopes[0]);
-    for (let index = 0; index < decoded.envelopes.length; index++) {
-      this.ready.push({ message: decoded.envelopes[index], deliveries: name.deliveries, claim, index });
+    this.claimedMessages += envelopes.length;
+    this.maybeObserveLatency(envelopes[0]);
+    for (let index = 0; index < envelopes.length; index++) {
+      const delivery: Delivery = { message: envelopes[index], deliveries, claim, index };
+      if (out.length < max) out.push(delivery);
+      else this.ready.push(delivery);
     }
   }
 
@@ -496,49 +508,7 @@ export class Mailbox {
     this.bus.busMetrics.latency.observe(Math.max(0, nowUs - envelope.ts) / 1e6);
   }
 
-  /**
-   * Reads a claimed file, refusing one larger than its messages may be. A single read into a buffer
-   * of messageBytesMax + 1 bytes settles most files in three syscalls (open, read, close); only a
-   * file that fills the buffer (a batch) costs an fstat and more reads.
-   */
-  private readClaimed(path: string, count: number): string | { cause: DeadLetterCause; reason: string } {
-    const config = this.bus.config;
-    const bytesMax =
-      count === 1 ? config.messageBytesMax : count * (config.messageBytesMax + BATCH_OVERHEAD_BYTES);
-    const fd = openSync(path, "r");
-    try {
-      let buffer = this.readBuffer;
-      let length = readSync(fd, buffer, 0, buffer.length, 0);
-      if (length === buffer.length) {
-        const size = fstatSync(fd).size;
-        if (size > bytesMax)
-          return { cause: "oversized", reason: `file of ${size} bytes exceeds ${bytesMax}` };
-        if (size >= buffer.length) {
-          buffer = Buffer.allocUnsafe(size + 1);
-          this.readBuffer.copy(buffer, 0, 0, length);
-          if (size + 1 <= READ_BUFFER_BYTES_KEPT) this.readBuffer = buffer;
-        }
-        for (;;) {
-          const read = readSync(fd, buffer, length, buffer.length - length, length);
-          if (read === 0) break;
-          length += read;
-          if (length > bytesMax) return { cause: "oversized", reason: `file exceeds ${bytesMax} bytes` };
-          if (length === buffer.length) {
-            const bigger = Buffer.allocUnsafe(buffer.length * 2);
-            buffer.copy(bigger, 0, 0, length);
-            buffer = bigger;
-          }
-        }
-      }
-      if (length > bytesMax)
-        return { cause: "oversized", reason: `file of ${length} bytes exceeds ${bytesMax}` };
-      return buffer.toString("utf8", 0, length);
-    } finally {
-      closeSync(fd);
-    }
-  }
-
-  private deadLetterClaim(
+  private deadLetter(
     path: string,
     fileName: string,
     cause: DeadLetterCause,
@@ -558,22 +528,6 @@ export class Mailbox {
 
   // ---- settling -------------------------------------------------------------------------------
 
-  /**
-   * Our own claim passed its visibility deadline (a handler that hangs or forgot to ack): forget it
-   * here, so the file is returned to the inbox like anyone else's; a late ack or nack of its
-   * messages is then ignored (the message is delivered again: at-least-once).
-   */
-  private expireOwnClaim(claim: Claim): void {
-    claim.expired = true;
-    this.claims.delete(claim.path);
-    for (let index = this.ready.length - 1; index >= 0; index--)
-      if (this.ready[index].claim === claim) this.ready.splice(index, 1);
-    this.logger.warn("claim passed its visibility timeout before it was settled", {
-      agent: this.agentId,
-      file: claim.fileName,
-    });
-  }
-
   private settle(delivery: Delivery, reason: string | undefined, penalise: boolean): void {
     const claim = delivery.claim;
     if (claim?.expired) return;
@@ -585,6 +539,7 @@ export class Mailbox {
     }
     if (penalise) {
       claim.states[delivery.index] = REQUEUED;
+      claim.requeued += 1;
       claim.penalised = true;
       claim.lastReason = reason;
     } else {
@@ -598,19 +553,17 @@ export class Mailbox {
   private finishClaim(claim: Claim): void {
     claim.done = true;
     this.claims.delete(claim.path);
-    const requeue = claim.envelopes.filter((_, index) => claim.states[index] === REQUEUED);
-    const deliveries = claim.name.deliveries;
-    const exhausted = claim.penalised && deliveries >= this.bus.config.deliveriesMax;
-    // Handed back without a nack: the delivery does not count.
-    const nextDeliveries = claim.penalised ? deliveries : deliveries - 1;
-    if (requeue.length === 0) {
+    if (claim.requeued === 0) {
       this.unlinkClaim(claim.path);
       return;
     }
-    if (exhausted) {
-      const reason = `delivered ${deliveries} times (deliveriesMax ${this.bus.config.deliveriesMax}); last: ${claim.lastReason ?? "nacked"}`;
+    const requeue = claim.envelopes.filter((_, index) => claim.states[index] === REQUEUED);
+    const deliveries = claim.deliveries;
+    const config = this.bus.config;
+    if (claim.penalised && deliveries >= config.deliveriesMax) {
+      const reason = `delivered ${deliveries} times (deliveriesMax ${config.deliveriesMax}); last: ${claim.lastReason ?? "nacked"}`;
       if (requeue.length === claim.envelopes.length) {
-        this.deadLetterClaim(claim.path, claim.fileName, "deliveries_exhausted", reason, deliveries);
+        this.deadLetter(claim.path, claim.fileName, "deliveries_exhausted", reason, deliveries);
       } else {
         const fileName = this.writeRemainder(this.paths.dead, claim, requeue, deliveries);
         moveToDeadLetterAfterWrite(this.deadLetterContext, fileName, reason, deliveries);
@@ -618,11 +571,13 @@ export class Mailbox {
       }
       return;
     }
+    this.listingStale = true; // it goes back to the inbox: list it again rather than wait for its event
+    // Handed back without a nack: the delivery does not count.
+    const nextDeliveries = claim.penalised ? deliveries : deliveries - 1;
     this.bus.busMetrics.redeliveries.inc({ cause: claim.penalised ? "nack" : "handed_back" }, requeue.length);
     if (requeue.length === claim.envelopes.length) {
-      const inboxName = formatQueuedName({ ...claim.name, deliveries: nextDeliveries });
       try {
-        renameSync(claim.path, join(this.paths.inbox, inboxName));
+        renameSync(claim.path, `${this.inboxPrefix}${claim.prefix}${nextDeliveries}.json`);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
         this.logger.debug("claim vanished before requeue (visibility timeout)", { file: claim.fileName });
@@ -635,18 +590,19 @@ export class Mailbox {
 
   /** Writes the requeued part of a batch as a new file (same priority and arrival); returns its name. */
   private writeRemainder(dir: string, claim: Claim, envelopes: Envelope[], deliveries: number): string {
-    const ordered = envelopes;
     const fileName = formatQueuedName({
-      priority: claim.name.priority,
-      arrivalUs: claim.name.arrivalUs,
-      count: ordered.length,
+      ...claim.queued,
+      count: envelopes.length,
       unique: this.bus.uniqueNames.next(),
       deliveries,
     });
     const tmpPath = join(this.paths.tmp, fileName);
-    writeFileSync(tmpPath, ordered.length === 1 ? encodeMessageFile(ordered[0]) : encodeBatchFile(ordered), {
-      mode: FILE_MODE,
-    });
+    const fd = openSync(tmpPath, OPEN_WRITE_FLAGS, FILE_MODE);
+    try {
+      writeSync(fd, envelopes.length === 1 ? encodeMessageFile(envelopes[0]) : encodeBatchFile(envelopes));
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmpPath, join(dir, fileName));
     return fileName;
   }
@@ -663,219 +619,42 @@ export class Mailbox {
 
   // ---- recovery -------------------------------------------------------------------------------
 
-  private maybeSweep(): void {
-    const now = Date.now();
-    if (now - this.lastSweepMs < this.bus.config.rescanIntervalMs) return;
-    this.lastSweepMs = now;
-    this.recoverClaims();
+  private maybeSweep(nowMs: number): void {
+    if (nowMs - this.lastSweepMs >= this.bus.config.rescanIntervalMs) this.sweep(nowMs);
+  }
+
+  /** Returns expired and orphaned claims to the inbox (on open and every rescanIntervalMs). */
+  private sweep(nowMs: number): void {
+    this.lastSweepMs = nowMs;
+    const returned = recoverClaims({
+      bus: this.bus,
+      paths: this.paths,
+      deadLetterContext: this.deadLetterContext,
+      ownClaimDeadlineMs: (path) => this.claims.get(path)?.deadlineMs,
+      expireOwnClaim: (path) => this.expireOwnClaim(path),
+    });
+    if (returned) this.listingStale = true;
   }
 
   /**
-   * Returns expired claims (any claimant) and claims of processes that no longer exist (crashed
-   * consumers) to the inbox, or to dead-letter after deliveriesMax. Runs on open and every
-   * rescanIntervalMs while receiving.
+   * Our own claim passed its visibility deadline (a handler that hangs or forgot to ack): forget it
+   * here, so the file is returned to the inbox like anyone else's; a late ack or nack of its
+   * messages is then ignored (the message is delivered again: at-least-once).
    */
-  private recoverClaims(): void {
-    let names: string[];
-    try {
-      names = readdirSync(this.paths.claimed);
-    } catch {
-      return;
-    }
-    const now = Date.now();
-    for (const fileName of names) {
-      const path = join(this.paths.claimed, fileName);
-      const own = this.claims.get(path);
-      if (own) {
-        if (own.name.deadlineMs > now) continue;
-        this.expireOwnClaim(own);
-      }
-      const name = parseClaimedName(fileName);
-      if (!name) {
-        moveToDeadLetter(
-          this.deadLetterContext,
-          path,
-          fileName,
-          "foreign",
-          "file name in claimed/ does not follow the protocol",
-          0,
-          this.bus.uniqueNames.next(),
-        );
-        continue;
-      }
-      const expired = name.deadlineMs <= now;
-      const crashed = !expired && name.pid !== process.pid && !isProcessAlive(name.pid);
-      if (!expired && !crashed) continue;
-      if (name.deliveries >= this.bus.config.deliveriesMax) {
-        moveToDeadLetter(
-          this.deadLetterContext,
-          path,
-          fileName,
-          "deliveries_exhausted",
-          `${expired ? "visibility timeout" : "consumer died"} after ${name.deliveries} deliveries`,
-          name.deliveries,
-          this.bus.uniqueNames.next(),
-        );
-        continue;
-      }
-      try {
-        renameSync(path, join(this.paths.inbox, formatQueuedName(name)));
-        this.bus.busMetrics.redeliveries.inc(
-          { cause: expired ? "visibility_timeout" : "consumer_died" },
-          name.count,
-        );
-        this.inboxChanged = true;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-      }
-    }
-  }
-
-  /** Removes files left in tmp/ by processes that died mid-write. */
-  private removeStaleTemps(): void {
-    let names: string[];
-    try {
-      names = readdirSync(this.paths.tmp);
-    } catch {
-      return;
-    }
-    const now = Date.now();
-    for (const fileName of names) {
-      const path = join(this.paths.tmp, fileName);
-      const pid = pidOfTemp(fileName);
-      try {
-        if (pid !== undefined) {
-          if (pid === process.pid || isProcessAlive(pid)) continue;
-        } else if (now - statSync(path).mtimeMs < STALE_TEMP_AGE_MS) {
-          continue; // a name we cannot attribute: only remove it once it is clearly abandoned
-        }
-        unlinkSync(path);
-      } catch {}
-    }
-  }
-
-  private removeDirsIfEmpty(): void {
-    if (readdirSafe(this.paths.inbox).length > 0 || readdirSafe(this.paths.claimed).length > 0) return;
-    const trash = join(this.bus.dir, `.trash-${this.bus.uniqueNames.next()}`);
-    try {
-      renameSync(this.paths.dir, trash);
-    } catch {
-      return;
-    }
-    this.bus.layout.forgetAgent(this.agentId);
-    // A sender may have renamed a message in between: move it back into a fresh mailbox.
-    const late = readdirSafe(join(trash, "inbox"));
-    const lateClaims = readdirSafe(join(trash, "claimed"));
-    const lateDead = readdirSafe(join(trash, "dead"));
-    if (late.length + lateClaims.length + lateDead.length > 0) {
-      this.bus.layout.ensureAgent(this.paths, true);
-      for (const fileName of late)
-        renameSync(join(trash, "inbox", fileName), join(this.paths.inbox, fileName));
-      for (const fileName of lateClaims)
-        renameSync(join(trash, "claimed", fileName), join(this.paths.claimed, fileName));
-      for (const fileName of lateDead)
-        renameSync(join(trash, "dead", fileName), join(this.paths.dead, fileName));
-    }
-    rmSync(trash, { recursive: true, force: true });
-  }
-
-  // ---- waiting --------------------------------------------------------------------------------
-
-  private pauseWatch(): void {
-    if (!this.watcher) return;
-    this.watcher.close();
-    this.watcher = undefined;
-    this.arrivals = [];
-    this.arrivalsOverflowed = true; // names seen so far are incomplete until the next scan
-  }
-
-  private startWatch(): void {
-    try {
-      this.watcher = watch(this.paths.inbox, { persistent: false }, (_event, fileName) => {
-        this.inboxChanged = true;
-        if (typeof fileName === "string" && fileName.length > 0 && this.arrivals.length < ARRIVALS_MAX)
-          this.arrivals.push(fileName);
-        else this.arrivalsOverflowed = true;
-        const wake = this.wake;
-        if (wake) wake();
-      });
-      this.watcher.on("error", (error) => {
-        this.logger.warn("inbox watch failed; polling every rescanIntervalMs", {
-          agent: this.agentId,
-          error,
-        });
-        this.watcher?.close();
-        this.watcher = undefined;
-        this.watchWanted = false;
-      });
-    } catch (error) {
-      this.logger.warn("cannot watch inbox; polling every rescanIntervalMs", { agent: this.agentId, error });
-      this.watchWanted = false;
-    }
-  }
-
-  /** Resolves on an inbox change, after `waitMs`, or on close. The timer rescan is the safety net. */
-  private waitForChange(waitMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, waitMs);
-      const self = this;
-      function done(): void {
-        clearTimeout(timer);
-        if (self.wake === done) self.wake = undefined;
-        // A timer wake-up rescans too: inotify may have dropped the event.
-        self.inboxChanged = true;
-        resolve();
-      }
-      this.wake = done;
+  private expireOwnClaim(path: string): void {
+    const claim = this.claims.get(path);
+    if (!claim) return;
+    claim.expired = true;
+    this.claims.delete(path);
+    for (let index = this.ready.length - 1; index >= 0; index--)
+      if (this.ready[index].claim === claim) this.ready.splice(index, 1);
+    this.logger.warn("claim passed its visibility timeout before it was settled", {
+      agent: this.agentId,
+      file: claim.fileName,
     });
   }
 
   private assertOpen(): void {
     if (this.closed) throw new CfnError("CFN_ERR_CLOSED", `mailbox of ${this.agentId} is closed`);
-  }
-}
-
-/** Dead-letters a file already written into dead/ (the remainder of a batch): reason file only. */
-function moveToDeadLetterAfterWrite(
-  context: DeadLetterContext,
-  fileName: string,
-  reason: string,
-  deliveries: number,
-): void {
-  const reasonPath = join(context.paths.dead, `${fileName}.reason`);
-  const record = {
-    cause: "deliveries_exhausted",
-    reason,
-    deliveries,
-    agent: context.paths.agentId,
-    at: new Date().toISOString(),
-    pid: process.pid,
-  };
-  writeFileSync(reasonPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
-  context.busMetrics.deadLetters.inc({ reason: "deliveries_exhausted" });
-  context.logger.warn("message moved to dead-letter", {
-    agent: context.paths.agentId,
-    file: fileName,
-    reason,
-  });
-}
-
-/** The pid in a temp file's UNIQ field (<host>-<pid>-<random>-<counter>), when readable. */
-function pidOfTemp(fileName: string): number | undefined {
-  let unique: string | undefined;
-  if (fileName.startsWith(".reason.")) unique = fileName.slice(".reason.".length);
-  else unique = parseQueuedName(fileName)?.unique;
-  if (!unique) return undefined;
-  const parts = unique.split("-");
-  if (parts.length < 4) return undefined;
-  const pid = Number(parts[parts.length - 3]);
-  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-}
-
-function readdirSafe(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
   }
 }

@@ -46,35 +46,111 @@ export function formatClaimedName(name: ClaimedName): string {
   return `${namePrefix(name)}_${name.deliveries}_${name.deadlineMs}_${name.pid}.json`;
 }
 
-const QUEUED_PATTERN = /^([012])_([0-9]{16})_([1-9][0-9]{0,8})_([A-Za-z0-9.-]{1,160})_([0-9]{1,6})\.json$/;
-const CLAIMED_PATTERN =
+// Reference grammar of the two names (docs/PROTOCOL.md). The parsers below implement it by hand
+// (a character scan allocates nothing but the fields, the hot path of every claim runs one);
+// test/bus/protocol.test.ts checks that they agree with these patterns.
+export const QUEUED_NAME_PATTERN =
+  /^([012])_([0-9]{16})_([1-9][0-9]{0,8})_([A-Za-z0-9.-]{1,160})_([0-9]{1,6})\.json$/;
+export const CLAIMED_NAME_PATTERN =
   /^([012])_([0-9]{16})_([1-9][0-9]{0,8})_([A-Za-z0-9.-]{1,160})_([0-9]{1,6})_([0-9]{1,16})_([0-9]{1,10})\.json$/;
+
+const CODE_0 = 48;
+const CODE_9 = 57;
+const CODE_UNDERSCORE = 95;
+const UNIQUE_LENGTH_MAX = 160;
+
+/** Value of the decimal digits text[from, to) when it is 1 to `lengthMax` digits, else -1. */
+function digitsAt(text: string, from: number, to: number, lengthMax: number): number {
+  if (to <= from || to - from > lengthMax) return -1;
+  let value = 0;
+  for (let index = from; index < to; index++) {
+    const code = text.charCodeAt(index);
+    if (code < CODE_0 || code > CODE_9) return -1;
+    value = value * 10 + (code - CODE_0);
+  }
+  return value;
+}
+
+/** True when text[from, to) is 1 to 160 characters of [A-Za-z0-9.-]. */
+function isUniqueAt(text: string, from: number, to: number): boolean {
+  if (to <= from || to - from > UNIQUE_LENGTH_MAX) return false;
+  for (let index = from; index < to; index++) {
+    const code = text.charCodeAt(index);
+    const ok =
+      (code >= 97 && code <= 122) || // a-z
+      (code >= 65 && code <= 90) || // A-Z
+      (code >= CODE_0 && code <= CODE_9) ||
+      code === 46 || // .
+      code === 45; // -
+    if (!ok) return false;
+  }
+  return true;
+}
+
+/**
+ * Parses the P_T_N_UNIQ_D fields at the start of a name whose remaining fields (`extraFields`
+ * more, then ".json") are left to the caller. Returns undefined for a foreign name; `end` is the
+ * index just past D.
+ */
+function parseQueuedFields(
+  fileName: string,
+  extraFields: number,
+): { name: QueuedName; end: number } | undefined {
+  const length = fileName.length;
+  if (length < 27 || !fileName.endsWith(".json")) return undefined;
+  const stem = length - 5;
+  const priorityCode = fileName.charCodeAt(0);
+  if (priorityCode < CODE_0 || priorityCode > CODE_0 + 2 || fileName.charCodeAt(1) !== CODE_UNDERSCORE)
+    return undefined;
+  // T: exactly 16 digits at [2, 18), then "_".
+  if (fileName.charCodeAt(18) !== CODE_UNDERSCORE || digitsAt(fileName, 2, 18, 16) < 0) return undefined;
+  const countEnd = fileName.indexOf("_", 19);
+  if (countEnd < 0 || fileName.charCodeAt(19) === CODE_0) return undefined;
+  const count = digitsAt(fileName, 19, countEnd, 9);
+  if (count < 1) return undefined;
+  const uniqueEnd = fileName.indexOf("_", countEnd + 1);
+  if (uniqueEnd < 0 || !isUniqueAt(fileName, countEnd + 1, uniqueEnd)) return undefined;
+  let end = fileName.indexOf("_", uniqueEnd + 1);
+  if (extraFields === 0) {
+    if (end >= 0) return undefined;
+    end = stem;
+  } else if (end < 0) {
+    return undefined;
+  }
+  const deliveries = digitsAt(fileName, uniqueEnd + 1, end, 6);
+  if (deliveries < 0) return undefined;
+  return {
+    name: {
+      priority: DIGIT_PRIORITY[fileName[0]],
+      arrivalUs: Number(fileName.slice(2, 18)),
+      count,
+      unique: fileName.slice(countEnd + 1, uniqueEnd),
+      deliveries,
+    },
+    end,
+  };
+}
 
 /** Parses an inbox file name; undefined for a foreign name. */
 export function parseQueuedName(fileName: string): QueuedName | undefined {
-  const fields = QUEUED_PATTERN.exec(fileName);
-  if (!fields) return undefined;
-  return {
-    priority: DIGIT_PRIORITY[fields[1]],
-    arrivalUs: Number(fields[2]),
-    count: Number(fields[3]),
-    unique: fields[4],
-    deliveries: Number(fields[5]),
-  };
+  return parseQueuedFields(fileName, 0)?.name;
 }
 
 /** Parses a claimed file name; undefined for a foreign name. */
 export function parseClaimedName(fileName: string): ClaimedName | undefined {
-  const fields = CLAIMED_PATTERN.exec(fileName);
+  const fields = parseQueuedFields(fileName, 2);
   if (!fields) return undefined;
+  const stem = fileName.length - 5;
+  const deadlineEnd = fileName.indexOf("_", fields.end + 1);
+  if (deadlineEnd < 0 || fileName.indexOf("_", deadlineEnd + 1) >= 0) return undefined;
+  const deadlineMs = digitsAt(fileName, fields.end + 1, deadlineEnd, 16);
+  const pid = digitsAt(fileName, deadlineEnd + 1, stem, 10);
+  if (deadlineMs < 0 || pid < 0) return undefined;
+  // Values past 2^53 (16 digits) round exactly as Number(text) does only when read from the text.
   return {
-    priority: DIGIT_PRIORITY[fields[1]],
-    arrivalUs: Number(fields[2]),
-    count: Number(fields[3]),
-    unique: fields[4],
-    deliveries: Number(fields[5]),
-    deadlineMs: Number(fields[6]),
-    pid: Number(fields[7]),
+    ...fields.name,
+    deadlineMs: Number(fileName.slice(fields.end + 1, deadlineEnd)),
+    pid,
   };
 }
 
@@ -88,8 +164,12 @@ export function claimedNameOf(
   deadlineMs: number,
   pid: number,
 ): string {
-  const prefixLength = queuedFileName.length - 5 - String(queued.deliveries).length; // ".json" and D
-  return `${queuedFileName.slice(0, prefixLength)}${queued.deliveries + 1}_${deadlineMs}_${pid}.json`;
+  return `${queuedPrefixOf(queuedFileName)}${queued.deliveries + 1}_${deadlineMs}_${pid}.json`;
+}
+
+/** "P_T_N_UNIQ_" of a well-formed queued name: the part a claim and a requeue keep unchanged. */
+export function queuedPrefixOf(queuedFileName: string): string {
+  return queuedFileName.slice(0, queuedFileName.lastIndexOf("_") + 1);
 }
 
 /**

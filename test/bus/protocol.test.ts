@@ -12,12 +12,14 @@ import {
 import { decodeFile, type Envelope, encodeBatchFile, encodeMessageFile } from "../../src/bus/envelope.js";
 import { posixCksum, shardOf, validateAgentId } from "../../src/bus/index.js";
 import {
+  CLAIMED_NAME_PATTERN,
   claimedNameOf,
   countOfEntry,
   formatClaimedName,
   formatQueuedName,
   parseClaimedName,
   parseQueuedName,
+  QUEUED_NAME_PATTERN,
 } from "../../src/bus/names.js";
 import { isCfnError } from "../../src/errors.js";
 
@@ -120,6 +122,60 @@ describe("file names", () => {
           ).toBe(true);
         }
       }),
+    );
+  });
+
+  it("the hand-written parsers accept exactly what the reference patterns accept", () => {
+    // Names near the grammar: valid ones with one character replaced, inserted or removed, and
+    // fields of wrong lengths, so that every check of the character scan is exercised.
+    const field = fc.stringMatching(/^[0-9A-Za-z._ -]{0,18}$/);
+    const nearName = fc
+      .tuple(
+        fc.constantFrom("0", "1", "2", "3", "x", ""),
+        field,
+        field,
+        field,
+        field,
+        fc.option(fc.tuple(field, field)),
+        fc.constantFrom(".json", ".jso", "json", ""),
+      )
+      .map(([p, t, n, u, d, claim, ext]) =>
+        [p, t, n, u, d, ...(claim ? [claim[0], claim[1]] : [])].join("_").concat(ext),
+      );
+    const validQueued = queued.map(formatQueuedName);
+    const validClaimed = fc
+      .tuple(queued, fc.integer({ min: 0, max: 2 ** 45 }), fc.integer({ min: 1, max: 4_194_304 }))
+      .map(([name, deadlineMs, pid]) => formatClaimedName({ ...name, deadlineMs, pid }));
+    const mutated = fc
+      .tuple(
+        fc.oneof(validQueued, validClaimed),
+        fc.nat(),
+        fc.constantFrom("", "_", "0", "a", ".", "-", " ", "9"),
+      )
+      .map(([name, at, insert]) => {
+        const index = at % (name.length + 1);
+        return name.slice(0, index) + insert + name.slice(index + (at % 2));
+      });
+    fc.assert(
+      fc.property(fc.oneof(nearName, mutated, validQueued, validClaimed), (name) => {
+        const queuedFields = QUEUED_NAME_PATTERN.exec(name);
+        const parsed = parseQueuedName(name);
+        expect(parsed !== undefined).toBe(queuedFields !== null);
+        if (parsed && queuedFields) {
+          expect(parsed.arrivalUs).toBe(Number(queuedFields[2]));
+          expect(parsed.count).toBe(Number(queuedFields[3]));
+          expect(parsed.unique).toBe(queuedFields[4]);
+          expect(parsed.deliveries).toBe(Number(queuedFields[5]));
+        }
+        const claimedFields = CLAIMED_NAME_PATTERN.exec(name);
+        const claimed = parseClaimedName(name);
+        expect(claimed !== undefined).toBe(claimedFields !== null);
+        if (claimed && claimedFields) {
+          expect(claimed.deadlineMs).toBe(Number(claimedFields[6]));
+          expect(claimed.pid).toBe(Number(claimedFields[7]));
+        }
+      }),
+      { numRuns: 5000 },
     );
   });
 

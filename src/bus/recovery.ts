@@ -1,0 +1,152 @@
+// Recovery of an agent's mailbox (docs/PROTOCOL.md sections 7 and 10): claims whose visibility
+// deadline passed or whose process died go back to the inbox (or to dead-letter after
+// deliveriesMax); temp files of writers that died mid-write are removed; an empty mailbox is removed
+// on shutdown without losing a message that races in.
+
+import { readdirSync, renameSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import type { Bus } from "./bus.js";
+import { isProcessAlive } from "./clock.js";
+import { type DeadLetterContext, moveToDeadLetter } from "./dead-letter.js";
+import type { AgentPaths } from "./layout.js";
+import { formatQueuedName, parseClaimedName, parseQueuedName } from "./names.js";
+
+/** Age after which a temp file whose writer cannot be told from its name is removed. */
+export const STALE_TEMP_AGE_MS = 60_000;
+
+export interface ClaimRecoveryHost {
+  bus: Bus;
+  paths: AgentPaths;
+  deadLetterContext: DeadLetterContext;
+  /** Deadline of this mailbox's own unsettled claim at `path`, or undefined when it holds none. */
+  ownClaimDeadlineMs(path: string): number | undefined;
+  /** This mailbox's own claim passed its deadline: forget it, so it is returned like any other. */
+  expireOwnClaim(path: string): void;
+}
+
+/**
+ * Returns expired claims (any claimant) and claims of processes that no longer exist (crashed
+ * consumers) to the inbox, or to dead-letter after deliveriesMax. Returns true when a file went
+ * back to the inbox (the receiver's listing is then stale).
+ */
+export function recoverClaims(host: ClaimRecoveryHost): boolean {
+  const { bus, paths } = host;
+  let names: string[];
+  try {
+    names = readdirSync(paths.claimed);
+  } catch {
+    return false;
+  }
+  const now = Date.now();
+  let returned = false;
+  for (const fileName of names) {
+    const path = join(paths.claimed, fileName);
+    const ownDeadlineMs = host.ownClaimDeadlineMs(path);
+    if (ownDeadlineMs !== undefined) {
+      if (ownDeadlineMs > now) continue;
+      host.expireOwnClaim(path);
+    }
+    const name = parseClaimedName(fileName);
+    if (!name) {
+      moveToDeadLetter(
+        host.deadLetterContext,
+        path,
+        fileName,
+        "foreign",
+        "file name in claimed/ does not follow the protocol",
+        0,
+        bus.uniqueNames.next(),
+      );
+      continue;
+    }
+    const expired = name.deadlineMs <= now;
+    const crashed = !expired && name.pid !== process.pid && !isProcessAlive(name.pid);
+    if (!expired && !crashed) continue;
+    if (name.deliveries >= bus.config.deliveriesMax) {
+      moveToDeadLetter(
+        host.deadLetterContext,
+        path,
+        fileName,
+        "deliveries_exhausted",
+        `${expired ? "visibility timeout" : "consumer died"} after ${name.deliveries} deliveries`,
+        name.deliveries,
+        bus.uniqueNames.next(),
+      );
+      continue;
+    }
+    try {
+      renameSync(path, join(paths.inbox, formatQueuedName(name)));
+      bus.busMetrics.redeliveries.inc(
+        { cause: expired ? "visibility_timeout" : "consumer_died" },
+        name.count,
+      );
+      returned = true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
+  }
+  return returned;
+}
+
+/** Removes files left in tmp/ by processes that died mid-write. */
+export function removeStaleTemps(paths: AgentPaths): void {
+  const now = Date.now();
+  for (const fileName of readdirSafe(paths.tmp)) {
+    const path = join(paths.tmp, fileName);
+    const pid = pidOfTemp(fileName);
+    try {
+      if (pid !== undefined) {
+        if (pid === process.pid || isProcessAlive(pid)) continue;
+      } else if (now - statSync(path).mtimeMs < STALE_TEMP_AGE_MS) {
+        continue; // a name we cannot attribute: only remove it once it is clearly abandoned
+      }
+      unlinkSync(path);
+    } catch {}
+  }
+}
+
+/**
+ * Removes the agent's directory when its inbox and claims are empty: renames it to a trash dir,
+ * moves back anything a sender renamed in meanwhile, then deletes the trash (PROTOCOL.md section 10).
+ */
+export function removeDirsIfEmpty(bus: Bus, paths: AgentPaths): void {
+  if (readdirSafe(paths.inbox).length > 0 || readdirSafe(paths.claimed).length > 0) return;
+  const trash = join(bus.dir, `.trash-${bus.uniqueNames.next()}`);
+  try {
+    renameSync(paths.dir, trash);
+  } catch {
+    return;
+  }
+  bus.layout.forgetAgent(paths.agentId);
+  const late = readdirSafe(join(trash, "inbox"));
+  const lateClaims = readdirSafe(join(trash, "claimed"));
+  const lateDead = readdirSafe(join(trash, "dead"));
+  if (late.length + lateClaims.length + lateDead.length > 0) {
+    bus.layout.ensureAgent(paths, true);
+    for (const fileName of late) renameSync(join(trash, "inbox", fileName), join(paths.inbox, fileName));
+    for (const fileName of lateClaims)
+      renameSync(join(trash, "claimed", fileName), join(paths.claimed, fileName));
+    for (const fileName of lateDead) renameSync(join(trash, "dead", fileName), join(paths.dead, fileName));
+  }
+  rmSync(trash, { recursive: true, force: true });
+}
+
+/** The pid in a temp file's UNIQ field (<host>-<pid>-<random>-<counter>), when readable. */
+function pidOfTemp(fileName: string): number | undefined {
+  let unique: string | undefined;
+  if (fileName.startsWith(".reason.")) unique = fileName.slice(".reason.".length);
+  else unique = parseQueuedName(fileName)?.unique;
+  if (!unique) return undefined;
+  const parts = unique.split("-");
+  if (parts.length < 4) return undefined;
+  const pid = Number(parts[parts.length - 3]);
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+export function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
