@@ -1,4 +1,4 @@
-// `npm run chaos -- <scenario|all> [--backend netns|containers|processes] [--rounds N] [--seed S]
+// `npm run chaos -- <scenario|node-kill-leader|all> [--backend netns|containers|processes] [--rounds N] [--seed S]
 //                  [--size N] [--out DIR] [--short]`
 // Runs chaos scenarios (chaos/scenarios.ts) for as long as asked, prints a summary per run and
 // writes each run's report (JSON + text) under --out. Exit status 0 when every run passed, 1 when
@@ -7,12 +7,22 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { BACKENDS, type BackendName, backendUnavailableReason, localBackend } from "./backends.js";
+import {
+  BACKEND_FAULTS,
+  BACKENDS,
+  type BackendName,
+  backendUnavailableReason,
+  localBackend,
+} from "./backends.js";
+import { formatNodeMessagesSummary, runNodeMessagesChaos } from "./node-messages.js";
 import { formatSummary, writeReport } from "./report.js";
 import { runChaos } from "./runner.js";
-import { LONG_TIMING, SCENARIOS, SHORT_TIMING, scenarioNamed } from "./scenarios.js";
+import { LONG_TIMING, SCENARIOS, type Scenario, SHORT_TIMING, scenarioNamed } from "./scenarios.js";
 
-const USAGE = `usage: npm run chaos -- <${SCENARIOS.map((s) => s.name).join("|")}|all> [--backend ${BACKENDS.join("|")}] [--rounds N] [--seed S] [--size N] [--out DIR] [--short]`;
+/** The cfn node daemon scenario (chaos/node-messages.ts): cross-node messages, leader killed. */
+const NODE_SCENARIO = "node-kill-leader";
+
+const USAGE = `usage: npm run chaos -- <${[...SCENARIOS.map((s) => s.name), NODE_SCENARIO].join("|")}|all> [--backend ${BACKENDS.join("|")}] [--rounds N] [--seed S] [--size N] [--out DIR] [--short]`;
 
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -41,8 +51,27 @@ async function main(): Promise<number> {
     process.stderr.write(`cfn chaos: backend ${backend} cannot run here: ${unavailable}\n`);
     return 2;
   }
-  const scenarios = name === "all" ? SCENARIOS : [scenarioNamed(name)];
+  const timing = values.short ? SHORT_TIMING : LONG_TIMING;
   let failed = 0;
+  if (name === NODE_SCENARIO || name === "all") {
+    if (backend === "containers") {
+      process.stderr.write(`cfn chaos: ${NODE_SCENARIO} runs on netns or processes\n`);
+      if (name === NODE_SCENARIO) return 2;
+    } else {
+      const report = await runNodeMessagesChaos({ backend, rounds, timing });
+      const summary = formatNodeMessagesSummary(report);
+      process.stdout.write(`${summary}\n  report: ${writeReport(report, summary, values.out)}\n`);
+      if (!report.ok) failed++;
+    }
+    if (name === NODE_SCENARIO) return failed === 0 ? 0 : 1;
+  }
+  const supported = (scenario: Scenario) =>
+    scenario.needs.every((fault) => BACKEND_FAULTS[backend].has(fault));
+  const scenarios = name === "all" ? SCENARIOS.filter(supported) : [scenarioNamed(name)];
+  for (const scenario of SCENARIOS.filter((s) => name === "all" && !supported(s)))
+    process.stderr.write(
+      `cfn chaos: ${scenario.name} skipped: the ${backend} backend cannot inject ${scenario.needs.join(", ")}\n`,
+    );
   for (const scenario of scenarios) {
     const report = await runChaos({
       scenario,
@@ -50,11 +79,11 @@ async function main(): Promise<number> {
       rounds,
       size,
       seed: values.seed === undefined ? undefined : Number(values.seed),
-      timing: values.short ? SHORT_TIMING : LONG_TIMING,
+      timing,
       log: values.verbose ? (line) => process.stderr.write(`  ${line}\n`) : undefined,
     });
-    const path = writeReport(report, values.out);
-    process.stdout.write(`${formatSummary(report)}\n  report: ${path}\n`);
+    const summary = formatSummary(report);
+    process.stdout.write(`${summary}\n  report: ${writeReport(report, summary, values.out)}\n`);
     if (!report.ok) failed++;
   }
   return failed === 0 ? 0 : 1;

@@ -86,11 +86,15 @@ export function formatSummary(report: ChaosReport): string {
   return lines.join("\n");
 }
 
-/** Writes <dir>/<scenario>-<backend>-<time>.json and .txt; returns the JSON path. */
-export function writeReport(report: ChaosReport, dir: string): string {
+/** Writes <dir>/<scenario>-<backend>-<time>.json and .txt (the summary); returns the JSON path. */
+export function writeReport(
+  report: { scenario: string; backend: string; startedAt: string },
+  summary: string,
+  dir: string,
+): string {
   mkdirSync(dir, { recursive: true });
   const base = join(dir, `${report.scenario}-${report.backend}-${report.startedAt.replace(/[:.]/g, "-")}`);
   writeFileSync(`${base}.json`, `${JSON.stringify(report, null, 2)}\n`);
-  writeFileSync(`${base}.txt`, `${formatSummary(report)}\n`);
+  writeFileSync(`${base}.txt`, `${summary}\n`);
   return `${base}.json`;
 }

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { NodePlacement } from "./local.js";
 import { reservePort } from "./ports.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -28,6 +29,10 @@ export interface LaunchedNodeSpec {
   apiPort: number;
   dataDir: string;
   busRoot: string;
+  /** Address the node binds and is dialled at; default 127.0.0.1 (a netns host has its own). */
+  address?: string;
+  /** Runs the node elsewhere, e.g. `ip netns exec <ns>` (must exec it, keeping the pid). */
+  commandPrefix?: string[];
 }
 
 export class LaunchedNode {
@@ -47,11 +52,14 @@ export class LaunchedNode {
   get id(): string {
     return this.spec.id;
   }
+  get address(): string {
+    return this.spec.address ?? "127.0.0.1";
+  }
   get api(): string {
-    return `http://127.0.0.1:${this.spec.apiPort}`;
+    return `http://${this.address}:${this.spec.apiPort}`;
   }
   get peerUrl(): string {
-    return `ws://127.0.0.1:${this.spec.peerPort}`;
+    return `ws://${this.address}:${this.spec.peerPort}`;
   }
   get running(): boolean {
     return this.child !== undefined && this.exitCode === null;
@@ -62,9 +70,12 @@ export class LaunchedNode {
     this.stdout = "";
     this.stderr = "";
     this.exitCode = null;
+    const prefix = this.spec.commandPrefix ?? [];
     const child = spawn(
-      process.execPath,
+      prefix[0] ?? process.execPath,
       [
+        ...prefix.slice(1),
+        ...(prefix.length > 0 ? [process.execPath] : []),
         CLI_PATH,
         "--bus-root",
         this.spec.busRoot,
@@ -79,9 +90,9 @@ export class LaunchedNode {
         "--data-dir",
         this.spec.dataDir,
         "--peer-listen",
-        `127.0.0.1:${this.spec.peerPort}`,
+        `${this.address}:${this.spec.peerPort}`,
         "--api-listen",
-        `127.0.0.1:${this.spec.apiPort}`,
+        `${this.address}:${this.spec.apiPort}`,
         ...args,
       ],
       { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] },
@@ -170,33 +181,42 @@ export class LocalNodeCluster {
   readonly root: string;
   readonly token: string;
 
+  private placement: NodePlacement | undefined;
+
   private constructor(root: string, token: string) {
     this.root = root;
     this.token = token;
   }
 
+  /** `placement` puts nodes on other hosts (cluster/netns.ts); its client port is the API's. */
   static async create(
     size: number,
-    options: { prefix?: string; token?: string } = {},
+    options: { prefix?: string; token?: string; placement?: NodePlacement } = {},
   ): Promise<LocalNodeCluster> {
     const base = existsSync("/dev/shm") ? "/dev/shm" : tmpdir();
     const cluster = new LocalNodeCluster(
       mkdtempSync(join(base, options.prefix ?? "cfn-cluster-")),
       options.token ?? "local-cluster-token-0123456789",
     );
+    cluster.placement = options.placement;
     for (let i = 1; i <= size; i++) cluster.nodes.push(await cluster.makeNode(`n${i}`));
     return cluster;
   }
 
   /** A node of this cluster. Data dirs live on disk (tmpdir), bus roots on tmpfs. */
   async makeNode(id: string): Promise<LaunchedNode> {
+    const ports = this.placement
+      ? await this.placement.ports(id)
+      : { peerPort: await freePort(), clientPort: await freePort() };
     return new LaunchedNode(
       {
         id,
-        peerPort: await freePort(),
-        apiPort: await freePort(),
+        peerPort: ports.peerPort,
+        apiPort: ports.clientPort,
         dataDir: join(tmpdir(), `${this.root.split("/").pop()}-data`, id),
         busRoot: join(this.root, "bus", id),
+        address: this.placement?.address(id),
+        commandPrefix: this.placement?.commandPrefix(id),
       },
       this.token,
     );

@@ -1,0 +1,238 @@
+// The cfn node daemon under chaos: 3 `cfn node start` processes on separate hosts (netns, or
+// loopback processes without root), an agent registered on each, agents on every host sending to
+// the agents of the other hosts through their local bus (cross-node delivery), while the Raft
+// leader — the master coordinator — is killed with SIGKILL and restarted on its data dir, round
+// after round. Afterwards every message whose send returned (it is on the sending host's bus) must
+// be in its receiver's inbox exactly once, in per-sender order: 0 lost, 0 duplicated.
+
+import { performance } from "node:perf_hooks";
+import { NetnsHosts, netnsPlacement } from "../cluster/netns.js";
+import { type LaunchedNode, LocalNodeCluster, waitUntil } from "../cluster/node-launcher.js";
+import { Bus } from "../src/bus/index.js";
+import type { ChaosCheck, ChaosElection } from "./report.js";
+import type { ScenarioTiming } from "./scenarios.js";
+
+export interface NodeMessagesReport {
+  scenario: "node-kill-leader";
+  backend: "netns" | "processes";
+  rounds: number;
+  startedAt: string;
+  durationMs: number;
+  timing: ScenarioTiming;
+  elections: ChaosElection[];
+  messages: {
+    sent: number;
+    delivered: number;
+    lost: number;
+    duplicated: number;
+    outOfOrder: number;
+    examples: string[];
+  };
+  checks: ChaosCheck[];
+  ok: boolean;
+}
+
+/** Messages each sender sends to each other host's agent per burst (6 sender→receiver pairs):
+ *  about 240 messages/s in all, steady traffic that a loaded 2-core machine keeps up with. */
+const BURST_MESSAGES = 2;
+const BURST_INTERVAL_MS = 50;
+/** How long delivery of everything accepted may take once the cluster is whole again. */
+const DELIVER_WITHIN_MS = 40_000;
+
+const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
+
+function busOf(node: LaunchedNode): Bus {
+  return new Bus({ config: { root: node.spec.busRoot, name: "default", inboxDepthMax: 1_000_000 } });
+}
+
+/** Reads and acknowledges what `agent`'s inbox on `node`'s host holds now. */
+function drain(bus: Bus, agent: string): { id: string; from: string; i: number }[] {
+  const mailbox = bus.openMailbox(agent, { heartbeat: false, watch: false });
+  const out: { id: string; from: string; i: number }[] = [];
+  try {
+    for (;;) {
+      const deliveries = mailbox.receiveNow(1000);
+      if (deliveries.length === 0) return out;
+      for (const { message } of deliveries)
+        out.push({ id: message.id, from: message.from, i: (message.payload as { i: number }).i });
+      mailbox.ack(deliveries);
+    }
+  } finally {
+    mailbox.close();
+  }
+}
+
+export async function runNodeMessagesChaos(options: {
+  backend: "netns" | "processes";
+  rounds: number;
+  timing: ScenarioTiming;
+}): Promise<NodeMessagesReport> {
+  const { backend, rounds, timing } = options;
+  const startedAt = new Date().toISOString();
+  const t0 = performance.now();
+  const hosts = backend === "netns" ? NetnsHosts.create(3) : undefined;
+  let cluster: LocalNodeCluster | undefined;
+  const buses = new Map<string, Bus>();
+  try {
+    cluster = await LocalNodeCluster.create(3, {
+      prefix: "cfn-chaos-node-",
+      placement: hosts ? netnsPlacement(hosts, { peerPort: 7101, clientPort: 7201 }) : undefined,
+    });
+    const nodes = cluster.nodes;
+    await cluster.startAll([], { CFN_BUS_INBOX_DEPTH_MAX: "1000000" });
+    const agentOf = new Map(nodes.map((node) => [node.id, `a-${node.id}`]));
+    for (const node of nodes) {
+      const { status } = await node.request("POST", "/v1/agents", {
+        agent: agentOf.get(node.id),
+        team: null,
+      });
+      if (status !== 200)
+        throw new Error(`registering ${agentOf.get(node.id)} on ${node.id}: HTTP ${status}`);
+    }
+    await waitUntil("agents routed on every node", async () => {
+      for (const node of nodes) {
+        const known = new Set(((await node.status())?.agents ?? []).map((agent: { id: string }) => agent.id));
+        if (![...agentOf.values()].every((agent) => known.has(agent))) return false;
+      }
+      return true;
+    });
+    for (const node of nodes) buses.set(node.id, busOf(node));
+
+    // Traffic: on every host, sender s-<node> sends to the agent of every other host.
+    const sent: { id: string; to: string; from: string }[] = [];
+    let counter = 0;
+    let sending = true;
+    const traffic = (async () => {
+      while (sending) {
+        for (let k = 0; k < BURST_MESSAGES; k++) {
+          const i = counter++;
+          for (const node of nodes) {
+            const from = `s-${node.id}`;
+            for (const target of nodes) {
+              if (target === node) continue;
+              const to = agentOf.get(target.id)!;
+              const id = `${from}-${to}-${i}`;
+              buses.get(node.id)!.sendSync(from, to, { id, type: "chaos", payload: { i } });
+              sent.push({ id, to, from });
+            }
+          }
+        }
+        await sleep(BURST_INTERVAL_MS);
+      }
+    })();
+
+    const elections: ChaosElection[] = [];
+    const checks: ChaosCheck[] = [];
+    let leaderProblem = "";
+    await sleep(timing.settleMs);
+    for (let round = 1; round <= rounds; round++) {
+      const leader = await cluster.leader();
+      leader.signal("SIGKILL");
+      await leader.waitExit();
+      const killedAt = performance.now();
+      try {
+        const next = await waitUntil(
+          "a new leader",
+          () => cluster!.leader(nodes.filter((node) => node !== leader)),
+          timing.leaderWithinMs,
+        );
+        const ms = Math.round(performance.now() - killedAt);
+        elections.push({ round, cause: "kill -9 leader", replaced: true, ms, leader: next.id });
+        if (ms > timing.leaderWithinMs) leaderProblem += `round ${round}: new leader after ${ms} ms; `;
+      } catch {
+        leaderProblem += `round ${round}: no new leader within ${timing.leaderWithinMs} ms; `;
+      }
+      await sleep(timing.settleMs);
+      await leader.start(cluster.peerFlags(leader), { CFN_BUS_INBOX_DEPTH_MAX: "1000000" });
+      await sleep(timing.settleMs);
+    }
+    sending = false;
+    await traffic;
+    checks.push({
+      name: "new leader within bound after every kill",
+      ok: leaderProblem === "",
+      detail: leaderProblem || `${elections.length} elections, all ≤ ${timing.leaderWithinMs} ms`,
+    });
+
+    // Collect until everything accepted arrived (or the bound passed), then once more for stragglers.
+    const received = new Map<string, { id: string; from: string; i: number }[]>();
+    const collect = () => {
+      for (const node of nodes) {
+        const agent = agentOf.get(node.id)!;
+        received.set(agent, [...(received.get(agent) ?? []), ...drain(buses.get(node.id)!, agent)]);
+      }
+      return [...received.values()].reduce((sum, list) => sum + list.length, 0);
+    };
+    const deadline = performance.now() + DELIVER_WITHIN_MS;
+    while (collect() < sent.length && performance.now() < deadline) await sleep(100);
+    await sleep(1_000);
+    collect();
+
+    const seen = new Map<string, number>();
+    const examples: string[] = [];
+    let outOfOrder = 0;
+    for (const [agent, list] of received) {
+      const lastOf = new Map<string, number>();
+      for (const message of list) {
+        seen.set(message.id, (seen.get(message.id) ?? 0) + 1);
+        if ((lastOf.get(message.from) ?? -1) >= message.i) {
+          outOfOrder++;
+          if (examples.length < 20) examples.push(`out of order at ${agent}: ${message.id}`);
+        }
+        lastOf.set(message.from, message.i);
+      }
+    }
+    const lostIds = sent.filter((message) => !seen.has(message.id)).map((message) => message.id);
+    const duplicated = [...seen.values()].filter((count) => count > 1).length;
+    examples.push(...lostIds.slice(0, 20).map((id) => `lost: ${id}`));
+    checks.push({
+      name: "no accepted message lost",
+      ok: lostIds.length === 0 && sent.length > 0,
+      detail: `${lostIds.length} of ${sent.length} missing`,
+    });
+    checks.push({
+      name: "no message duplicated",
+      ok: duplicated === 0,
+      detail: `${duplicated} delivered more than once`,
+    });
+    checks.push({
+      name: "per-sender order kept",
+      ok: outOfOrder === 0,
+      detail: `${outOfOrder} out of order`,
+    });
+    return {
+      scenario: "node-kill-leader",
+      backend,
+      rounds,
+      startedAt,
+      durationMs: Math.round(performance.now() - t0),
+      timing,
+      elections,
+      messages: {
+        sent: sent.length,
+        delivered: [...received.values()].reduce((sum, list) => sum + list.length, 0),
+        lost: lostIds.length,
+        duplicated,
+        outOfOrder,
+        examples,
+      },
+      checks,
+      ok: checks.every((check) => check.ok),
+    };
+  } finally {
+    for (const bus of buses.values()) bus.close();
+    await cluster?.stop();
+    hosts?.destroy();
+  }
+}
+
+export function formatNodeMessagesSummary(report: NodeMessagesReport): string {
+  const times = report.elections.map((e) => e.ms).sort((a, b) => a - b);
+  const median = times.length ? times[Math.floor((times.length - 1) / 2)] : 0;
+  return [
+    `chaos ${report.scenario} on ${report.backend}: ${report.ok ? "PASS" : "FAIL"} (${report.rounds} rounds, ${(report.durationMs / 1000).toFixed(1)} s)`,
+    `  leader replaced ${times.length} times, median ${median} ms, max ${times.at(-1) ?? 0} ms (bound ${report.timing.leaderWithinMs} ms)`,
+    `  messages: ${report.messages.sent} sent, ${report.messages.delivered} delivered, ${report.messages.lost} lost, ${report.messages.duplicated} duplicated, ${report.messages.outOfOrder} out of order`,
+    ...report.checks.map((check) => `  [${check.ok ? "ok" : "FAILED"}] ${check.name}: ${check.detail}`),
+  ].join("\n");
+}

@@ -1,0 +1,24 @@
+// The cfn node daemon under chaos (chaos/node-messages.ts), short: 3 `cfn node start` processes
+// on network-namespace hosts (loopback processes without root), cross-node messages between
+// agents of every host while the leader is killed with SIGKILL and restarted: afterwards every
+// accepted message is in its receiver's inbox exactly once, in per-sender order.
+
+import { describe, expect, it } from "vitest";
+import { localBackend } from "../../chaos/backends.js";
+import { formatNodeMessagesSummary, runNodeMessagesChaos } from "../../chaos/node-messages.js";
+import { SHORT_TIMING } from "../../chaos/scenarios.js";
+
+const backend = localBackend() === "netns" ? "netns" : "processes";
+
+describe(`the cfn node under chaos, on ${backend}`, () => {
+  it("kill -9 the leader during cross-node traffic: 0 lost, 0 duplicated, order kept", {
+    timeout: 120_000,
+  }, async () => {
+    const report = await runNodeMessagesChaos({ backend, rounds: 1, timing: SHORT_TIMING });
+    expect(report.ok, formatNodeMessagesSummary(report)).toBe(true);
+    expect(report.messages.sent).toBeGreaterThan(0);
+    expect(report.messages.lost).toBe(0);
+    expect(report.messages.duplicated).toBe(0);
+    expect(report.elections).toHaveLength(1);
+  });
+});
