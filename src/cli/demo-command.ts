@@ -140,7 +140,7 @@ export function summaryLines(summary: DemoSummary): string[] {
       "",
       `  cluster            single node ${c.nodeId}: Raft ${c.role}, term ${c.term}, commit index ${c.commitIndex}; log in LevelDB at ${c.dataDir}${summary.cleanedUp ? " (removed; --keep keeps it)" : ""}`,
       `                     routing state: ${c.agentsRegistered} agents registered, ${c.teamsAssigned}/${c.teams} teams assigned to ${c.nodeId} by the leader`,
-      `                     API ${c.apiUrl} (/metrics, /v1/status; stopped with the demo)`,
+      `                     API ${c.apiUrl} (/dashboard, /metrics, /v1/status; stopped with the demo)`,
     );
   }
   lines.push(

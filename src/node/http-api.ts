@@ -23,7 +23,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { CfnError, isCfnError } from "../errors.js";
-import { dashboardSnapshot } from "../obs/dashboard.js";
+import { DashboardSnapshots } from "../obs/dashboard.js";
 import { DASHBOARD_HTML } from "../obs/dashboard-page.js";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
@@ -60,9 +60,11 @@ export class NodeApi {
   private readonly logger: Logger;
   private readonly server: Server;
   private readonly tokenDigest: Buffer;
+  private readonly dashboard: DashboardSnapshots;
 
   constructor(options: NodeApiOptions) {
     this.options = options;
+    this.dashboard = new DashboardSnapshots(options.node, options.metrics);
     this.logger = options.logger.child("api");
     this.tokenDigest = digest(options.config.clusterToken);
     this.server = createServer((request, response) => {
@@ -138,7 +140,7 @@ export class NodeApi {
           response.end(DASHBOARD_HTML);
           return;
         case "/v1/dashboard":
-          return this.json(response, 200, await dashboardSnapshot(node, metrics));
+          return this.json(response, 200, await this.dashboard.get());
       }
       return this.json(response, 404, {
         error: { code: "CFN_ERR_INVALID_MESSAGE", message: `no route GET ${path}` },

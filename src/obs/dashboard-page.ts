@@ -6,6 +6,11 @@
 
 /** How often the page asks its node for a snapshot. */
 export const DASHBOARD_POLL_INTERVAL_MS = 1000;
+/**
+ * The page waits at least this many times the node's snapshot build time between polls, so a
+ * node whose bus is large (a slow build) spends at most 1/20 of a core on one open dashboard.
+ */
+export const DASHBOARD_POLL_COST_FACTOR = 20;
 
 export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en">
@@ -58,6 +63,8 @@ export const DASHBOARD_HTML = `<!doctype html>
 <script>
 "use strict";
 const POLL_MS = ${DASHBOARD_POLL_INTERVAL_MS};
+const POLL_COST_FACTOR = ${DASHBOARD_POLL_COST_FACTOR};
+let delayMs = POLL_MS;
 let previous = null;
 const $ = (id) => document.getElementById(id);
 function cell(row, value, className) {
@@ -146,11 +153,12 @@ async function poll() {
     const snapshot = await response.json();
     render(snapshot);
     previous = snapshot;
+    delayMs = Math.max(POLL_MS, Math.round(snapshot.buildMs * POLL_COST_FACTOR));
     $("error").textContent = "";
   } catch (error) {
     $("error").textContent = "node unreachable: " + error.message;
   } finally {
-    setTimeout(poll, POLL_MS);
+    setTimeout(poll, delayMs);
   }
 }
 poll();

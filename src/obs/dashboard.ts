@@ -14,6 +14,13 @@ export const DASHBOARD_EVENTS_MAX = 20;
 /** In-flight coordination rounds listed per snapshot. */
 export const DASHBOARD_ROUNDS_MAX = 20;
 
+/**
+ * A snapshot younger than this is served again instead of being rebuilt: any number of open
+ * dashboards then cost one build per interval (a build reads every inbox directory of the bus,
+ * tens of ms for a thousand agents). Below the page's poll interval, so one viewer sees fresh data.
+ */
+export const DASHBOARD_SNAPSHOT_REUSE_MS = 500;
+
 /** What a node hands the dashboard: the same objects its status and routing routes return. */
 export interface DashboardSource {
   status(): Record<string, unknown>;
@@ -51,6 +58,8 @@ interface RoundCheckpoint {
 export interface DashboardSnapshot {
   /** Milliseconds since the epoch at which the snapshot was taken (the page's rate clock). */
   takenAtMs: number;
+  /** Wall time the node spent building it; the page polls less often when this grows. */
+  buildMs: number;
   node: unknown;
   raft: unknown;
   members: unknown[];
@@ -73,6 +82,7 @@ export async function dashboardSnapshot(
   source: DashboardSource,
   metrics: Metrics,
 ): Promise<DashboardSnapshot> {
+  const startedMs = performance.now();
   const status = source.status();
   const routing = source.routingJson();
   const counters = {} as Record<keyof typeof COUNTERS, number>;
@@ -83,6 +93,7 @@ export async function dashboardSnapshot(
   const delivery = (status.delivery ?? {}) as { spooled?: number; streams?: unknown[] };
   return {
     takenAtMs: Date.now(),
+    buildMs: Math.round((performance.now() - startedMs) * 10) / 10,
     node: status.node,
     raft: status.raft,
     members: (status.members as unknown[]) ?? [],
@@ -125,4 +136,31 @@ function sum<T>(items: T[], of: (item: T) => number): number {
   let total = 0;
   for (const item of items) total += of(item) || 0;
   return total;
+}
+
+/** Serves snapshots to every viewer of one node, rebuilding at most once per reuse interval. */
+export class DashboardSnapshots {
+  private readonly source: DashboardSource;
+  private readonly metrics: Metrics;
+  private readonly reuseMs: number;
+  private latest: { atMs: number; snapshot: Promise<DashboardSnapshot> } | undefined;
+
+  constructor(source: DashboardSource, metrics: Metrics, reuseMs = DASHBOARD_SNAPSHOT_REUSE_MS) {
+    this.source = source;
+    this.metrics = metrics;
+    this.reuseMs = reuseMs;
+  }
+
+  get(): Promise<DashboardSnapshot> {
+    const now = Date.now();
+    if (!this.latest || now - this.latest.atMs >= this.reuseMs) {
+      const snapshot = dashboardSnapshot(this.source, this.metrics);
+      // A failed build is not kept: the next poll tries again.
+      snapshot.catch(() => {
+        if (this.latest?.snapshot === snapshot) this.latest = undefined;
+      });
+      this.latest = { atMs: now, snapshot };
+    }
+    return this.latest.snapshot;
+  }
 }
