@@ -8,7 +8,7 @@
 // under an older key still open after a rotation while its file is listed among the previous
 // keys. A value without the prefix is plaintext written before encryption was turned on.
 
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash, randomFillSync } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { CfnError } from "../errors.js";
 
@@ -16,6 +16,21 @@ const PREFIX = "cfnenc1.";
 const KEY_BYTES = 32;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
+/** IVs drawn per CSPRNG call: one randomBytes(12) per record cost as much as the encryption. */
+const IV_POOL_BYTES = IV_BYTES * 512;
+const ivPool = Buffer.alloc(IV_POOL_BYTES);
+let ivPoolOffset = IV_POOL_BYTES;
+
+/** A fresh random IV (random 96-bit IVs: rotate a key well before 2^32 records). */
+function nextIv(): Buffer {
+  if (ivPoolOffset >= IV_POOL_BYTES) {
+    randomFillSync(ivPool);
+    ivPoolOffset = 0;
+  }
+  const iv = Buffer.from(ivPool.subarray(ivPoolOffset, ivPoolOffset + IV_BYTES));
+  ivPoolOffset += IV_BYTES;
+  return iv;
+}
 
 export interface SealedRecordCodec {
   /** Encrypts `plaintext` bound to `storageKey`. */
@@ -98,7 +113,7 @@ export class RecordCipher implements SealedRecordCodec {
   }
 
   seal(plaintext: string, storageKey: string): string {
-    const iv = randomBytes(IV_BYTES);
+    const iv = nextIv();
     const cipher = createCipheriv("aes-256-gcm", this.active, iv, { authTagLength: TAG_BYTES });
     cipher.setAAD(Buffer.from(storageKey, "utf8"));
     const ciphertext = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final()]);
