@@ -75,19 +75,16 @@ function unsupported(backend: BackendName, fault: Fault): never {
   throw new Error(`the ${backend} backend cannot inject "${fault}" faults`);
 }
 
-/** A LocalCluster's face; with `hosts`, its nodes live on network-namespace hosts. */
-class ProcessChaosCluster implements ChaosCluster {
-  readonly backend: BackendName;
-  readonly faults: ReadonlySet<Fault>;
-  private paused = new Set<string>();
+/** What LocalCluster and ContainerCluster both offer, passed straight through. */
+interface KvCluster {
+  nodes: { id: string }[];
+  client(options: { requestTimeoutMs?: number }): KvClusterClient;
+  status(id: string, digest?: boolean): Promise<KvNodeStatus | undefined>;
+  leader(): Promise<string | undefined>;
+}
 
-  constructor(
-    private readonly cluster: LocalCluster,
-    private readonly hosts: NetnsHosts | undefined,
-  ) {
-    this.backend = hosts ? "netns" : "processes";
-    this.faults = BACKEND_FAULTS[this.backend];
-  }
+abstract class KvChaosCluster<C extends KvCluster> {
+  constructor(protected readonly cluster: C) {}
 
   get nodeIds(): string[] {
     return this.cluster.nodes.map((node) => node.id);
@@ -101,6 +98,23 @@ class ProcessChaosCluster implements ChaosCluster {
   leader() {
     return this.cluster.leader();
   }
+}
+
+/** A LocalCluster's face; with `hosts`, its nodes live on network-namespace hosts. */
+class ProcessChaosCluster extends KvChaosCluster<LocalCluster> implements ChaosCluster {
+  readonly backend: BackendName;
+  readonly faults: ReadonlySet<Fault>;
+  private paused = new Set<string>();
+
+  constructor(
+    cluster: LocalCluster,
+    private readonly hosts: NetnsHosts | undefined,
+  ) {
+    super(cluster);
+    this.backend = hosts ? "netns" : "processes";
+    this.faults = BACKEND_FAULTS[this.backend];
+  }
+
   kill(id: string) {
     this.paused.delete(id);
     return this.cluster.kill(id);
@@ -152,24 +166,10 @@ class ProcessChaosCluster implements ChaosCluster {
   }
 }
 
-class ContainerChaosCluster implements ChaosCluster {
+class ContainerChaosCluster extends KvChaosCluster<ContainerCluster> implements ChaosCluster {
   readonly backend = "containers" as const;
   readonly faults = BACKEND_FAULTS.containers;
 
-  constructor(private readonly cluster: ContainerCluster) {}
-
-  get nodeIds(): string[] {
-    return this.cluster.nodes.map((node) => node.id);
-  }
-  client(options: { requestTimeoutMs?: number }): KvClusterClient {
-    return this.cluster.client(options);
-  }
-  status(id: string, digest = false) {
-    return this.cluster.status(id, digest);
-  }
-  leader() {
-    return this.cluster.leader();
-  }
   async kill(id: string) {
     this.cluster.kill(id);
   }

@@ -19,6 +19,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { NodePlacement } from "./local.js";
+import { processAlive } from "./ports.js";
 
 /** Hosts per run; the /24 leaves room for more, but names and tests assume a handful. */
 export const NETNS_HOSTS_MAX = 16;
@@ -86,15 +87,6 @@ function removeSubnetLeftovers(subnet: number): void {
   }
   // Deleting the hub namespace deletes the gateway veth's peer, and so the veth; in case not:
   tryRun("ip", ["link", "del", `cfnv${subnet}g`]);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** Leases a free 10.77.X.0/24 (mkdir is atomic); reclaims leases of dead owners. */
