@@ -171,7 +171,7 @@ export function registerNodeCommands(program: Command): void {
       }
       // Swarm coordination follows the routing state: team coordinators run where the leader
       // placed them, the master runs on the leader (docs/COORDINATION.md, "On a cluster").
-      const coordination = attachCoordination(started, { logger, metrics });
+      const coordination = attachCoordination(started, { logger, metrics, config: config.coordination });
       printJson({
         event: "started",
         id: started.id,

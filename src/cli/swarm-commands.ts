@@ -5,6 +5,7 @@ import { rmSync } from "node:fs";
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import { Bus } from "../bus/index.js";
+import { roundLimitsOf } from "../config/coordination-schema.js";
 import { FileCheckpointStore } from "../coordination/checkpoint.js";
 import { Coordinator } from "../coordination/coordinator.js";
 import { isProcessAlive } from "../coordination/liveness.js";
@@ -176,6 +177,9 @@ export function registerSwarmCommands(program: Command): void {
             lean: { workMs: intOption(options.workMs, "--work-ms") },
             detached: true,
             coordinators: "none",
+            groupSize: config.spawn.leanGroupSize,
+            spawnConcurrency: config.spawn.nodeConcurrency,
+            spawnTimeoutMs: config.spawn.readyTimeoutMs,
             agentArgs,
             onSpawnProgress: (ready) => progress.update(ready),
             logger,
@@ -286,9 +290,12 @@ export function registerSwarmCommands(program: Command): void {
     .option("--name <swarm>", "swarm", "swarm")
     .option("--input <json>", "task input every worker gets (broadcast)", "null")
     .option("--items <json>", "JSON array: one task per item, spread over idle workers")
-    .option("--timeout-ms <ms>", "round deadline", "30000")
-    .option("--task-timeout-ms <ms>", "a task not answered in this time moves to another worker", "10000")
-    .option("--attempts <n>", "attempts per task", "3")
+    .option("--timeout-ms <ms>", "round deadline (default coordination.roundTimeoutMs)")
+    .option(
+      "--task-timeout-ms <ms>",
+      "a task not answered in this time moves to another worker (default coordination.taskTimeoutMs)",
+    )
+    .option("--attempts <n>", "attempts per task (default coordination.attemptsMax)")
     .option("--priority <p>", "high, normal or low", "normal")
     .option("--resume [roundId]", "resume an interrupted round (default: the unfinished one)")
     .option("--json", "print a JSON result")
@@ -298,9 +305,9 @@ export function registerSwarmCommands(program: Command): void {
         name: string;
         input: string;
         items?: string;
-        timeoutMs: string;
-        taskTimeoutMs: string;
-        attempts: string;
+        timeoutMs?: string;
+        taskTimeoutMs?: string;
+        attempts?: string;
         priority: string;
         resume?: string | boolean;
         json?: boolean;
@@ -348,10 +355,18 @@ export function registerSwarmCommands(program: Command): void {
                     ? undefined
                     : (parseJson(options.items, "--items") as unknown[]),
                 priority: options.priority as "high" | "normal" | "low",
-                timeoutMs: intOption(options.timeoutMs, "--timeout-ms", 1),
+                timeoutMs:
+                  options.timeoutMs === undefined
+                    ? config.coordination.roundTimeoutMs
+                    : intOption(options.timeoutMs, "--timeout-ms", 1),
                 limits: {
-                  taskTimeoutMs: intOption(options.taskTimeoutMs, "--task-timeout-ms", 1),
-                  attemptsMax: intOption(options.attempts, "--attempts", 1),
+                  ...roundLimitsOf(config.coordination),
+                  ...(options.taskTimeoutMs === undefined
+                    ? {}
+                    : { taskTimeoutMs: intOption(options.taskTimeoutMs, "--task-timeout-ms", 1) }),
+                  ...(options.attempts === undefined
+                    ? {}
+                    : { attemptsMax: intOption(options.attempts, "--attempts", 1) }),
                 },
               },
               {

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 import { securitySchema } from "../security/config.js";
+import { coordinationSchema, poolSchema, spawnSchema } from "./coordination-schema.js";
 import { nodeSchema } from "./node-schema.js";
 import { tracingSchema } from "./tracing-schema.js";
 
@@ -94,6 +95,9 @@ export const configSchema = z
     log: logSchema.default(logSchema.parse({})),
     demo: demoSchema.default(demoSchema.parse({})),
     node: nodeSchema.default(nodeSchema.parse({})),
+    coordination: coordinationSchema.default(coordinationSchema.parse({})),
+    pool: poolSchema.default(poolSchema.parse({})),
+    spawn: spawnSchema.default(spawnSchema.parse({})),
     security: securitySchema.default(securitySchema.parse({})),
     tracing: tracingSchema.default(tracingSchema.parse({})),
   })

@@ -77,6 +77,12 @@ export interface ClusterCoordinationOptions {
    * marked down for a moment (an event loop stalled under load) does not cost its workers' tasks.
    */
   workerDownGraceMs?: number;
+  /** Round limits under each swarm's and each request's own (config coordination.*). */
+  defaultLimits?: Partial<RoundLimits>;
+  /** Deadline of a round whose request names none, ms. Default 30,000. */
+  roundTimeoutMs?: number;
+  /** RaftCheckpointStore pendingRecordsMax. Default 1,000. */
+  checkpointPendingRecordsMax?: number;
 }
 
 /** One swarm's part on this node. */
@@ -103,6 +109,9 @@ export class ClusterCoordination {
   private readonly livenessIntervalMs: number;
   private readonly roundQueueMax: number;
   private readonly workerDownGraceMs: number;
+  private readonly defaultLimits: Partial<RoundLimits>;
+  private readonly roundTimeoutMs: number;
+  private readonly checkpointPendingRecordsMax: number;
   /** Since when (local clock) each member has been down, as last reconciled. */
   private readonly downSinceMs = new Map<string, number>();
   private readonly swarms = new Map<string, SwarmRuntime>();
@@ -120,10 +129,15 @@ export class ClusterCoordination {
     this.livenessIntervalMs = options.livenessIntervalMs ?? 200;
     this.roundQueueMax = options.roundQueueMax ?? 100;
     this.workerDownGraceMs = options.workerDownGraceMs ?? 1_500;
+    this.defaultLimits = options.defaultLimits ?? {};
+    this.roundTimeoutMs = options.roundTimeoutMs ?? 30_000;
+    this.checkpointPendingRecordsMax = options.checkpointPendingRecordsMax ?? 1_000;
     for (const [name, value] of [
       ["reconcileIntervalMs", this.reconcileIntervalMs],
       ["livenessIntervalMs", this.livenessIntervalMs],
       ["roundQueueMax", this.roundQueueMax],
+      ["roundTimeoutMs", this.roundTimeoutMs],
+      ["checkpointPendingRecordsMax", this.checkpointPendingRecordsMax],
     ] as const) {
       if (!Number.isInteger(value) || value < 1)
         throw new Error(`invariant violated: ${name} must be a positive integer (got ${value})`);
@@ -215,7 +229,12 @@ export class ClusterCoordination {
       name,
       plan,
       definitionJson: JSON.stringify(definition),
-      store: new RaftCheckpointStore({ log: this.node, scope: name, logger: this.logger }),
+      store: new RaftCheckpointStore({
+        log: this.node,
+        scope: name,
+        logger: this.logger,
+        pendingRecordsMax: this.checkpointPendingRecordsMax,
+      }),
       coordinators: new Map(),
       master: undefined,
       masterLoop: undefined,
@@ -436,8 +455,12 @@ export class ClusterCoordination {
           input: request.input,
           items: request.items,
           priority: request.priority,
-          timeoutMs: request.timeoutMs,
-          limits: { ...this.definitions().get(runtime.name)?.limits, ...request.limits },
+          timeoutMs: request.timeoutMs ?? this.roundTimeoutMs,
+          limits: {
+            ...this.defaultLimits,
+            ...this.definitions().get(runtime.name)?.limits,
+            ...request.limits,
+          },
         });
       } else {
         return;

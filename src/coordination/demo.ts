@@ -12,6 +12,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Bus } from "../bus/index.js";
+import type { SpawnConfig } from "../config/coordination-schema.js";
 import type { BusConfig } from "../config/schema.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
 import { Metrics } from "../obs/metrics.js";
@@ -23,6 +24,7 @@ import {
   startDemoCluster,
 } from "./demo-cluster.js";
 import type { RoundProgress, RoundResult } from "./master.js";
+import type { RoundLimits } from "./protocol.js";
 import type { AgentRuntime } from "./registry.js";
 import { type CoordinatorPlacement, LocalSwarm } from "./swarm.js";
 import { describePlan, planTopology, type TopologySpec } from "./topology.js";
@@ -33,6 +35,10 @@ export interface DemoOptions {
   runtime?: AgentRuntime;
   coordinators?: CoordinatorPlacement;
   roundTimeoutMs: number;
+  /** Round limits (config coordination.*); defaults of the master otherwise. */
+  limits?: Partial<RoundLimits>;
+  /** Spawning (config spawn.*). */
+  spawn?: SpawnConfig;
   /** JSONL metrics path; default a fresh file under the OS temp dir (it outlives the bus dir). */
   metricsJsonlPath?: string;
   /** Keep the bus dir for inspection (default: removed). */
@@ -123,6 +129,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       plan,
       runtime: options.runtime ?? "lean",
       coordinators: placement,
+      groupSize: options.spawn?.leanGroupSize,
+      spawnConcurrency: options.spawn?.nodeConcurrency,
+      spawnTimeoutMs: options.spawn?.readyTimeoutMs,
       onSpawnProgress: options.onSpawnProgress,
       logger,
       metrics,
@@ -139,6 +148,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       {
         input: { prompt: "report in", issuedAt: new Date().toISOString() },
         timeoutMs: options.roundTimeoutMs,
+        limits: options.limits,
       },
       { onProgress: options.onRoundProgress },
     );

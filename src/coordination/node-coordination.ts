@@ -2,6 +2,7 @@
 // starts a ClusterCoordination on it (`cfn node start` and the demo's embedded node call this).
 // The node itself does not import coordination (lower layers never import upper ones).
 
+import { type CoordinationConfig, roundLimitsOf } from "../config/coordination-schema.js";
 import type { ClusterNode } from "../node/node.js";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
@@ -19,12 +20,28 @@ export function coordinationNodeOf(node: ClusterNode): CoordinationNode {
   };
 }
 
-/** Starts coordination on `node`; stop it before the node shuts down. */
+/** Starts coordination on `node` with the `coordination.*` settings; stop it before the node shuts down. */
 export function attachCoordination(
   node: ClusterNode,
-  options: { logger: Logger; metrics?: Metrics; reconcileIntervalMs?: number; livenessIntervalMs?: number },
+  options: { logger: Logger; metrics?: Metrics; config?: CoordinationConfig },
 ): ClusterCoordination {
-  const coordination = new ClusterCoordination({ node: coordinationNodeOf(node), ...options });
+  const config = options.config;
+  const coordination = new ClusterCoordination({
+    node: coordinationNodeOf(node),
+    logger: options.logger,
+    metrics: options.metrics,
+    ...(config
+      ? {
+          defaultLimits: roundLimitsOf(config),
+          roundTimeoutMs: config.roundTimeoutMs,
+          reconcileIntervalMs: config.reconcileIntervalMs,
+          livenessIntervalMs: config.livenessIntervalMs,
+          roundQueueMax: config.roundQueueMax,
+          workerDownGraceMs: config.workerDownGraceMs,
+          checkpointPendingRecordsMax: config.checkpointPendingRecordsMax,
+        }
+      : {}),
+  });
   coordination.start();
   return coordination;
 }

@@ -48,6 +48,8 @@ export interface LocalSwarmOptions {
   registry?: boolean;
   detached?: boolean;
   groupSize?: number;
+  /** Node-runtime agents started at once (config spawn.nodeConcurrency). */
+  spawnConcurrency?: number;
   agentArgs?: string[];
   spawnTimeoutMs?: number;
   onSpawnProgress?: (ready: number, total: number) => void;
@@ -145,6 +147,7 @@ export class LocalSwarm {
         command: options.command,
         readyTo: `${plan.swarm}.spawner`,
         groupSize: options.groupSize,
+        concurrency: options.spawnConcurrency,
         lean: options.lean,
         detached: options.detached,
         timeoutMs: options.spawnTimeoutMs,
