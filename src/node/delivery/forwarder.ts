@@ -5,7 +5,7 @@
 // directory whose agent lives on another node (by the replicated agent → node map), drains it,
 // writes the messages to the spool (durable, in order), removes them from the bus, and streams them
 // to the owner node over the transport. A proxy does not wait for the spool write of one batch
-// before draining the next (at most PROXY_UNSPOOLED_BATCHES_MAX batches are waiting for the spool;
+// before draining the next (at most PROXY_UNSPOOLED_BATCHES_MAX × batchMessagesMax messages wait for the spool;
 // their bus files are removed as each becomes durable, in order). Per destination node there is one stream with consecutive
 // sequences; the owner acknowledges cumulatively; a frame not acknowledged within ackTimeoutMs is
 // sent again from the first unacknowledged sequence (go-back-N), and a resync request rewinds to
@@ -42,9 +42,10 @@ export interface ForwarderOptions {
 }
 
 /**
- * Drained batches of one proxy waiting for the spool write before their bus files are removed: a
- * bound on claimed-but-not-durable messages (× batchMessagesMax), and enough to keep the drain
- * going while an fsync (spoolSync, persistence) is in flight.
+ * Drained messages of one proxy waiting for their spool write before their bus files are removed,
+ * in units of batchMessagesMax: a bound on claimed-but-not-durable messages (16 × 512 by default)
+ * that keeps the drain going while an fsync (spoolSync, persistence) is in flight — at low rates
+ * every message is a batch of its own, so a bound in batches would stall on a slow disk.
  */
 export const PROXY_UNSPOOLED_BATCHES_MAX = 16;
 
@@ -106,7 +107,7 @@ interface Proxy {
   agentId: string;
   mailbox: Mailbox;
   running: Promise<void>;
-  /** Drained batches whose spool write is pending: their claims must not be handed back. */
+  /** Drained messages whose spool write is pending: their claims must not be handed back. */
   unspooled: number;
   /** Settles when the latest batch's spool write did (writes complete in issue order). */
   lastSpooled: Promise<void>;
@@ -324,7 +325,7 @@ export class DeliveryForwarder {
         await new Promise((resolve) => setTimeout(resolve, 20));
         continue;
       }
-      if (proxy.unspooled >= PROXY_UNSPOOLED_BATCHES_MAX) {
+      if (proxy.unspooled >= PROXY_UNSPOOLED_BATCHES_MAX * this.options.batchMessagesMax) {
         await proxy.lastSpooled;
         continue;
       }
@@ -341,7 +342,7 @@ export class DeliveryForwarder {
         this.closeProxy(agentId, proxy); // hands the claims back: the agent is local or unknown now
         return;
       }
-      proxy.unspooled++;
+      proxy.unspooled += deliveries.length;
       proxy.lastSpooled = this.spoolAndStream(owner, deliveries).then(
         () => {
           try {
@@ -359,7 +360,7 @@ export class DeliveryForwarder {
         },
       );
       void proxy.lastSpooled.finally(() => {
-        proxy.unspooled--;
+        proxy.unspooled -= deliveries.length;
         if (proxy.stopping && proxy.unspooled === 0) mailbox.close();
       });
     }
