@@ -71,7 +71,7 @@ async function spanFigures(runs: number, spans: number): Promise<Figure[]> {
   const on: number[] = [];
   try {
     for (let run = 0; run < runs; run++) {
-      const tracing = startTracing({
+      const tracing = await startTracing({
         config: tracingSchema.parse({
           enabled: true,
           endpoint: sink.url,

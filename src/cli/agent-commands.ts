@@ -70,7 +70,7 @@ export function registerAgentCommands(program: Command): void {
     .argument("[command...]", "the command and its arguments, after --")
     .action(async (command: string[], options: RunOptions) => {
       const { config, logger, metrics } = buildContext(program);
-      const tracing = startTracing({
+      const tracing = await startTracing({
         config: config.tracing,
         defaultServiceName: "cfn-agent",
         instanceId: options.id,

@@ -65,7 +65,7 @@ export function registerDemoCommand(program: Command): void {
       let progress: ReturnType<typeof spawnProgress> | undefined;
       const interactive = !flags.json && process.stderr.isTTY;
       // The demo's master, in-process coordinators and embedded node share this process's tracer.
-      const tracing = startTracing({
+      const tracing = await startTracing({
         config: config.tracing,
         defaultServiceName: "cfn-demo",
         instanceId: `demo-${process.pid}`,

@@ -146,7 +146,7 @@ export function registerNodeCommands(program: Command): void {
         // Flags and the cluster file override the `node` section of the configuration.
         const nodeConfig = parseNodeConfig({ ...config.node, ...nodeSettingsFromFlags(flags) });
         // Before the node starts, so its first spans (and the delivery/coordination ones) export.
-        tracing = startTracing({
+        tracing = await startTracing({
           config: config.tracing,
           defaultServiceName: "cfn-node",
           instanceId: nodeConfig.id,

@@ -40,8 +40,8 @@ async function receiver(): Promise<OtlpReceiver> {
   return started;
 }
 
-function startTest(config: TracingConfig, metrics?: Metrics): Tracing {
-  const tracing = startTracing({
+async function startTest(config: TracingConfig, metrics?: Metrics): Promise<Tracing> {
+  const tracing = await startTracing({
     config,
     defaultServiceName: "cfn-test",
     instanceId: "n1",
@@ -57,7 +57,7 @@ describe("tracing", () => {
   it("exports spans over OTLP/HTTP JSON with parent/child links and the node's resource", async () => {
     const otlp = await receiver();
     const metrics = new Metrics();
-    const tracing = startTest(tracingConfig({ endpoint: otlp.url }), metrics);
+    const tracing = await startTest(tracingConfig({ endpoint: otlp.url }), metrics);
     expect(tracing.endpoint).toBe(`${otlp.url}/v1/traces`);
     const tracer = trace.getTracer("cfn-test");
     tracer.startActiveSpan("cfn.round", (round) => {
@@ -86,7 +86,7 @@ describe("tracing", () => {
 
   it("samples new traces by ratio but follows a remote parent's decision", async () => {
     const otlp = await receiver();
-    const tracing = startTest(tracingConfig({ endpoint: otlp.url, sampleRatio: 0 }));
+    const tracing = await startTest(tracingConfig({ endpoint: otlp.url, sampleRatio: 0 }));
     const tracer = trace.getTracer("cfn-test");
     tracer.startSpan("unsampled-root").end();
     const sampledParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -103,7 +103,7 @@ describe("tracing", () => {
     const port = await closedPort();
     const metrics = new Metrics();
     const lines: string[] = [];
-    const tracing = startTracing({
+    const tracing = await startTracing({
       config: tracingConfig({ endpoint: `http://127.0.0.1:${port}`, exportTimeoutMs: 500 }),
       defaultServiceName: "cfn-test",
       logger: {
@@ -126,13 +126,13 @@ describe("tracing", () => {
 
   it("shutdown unregisters the SDK: spans are no-ops again and tracing can start anew", async () => {
     const otlp = await receiver();
-    const first = startTest(tracingConfig({ endpoint: otlp.url }));
+    const first = await startTest(tracingConfig({ endpoint: otlp.url }));
     await first.shutdown();
     const span = trace.getTracer("cfn-test").startSpan("after-shutdown");
     expect(span.isRecording()).toBe(false);
     span.end();
     expect(traceHeaders(trace.setSpan(ROOT_CONTEXT, span))).toEqual({});
-    const second = startTest(tracingConfig({ endpoint: otlp.url }));
+    const second = await startTest(tracingConfig({ endpoint: otlp.url }));
     trace.getTracer("cfn-test").startSpan("second-run").end();
     await second.forceFlush();
     const spans = await otlp.waitFor((received) => received.length >= 1);
@@ -141,7 +141,7 @@ describe("tracing", () => {
 
   it("a trace context in a bus message's headers continues in another process", async () => {
     const otlp = await receiver();
-    const tracing = startTest(tracingConfig({ endpoint: otlp.url }));
+    const tracing = await startTest(tracingConfig({ endpoint: otlp.url }));
     const { root, cleanup } = tempRoot();
     cleanups.push(cleanup);
     const bus = new Bus({ config: { root, name: "trace" } });
@@ -215,8 +215,8 @@ describe("tracing settings", () => {
     );
   });
 
-  it("OTEL_SDK_DISABLED=true keeps tracing off whatever the settings say", () => {
-    const tracing = startTracing({
+  it("OTEL_SDK_DISABLED=true keeps tracing off whatever the settings say", async () => {
+    const tracing = await startTracing({
       config: tracingConfig({}),
       defaultServiceName: "cfn-test",
       logger: silentLogger,
