@@ -300,11 +300,12 @@ export async function run(args: string[]): Promise<SuiteResult> {
     cpuPressureAtStart: cpuPressure(),
     nodes: 3,
     transport: "WebSocket on 127.0.0.1",
-    storage: "LevelDB, one synced batch per Ready",
+    storage: "LevelDB, one synced batch per Ready, a Ready's entries as one entry block (format 2)",
     timing: {
       tickIntervalMs: DEFAULT_RAFT_HOST_CONFIG.tickIntervalMs,
       electionTimeoutTicks: DEFAULT_RAFT_HOST_CONFIG.electionTimeoutTicks,
       heartbeatTicks: DEFAULT_RAFT_HOST_CONFIG.heartbeatTicks,
+      snapshotEntriesInterval: DEFAULT_RAFT_HOST_CONFIG.snapshotEntriesInterval,
     },
     payloadBytes: PAYLOAD_BYTES,
     options,
