@@ -25,7 +25,8 @@
  *       stdin, prints "<id> <pid>" per agent, reaps its children, forwards SIGTERM/SIGINT to them,
  *       and exits when the last one has exited.
  * Options: --ready-to AGENT (send cfn.agent.ready once the mailbox is open), --rescan-ms N (1000),
- *   --heartbeat-ms N (5000), --visibility-ms N (30000), --deliveries-max N (5), --work-ms N (0).
+ *   --heartbeat-ms N (5000), --visibility-ms N (30000), --deliveries-max N (5), --work-ms N (0),
+ *   --ready-pipe 1 (group: each agent prints "ready <id> <pid>" on the supervisor's stdout instead).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -49,6 +50,10 @@ static char self_dir[4096], inbox_dir[4200], claimed_dir[4200], tmp_dir[4200], d
 static int shards = 16;
 static long rescan_ms = 1000, heartbeat_ms = 5000, visibility_ms = 30000, deliveries_max = 5, work_ms = 0;
 static const char *ready_to;
+/* group --ready-pipe 1: a child reports "ready <id> <pid>" on the supervisor's stdout (one pipe
+   line, read by the spawner) instead of a cfn.agent.ready file message: no per-agent file for the
+   spawner to claim, read and remove. */
+static long ready_pipe;
 static char uniq_prefix[128];
 static unsigned long uniq_counter;
 static unsigned long long last_arrival_us;
@@ -542,7 +547,20 @@ static int run_agent(const char *id) {
   ensure_agent_dirs(self_dir);
   heartbeat();
   recover_claims();
-  if (ready_to && send_ready() != 0) fprintf(stderr, "lean-agent %s: cannot send ready to %s\n", self_id, ready_to);
+  if (ready_pipe) {
+    /* The mailbox is open: tell the spawner through the inherited pipe (one write < PIPE_BUF is
+       atomic), then let go of the pipe so that it closes once every agent reported. */
+    char text[320];
+    int n = snprintf(text, sizeof text, "ready %s %d\n", self_id, (int)getpid());
+    if (write(1, text, (size_t)n) != n) fprintf(stderr, "lean-agent %s: cannot report ready\n", self_id);
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      dup2(devnull, 1);
+      if (devnull > 2) close(devnull);
+    }
+  } else if (ready_to && send_ready() != 0) {
+    fprintf(stderr, "lean-agent %s: cannot send ready to %s\n", self_id, ready_to);
+  }
   unsigned long long last_hb = now_us(), last_recover = now_us();
   for (;;) {
     int seen = scan_once();
@@ -568,7 +586,7 @@ static long arg_long(const char *v) { return v ? strtol(v, NULL, 10) : 0; }
 int main(int argc, char **argv) {
   if (argc < 2 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "group") != 0)) {
     fprintf(stderr, "usage: lean-agent run|group --bus-dir DIR [--id ID] [--ready-to AGENT] [--rescan-ms N] [--heartbeat-ms N] "
-                    "[--visibility-ms N] [--deliveries-max N] [--work-ms N]\n");
+                    "[--visibility-ms N] [--deliveries-max N] [--work-ms N] [--ready-pipe 1]\n");
     return 2;
   }
   const char *id = NULL;
@@ -582,6 +600,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--visibility-ms")) visibility_ms = arg_long(v);
     else if (!strcmp(k, "--deliveries-max")) deliveries_max = arg_long(v);
     else if (!strcmp(k, "--work-ms")) work_ms = arg_long(v);
+    else if (!strcmp(k, "--ready-pipe")) ready_pipe = arg_long(v);
     else {
       fprintf(stderr, "lean-agent: unknown option %s\n", k);
       return 2;
@@ -635,7 +654,7 @@ int main(int argc, char **argv) {
       int devnull = open("/dev/null", O_RDWR);
       if (devnull >= 0) {
         dup2(devnull, 0);
-        dup2(devnull, 1);
+        if (!ready_pipe) dup2(devnull, 1); /* with --ready-pipe, run_agent lets go after reporting */
         if (devnull > 2) close(devnull);
       }
       _exit(run_agent(line));

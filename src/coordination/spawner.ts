@@ -95,10 +95,19 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
     });
   };
 
+  // Lean agents report ready on their supervisor's stdout (one pipe line each): the loop below
+  // then only waits, woken by the last report, instead of reading one bus message per agent.
+  let wakeSpawner: (() => void) | undefined;
   const launching = (async () => {
     switch (runtime) {
       case "lean":
-        await spawnLeanGroups(options, pids, processes, children, onExit);
+        await spawnLeanGroups(options, pids, processes, children, onExit, (agent, pid) => {
+          if (!expected.has(agent) || ready.has(agent)) return;
+          ready.add(agent);
+          pids.set(agent, pid);
+          options.onReady?.(ready.size, total);
+          if (ready.size >= total) wakeSpawner?.();
+        });
         break;
       case "bash":
         spawnBashAgents(options, pids, processes, children, onExit);
@@ -142,6 +151,14 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
             missing: missing.length,
           },
         );
+      }
+      if (runtime === "lean") {
+        await new Promise<void>((resolve) => {
+          wakeSpawner = resolve;
+          setTimeout(resolve, Math.min(remainingMs, 100));
+        });
+        wakeSpawner = undefined;
+        continue;
       }
       const deliveries = await mailbox.receive({
         timeoutMs: Math.min(remainingMs, runtime === "bash" ? 20 : 100),
@@ -187,6 +204,7 @@ function spawnLeanGroups(
   processes: ProcessRecord[],
   children: ChildProcess[],
   onExit: (child: ChildProcess, what: string) => void,
+  onAgentReady: (agent: string, pid: number) => void,
 ): Promise<void> {
   const binary = ensureLeanAgent() as string;
   // At least two groups per CPU so that the supervisors fork in parallel, at most 100 agents each.
@@ -194,7 +212,7 @@ function spawnLeanGroups(
     options.groupSize ??
     Math.max(1, Math.min(LEAN_GROUP_SIZE_DEFAULT, Math.ceil(options.agents.length / (2 * cpus().length))));
   const lean = options.lean ?? {};
-  const args = ["group", "--bus-dir", options.bus.dir, "--ready-to", options.readyTo];
+  const args = ["group", "--bus-dir", options.bus.dir, "--ready-pipe", "1"];
   if (lean.workMs) args.push("--work-ms", String(lean.workMs));
   if (lean.rescanMs) args.push("--rescan-ms", String(lean.rescanMs));
   if (lean.heartbeatMs) args.push("--heartbeat-ms", String(lean.heartbeatMs));
@@ -220,9 +238,10 @@ function spawnLeanGroups(
       new Promise((resolve) => {
         const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
         lines.on("line", (line) => {
-          const [id, pid] = line.split(" ");
-          if (id === "end") resolve();
-          else if (pid) pids.set(id, Number(pid));
+          const [first, second, third] = line.split(" ");
+          if (first === "ready") onAgentReady(second, Number(third));
+          else if (first === "end") resolve();
+          else if (second) pids.set(first, Number(second));
         });
         lines.on("close", () => resolve());
       }),
