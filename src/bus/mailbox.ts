@@ -349,15 +349,13 @@ export class Mailbox {
    */
   private claimInto(out: Delivery[], max: number, nowMs: number, trustArrivals: boolean): void {
     const watch = this.watch;
-    const stale =
-      this.listingStale ||
-      !watch.complete ||
-      nowMs - this.lastScanMs >= this.bus.config.rescanIntervalMs ||
-      !trustArrivals;
+    // The listing may miss files put back by this mailbox or recovery, or is simply old.
+    const listingOld = this.listingStale || nowMs - this.lastScanMs >= this.bus.config.rescanIntervalMs;
+    const arrivalsExact = trustArrivals && watch.complete && !listingOld;
     let listed = false;
     if (
       this.queueIndex < this.queue.length &&
-      (stale || watch.arrivals.length > 0) &&
+      (listingOld || watch.arrivals.length > 0) &&
       this.rescanAffordable()
     ) {
       this.scanInbox(nowMs);
@@ -366,7 +364,7 @@ export class Mailbox {
     while (out.length < max) {
       if (this.queueIndex >= this.queue.length) {
         if (listed) return;
-        if (!stale) {
+        if (arrivalsExact) {
           this.claimArrivals(out, max);
           return;
         }
