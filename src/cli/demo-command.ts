@@ -2,6 +2,7 @@
 // round, print what a person wants to know, clean up, exit 0 (1 when a task failed).
 
 import type { Command } from "commander";
+import { roundLimitsOf } from "../config/coordination-schema.js";
 import { type DemoSummary, runDemo } from "../coordination/demo.js";
 import type { CoordinatorPlacement } from "../coordination/swarm.js";
 import { resolveTopology } from "../coordination/topology-source.js";
@@ -79,6 +80,8 @@ export function registerDemoCommand(program: Command): void {
         coordinators: flags.coordinators as CoordinatorPlacement,
         roundTimeoutMs:
           intOption(flags.roundTimeoutMs, "--round-timeout-ms", 1) ?? config.demo.roundTimeoutMs,
+        limits: roundLimitsOf(config.coordination),
+        spawn: config.spawn,
         metricsJsonlPath: config.metrics.jsonlPath || undefined,
         keep: flags.keep,
         cluster: flags.cluster !== false,
@@ -140,12 +143,20 @@ export function summaryLines(summary: DemoSummary): string[] {
       "",
       `  cluster            single node ${c.nodeId}: Raft ${c.role}, term ${c.term}, commit index ${c.commitIndex}; log in LevelDB at ${c.dataDir}${summary.cleanedUp ? " (removed; --keep keeps it)" : ""}`,
       `                     routing state: ${c.agentsRegistered} agents registered, ${c.teamsAssigned}/${c.teams} teams assigned to ${c.nodeId} by the leader`,
-      `                     API ${c.apiUrl} (/dashboard, /metrics, /v1/status; stopped with the demo)`,
+      `                     API ${c.apiUrl} (/v1/status; served while the demo runs, stopped with it)`,
     );
   }
+  lines.push("");
+  if (summary.cluster) {
+    lines.push(
+      `  dashboard          ${summary.cluster.apiUrl}/dashboard (the node's live dashboard)`,
+      `  metrics            ${summary.cluster.apiUrl}/metrics (Prometheus, scraped from the node's HTTP API)`,
+      `                     ${summary.metrics.jsonl} (JSONL stream)`,
+    );
+  } else {
+    lines.push(`  metrics            ${summary.metrics.jsonl} (JSONL stream)`);
+  }
   lines.push(
-    "",
-    `  metrics            ${summary.metrics.jsonl} (JSONL stream)`,
     `                     ${summary.metrics.prometheus} (Prometheus text)`,
     `  cleanup            ${summary.stopped.stopped} processes stopped${summary.stopped.killed ? `, ${summary.stopped.killed} killed` : ""}; bus dir ${summary.cleanedUp ? "removed" : `kept at ${summary.busDir}`}`,
     "",

@@ -85,6 +85,13 @@ describe("cfn demo", () => {
     ]) {
       expect(result.stdout).toContain(expected);
     }
+    // Where the metrics and the dashboard are: the embedded node's HTTP API.
+    for (const expected of [
+      /dashboard +http:\/\/127\.0\.0\.1:\d+\/dashboard/,
+      /metrics +http:\/\/127\.0\.0\.1:\d+\/metrics/,
+    ]) {
+      expect(result.stdout).toMatch(expected);
+    }
   });
 
   it("refuses an invalid topology with a typed error", async () => {
