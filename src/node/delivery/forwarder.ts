@@ -363,6 +363,10 @@ export class DeliveryForwarder {
         proxy.unspooled -= deliveries.length;
         if (proxy.stopping && proxy.unspooled === 0) mailbox.close();
       });
+      // Yield to the event loop after each batch: with a backlog, receive() resolves at once and
+      // this loop would otherwise run on microtasks alone, starving the socket (acks from the
+      // owner node) and the spool's completions until the unspooled bound is reached.
+      await new Promise((resolve) => setImmediate(resolve));
     }
     await proxy.lastSpooled;
   }

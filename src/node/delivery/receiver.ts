@@ -56,6 +56,13 @@ export const VIA_HEADER = "cfn-via";
 
 type DataFrame = Extract<DeliveryFrame, { t: "d" }>;
 
+/**
+ * Frames written in one event-loop turn before their ack goes out without waiting for the turn to
+ * end (no persistence): a starved receiver reading a long backlog still acks often enough for
+ * the sender's ackTimeoutMs.
+ */
+export const ACK_FRAMES_MAX = 16;
+
 export class DeliveryReceiver {
   private readonly options: ReceiverOptions;
   private readonly logger: Logger;
@@ -67,6 +74,7 @@ export class DeliveryReceiver {
   /** Agents with messages written since the last durability round (persistence). */
   private dirtyAgents = new Set<string>();
   private ackScheduled = false;
+  private framesSinceAck = 0;
   /** The durability round in progress (persistence), and whether another one is wanted. */
   private round: Promise<void> | undefined;
   private roundAgain = false;
@@ -260,10 +268,16 @@ export class DeliveryReceiver {
   private scheduleAck(from: string): void {
     const cursor = this.written.get(from);
     if (cursor) this.toAck.set(from, cursor);
+    if (!this.options.onWritten && ++this.framesSinceAck >= ACK_FRAMES_MAX) {
+      this.framesSinceAck = 0;
+      this.commitAndAck(this.takeAcks());
+      return;
+    }
     if (this.ackScheduled) return;
     this.ackScheduled = true;
     setImmediate(() => {
       this.ackScheduled = false;
+      this.framesSinceAck = 0;
       if (this.options.onWritten) this.startRound();
       else this.commitAndAck(this.takeAcks());
     });
