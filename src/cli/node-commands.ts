@@ -154,7 +154,13 @@ export function registerNodeCommands(program: Command): void {
           logger,
           metrics,
         });
-        started = await ClusterNode.start({ config: nodeConfig, bus: config.bus, logger, metrics });
+        started = await ClusterNode.start({
+          config: nodeConfig,
+          bus: config.bus,
+          security: config.security,
+          logger,
+          metrics,
+        });
       } catch (error) {
         await tracing?.shutdown();
         process.off("SIGTERM", sigterm);
@@ -164,7 +170,8 @@ export function registerNodeCommands(program: Command): void {
           isCfnError(error, "CFN_ERR_CONFIG_INVALID") ||
           isCfnError(error, "CFN_ERR_CONFIG_FILE") ||
           isCfnError(error, "CFN_ERR_DATA_DIR_FOREIGN") ||
-          isCfnError(error, "CFN_ERR_DATA_DIR_LOCKED");
+          isCfnError(error, "CFN_ERR_DATA_DIR_LOCKED") ||
+          isCfnError(error, "CFN_ERR_KEY_FILE");
         reportError(error, false);
         process.exitCode = refusal ? EXIT.usage : EXIT.failure;
         return;

@@ -1,7 +1,9 @@
 // The node's HTTP API (node:http, JSON). Health and metrics for orchestrators and Prometheus,
 // status for `cfn cluster status`, and the calls agents and operators make through their
-// local node. Mutating calls need the cluster token (header x-cfn-cluster-token, compared in
-// constant time); a refused request is counted in cfn_node_api_rejected_total{reason}.
+// local node. Every request passes the security gate (src/security, docs/SECURITY.md): the
+// cluster token (superuser) or an API token whose roles grant the route's permission; reads may
+// be anonymous (security.anonymousReadAllowed). A refused request is counted in
+// cfn_node_api_rejected_total{reason} and audited.
 //
 //   GET    /healthz                    200 while the process serves (liveness)
 //   GET    /readyz                     200 when a leader is known and this node caught up, else 503
@@ -18,8 +20,13 @@
 //   POST   /v1/routing                 {command}               any routing command (topology, policy)
 //   POST   /v1/send                    {from, to, type, payload?, id?, priority?, headers?}
 //   POST   /v1/leader                  {to}                    transfer leadership
+//   GET    /v1/security/whoami                                the caller's principal, roles, permissions
+//   GET    /v1/security/tokens                                API tokens (no secrets)
+//   POST   /v1/security/tokens         {principal, roles, ttlDays?}   create one (shown once)
+//   DELETE /v1/security/tokens/:id                            revoke
+//   GET    /v1/audit                   ?since&principal&action&outcome&limit   this node's audit log
+//   GET    /v1/audit/verify                                   walk its hash chain
 
-import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { CfnError, isCfnError } from "../errors.js";
@@ -47,6 +54,7 @@ const STATUS_OF: Record<string, number> = {
   CFN_ERR_INVALID_AGENT_ID: 400,
   CFN_ERR_MESSAGE_TOO_LARGE: 413,
   CFN_ERR_AUTH: 401,
+  CFN_ERR_FORBIDDEN: 403,
   CFN_ERR_INBOX_FULL: 429,
   CFN_ERR_NOT_LEADER: 503,
   CFN_ERR_CLOSED: 503,
@@ -59,14 +67,12 @@ export class NodeApi {
   private readonly options: NodeApiOptions;
   private readonly logger: Logger;
   private readonly server: Server;
-  private readonly tokenDigest: Buffer;
   private readonly dashboard: DashboardSnapshots;
 
   constructor(options: NodeApiOptions) {
     this.options = options;
     this.dashboard = new DashboardSnapshots(options.node, options.metrics);
     this.logger = options.logger.child("api");
-    this.tokenDigest = digest(options.config.clusterToken);
     this.server = createServer((request, response) => {
       this.handle(request, response).catch((error) => this.fail(response, error));
     });
@@ -104,6 +110,9 @@ export class NodeApi {
     const url = new URL(request.url ?? "/", "http://node");
     const method = request.method ?? "GET";
     const path = url.pathname;
+    // RBAC and audit (src/security/gate.ts): 401/403 here; state changes are audited on close.
+    const { gate } = node.security;
+    const access = gate.admit(request, response, method, path);
     if (method === "GET") {
       switch (path) {
         case "/healthz": {
@@ -142,20 +151,15 @@ export class NodeApi {
         case "/v1/dashboard":
           return this.json(response, 200, await this.dashboard.get());
       }
+      const secured = await gate.route(access, method, url);
+      if (secured) return this.json(response, secured.status, secured.body);
       return this.json(response, 404, {
         error: { code: "CFN_ERR_INVALID_MESSAGE", message: `no route GET ${path}` },
       });
     }
-    if (!this.authorized(request)) {
-      this.options.nodeMetrics.apiRejected.inc({ reason: "token" });
-      this.logger.warn("api request with a wrong cluster token refused", {
-        method,
-        path,
-        remote: request.socket.remoteAddress,
-      });
-      throw new CfnError("CFN_ERR_AUTH", "missing or wrong cluster token (x-cfn-cluster-token)");
-    }
     const body = await this.readBody(request);
+    const secured = await gate.route(access, method, url, body);
+    if (secured) return this.json(response, secured.status, secured.body);
     const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
     if (method === "POST" && path === "/v1/agents") {
       const agent = body.agent;
@@ -198,6 +202,7 @@ export class NodeApi {
     if (method === "POST" && path === "/v1/routing") {
       const command = validateRoutingCommand(body.command);
       if (!command) throw invalid("not a routing command");
+      gate.admitCommand(access, command);
       return this.result(response, await node.propose(command));
     }
     if (method === "POST" && path === "/v1/send") {
@@ -213,16 +218,6 @@ export class NodeApi {
     return this.json(response, 404, {
       error: { code: "CFN_ERR_INVALID_MESSAGE", message: `no route ${method} ${path}` },
     });
-  }
-
-  private authorized(request: IncomingMessage): boolean {
-    const header = request.headers["x-cfn-cluster-token"];
-    const bearer = request.headers.authorization?.startsWith("Bearer ")
-      ? request.headers.authorization.slice(7)
-      : undefined;
-    const token = typeof header === "string" ? header : bearer;
-    if (!token || token.length > 1024) return false;
-    return timingSafeEqual(digest(token), this.tokenDigest);
   }
 
   private async readBody(request: IncomingMessage): Promise<Record<string, unknown>> {
@@ -278,8 +273,4 @@ export class NodeApi {
 
 function invalid(message: string): CfnError {
   return new CfnError("CFN_ERR_INVALID_MESSAGE", message);
-}
-
-function digest(text: string): Buffer {
-  return createHash("sha256").update(text, "utf8").digest();
 }

@@ -19,6 +19,8 @@ import { ClassicLevel } from "classic-level";
 import type { Bus } from "../bus/index.js";
 import { CfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
+import { deadLetterUnreadable } from "../security/at-rest.js";
+import { PLAINTEXT_CODEC, type SealedRecordCodec } from "../security/record-cipher.js";
 
 type Db = ClassicLevel<string, string>;
 
@@ -30,6 +32,8 @@ export interface InboxMirrorOptions {
   flushIntervalMs: number;
   /** Agents whose inbox is mirrored: this node's own (not the proxies of remote agents). */
   shouldMirror: (agentId: string) => boolean;
+  /** Encryption at rest (security.encryptionKeyFile): seals stored texts; plaintext when absent. */
+  codec?: SealedRecordCodec;
 }
 
 const openPaths = new Set<string>();
@@ -51,6 +55,7 @@ export class InboxMirror {
   private readonly mirrored = new Map<string, Set<string>>();
   private timer: NodeJS.Timeout | undefined;
   private sweeping = false;
+  private restoreDone = false;
   private closed = false;
 
   private constructor(db: Db, path: string, options: InboxMirrorOptions) {
@@ -89,16 +94,28 @@ export class InboxMirror {
       const paths = bus.layout.agent(agent);
       for (const prefix of prefixes) {
         if (present.has(prefix)) continue;
-        const text = await this.db.get(`m!${agent}!${prefix}`);
-        if (text === undefined) continue;
+        const key = `m!${agent}!${prefix}`;
+        const stored = await this.db.get(key);
+        if (stored === undefined) continue;
         bus.layout.ensureAgent(paths, true);
         const name = `${prefix}_0.json`;
+        let text: string;
+        try {
+          text = (this.options.codec ?? PLAINTEXT_CODEC).open(stored, key);
+        } catch (error) {
+          // Altered on disk or sealed with an unknown key: dead-lettered with the reason, not restored.
+          deadLetterUnreadable(paths.dead, agent, name, stored, error, this.logger);
+          prefixes.delete(prefix);
+          await this.db.del(key);
+          continue;
+        }
         const tmp = join(paths.tmp, name);
         writeFileSync(tmp, text, { mode: 0o600 });
         renameSync(tmp, join(paths.inbox, name));
         restored++;
       }
     }
+    this.restoreDone = true;
     return restored;
   }
 
@@ -128,7 +145,8 @@ export class InboxMirror {
       for (const agent of agents)
         if (this.options.shouldMirror(agent))
           this.collectNew(agent, ops as { type: "put"; key: string; value: string }[]);
-      for (const [agent, prefixes] of this.mirrored) {
+      // Until restore() finished (a start refused by a missing key), absent files are not consumed.
+      for (const [agent, prefixes] of this.restoreDone ? this.mirrored : []) {
         const present = this.presentPrefixes(agent);
         for (const prefix of prefixes) {
           if (present.has(prefix)) continue;
@@ -182,7 +200,8 @@ export class InboxMirror {
         continue; // claimed meanwhile: it is being consumed
       }
       known.add(prefix);
-      ops.push({ type: "put", key: `m!${agent}!${prefix}`, value: text });
+      const key = `m!${agent}!${prefix}`;
+      ops.push({ type: "put", key, value: (this.options.codec ?? PLAINTEXT_CODEC).seal(text, key) });
     }
   }
 

@@ -10,6 +10,8 @@ import type { BusConfig } from "../config/schema.js";
 import { CfnError, ERROR_CODES } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
+import type { SecurityConfig } from "../security/config.js";
+import { NodeSecurity } from "../security/node-security.js";
 import { LevelLogStore } from "../storage/index.js";
 import { WsTransport } from "../transport/index.js";
 import { ControlPlane } from "./control.js";
@@ -37,6 +39,8 @@ import {
 export interface ClusterNodeOptions {
   config: NodeConfig;
   bus: Partial<BusConfig>;
+  /** RBAC, audit and encryption at rest (docs/SECURITY.md); defaults when absent. */
+  security?: Partial<SecurityConfig>;
   logger: Logger;
   metrics: Metrics;
 }
@@ -85,6 +89,9 @@ export class ClusterNode {
   private receiver!: DeliveryReceiver;
   private mirror: InboxMirror | undefined;
   private api!: NodeApi;
+  /** The API's security gate, the audit log and the at-rest codec (src/security). */
+  security!: NodeSecurity;
+  private readonly securityConfig: Partial<SecurityConfig>;
   private state: NodeState = "starting";
   private readonly timers: NodeJS.Timeout[] = [];
   private coordinatorBusy = false;
@@ -102,6 +109,7 @@ export class ClusterNode {
     this.metrics = options.metrics;
     this.nodeMetrics = new NodeMetrics(options.metrics);
     this.bus = new Bus({ config: options.bus, logger: options.logger, metrics: options.metrics });
+    this.securityConfig = options.security ?? {};
   }
 
   /**
@@ -132,10 +140,23 @@ export class ClusterNode {
     const { config } = this;
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     this.identity = this.checkDataDir();
+    // Security first: a bad encryption key refuses the start before any record is written.
+    this.security = await NodeSecurity.open({
+      nodeId: this.id,
+      clusterToken: config.clusterToken,
+      dataDir: config.dataDir,
+      config: this.securityConfig,
+      policies: () => this.routing.state.policies,
+      propose: (command) => this.propose(command),
+      logger: this.logger,
+      metrics: this.metrics,
+      onRejected: (reason) => this.nodeMetrics.apiRejected.inc({ reason }),
+    });
     this.spool = await DeliverySpool.open({
       path: join(config.dataDir, "spool"),
       sync: config.spoolSync || config.persistence,
       logger: this.logger,
+      codec: this.security.codec,
     });
     this.store = await LevelLogStore.open({
       path: join(config.dataDir, "raft"),
@@ -244,6 +265,7 @@ export class ClusterNode {
         bus: this.bus,
         path: join(config.dataDir, "mirror"),
         logger: this.logger,
+        codec: this.security.codec,
         flushIntervalMs: config.persistenceFlushIntervalMs,
         shouldMirror: (agent) => {
           const owner = this.routing.state.agents.get(agent)?.node;
@@ -765,6 +787,7 @@ export class ClusterNode {
     await this.receiver?.idle().catch(() => undefined);
     this.ledger?.close();
     await this.spool?.close().catch(() => undefined);
+    await this.security?.close().catch(() => undefined);
     this.persistIdentity();
     this.bus.close();
   }

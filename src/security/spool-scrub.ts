@@ -1,6 +1,7 @@
 // Encryption at rest for the delivery spool: before the spool opens (node start), every sealed
-// outbound record is opened once. One that fails authentication (CFN_ERR_DECRYPT) is moved to
-// the spool's dead-letter key space `x!<dest>!<seq>` with its reason — it is never sent.
+// outbound record (a run of consecutive messages) is opened once. One that fails authentication
+// (CFN_ERR_DECRYPT) is moved to the spool's dead-letter key space `x!<dest>!<first seq>` with its
+// reason — its messages are never sent.
 //
 // The forwarder sends consecutive sequences per destination, so a record taken out of the middle
 // would shift every later one. The records after it are renumbered (and re-sealed: the storage
@@ -9,7 +10,8 @@
 // any it wrote before. A record sealed with a key this node lacks is a configuration error
 // (CFN_ERR_KEY_FILE): the start is refused and nothing is discarded.
 //
-// Key layout (src/node/delivery/spool.ts): o!<dest>!<seq:16>, n!<dest>, meta!stream.
+// Key layout (src/node/delivery/spool.ts): o!<dest>!<first seq:16> → JSON run of messages (one
+// message in older data dirs), n!<dest>, meta!stream.
 
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -22,6 +24,17 @@ import type { SealedRecordCodec } from "./record-cipher.js";
 const SEQ_DIGITS = 16;
 
 type Op = { type: "put"; key: string; value: string } | { type: "del"; key: string };
+
+/** One stored record: a run of consecutive sequences starting at `first`. */
+interface SpoolRecord {
+  first: number;
+  key: string;
+  stored: string;
+  text?: string;
+  /** Messages in the run (known once opened). */
+  messages?: number;
+  reason?: string;
+}
 
 function outboundKey(dest: string, seq: number): string {
   return `o!${dest}!${String(seq).padStart(SEQ_DIGITS, "0")}`;
@@ -42,20 +55,16 @@ export async function scrubSpool(path: string, codec: SealedRecordCodec, logger:
     );
   }
   try {
-    const perDest = new Map<
-      string,
-      { seq: number; key: string; stored: string; text?: string; reason?: string }[]
-    >();
+    const perDest = new Map<string, SpoolRecord[]>();
     for await (const [key, stored] of db.iterator({ gte: "o!", lt: "o!\xff" })) {
       const at = key.lastIndexOf("!");
       const dest = key.slice(2, at);
-      const record: { seq: number; key: string; stored: string; text?: string; reason?: string } = {
-        seq: Number(key.slice(at + 1)),
-        key,
-        stored,
-      };
+      const record: SpoolRecord = { first: Number(key.slice(at + 1)), key, stored };
       try {
         record.text = codec.open(stored, key);
+        const parsed = JSON.parse(record.text) as unknown;
+        // A record is a run of consecutive sequences (one message in data dirs of older versions).
+        record.messages = Array.isArray(parsed) ? parsed.length : 1;
       } catch (error) {
         record.reason = unreadableReason(error); // CFN_ERR_KEY_FILE propagates: refuse the start
       }
@@ -66,8 +75,8 @@ export async function scrubSpool(path: string, codec: SealedRecordCodec, logger:
     const ops: Op[] = [];
     let deadLettered = 0;
     for (const [dest, records] of perDest) {
-      if (!records.some((record) => record.reason)) continue;
-      let next = records[0].seq;
+      if (!records.some((record) => record.reason !== undefined)) continue;
+      let next = records[0].first;
       for (const record of records) {
         ops.push({ type: "del", key: record.key });
         if (record.reason !== undefined) {
@@ -75,18 +84,19 @@ export async function scrubSpool(path: string, codec: SealedRecordCodec, logger:
           const dead = { reason: record.reason, stored: record.stored, at: new Date().toISOString() };
           ops.push({
             type: "put",
-            key: `x!${dest}!${String(record.seq).padStart(SEQ_DIGITS, "0")}`,
+            key: `x!${dest}!${String(record.first).padStart(SEQ_DIGITS, "0")}`,
             value: JSON.stringify(dead),
           });
-          logger.error("spooled message cannot be decrypted; moved to the spool's dead letters", {
+          logger.error("spooled messages cannot be decrypted; moved to the spool's dead letters", {
             dest,
-            seq: record.seq,
+            first: record.first,
             reason: record.reason,
           });
           continue;
         }
-        const key = outboundKey(dest, next++);
+        const key = outboundKey(dest, next);
         ops.push({ type: "put", key, value: codec.seal(record.text as string, key) });
+        next += record.messages as number;
       }
       ops.push({ type: "put", key: `n!${dest}`, value: String(next) });
     }

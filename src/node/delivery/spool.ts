@@ -18,6 +18,7 @@ import { resolve } from "node:path";
 import { ClassicLevel } from "classic-level";
 import { CfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
+import { PLAINTEXT_CODEC, type SealedRecordCodec } from "../../security/record-cipher.js";
 import type { WireMessage } from "./wire.js";
 
 type Db = ClassicLevel<string, string>;
@@ -48,6 +49,8 @@ export interface SpoolOptions {
   /** fsync appends (survives power loss) rather than only process crashes. */
   sync: boolean;
   logger: Logger;
+  /** Encryption at rest (security.encryptionKeyFile): seals spooled messages; plaintext when absent. */
+  codec?: SealedRecordCodec;
 }
 
 /** Paths open in this process: classic-level's LOCK does not guard a second open in one process. */
@@ -75,7 +78,13 @@ export class DeliverySpool {
   private spooled = 0;
   private closed = false;
 
-  private constructor(db: Db, path: string, streamId: string, sync: boolean) {
+  private constructor(
+    db: Db,
+    path: string,
+    streamId: string,
+    sync: boolean,
+    private readonly codec: SealedRecordCodec = PLAINTEXT_CODEC,
+  ) {
     this.db = db;
     this.path = path;
     this.streamId = streamId;
@@ -109,7 +118,7 @@ export class DeliverySpool {
         streamId = randomUUID();
         await db.put("meta!stream", streamId, { sync: true });
       }
-      const spool = new DeliverySpool(db, path, streamId, options.sync);
+      const spool = new DeliverySpool(db, path, streamId, options.sync, options.codec);
       await spool.loadMeta();
       return spool;
     } catch (error) {
@@ -134,7 +143,8 @@ export class DeliverySpool {
       const at = key.lastIndexOf("!");
       const dest = key.slice(2, at);
       const first = Number(key.slice(at + 1));
-      const parsed = JSON.parse(value) as WireMessage | WireMessage[];
+      // Sealed records were checked at start (src/security/spool-scrub.ts).
+      const parsed = JSON.parse(this.codec.open(value, key)) as WireMessage | WireMessage[];
       // A record is a run of consecutive sequences (one message in data dirs of older versions).
       const messages = Array.isArray(parsed) ? parsed : [parsed];
       const list = result.get(dest) ?? [];
@@ -195,7 +205,8 @@ export class DeliverySpool {
       const next = this.nextSeq.get(dest) as number;
       const first = next - run.length;
       this.records(dest).push({ first, last: next - 1 });
-      ops.push({ type: "put", key: seqKey(dest, first), value: JSON.stringify(run) });
+      const key = seqKey(dest, first);
+      ops.push({ type: "put", key, value: this.codec.seal(JSON.stringify(run), key) });
       ops.push({ type: "put", key: `n!${dest}`, value: String(next) });
     }
     this.spooled += items.length;
