@@ -61,6 +61,8 @@ export const swarmTeamId = (swarm: string, team: string): string => `${swarm}.${
 export const roundsAgentId = (swarm: string): string => `${swarm}.rounds`;
 
 const ROUND_ID = /^[A-Za-z0-9_-]{1,100}$/;
+/** Longest a stopping swarm waits for its last checkpoints to commit, ms. */
+const STOP_FLUSH_MS = 1_000;
 
 export interface ClusterCoordinationOptions {
   node: CoordinationNode;
@@ -248,7 +250,12 @@ export class ClusterCoordination {
     await this.stopMaster(runtime);
     for (const coordinator of runtime.coordinators.values()) await coordinator.stop();
     runtime.coordinators.clear();
-    await runtime.store.flush();
+    // Give the last checkpoints a moment to commit, but never hang a shutdown on a lost quorum.
+    await Promise.race([
+      runtime.store.flush(),
+      new Promise((resolve) => setTimeout(resolve, STOP_FLUSH_MS).unref()),
+    ]);
+    runtime.store.close();
   }
 
   /** Team coordinators on the node the leader assigned; group coordinators with the master. */
