@@ -775,6 +775,8 @@ export class ClusterNode {
     for (const timer of this.timers) clearInterval(timer);
     this.control?.close();
     this.receiver?.close();
+    // Acks of frames already written go out (after their durability round) before the mirror closes.
+    await this.receiver?.idle().catch(() => undefined);
     await this.forwarder?.close().catch(() => undefined);
     await this.api?.close().catch(() => undefined);
     await this.mirror?.close().catch(() => undefined);
@@ -784,7 +786,6 @@ export class ClusterNode {
       await this.transport?.close().catch(() => undefined);
       await this.store?.close().catch(() => undefined);
     }
-    await this.receiver?.idle().catch(() => undefined);
     this.ledger?.close();
     await this.spool?.close().catch(() => undefined);
     await this.security?.close().catch(() => undefined);
