@@ -61,6 +61,8 @@ export const swarmTeamId = (swarm: string, team: string): string => `${swarm}.${
 export const roundsAgentId = (swarm: string): string => `${swarm}.rounds`;
 
 const ROUND_ID = /^[A-Za-z0-9_-]{1,100}$/;
+/** Wait after the master's agent id routes to this node before resuming rounds, ms. */
+const MASTER_SETTLE_MS = 200;
 /** Longest a stopping swarm waits for its last checkpoints to commit, ms. */
 const STOP_FLUSH_MS = 1_000;
 
@@ -392,6 +394,14 @@ export class ClusterCoordination {
 
   /** Runs the swarm's rounds one at a time: resumed ones first, then queued requests. */
   private async runMaster(runtime: SwarmRuntime, master: Master): Promise<void> {
+    // Partials (and the outcomes coordinators resend on a resync) go to the master's agent id:
+    // resume only once it routes here, and the other nodes have had a moment to apply that.
+    while (
+      runtime.master === master &&
+      this.node.routingState.agents.get(runtime.plan.master)?.node !== this.node.id
+    )
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    await new Promise((resolve) => setTimeout(resolve, MASTER_SETTLE_MS));
     while (runtime.master === master) {
       const next = this.nextRound(runtime);
       if (next) {
