@@ -55,9 +55,12 @@ describe("tracing across node processes", () => {
     inbox.close();
     expect(delivered.message.headers?.traceparent).toBe(`00-${traceId}-${senderSpanId}-01`);
 
-    // Spans ended in both daemons but wait in their batch queues: nothing was exported yet.
-    const metrics = await fetch(`${n1.api}/metrics`).then((response) => response.text());
-    expect(metrics).toMatch(/^cfn_tracing_ended_spans_total [1-9]/m);
+    // Spans ended in both daemons but wait in their batch queues: nothing was exported yet. The
+    // forward span ends at the owner's ack, which can reach n1 just after the inbox write: wait.
+    await waitFor("the forward span ended on n1", async () => {
+      const metrics = await fetch(`${n1.api}/metrics`).then((response) => response.text());
+      return /^cfn_tracing_ended_spans_total [1-9]/m.test(metrics);
+    });
     expect(otlp.spans.filter((span) => span.traceId === traceId)).toEqual([]);
 
     for (const node of cluster.nodes) node.signal("SIGTERM");
