@@ -48,7 +48,8 @@ export const ERROR_CODES = {
   CFN_ERR_FORBIDDEN: "The caller's token is valid but its roles lack the permission the request needs",
   CFN_ERR_KEY_FILE:
     "The encryption key file is missing, not 32 bytes, readable by others, or lacks the key of a stored record",
-  CFN_ERR_DECRYPT: "A record stored encrypted failed authentication (altered on disk or moved to another key)",
+  CFN_ERR_DECRYPT:
+    "A record stored encrypted failed authentication (altered on disk or moved to another key)",
   CFN_ERR_AUDIT_TAMPERED: "The audit log's hash chain is broken: an entry was changed, inserted or removed",
 } as const;
 
