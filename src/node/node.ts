@@ -96,6 +96,12 @@ export class ClusterNode {
   private readonly timers: NodeJS.Timeout[] = [];
   private coordinatorBusy = false;
   private agentScanBusy = false;
+  /**
+   * When this node first saw each of its agent records (keyed by id and the record's change
+   * index) without a heartbeat: a freshly registered agent whose process has not written its
+   * mailbox yet gets agentDownAfterMs of grace instead of being marked down at the next scan.
+   */
+  private readonly agentRegisteredSeenMs = new Map<string, number>();
   private announced = false;
   private notifyAfterIndex = Number.POSITIVE_INFINITY;
   private readonly startedAtMs = Date.now();
@@ -444,18 +450,31 @@ export class ClusterNode {
     try {
       const state = this.routing.state;
       const lastSeen = new Map<string, number | null>();
+      const nowMs = Date.now();
+      const graceKeys = new Set<string>();
       let up = 0;
       let down = 0;
       for (const agent of state.agents.values()) {
         if (agent.node !== this.id) continue;
         if (agent.up) up++;
         else down++;
-        lastSeen.set(agent.id, this.bus.agentStatus(agent.id)?.lastSeenMs ?? null);
+        let seenMs = this.bus.agentStatus(agent.id)?.lastSeenMs ?? null;
+        if (seenMs === null && agent.up) {
+          // Registered up but never heard from yet: its registration counts as the first sign of life.
+          const key = `${agent.id}@${agent.changedIndex}`;
+          graceKeys.add(key);
+          seenMs = this.agentRegisteredSeenMs.get(key) ?? nowMs;
+          this.agentRegisteredSeenMs.set(key, seenMs);
+        }
+        lastSeen.set(agent.id, seenMs);
+      }
+      for (const key of this.agentRegisteredSeenMs.keys()) {
+        if (!graceKeys.has(key)) this.agentRegisteredSeenMs.delete(key);
       }
       this.nodeMetrics.agents.set({ state: "up" }, up);
       this.nodeMetrics.agents.set({ state: "down" }, down);
       this.nodeMetrics.teamsCoordinated.set(teamsPerNode(state).get(this.id)?.length ?? 0);
-      const commands = planAgentLiveness(state, this.id, lastSeen, Date.now(), this.config.agentDownAfterMs);
+      const commands = planAgentLiveness(state, this.id, lastSeen, nowMs, this.config.agentDownAfterMs);
       if (commands.length > 0) await this.control.propose(batch(commands));
     } catch (error) {
       this.logger.debug("agent scan failed", { error });
