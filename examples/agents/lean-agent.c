@@ -26,7 +26,8 @@
  *       and exits when the last one has exited.
  * Options: --ready-to AGENT (send cfn.agent.ready once the mailbox is open), --rescan-ms N (1000),
  *   --heartbeat-ms N (5000), --visibility-ms N (30000), --deliveries-max N (5), --work-ms N (0),
- *   --ready-pipe 1 (group: each agent prints "ready <id> <pid>" on the supervisor's stdout instead).
+ *   --ready-pipe 1 (group: each agent prints "ready <id> <pid>" on the supervisor's stdout instead),
+ *   --fanout K (group: K sub-supervisors fork the agents in parallel, each printing its own "end <n>"; 1..64).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -54,6 +55,10 @@ static const char *ready_to;
    line, read by the spawner) instead of a cfn.agent.ready file message: no per-agent file for the
    spawner to claim, read and remove. */
 static long ready_pipe;
+/* group --fanout K: K sub-supervisors fork the agents in parallel (default 1: the group forks them). */
+static long fanout = 1;
+static int supervise(char **ids, size_t id_count, const sigset_t *group_set);
+static int reap(pid_t *pids, size_t count, size_t alive, const sigset_t *group_set);
 static char uniq_prefix[128];
 static unsigned long uniq_counter;
 static unsigned long long last_arrival_us;
@@ -601,12 +606,14 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--deliveries-max")) deliveries_max = arg_long(v);
     else if (!strcmp(k, "--work-ms")) work_ms = arg_long(v);
     else if (!strcmp(k, "--ready-pipe")) ready_pipe = arg_long(v);
+    else if (!strcmp(k, "--fanout")) fanout = arg_long(v);
     else {
       fprintf(stderr, "lean-agent: unknown option %s\n", k);
       return 2;
     }
   }
-  if (!bus_dir || rescan_ms < 1 || heartbeat_ms < 1 || visibility_ms < 1 || deliveries_max < 1 || work_ms < 0) {
+  if (!bus_dir || rescan_ms < 1 || heartbeat_ms < 1 || visibility_ms < 1 || deliveries_max < 1 || work_ms < 0 ||
+      fanout < 1 || fanout > 64) {
     fprintf(stderr, "lean-agent: --bus-dir is required and limits must be positive\n");
     return 2;
   }
@@ -628,12 +635,12 @@ int main(int argc, char **argv) {
     }
     return run_agent(id);
   }
-  /* group: fork one agent per id on stdin, supervise them. */
+  /* group: read the ids on stdin, fork one agent per id (through fanout sub-supervisors), supervise. */
   sigset_t group_set = wait_set;
   sigaddset(&group_set, SIGCHLD);
   sigprocmask(SIG_BLOCK, &group_set, NULL);
-  size_t cap = 64, count = 0;
-  pid_t *pids = malloc(cap * sizeof *pids);
+  size_t id_cap = 64, id_count = 0;
+  char **ids = malloc(id_cap * sizeof *ids);
   char line[512];
   while (fgets(line, sizeof line, stdin)) {
     line[strcspn(line, "\r\n")] = 0;
@@ -642,6 +649,38 @@ int main(int argc, char **argv) {
       fprintf(stderr, "lean-agent group: skipping invalid id %s\n", line);
       continue;
     }
+    if (id_count == id_cap) ids = realloc(ids, (id_cap *= 2) * sizeof *ids);
+    ids[id_count++] = strdup(line);
+  }
+  /* Fan-out: sub-supervisors fork their slices in parallel (one per CPU core is what pays: a fork
+     costs ~0.6 ms of kernel time on some VMs). The spawner starts one process; Node's own spawn of a
+     large process costs far more than a fork of this small one. */
+  size_t parts = fanout < 1 ? 1 : (size_t)fanout;
+  if (parts > id_count) parts = id_count > 0 ? id_count : 1;
+  if (parts == 1) return supervise(ids, id_count, &group_set);
+  pid_t *subs = calloc(parts, sizeof *subs);
+  size_t subs_alive = 0;
+  for (size_t part = 0; part < parts; part++) {
+    size_t from = id_count * part / parts, to = id_count * (part + 1) / parts;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+      perror("lean-agent group: fork");
+      break;
+    }
+    if (pid == 0) _exit(supervise(ids + from, to - from, &group_set));
+    subs[part] = pid;
+    subs_alive++;
+  }
+  fclose(stdout); /* the sub-supervisors and agents hold the pipe until they have reported */
+  return reap(subs, parts, subs_alive, &group_set);
+}
+
+/* Forks one agent per id, prints "<id> <pid>" each and "end <count>", then reaps them. */
+static int supervise(char **ids, size_t id_count, const sigset_t *group_set) {
+  pid_t *pids = calloc(id_count > 0 ? id_count : 1, sizeof *pids);
+  size_t count = 0;
+  for (size_t i = 0; i < id_count; i++) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) {
@@ -657,18 +696,25 @@ int main(int argc, char **argv) {
         if (!ready_pipe) dup2(devnull, 1); /* with --ready-pipe, run_agent lets go after reporting */
         if (devnull > 2) close(devnull);
       }
-      _exit(run_agent(line));
+      _exit(run_agent(ids[i]));
     }
-    if (count == cap) pids = realloc(pids, (cap *= 2) * sizeof *pids);
     pids[count++] = pid;
-    printf("%s %d\n", line, (int)pid);
+    /* One write per line (< PIPE_BUF): lines of sibling sub-supervisors never interleave. */
+    char text[256];
+    int n = snprintf(text, sizeof text, "%s %d\n", ids[i], (int)pid);
+    if (write(1, text, (size_t)n) != n) fprintf(stderr, "lean-agent group: cannot report pid\n");
   }
-  printf("end %d\n", (int)count);
-  fflush(stdout);
+  char text[64];
+  int n = snprintf(text, sizeof text, "end %d\n", (int)count);
+  if (write(1, text, (size_t)n) != n) fprintf(stderr, "lean-agent group: cannot report end\n");
   fclose(stdout);
-  size_t alive = count;
+  return reap(pids, count, count, group_set);
+}
+
+/* Waits for `alive` of `pids` to exit, forwarding SIGTERM/SIGINT to them. */
+static int reap(pid_t *pids, size_t count, size_t alive, const sigset_t *group_set) {
   while (alive > 0) {
-    int sig = sigwaitinfo(&group_set, NULL);
+    int sig = sigwaitinfo(group_set, NULL);
     if (sig == SIGTERM || sig == SIGINT) {
       for (size_t i = 0; i < count; i++)
         if (pids[i] > 0) kill(pids[i], SIGTERM);

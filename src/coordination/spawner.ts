@@ -19,8 +19,10 @@ import { BASH_AGENT, CLI_MAIN } from "./paths.js";
 import { MESSAGE, type ReadyPayload } from "./protocol.js";
 import type { AgentRecord, AgentRuntime, ProcessRecord } from "./registry.js";
 
-/** Lean agents per supervisor process (a team's group forks in parallel with other groups). */
+/** Lean agents per supervisor (supervisors fork their agents in parallel with each other). */
 export const LEAN_GROUP_SIZE_DEFAULT = 100;
+/** Supervisors forked by one lean group process (`--fanout`; the C agent accepts 1..64). */
+export const LEAN_FANOUT_MAX = 64;
 /** Logical agents per pooled host process. */
 export const POOLED_HOST_SIZE_DEFAULT = 2500;
 /** Node processes started at once. */
@@ -222,26 +224,35 @@ function spawnLeanGroups(
     "--deliveries-max",
     String(options.bus.config.deliveriesMax),
   );
+  // One lean process per LEAN_FANOUT_MAX supervisors: it forks its supervisors (--fanout), which
+  // fork the agents in parallel. Node's spawn of its own large process costs ~10–20 ms of kernel
+  // time on a VM (page tables), a fork of the small lean process well under 1 ms.
+  const perProcess = groupSize * LEAN_FANOUT_MAX;
   const groups: Array<Promise<void>> = [];
-  for (let start = 0; start < options.agents.length; start += groupSize) {
-    const slice = options.agents.slice(start, start + groupSize);
-    const child = spawn(binary, args, {
+  for (let start = 0; start < options.agents.length; start += perProcess) {
+    const slice = options.agents.slice(start, start + perProcess);
+    const fanout = Math.ceil(slice.length / groupSize);
+    const child = spawn(binary, [...args, "--fanout", String(fanout)], {
       stdio: ["pipe", "pipe", stderrOf(options)],
       detached: options.detached ?? false,
     });
     children.push(child);
-    onExit(child, `lean group ${start / groupSize}`);
+    onExit(child, `lean group ${start / perProcess}`);
     const record: ProcessRecord = { pid: child.pid ?? 0, kind: "lean-group", agents: slice.length };
     processes.push(record);
     child.stdin?.end(`${slice.map((agent) => agent.id).join("\n")}\n`);
     groups.push(
       new Promise((resolve) => {
+        // Every supervisor reports "end <n>"; the process has launched once they sum to its slice.
+        let launched = 0;
         const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
         lines.on("line", (line) => {
           const [first, second, third] = line.split(" ");
           if (first === "ready") onAgentReady(second, Number(third));
-          else if (first === "end") resolve();
-          else if (second) pids.set(first, Number(second));
+          else if (first === "end") {
+            launched += Number(second);
+            if (launched >= slice.length) resolve();
+          } else if (second) pids.set(first, Number(second));
         });
         lines.on("close", () => resolve());
       }),
