@@ -3,36 +3,17 @@
 // messages' headers. A real tracer provider with an in-memory exporter; real bus, master,
 // coordinator and agent runners.
 
-import { context, propagation, trace } from "@opentelemetry/api";
-import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
-import {
-  BasicTracerProvider,
-  InMemorySpanExporter,
-  SimpleSpanProcessor,
-} from "@opentelemetry/sdk-trace-base";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
 import { AgentRunner, echoExecutor } from "../../src/coordination/agent-runner.js";
 import { FileCheckpointStore } from "../../src/coordination/checkpoint.js";
 import { Coordinator } from "../../src/coordination/coordinator.js";
 import { Master } from "../../src/coordination/master.js";
 import { planTopology } from "../../src/coordination/topology.js";
+import { useInMemoryTracer } from "../obs/in-memory-tracer.js";
 import { removeRoot, tempRoot } from "./helpers.js";
 
-const exporter = new InMemorySpanExporter();
-const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-
-beforeAll(() => {
-  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  trace.setGlobalTracerProvider(provider);
-});
-afterAll(() => {
-  trace.disable();
-  propagation.disable();
-  context.disable();
-});
+const { exporter } = useInMemoryTracer({ asyncContext: true });
 
 describe("tracing a round", () => {
   it("links cfn.round → cfn.team → cfn.task in one trace", async () => {

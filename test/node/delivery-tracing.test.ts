@@ -7,13 +7,7 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { context, propagation, trace } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
-import {
-  BasicTracerProvider,
-  InMemorySpanExporter,
-  SimpleSpanProcessor,
-} from "@opentelemetry/sdk-trace-base";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
 import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
@@ -24,19 +18,10 @@ import { NodeMetrics } from "../../src/node/node-metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { MemoryNetwork } from "../../src/transport/index.js";
+import { useInMemoryTracer } from "../obs/in-memory-tracer.js";
 import { scratchDir, waitFor } from "./harness.js";
 
-const exporter = new InMemorySpanExporter();
-const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-
-beforeAll(() => {
-  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  trace.setGlobalTracerProvider(provider);
-});
-afterAll(() => {
-  trace.disable();
-  propagation.disable();
-});
+const { exporter, provider } = useInMemoryTracer();
 
 describe("delivery tracing", () => {
   it("spans the forward hop and the inbox write under the message's trace context", async () => {
