@@ -14,10 +14,10 @@
 // batches of at most batchEntriesMax; `append` resolves when its entry is durable.
 
 import { createHash } from "node:crypto";
-import { resolve } from "node:path";
-import { ClassicLevel } from "classic-level";
+import type { ClassicLevel } from "classic-level";
 import { CfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
+import { closeLevel, openLevel } from "../storage/level-open.js";
 
 type Db = ClassicLevel<string, string>;
 
@@ -78,7 +78,6 @@ const GENESIS = "0".repeat(64);
 const SEQ_DIGITS = 16;
 /** Entries chained but not yet written; past this an append is refused (the disk is stuck). */
 export const AUDIT_PENDING_ENTRIES_MAX = 10_000;
-const openPaths = new Set<string>();
 
 function entryKey(seq: number): string {
   return `e!${String(seq).padStart(SEQ_DIGITS, "0")}`;
@@ -135,24 +134,8 @@ export class AuditLog {
 
   /** Opens (creating) the log; CFN_ERR_DATA_DIR_LOCKED when it is open already. */
   static async open(options: AuditLogOptions): Promise<AuditLog> {
-    const path = resolve(options.path);
-    if (openPaths.has(path))
-      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `audit log ${path} is already open in this process`, {
-        path,
-      });
-    openPaths.add(path);
-    const db: Db = new ClassicLevel<string, string>(path, { keyEncoding: "utf8", valueEncoding: "utf8" });
+    const { db, path } = await openLevel(options.path, "audit log", "utf8");
     try {
-      try {
-        await db.open({ createIfMissing: true });
-      } catch (error) {
-        const locked = (error as { cause?: { code?: string } }).cause?.code === "LEVEL_LOCKED";
-        throw new CfnError(
-          locked ? "CFN_ERR_DATA_DIR_LOCKED" : "CFN_ERR_STORAGE",
-          `cannot open audit log ${path}: ${String(error)}`,
-          { path },
-        );
-      }
       const anchorText = await db.get("meta!anchor");
       const anchor = anchorText
         ? (JSON.parse(anchorText) as { seq: number; prev: string })
@@ -166,8 +149,7 @@ export class AuditLog {
       }
       return new AuditLog(db, path, options, { anchor, first: anchor.seq, head, headHash });
     } catch (error) {
-      openPaths.delete(path);
-      await db.close().catch(() => undefined);
+      await closeLevel(db, path).catch(() => undefined);
       throw error;
     }
   }
@@ -329,10 +311,6 @@ export class AuditLog {
     if (this.closed) return;
     await this.flush();
     this.closed = true;
-    try {
-      await this.db.close();
-    } finally {
-      openPaths.delete(this.path);
-    }
+    await closeLevel(this.db, this.path);
   }
 }

@@ -6,8 +6,7 @@
 // Writes are serialized through one promise chain: the adapter keeps the log's bounds in memory
 // to compute which stale entries a batch deletes, and two interleaved batches would race on them.
 
-import { resolve } from "node:path";
-import { ClassicLevel } from "classic-level";
+import type { ClassicLevel } from "classic-level";
 import { CfnError, isCfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
@@ -30,6 +29,7 @@ import {
   SNAPSHOT_KEY,
 } from "./codec.js";
 import { type BlockBounds, decodeEntryBlock, encodeEntryBlock, entryBlockBounds } from "./entry-block.js";
+import { closeLevel, openLevel } from "./level-open.js";
 import {
   assertSaveBatch,
   checkSnapshotNewer,
@@ -62,7 +62,6 @@ const NO_BYTES = new Uint8Array(0);
  * Paths held open by this process. classic-level's LOCK only guards against other processes:
  * a second open of the same path in one process would share the lock and corrupt the store.
  */
-const openPaths = new Set<string>();
 
 export interface LevelLogStoreOptions {
   /** The data dir (created when missing). */
@@ -101,26 +100,8 @@ export class LevelLogStore implements LogStore {
    */
   static async open(options: LevelLogStoreOptions): Promise<LevelLogStore> {
     validateIdentity(options.identity);
-    const path = resolve(options.path);
-    if (openPaths.has(path)) {
-      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `data dir ${path} is already open in this process`, {
-        path,
-      });
-    }
-    openPaths.add(path);
-    const db: Db = new ClassicLevel<string, Uint8Array>(path, { keyEncoding: "utf8", valueEncoding: "view" });
+    const { db, path } = await openLevel(options.path, "data dir", "view");
     try {
-      try {
-        await db.open({ createIfMissing: true });
-      } catch (error) {
-        if (hasCode(error, "LEVEL_LOCKED")) {
-          throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `data dir ${path} is locked by another process`, {
-            path,
-            cause: error,
-          });
-        }
-        throw storageError(`cannot open data dir ${path}`, error);
-      }
       const store = new LevelLogStore(db, path, options);
       await store.checkIdentity();
       await store.readBounds();
@@ -131,8 +112,7 @@ export class LevelLogStore implements LogStore {
       });
       return store;
     } catch (error) {
-      openPaths.delete(path);
-      await db.close().catch(() => undefined);
+      await closeLevel(db, path).catch(() => undefined);
       throw error;
     }
   }
@@ -208,11 +188,7 @@ export class LevelLogStore implements LogStore {
     if (this.closed) return;
     this.closed = true;
     await this.writeChain.catch(() => undefined);
-    try {
-      await this.db.close();
-    } finally {
-      openPaths.delete(this.path);
-    }
+    await closeLevel(this.db, this.path);
   }
 
   private async writeSave(batch: EncodedBatch): Promise<void> {
@@ -359,7 +335,7 @@ export class LevelLogStore implements LogStore {
   }
 }
 
-function hasCode(error: unknown, code: string): boolean {
+function _hasCode(error: unknown, code: string): boolean {
   for (let e = error as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
     if (e.code === code) return true;
   }

@@ -14,11 +14,11 @@
 //        c!<from>             receiver cursor {stream, seq} (older versions; read only)
 
 import { randomUUID } from "node:crypto";
-import { resolve } from "node:path";
-import { ClassicLevel } from "classic-level";
+import type { ClassicLevel } from "classic-level";
 import { CfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
 import { PLAINTEXT_CODEC, type SealedRecordCodec } from "../../security/record-cipher.js";
+import { closeLevel, openLevel } from "../../storage/level-open.js";
 import type { WireMessage } from "./wire.js";
 
 type Db = ClassicLevel<string, string>;
@@ -54,7 +54,6 @@ export interface SpoolOptions {
 }
 
 /** Paths open in this process: classic-level's LOCK does not guard a second open in one process. */
-const openPaths = new Set<string>();
 
 const SEQ_DIGITS = 16;
 
@@ -93,26 +92,8 @@ export class DeliverySpool {
 
   /** Opens (creating) the spool; CFN_ERR_DATA_DIR_LOCKED when it is open elsewhere. */
   static async open(options: SpoolOptions): Promise<DeliverySpool> {
-    const path = resolve(options.path);
-    if (openPaths.has(path))
-      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `spool ${path} is already open in this process`, {
-        path,
-      });
-    openPaths.add(path);
-    const db: Db = new ClassicLevel<string, string>(path, { keyEncoding: "utf8", valueEncoding: "utf8" });
+    const { db, path } = await openLevel(options.path, "spool", "utf8");
     try {
-      try {
-        await db.open({ createIfMissing: true });
-      } catch (error) {
-        const code = (error as { code?: string }).code;
-        const cause = (error as { cause?: { code?: string } }).cause?.code;
-        if (code === "LEVEL_LOCKED" || cause === "LEVEL_LOCKED") {
-          throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `spool ${path} is locked by another process`, {
-            path,
-          });
-        }
-        throw new CfnError("CFN_ERR_STORAGE", `cannot open spool ${path}: ${String(error)}`, { path });
-      }
       let streamId = await db.get("meta!stream");
       if (streamId === undefined) {
         streamId = randomUUID();
@@ -122,8 +103,7 @@ export class DeliverySpool {
       await spool.loadMeta();
       return spool;
     } catch (error) {
-      openPaths.delete(path);
-      await db.close().catch(() => undefined);
+      await closeLevel(db, path).catch(() => undefined);
       throw error;
     }
   }
@@ -286,11 +266,7 @@ export class DeliverySpool {
     if (this.closed) return;
     this.closed = true;
     await this.flush();
-    try {
-      await this.db.close();
-    } finally {
-      openPaths.delete(this.path);
-    }
+    await closeLevel(this.db, this.path);
   }
 
   private assertOpen(): void {
