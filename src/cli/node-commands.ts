@@ -9,6 +9,7 @@ import { nodeSettingsFromClusterFile, readClusterFile } from "../node/cluster-fi
 import { apiRequest, ClusterNode } from "../node/node.js";
 import { parseNodeConfig } from "../node/node-config.js";
 import { startTracing, type Tracing } from "../obs/tracing.js";
+import { type ApiFlags, apiOf, collect, withApi } from "./api-flags.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, reportError, table } from "./output.js";
 
@@ -27,19 +28,6 @@ interface StartFlags {
   persistence?: boolean;
   leaveOnShutdown?: boolean;
   set: string[];
-}
-
-interface ApiFlags {
-  api?: string;
-  token?: string;
-  json?: boolean;
-}
-
-const DEFAULT_API = "http://127.0.0.1:7201";
-const DEFAULT_TOKEN = "cfn-single-node-local-token";
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
 }
 
 /** `--peer n2=ws://h:7102,http://h:7202` */
@@ -98,13 +86,6 @@ export function nodeSettingsFromFlags(
   if (flags.leaveOnShutdown) settings.leaveOnShutdown = true;
   for (const [name, value] of flags.set.map(parseSetting)) settings[name] = value;
   return settings;
-}
-
-function apiOf(flags: ApiFlags): { api: string; token: string } {
-  return {
-    api: flags.api ?? process.env.CFN_NODE_API ?? DEFAULT_API,
-    token: flags.token ?? process.env.CFN_CLUSTER_TOKEN ?? DEFAULT_TOKEN,
-  };
 }
 
 export function registerNodeCommands(program: Command): void {
@@ -209,11 +190,6 @@ export function registerNodeCommands(program: Command): void {
     });
 
   const cluster = program.command("cluster").description("cluster operations through a node's HTTP API");
-  const withApi = (command: Command) =>
-    command
-      .option("--api <url>", `node API URL (default CFN_NODE_API or ${DEFAULT_API})`)
-      .option("--token <secret>", "cluster token (default CFN_CLUSTER_TOKEN)")
-      .option("--json", "print as JSON");
 
   withApi(
     cluster

@@ -10,35 +10,8 @@ import { apiRequest } from "../node/node.js";
 import { silentLogger } from "../obs/logger.js";
 import { type AuditEntry, AuditLog, type AuditVerifyReport } from "../security/audit-log.js";
 import type { TokenListing } from "../security/tokens.js";
+import { type ApiFlags, apiOf, collect, withApi } from "./api-flags.js";
 import { printJson, printLine, table } from "./output.js";
-
-interface ApiFlags {
-  api?: string;
-  token?: string;
-  json?: boolean;
-}
-
-const DEFAULT_API = "http://127.0.0.1:7201";
-const DEFAULT_TOKEN = "cfn-single-node-local-token";
-
-/** Where and as whom: --api/--token, else CFN_NODE_API and CFN_API_TOKEN (or CFN_CLUSTER_TOKEN). */
-function apiOf(flags: ApiFlags): { api: string; token: string } {
-  return {
-    api: flags.api ?? process.env.CFN_NODE_API ?? DEFAULT_API,
-    token: flags.token ?? process.env.CFN_API_TOKEN ?? process.env.CFN_CLUSTER_TOKEN ?? DEFAULT_TOKEN,
-  };
-}
-
-function withApi(command: Command): Command {
-  return command
-    .option("--api <url>", `node API URL (default CFN_NODE_API or ${DEFAULT_API})`)
-    .option("--token <secret>", "API or cluster token (default CFN_API_TOKEN, then CFN_CLUSTER_TOKEN)")
-    .option("--json", "print as JSON");
-}
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
 
 export function registerSecurityCommands(program: Command): void {
   const token = program.command("token").description("API tokens bound to a principal and roles (RBAC)");

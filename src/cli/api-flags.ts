@@ -1,0 +1,34 @@
+// The flags every command that talks to a node's HTTP API shares: where (--api) and as whom
+// (--token), with the same environment fallbacks everywhere.
+
+import type { Command } from "commander";
+
+export interface ApiFlags {
+  api?: string;
+  token?: string;
+  json?: boolean;
+}
+
+export const DEFAULT_API = "http://127.0.0.1:7201";
+export const DEFAULT_TOKEN = "cfn-single-node-local-token";
+
+/** Where and as whom: --api/--token, else CFN_NODE_API and CFN_API_TOKEN (or CFN_CLUSTER_TOKEN). */
+export function apiOf(flags: ApiFlags): { api: string; token: string } {
+  return {
+    api: flags.api ?? process.env.CFN_NODE_API ?? DEFAULT_API,
+    token: flags.token ?? process.env.CFN_API_TOKEN ?? process.env.CFN_CLUSTER_TOKEN ?? DEFAULT_TOKEN,
+  };
+}
+
+/** Adds --api, --token and --json to `command`. */
+export function withApi(command: Command): Command {
+  return command
+    .option("--api <url>", `node API URL (default CFN_NODE_API or ${DEFAULT_API})`)
+    .option("--token <secret>", "API or cluster token (default CFN_API_TOKEN, then CFN_CLUSTER_TOKEN)")
+    .option("--json", "print as JSON");
+}
+
+/** commander's repeatable option collector (`--set a --set b`). */
+export function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
