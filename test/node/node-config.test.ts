@@ -1,9 +1,9 @@
 // Node settings and cluster files: validation names every bad field; a cluster file gives each
 // node its listen addresses, data dir and the other founders as peers.
 
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { nodeSettingsFromFlags } from "../../src/cli/node-commands.js";
 import { isCfnError } from "../../src/errors.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../../src/node/cluster-file.js";
@@ -81,6 +81,7 @@ describe("node settings", () => {
 describe("cluster files", () => {
   it("gives each node its addresses, data dir and the other founders", () => {
     const dir = scratchDir("cfn-cluster-file-");
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const path = join(dir, "c.yaml");
     writeFileSync(
       path,
