@@ -144,6 +144,8 @@ export class NetnsHosts {
   static create(count: number): NetnsHosts {
     if (!Number.isInteger(count) || count < 1 || count > NETNS_HOSTS_MAX)
       throw new Error(`host count ${count} is outside 1..${NETNS_HOSTS_MAX}`);
+    const problem = netnsUnavailableReason();
+    if (problem) throw new Error(`network namespaces unavailable: ${problem}`);
     const hosts = new NetnsHosts(leaseSubnet(), count);
     liveSets.add(hosts);
     try {
