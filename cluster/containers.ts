@@ -13,7 +13,8 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { GenericContainer, type StartedTestContainer, Wait } from "testcontainers";
 import { ensureNodeImage } from "./image/node-image.js";
-import { KvClusterClient } from "./kv-client.js";
+import type { KvClusterClient } from "./kv-client.js";
+import { KvClusterBase } from "./kv-cluster-base.js";
 import type { KvNodeStatus } from "./kv-protocol.js";
 import { agreedLeader, repoRoot } from "./local.js";
 
@@ -68,7 +69,7 @@ process.once("exit", () => {
  *  (with the client default, 2 s, each poll waited for it and elections looked seconds long). */
 const STATUS_ATTEMPT_MS = 300;
 
-export class ContainerCluster {
+export class ContainerCluster extends KvClusterBase<ContainerNode> {
   readonly nodes: ContainerNode[] = [];
   readonly network: string;
   readonly image: string;
@@ -78,6 +79,7 @@ export class ContainerCluster {
   private statusClientMade: KvClusterClient | undefined;
 
   private constructor(network: string, subnet: string, image: string, nodes: ContainerNode[], token: string) {
+    super();
     this.network = network;
     this.subnet = subnet;
     this.image = image;
@@ -136,22 +138,6 @@ export class ContainerCluster {
       throw error;
     }
     return cluster;
-  }
-
-  get clientUrls(): Record<string, string> {
-    return Object.fromEntries(this.nodes.map((node) => [node.id, node.clientUrl]));
-  }
-
-  client(
-    options: { requestTimeoutMs?: number; retryDelayMs?: number; attemptTimeoutMs?: number } = {},
-  ): KvClusterClient {
-    return new KvClusterClient({ urls: this.clientUrls, clusterToken: this.clusterToken, ...options });
-  }
-
-  node(id: string): ContainerNode {
-    const node = this.nodes.find((candidate) => candidate.id === id);
-    if (!node) throw new Error(`no node ${id}`);
-    return node;
   }
 
   async status(id: string, digest = false): Promise<KvNodeStatus | undefined> {

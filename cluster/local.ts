@@ -28,7 +28,8 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { KvClusterClient } from "./kv-client.js";
+import type { KvClusterClient } from "./kv-client.js";
+import { KvClusterBase } from "./kv-cluster-base.js";
 import type { KvNodeStatus } from "./kv-protocol.js";
 import { reservePort } from "./ports.js";
 
@@ -127,7 +128,7 @@ const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
  *  (with the client default, 2 s, each poll waited for it and elections looked seconds long). */
 const STATUS_ATTEMPT_MS = 300;
 
-export class LocalCluster {
+export class LocalCluster extends KvClusterBase<LocalNode> {
   readonly nodes: LocalNode[];
   readonly clusterToken: string;
   readonly baseDir: string;
@@ -142,6 +143,7 @@ export class LocalCluster {
     baseDir: string,
     clusterToken: string,
   ) {
+    super();
     this.options = options;
     this.nodes = nodes;
     this.baseDir = baseDir;
@@ -208,24 +210,6 @@ export class LocalCluster {
       throw error;
     }
     return cluster;
-  }
-
-  /** Node id → client URL, for KvClusterClient. */
-  get clientUrls(): Record<string, string> {
-    return Object.fromEntries(this.nodes.map((node) => [node.id, node.clientUrl]));
-  }
-
-  /** A new client of this cluster (close it when done). */
-  client(
-    options: { requestTimeoutMs?: number; retryDelayMs?: number; attemptTimeoutMs?: number } = {},
-  ): KvClusterClient {
-    return new KvClusterClient({ urls: this.clientUrls, clusterToken: this.clusterToken, ...options });
-  }
-
-  node(id: string): LocalNode {
-    const node = this.nodes.find((candidate) => candidate.id === id);
-    if (!node) throw new Error(`no node ${id}`);
-    return node;
   }
 
   isRunning(id: string): boolean {
