@@ -10,12 +10,13 @@ import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
 import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
 import { DeliverySpool } from "../../src/node/delivery/spool.js";
-import { DELIVER_CHANNEL, parseDeliveryFrame } from "../../src/node/delivery/wire.js";
+import { DELIVER_CHANNEL } from "../../src/node/delivery/wire.js";
 import { NodeMetrics } from "../../src/node/node-metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { seededRandom } from "../../src/raft/index.js";
 import { MemoryNetwork, type Transport } from "../../src/transport/index.js";
+import { wireDelivery } from "./delivery-wiring.js";
 import { scratchDir, waitFor } from "./harness.js";
 
 /** Wraps a transport: frames of the deliver channel are dropped, duplicated or delayed. */
@@ -113,14 +114,7 @@ describe("delivery protocol over a lossy link (memory transport twin)", () => {
         dedupWindowMessagesMax: 100_000,
       });
     let receiver = makeReceiver(ledgerB);
-    transportB.onFrame(DELIVER_CHANNEL, (payload, from) => {
-      const parsed = parseDeliveryFrame(payload);
-      if (parsed.ok && parsed.frame.t === "d") receiver.handle(parsed.frame, from);
-    });
-    transportA.onFrame(DELIVER_CHANNEL, (payload, from) => {
-      const parsed = parseDeliveryFrame(payload);
-      if (parsed.ok && parsed.frame.t !== "d") forwarder.handleControl(parsed.frame, from);
-    });
+    wireDelivery(transportA, forwarder, transportB, () => receiver);
     await forwarder.start();
 
     const senders = ["s1", "s2", "s3"];

@@ -13,12 +13,12 @@ import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
 import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
 import { DeliverySpool } from "../../src/node/delivery/spool.js";
-import { DELIVER_CHANNEL, parseDeliveryFrame } from "../../src/node/delivery/wire.js";
 import { NodeMetrics } from "../../src/node/node-metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { MemoryNetwork } from "../../src/transport/index.js";
 import { useInMemoryTracer } from "../obs/in-memory-tracer.js";
+import { wireDelivery } from "./delivery-wiring.js";
 import { scratchDir, waitFor } from "./harness.js";
 
 const { exporter, provider } = useInMemoryTracer();
@@ -62,14 +62,7 @@ describe("delivery tracing", () => {
       metrics: nodeMetrics,
       dedupWindowMessagesMax: 1_000,
     });
-    transportB.onFrame(DELIVER_CHANNEL, (payload, from) => {
-      const parsed = parseDeliveryFrame(payload);
-      if (parsed.ok && parsed.frame.t === "d") receiver.handle(parsed.frame, from);
-    });
-    transportA.onFrame(DELIVER_CHANNEL, (payload, from) => {
-      const parsed = parseDeliveryFrame(payload);
-      if (parsed.ok && parsed.frame.t !== "d") forwarder.handleControl(parsed.frame, from);
-    });
+    wireDelivery(transportA, forwarder, transportB, () => receiver);
     await forwarder.start();
     try {
       const parent = provider.getTracer("test").startSpan("cfn.task");
