@@ -13,10 +13,8 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { GenericContainer, type StartedTestContainer, Wait } from "testcontainers";
 import { ensureNodeImage } from "./image/node-image.js";
-import type { KvClusterClient } from "./kv-client.js";
 import { KvClusterBase } from "./kv-cluster-base.js";
-import type { KvNodeStatus } from "./kv-protocol.js";
-import { agreedLeader, repoRoot } from "./local.js";
+import { repoRoot } from "./local.js";
 
 process.env.TESTCONTAINERS_RYUK_DISABLED = "true";
 
@@ -67,7 +65,6 @@ process.once("exit", () => {
 
 /** A status request waits this long: a paused or cut-off node must not stall leader polling
  *  (with the client default, 2 s, each poll waited for it and elections looked seconds long). */
-const STATUS_ATTEMPT_MS = 300;
 
 export class ContainerCluster extends KvClusterBase<ContainerNode> {
   readonly nodes: ContainerNode[] = [];
@@ -75,8 +72,6 @@ export class ContainerCluster extends KvClusterBase<ContainerNode> {
   readonly image: string;
   readonly clusterToken: string;
   private readonly subnet: string;
-  /** Made once every node is known (a client's node list is fixed at construction). */
-  private statusClientMade: KvClusterClient | undefined;
 
   private constructor(network: string, subnet: string, image: string, nodes: ContainerNode[], token: string) {
     super();
@@ -85,11 +80,6 @@ export class ContainerCluster extends KvClusterBase<ContainerNode> {
     this.image = image;
     this.nodes = nodes;
     this.clusterToken = token;
-  }
-
-  private get statusClient(): KvClusterClient {
-    this.statusClientMade ??= this.client({ requestTimeoutMs: 1_000, attemptTimeoutMs: STATUS_ATTEMPT_MS });
-    return this.statusClientMade;
   }
 
   /** Builds the image if needed, creates the network, starts `size` nodes, waits until all serve. */
@@ -138,19 +128,6 @@ export class ContainerCluster extends KvClusterBase<ContainerNode> {
       throw error;
     }
     return cluster;
-  }
-
-  async status(id: string, digest = false): Promise<KvNodeStatus | undefined> {
-    try {
-      return await this.statusClient.status(id, digest);
-    } catch {
-      return undefined;
-    }
-  }
-
-  async leader(): Promise<string | undefined> {
-    const statuses = await Promise.all(this.nodes.map((node) => this.status(node.id)));
-    return agreedLeader(statuses, this.nodes.length);
   }
 
   /** `docker kill` (SIGKILL to the node, the container stops; its filesystem stays). */
@@ -208,7 +185,7 @@ export class ContainerCluster extends KvClusterBase<ContainerNode> {
   }
 
   async stop(): Promise<void> {
-    this.statusClientMade?.close();
+    this.closeStatusClient();
     this.removeNow();
   }
 

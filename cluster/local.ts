@@ -28,9 +28,10 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import type { KvClusterClient } from "./kv-client.js";
-import { KvClusterBase } from "./kv-cluster-base.js";
-import type { KvNodeStatus } from "./kv-protocol.js";
+import { agreedLeader, KvClusterBase } from "./kv-cluster-base.js";
+
+export { agreedLeader };
+
 import { reservePort } from "./ports.js";
 
 /** Starts tried when a probed-free port was taken before a node bound it. */
@@ -109,24 +110,7 @@ export async function freePort(): Promise<number> {
   return reservePort(LOOPBACK);
 }
 
-/** The leader a majority of a cluster of `size` agree on (same id and term), given the statuses
- *  of the nodes that answered (undefined for those that did not), or undefined. */
-export function agreedLeader(answers: (KvNodeStatus | undefined)[], size: number): string | undefined {
-  const statuses = answers.filter((status) => status !== undefined);
-  const leaders = statuses.filter((status) => status.role === "leader");
-  if (leaders.length === 0) return undefined;
-  const newest = leaders.reduce((a, b) => (b.term > a.term ? b : a));
-  const agreeing = statuses.filter(
-    (status) => status.leader === newest.id && status.term === newest.term,
-  ).length;
-  return agreeing > size / 2 ? newest.id : undefined;
-}
-
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
-
-/** A status request waits this long: a paused or cut-off node must not stall leader polling
- *  (with the client default, 2 s, each poll waited for it and elections looked seconds long). */
-const STATUS_ATTEMPT_MS = 300;
 
 export class LocalCluster extends KvClusterBase<LocalNode> {
   readonly nodes: LocalNode[];
@@ -135,7 +119,6 @@ export class LocalCluster extends KvClusterBase<LocalNode> {
   private readonly options: LocalClusterOptions;
   private readonly entry: string;
   private readonly logs = new Map<string, WriteStream>();
-  private statusClient: KvClusterClient;
 
   private constructor(
     options: LocalClusterOptions,
@@ -149,7 +132,6 @@ export class LocalCluster extends KvClusterBase<LocalNode> {
     this.baseDir = baseDir;
     this.clusterToken = clusterToken;
     this.entry = options.entry ?? join(repoRoot(), "dist", "cluster", "kv-node.js");
-    this.statusClient = this.client({ requestTimeoutMs: 1_000, attemptTimeoutMs: STATUS_ATTEMPT_MS });
   }
 
   /**
@@ -217,21 +199,8 @@ export class LocalCluster extends KvClusterBase<LocalNode> {
     return child !== undefined && child.exitCode === null && child.signalCode === null;
   }
 
-  /** Status of one running node, or undefined when it does not answer. `digest` adds the
-   *  state digest (hashes the whole state). */
-  async status(id: string, digest = false): Promise<KvNodeStatus | undefined> {
-    if (!this.isRunning(id)) return undefined;
-    try {
-      return await this.statusClient.status(id, digest);
-    } catch {
-      return undefined;
-    }
-  }
-
-  /** The leader as the running nodes see it: one a majority of them name, who says it leads. */
-  async leader(): Promise<string | undefined> {
-    const statuses = await Promise.all(this.nodes.map((node) => this.status(node.id)));
-    return agreedLeader(statuses, this.nodes.length);
+  protected override mayAnswer(id: string): boolean {
+    return this.isRunning(id);
   }
 
   async waitForLeader(timeoutMs = 15_000, except?: string): Promise<string> {
@@ -287,7 +256,7 @@ export class LocalCluster extends KvClusterBase<LocalNode> {
 
   /** Stops every node (SIGTERM, SIGKILL after 5 s) and removes the base dir unless kept. */
   async stop(): Promise<void> {
-    this.statusClient.close();
+    this.closeStatusClient();
     await Promise.all(
       this.nodes.map(async (node) => {
         const child = node.process;
