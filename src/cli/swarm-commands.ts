@@ -16,14 +16,17 @@ import {
   readSwarmRecord,
   removeSwarmRecord,
   type SwarmRecord,
+  writeSwarmRecord,
 } from "../coordination/registry.js";
 import { killProcesses } from "../coordination/spawner.js";
 import { defaultCheckpointDir, LocalSwarm, workerRefsOf } from "../coordination/swarm.js";
 import { describePlan, type Plan, planTopology, teamsOf } from "../coordination/topology.js";
 import { resolveTopology } from "../coordination/topology-source.js";
 import { CfnError } from "../errors.js";
+import { apiOf } from "./api-flags.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, table } from "./output.js";
+import { joinCluster, leaveCluster, runClusterRound } from "./swarm-cluster.js";
 
 const RUNTIMES: AgentRuntime[] = ["lean", "node", "command", "pooled", "bash"];
 
@@ -141,6 +144,12 @@ export function registerSwarmCommands(program: Command): void {
     .option("--runtime <r>", "lean (C, default), node, command (with -- cmd), pooled")
     .option("--work-ms <ms>", "lean runtime: simulated work per task")
     .option("--task-timeout-ms <ms>", "command runtime: kill a task's command after this long")
+    .option("--cluster", "register the agents with the local node: the cluster's master runs the rounds")
+    .option("--api <url>", "with --cluster: node API URL (default CFN_NODE_API or http://127.0.0.1:7201)")
+    .option(
+      "--token <secret>",
+      "with --cluster: API or cluster token (default CFN_API_TOKEN, CFN_CLUSTER_TOKEN)",
+    )
     .option("--json", "print a JSON summary")
     .argument("[command...]", "command each agent wraps (after --)")
     .action(
@@ -151,6 +160,9 @@ export function registerSwarmCommands(program: Command): void {
           runtime?: string;
           workMs?: string;
           taskTimeoutMs?: string;
+          cluster?: boolean;
+          api?: string;
+          token?: string;
           json?: boolean;
         },
       ) => {
@@ -191,6 +203,19 @@ export function registerSwarmCommands(program: Command): void {
         // The coordinators and the master of this command are not needed: rounds start their own.
         local.master.close();
         const readyMs = performance.now() - startedAt;
+        let clusterNode: string | undefined;
+        if (options.cluster) {
+          const target = apiOf(options);
+          const record = readSwarmRecord(bus.dir, options.name) as SwarmRecord;
+          try {
+            clusterNode = await joinCluster(target, bus, record);
+          } catch (error) {
+            // joinCluster withdrew what it registered: the agents go again, the command fails.
+            await stopSwarm(bus, record, 5_000);
+            throw error;
+          }
+          writeSwarmRecord(bus.dir, { ...record, cluster: { api: target.api, nodeId: clusterNode } });
+        }
         const summary = {
           swarm: options.name,
           topology: describePlan(plan),
@@ -199,12 +224,17 @@ export function registerSwarmCommands(program: Command): void {
           processes: local.spawned.processes.length,
           readyMs: Math.round(readyMs),
           busDir: bus.dir,
+          ...(clusterNode ? { clusterNode } : {}),
         };
         if (options.json) printJson(summary);
         else {
           printLine(
             `swarm ${summary.swarm}: ${summary.agents} agents ready in ${summary.readyMs} ms (${summary.topology}, runtime ${summary.runtime})`,
           );
+          if (clusterNode)
+            printLine(
+              `registered on node ${clusterNode}: the cluster's master places the team coordinators and runs rounds (cfn swarm round --name ${summary.swarm})`,
+            );
           printLine(
             `bus ${bus.dir} — see: cfn swarm status --name ${summary.swarm}; stop: cfn swarm stop --name ${summary.swarm}`,
           );
@@ -262,25 +292,51 @@ export function registerSwarmCommands(program: Command): void {
     .option("--name <swarm>", "swarm to stop")
     .option("--all", "stop every swarm on the bus")
     .option("--timeout-ms <ms>", "grace period before SIGKILL", "10000")
+    .option(
+      "--token <secret>",
+      "cluster swarms: API or cluster token (default CFN_API_TOKEN, CFN_CLUSTER_TOKEN)",
+    )
     .option("--json", "print JSON")
-    .action(async (options: { name?: string; all?: boolean; timeoutMs: string; json?: boolean }) => {
-      const { config, logger, metrics } = buildContext(program);
-      const bus = new Bus({ config: config.bus, logger, metrics });
-      const names = options.all ? listSwarms(bus.dir) : [options.name ?? "swarm"];
-      const results = [];
-      for (const name of names) {
-        const record = readSwarmRecord(bus.dir, name);
-        if (!record)
-          throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${name} on bus ${bus.dir}`, { swarm: name });
-        results.push(await stopSwarm(bus, record, intOption(options.timeoutMs, "--timeout-ms") ?? 10_000));
-      }
-      if (options.json) printJson({ stopped: results });
-      else
-        for (const result of results)
-          printLine(
-            `swarm ${result.swarm}: ${result.stopped} processes stopped, ${result.killed} killed, ${result.mailboxesRemoved} mailboxes removed${result.mailboxesKept > 0 ? `, ${result.mailboxesKept} kept (messages queued)` : ""}`,
+    .action(
+      async (options: {
+        name?: string;
+        all?: boolean;
+        timeoutMs: string;
+        token?: string;
+        json?: boolean;
+      }) => {
+        const { config, logger, metrics } = buildContext(program);
+        const bus = new Bus({ config: config.bus, logger, metrics });
+        const names = options.all ? listSwarms(bus.dir) : [options.name ?? "swarm"];
+        const results = [];
+        for (const name of names) {
+          const record = readSwarmRecord(bus.dir, name);
+          if (!record)
+            throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${name} on bus ${bus.dir}`, {
+              swarm: name,
+            });
+          results.push(
+            await stopSwarm(
+              bus,
+              record,
+              intOption(options.timeoutMs, "--timeout-ms") ?? 10_000,
+              options.token,
+            ),
           );
-    });
+        }
+        if (options.json) printJson({ stopped: results });
+        else
+          for (const result of results)
+            printLine(
+              `swarm ${result.swarm}: ${result.stopped} processes stopped, ${result.killed} killed, ${result.mailboxesRemoved} mailboxes removed${result.mailboxesKept > 0 ? `, ${result.mailboxesKept} kept (messages queued)` : ""}` +
+                (result.clusterLeft === undefined
+                  ? ""
+                  : result.clusterLeft
+                    ? ", withdrawn from the cluster"
+                    : ", NOT withdrawn from the cluster (node API unreachable: remove its agents with the API)"),
+            );
+      },
+    );
 
   swarm
     .command("round")
@@ -298,6 +354,10 @@ export function registerSwarmCommands(program: Command): void {
     .option("--attempts <n>", "attempts per task (default coordination.attemptsMax)")
     .option("--priority <p>", "high, normal or low", "normal")
     .option("--resume [roundId]", "resume an interrupted round (default: the unfinished one)")
+    .option(
+      "--token <secret>",
+      "cluster swarms: API or cluster token (default CFN_API_TOKEN, CFN_CLUSTER_TOKEN)",
+    )
     .option("--json", "print a JSON result")
     .option("--outcomes", "with --json: include every task's outcome")
     .action(
@@ -310,6 +370,7 @@ export function registerSwarmCommands(program: Command): void {
         attempts?: string;
         priority: string;
         resume?: string | boolean;
+        token?: string;
         json?: boolean;
         outcomes?: boolean;
       }) => {
@@ -320,6 +381,38 @@ export function registerSwarmCommands(program: Command): void {
           throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${options.name} on bus ${bus.dir}`, {
             swarm: options.name,
           });
+        if (record.cluster) {
+          // The cluster's master runs it (and resumes it by itself after a failover).
+          if (options.resume !== undefined)
+            throw new CfnError(
+              "CFN_ERR_CONFIG_INVALID",
+              "--resume is for local swarms: the cluster's master resumes interrupted rounds itself",
+            );
+          const limits = limitFlags(options);
+          const result = await runClusterRound(
+            { api: record.cluster.api, token: apiOf({ token: options.token }).token },
+            bus,
+            record.swarm,
+            {
+              input: parseJson(options.input, "--input"),
+              items:
+                options.items === undefined ? undefined : (parseJson(options.items, "--items") as unknown[]),
+              priority: options.priority as "high" | "normal" | "low",
+              timeoutMs:
+                options.timeoutMs === undefined
+                  ? config.coordination.roundTimeoutMs
+                  : (intOption(options.timeoutMs, "--timeout-ms", 1) as number),
+              limits,
+            },
+            (roundId) => {
+              if (!options.json) process.stderr.write(`round ${roundId} sent to the cluster's master\n`);
+            },
+          );
+          if (options.json) printJson(roundJson(result, options.outcomes));
+          else for (const line of roundLines(result)) printLine(line);
+          process.exitCode = result.failed > 0 ? EXIT.failure : EXIT.ok;
+          return;
+        }
         const plan = planTopology(record.topology, { swarm: record.swarm });
         const checkpoints = new FileCheckpointStore(defaultCheckpointDir(bus, record.swarm));
         const coordinators = plan.coordinators.map(
@@ -359,15 +452,7 @@ export function registerSwarmCommands(program: Command): void {
                   options.timeoutMs === undefined
                     ? config.coordination.roundTimeoutMs
                     : intOption(options.timeoutMs, "--timeout-ms", 1),
-                limits: {
-                  ...roundLimitsOf(config.coordination),
-                  ...(options.taskTimeoutMs === undefined
-                    ? {}
-                    : { taskTimeoutMs: intOption(options.taskTimeoutMs, "--task-timeout-ms", 1) }),
-                  ...(options.attempts === undefined
-                    ? {}
-                    : { attemptsMax: intOption(options.attempts, "--attempts", 1) }),
-                },
+                limits: { ...roundLimitsOf(config.coordination), ...limitFlags(options) },
               },
               {
                 onProgress,
@@ -435,6 +520,19 @@ export function registerSwarmCommands(program: Command): void {
       });
       await coordinator.stop();
     });
+}
+
+/** The round limits given as flags (the rest come from the configuration or the swarm's policy). */
+function limitFlags(options: { taskTimeoutMs?: string; attempts?: string }): {
+  taskTimeoutMs?: number;
+  attemptsMax?: number;
+} {
+  return {
+    ...(options.taskTimeoutMs === undefined
+      ? {}
+      : { taskTimeoutMs: intOption(options.taskTimeoutMs, "--task-timeout-ms", 1) }),
+    ...(options.attempts === undefined ? {} : { attemptsMax: intOption(options.attempts, "--attempts", 1) }),
+  };
 }
 
 function parseJson(text: string, flag: string): unknown {
@@ -507,7 +605,15 @@ export function swarmStatus(bus: Bus, record: SwarmRecord) {
 }
 
 /** Graceful stop of a registered swarm, then removal of its empty mailboxes, checkpoints and registry entry. */
-export async function stopSwarm(bus: Bus, record: SwarmRecord, timeoutMs: number) {
+export async function stopSwarm(bus: Bus, record: SwarmRecord, timeoutMs: number, token?: string) {
+  // A cluster swarm is withdrawn first, so the master stops handing its agents work.
+  let clusterLeft: boolean | undefined;
+  if (record.cluster) {
+    clusterLeft = await leaveCluster({ api: record.cluster.api, token: apiOf({ token }).token }, record).then(
+      () => true,
+      () => false,
+    );
+  }
   const { stopped, killed } = await killProcesses(
     record.processes,
     timeoutMs,
@@ -516,10 +622,10 @@ export async function stopSwarm(bus: Bus, record: SwarmRecord, timeoutMs: number
   let mailboxesRemoved = 0;
   let mailboxesKept = 0;
   const plan = planTopology(record.topology, { swarm: record.swarm });
+  // A cluster swarm's master and coordinators live in the nodes, which drop them with the policy.
   const ids = [
     ...record.agents.map((agent) => agent.id),
-    ...plan.coordinators.map((coordinator) => coordinator.id),
-    plan.master,
+    ...(record.cluster ? [] : [...plan.coordinators.map((coordinator) => coordinator.id), plan.master]),
     `${record.swarm}.spawner`,
   ];
   for (const id of ids) {
@@ -529,10 +635,21 @@ export async function stopSwarm(bus: Bus, record: SwarmRecord, timeoutMs: number
       mailboxesKept++;
       continue;
     }
-    rmSync(bus.layout.agent(id).dir, { recursive: true, force: true });
-    mailboxesRemoved++;
+    try {
+      rmSync(bus.layout.agent(id).dir, { recursive: true, force: true });
+      mailboxesRemoved++;
+    } catch {
+      mailboxesKept++; // something wrote into it meanwhile: left as it is
+    }
   }
   rmSync(defaultCheckpointDir(bus, record.swarm), { recursive: true, force: true });
   removeSwarmRecord(bus.dir, record.swarm);
-  return { swarm: record.swarm, stopped, killed, mailboxesRemoved, mailboxesKept };
+  return {
+    swarm: record.swarm,
+    stopped,
+    killed,
+    mailboxesRemoved,
+    mailboxesKept,
+    ...(clusterLeft === undefined ? {} : { clusterLeft }),
+  };
 }

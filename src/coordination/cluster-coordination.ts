@@ -14,7 +14,7 @@
 
 import type { Bus, Delivery, Mailbox } from "../bus/index.js";
 import { isCfnError } from "../errors.js";
-import { isValidId } from "../node/routing/commands.js";
+import { isValidId, type RoutingCommand } from "../node/routing/commands.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import { Coordinator } from "./coordinator.js";
@@ -187,6 +187,7 @@ export class ClusterCoordination {
         if (!definition || JSON.stringify(definition) !== runtime.definitionJson) {
           await this.dropSwarm(runtime);
           this.swarms.delete(name);
+          if (!definition && this.node.isLeader()) this.withdrawSwarm(runtime);
         }
       }
       const leader = this.node.isLeader();
@@ -258,6 +259,30 @@ export class ClusterCoordination {
       new Promise((resolve) => setTimeout(resolve, STOP_FLUSH_MS).unref()),
     ]);
     runtime.store.close();
+  }
+
+  /**
+   * A swarm whose policy was removed (`cfn swarm stop`): the leader removes what the cluster
+   * registered for it — the master's and the coordinators' agents, `<swarm>.rounds`, its teams.
+   */
+  private withdrawSwarm(runtime: SwarmRuntime): void {
+    const state = this.node.routingState;
+    const commands: RoutingCommand[] = [];
+    const own = [
+      runtime.plan.master,
+      roundsAgentId(runtime.name),
+      ...runtime.plan.coordinators.map((c) => c.id),
+    ];
+    for (const agent of own) if (state.agents.has(agent)) commands.push({ op: "agent.remove", agent });
+    for (const coordinator of runtime.plan.coordinators) {
+      const team = swarmTeamId(runtime.name, coordinator.name);
+      if (coordinator.leaf && state.teams.has(team)) commands.push({ op: "team.remove", team });
+    }
+    if (commands.length === 0) return;
+    this.node
+      .propose({ op: "batch", commands })
+      .then(() => this.logger.info("swarm withdrawn from the routing state", { swarm: runtime.name }))
+      .catch((error) => this.logger.warn("swarm withdrawal failed", { swarm: runtime.name, error }));
   }
 
   /** Team coordinators on the node the leader assigned; group coordinators with the master. */

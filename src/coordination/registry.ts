@@ -42,6 +42,8 @@ export interface SwarmRecord {
   agents: AgentRecord[];
   /** Command each agent wraps (runtime "command"). */
   command?: string[];
+  /** Set when the swarm was registered with a cluster node (`cfn swarm spawn --cluster`). */
+  cluster?: { api: string; nodeId: string };
 }
 
 export function swarmsDir(busDir: string): string {
