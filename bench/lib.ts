@@ -3,6 +3,7 @@
 //   {"suite":…, "figures":[{"name","value","unit","target","met", …}]}
 // and the same object is written to bench/results/<suite>.json.
 
+import { type ChildProcess, fork } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -118,4 +119,55 @@ export function report(result: SuiteResult): void {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, `${result.suite}.json`), `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+// ---- worker processes -----------------------------------------------------------------------------
+
+/** A forked bench worker: `ready` when it says so (or exits), `result` with its answer. */
+export interface BenchWorker<T> {
+  child: ChildProcess;
+  ready: Promise<void>;
+  result: Promise<T>;
+}
+
+/**
+ * Forks `script` with `flag` (the script's worker mode) and sends it `request`. The worker posts
+ * `{ready: true}` once it is listening and `{result}` when done; a non-zero exit rejects `result`.
+ */
+export function forkWorker<T>(
+  script: string,
+  flag: string,
+  request: { kind: string },
+  execArgv: string[] = [],
+): BenchWorker<T> {
+  const child = fork(script, [flag], { execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  let markReady: () => void = () => undefined;
+  const ready = new Promise<void>((resolve) => {
+    markReady = resolve;
+  });
+  const result = new Promise<T>((resolve, reject) => {
+    child.on("message", (message: { ready?: boolean; result?: T }) => {
+      if (message.ready) markReady();
+      if (message.result !== undefined) resolve(message.result);
+    });
+    child.once("exit", (code) => {
+      markReady();
+      if (code !== 0) reject(new Error(`bench worker ${request.kind} exited with ${code}`));
+    });
+  });
+  child.send(request);
+  return { child, ready, result };
+}
+
+/** The worker side: answers the first request with `handle`'s result, then exits. */
+export function serveWorker<R>(handle: (request: R) => Promise<unknown>): void {
+  process.once("message", (request: R) => {
+    handle(request).then(
+      (result) => process.send?.({ result }, () => process.exit(0)),
+      (error: Error) => {
+        process.stderr.write(`bench worker failed: ${error.stack}\n`);
+        process.exit(1);
+      },
+    );
+  });
 }

@@ -10,14 +10,23 @@
 //
 // Cross-process times use process.hrtime (CLOCK_MONOTONIC, shared by all processes of a host).
 
-import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { Bus } from "../../src/bus/index.js";
 import { isCfnError } from "../../src/errors.js";
-import { atLeast, atMost, exactly, type Figure, type SuiteResult, stats } from "../lib.js";
+import { fsThroughputFloor, fsWakeupFloor } from "../fs-anchor.js";
+import {
+  atLeast,
+  atMost,
+  exactly,
+  type Figure,
+  forkWorker,
+  type SuiteResult,
+  serveWorker,
+  stats,
+} from "../lib.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const WORKER_FLAG = "--bus-bench-worker";
@@ -191,47 +200,13 @@ async function worker(request: WorkerRequest): Promise<unknown> {
   }
 }
 
-if (process.argv.includes(WORKER_FLAG)) {
-  process.once("message", (request: WorkerRequest) => {
-    worker(request).then(
-      (result) => process.send?.({ result }, () => process.exit(0)),
-      (error: Error) => {
-        process.stderr.write(`bus bench worker failed: ${error.stack}\n`);
-        process.exit(1);
-      },
-    );
-  });
-}
+if (process.argv.includes(WORKER_FLAG)) serveWorker(worker);
 
 // ---- parent side --------------------------------------------------------------------------------
 
-interface Running {
-  child: ChildProcess;
-  ready: Promise<void>;
-  // biome-ignore lint/suspicious/noExplicitAny: each worker kind answers with its own shape
-  result: Promise<any>;
-}
-
-function start(request: WorkerRequest, execArgv: string[] = []): Running {
-  const child = fork(SELF, [WORKER_FLAG], { execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
-  let markReady: () => void = () => {};
-  const ready = new Promise<void>((resolve) => {
-    markReady = resolve;
-  });
-  // biome-ignore lint/suspicious/noExplicitAny: as above
-  const result = new Promise<any>((resolve, reject) => {
-    child.on("message", (message: { ready?: boolean; result?: unknown }) => {
-      if (message.ready) markReady();
-      if (message.result !== undefined) resolve(message.result);
-    });
-    child.on("exit", (code) => {
-      markReady();
-      if (code !== 0) reject(new Error(`bench worker ${request.kind} exited with ${code}`));
-    });
-  });
-  child.send(request);
-  return { child, ready, result };
-}
+// biome-ignore lint/suspicious/noExplicitAny: each worker kind answers with its own shape
+const start = (request: WorkerRequest, execArgv: string[] = []) =>
+  forkWorker<any>(SELF, WORKER_FLAG, request, execArgv);
 
 function freshRoot(): string {
   const root = `/dev/shm/cfn-bench-${process.pid}-${randomBytes(3).toString("hex")}`;
@@ -433,6 +408,8 @@ async function throughputFigures(runs: number, messages: number, figures: Figure
   const rates: number[] = [];
   const senderCpu: number[] = [];
   const receiverCpu: number[] = [];
+  const floorRates: number[] = [];
+  const floorReceiverCpu: number[] = [];
   for (let index = 0; index < runs; index++) {
     const result = await throughputRun(messages);
     rates.push(result.rate);
@@ -440,6 +417,13 @@ async function throughputFigures(runs: number, messages: number, figures: Figure
     receiverCpu.push(result.receiverCpuUsPerMessage);
     log(
       `throughput run ${index + 1}: ${Math.round(result.rate)} msg/s; CPU per message: sender ${result.senderCpuUsPerMessage.toFixed(1)} µs, receiver ${result.receiverCpuUsPerMessage.toFixed(1)} µs`,
+    );
+    // The machine's floor in the same conditions, interleaved with the bus's runs.
+    const floor = await fsThroughputFloor("/dev/shm", messages);
+    floorRates.push(floor.rate);
+    floorReceiverCpu.push(floor.receiverCpuUsPerMessage);
+    log(
+      `  bare file pipeline (anchor): ${Math.round(floor.rate)} msg/s, receiver CPU ${floor.receiverCpuUsPerMessage.toFixed(1)} µs per message`,
     );
   }
   const rateStats = stats(rates);
@@ -461,6 +445,12 @@ async function throughputFigures(runs: number, messages: number, figures: Figure
         senderCpuUsPerMessage: median(senderCpu),
         receiverCpuUsPerMessage: median(receiverCpu),
         cpuBoundRateOneCoreEach: Math.round(cpuBoundRate),
+        anchor: {
+          what: "bare Node file pipeline, same sizes, no bus (bench/fs-anchor.ts)",
+          rateMedian: Math.round(median(floorRates)),
+          rateMin: Math.round(Math.min(...floorRates)),
+          receiverCpuUsPerMessage: median(floorReceiverCpu),
+        },
       },
     ),
   );
@@ -489,13 +479,24 @@ async function batchFigures(runs: number, figures: Figure[]): Promise<void> {
 async function latencyFigures(runs: number, figures: Figure[]): Promise<void> {
   const latencyP50: number[] = [];
   const latencyP99: number[] = [];
+  const floorP50: number[] = [];
+  const floorP99: number[] = [];
   for (let index = 0; index < runs; index++) {
     const micros = await latencyRun(520);
     const s = stats(micros);
     latencyP50.push(s.p50);
     latencyP99.push(s.p99);
     log(`wake-up run ${index + 1}: p50 ${s.p50.toFixed(1)} µs, p99 ${s.p99.toFixed(1)} µs`);
+    const floor = stats(await fsWakeupFloor("/dev/shm", 520, 2));
+    floorP50.push(floor.p50);
+    floorP99.push(floor.p99);
+    log(`  bare fs.watch wake-up (anchor): p50 ${floor.p50.toFixed(1)} µs, p99 ${floor.p99.toFixed(1)} µs`);
   }
+  const anchor = {
+    what: "bare fs.watch receiver and write+rename sender, no bus (bench/fs-anchor.ts)",
+    p50Us: median(floorP50),
+    p99Us: median(floorP99),
+  };
   figures.push(
     atMost(
       "send → receiver wake-up latency p50 (across processes, light load)",
@@ -506,6 +507,7 @@ async function latencyFigures(runs: number, figures: Figure[]): Promise<void> {
         runs,
         samplesPerRun: 500,
         worstRun: Math.max(...latencyP50),
+        anchor,
       },
     ),
   );
@@ -519,6 +521,7 @@ async function latencyFigures(runs: number, figures: Figure[]): Promise<void> {
         runs,
         samplesPerRun: 500,
         worstRun: Math.max(...latencyP99),
+        anchor,
       },
     ),
   );

@@ -17,6 +17,7 @@ import type { AgentRuntime } from "../../src/coordination/registry.js";
 import { killProcesses, spawnAgents } from "../../src/coordination/spawner.js";
 import { LocalSwarm } from "../../src/coordination/swarm.js";
 import { parseTopologyString, planTopology } from "../../src/coordination/topology.js";
+import { buildForkAnchor, forkFloorMs } from "../fork-anchor.js";
 import { atMost, exactly, type Figure, round, type SuiteResult, stats } from "../lib.js";
 
 interface Item {
@@ -122,6 +123,30 @@ async function measureSpawn(runtime: AgentRuntime, agents: number, runs: number)
   return times;
 }
 
+/**
+ * The same process tree with children that only report ready (bench/fork-anchor.c): what fork
+ * alone costs here, as context for the spawn figure.
+ */
+async function forkAnchor(agents: number, runs: number): Promise<Record<string, unknown>> {
+  const built = buildForkAnchor();
+  if (!built.path) return { skipped: built.error };
+  // The lean spawner's split: supervisors of at most 100 agents, at least two per core.
+  const groupSize = Math.max(1, Math.min(100, Math.ceil(agents / (2 * cpus().length))));
+  const parts = Math.ceil(agents / groupSize);
+  const times: number[] = [];
+  for (let run = 0; run < runs; run++) times.push(await forkFloorMs(built.path, agents, parts));
+  const summary = stats(times);
+  process.stderr.write(
+    `coordination: fork floor (anchor): p50 ${round(summary.p50)} ms, p99 ${round(summary.p99)} ms\n`,
+  );
+  return {
+    what: "fork-only tree, children just report ready (bench/fork-anchor.c)",
+    supervisors: parts,
+    p50Ms: round(summary.p50),
+    p99Ms: round(summary.p99),
+  };
+}
+
 function timeFigure(name: string, times: number[], target: number, extra: object): Figure {
   const summary = stats(times);
   return atMost(name, summary.p50, "ms", target, {
@@ -170,11 +195,13 @@ export async function run(args: string[]): Promise<SuiteResult> {
   }
   if (wanted("spawn-700")) {
     process.stderr.write(`coordination: spawning ${SPAWN_AGENTS} lean agents …\n`);
-    const times = await measureSpawn("lean", SPAWN_AGENTS, Math.max(3, Math.min(runs, 10)));
+    const spawnRuns = Math.max(3, Math.min(runs, 10));
+    const times = await measureSpawn("lean", SPAWN_AGENTS, spawnRuns);
     figures.push(
       timeFigure(`spawn ${SPAWN_AGENTS} process agents until all ready (lean)`, times, SPAWN_TARGET_MS, {
         agents: SPAWN_AGENTS,
         runtime: "lean",
+        anchor: await forkAnchor(SPAWN_AGENTS, spawnRuns),
       }),
     );
   }

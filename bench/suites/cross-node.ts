@@ -14,12 +14,20 @@
 //
 // Cross-process times use process.hrtime (CLOCK_MONOTONIC, shared by all processes of a host).
 
-import { fork } from "node:child_process";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { type LaunchedNode, LocalNodeCluster, waitUntil } from "../../cluster/node-launcher.js";
 import { Bus } from "../../src/bus/index.js";
-import { atLeast, atMost, type Figure, percentile, type SuiteResult, stats } from "../lib.js";
+import {
+  atLeast,
+  atMost,
+  type Figure,
+  forkWorker,
+  percentile,
+  type SuiteResult,
+  serveWorker,
+  stats,
+} from "../lib.js";
 import { startNatsAnchor } from "../nats-anchor.js";
 
 const SELF = fileURLToPath(import.meta.url);
@@ -121,38 +129,10 @@ async function worker(request: WorkerRequest): Promise<unknown> {
   }
 }
 
-if (process.argv.includes(WORKER_FLAG)) {
-  process.once("message", (request: WorkerRequest) => {
-    worker(request).then(
-      (result) => process.send?.({ result }, () => process.exit(0)),
-      (error) => {
-        process.stderr.write(`worker failed: ${(error as Error).stack}\n`);
-        process.exit(1);
-      },
-    );
-  });
-}
+if (process.argv.includes(WORKER_FLAG)) serveWorker(worker);
 
 /** Forks a worker; `ready` resolves when a receiving worker opened its mailbox. */
-function startWorker<T>(request: WorkerRequest): { ready: Promise<void>; result: Promise<T> } {
-  const child = fork(SELF, [WORKER_FLAG], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-  let markReady: () => void = () => undefined;
-  const ready = new Promise<void>((resolve) => {
-    markReady = resolve;
-  });
-  const result = new Promise<T>((resolve, reject) => {
-    child.on("message", (message: { ready?: boolean; result?: T }) => {
-      if (message.ready) markReady();
-      if (message.result !== undefined) resolve(message.result);
-    });
-    child.once("exit", (code) => {
-      markReady();
-      if (code !== 0) reject(new Error(`bench worker exited with ${code}`));
-    });
-  });
-  child.send(request);
-  return { ready, result };
-}
+const startWorker = <T>(request: WorkerRequest) => forkWorker<T>(SELF, WORKER_FLAG, request);
 
 // ---- measurements -------------------------------------------------------------------------------
 
