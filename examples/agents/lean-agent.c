@@ -45,9 +45,19 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Path buffers are sized for a bus dir of at most BUS_DIR_LEN_MAX characters (checked at start)
+   rather than PATH_MAX: a forked agent writes into every page it touches, and on a VM each such
+   copy-on-write fault is a trap, so small, contiguous buffers make each agent's start cheaper. */
+#define BUS_DIR_LEN_MAX 256
+#define DIR_LEN 512                   /* bus dir + "/" + shard + "/" + id (≤ 128) + "/claimed" */
+#define FILE_PATH_LEN (DIR_LEN + 640) /* a dir + "/" + a file name (≤ 600) */
 static const char *bus_dir;
 static char self_id[160];
-static char self_dir[4096], inbox_dir[4200], claimed_dir[4200], tmp_dir[4200], dead_dir[4200], hb_path[4200];
+static char self_dir[DIR_LEN - 16], inbox_dir[DIR_LEN], claimed_dir[DIR_LEN], tmp_dir[DIR_LEN], dead_dir[DIR_LEN], hb_path[DIR_LEN];
+/* This host's name, reduced to [A-Za-z0-9-]: read once before the agents are forked. */
+static char host[64] = "host";
+/* /dev/null, opened by the supervisor before it forks its agents (-1 in `run` mode). */
+static int devnull_fd = -1;
 static int shards = 16;
 static long rescan_ms = 1000, heartbeat_ms = 5000, visibility_ms = 30000, deliveries_max = 5, work_ms = 0;
 static const char *ready_to;
@@ -108,7 +118,7 @@ static int valid_id(const char *s) {
 }
 
 static void read_shards(void) {
-  char path[4200];
+  char path[FILE_PATH_LEN];
   snprintf(path, sizeof path, "%s/bus.conf", bus_dir);
   FILE *f = fopen(path, "r");
   if (!f) return;
@@ -126,28 +136,32 @@ static void agent_dir(const char *id, char *out, size_t size) {
   snprintf(out, size, "%s/%u/%s", bus_dir, posix_cksum(id) % (unsigned)shards, id);
 }
 
-static void mkdirs(const char *dir) {
-  /* Common case first: only the last component is missing. */
-  if (mkdir(dir, 0700) == 0 || errno == EEXIST) return;
-  char path[4300];
-  snprintf(path, sizeof path, "%s", dir);
-  for (char *p = path + 1; *p; p++) {
-    if (*p == '/') {
-      *p = 0;
-      mkdir(path, 0700);
-      *p = '/';
-    }
-  }
-  mkdir(path, 0700);
+/* Creates dir and any missing parents; returns 1 when dir itself was created now. A missing parent
+   is found from the bottom up, so a new agent dir under an existing shard costs two failed and one
+   successful mkdir, not one per path component. */
+static int mkdirs(const char *dir) {
+  if (mkdir(dir, 0700) == 0) return 1;
+  if (errno != ENOENT) return 0;
+  char parent[DIR_LEN + 16];
+  snprintf(parent, sizeof parent, "%s", dir);
+  char *slash = strrchr(parent, '/');
+  if (!slash || slash == parent) return 0;
+  *slash = 0;
+  mkdirs(parent);
+  return mkdir(dir, 0700) == 0;
 }
 
-static void ensure_agent_dirs(const char *dir) {
+/* Creates the agent's directories; returns 1 when its inbox/ and claimed/ are both new (empty). */
+static int ensure_agent_dirs(const char *dir) {
   static const char *subs[] = {"tmp", "inbox", "claimed", "dead"};
-  char path[4300];
+  char path[DIR_LEN + 16];
+  int fresh = 1;
   for (int i = 0; i < 4; i++) {
     snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
-    mkdirs(path);
+    int created = mkdirs(path);
+    if (i == 1 || i == 2) fresh = fresh && created;
   }
+  return fresh;
 }
 
 static void next_unique(char *out, size_t size) {
@@ -180,7 +194,7 @@ static int write_all(int fd, const char *buf, size_t len) {
 
 /* Writes `text` as a new message file into `to`'s inbox (tmp/ then rename). 0 on success. */
 static int deliver(const char *to, char prio_digit, const char *text, size_t len) {
-  char dir[4200], unique[200], name[300], tmp_path[4600], inbox_path[4600];
+  char dir[DIR_LEN], unique[200], name[300], tmp_path[FILE_PATH_LEN], inbox_path[FILE_PATH_LEN];
   agent_dir(to, dir, sizeof dir);
   next_unique(unique, sizeof unique);
   snprintf(name, sizeof name, "%c_%016llu_1_%s_0.json", prio_digit, next_arrival_us(), unique);
@@ -356,7 +370,7 @@ static int handle_envelope(const char *p, const char *end) {
 }
 
 static void dead_letter(const char *claimed_path, const char *file_name, const char *cause, const char *reason, long deliveries) {
-  char reason_path[4600], dead_path[4600], text[1024];
+  char reason_path[FILE_PATH_LEN], dead_path[FILE_PATH_LEN], text[1024];
   snprintf(reason_path, sizeof reason_path, "%s/%s.reason", dead_dir, file_name);
   snprintf(dead_path, sizeof dead_path, "%s/%s", dead_dir, file_name);
   int n = snprintf(text, sizeof text, "{\"cause\":\"%s\",\"reason\":\"%s\",\"deliveries\":%ld,\"agent\":\"%s\",\"pid\":%d}\n", cause, reason,
@@ -397,7 +411,7 @@ static void process_file(const char *name) {
   if (nlen < 6 || strcmp(name + nlen - 5, ".json") != 0) return;
   /* P_T_N_UNIQ_D.json: the prefix up to the last '_' is kept, D is bumped. */
   const char *last = strrchr(name, '_');
-  char inbox_path[4600], claimed_path[4800], claimed_name[600];
+  char inbox_path[FILE_PATH_LEN], claimed_path[FILE_PATH_LEN], claimed_name[600];
   snprintf(inbox_path, sizeof inbox_path, "%s/%s", inbox_dir, name);
   if (!last || last == name || name[1] != '_') {
     dead_letter(inbox_path, name, "foreign", "file name does not follow the protocol", 0);
@@ -440,7 +454,7 @@ static void process_file(const char *name) {
   else if (result > 0) dead_letter(claimed_path, claimed_name, "malformed", "lean-agent cannot read this envelope", deliveries + 1);
   else {
     /* Reply failed: hand the file back (the delivery counts) so it is retried. */
-    char back[4600];
+    char back[FILE_PATH_LEN];
     snprintf(back, sizeof back, "%s/%.*s_%ld.json", inbox_dir, (int)(last - name), name, deliveries + 1);
     rename(claimed_path, back);
   }
@@ -512,7 +526,7 @@ static void recover_claims(void) {
     unsigned long long deadline = strtoull(deadline_s, NULL, 10);
     int alive = pid == getpid() || kill(pid, 0) == 0 || errno == EPERM;
     if (deadline > now_ms && alive) continue;
-    char from[4600], to[4600];
+    char from[FILE_PATH_LEN], to[FILE_PATH_LEN];
     snprintf(from, sizeof from, "%s/%s", claimed_dir, e->d_name);
     snprintf(to, sizeof to, "%s/%s.json", inbox_dir, name);
     rename(from, to);
@@ -536,11 +550,6 @@ static int run_agent(const char *id) {
     fprintf(stderr, "lean-agent: invalid agent id %s\n", id);
     return 2;
   }
-  char host[64] = "host";
-  gethostname(host, sizeof host - 1);
-  for (char *c = host; *c; c++)
-    if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-')) *c = '-';
-  host[48] = 0;
   unsigned int rnd = (unsigned int)(now_us() ^ ((unsigned long long)getpid() << 16));
   snprintf(uniq_prefix, sizeof uniq_prefix, "%s-%d-%08x", host, (int)getpid(), rnd * 2654435761u);
   agent_dir(self_id, self_dir, sizeof self_dir);
@@ -549,26 +558,27 @@ static int run_agent(const char *id) {
   snprintf(tmp_dir, sizeof tmp_dir, "%s/tmp", self_dir);
   snprintf(dead_dir, sizeof dead_dir, "%s/dead", self_dir);
   snprintf(hb_path, sizeof hb_path, "%s/heartbeat", self_dir);
-  ensure_agent_dirs(self_dir);
+  /* A mailbox created just now holds neither messages nor claims: no recovery, and no scan until
+     the doorbell (SIGUSR2) or the rescan timer says there may be something. */
+  int fresh = ensure_agent_dirs(self_dir);
   heartbeat();
-  recover_claims();
+  if (!fresh) recover_claims();
   if (ready_pipe) {
     /* The mailbox is open: tell the spawner through the inherited pipe (one write < PIPE_BUF is
        atomic), then let go of the pipe so that it closes once every agent reported. */
     char text[320];
     int n = snprintf(text, sizeof text, "ready %s %d\n", self_id, (int)getpid());
     if (write(1, text, (size_t)n) != n) fprintf(stderr, "lean-agent %s: cannot report ready\n", self_id);
-    int devnull = open("/dev/null", O_RDWR);
-    if (devnull >= 0) {
-      dup2(devnull, 1);
-      if (devnull > 2) close(devnull);
-    }
+    int devnull = devnull_fd >= 0 ? devnull_fd : open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0) dup2(devnull, 1);
   } else if (ready_to && send_ready() != 0) {
     fprintf(stderr, "lean-agent %s: cannot send ready to %s\n", self_id, ready_to);
   }
   unsigned long long last_hb = now_us(), last_recover = now_us();
+  int skip_scan = fresh;
   for (;;) {
-    int seen = scan_once();
+    int seen = skip_scan ? 0 : scan_once();
+    skip_scan = 0;
     unsigned long long now = now_us();
     if (now - last_hb >= (unsigned long long)heartbeat_ms * 1000) {
       heartbeat();
@@ -621,8 +631,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, "lean-agent: invalid --ready-to id\n");
     return 2;
   }
+  if (strlen(bus_dir) > BUS_DIR_LEN_MAX) {
+    fprintf(stderr, "lean-agent: --bus-dir longer than %d characters\n", BUS_DIR_LEN_MAX);
+    return 2;
+  }
   crc_init();
   read_shards();
+  gethostname(host, sizeof host - 1);
+  for (char *c = host; *c; c++)
+    if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-')) *c = '-';
+  host[48] = 0;
   sigemptyset(&wait_set);
   sigaddset(&wait_set, SIGUSR2);
   sigaddset(&wait_set, SIGTERM);
@@ -680,8 +698,11 @@ int main(int argc, char **argv) {
 static int supervise(char **ids, size_t id_count, const sigset_t *group_set) {
   pid_t *pids = calloc(id_count > 0 ? id_count : 1, sizeof *pids);
   size_t count = 0;
+  /* Opened once here: each agent only dup2s it over its stdin (and stdout). Lines go out with
+     write(2), so stdout's buffer is flushed once, not before every fork. */
+  int devnull = devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  fflush(stdout);
   for (size_t i = 0; i < id_count; i++) {
-    fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) {
       perror("lean-agent group: fork");
@@ -690,11 +711,9 @@ static int supervise(char **ids, size_t id_count, const sigset_t *group_set) {
     if (pid == 0) {
       sigprocmask(SIG_SETMASK, &wait_set, NULL);
       /* Let go of the supervisor's pipes: the spawner reads stdout until it closes. */
-      int devnull = open("/dev/null", O_RDWR);
       if (devnull >= 0) {
         dup2(devnull, 0);
         if (!ready_pipe) dup2(devnull, 1); /* with --ready-pipe, run_agent lets go after reporting */
-        if (devnull > 2) close(devnull);
       }
       _exit(run_agent(ids[i]));
     }
