@@ -265,7 +265,10 @@ export function registerSwarmCommands(program: Command): void {
       if (statuses.length === 0) printLine(`no swarms on bus ${bus.dir}`);
       for (const status of statuses) {
         printLine(
-          `swarm ${status.swarm}: ${status.alive}/${status.agents} agents alive — ${status.description}, runtime ${status.runtime}, up ${Math.round(status.uptimeMs / 1000)} s`,
+          `swarm ${status.swarm}: ${status.alive}/${status.agents} agents alive — ${status.description}, runtime ${status.runtime}, up ${Math.round(status.uptimeMs / 1000)} s` +
+            (status.cluster
+              ? `, on the cluster through node ${status.cluster.nodeId} (${status.cluster.api})`
+              : ""),
         );
         printLine(
           table([
@@ -601,6 +604,7 @@ export function swarmStatus(bus: Bus, record: SwarmRecord) {
     processesAlive: record.processes.filter((process) => isProcessAlive(process.pid)).length,
     uptimeMs: nowMs - record.createdAtMs,
     teams: [...teams.values()],
+    ...(record.cluster ? { cluster: record.cluster } : {}),
   };
 }
 

@@ -68,6 +68,14 @@ describe("cfn swarm on the cluster (real node processes)", () => {
     }
     expect(state.policies["swarm.cs"]).toMatchObject({ topology: { kind: "hybrid" } });
 
+    const listed = JSON.parse((await cli(n2, ["status", "--name", "cs", "--json"])).stdout);
+    expect(listed.swarms[0]).toMatchObject({
+      swarm: "cs",
+      agents: 6,
+      alive: 6,
+      cluster: { nodeId: "n2", api: n2.api },
+    });
+
     const round = await cli(n2, [
       "round",
       "--name",
