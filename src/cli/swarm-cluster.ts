@@ -5,6 +5,7 @@
 // Everything goes through the local node's HTTP API, whose bus must be the one the agents use.
 
 import { randomBytes } from "node:crypto";
+import { rmSync } from "node:fs";
 import type { Bus } from "../bus/index.js";
 import { requestClusterRound } from "../coordination/cluster-client.js";
 import { swarmPolicyName, swarmTeamId } from "../coordination/cluster-coordination.js";
@@ -138,5 +139,9 @@ export async function runClusterRound(
     return await result;
   } finally {
     await propose(target, { op: "agent.remove", agent: replyTo }).catch(() => {});
+    // The reply mailbox served this round only: it goes unless something still waits in it.
+    const left = bus.agentStatus(replyTo);
+    if (left && left.inboxDepth + left.claimed === 0)
+      rmSync(bus.layout.agent(replyTo).dir, { recursive: true, force: true });
   }
 }

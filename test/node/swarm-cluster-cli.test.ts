@@ -91,9 +91,15 @@ describe("cfn swarm on the cluster (real node processes)", () => {
     expect(result.failures).toEqual([]);
     expect(result.deliveryRate).toBe(1);
     expect(result.outcomes.map((outcome: { taskId: string }) => outcome.taskId).sort()).toHaveLength(8);
-    // The round's reply mailbox was registered for the round only.
+    // The round's reply mailbox was registered, and kept on n2's bus, for the round only.
     const after = await routing(n1);
     expect(after.agents.some((agent: { id: string }) => agent.id.startsWith("cs.client-"))).toBe(false);
+    expect(
+      n2
+        .bus()
+        .listAgents()
+        .filter((id) => id.startsWith("cs.client-")),
+    ).toEqual([]);
 
     const stopped = JSON.parse((await cli(n2, ["stop", "--name", "cs", "--json"])).stdout);
     expect(stopped.stopped[0]).toMatchObject({ swarm: "cs", clusterLeft: true });
