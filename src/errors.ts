@@ -41,6 +41,10 @@ export const ERROR_CODES = {
   CFN_ERR_AUTH: "A peer presented a wrong cluster token or an unknown node id",
   CFN_ERR_PEER_UNREACHABLE: "A peer could not be reached",
 
+  // cluster node
+  CFN_ERR_ROUTING_REFUSED:
+    "The replicated routing state refused a command (a limit reached, an unknown member or team, a stale epoch)",
+
   // coordination
   CFN_ERR_TOPOLOGY_INVALID: "A topology (file, flags or CFN_TOPOLOGY) is malformed or outside its limits",
 

@@ -13,7 +13,7 @@ import type { RoundResult } from "../coordination/master.js";
 import type { SwarmRecord } from "../coordination/registry.js";
 import { CfnError } from "../errors.js";
 import { apiRequest } from "../node/node.js";
-import type { RoutingCommand } from "../node/routing/commands.js";
+import type { RoutingCommand, RoutingResult } from "../node/routing/commands.js";
 
 /** Registrations per routing batch: one Raft entry each, well inside apiBodyBytesMax. */
 export const REGISTER_BATCH_COMMANDS_MAX = 500;
@@ -51,17 +51,43 @@ export async function localNode(target: ClusterApi, bus: Bus): Promise<NodeIdent
   return { nodeId, busDir };
 }
 
-async function propose(target: ClusterApi, command: RoutingCommand): Promise<void> {
-  await apiRequest(target.api, "POST", "/v1/routing", target.token, { command }, 30_000);
+/** Proposes through the node; a refused command, or a refused part of a batch, throws CFN_ERR_ROUTING_REFUSED. */
+async function propose(
+  target: ClusterApi,
+  command: RoutingCommand,
+  tolerated: ReadonlySet<string> = NONE,
+): Promise<void> {
+  const result = (await apiRequest(target.api, "POST", "/v1/routing", target.token, { command }, 30_000)) as
+    | RoutingResult
+    | undefined;
+  const refused = result?.results?.findIndex((inner) => !inner.ok && !tolerated.has(inner.error ?? "")) ?? -1;
+  if (command.op === "batch" && refused >= 0) {
+    const reason = result?.results?.[refused].error ?? "refused";
+    const inner = command.commands[refused];
+    throw new CfnError(
+      "CFN_ERR_ROUTING_REFUSED",
+      `the cluster refused ${inner.op}${"agent" in inner ? ` of ${inner.agent}` : ""}: ${reason}`,
+      { reason, op: inner.op },
+    );
+  }
 }
 
-async function proposeInBatches(target: ClusterApi, commands: RoutingCommand[]): Promise<void> {
+async function proposeInBatches(
+  target: ClusterApi,
+  commands: RoutingCommand[],
+  tolerated: ReadonlySet<string> = NONE,
+): Promise<void> {
   for (let start = 0; start < commands.length; start += REGISTER_BATCH_COMMANDS_MAX)
-    await propose(target, {
-      op: "batch",
-      commands: commands.slice(start, start + REGISTER_BATCH_COMMANDS_MAX),
-    });
+    await propose(
+      target,
+      { op: "batch", commands: commands.slice(start, start + REGISTER_BATCH_COMMANDS_MAX) },
+      tolerated,
+    );
 }
+
+const NONE: ReadonlySet<string> = new Set();
+/** Removing an agent that is already gone is what was wanted. */
+const GONE_ALREADY: ReadonlySet<string> = new Set(["unknown_agent"]);
 
 /**
  * Registers the swarm's workers on the local node and publishes its topology: the leader's master
@@ -98,6 +124,7 @@ export async function leaveCluster(target: ClusterApi, record: SwarmRecord): Pro
   await proposeInBatches(
     target,
     record.agents.map((agent) => ({ op: "agent.remove", agent: agent.id })),
+    GONE_ALREADY,
   );
 }
 

@@ -61,6 +61,7 @@ const STATUS_OF: Record<string, number> = {
   CFN_ERR_PROPOSAL_DROPPED: 503,
   CFN_ERR_TIMEOUT: 504,
   CFN_ERR_CONF_CHANGE: 409,
+  CFN_ERR_ROUTING_REFUSED: 409,
 };
 
 export class NodeApi {

@@ -878,7 +878,14 @@ export async function apiRequest(
     json = { text };
   }
   if (!response.ok) {
-    const error = (json as { error?: { code?: string; message?: string } }).error;
+    const error = (json as { error?: { code?: string; message?: string } | string }).error;
+    if (typeof error === "string") {
+      // A routing result the state machine refused ({ok: false, error: reason}, HTTP 409).
+      throw new CfnError("CFN_ERR_ROUTING_REFUSED", `${method} ${path} refused: ${error}`, {
+        status: response.status,
+        reason: error,
+      });
+    }
     const code = error?.code && isKnownCode(error.code) ? error.code : "CFN_ERR_PEER_UNREACHABLE";
     throw new CfnError(code as never, error?.message ?? `${method} ${path} → HTTP ${response.status}`, {
       status: response.status,

@@ -6,6 +6,8 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
+import type { CfnError } from "../../src/errors.js";
+import { apiRequest } from "../../src/node/node.js";
 import { api, CLI, type NodeProcess, TestCluster, TOKEN, waitFor } from "./harness.js";
 
 const run = promisify(execFile);
@@ -115,7 +117,7 @@ describe("cfn swarm on the cluster (real node processes)", () => {
     });
   }, 180_000);
 
-  it("refuses to register a swarm whose bus is not the node's, and leaves nothing running", async () => {
+  it("refuses to register a swarm whose bus is not the node's (nothing left running), and types a refused routing command", async () => {
     cluster = await TestCluster.create(1, "cfn-swarm-cli-");
     await cluster.startAll();
     const [n1] = cluster.nodes;
@@ -135,5 +137,15 @@ describe("cfn swarm on the cluster (real node processes)", () => {
     expect(JSON.parse(status.stdout).swarms).toEqual([]);
     const state = await routing(n1);
     expect(state.agents.some((agent: { id: string }) => agent.id.startsWith("cx."))).toBe(false);
+
+    // A command the routing state refuses reaches an API client as a typed error with the reason.
+    const refusal = await apiRequest(n1.api, "POST", "/v1/routing", TOKEN, {
+      command: { op: "team.assign", team: "cx.team0", coordinator: "no-such-node", expectedEpoch: 0 },
+    }).then(
+      () => undefined,
+      (error: CfnError) => error,
+    );
+    expect(refusal?.code).toBe("CFN_ERR_ROUTING_REFUSED");
+    expect(refusal?.details.reason).toBe("member_not_active");
   }, 60_000);
 });
