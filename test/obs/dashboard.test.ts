@@ -134,6 +134,17 @@ describe("dashboard", () => {
     expect((after.raft as { commit: number }).commit).toBeGreaterThan(
       (before.raft as { commit: number }).commit,
     );
-    expect(Array.isArray(after.teams)).toBe(true);
+  });
+
+  it("shows a team with the coordinator node the leader assigned it", async () => {
+    // Runs after the counting test: this agent's team traffic would disturb its figures.
+    expect((await cluster.node.registerAgent("worker-c", "team-x")).ok).toBe(true);
+    const deadline = Date.now() + 10_000;
+    let teams: Array<{ id: string; coordinator: string | null }> = [];
+    while (Date.now() < deadline) {
+      teams = (await snapshot()).teams as typeof teams;
+      if (teams.some((team) => team.id === "team-x" && team.coordinator)) break;
+    }
+    expect(teams.find((team) => team.id === "team-x")).toMatchObject({ coordinator: cluster.node.id });
   });
 });
