@@ -112,17 +112,20 @@ describe("rounds across 3 node processes", () => {
     const survivor = nodes.find((node) => node !== first && node !== victim) as NodeProcess;
     const victimTeam = [...placement].find(([, node]) => node === victim.id)?.[0] as string;
     const clientIndex = nodes.indexOf(survivor);
-    const round1 = requestClusterRound(
-      buses[clientIndex],
-      "s",
-      {
-        roundId: "round1",
-        replyTo: `test.client${clientIndex}`,
-        items: Array.from({ length: ITEMS }, (_, i) => i),
-        timeoutMs: 60_000,
-      },
-      { waitMs: 90_000 },
-    );
+    // A round of ITEMS tasks asked from the survivor's host, whose result comes back there.
+    const requestRound = (roundId: string) =>
+      requestClusterRound(
+        buses[clientIndex],
+        "s",
+        {
+          roundId,
+          replyTo: `test.client${clientIndex}`,
+          items: Array.from({ length: ITEMS }, (_, i) => i),
+          timeoutMs: 60_000,
+        },
+        { waitMs: 90_000 },
+      );
+    const round1 = requestRound("round1");
     await new Promise((resolve) => setTimeout(resolve, 600));
     await victim.kill9();
     // The victim's team moves to a live node, whose coordinator resumes it from the checkpoint.
@@ -157,17 +160,7 @@ describe("rounds across 3 node processes", () => {
     );
 
     // Round 2: kill -9 the leader, which runs the master, mid-round.
-    const round2 = requestClusterRound(
-      buses[clientIndex],
-      "s",
-      {
-        roundId: "round2",
-        replyTo: `test.client${clientIndex}`,
-        items: Array.from({ length: ITEMS }, (_, i) => i),
-        timeoutMs: 60_000,
-      },
-      { waitMs: 90_000 },
-    );
+    const round2 = requestRound("round2");
     await new Promise((resolve) => setTimeout(resolve, 600));
     await first.kill9();
     const second = await cluster.leader(nodes.filter((node) => node !== first));

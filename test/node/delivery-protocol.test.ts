@@ -16,7 +16,7 @@ import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { seededRandom } from "../../src/raft/index.js";
 import { MemoryNetwork, type Transport } from "../../src/transport/index.js";
-import { wireDelivery } from "./delivery-wiring.js";
+import { startMemoryPair, wireDelivery } from "./delivery-wiring.js";
 import { scratchDir, waitFor } from "./harness.js";
 
 /** Wraps a transport: frames of the deliver channel are dropped, duplicated or delayed. */
@@ -61,12 +61,7 @@ describe("delivery protocol over a lossy link (memory transport twin)", () => {
     const metrics = new Metrics();
     const nodeMetrics = new NodeMetrics(metrics);
     const rates = { drop: 0.1, duplicate: 0.1, delay: 0.2 };
-    const transportA = network.createTransport({ nodeId: "A", logger: silentLogger, metrics });
-    const transportB = network.createTransport({ nodeId: "B", logger: silentLogger, metrics: new Metrics() });
-    transportA.addPeer("B", "mem://B");
-    transportB.addPeer("A", "mem://A");
-    await transportA.start();
-    await transportB.start();
+    const { transportA, transportB } = await startMemoryPair(network, metrics);
     const lossyA = lossy(transportA, random, rates);
     const lossyB = lossy(transportB, random, rates);
     closers.push(

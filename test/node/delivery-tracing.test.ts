@@ -18,7 +18,7 @@ import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { MemoryNetwork } from "../../src/transport/index.js";
 import { useInMemoryTracer } from "../obs/in-memory-tracer.js";
-import { wireDelivery } from "./delivery-wiring.js";
+import { startMemoryPair, wireDelivery } from "./delivery-wiring.js";
 import { scratchDir, waitFor } from "./harness.js";
 
 const { exporter, provider } = useInMemoryTracer();
@@ -29,12 +29,7 @@ describe("delivery tracing", () => {
     const network = new MemoryNetwork();
     const metrics = new Metrics();
     const nodeMetrics = new NodeMetrics(metrics);
-    const transportA = network.createTransport({ nodeId: "A", logger: silentLogger, metrics });
-    const transportB = network.createTransport({ nodeId: "B", logger: silentLogger, metrics: new Metrics() });
-    transportA.addPeer("B", "mem://B");
-    transportB.addPeer("A", "mem://A");
-    await transportA.start();
-    await transportB.start();
+    const { transportA, transportB } = await startMemoryPair(network, metrics);
     const busA = new Bus({ config: { root: join(root, "busA"), name: "default" } });
     const busB = new Bus({ config: { root: join(root, "busB"), name: "default" } });
     const spool = await DeliverySpool.open({ path: join(root, "spoolA"), sync: false, logger: silentLogger });
