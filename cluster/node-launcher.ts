@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { BUSY_PROCESS_NODE_FLAGS } from "../src/runtime-flags.js";
 import type { NodePlacement } from "./local.js";
 import { reservePort } from "./ports.js";
 
@@ -76,6 +77,7 @@ export class LaunchedNode {
       [
         ...prefix.slice(1),
         ...(prefix.length > 0 ? [process.execPath] : []),
+        ...BUSY_PROCESS_NODE_FLAGS,
         CLI_PATH,
         "--bus-root",
         this.spec.busRoot,

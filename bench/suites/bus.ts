@@ -16,6 +16,7 @@ import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { Bus } from "../../src/bus/index.js";
 import { isCfnError } from "../../src/errors.js";
+import { BUSY_PROCESS_NODE_FLAGS } from "../../src/runtime-flags.js";
 import { fsThroughputFloor, fsWakeupFloor } from "../fs-anchor.js";
 import {
   atLeast,
@@ -204,9 +205,13 @@ if (process.argv.includes(WORKER_FLAG)) serveWorker(worker);
 
 // ---- parent side --------------------------------------------------------------------------------
 
-// biome-ignore lint/suspicious/noExplicitAny: each worker kind answers with its own shape
-const start = (request: WorkerRequest, execArgv: string[] = []) =>
-  forkWorker<any>(SELF, WORKER_FLAG, request, execArgv);
+/**
+ * Workers stand for busy cfn processes and run with their Node flags (src/runtime-flags.ts);
+ * `defaultHeap` runs one with V8's defaults instead, for the context figure beside throughput.
+ */
+const start = (request: WorkerRequest, execArgv: string[] = [], defaultHeap = false) =>
+  // biome-ignore lint/suspicious/noExplicitAny: each worker kind answers with its own shape
+  forkWorker<any>(SELF, WORKER_FLAG, request, [...(defaultHeap ? [] : BUSY_PROCESS_NODE_FLAGS), ...execArgv]);
 
 function freshRoot(): string {
   const root = `/dev/shm/cfn-bench-${process.pid}-${randomBytes(3).toString("hex")}`;
@@ -230,19 +235,20 @@ interface ThroughputRun {
   receiverCpuUsPerMessage: number;
 }
 
-async function throughputRun(messages: number): Promise<ThroughputRun> {
+async function throughputRun(messages: number, defaultHeap = false): Promise<ThroughputRun> {
   const root = freshRoot();
   try {
-    const receiver = start({
-      kind: "receive",
-      root,
-      agent: "receiver",
-      expected: messages,
-      max: 256,
-      inboxDepthMax: 100_000,
-    });
+    const receiver = start(
+      { kind: "receive", root, agent: "receiver", expected: messages, max: 256, inboxDepthMax: 100_000 },
+      [],
+      defaultHeap,
+    );
     await receiver.ready;
-    const sender = start({ kind: "send", root, to: "receiver", count: messages, inboxDepthMax: 100_000 });
+    const sender = start(
+      { kind: "send", root, to: "receiver", count: messages, inboxDepthMax: 100_000 },
+      [],
+      defaultHeap,
+    );
     const [sent, received] = await Promise.all([sender.result, receiver.result]);
     if (received.received !== messages)
       throw new Error(`throughput run received ${received.received} of ${messages}`);
@@ -410,6 +416,7 @@ async function throughputFigures(runs: number, messages: number, figures: Figure
   const receiverCpu: number[] = [];
   const floorRates: number[] = [];
   const floorReceiverCpu: number[] = [];
+  const defaultHeapRates: number[] = [];
   for (let index = 0; index < runs; index++) {
     const result = await throughputRun(messages);
     rates.push(result.rate);
@@ -424,6 +431,12 @@ async function throughputFigures(runs: number, messages: number, figures: Figure
     floorReceiverCpu.push(floor.receiverCpuUsPerMessage);
     log(
       `  bare file pipeline (anchor): ${Math.round(floor.rate)} msg/s, receiver CPU ${floor.receiverCpuUsPerMessage.toFixed(1)} µs per message`,
+    );
+    // The same bus in processes started without cfn's heap flag (an embedding application).
+    const plain = await throughputRun(messages, true);
+    defaultHeapRates.push(plain.rate);
+    log(
+      `  same bus, V8's default heap: ${Math.round(plain.rate)} msg/s; receiver CPU ${plain.receiverCpuUsPerMessage.toFixed(1)} µs per message`,
     );
   }
   const rateStats = stats(rates);
@@ -445,6 +458,12 @@ async function throughputFigures(runs: number, messages: number, figures: Figure
         senderCpuUsPerMessage: median(senderCpu),
         receiverCpuUsPerMessage: median(receiverCpu),
         cpuBoundRateOneCoreEach: Math.round(cpuBoundRate),
+        nodeFlags: BUSY_PROCESS_NODE_FLAGS.join(" "),
+        withDefaultHeap: {
+          what: "the same runs in processes without cfn's Node flags (src/runtime-flags.ts)",
+          rateMedian: Math.round(median(defaultHeapRates)),
+          rateMin: Math.round(Math.min(...defaultHeapRates)),
+        },
         anchor: {
           what: "bare Node file pipeline, same sizes, no bus (bench/fs-anchor.ts)",
           rateMedian: Math.round(median(floorRates)),

@@ -18,6 +18,7 @@ import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { type LaunchedNode, LocalNodeCluster, waitUntil } from "../../cluster/node-launcher.js";
 import { Bus } from "../../src/bus/index.js";
+import { BUSY_PROCESS_NODE_FLAGS } from "../../src/runtime-flags.js";
 import {
   atLeast,
   atMost,
@@ -132,7 +133,9 @@ async function worker(request: WorkerRequest): Promise<unknown> {
 if (process.argv.includes(WORKER_FLAG)) serveWorker(worker);
 
 /** Forks a worker; `ready` resolves when a receiving worker opened its mailbox. */
-const startWorker = <T>(request: WorkerRequest) => forkWorker<T>(SELF, WORKER_FLAG, request);
+// Sender and receiver stand for busy cfn processes: they run with the same Node flags.
+const startWorker = <T>(request: WorkerRequest) =>
+  forkWorker<T>(SELF, WORKER_FLAG, request, [...BUSY_PROCESS_NODE_FLAGS]);
 
 // ---- measurements -------------------------------------------------------------------------------
 

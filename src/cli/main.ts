@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --min-semi-space-size=16
 // `cfn`: the command-line interface. Each command group lives in its own file and registers here.
 
 import { Command, CommanderError } from "commander";

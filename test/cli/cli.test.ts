@@ -1,11 +1,12 @@
 // The `cfn` command end to end: the compiled CLI in a child process, a real bus on tmpfs.
 
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { BUSY_PROCESS_NODE_FLAGS } from "../../src/runtime-flags.js";
 
 const run = promisify(execFile);
 const cli = join(import.meta.dirname, "..", "..", "dist", "src", "cli", "main.js");
@@ -38,6 +39,12 @@ afterEach(() => {
 });
 
 describe("cfn CLI", () => {
+  it("starts through its shebang with the busy-process Node flags", () => {
+    // `cfn node start` from a shell gets cfn's heap settings this way (src/runtime-flags.ts).
+    const firstLine = readFileSync(cli, "utf8").split("\n", 1)[0];
+    expect(firstLine).toBe(`#!/usr/bin/env -S node ${BUSY_PROCESS_NODE_FLAGS.join(" ")}`);
+  });
+
   it("sends and receives in priority order, acknowledging what it printed", async () => {
     expect((await cfn(["send", "worker-1", '{"n":1}', "--from", "lead"])).code).toBe(0);
     expect((await cfn(["send", "worker-1", "urgent", "--priority", "high", "--type", "task"])).code).toBe(0);

@@ -4,9 +4,11 @@
 // (exit 2); the single-node default; graceful shutdown with queued messages.
 
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
+import { BUSY_PROCESS_NODE_FLAGS } from "../../src/runtime-flags.js";
 import { encodeFrame } from "../../src/transport/frame.js";
 import { api, CLI, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
 
@@ -52,6 +54,11 @@ describe("node robustness (real processes)", () => {
     await n1.start([]);
     await cluster.waitReady([n1]);
     expect((await fetch(`${n1.api}/healthz`)).status).toBe(200);
+    // A busy process: the launcher starts the daemon with cfn's heap flags (src/runtime-flags.ts).
+    const cmdline = readFileSync(`/proc/${n1.child?.pid}/cmdline`, "utf8").split("\0");
+    expect(cmdline.slice(0, cmdline.indexOf(CLI))).toEqual(
+      expect.arrayContaining([...BUSY_PROCESS_NODE_FLAGS]),
+    );
     const registered = await api(n1.api, "POST", "/v1/agents", { agent: "solo", team: "crew" });
     expect(registered.status).toBe(200);
     const status = await waitFor("team assigned", async () => {
