@@ -206,8 +206,11 @@ if (process.argv.includes(WORKER_FLAG)) serveWorker(worker);
 // ---- parent side --------------------------------------------------------------------------------
 
 /**
- * Workers stand for busy cfn processes and run with their Node flags (src/runtime-flags.ts);
- * `defaultHeap` runs one with V8's defaults instead, for the context figure beside throughput.
+ * Workers of the throughput runs stand for busy cfn processes and run with their Node flags
+ * (src/runtime-flags.ts); `defaultHeap` runs one with V8's defaults instead: the context figure
+ * beside throughput, and the light-load wake-up runs, whose receiver stands for an agent (agent
+ * runners keep V8's default heap; a fresh 16 MiB young generation would also add a first-touch page
+ * fault to most messages of a one-second run).
  */
 const start = (request: WorkerRequest, execArgv: string[] = [], defaultHeap = false) =>
   // biome-ignore lint/suspicious/noExplicitAny: each worker kind answers with its own shape
@@ -276,9 +279,9 @@ async function batchRun(): Promise<number[]> {
 async function latencyRun(samples: number): Promise<number[]> {
   const root = freshRoot();
   try {
-    const receiver = start({ kind: "latency-receive", root, agent: "receiver", samples });
+    const receiver = start({ kind: "latency-receive", root, agent: "receiver", samples }, [], true);
     await receiver.ready;
-    const sender = start({ kind: "latency-send", root, to: "receiver", samples, gapMs: 2 });
+    const sender = start({ kind: "latency-send", root, to: "receiver", samples, gapMs: 2 }, [], true);
     const [result] = await Promise.all([receiver.result, sender.result]);
     return (result.micros as number[]).slice(20);
   } finally {

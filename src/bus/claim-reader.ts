@@ -1,10 +1,11 @@
-// Reading a claimed file with the fewest syscalls: one read into a reusable buffer of
-// messageBytesMax + 1 bytes settles a single-message file in three calls (open, read, close); only
-// a file that fills the buffer (a batch) costs an fstat and more reads. Oversized files are refused
-// before more than the limit is read.
+// Claiming and reading a file with the fewest calls: the claim's rename and one read into a
+// reusable buffer of messageBytesMax + 1 bytes are one FileIo step (src/bus/file-io.ts) for a
+// single-message file; only a file that fills the buffer (a batch) is opened again for an fstat and
+// more reads. Oversized files are refused before more than the limit is read.
 
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import type { DeadLetterCause } from "./dead-letter.js";
+import type { FileIo } from "./file-io.js";
 
 /** Largest read buffer kept between reads (a batch may need more, once). */
 export const READ_BUFFER_BYTES_KEPT = 8 * 1024 * 1024;
@@ -16,13 +17,27 @@ export type ReadProblem = { cause: DeadLetterCause; reason: string };
 export class ClaimReader {
   private buffer: Buffer;
   private readonly messageBytesMax: number;
+  private readonly io: FileIo;
 
-  constructor(messageBytesMax: number) {
+  constructor(messageBytesMax: number, io: FileIo) {
     this.messageBytesMax = messageBytesMax;
+    this.io = io;
     this.buffer = Buffer.allocUnsafe(messageBytesMax + 1);
   }
 
-  /** The text of the file at `path`, which names `count` messages, or why it is refused. */
+  /**
+   * Claims `inboxPath` by renaming it to `claimedPath` and returns the text of the file, which names
+   * `count` messages, or why it is refused; null when another consumer claimed it first.
+   */
+  claim(inboxPath: string, claimedPath: string, count: number): string | ReadProblem | null {
+    const length = this.io.renameAndRead(inboxPath, claimedPath, this.buffer);
+    if (length < 0) return null;
+    // A file that filled the buffer is a batch or oversized: read it again with its size known.
+    if (length === this.buffer.length) return this.read(claimedPath, count);
+    return this.buffer.toString("utf8", 0, length);
+  }
+
+  /** The text of the (claimed) file at `path`, which names `count` messages, or why it is refused. */
   read(path: string, count: number): string | ReadProblem {
     const bytesMax =
       count === 1 ? this.messageBytesMax : count * (this.messageBytesMax + BATCH_OVERHEAD_BYTES);

@@ -11,16 +11,7 @@
 // Everything on the receive path is synchronous: a tmpfs syscall costs a few microseconds, a hop
 // through the libuv threadpool and a promise costs more than the file operation itself.
 
-import {
-  closeSync,
-  constants,
-  openSync,
-  readdirSync,
-  renameSync,
-  unlinkSync,
-  utimesSync,
-  writeSync,
-} from "node:fs";
+import { closeSync, constants, openSync, readdirSync, renameSync, utimesSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
@@ -152,7 +143,7 @@ export class Mailbox {
     this.paths = bus.layout.agent(agentId);
     this.inboxPrefix = `${this.paths.inbox}/`;
     this.claimedPrefix = `${this.paths.claimed}/`;
-    this.reader = new ClaimReader(bus.config.messageBytesMax);
+    this.reader = new ClaimReader(bus.config.messageBytesMax, bus.io);
     bus.layout.ensureAgent(this.paths, true);
     this.deadLetterContext = {
       paths: this.paths,
@@ -222,7 +213,7 @@ export class Mailbox {
     while (out.length < max && this.ready.length > 0) out.push(this.ready.shift() as Delivery);
     if (out.length < max) this.claimInto(out, max, nowMs, trustArrivals);
     if (this.claimedMessages > 0) {
-      this.bus.busMetrics.received.inc(this.claimedMessages);
+      this.bus.busMetrics.countReceived(this.claimedMessages);
       this.claimedMessages = 0;
     }
     return out;
@@ -443,14 +434,9 @@ export class Mailbox {
     const prefix = queuedPrefixOf(fileName);
     const claimedName = `${prefix}${deliveries}${this.claimSuffix}`;
     const claimedPath = this.claimedPrefix + claimedName;
-    try {
-      renameSync(inboxPath, claimedPath);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ENOENT") return; // another consumer won
-      throw error;
-    }
+    const text = this.reader.claim(inboxPath, claimedPath, queued.count);
+    if (text === null) return; // another consumer won
     this.watch.claimed(fileName);
-    const text = this.reader.read(claimedPath, queued.count);
     if (typeof text !== "string") {
       this.deadLetter(claimedPath, claimedName, text.cause, text.reason, deliveries);
       return;
@@ -503,7 +489,7 @@ export class Mailbox {
     const nowUs = wallClockUs();
     if (nowUs - this.lastLatencySampleUs < LATENCY_SAMPLE_INTERVAL_MS * 1000) return;
     this.lastLatencySampleUs = nowUs;
-    this.bus.busMetrics.latency.observe(Math.max(0, nowUs - envelope.ts) / 1e6);
+    this.bus.busMetrics.observeLatency(Math.max(0, nowUs - envelope.ts) / 1e6);
   }
 
   private deadLetter(
@@ -607,7 +593,7 @@ export class Mailbox {
 
   private unlinkClaim(path: string): void {
     try {
-      unlinkSync(path);
+      this.bus.io.unlink(path);
     } catch (error) {
       // The visibility timeout returned it to the inbox meanwhile: it will be delivered again.
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;

@@ -53,6 +53,12 @@ export const busSchema = z
     rescanIntervalMs: int(1, 60_000)
       .default(250)
       .describe("Rescan interval of a waiting receiver, a safety net under fs.watch."),
+    nativeIo: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Use the compiled file helper (dist/native/bus-io.node) for send, claim and ack when it is built; false always uses node:fs (same files).",
+      ),
   })
   .strict();
 

@@ -1,21 +1,10 @@
-// Where the pieces of cfn live on disk, found from this module's location so that the same code
-// works compiled (dist/src/coordination) and from source under vitest (src/coordination).
+// Where the pieces of cfn live on disk, relative to the package root (src/repo-root.ts).
 
-import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import { REPO_ROOT } from "../repo-root.js";
 
-function findRepoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let depth = 0; depth < 6; depth++) {
-    if (existsSync(join(dir, "package.json"))) return dir;
-    dir = dirname(dir);
-  }
-  throw new Error("invariant violated: cannot find the cfn package root");
-}
+export { REPO_ROOT };
 
-/** The package root (holds package.json). */
-export const REPO_ROOT = findRepoRoot();
 /** The compiled CLI that spawned agents and coordinators run. */
 export const CLI_MAIN = join(REPO_ROOT, "dist", "src", "cli", "main.js");
 /** Source of the lean C agent. */

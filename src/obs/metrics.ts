@@ -38,11 +38,14 @@ export class Metrics {
     if (this.jsonlPath) mkdirSync(dirname(this.jsonlPath), { recursive: true });
   }
 
-  /** Returns the counter of that name, creating it on first use. */
-  counter(name: string, help: string, labelNames: string[] = []): Counter<string> {
+  /**
+   * Returns the counter of that name, creating it on first use. `collect` runs before each read
+   * (scrape or value()): a hot path can count in a plain field and add it there.
+   */
+  counter(name: string, help: string, labelNames: string[] = [], collect?: () => void): Counter<string> {
     let metric = this.counters.get(name);
     if (!metric) {
-      metric = new Counter({ name, help, labelNames, registers: [this.registry] });
+      metric = new Counter({ name, help, labelNames, registers: [this.registry], collect });
       this.counters.set(name, metric);
     }
     return metric;
@@ -62,10 +65,11 @@ export class Metrics {
     help: string,
     labelNames: string[] = [],
     buckets: number[] = LATENCY_BUCKETS_SECONDS,
+    collect?: () => void,
   ): Histogram<string> {
     let metric = this.histograms.get(name);
     if (!metric) {
-      metric = new Histogram({ name, help, labelNames, buckets, registers: [this.registry] });
+      metric = new Histogram({ name, help, labelNames, buckets, registers: [this.registry], collect });
       this.histograms.set(name, metric);
     }
     return metric;

@@ -5,6 +5,7 @@ import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "n
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { LATENCY_SAMPLES_PENDING_MAX } from "../../src/bus/bus-metrics.js";
 import type { Bus, Delivery, Mailbox } from "../../src/bus/index.js";
 import { type ErrorCode, isCfnError } from "../../src/errors.js";
 import { Metrics } from "../../src/obs/metrics.js";
@@ -561,6 +562,25 @@ describe("status, heartbeats and metrics", () => {
     expect(await metrics.value("cfn_bus_inbox_depth", { agent: "worker" })).toBe(4);
     const exposition = await metrics.exposition();
     expect(exposition).toContain("cfn_bus_send_to_receive_seconds_count 1");
+  });
+
+  it("hands hot-path counts and latency samples to prom-client on every read, shared by the buses of a registry", async () => {
+    const metrics = new Metrics();
+    const first = openTestBus(root, {}, { metrics });
+    const second = openTestBus(root, {}, { metrics });
+    expect(second.busMetrics).toBe(first.busMetrics);
+    first.sendSync("a", "b", { type: "t" });
+    second.sendSync("a", "b", { type: "t" });
+    expect(await metrics.value("cfn_bus_messages_sent_total")).toBe(2);
+    second.sendSync("a", "b", { type: "t" });
+    expect(await metrics.value("cfn_bus_messages_sent_total")).toBe(3);
+    // More samples than the buffer holds: the overflow goes to the histogram, nothing is lost.
+    const samples = LATENCY_SAMPLES_PENDING_MAX + 300;
+    for (let index = 0; index < samples; index++) first.busMetrics.observeLatency(0.0002);
+    const exposition = await metrics.exposition();
+    expect(exposition).toContain(`cfn_bus_send_to_receive_seconds_count ${samples}`);
+    expect(exposition).toContain(`cfn_bus_send_to_receive_seconds_bucket{le="0.00025"} ${samples}`);
+    expect(exposition).toContain('cfn_bus_send_to_receive_seconds_bucket{le="0.0001"} 0');
   });
 
   it("writes dead letters and overflows to the JSONL stream", async () => {

@@ -1,0 +1,156 @@
+// The three file steps of the bus's hot path, each one call: a send's write + rename, a claim's
+// rename + read, an ack's unlink. Two implementations make the same system calls with the same
+// flags, so the files are identical: the Node-API helper (src/native/bus-io.c, built by
+// `npm run build`), which saves node:fs's per-call JavaScript wrapper (≈ a fifth of a message's CPU
+// on this VM), and node:fs itself, used when the helper is not built, cannot load, or the bus is
+// configured with `nativeIo: false`. Errors are thrown like node:fs's (code, errno, syscall, path).
+
+import { closeSync, constants, openSync, readSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { createRequire } from "node:module";
+import { constants as osConstants } from "node:os";
+import { getSystemErrorMap } from "node:util";
+import { BUS_IO_ADDON } from "../native/bus-io-build.js";
+
+export interface FileIo {
+  /** True for the Node-API helper. */
+  readonly native: boolean;
+  /**
+   * Creates (or truncates) `tmpPath` with `mode`, writes `text` as UTF-8, closes it and renames it
+   * to `finalPath`. On failure `tmpPath` is removed and the error thrown.
+   */
+  writeAndRename(tmpPath: string, finalPath: string, text: string, mode: number): void;
+  /**
+   * Renames `fromPath` to `toPath` and reads the renamed file from its start into `buffer`, until
+   * its end or a full buffer. Returns the bytes read (buffer.length: there may be more), or -1
+   * when `fromPath` does not exist (another consumer renamed it first).
+   */
+  renameAndRead(fromPath: string, toPath: string, buffer: Buffer): number;
+  unlink(path: string): void;
+}
+
+const OPEN_WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
+
+/** The JavaScript implementation (node:fs). */
+export const nodeFileIo: FileIo = {
+  native: false,
+  writeAndRename(tmpPath, finalPath, text, mode) {
+    try {
+      const fd = openSync(tmpPath, OPEN_WRITE_FLAGS, mode);
+      try {
+        // writeSync encodes the string in C++; a short write (a full tmpfs) continues from bytes.
+        let written = writeSync(fd, text);
+        const length = Buffer.byteLength(text);
+        if (written < length) {
+          const bytes = Buffer.from(text);
+          while (written < length) written += writeSync(fd, bytes, written, length - written);
+        }
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmpPath, finalPath);
+    } catch (error) {
+      try {
+        unlinkSync(tmpPath);
+      } catch {}
+      throw error;
+    }
+  },
+  renameAndRead(fromPath, toPath, buffer) {
+    try {
+      renameSync(fromPath, toPath);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return -1;
+      throw error;
+    }
+    const fd = openSync(toPath, constants.O_RDONLY);
+    try {
+      let total = 0;
+      while (total < buffer.length) {
+        const count = readSync(fd, buffer, total, buffer.length - total, total);
+        if (count === 0) break;
+        total += count;
+      }
+      return total;
+    } finally {
+      closeSync(fd);
+    }
+  },
+  unlink(path) {
+    unlinkSync(path);
+  },
+};
+
+interface BusIoAddon {
+  writeAndRename(tmpPath: string, finalPath: string, text: string, mode: number): number;
+  renameAndRead(fromPath: string, toPath: string, buffer: Buffer): number;
+  unlink(path: string): number;
+}
+
+/** The system call each failure step of src/native/bus-io.c names. */
+const NATIVE_STEPS = ["", "open", "write", "rename", "read", "unlink", "argument"];
+const STEP_RENAME = 3;
+const ENOENT = osConstants.errno.ENOENT;
+
+/** An error shaped like node:fs's from a failure code of the helper: -(step × 65536 + errno). */
+export function nativeError(code: number, path: string, dest?: string): NodeJS.ErrnoException {
+  const step = Math.floor(-code / 65536);
+  const errno = -code % 65536;
+  const [name, description] = getSystemErrorMap().get(-errno) ?? [`E${errno}`, "unknown error"];
+  const syscall = NATIVE_STEPS[step] ?? "unknown";
+  const target = dest === undefined ? `'${path}'` : `'${path}' -> '${dest}'`;
+  const error = new Error(`${name}: ${description}, ${syscall} ${target}`) as NodeJS.ErrnoException;
+  error.errno = -errno;
+  error.code = name;
+  error.syscall = syscall;
+  error.path = path;
+  if (dest !== undefined) (error as NodeJS.ErrnoException & { dest: string }).dest = dest;
+  return error;
+}
+
+function nativeFileIo(addon: BusIoAddon): FileIo {
+  return {
+    native: true,
+    writeAndRename(tmpPath, finalPath, text, mode) {
+      const code = addon.writeAndRename(tmpPath, finalPath, text, mode);
+      if (code !== 0) {
+        const rename = Math.floor(-code / 65536) === STEP_RENAME;
+        throw nativeError(code, tmpPath, rename ? finalPath : undefined);
+      }
+    },
+    renameAndRead(fromPath, toPath, buffer) {
+      const result = addon.renameAndRead(fromPath, toPath, buffer);
+      if (result >= 0) return result;
+      if (result === -(STEP_RENAME * 65536 + ENOENT)) return -1;
+      throw nativeError(result, Math.floor(-result / 65536) === STEP_RENAME ? fromPath : toPath);
+    },
+    unlink(path) {
+      const code = addon.unlink(path);
+      if (code !== 0) throw nativeError(code, path);
+    },
+  };
+}
+
+let loaded: { io: FileIo | undefined; reason?: string } | undefined;
+
+/** The Node-API helper, or undefined (with the reason in nativeFileIoProblem()). Loaded once. */
+export function loadNativeFileIo(): FileIo | undefined {
+  if (!loaded) {
+    try {
+      const addon = createRequire(import.meta.url)(BUS_IO_ADDON) as BusIoAddon;
+      loaded = { io: nativeFileIo(addon) };
+    } catch (error) {
+      loaded = { io: undefined, reason: (error as Error).message.split("\n", 1)[0] };
+    }
+  }
+  return loaded.io;
+}
+
+/** Why the helper is not in use, once loadNativeFileIo() returned undefined. */
+export function nativeFileIoProblem(): string | undefined {
+  return loaded?.reason;
+}
+
+/** The implementation a bus uses: the helper when wanted and available, else node:fs. */
+export function chooseFileIo(wantNative: boolean): FileIo {
+  return (wantNative && loadNativeFileIo()) || nodeFileIo;
+}

@@ -1,0 +1,191 @@
+/*
+ * The bus's per-file system calls, one Node-API call per step (src/bus/file-io.ts). Each node:fs
+ * sync call costs a JavaScript wrapper (argument checks, path conversion, an error context, a
+ * trace-category check) on top of its system call; a send takes four such calls and a claim
+ * four more. Here each step is one call into C that makes the same system calls in the same
+ * order, with the same flags, so files on the bus are exactly what the JavaScript path writes.
+ *
+ * Results are numbers, never exceptions: >= 0 is success (bytes read for renameAndRead), a
+ * negative value is -(step * 65536 + errno), where step names the system call that failed; the
+ * caller turns it into an error like node:fs's.
+ *
+ * Built by `npm run build` (src/native/build.ts) with the machine's C compiler against Node's
+ * headers; without them the bus uses its JavaScript path.
+ */
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+
+/* Steps reported in failures (see src/bus/file-io.ts, NATIVE_STEPS). */
+#define STEP_OPEN 1
+#define STEP_WRITE 2
+#define STEP_RENAME 3
+#define STEP_READ 4
+#define STEP_UNLINK 5
+#define STEP_ARGUMENT 6
+
+#define PATH_BYTES_MAX 4096
+/* A text buffer kept between sends only up to this size; a larger one is freed after use. */
+#define TEXT_BYTES_KEPT (4 * 1024 * 1024)
+
+typedef struct {
+  char *text;
+  size_t capacity;
+} instance_t;
+
+static napi_value number(napi_env env, double value) {
+  napi_value result;
+  napi_create_double(env, value, &result);
+  return result;
+}
+
+static napi_value failure(napi_env env, int step, int error) {
+  return number(env, -((double)step * 65536.0 + (double)error));
+}
+
+/* Copies a JavaScript string argument as UTF-8 into out; 0 on success. */
+static int path_argument(napi_env env, napi_value value, char *out) {
+  size_t length = 0;
+  if (napi_get_value_string_utf8(env, value, out, PATH_BYTES_MAX, &length) != napi_ok) return -1;
+  return length >= PATH_BYTES_MAX - 1 ? -1 : 0;
+}
+
+static void instance_free(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  instance_t *instance = data;
+  free(instance->text);
+  free(instance);
+}
+
+static instance_t *instance_of(napi_env env) {
+  void *data = NULL;
+  napi_get_instance_data(env, &data);
+  return data;
+}
+
+/* writeAndRename(tmpPath, finalPath, text, mode): open O_WRONLY|O_CREAT|O_TRUNC, write all, close,
+ * rename. On failure the temporary file is removed. Returns 0 or a failure code. */
+static napi_value write_and_rename(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  char tmp_path[PATH_BYTES_MAX];
+  char final_path[PATH_BYTES_MAX];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4 || path_argument(env, argv[0], tmp_path) || path_argument(env, argv[1], final_path))
+    return failure(env, STEP_ARGUMENT, EINVAL);
+  int32_t mode = 0;
+  if (napi_get_value_int32(env, argv[3], &mode) != napi_ok) return failure(env, STEP_ARGUMENT, EINVAL);
+  instance_t *instance = instance_of(env);
+  size_t length = 0;
+  if (napi_get_value_string_utf8(env, argv[2], NULL, 0, &length) != napi_ok)
+    return failure(env, STEP_ARGUMENT, EINVAL);
+  if (length + 1 > instance->capacity) {
+    char *bigger = malloc(length + 1);
+    if (bigger == NULL) return failure(env, STEP_ARGUMENT, ENOMEM);
+    free(instance->text);
+    instance->text = bigger;
+    instance->capacity = length + 1;
+  }
+  napi_get_value_string_utf8(env, argv[2], instance->text, instance->capacity, &length);
+
+  int fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
+  int step = 0;
+  int error = 0;
+  if (fd < 0) {
+    step = STEP_OPEN;
+    error = errno;
+  } else {
+    size_t written = 0;
+    while (written < length) {
+      ssize_t count = write(fd, instance->text + written, length - written);
+      if (count < 0) {
+        if (errno == EINTR) continue;
+        step = STEP_WRITE;
+        error = errno;
+        break;
+      }
+      written += (size_t)count;
+    }
+    close(fd);
+    if (step == 0 && rename(tmp_path, final_path) != 0) {
+      step = STEP_RENAME;
+      error = errno;
+    }
+    if (step != 0) unlink(tmp_path);
+  }
+  if (instance->capacity > TEXT_BYTES_KEPT) {
+    free(instance->text);
+    instance->text = NULL;
+    instance->capacity = 0;
+  }
+  return step == 0 ? number(env, 0) : failure(env, step, error);
+}
+
+/* renameAndRead(fromPath, toPath, buffer): rename, then read the renamed file from its start into
+ * buffer until end of file or the buffer is full. Returns the bytes read or a failure code. */
+static napi_value rename_and_read(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  char from_path[PATH_BYTES_MAX];
+  char to_path[PATH_BYTES_MAX];
+  void *data = NULL;
+  size_t capacity = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3 || path_argument(env, argv[0], from_path) || path_argument(env, argv[1], to_path) ||
+      napi_get_buffer_info(env, argv[2], &data, &capacity) != napi_ok)
+    return failure(env, STEP_ARGUMENT, EINVAL);
+  if (rename(from_path, to_path) != 0) return failure(env, STEP_RENAME, errno);
+  int fd = open(to_path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return failure(env, STEP_OPEN, errno);
+  size_t total = 0;
+  while (total < capacity) {
+    ssize_t count = pread(fd, (char *)data + total, capacity - total, (off_t)total);
+    if (count < 0) {
+      if (errno == EINTR) continue;
+      int error = errno;
+      close(fd);
+      return failure(env, STEP_READ, error);
+    }
+    if (count == 0) break;
+    total += (size_t)count;
+  }
+  close(fd);
+  return number(env, (double)total);
+}
+
+/* unlink(path): returns 0 or a failure code. */
+static napi_value unlink_path(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char path[PATH_BYTES_MAX];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || path_argument(env, argv[0], path)) return failure(env, STEP_ARGUMENT, EINVAL);
+  return unlink(path) == 0 ? number(env, 0) : failure(env, STEP_UNLINK, errno);
+}
+
+NAPI_MODULE_INIT() {
+  instance_t *instance = calloc(1, sizeof(instance_t));
+  if (instance == NULL) return NULL;
+  if (napi_set_instance_data(env, instance, instance_free, NULL) != napi_ok) {
+    free(instance);
+    return NULL;
+  }
+  napi_property_descriptor properties[] = {
+      {"writeAndRename", NULL, write_and_rename, NULL, NULL, NULL, napi_default, NULL},
+      {"renameAndRead", NULL, rename_and_read, NULL, NULL, NULL, napi_default, NULL},
+      {"unlink", NULL, unlink_path, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties);
+  return exports;
+}

@@ -1,0 +1,143 @@
+// The bus's file steps (src/bus/file-io.ts): the compiled Node-API helper and the node:fs
+// implementation must behave alike — same files, same modes, same errors — and a bus using one
+// must interoperate with a bus using the other.
+
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import {
+  type FileIo,
+  loadNativeFileIo,
+  nativeError,
+  nativeFileIoProblem,
+  nodeFileIo,
+} from "../../src/bus/file-io.js";
+import { nodeHeadersDir } from "../../src/native/bus-io-build.js";
+import { cCompilers } from "../../src/native/c-build.js";
+import { openTestBus, tempRoot } from "./helpers.js";
+
+let root: string;
+let cleanup: () => void;
+
+beforeEach(() => {
+  ({ root, cleanup } = tempRoot());
+  mkdirSync(join(root, "tmp"));
+  mkdirSync(join(root, "inbox"));
+  mkdirSync(join(root, "claimed"));
+});
+afterEach(() => cleanup());
+
+const compilerPresent = cCompilers().some((cc) => spawnSync(cc, ["--version"]).status === 0);
+const native = loadNativeFileIo();
+
+describe("the compiled helper", () => {
+  it("is built by npm run build and loads wherever a C compiler and Node's headers exist", () => {
+    if (compilerPresent && nodeHeadersDir()) {
+      expect(nativeFileIoProblem()).toBeUndefined();
+      expect(native?.native).toBe(true);
+    } else {
+      // Without them the bus must still work: it falls back to node:fs and says why.
+      expect(native).toBeUndefined();
+      expect(nativeFileIoProblem()).toBeTruthy();
+      expect(openTestBus(root).io.native).toBe(false);
+    }
+  });
+
+  it("turns its failure codes into node:fs-shaped errors", () => {
+    const error = nativeError(-(3 * 65536 + 2), "/a", "/b");
+    expect(error).toMatchObject({ code: "ENOENT", errno: -2, syscall: "rename", path: "/a", dest: "/b" });
+    expect(error.message).toBe("ENOENT: no such file or directory, rename '/a' -> '/b'");
+    expect(nativeError(-(1 * 65536 + 13), "/x")).toMatchObject({ code: "EACCES", syscall: "open" });
+  });
+});
+
+const implementations: [string, FileIo][] = [["node:fs", nodeFileIo]];
+if (native) implementations.push(["native", native]);
+
+describe.each(implementations)("FileIo (%s)", (_name, io) => {
+  it("writes a file with the given mode and renames it into place, leaving no temporary file", () => {
+    const text = '{"v":1,"payload":"héllo ✓"}\n';
+    io.writeAndRename(join(root, "tmp", "m1"), join(root, "inbox", "m1"), text, 0o600);
+    expect(readFileSync(join(root, "inbox", "m1"), "utf8")).toBe(text);
+    expect(statSync(join(root, "inbox", "m1")).mode & 0o777).toBe(0o600);
+    expect(readdirSync(join(root, "tmp"))).toEqual([]);
+  });
+
+  it("writes a text larger than any buffer it keeps", () => {
+    const text = "x".repeat(5 * 1024 * 1024 + 3);
+    io.writeAndRename(join(root, "tmp", "big"), join(root, "inbox", "big"), text, 0o600);
+    expect(statSync(join(root, "inbox", "big")).size).toBe(text.length);
+  });
+
+  it("fails like node:fs when a directory is missing, and removes its temporary file", () => {
+    expect(() => io.writeAndRename(join(root, "gone", "m"), join(root, "inbox", "m"), "x", 0o600)).toThrow(
+      expect.objectContaining({ code: "ENOENT", syscall: "open" }),
+    );
+    expect(() => io.writeAndRename(join(root, "tmp", "m"), join(root, "gone", "m"), "x", 0o600)).toThrow(
+      expect.objectContaining({ code: "ENOENT", syscall: "rename" }),
+    );
+    expect(readdirSync(join(root, "tmp"))).toEqual([]);
+  });
+
+  it("claims by rename and reads the whole file, or reports a lost race with -1", () => {
+    writeFileSync(join(root, "inbox", "a"), "hello");
+    const buffer = Buffer.alloc(64);
+    expect(io.renameAndRead(join(root, "inbox", "a"), join(root, "claimed", "a"), buffer)).toBe(5);
+    expect(buffer.toString("utf8", 0, 5)).toBe("hello");
+    expect(readdirSync(join(root, "inbox"))).toEqual([]);
+    expect(io.renameAndRead(join(root, "inbox", "a"), join(root, "claimed", "b"), buffer)).toBe(-1);
+  });
+
+  it("stops at a full buffer so the caller can read a larger file another way", () => {
+    writeFileSync(join(root, "inbox", "long"), "0123456789");
+    const buffer = Buffer.alloc(4);
+    expect(io.renameAndRead(join(root, "inbox", "long"), join(root, "claimed", "long"), buffer)).toBe(4);
+    expect(buffer.toString()).toBe("0123");
+  });
+
+  it("unlinks, and reports a missing file as ENOENT", () => {
+    writeFileSync(join(root, "claimed", "c"), "x");
+    io.unlink(join(root, "claimed", "c"));
+    expect(readdirSync(join(root, "claimed"))).toEqual([]);
+    expect(() => io.unlink(join(root, "claimed", "c"))).toThrow(
+      expect.objectContaining({ code: "ENOENT", syscall: "unlink" }),
+    );
+  });
+});
+
+describe("buses on either implementation", () => {
+  it("exchange messages both ways, batches and an oversized file included", async () => {
+    const viaNode = openTestBus(root, { nativeIo: false });
+    const viaNative = openTestBus(root, { nativeIo: true, messageBytesMax: 4096 });
+    expect(viaNode.io.native).toBe(false);
+    expect(viaNative.io.native).toBe(native !== undefined);
+    const a = viaNode.openMailbox("agent-a", { watch: false, heartbeat: false });
+    const b = viaNative.openMailbox("agent-b", { watch: false, heartbeat: false });
+
+    viaNode.sendSync("agent-a", "agent-b", { type: "hello", payload: { n: 1, text: "ü" } });
+    viaNode.sendBatchSync("agent-a", "agent-b", [
+      { type: "batch", payload: "x".repeat(3000) },
+      { type: "batch", payload: "y".repeat(3000) },
+    ]);
+    const got = b.receiveNow(10);
+    expect(got.map((d) => d.message.payload)).toEqual([
+      { n: 1, text: "ü" },
+      "x".repeat(3000),
+      "y".repeat(3000),
+    ]);
+    b.ack(got);
+
+    viaNative.sendSync("agent-b", "agent-a", { type: "reply", payload: { ok: true } });
+    const back = a.receiveNow(1);
+    expect(back[0].message).toMatchObject({ from: "agent-b", type: "reply", payload: { ok: true } });
+    a.ack(back);
+
+    // A file over agent-b's messageBytesMax goes to dead-letter, read no further than the limit.
+    viaNode.sendSync("agent-a", "agent-b", { type: "big", payload: "z".repeat(8000) });
+    expect(b.receiveNow(1)).toEqual([]);
+    expect(viaNative.agentStatus("agent-b")).toMatchObject({ inboxDepth: 0, claimed: 0, deadLetters: 1 });
+    a.close();
+    b.close();
+  });
+});
