@@ -133,9 +133,10 @@ async function worker(request: WorkerRequest): Promise<unknown> {
 if (process.argv.includes(WORKER_FLAG)) serveWorker(worker);
 
 /** Forks a worker; `ready` resolves when a receiving worker opened its mailbox. */
-// Sender and receiver stand for busy cfn processes: they run with the same Node flags.
-const startWorker = <T>(request: WorkerRequest) =>
-  forkWorker<T>(SELF, WORKER_FLAG, request, [...BUSY_PROCESS_NODE_FLAGS]);
+// Workers at full rate stand for busy cfn processes and run with their Node flags; the light-load
+// latency workers stand for agents, which keep V8's default heap (as in bench/suites/bus.ts).
+const startWorker = <T>(request: WorkerRequest, heap: "busy" | "agent" = "busy") =>
+  forkWorker<T>(SELF, WORKER_FLAG, request, heap === "busy" ? [...BUSY_PROCESS_NODE_FLAGS] : []);
 
 // ---- measurements -------------------------------------------------------------------------------
 
@@ -196,23 +197,29 @@ async function latencyRun(
   agent: string,
   samples: number,
 ): Promise<number[]> {
-  const receiver = startWorker<ReceiveResult>({
-    kind: "receive",
-    root: toRoot,
-    agent,
-    expected: samples,
-    timeoutMs: 60_000,
-  });
+  const receiver = startWorker<ReceiveResult>(
+    {
+      kind: "receive",
+      root: toRoot,
+      agent,
+      expected: samples,
+      timeoutMs: 60_000,
+    },
+    "agent",
+  );
   await receiver.ready;
-  const sender = startWorker({
-    kind: "send",
-    root: fromRoot,
-    from: "bench-pinger",
-    to: agent,
-    count: samples,
-    payloadBytes: 256,
-    gapMs: 2,
-  });
+  const sender = startWorker(
+    {
+      kind: "send",
+      root: fromRoot,
+      from: "bench-pinger",
+      to: agent,
+      count: samples,
+      payloadBytes: 256,
+      gapMs: 2,
+    },
+    "agent",
+  );
   await sender.result;
   const got = await receiver.result;
   // The first messages warm the path (a proxy mailbox opens, a connection fills its window).
