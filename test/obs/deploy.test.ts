@@ -13,6 +13,7 @@ import { describe, expect, it } from "vitest";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { environmentName, settingPaths } from "../../src/config/load.js";
 import { clusterFileSchema } from "../../src/node/cluster-file.js";
+import { BUSY_PROCESS_NODE_FLAGS } from "../../src/runtime-flags.js";
 import { REPO } from "../bus/helpers.js";
 
 const DEPLOY = join(REPO, "deploy");
@@ -221,7 +222,13 @@ describe("deploy/: compose", () => {
     );
     expect(sources.length).toBeGreaterThan(3);
     for (const source of sources) expect(existsSync(join(REPO, source)), `COPY ${source}`).toBe(true);
-    expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "\/app\/dist\/src\/cli\/main\.js"\]$/m);
+    // The node daemon runs with cfn's busy-process flags, as launched nodes and the CLI's shebang do.
+    const entrypoint = ["node", ...BUSY_PROCESS_NODE_FLAGS, "/app/dist/src/cli/main.js"];
+    expect(dockerfile).toContain(`ENTRYPOINT ${JSON.stringify(entrypoint).replaceAll(",", ", ")}`);
+    const unit = readFileSync(join(DEPLOY, "systemd/cfn-node.service"), "utf8");
+    expect(unit).toContain(
+      `ExecStart=/usr/bin/node ${BUSY_PROCESS_NODE_FLAGS.join(" ")} /opt/cfn/dist/src/cli/main.js`,
+    );
     expect(existsSync(join(REPO, "dist", "src", "cli", "main.js"))).toBe(true);
   });
 });
