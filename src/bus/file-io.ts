@@ -15,17 +15,24 @@ export interface FileIo {
   /** True for the Node-API helper. */
   readonly native: boolean;
   /**
-   * Creates (or truncates) `tmpPath` with `mode`, writes `text` as UTF-8, closes it and renames it
-   * to `finalPath`. On failure `tmpPath` is removed and the error thrown.
+   * Creates (or truncates) `tmpPath` with `mode`, writes `text` as UTF-8, renames it to `finalPath`
+   * and closes it (the rename first: the file is complete once written, and the receiver's inotify
+   * event, raised by the rename, does not wait for the close). On failure `tmpPath` is removed and
+   * the error thrown.
    */
   writeAndRename(tmpPath: string, finalPath: string, text: string, mode: number): void;
   /**
    * Renames `fromPath` to `toPath` and reads the renamed file from its start into `buffer`, until
-   * its end or a full buffer. Returns the bytes read (buffer.length: there may be more), or -1
-   * when `fromPath` does not exist (another consumer renamed it first).
+   * its end or a full buffer: a short read is the end (a regular file whose writer finished before
+   * renaming it), so a small file costs one read. Returns the bytes read (buffer.length: there may
+   * be more), or -1 when `fromPath` does not exist (another consumer renamed it first). The helper
+   * closes the file's descriptor on its next call rather than before returning (off a receiver's
+   * wake-up path); flush() closes it.
    */
   renameAndRead(fromPath: string, toPath: string, buffer: Buffer): number;
   unlink(path: string): void;
+  /** Closes a descriptor held from the last renameAndRead, if any. */
+  flush(): void;
 }
 
 const OPEN_WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
@@ -44,10 +51,10 @@ export const nodeFileIo: FileIo = {
           const bytes = Buffer.from(text);
           while (written < length) written += writeSync(fd, bytes, written, length - written);
         }
+        renameSync(tmpPath, finalPath);
       } finally {
         closeSync(fd);
       }
-      renameSync(tmpPath, finalPath);
     } catch (error) {
       try {
         unlinkSync(tmpPath);
@@ -67,8 +74,8 @@ export const nodeFileIo: FileIo = {
       let total = 0;
       while (total < buffer.length) {
         const count = readSync(fd, buffer, total, buffer.length - total, total);
-        if (count === 0) break;
         total += count;
+        if (count === 0 || total < buffer.length) break;
       }
       return total;
     } finally {
@@ -78,12 +85,14 @@ export const nodeFileIo: FileIo = {
   unlink(path) {
     unlinkSync(path);
   },
+  flush() {},
 };
 
 interface BusIoAddon {
   writeAndRename(tmpPath: string, finalPath: string, text: string, mode: number): number;
   renameAndRead(fromPath: string, toPath: string, buffer: Buffer): number;
   unlink(path: string): number;
+  flush(): number;
 }
 
 /** The system call each failure step of src/native/bus-io.c names. */
@@ -126,6 +135,9 @@ function nativeFileIo(addon: BusIoAddon): FileIo {
     unlink(path) {
       const code = addon.unlink(path);
       if (code !== 0) throw nativeError(code, path);
+    },
+    flush() {
+      addon.flush();
     },
   };
 }

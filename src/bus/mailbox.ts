@@ -309,6 +309,7 @@ export class Mailbox {
       this.finishClaim(claim);
     }
     this.ready.length = 0;
+    this.bus.io.flush();
     if (options.removeDirs) removeDirsIfEmpty(this.bus, this.paths);
   }
 

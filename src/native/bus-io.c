@@ -41,6 +41,8 @@
 typedef struct {
   char *text;
   size_t capacity;
+  /* The descriptor of the last claim's read, closed on the next call (see close_pending). */
+  int pending_fd;
 } instance_t;
 
 static napi_value number(napi_env env, double value) {
@@ -64,6 +66,7 @@ static void instance_free(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   instance_t *instance = data;
+  if (instance->pending_fd >= 0) close(instance->pending_fd);
   free(instance->text);
   free(instance);
 }
@@ -74,8 +77,20 @@ static instance_t *instance_of(napi_env env) {
   return data;
 }
 
-/* writeAndRename(tmpPath, finalPath, text, mode): open O_WRONLY|O_CREAT|O_TRUNC, write all, close,
- * rename. On failure the temporary file is removed. Returns 0 or a failure code. */
+/* A claim's read-only descriptor is closed at the start of the helper's next call (usually the
+ * ack's unlink) instead of before the claim returns: the close is then off the wake-up path of a
+ * receiver. At most one descriptor is ever held this way; flush() closes it. */
+static void close_pending(instance_t *instance) {
+  if (instance->pending_fd >= 0) {
+    close(instance->pending_fd);
+    instance->pending_fd = -1;
+  }
+}
+
+/* writeAndRename(tmpPath, finalPath, text, mode): open O_WRONLY|O_CREAT|O_TRUNC, write all, rename,
+ * close. The rename comes before the close: the file is complete once write returned, and the
+ * receiver's inotify event (raised by the rename) does not wait for the close. On failure the
+ * temporary file is removed. Returns 0 or a failure code. */
 static napi_value write_and_rename(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -87,6 +102,7 @@ static napi_value write_and_rename(napi_env env, napi_callback_info info) {
   int32_t mode = 0;
   if (napi_get_value_int32(env, argv[3], &mode) != napi_ok) return failure(env, STEP_ARGUMENT, EINVAL);
   instance_t *instance = instance_of(env);
+  close_pending(instance);
   size_t length = 0;
   if (napi_get_value_string_utf8(env, argv[2], NULL, 0, &length) != napi_ok)
     return failure(env, STEP_ARGUMENT, EINVAL);
@@ -117,11 +133,11 @@ static napi_value write_and_rename(napi_env env, napi_callback_info info) {
       }
       written += (size_t)count;
     }
-    close(fd);
     if (step == 0 && rename(tmp_path, final_path) != 0) {
       step = STEP_RENAME;
       error = errno;
     }
+    close(fd);
     if (step != 0) unlink(tmp_path);
   }
   if (instance->capacity > TEXT_BYTES_KEPT) {
@@ -133,7 +149,10 @@ static napi_value write_and_rename(napi_env env, napi_callback_info info) {
 }
 
 /* renameAndRead(fromPath, toPath, buffer): rename, then read the renamed file from its start into
- * buffer until end of file or the buffer is full. Returns the bytes read or a failure code. */
+ * buffer until end of file or the buffer is full. A short read of a regular file is its end (the
+ * sender's write completed before its rename), so a small file takes one read, not a second one
+ * returning 0. The descriptor is closed on the next call (close_pending). Returns the bytes read or
+ * a failure code. */
 static napi_value rename_and_read(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -145,6 +164,8 @@ static napi_value rename_and_read(napi_env env, napi_callback_info info) {
   if (argc < 3 || path_argument(env, argv[0], from_path) || path_argument(env, argv[1], to_path) ||
       napi_get_buffer_info(env, argv[2], &data, &capacity) != napi_ok)
     return failure(env, STEP_ARGUMENT, EINVAL);
+  instance_t *instance = instance_of(env);
+  close_pending(instance);
   if (rename(from_path, to_path) != 0) return failure(env, STEP_RENAME, errno);
   int fd = open(to_path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return failure(env, STEP_OPEN, errno);
@@ -157,10 +178,10 @@ static napi_value rename_and_read(napi_env env, napi_callback_info info) {
       close(fd);
       return failure(env, STEP_READ, error);
     }
-    if (count == 0) break;
     total += (size_t)count;
+    if (count == 0 || total < capacity) break;
   }
-  close(fd);
+  instance->pending_fd = fd;
   return number(env, (double)total);
 }
 
@@ -171,12 +192,21 @@ static napi_value unlink_path(napi_env env, napi_callback_info info) {
   char path[PATH_BYTES_MAX];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1 || path_argument(env, argv[0], path)) return failure(env, STEP_ARGUMENT, EINVAL);
+  close_pending(instance_of(env));
   return unlink(path) == 0 ? number(env, 0) : failure(env, STEP_UNLINK, errno);
+}
+
+/* flush(): closes a descriptor still held from the last claim. */
+static napi_value flush_pending(napi_env env, napi_callback_info info) {
+  (void)info;
+  close_pending(instance_of(env));
+  return number(env, 0);
 }
 
 NAPI_MODULE_INIT() {
   instance_t *instance = calloc(1, sizeof(instance_t));
   if (instance == NULL) return NULL;
+  instance->pending_fd = -1;
   if (napi_set_instance_data(env, instance, instance_free, NULL) != napi_ok) {
     free(instance);
     return NULL;
@@ -185,6 +215,7 @@ NAPI_MODULE_INIT() {
       {"writeAndRename", NULL, write_and_rename, NULL, NULL, NULL, napi_default, NULL},
       {"renameAndRead", NULL, rename_and_read, NULL, NULL, NULL, napi_default, NULL},
       {"unlink", NULL, unlink_path, NULL, NULL, NULL, napi_default, NULL},
+      {"flush", NULL, flush_pending, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties);
   return exports;
