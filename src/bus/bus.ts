@@ -29,6 +29,7 @@ import { chooseFileIo, type FileIo } from "./file-io.js";
 import { type AgentPaths, BusLayout, FILE_MODE, openBusDirectory } from "./layout.js";
 import { Mailbox, type MailboxOptions } from "./mailbox.js";
 import { countOfEntry, formatQueuedName, PRIORITY_DIGIT, type Priority } from "./names.js";
+import { SpareFile, sweepStaleSpares } from "./spare.js";
 
 /** What a caller sends; the bus fills in the rest of the envelope. */
 export interface OutgoingMessage {
@@ -104,6 +105,8 @@ export class Bus {
   private readonly sequences = new Map<string, number>();
   private readonly depthEstimates = new Map<string, DepthEstimate>();
   private readonly overflowLog = new Map<string, { lastMs: number; suppressed: number }>();
+  /** The file the next send writes into, opened after the previous one (src/bus/spare.ts). */
+  private readonly spare: SpareFile;
   private closed = false;
 
   constructor(options: BusOptions = {}) {
@@ -121,6 +124,9 @@ export class Bus {
       });
     }
     this.layout = new BusLayout(this.dir, shards);
+    this.spare = new SpareFile(this.dir, this.io, () => this.uniqueNames.next());
+    const swept = sweepStaleSpares(this.dir);
+    if (swept > 0) this.logger.info("removed spare files of exited processes", { files: swept });
   }
 
   /** Writes one message into `to`'s inbox, or throws (INBOX_FULL, MESSAGE_TOO_LARGE, INVALID_*). */
@@ -311,6 +317,7 @@ export class Bus {
   /** Stops taking sends. Mailboxes are closed by their owners. */
   close(): void {
     this.closed = true;
+    this.spare.discard();
   }
 
   get isClosed(): boolean {
@@ -379,8 +386,13 @@ export class Bus {
       unique: this.uniqueNames.next(),
       deliveries: 0,
     });
-    const tmpPath = `${paths.tmp}/${name}`;
     const inboxPath = `${paths.inbox}/${name}`;
+    if (this.spare.deliver(inboxPath, text)) {
+      this.busMetrics.countSent(count);
+      this.spare.refill();
+      return name;
+    }
+    const tmpPath = `${paths.tmp}/${name}`;
     for (let attempt = 0; ; attempt++) {
       try {
         this.io.writeAndRename(tmpPath, inboxPath, text, FILE_MODE);
@@ -395,6 +407,8 @@ export class Bus {
       }
     }
     this.busMetrics.countSent(count);
+    // The next send writes into a spare opened now, off its critical path.
+    this.spare.refill();
     return name;
   }
 

@@ -1,5 +1,5 @@
-// The three file steps of the bus's hot path, each one call: a send's write + rename, a claim's
-// rename + read, an ack's unlink. Two implementations make the same system calls with the same
+// The file steps of the bus's hot path, each one call: a send's write + rename (into a file it
+// opens, or into a spare opened ahead, src/bus/spare.ts), a claim's rename + read, an ack's unlink. Two implementations make the same system calls with the same
 // flags, so the files are identical: the Node-API helper (src/native/bus-io.c, built by
 // `npm run build`), which saves node:fs's per-call JavaScript wrapper (≈ a fifth of a message's CPU
 // on this VM), and node:fs itself, used when the helper is not built, cannot load, or the bus is
@@ -30,37 +30,50 @@ export interface FileIo {
    * wake-up path); flush() closes it.
    */
   renameAndRead(fromPath: string, toPath: string, buffer: Buffer): number;
+  /**
+   * Creates a new empty file at `path` (O_WRONLY | O_CREAT | O_EXCL: never an existing one) with
+   * `mode` and returns its descriptor: a sender's spare (src/bus/spare.ts).
+   */
+  openSpare(path: string, mode: number): number;
+  /**
+   * Writes `text` into the spare file open as `fd` at `sparePath`, renames it to `finalPath` and
+   * closes `fd` (the rename first, as writeAndRename). On failure the spare is removed, `fd` closed
+   * and the error thrown.
+   */
+  writeFdAndRename(fd: number, sparePath: string, finalPath: string, text: string): void;
   unlink(path: string): void;
   /** Closes a descriptor held from the last renameAndRead, if any. */
   flush(): void;
 }
 
 const OPEN_WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
+const OPEN_SPARE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
+
+/** Writes all of `text` to `fd` as UTF-8 (a short write, e.g. a full tmpfs, continues from bytes). */
+function writeAll(fd: number, text: string): void {
+  // writeSync encodes the string in C++.
+  let written = writeSync(fd, text);
+  const length = Buffer.byteLength(text);
+  if (written < length) {
+    const bytes = Buffer.from(text);
+    while (written < length) written += writeSync(fd, bytes, written, length - written);
+  }
+}
 
 /** The JavaScript implementation (node:fs). */
 export const nodeFileIo: FileIo = {
   native: false,
   writeAndRename(tmpPath, finalPath, text, mode) {
+    let fd: number;
     try {
-      const fd = openSync(tmpPath, OPEN_WRITE_FLAGS, mode);
-      try {
-        // writeSync encodes the string in C++; a short write (a full tmpfs) continues from bytes.
-        let written = writeSync(fd, text);
-        const length = Buffer.byteLength(text);
-        if (written < length) {
-          const bytes = Buffer.from(text);
-          while (written < length) written += writeSync(fd, bytes, written, length - written);
-        }
-        renameSync(tmpPath, finalPath);
-      } finally {
-        closeSync(fd);
-      }
+      fd = openSync(tmpPath, OPEN_WRITE_FLAGS, mode);
     } catch (error) {
       try {
-        unlinkSync(tmpPath);
+        unlinkSync(tmpPath); // O_TRUNC may have found a file of an earlier failed attempt
       } catch {}
       throw error;
     }
+    nodeFileIo.writeFdAndRename(fd, tmpPath, finalPath, text);
   },
   renameAndRead(fromPath, toPath, buffer) {
     try {
@@ -82,6 +95,24 @@ export const nodeFileIo: FileIo = {
       closeSync(fd);
     }
   },
+  openSpare(path, mode) {
+    return openSync(path, OPEN_SPARE_FLAGS, mode);
+  },
+  writeFdAndRename(fd, sparePath, finalPath, text) {
+    try {
+      try {
+        writeAll(fd, text);
+        renameSync(sparePath, finalPath);
+      } finally {
+        closeSync(fd);
+      }
+    } catch (error) {
+      try {
+        unlinkSync(sparePath);
+      } catch {}
+      throw error;
+    }
+  },
   unlink(path) {
     unlinkSync(path);
   },
@@ -91,6 +122,8 @@ export const nodeFileIo: FileIo = {
 interface BusIoAddon {
   writeAndRename(tmpPath: string, finalPath: string, text: string, mode: number): number;
   renameAndRead(fromPath: string, toPath: string, buffer: Buffer): number;
+  openSpare(path: string, mode: number): number;
+  writeFdAndRename(fd: number, sparePath: string, finalPath: string, text: string): number;
   unlink(path: string): number;
   flush(): number;
 }
@@ -132,6 +165,18 @@ function nativeFileIo(addon: BusIoAddon): FileIo {
       if (result === -(STEP_RENAME * 65536 + ENOENT)) return -1;
       throw nativeError(result, Math.floor(-result / 65536) === STEP_RENAME ? fromPath : toPath);
     },
+    openSpare(path, mode) {
+      const result = addon.openSpare(path, mode);
+      if (result < 0) throw nativeError(result, path);
+      return result;
+    },
+    writeFdAndRename(fd, sparePath, finalPath, text) {
+      const code = addon.writeFdAndRename(fd, sparePath, finalPath, text);
+      if (code !== 0) {
+        const rename = Math.floor(-code / 65536) === STEP_RENAME;
+        throw nativeError(code, sparePath, rename ? finalPath : undefined);
+      }
+    },
     unlink(path) {
       const code = addon.unlink(path);
       if (code !== 0) throw nativeError(code, path);
@@ -149,6 +194,8 @@ export function loadNativeFileIo(): FileIo | undefined {
   if (!loaded) {
     try {
       const addon = createRequire(import.meta.url)(BUS_IO_ADDON) as BusIoAddon;
+      if (typeof addon.writeFdAndRename !== "function")
+        throw new Error("the built helper is out of date (npm run build compiles it again)");
       loaded = { io: nativeFileIo(addon) };
     } catch (error) {
       loaded = { io: undefined, reason: (error as Error).message.split("\n", 1)[0] };

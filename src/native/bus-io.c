@@ -87,10 +87,59 @@ static void close_pending(instance_t *instance) {
   }
 }
 
+/* Copies the JavaScript string `value` as UTF-8 into the instance's text buffer (grown as needed);
+ * 0 and its length in *length, or an errno. */
+static int text_argument(napi_env env, instance_t *instance, napi_value value, size_t *length) {
+  if (napi_get_value_string_utf8(env, value, NULL, 0, length) != napi_ok) return EINVAL;
+  if (*length + 1 > instance->capacity) {
+    char *bigger = malloc(*length + 1);
+    if (bigger == NULL) return ENOMEM;
+    free(instance->text);
+    instance->text = bigger;
+    instance->capacity = *length + 1;
+  }
+  napi_get_value_string_utf8(env, value, instance->text, instance->capacity, length);
+  return 0;
+}
+
+/* Frees a text buffer grown past TEXT_BYTES_KEPT by a large message. */
+static void trim_text(instance_t *instance) {
+  if (instance->capacity > TEXT_BYTES_KEPT) {
+    free(instance->text);
+    instance->text = NULL;
+    instance->capacity = 0;
+  }
+}
+
+/* Writes the instance's text (length bytes) to fd, renames tmp_path to final_path and closes fd
+ * (the rename before the close: the file is complete once write returned, and the receiver's
+ * inotify event, raised by the rename, does not wait for the close). On failure tmp_path is
+ * removed. Returns 0, or the failing step with its errno in *error. */
+static int write_rename_close(instance_t *instance, int fd, size_t length, const char *tmp_path,
+                              const char *final_path, int *error) {
+  int step = 0;
+  size_t written = 0;
+  while (written < length) {
+    ssize_t count = write(fd, instance->text + written, length - written);
+    if (count < 0) {
+      if (errno == EINTR) continue;
+      step = STEP_WRITE;
+      *error = errno;
+      break;
+    }
+    written += (size_t)count;
+  }
+  if (step == 0 && rename(tmp_path, final_path) != 0) {
+    step = STEP_RENAME;
+    *error = errno;
+  }
+  close(fd);
+  if (step != 0) unlink(tmp_path);
+  return step;
+}
+
 /* writeAndRename(tmpPath, finalPath, text, mode): open O_WRONLY|O_CREAT|O_TRUNC, write all, rename,
- * close. The rename comes before the close: the file is complete once write returned, and the
- * receiver's inotify event (raised by the rename) does not wait for the close. On failure the
- * temporary file is removed. Returns 0 or a failure code. */
+ * close (write_rename_close). Returns 0 or a failure code. */
 static napi_value write_and_rename(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -104,47 +153,64 @@ static napi_value write_and_rename(napi_env env, napi_callback_info info) {
   instance_t *instance = instance_of(env);
   close_pending(instance);
   size_t length = 0;
-  if (napi_get_value_string_utf8(env, argv[2], NULL, 0, &length) != napi_ok)
-    return failure(env, STEP_ARGUMENT, EINVAL);
-  if (length + 1 > instance->capacity) {
-    char *bigger = malloc(length + 1);
-    if (bigger == NULL) return failure(env, STEP_ARGUMENT, ENOMEM);
-    free(instance->text);
-    instance->text = bigger;
-    instance->capacity = length + 1;
-  }
-  napi_get_value_string_utf8(env, argv[2], instance->text, instance->capacity, &length);
-
-  int fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
+  int error = text_argument(env, instance, argv[2], &length);
+  if (error != 0) return failure(env, STEP_ARGUMENT, error);
   int step = 0;
-  int error = 0;
+  int fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
   if (fd < 0) {
     step = STEP_OPEN;
     error = errno;
   } else {
-    size_t written = 0;
-    while (written < length) {
-      ssize_t count = write(fd, instance->text + written, length - written);
-      if (count < 0) {
-        if (errno == EINTR) continue;
-        step = STEP_WRITE;
-        error = errno;
-        break;
-      }
-      written += (size_t)count;
-    }
-    if (step == 0 && rename(tmp_path, final_path) != 0) {
-      step = STEP_RENAME;
-      error = errno;
-    }
+    step = write_rename_close(instance, fd, length, tmp_path, final_path, &error);
+  }
+  trim_text(instance);
+  return step == 0 ? number(env, 0) : failure(env, step, error);
+}
+
+/* openSpare(path, mode): creates a new empty file O_WRONLY|O_CREAT|O_EXCL (never an existing one)
+ * and returns its descriptor, or a failure code. A sender holds one so that a send's critical path
+ * is write + rename (writeFdAndRename), the open done after the previous send. */
+static napi_value open_spare(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char path[PATH_BYTES_MAX];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || path_argument(env, argv[0], path)) return failure(env, STEP_ARGUMENT, EINVAL);
+  int32_t mode = 0;
+  if (napi_get_value_int32(env, argv[1], &mode) != napi_ok) return failure(env, STEP_ARGUMENT, EINVAL);
+  close_pending(instance_of(env));
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
+  return fd < 0 ? failure(env, STEP_OPEN, errno) : number(env, fd);
+}
+
+/* writeFdAndRename(fd, sparePath, finalPath, text): writes text into the spare file open as fd,
+ * renames it to finalPath and closes fd (write_rename_close). On failure the spare is removed and
+ * fd closed all the same: the caller holds no spare afterwards either way. */
+static napi_value write_fd_and_rename(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  char spare_path[PATH_BYTES_MAX];
+  char final_path[PATH_BYTES_MAX];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd = -1;
+  if (argc < 4 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
+    return failure(env, STEP_ARGUMENT, EINVAL);
+  instance_t *instance = instance_of(env);
+  close_pending(instance);
+  size_t length = 0;
+  int error = 0;
+  int spare_named = path_argument(env, argv[1], spare_path) == 0;
+  if (!spare_named || path_argument(env, argv[2], final_path))
+    error = EINVAL;
+  else
+    error = text_argument(env, instance, argv[3], &length);
+  if (error != 0) {
     close(fd);
-    if (step != 0) unlink(tmp_path);
+    if (spare_named) unlink(spare_path);
+    return failure(env, STEP_ARGUMENT, error);
   }
-  if (instance->capacity > TEXT_BYTES_KEPT) {
-    free(instance->text);
-    instance->text = NULL;
-    instance->capacity = 0;
-  }
+  int step = write_rename_close(instance, fd, length, spare_path, final_path, &error);
+  trim_text(instance);
   return step == 0 ? number(env, 0) : failure(env, step, error);
 }
 
@@ -214,6 +280,8 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor properties[] = {
       {"writeAndRename", NULL, write_and_rename, NULL, NULL, NULL, napi_default, NULL},
       {"renameAndRead", NULL, rename_and_read, NULL, NULL, NULL, napi_default, NULL},
+      {"openSpare", NULL, open_spare, NULL, NULL, NULL, napi_default, NULL},
+      {"writeFdAndRename", NULL, write_fd_and_rename, NULL, NULL, NULL, napi_default, NULL},
       {"unlink", NULL, unlink_path, NULL, NULL, NULL, napi_default, NULL},
       {"flush", NULL, flush_pending, NULL, NULL, NULL, napi_default, NULL},
   };

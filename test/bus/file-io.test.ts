@@ -3,7 +3,7 @@
 // must interoperate with a bus using the other.
 
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
@@ -96,6 +96,28 @@ describe.each(implementations)("FileIo (%s)", (_name, io) => {
     expect(buffer.toString()).toBe("0123");
   });
 
+  it("opens a spare that never replaces a file, then writes it and renames it into place", () => {
+    const spare = join(root, "tmp", "spare");
+    const fd = io.openSpare(spare, 0o600);
+    expect(readdirSync(join(root, "tmp"))).toEqual(["spare"]);
+    expect(() => io.openSpare(spare, 0o600)).toThrow(
+      expect.objectContaining({ code: "EEXIST", syscall: "open" }),
+    );
+    io.writeFdAndRename(fd, spare, join(root, "inbox", "s1"), "spare ✓");
+    expect(readFileSync(join(root, "inbox", "s1"), "utf8")).toBe("spare ✓");
+    expect(statSync(join(root, "inbox", "s1")).mode & 0o777).toBe(0o600);
+    expect(readdirSync(join(root, "tmp"))).toEqual([]);
+  });
+
+  it("removes the spare when its rename fails", () => {
+    const spare = join(root, "tmp", "spare");
+    const fd = io.openSpare(spare, 0o600);
+    expect(() => io.writeFdAndRename(fd, spare, join(root, "gone", "s"), "x")).toThrow(
+      expect.objectContaining({ code: "ENOENT", syscall: "rename" }),
+    );
+    expect(readdirSync(join(root, "tmp"))).toEqual([]);
+  });
+
   it("unlinks, and reports a missing file as ENOENT", () => {
     writeFileSync(join(root, "claimed", "c"), "x");
     io.unlink(join(root, "claimed", "c"));
@@ -103,6 +125,65 @@ describe.each(implementations)("FileIo (%s)", (_name, io) => {
     expect(() => io.unlink(join(root, "claimed", "c"))).toThrow(
       expect.objectContaining({ code: "ENOENT", syscall: "unlink" }),
     );
+  });
+});
+
+describe.each(implementations)("a bus's spare file (%s)", (name) => {
+  const nativeIo = name === "native";
+  const spares = (bus: { dir: string }) => {
+    try {
+      return readdirSync(join(bus.dir, "tmp"));
+    } catch {
+      return [];
+    }
+  };
+
+  it("is opened after a send, taken by the next one, and removed when the bus closes", () => {
+    const bus = openTestBus(root, { nativeIo });
+    const mailbox = bus.openMailbox("receiver", { watch: false, heartbeat: false });
+    expect(spares(bus)).toEqual([]);
+    bus.sendSync("sender", "receiver", { type: "one" });
+    const [first] = spares(bus);
+    expect(first).toMatch(new RegExp(`^spare_${process.pid}_`));
+    bus.sendSync("sender", "receiver", { type: "two" });
+    bus.sendBatchSync("sender", "receiver", [{ type: "three" }, { type: "four" }]);
+    const [third] = spares(bus);
+    expect(third).toBeDefined();
+    expect(third).not.toBe(first);
+    const got = mailbox.receiveNow(10);
+    expect(got.map((d) => d.message.type)).toEqual(["one", "two", "three", "four"]);
+    mailbox.ack(got);
+    bus.close();
+    expect(spares(bus)).toEqual([]);
+    mailbox.close();
+  });
+
+  it("falls back to the receiver's tmp/ when the spare was removed under it", () => {
+    const bus = openTestBus(root, { nativeIo });
+    const mailbox = bus.openMailbox("receiver", { watch: false, heartbeat: false });
+    bus.sendSync("sender", "receiver", { type: "one" });
+    for (const spare of spares(bus)) rmSync(join(bus.dir, "tmp", spare));
+    rmSync(join(bus.dir, "tmp"), { recursive: true });
+    bus.sendSync("sender", "receiver", { type: "two" });
+    // ... and opens the next spare again, recreating the directory.
+    expect(spares(bus)).toHaveLength(1);
+    bus.sendSync("sender", "receiver", { type: "three" });
+    expect(mailbox.receiveNow(10).map((d) => d.message.type)).toEqual(["one", "two", "three"]);
+    bus.close();
+    mailbox.close();
+  });
+
+  it("left by a process that died is removed by the next bus to open", () => {
+    const bus = openTestBus(root, { nativeIo });
+    const dead = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"]);
+    const deadPid = Number(dead.stdout.toString());
+    mkdirSync(join(bus.dir, "tmp"), { recursive: true });
+    writeFileSync(join(bus.dir, "tmp", `spare_${deadPid}_h-1-ab-1`), "");
+    writeFileSync(join(bus.dir, "tmp", `spare_${process.pid}_h-1-ab-2`), "");
+    const next = openTestBus(root, { nativeIo });
+    expect(spares(next)).toEqual([`spare_${process.pid}_h-1-ab-2`]);
+    bus.close();
+    next.close();
   });
 });
 
