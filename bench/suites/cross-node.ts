@@ -14,6 +14,7 @@
 //
 // Cross-process times use process.hrtime (CLOCK_MONOTONIC, shared by all processes of a host).
 
+import { readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { type LaunchedNode, LocalNodeCluster, waitUntil } from "../../cluster/node-launcher.js";
@@ -70,12 +71,14 @@ async function worker(request: WorkerRequest): Promise<unknown> {
   switch (request.kind) {
     case "send": {
       const filler = "x".repeat(Math.max(0, request.payloadBytes - 40));
+      const cpuStart = process.cpuUsage();
       const startNs = nowNs();
       for (let i = 0; i < request.count; i++) {
         bus.sendSync(request.from, request.to, { type: "bench", payload: { i, t: String(nowNs()), filler } });
         if (request.gapMs > 0) await new Promise((resolve) => setTimeout(resolve, request.gapMs));
       }
-      return { startNs: String(startNs), endNs: String(nowNs()) };
+      const cpu = process.cpuUsage(cpuStart);
+      return { startNs: String(startNs), endNs: String(nowNs()), cpuUs: cpu.user + cpu.system };
     }
     case "receive": {
       const mailbox = bus.openMailbox(request.agent);
@@ -86,8 +89,10 @@ async function worker(request: WorkerRequest): Promise<unknown> {
       const seen = new Set<number>();
       let duplicates = 0;
       const deadline = Date.now() + request.timeoutMs;
+      let cpuStart: NodeJS.CpuUsage | undefined;
       while (received < request.expected && Date.now() < deadline) {
         const deliveries = await mailbox.receive({ timeoutMs: 1000, max: 1000 });
+        cpuStart ??= process.cpuUsage();
         const at = nowNs();
         for (const delivery of deliveries) {
           const payload = delivery.message.payload as { i: number; t: string };
@@ -100,7 +105,8 @@ async function worker(request: WorkerRequest): Promise<unknown> {
         mailbox.ack(deliveries);
       }
       mailbox.close();
-      return { received, duplicates, lastNs: String(lastNs), latenciesUs };
+      const cpu = process.cpuUsage(cpuStart);
+      return { received, duplicates, lastNs: String(lastNs), latenciesUs, cpuUs: cpu.user + cpu.system };
     }
     case "await-type": {
       const mailbox = bus.openMailbox(request.agent);
@@ -160,7 +166,25 @@ interface ReceiveResult {
   duplicates: number;
   lastNs: string;
   latenciesUs: number[];
+  /** CPU time of the receiver from its first delivery on. */
+  cpuUs: number;
 }
+
+/** User + system CPU time of a process so far, in µs (from /proc; undefined elsewhere). */
+function processCpuUs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
+}
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** CPU per message of each process of a throughput run, in µs. */
+type CpuPerMessage = Record<string, number>;
 
 /** Sender agent on `from`'s bus → receiver agent on `to`'s bus (the same bus: the local anchor). */
 async function throughputRun(
@@ -168,7 +192,8 @@ async function throughputRun(
   to: string,
   agent: string,
   messages: number,
-): Promise<{ perSecond: number; lost: number; duplicates: number }> {
+  nodes: LaunchedNode[] = [],
+): Promise<{ perSecond: number; lost: number; duplicates: number; cpuPerMessageUs: CpuPerMessage }> {
   const receiver = startWorker<ReceiveResult>({
     kind: "receive",
     root: to,
@@ -177,7 +202,8 @@ async function throughputRun(
     timeoutMs: 120_000,
   });
   await receiver.ready;
-  const sender = startWorker<{ startNs: string; endNs: string }>({
+  const nodeCpuBefore = nodes.map((node) => processCpuUs(node.child?.pid));
+  const sender = startWorker<{ startNs: string; endNs: string; cpuUs: number }>({
     kind: "send",
     root: from,
     from: "bench-sender",
@@ -188,7 +214,19 @@ async function throughputRun(
   });
   const [sent, got] = await Promise.all([sender.result, receiver.result]);
   const seconds = Number(BigInt(got.lastNs) - BigInt(sent.startNs)) / 1e9;
-  return { perSecond: got.received / seconds, lost: messages - got.received, duplicates: got.duplicates };
+  const perMessage = (us: number) => Number((us / Math.max(1, got.received)).toFixed(1));
+  const cpuPerMessageUs: CpuPerMessage = { sender: perMessage(sent.cpuUs), receiver: perMessage(got.cpuUs) };
+  nodes.forEach((node, index) => {
+    const before = nodeCpuBefore[index];
+    const after = processCpuUs(node.child?.pid);
+    if (before !== undefined && after !== undefined) cpuPerMessageUs[node.id] = perMessage(after - before);
+  });
+  return {
+    perSecond: got.received / seconds,
+    lost: messages - got.received,
+    duplicates: got.duplicates,
+    cpuPerMessageUs,
+  };
 }
 
 async function latencyRun(
@@ -314,15 +352,30 @@ function median(values: number[]): number {
   return percentile(values, 0.5);
 }
 
+/** Per-key median of records with the same keys. */
+function medianByKey(records: Record<string, number>[]): Record<string, number> {
+  const result: Record<string, number> = {};
+  for (const key of Object.keys(records[0] ?? {}))
+    result[key] = Number(median(records.map((record) => record[key] ?? Number.NaN)).toFixed(1));
+  return result;
+}
+
+const SECTIONS = ["throughput", "latency", "persistence", "failover", "shutdown"] as const;
+
 export async function run(args: string[]): Promise<SuiteResult> {
   const runs = option(args, "--runs", 5);
   const messages = option(args, "--messages", 30_000);
   const samples = option(args, "--samples", 500);
+  // `--only throughput,latency` runs a subset (while tuning); the summary then lists only those.
+  const onlyIndex = args.indexOf("--only");
+  const only = onlyIndex >= 0 ? new Set((args[onlyIndex + 1] ?? "").split(",")) : undefined;
+  if (only && ![...only].every((name) => (SECTIONS as readonly string[]).includes(name)))
+    throw new Error(`--only takes a comma-separated list of ${SECTIONS.join(", ")}`);
+  const wanted = (section: (typeof SECTIONS)[number]) => only === undefined || only.has(section);
   const figures: Figure[] = [];
   const log = (line: string) => process.stderr.write(`cross-node: ${line}\n`);
 
   // 1, 2: two nodes, plain (spool not synced: kill -9 safe, like the default).
-  const pair = await LocalNodeCluster.create(2, { prefix: "cfn-bench-pair-" });
   const throughput: number[] = [];
   const localThroughput: number[] = [];
   const addedP99: number[] = [];
@@ -330,47 +383,59 @@ export async function run(args: string[]): Promise<SuiteResult> {
   const crossP99: number[] = [];
   const crossP50: number[] = [];
   const localP50: number[] = [];
+  const cpuPerMessage: CpuPerMessage[] = [];
   let lost = 0;
   let duplicates = 0;
-  try {
-    await pair.startAll([], NODE_ENV);
-    const [a, b] = pair.nodes;
-    await register(b, "sink");
-    await register(b, "ping");
-    await register(a, "local");
-    await waitRouted(pair.nodes, ["sink", "ping", "local"]);
-    for (let r = 0; r < runs; r++) {
-      const anchor = await throughputRun(a.spec.busRoot, a.spec.busRoot, "local", messages);
-      localThroughput.push(anchor.perSecond);
-      const result = await throughputRun(a.spec.busRoot, b.spec.busRoot, "sink", messages);
-      throughput.push(result.perSecond);
-      lost += result.lost;
-      duplicates += result.duplicates;
-      log(
-        `throughput run ${r + 1}: ${Math.round(result.perSecond)} msg/s (lost ${result.lost}, duplicates ${result.duplicates}); same bus, no node: ${Math.round(anchor.perSecond)} msg/s`,
-      );
-      const local = await latencyRun(a.spec.busRoot, a.spec.busRoot, "local", samples);
-      const cross = await latencyRun(a.spec.busRoot, b.spec.busRoot, "ping", samples);
-      localP99.push(percentile(local, 0.99));
-      localP50.push(percentile(local, 0.5));
-      crossP99.push(percentile(cross, 0.99));
-      crossP50.push(percentile(cross, 0.5));
-      addedP99.push((percentile(cross, 0.99) - percentile(local, 0.99)) / 1000);
-      log(
-        `latency run ${r + 1}: local p50 ${percentile(local, 0.5).toFixed(0)} µs p99 ${percentile(local, 0.99).toFixed(0)} µs; cross p50 ${percentile(cross, 0.5).toFixed(0)} µs p99 ${percentile(cross, 0.99).toFixed(0)} µs`,
-      );
+  if (wanted("throughput") || wanted("latency") || wanted("persistence")) {
+    const pair = await LocalNodeCluster.create(2, { prefix: "cfn-bench-pair-" });
+    try {
+      await pair.startAll([], NODE_ENV);
+      const [a, b] = pair.nodes;
+      await register(b, "sink");
+      await register(b, "ping");
+      await register(a, "local");
+      await waitRouted(pair.nodes, ["sink", "ping", "local"]);
+      for (let r = 0; r < runs; r++) {
+        if (wanted("throughput")) {
+          const anchor = await throughputRun(a.spec.busRoot, a.spec.busRoot, "local", messages);
+          localThroughput.push(anchor.perSecond);
+          const result = await throughputRun(a.spec.busRoot, b.spec.busRoot, "sink", messages, [a, b]);
+          throughput.push(result.perSecond);
+          cpuPerMessage.push(result.cpuPerMessageUs);
+          lost += result.lost;
+          duplicates += result.duplicates;
+          log(
+            `throughput run ${r + 1}: ${Math.round(result.perSecond)} msg/s (lost ${result.lost}, duplicates ${result.duplicates}); same bus, no node: ${Math.round(anchor.perSecond)} msg/s`,
+          );
+          log(`  CPU per message (µs): ${JSON.stringify(result.cpuPerMessageUs)}`);
+        }
+        // The persistence cost is relative to the plain cross-node latency measured here.
+        if (!wanted("latency") && !wanted("persistence")) continue;
+        const local = await latencyRun(a.spec.busRoot, a.spec.busRoot, "local", samples);
+        const cross = await latencyRun(a.spec.busRoot, b.spec.busRoot, "ping", samples);
+        localP99.push(percentile(local, 0.99));
+        localP50.push(percentile(local, 0.5));
+        crossP99.push(percentile(cross, 0.99));
+        crossP50.push(percentile(cross, 0.5));
+        addedP99.push((percentile(cross, 0.99) - percentile(local, 0.99)) / 1000);
+        log(
+          `latency run ${r + 1}: local p50 ${percentile(local, 0.5).toFixed(0)} µs p99 ${percentile(local, 0.99).toFixed(0)} µs; cross p50 ${percentile(cross, 0.5).toFixed(0)} µs p99 ${percentile(cross, 0.99).toFixed(0)} µs`,
+        );
+      }
+    } finally {
+      await pair.stop();
     }
-  } finally {
-    await pair.stop();
   }
 
   // Anchor: NATS core pub → sub on the same machine, same payload and latency method.
   const natsThroughput: number[] = [];
   const natsP50: number[] = [];
   const natsP99: number[] = [];
-  const nats = await startNatsAnchor();
-  if (!nats) log("nats-server not installed: NATS anchor skipped (apt-get install nats-server)");
-  else {
+  const natsWanted = wanted("throughput") || wanted("latency");
+  const nats = natsWanted ? await startNatsAnchor() : undefined;
+  if (!nats) {
+    if (natsWanted) log("nats-server not installed: NATS anchor skipped (apt-get install nats-server)");
+  } else {
     try {
       for (let r = 0; r < runs; r++) {
         natsThroughput.push(await nats.throughput(messages, 256));
@@ -394,119 +459,136 @@ export async function run(args: string[]): Promise<SuiteResult> {
           natsAnchorP99Us: Math.round(median(natsP99)),
         };
   const throughputStats = stats(throughput);
-  figures.push(
-    atLeast(
-      "cross-node throughput (2 nodes, 1 sender → 1 receiver, 256 B)",
-      median(throughput),
-      "msg/s",
-      20_000,
-      {
-        p50: Math.round(throughputStats.p50),
-        min: Math.round(throughputStats.min),
-        max: Math.round(throughputStats.max),
-        runs,
-        messagesPerRun: messages,
-        lost,
-        duplicates,
-        localBusAnchorMsgPerSecond: Math.round(median(localThroughput)),
-        ratioToLocalBus: Number((median(throughput) / median(localThroughput)).toFixed(3)),
+  if (wanted("throughput"))
+    figures.push(
+      atLeast(
+        "cross-node throughput (2 nodes, 1 sender → 1 receiver, 256 B)",
+        median(throughput),
+        "msg/s",
+        20_000,
+        {
+          p50: Math.round(throughputStats.p50),
+          min: Math.round(throughputStats.min),
+          max: Math.round(throughputStats.max),
+          runs,
+          messagesPerRun: messages,
+          lost,
+          duplicates,
+          localBusAnchorMsgPerSecond: Math.round(median(localThroughput)),
+          ratioToLocalBus: Number((median(throughput) / median(localThroughput)).toFixed(3)),
+          cpuPerMessageUs: medianByKey(cpuPerMessage),
+          ...natsAnchor,
+        },
+      ),
+    );
+  if (wanted("latency"))
+    figures.push(
+      atMost("latency added over local delivery, p99", median(addedP99), "ms", 2, {
+        perRunMs: addedP99.map((value) => Number(value.toFixed(3))),
+        localP99Us: Math.round(median(localP99)),
+        crossP99Us: Math.round(median(crossP99)),
+        crossP50Us: Math.round(median(crossP50)),
+        localP50Us: Math.round(median(localP50)),
+        samplesPerRun: samples,
         ...natsAnchor,
-      },
-    ),
-  );
-  figures.push(
-    atMost("latency added over local delivery, p99", median(addedP99), "ms", 2, {
-      perRunMs: addedP99.map((value) => Number(value.toFixed(3))),
-      localP99Us: Math.round(median(localP99)),
-      crossP99Us: Math.round(median(crossP99)),
-      crossP50Us: Math.round(median(crossP50)),
-      localP50Us: Math.round(median(localP50)),
-      samplesPerRun: samples,
-      ...natsAnchor,
-    }),
-  );
+      }),
+    );
 
-  // 4: persistence cost — the same cross-node latency with --persistence on both nodes.
-  const persisted = await LocalNodeCluster.create(2, { prefix: "cfn-bench-persist-" });
-  const persistP50: number[] = [];
-  const persistP99: number[] = [];
-  try {
-    await persisted.startAll(["--persistence"], NODE_ENV);
-    const [a, b] = persisted.nodes;
-    await register(b, "ping");
-    await waitRouted(persisted.nodes, ["ping"]);
-    for (let r = 0; r < runs; r++) {
-      const cross = await latencyRun(a.spec.busRoot, b.spec.busRoot, "ping", samples);
-      persistP50.push(percentile(cross, 0.5));
-      persistP99.push(percentile(cross, 0.99));
-      log(
-        `persistence run ${r + 1}: cross p50 ${percentile(cross, 0.5).toFixed(0)} µs p99 ${percentile(cross, 0.99).toFixed(0)} µs`,
-      );
+  if (wanted("persistence")) {
+    // 4: persistence cost — the same cross-node latency with --persistence on both nodes.
+    const persisted = await LocalNodeCluster.create(2, { prefix: "cfn-bench-persist-" });
+    const persistP50: number[] = [];
+    const persistP99: number[] = [];
+    try {
+      await persisted.startAll(["--persistence"], NODE_ENV);
+      const [a, b] = persisted.nodes;
+      await register(b, "ping");
+      await waitRouted(persisted.nodes, ["ping"]);
+      for (let r = 0; r < runs; r++) {
+        const cross = await latencyRun(a.spec.busRoot, b.spec.busRoot, "ping", samples);
+        persistP50.push(percentile(cross, 0.5));
+        persistP99.push(percentile(cross, 0.99));
+        log(
+          `persistence run ${r + 1}: cross p50 ${percentile(cross, 0.5).toFixed(0)} µs p99 ${percentile(cross, 0.99).toFixed(0)} µs`,
+        );
+      }
+    } finally {
+      await persisted.stop();
     }
-  } finally {
-    await persisted.stop();
+    const costPercent = ((median(persistP50) - median(crossP50)) / median(crossP50)) * 100;
+    figures.push(
+      atMost("persistence cost: added cross-node latency, p50", costPercent, "%", 20, {
+        plainP50Us: Math.round(median(crossP50)),
+        persistedP50Us: Math.round(median(persistP50)),
+        plainP99Us: Math.round(median(crossP99)),
+        persistedP99Us: Math.round(median(persistP99)),
+        p99CostPercent: Number(
+          (((median(persistP99) - median(crossP99)) / median(crossP99)) * 100).toFixed(1),
+        ),
+      }),
+    );
   }
-  const costPercent = ((median(persistP50) - median(crossP50)) / median(crossP50)) * 100;
-  figures.push(
-    atMost("persistence cost: added cross-node latency, p50", costPercent, "%", 20, {
-      plainP50Us: Math.round(median(crossP50)),
-      persistedP50Us: Math.round(median(persistP50)),
-      plainP99Us: Math.round(median(crossP99)),
-      persistedP99Us: Math.round(median(persistP99)),
-      p99CostPercent: Number((((median(persistP99) - median(crossP99)) / median(crossP99)) * 100).toFixed(1)),
-    }),
-  );
 
-  // 3: failover — three nodes, six teams with a worker on every node.
-  const trio = await LocalNodeCluster.create(3, { prefix: "cfn-bench-failover-" });
-  const failover: number[] = [];
-  const shutdowns: { ms: number; delivered: number; unacknowledged: number }[] = [];
-  const teams = ["t1", "t2", "t3", "t4", "t5", "t6"];
-  try {
-    await trio.startAll([], NODE_ENV);
-    for (const team of teams)
-      for (const node of trio.nodes) await register(node, `${team}-w-${node.id}`, team);
-    await waitUntil("teams assigned", async () => {
-      const s = await (await trio.leader()).status();
-      return (
-        s?.teams.length === teams.length &&
-        s.teams.every((team: { coordinator: string | null }) => team.coordinator)
-      );
-    });
-    for (let r = 0; r < runs; r++) {
-      const seconds = await failoverRun(trio, teams);
-      failover.push(seconds);
-      log(`failover run ${r + 1}: ${seconds.toFixed(3)} s`);
+  if (wanted("failover") || wanted("shutdown")) {
+    // 3: failover — three nodes, six teams with a worker on every node.
+    const trio = await LocalNodeCluster.create(3, { prefix: "cfn-bench-failover-" });
+    const failover: number[] = [];
+    const shutdowns: { ms: number; delivered: number; unacknowledged: number }[] = [];
+    const teams = ["t1", "t2", "t3", "t4", "t5", "t6"];
+    try {
+      await trio.startAll([], NODE_ENV);
+      for (const team of teams)
+        for (const node of trio.nodes) await register(node, `${team}-w-${node.id}`, team);
+      await waitUntil("teams assigned", async () => {
+        const s = await (await trio.leader()).status();
+        return (
+          s?.teams.length === teams.length &&
+          s.teams.every((team: { coordinator: string | null }) => team.coordinator)
+        );
+      });
+      for (let r = 0; r < runs && wanted("failover"); r++) {
+        const seconds = await failoverRun(trio, teams);
+        failover.push(seconds);
+        log(`failover run ${r + 1}: ${seconds.toFixed(3)} s`);
+      }
+      // 5: graceful shutdown with 1,000 queued messages (n1 → n2).
+      for (let r = 0; r < Math.min(runs, 3) && wanted("shutdown"); r++) {
+        const result = await shutdownRun(trio, 1000);
+        shutdowns.push(result);
+        log(
+          `shutdown run ${r + 1}: ${result.ms.toFixed(0)} ms, delivered ${result.delivered}, unacknowledged ${result.unacknowledged}`,
+        );
+        await trio.leader();
+      }
+    } finally {
+      await trio.stop();
     }
-    // 5: graceful shutdown with 1,000 queued messages (n1 → n2).
-    for (let r = 0; r < Math.min(runs, 3); r++) {
-      const result = await shutdownRun(trio, 1000);
-      shutdowns.push(result);
-      log(
-        `shutdown run ${r + 1}: ${result.ms.toFixed(0)} ms, delivered ${result.delivered}, unacknowledged ${result.unacknowledged}`,
+    const failoverStats = stats(failover);
+    if (wanted("failover"))
+      figures.push(
+        atMost(
+          "node failure → teams reassigned and work resuming (worker notified)",
+          median(failover),
+          "s",
+          2,
+          {
+            p99: Number(failoverStats.p99.toFixed(3)),
+            max: Number(failoverStats.max.toFixed(3)),
+            runs,
+            nodeDownAfterMs: 800,
+          },
+        ),
       );
-      await trio.leader();
-    }
-  } finally {
-    await trio.stop();
+    const shutdownMs = shutdowns.map((s) => s.ms);
+    if (wanted("shutdown"))
+      figures.push(
+        atMost("graceful shutdown with 1,000 queued messages", median(shutdownMs), "ms", 10_000, {
+          max: Math.round(Math.max(...shutdownMs)),
+          delivered: shutdowns.map((s) => s.delivered),
+          unacknowledged: shutdowns.map((s) => s.unacknowledged),
+        }),
+      );
   }
-  const failoverStats = stats(failover);
-  figures.push(
-    atMost("node failure → teams reassigned and work resuming (worker notified)", median(failover), "s", 2, {
-      p99: Number(failoverStats.p99.toFixed(3)),
-      max: Number(failoverStats.max.toFixed(3)),
-      runs,
-      nodeDownAfterMs: 800,
-    }),
-  );
-  const shutdownMs = shutdowns.map((s) => s.ms);
-  figures.push(
-    atMost("graceful shutdown with 1,000 queued messages", median(shutdownMs), "ms", 10_000, {
-      max: Math.round(Math.max(...shutdownMs)),
-      delivered: shutdowns.map((s) => s.delivered),
-      unacknowledged: shutdowns.map((s) => s.unacknowledged),
-    }),
-  );
 
   return {
     suite: "cross-node",
