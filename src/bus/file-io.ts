@@ -126,10 +126,11 @@ interface BusIoAddon {
   writeFdAndRename(fd: number, sparePath: string, finalPath: string, text: string): number;
   unlink(path: string): number;
   flush(): number;
+  setIdleScheduling(tid: number): number;
 }
 
 /** The system call each failure step of src/native/bus-io.c names. */
-const NATIVE_STEPS = ["", "open", "write", "rename", "read", "unlink", "argument"];
+const NATIVE_STEPS = ["", "open", "write", "rename", "read", "unlink", "argument", "sched_setscheduler"];
 const STEP_RENAME = 3;
 const ENOENT = osConstants.errno.ENOENT;
 
@@ -187,21 +188,33 @@ function nativeFileIo(addon: BusIoAddon): FileIo {
   };
 }
 
-let loaded: { io: FileIo | undefined; reason?: string } | undefined;
+let loaded: { io: FileIo | undefined; addon?: BusIoAddon; reason?: string } | undefined;
 
 /** The Node-API helper, or undefined (with the reason in nativeFileIoProblem()). Loaded once. */
 export function loadNativeFileIo(): FileIo | undefined {
   if (!loaded) {
     try {
       const addon = createRequire(import.meta.url)(BUS_IO_ADDON) as BusIoAddon;
-      if (typeof addon.writeFdAndRename !== "function")
+      if (typeof addon.writeFdAndRename !== "function" || typeof addon.setIdleScheduling !== "function")
         throw new Error("the built helper is out of date (npm run build compiles it again)");
-      loaded = { io: nativeFileIo(addon) };
+      loaded = { io: nativeFileIo(addon), addon };
     } catch (error) {
       loaded = { io: undefined, reason: (error as Error).message.split("\n", 1)[0] };
     }
   }
   return loaded.io;
+}
+
+/**
+ * Puts thread `tid` of this process under SCHED_IDLE through the helper (Linux). Throws a
+ * node:fs-shaped error (syscall sched_setscheduler) on failure, or when the helper is missing.
+ */
+export function setIdleScheduling(tid: number): void {
+  loadNativeFileIo();
+  const addon = loaded?.addon;
+  if (!addon) throw new Error(`the compiled helper is not available: ${loaded?.reason ?? "not loaded"}`);
+  const code = addon.setIdleScheduling(tid);
+  if (code !== 0) throw nativeError(code, `/proc/self/task/${tid}`);
 }
 
 /** Why the helper is not in use, once loadNativeFileIo() returned undefined. */

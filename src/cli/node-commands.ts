@@ -5,9 +5,11 @@ import type { Command } from "commander";
 import { Bus } from "../bus/index.js";
 import { attachCoordination } from "../coordination/node-coordination.js";
 import { CfnError, isCfnError } from "../errors.js";
+import { idleBackgroundThreads } from "../node/background-threads.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../node/cluster-file.js";
 import { apiRequest, ClusterNode } from "../node/node.js";
 import { parseNodeConfig } from "../node/node-config.js";
+import type { Logger } from "../obs/logger.js";
 import { startTracing, type Tracing } from "../obs/tracing.js";
 import { type ApiFlags, apiOf, collect, withApi } from "./api-flags.js";
 import { buildContext } from "./context.js";
@@ -160,6 +162,7 @@ export function registerNodeCommands(program: Command): void {
       // Swarm coordination follows the routing state: team coordinators run where the leader
       // placed them, the master runs on the leader (docs/COORDINATION.md, "On a cluster").
       const coordination = attachCoordination(started, { logger, metrics, config: config.coordination });
+      const stopIdling = started.config.idleBackgroundThreads ? keepBackgroundThreadsIdle(logger) : () => {};
       printJson({
         event: "started",
         id: started.id,
@@ -173,6 +176,7 @@ export function registerNodeCommands(program: Command): void {
         onSignal = (signal: string) => {
           if (stopping) return; // a second signal during the shutdown is ignored: it is bounded
           stopping = true;
+          stopIdling();
           void coordination
             .stop()
             .then(() => started.shutdown(signal))
@@ -382,4 +386,30 @@ function printClusterStatus(
       ]),
     );
   }
+}
+
+/** Checks for new helper threads of the daemon this often (LevelDB starts its compaction late). */
+const BACKGROUND_THREADS_RESCAN_MS = 10_000;
+
+/**
+ * Moves the daemon's helper threads to SCHED_IDLE now and again every BACKGROUND_THREADS_RESCAN_MS
+ * for threads started since (src/node/background-threads.ts). Returns the stop function.
+ */
+function keepBackgroundThreadsIdle(logger: Logger): () => void {
+  const done = new Set<number>();
+  const first = idleBackgroundThreads(done);
+  if (first.skipped) {
+    logger.info("helper threads keep their scheduling", { reason: first.skipped });
+    return () => {};
+  }
+  logger.debug("helper threads under SCHED_IDLE", { threads: first.moved });
+  const timer = setInterval(() => {
+    const again = idleBackgroundThreads(done);
+    if (again.skipped) {
+      logger.warn("could not move new helper threads to SCHED_IDLE", { reason: again.skipped });
+      clearInterval(timer);
+    }
+  }, BACKGROUND_THREADS_RESCAN_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }

@@ -99,6 +99,12 @@ export const nodeSchema = z
       .describe(
         "fsync each spool write: survives power loss, not only a process crash (always on with persistence).",
       ),
+    idleBackgroundThreads: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Run the daemon's helper threads (GC, compiler, thread pool, LevelDB) under SCHED_IDLE so woken main threads preempt them (Linux).",
+      ),
     dedupWindowMessagesMax: int(1, 10_000_000)
       .default(100_000)
       .describe("Recent (agent, message id) pairs a receiving node remembers to drop duplicates."),

@@ -12,9 +12,15 @@
  * Built by `npm run build` (src/native/build.ts) with the machine's C compiler against Node's
  * headers; without them the bus uses its JavaScript path.
  */
+#ifdef __linux__
+#define _GNU_SOURCE /* SCHED_IDLE */
+#endif
 #define NAPI_VERSION 8
 #include <node_api.h>
 
+#ifdef __linux__
+#include <sched.h>
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -33,6 +39,7 @@
 #define STEP_READ 4
 #define STEP_UNLINK 5
 #define STEP_ARGUMENT 6
+#define STEP_SCHEDULE 7
 
 #define PATH_BYTES_MAX 4096
 /* A text buffer kept between sends only up to this size; a larger one is freed after use. */
@@ -262,6 +269,25 @@ static napi_value unlink_path(napi_env env, napi_callback_info info) {
   return unlink(path) == 0 ? number(env, 0) : failure(env, STEP_UNLINK, errno);
 }
 
+/* setIdleScheduling(tid): puts thread `tid` of this process under SCHED_IDLE, so that any normal
+ * thread woken on its CPU preempts it at once (src/node/background-threads.ts). Linux only;
+ * elsewhere a failure code with ENOSYS. Returns 0 or a failure code. */
+static napi_value set_idle_scheduling(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t tid = 0;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &tid) != napi_ok || tid <= 0)
+    return failure(env, STEP_ARGUMENT, EINVAL);
+#if defined(__linux__) && defined(SCHED_IDLE)
+  struct sched_param param = {0};
+  return sched_setscheduler((pid_t)tid, SCHED_IDLE, &param) == 0 ? number(env, 0)
+                                                                 : failure(env, STEP_SCHEDULE, errno);
+#else
+  return failure(env, STEP_SCHEDULE, ENOSYS);
+#endif
+}
+
 /* flush(): closes a descriptor still held from the last claim. */
 static napi_value flush_pending(napi_env env, napi_callback_info info) {
   (void)info;
@@ -283,6 +309,7 @@ NAPI_MODULE_INIT() {
       {"openSpare", NULL, open_spare, NULL, NULL, NULL, napi_default, NULL},
       {"writeFdAndRename", NULL, write_fd_and_rename, NULL, NULL, NULL, napi_default, NULL},
       {"unlink", NULL, unlink_path, NULL, NULL, NULL, napi_default, NULL},
+      {"setIdleScheduling", NULL, set_idle_scheduling, NULL, NULL, NULL, napi_default, NULL},
       {"flush", NULL, flush_pending, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties);

@@ -4,10 +4,11 @@
 // (exit 2); the single-node default; graceful shutdown with queued messages.
 
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
+import { loadNativeFileIo } from "../../src/bus/file-io.js";
 import { BUSY_PROCESS_NODE_FLAGS } from "../../src/runtime-flags.js";
 import { encodeFrame } from "../../src/transport/frame.js";
 import { api, CLI, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
@@ -59,6 +60,20 @@ describe("node robustness (real processes)", () => {
     expect(cmdline.slice(0, cmdline.indexOf(CLI))).toEqual(
       expect.arrayContaining([...BUSY_PROCESS_NODE_FLAGS]),
     );
+    // Its helper threads run under SCHED_IDLE (5), its main thread keeps SCHED_OTHER (0)
+    // (src/node/background-threads.ts; the compiled helper is built wherever the tests run).
+    if (loadNativeFileIo()) {
+      const policies = new Map(
+        readdirSync(`/proc/${n1.child?.pid}/task`).map((tid) => {
+          const stat = readFileSync(`/proc/${n1.child?.pid}/task/${tid}/stat`, "utf8");
+          return [Number(tid), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[38])];
+        }),
+      );
+      expect(policies.get(n1.child?.pid as number)).toBe(0);
+      const helpers = [...policies].filter(([tid]) => tid !== n1.child?.pid).map(([, policy]) => policy);
+      expect(helpers.length).toBeGreaterThan(0);
+      expect(helpers.every((policy) => policy === 5)).toBe(true);
+    }
     const registered = await api(n1.api, "POST", "/v1/agents", { agent: "solo", team: "crew" });
     expect(registered.status).toBe(200);
     const status = await waitFor("team assigned", async () => {
