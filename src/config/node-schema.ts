@@ -101,9 +101,9 @@ export const nodeSchema = z
       ),
     idleBackgroundThreads: z
       .boolean()
-      .default(true)
+      .default(false)
       .describe(
-        "Run the daemon's helper threads (GC, compiler, thread pool, LevelDB) under SCHED_IDLE so woken main threads preempt them (Linux).",
+        "Run the daemon's helper threads (GC, compiler, thread pool, LevelDB) under SCHED_IDLE so woken main threads preempt them (Linux); only on hosts with CPU to spare.",
       ),
     dedupWindowMessagesMax: int(1, 10_000_000)
       .default(100_000)

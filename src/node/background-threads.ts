@@ -4,7 +4,10 @@
 // once. Without it, on a small machine, a woken main thread waits behind a helper's multi-ms slice
 // (Linux's EEVDF scheduler lets the running thread finish its slice; nice values do not change
 // that), which was the largest share of the cross-node latency tail measured here
-// (docs/PERFORMANCE.md, "Cross-node"). Helpers still get every otherwise idle CPU cycle.
+// (docs/PERFORMANCE.md, "Cross-node"). Helpers still get every otherwise idle CPU cycle — and
+// almost nothing while normal threads keep every CPU busy, when the main thread then waits for
+// them (GC joins, LevelDB on the pool): hence opt-in (node.idleBackgroundThreads), for hosts with
+// CPU to spare.
 //
 // Linux only, main thread only (a node embedded in a worker thread leaves its process alone), and
 // through the compiled helper (src/native/bus-io.c): without it the daemon says why and goes on.

@@ -48,7 +48,37 @@ function dial(node: NodeProcess, as: string, token: string): Promise<WebSocket |
   });
 }
 
+/** Scheduling policy (0 SCHED_OTHER, 5 SCHED_IDLE) of every thread of process `pid`, by tid. */
+function threadPolicies(pid: number): Map<number, number> {
+  return new Map(
+    readdirSync(`/proc/${pid}/task`).map((tid) => {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      return [Number(tid), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[38])];
+    }),
+  );
+}
+
 describe("node robustness (real processes)", () => {
+  it("with idleBackgroundThreads moves its helper threads to SCHED_IDLE, never its main thread", async () => {
+    if (!loadNativeFileIo()) {
+      // The compiled helper is built wherever a C compiler exists (test/bus/file-io.test.ts checks that).
+      console.warn("background threads: the compiled helper is not built; nothing to check");
+      return;
+    }
+    cluster = await TestCluster.create(1);
+    const [n1] = cluster.nodes;
+    await n1.start(["--set", "idleBackgroundThreads=true"]);
+    await cluster.waitReady([n1]);
+    const pid = n1.child?.pid as number;
+    const policies = threadPolicies(pid);
+    expect(policies.get(pid)).toBe(0);
+    const helpers = [...policies].filter(([tid]) => tid !== pid).map(([, policy]) => policy);
+    expect(helpers.length).toBeGreaterThan(0);
+    expect(helpers.every((policy) => policy === 5)).toBe(true);
+    // Still serving.
+    expect((await fetch(`${n1.api}/healthz`)).status).toBe(200);
+  });
+
   it("runs as a single-node cluster with no peers: ready, registers agents, serves metrics", async () => {
     cluster = await TestCluster.create(1);
     const [n1] = cluster.nodes;
@@ -60,20 +90,8 @@ describe("node robustness (real processes)", () => {
     expect(cmdline.slice(0, cmdline.indexOf(CLI))).toEqual(
       expect.arrayContaining([...BUSY_PROCESS_NODE_FLAGS]),
     );
-    // Its helper threads run under SCHED_IDLE (5), its main thread keeps SCHED_OTHER (0)
-    // (src/node/background-threads.ts; the compiled helper is built wherever the tests run).
-    if (loadNativeFileIo()) {
-      const policies = new Map(
-        readdirSync(`/proc/${n1.child?.pid}/task`).map((tid) => {
-          const stat = readFileSync(`/proc/${n1.child?.pid}/task/${tid}/stat`, "utf8");
-          return [Number(tid), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[38])];
-        }),
-      );
-      expect(policies.get(n1.child?.pid as number)).toBe(0);
-      const helpers = [...policies].filter(([tid]) => tid !== n1.child?.pid).map(([, policy]) => policy);
-      expect(helpers.length).toBeGreaterThan(0);
-      expect(helpers.every((policy) => policy === 5)).toBe(true);
-    }
+    // By default every thread keeps SCHED_OTHER (node.idleBackgroundThreads is opt-in).
+    expect(new Set(threadPolicies(n1.child?.pid as number).values())).toEqual(new Set([0]));
     const registered = await api(n1.api, "POST", "/v1/agents", { agent: "solo", team: "crew" });
     expect(registered.status).toBe(200);
     const status = await waitFor("team assigned", async () => {
