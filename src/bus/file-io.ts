@@ -1,9 +1,11 @@
 // The file steps of the bus's hot path, each one call: a send's write + rename (into a file it
-// opens, or into a spare opened ahead, src/bus/spare.ts), a claim's rename + read, an ack's unlink. Two implementations make the same system calls with the same
-// flags, so the files are identical: the Node-API helper (src/native/bus-io.c, built by
-// `npm run build`), which saves node:fs's per-call JavaScript wrapper (≈ a fifth of a message's CPU
-// on this VM), and node:fs itself, used when the helper is not built, cannot load, or the bus is
-// configured with `nativeIo: false`. Errors are thrown like node:fs's (code, errno, syscall, path).
+// opens, or into a spare opened ahead, src/bus/spare.ts), a claim's rename + read, an ack's
+// unlink. Two implementations make the same system calls with the same flags, so the files are
+// identical: the Node-API helper (src/native/bus-io.c, built by `npm run build`), which saves
+// node:fs's per-call JavaScript wrapper (≈ a fifth of a message's CPU on this VM), and node:fs
+// itself, used when the helper is not built, cannot load, or the bus is configured with
+// `nativeIo: false`. Errors are thrown like node:fs's (code, errno, syscall, path). The helper's
+// one call outside the bus, setIdleScheduling, is loaded here too (src/node/background-threads.ts).
 
 import { closeSync, constants, openSync, readSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { createRequire } from "node:module";

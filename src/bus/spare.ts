@@ -16,7 +16,7 @@ import type { FileIo } from "./file-io.js";
 import { DIRECTORY_MODE, FILE_MODE } from "./layout.js";
 
 /** Name of the bus-level directory of spare files. */
-export const SPARE_DIR = "tmp";
+const SPARE_DIR = "tmp";
 const SPARE_NAME = /^spare_([0-9]{1,10})_[A-Za-z0-9.-]{1,160}$/;
 
 /** Spares held by buses of this process, removed when it exits (one listener for all). */
@@ -64,10 +64,6 @@ export class SpareFile {
     private readonly nextUnique: () => string,
   ) {
     this.dir = join(busDir, SPARE_DIR);
-  }
-
-  get isHeld(): boolean {
-    return this.fd >= 0;
   }
 
   /**

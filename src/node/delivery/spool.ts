@@ -238,14 +238,11 @@ export class DeliverySpool {
     }
   }
 
-  /** Queues the deferred deletes now; resolves once they are written. */
+  /** Queues the deferred deletes now (enqueue takes them); resolves once they are written. */
   private flushDeletes(): Promise<void> {
     clearTimeout(this.deleteTimer);
     this.deleteTimer = undefined;
-    if (this.deferredDeletes.length === 0) return Promise.resolve();
-    const ops = this.deferredDeletes;
-    this.deferredDeletes = [];
-    return this.enqueue(ops, false);
+    return this.deferredDeletes.length === 0 ? Promise.resolve() : this.enqueue([], false);
   }
 
   /** Per destination: the spooled records (runs of sequences) in order, oldest first. */
@@ -259,7 +256,7 @@ export class DeliverySpool {
   }
 
   private enqueue(ops: SpoolOp[], sync: boolean): Promise<void> {
-    // Deferred deletes ride along with this batch.
+    // Deferred deletes ride along with this batch (their timer is then moot).
     if (this.deferredDeletes.length > 0) {
       for (const op of this.deferredDeletes) this.queuedOps.push(op);
       this.deferredDeletes = [];
