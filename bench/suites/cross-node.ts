@@ -34,8 +34,15 @@ import {
 import { startNatsAnchor } from "../nats-anchor.js";
 
 const SELF = fileURLToPath(import.meta.url);
-/** Messages of the warm-up phase of a latency run, and the pause after it (ms). */
+/**
+ * Messages of the warm-up phase of a latency run: first a burst (fills the connection's window,
+ * opens the proxy mailbox), then messages one every ~1 ms, which run the nodes' light-load path
+ * (one message per frame) until it is optimised; then a pause (ms). Without the paced part the
+ * nodes compiled that path during the first timed run, whose p99 stood 0.7–1.5 ms above the later
+ * runs' (docs/NODE.md, "Performance").
+ */
 const LATENCY_WARMUP_MESSAGES = 2_000;
+const LATENCY_PACED_WARMUP_MESSAGES = 2_000;
 const LATENCY_WARMUP_IDLE_MS = 500;
 const WORKER_FLAG = "--cross-node-bench-worker";
 const INBOX_DEPTH = 1_000_000;
@@ -52,6 +59,8 @@ type WorkerRequest =
       gapMs: number;
       /** Messages sent first as fast as the inbox takes them (type "warm", not timed), then a pause. */
       warmup?: number;
+      /** Warm-up messages sent after those, one every ~1 ms (the light-load path), then the pause. */
+      pacedWarmup?: number;
     }
   | { kind: "receive"; root: string; agent: string; expected: number; timeoutMs: number }
   | {
@@ -83,7 +92,12 @@ async function worker(request: WorkerRequest): Promise<unknown> {
         bus.sendSync(request.from, request.to, { type: "warm", payload: { i, t: String(nowNs()), filler } });
         if (i % 64 === 63) await new Promise((resolve) => setTimeout(resolve, 1));
       }
-      if (request.warmup) await new Promise((resolve) => setTimeout(resolve, LATENCY_WARMUP_IDLE_MS));
+      for (let i = 0; i < (request.pacedWarmup ?? 0); i++) {
+        bus.sendSync(request.from, request.to, { type: "warm", payload: { i, t: String(nowNs()), filler } });
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      if (request.warmup || request.pacedWarmup)
+        await new Promise((resolve) => setTimeout(resolve, LATENCY_WARMUP_IDLE_MS));
       const cpuStart = process.cpuUsage();
       const startNs = nowNs();
       for (let i = 0; i < request.count; i++) {
@@ -271,6 +285,7 @@ async function latencyRun(
       payloadBytes: 256,
       gapMs: 2,
       warmup: LATENCY_WARMUP_MESSAGES,
+      pacedWarmup: LATENCY_PACED_WARMUP_MESSAGES,
     },
     "agent",
   );
@@ -529,7 +544,8 @@ export async function run(args: string[]): Promise<SuiteResult> {
         crossP50Us: Math.round(median(crossP50)),
         localP50Us: Math.round(median(localP50)),
         samplesPerRun: samples,
-        warmupMessagesPerRun: LATENCY_WARMUP_MESSAGES,
+        warmupMessagesPerRun: LATENCY_WARMUP_MESSAGES + LATENCY_PACED_WARMUP_MESSAGES,
+        pacedWarmupMessagesPerRun: LATENCY_PACED_WARMUP_MESSAGES,
         ...natsAnchor,
       }),
     );
