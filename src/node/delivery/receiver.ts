@@ -28,6 +28,7 @@ import type { Logger } from "../../obs/logger.js";
 import type { Transport } from "../../transport/index.js";
 import type { NodeMetrics } from "../node-metrics.js";
 import type { DeliveryLedger } from "./ledger.js";
+import { RecentIds } from "./recent-ids.js";
 import type { ReceiverCursor } from "./spool.js";
 import { endSpansWithError, spanParent, TRACER_NAME } from "./tracing.js";
 import { DELIVER_CHANNEL, type DeliveryFrame, type WireMessage } from "./wire.js";
@@ -78,12 +79,13 @@ export class DeliveryReceiver {
   /** The durability round in progress (persistence), and whether another one is wanted. */
   private round: Promise<void> | undefined;
   private roundAgain = false;
-  private readonly recent = new Map<string, true>();
+  private readonly recent: RecentIds;
   private closed = false;
 
   constructor(options: ReceiverOptions) {
     this.options = options;
     this.logger = options.logger.child("deliver-in");
+    this.recent = new RecentIds(options.dedupWindowMessagesMax);
   }
 
   /** Settles intents left by a crash: messages found in inboxes count as written. */
@@ -208,14 +210,20 @@ export class DeliveryReceiver {
       )
         end++;
       const group: WireMessage[] = [];
-      for (let i = index; i < end; i++) if (!this.seen(fresh[i])) group.push(fresh[i]);
+      const keys: string[] = [];
+      for (let i = index; i < end; i++) {
+        const key = RecentIds.key(fresh[i].to, fresh[i].id);
+        if (this.recent.has(key)) continue;
+        group.push(fresh[i]);
+        keys.push(key);
+      }
       metrics.duplicates.inc({ reason: "message_id" }, end - index - group.length);
       if (group.length > 0) {
         const spans = this.startSpans(group, from);
         try {
           if (group.length === 1) bus.sendSync(head.from, head.to, toOutgoing(group[0]));
           else bus.sendBatchSync(head.from, head.to, group.map(toOutgoing));
-          for (const message of group) this.remember(message);
+          for (const key of keys) this.recent.add(key);
           landed += group.length;
           this.dirtyAgents.add(head.to);
           if (spans) for (const span of spans) span.end();
@@ -332,18 +340,6 @@ export class DeliveryReceiver {
         if (this.toAck.size > 0) this.startRound();
       }
     });
-  }
-
-  private seen(message: WireMessage): boolean {
-    return this.recent.has(`${message.to}/${message.id}`);
-  }
-
-  private remember(message: WireMessage): void {
-    this.recent.set(`${message.to}/${message.id}`, true);
-    if (this.recent.size > this.options.dedupWindowMessagesMax) {
-      const oldest = this.recent.keys().next().value;
-      if (oldest !== undefined) this.recent.delete(oldest);
-    }
   }
 
   private sendControl(to: string, frame: DeliveryFrame): void {
