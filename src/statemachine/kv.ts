@@ -77,6 +77,14 @@ function compareStrings(a: string, b: string): number {
 export class KvStateMachine implements StateMachine<KvResult> {
   private data = new Map<string, string>();
   private sessions = new Map<string, Session>();
+  /**
+   * Applies in log order as (clientId, index), oldest from `orderHead`; an entry whose session has
+   * a later lastIndex is stale and skipped. Eviction reads from here rather than through
+   * `sessions.keys().next()`, which in V8 walks over every entry deleted since the table's last
+   * rehash (≈ 7.5 µs per apply at 10,000 sessions with more clients than that).
+   */
+  private order: [string, number][] = [];
+  private orderHead = 0;
   private applied = 0;
   private readonly limits: KvLimits;
 
@@ -110,15 +118,34 @@ export class KvStateMachine implements StateMachine<KvResult> {
       if (command.requestId < session.requestId) return { ok: false, value: null, error: "stale_request" };
     }
     const result = this.execute(command);
-    this.sessions.delete(command.clientId); // re-insert to keep Map order = recency
     this.sessions.set(command.clientId, { requestId: command.requestId, result, lastIndex: entry.index });
-    if (this.sessions.size > this.limits.sessionsMax) {
-      // Map iteration order is insertion order, and every apply re-inserts: the first key is the
-      // least recently used. Every replica evicts the same one because apply order is the log's.
-      const oldest = this.sessions.keys().next().value as string;
-      this.sessions.delete(oldest);
-    }
+    this.order.push([command.clientId, entry.index]);
+    // The least recently used session (smallest lastIndex) goes; every replica evicts the same one
+    // because apply order is the log's.
+    if (this.sessions.size > this.limits.sessionsMax) this.evictOldest();
+    if (this.order.length - this.orderHead > 2 * this.sessions.size + 1024) this.compactOrder();
     return result;
+  }
+
+  private evictOldest(): void {
+    while (this.orderHead < this.order.length) {
+      const [clientId, index] = this.order[this.orderHead++];
+      if (this.sessions.get(clientId)?.lastIndex === index) {
+        this.sessions.delete(clientId);
+        return;
+      }
+    }
+  }
+
+  /** Drops stale and consumed entries of `order` (amortised O(1) per apply). */
+  private compactOrder(): void {
+    const live: [string, number][] = [];
+    for (let i = this.orderHead; i < this.order.length; i++) {
+      const [clientId, index] = this.order[i];
+      if (this.sessions.get(clientId)?.lastIndex === index) live.push(this.order[i]);
+    }
+    this.order = live;
+    this.orderHead = 0;
   }
 
   /** Reads the applied state directly: the read half of a ReadIndex read. */
@@ -150,6 +177,8 @@ export class KvStateMachine implements StateMachine<KvResult> {
         { requestId, result, lastIndex },
       ]),
     );
+    this.order = snapshot.sessions.map(([clientId, , lastIndex]) => [clientId, lastIndex]);
+    this.orderHead = 0;
   }
 
   private execute(command: KvCommand): KvResult {

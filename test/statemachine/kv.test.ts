@@ -130,6 +130,47 @@ describe("KvStateMachine", () => {
     });
   });
 
+  it("keeps evicting exactly the least recently used session over thousands of applies (model)", () => {
+    // Enough applies that the eviction order is compacted several times; an LRU list is the model.
+    const kv = new KvStateMachine({ sessionsMax: 3 });
+    const clients = ["A", "B", "C", "D", "E"];
+    const lru: string[] = [];
+    const lastRequest = new Map<string, number>();
+    let index = 0;
+    let random = 7;
+    let checked = 0;
+    for (let i = 1; i <= 6000; i++) {
+      random = (random * 1103515245 + 12345) % 2 ** 31;
+      const clientId = clients[(random >> 8) % (i % 3 === 0 ? clients.length : 2)];
+      const requestId = (lastRequest.get(clientId) ?? 0) + 1;
+      lastRequest.set(clientId, requestId);
+      kv.apply(
+        entry(++index, { op: "put", key: "k", value: `${clientId}${requestId}`, clientId, requestId }),
+      );
+      const at = lru.indexOf(clientId);
+      if (at >= 0) lru.splice(at, 1);
+      lru.push(clientId);
+      if (lru.length > 3) lru.shift();
+      if (i % 97 !== 0) continue;
+      // A retry of a remembered session returns its cached result and changes nothing; the retry
+      // of an evicted one applies again (k becomes its value). Each check runs on a restored copy,
+      // so one re-applied retry does not evict the next client checked.
+      const lastWriter = lru[lru.length - 1];
+      const current = `${lastWriter}${lastRequest.get(lastWriter)}`;
+      for (const id of [...lastRequest.keys()].filter((known) => known !== lastWriter)) {
+        const copy = new KvStateMachine({ sessionsMax: 3 });
+        copy.restore(kv.snapshot());
+        const retry = lastRequest.get(id) as number;
+        copy.apply(
+          entry(index + 1, { op: "put", key: "k", value: `${id}${retry}`, clientId: id, requestId: retry }),
+        );
+        expect(copy.read("k")).toBe(lru.includes(id) ? current : `${id}${retry}`);
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(200);
+  });
+
   it("decodes only well-formed commands", () => {
     const cmd: KvCommand = { op: "cas", key: "k", expected: null, value: "v", clientId: "c", requestId: 3 };
     expect(decodeKvCommand(encodeKvCommand(cmd))).toEqual(cmd);
