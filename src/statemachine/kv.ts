@@ -123,7 +123,10 @@ export class KvStateMachine implements StateMachine<KvResult> {
     // The least recently used session (smallest lastIndex) goes; every replica evicts the same one
     // because apply order is the log's.
     if (this.sessions.size > this.limits.sessionsMax) this.evictOldest();
-    if (this.order.length - this.orderHead > 2 * this.sessions.size + 1024) this.compactOrder();
+    // Compact when stale entries pile up (clients re-applying) or the consumed head does (every
+    // apply a new client evicting the oldest): `order` stays within a small multiple of sessions.
+    const pending = this.order.length - this.orderHead;
+    if (pending > 2 * this.sessions.size + 1024 || this.orderHead > pending + 1024) this.compactOrder();
     return result;
   }
 

@@ -171,6 +171,15 @@ describe("KvStateMachine", () => {
     expect(checked).toBeGreaterThan(200);
   });
 
+  it("keeps its eviction order bounded when every apply is a new client", () => {
+    const kv = new KvStateMachine({ sessionsMax: 100 });
+    for (let i = 1; i <= 20_000; i++)
+      kv.apply(entry(i, { op: "put", key: "k", value: "v", clientId: `c${i}`, requestId: 1 }));
+    const { order, orderHead } = kv as unknown as { order: unknown[]; orderHead: number };
+    expect(order.length - orderHead).toBe(100);
+    expect(order.length).toBeLessThan(100 + 2 * 1024 + 2);
+  });
+
   it("decodes only well-formed commands", () => {
     const cmd: KvCommand = { op: "cas", key: "k", expected: null, value: "v", clientId: "c", requestId: 3 };
     expect(decodeKvCommand(encodeKvCommand(cmd))).toEqual(cmd);

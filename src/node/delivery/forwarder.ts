@@ -103,9 +103,8 @@ class OutboundStream {
   }
 
   /**
-   * Drops the oldest pending item (acknowledged). Its slot is cleared at once: an acknowledged
-   * message held until the next compact() would outlive two scavenges, be promoted, and grow the
-   * old generation by every message sent at light load (≈ 1 MB/s, a major GC every few seconds).
+   * Drops the oldest pending item (acknowledged). Its slot is cleared at once, so an acknowledged
+   * message is not kept alive until the next compact() (up to ≈ 2,000 of them at light load).
    */
   shift(): StreamItem {
     const item = this.items[this.head] as StreamItem;
