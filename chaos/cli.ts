@@ -1,5 +1,5 @@
 // `npm run chaos -- <scenario|node-kill-leader|all> [--backend netns|containers|processes] [--rounds N] [--seed S]
-//                  [--size N] [--out DIR] [--short]`
+//                  [--size N] [--out DIR] [--short] [--verbose] [--help]`
 // Runs chaos scenarios (chaos/scenarios.ts) for as long as asked, prints a summary per run and
 // writes each run's report (JSON + text) under --out. Exit status 0 when every run passed, 1 when
 // one failed, 2 on bad arguments or a backend that cannot run here.
@@ -22,11 +22,11 @@ import { LONG_TIMING, SCENARIOS, type Scenario, SHORT_TIMING, scenarioNamed } fr
 /** The cfn node daemon scenario (chaos/node-messages.ts): cross-node messages, leader killed. */
 const NODE_SCENARIO = "node-kill-leader";
 
-const USAGE = `usage: npm run chaos -- <${[...SCENARIOS.map((s) => s.name), NODE_SCENARIO].join("|")}|all> [--backend ${BACKENDS.join("|")}] [--rounds N] [--seed S] [--size N] [--out DIR] [--short]`;
+const USAGE = `usage: npm run chaos -- <${[...SCENARIOS.map((s) => s.name), NODE_SCENARIO].join("|")}|all> [--backend ${BACKENDS.join("|")}] [--rounds N] [--seed S] [--size N] [--out DIR] [--short] [--verbose]`;
 
-async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: process.argv.slice(2),
+function parseCommandLine(args: string[]) {
+  return parseArgs({
+    args,
     allowPositionals: true,
     options: {
       backend: { type: "string" },
@@ -36,8 +36,24 @@ async function main(): Promise<number> {
       out: { type: "string", default: join(tmpdir(), "cfn-chaos-reports") },
       short: { type: "boolean", default: false },
       verbose: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
     },
   });
+}
+
+async function main(): Promise<number> {
+  let parsed: ReturnType<typeof parseCommandLine>;
+  try {
+    parsed = parseCommandLine(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`cfn chaos: ${(error as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
   const name = positionals[0];
   const backend = (values.backend ?? localBackend()) as BackendName;
   const rounds = Number(values.rounds);

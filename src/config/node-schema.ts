@@ -62,11 +62,11 @@ export const nodeSchema = z
       .string()
       .default("")
       .describe("API URL of a running member to join through; empty founds or restarts."),
-    tickIntervalMs: int(1, 1000).default(10).describe("Raft tick length, in ms."),
-    electionTimeoutTicks: int(2, 100_000).default(15).describe("Ticks without a leader before a campaign."),
+    tickIntervalMs: int(1, 1000).default(25).describe("Raft tick length, in ms."),
+    electionTimeoutTicks: int(2, 100_000).default(10).describe("Ticks without a leader before a campaign."),
     heartbeatTicks: int(1, 100_000).default(2).describe("Ticks between leader heartbeats."),
     healthIntervalMs: int(10, 60_000)
-      .default(100)
+      .default(200)
       .describe("How often a node pings its peers (node liveness), in ms."),
     nodeDownAfterMs: int(50, 600_000)
       .default(800)
