@@ -25,8 +25,16 @@ export class RecentIds {
     return this.set.size;
   }
 
+  /**
+   * The window's key for a pair, as a string of its own. The agent and id come out of a decoded
+   * frame, and msgpackr decodes a frame's short strings as slices of one string: a key built
+   * from them by concatenation keeps that whole string alive for as long as the window holds
+   * the key (≈ 340 bytes per key with the bench's envelopes, against ≈ 130 as a copy; 100,000
+   * keys by default). The leading character makes the concatenation a new string; slice(1) then
+   * refers to that copy only.
+   */
   static key(agent: string, id: string): string {
-    return `${agent}/${id}`;
+    return ` ${agent}/${id}`.slice(1);
   }
 
   has(key: string): boolean {
