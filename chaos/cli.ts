@@ -22,7 +22,7 @@ import { LONG_TIMING, SCENARIOS, type Scenario, SHORT_TIMING, scenarioNamed } fr
 /** The cfn node daemon scenario (chaos/node-messages.ts): cross-node messages, leader killed. */
 const NODE_SCENARIO = "node-kill-leader";
 
-const USAGE = `usage: npm run chaos -- <${[...SCENARIOS.map((s) => s.name), NODE_SCENARIO].join("|")}|all> [--backend ${BACKENDS.join("|")}] [--rounds N] [--seed S] [--size N] [--out DIR] [--short] [--verbose]`;
+const USAGE = `usage: npm run chaos -- <${[...SCENARIOS.map((s) => s.name), NODE_SCENARIO].join("|")}|all> [--backend ${BACKENDS.join("|")}] [--rounds N] [--seed S] [--size N] [--out DIR] [--short] [--verbose] [--help]`;
 
 function parseCommandLine(args: string[]) {
   return parseArgs({

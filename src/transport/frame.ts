@@ -30,7 +30,12 @@ export function encodeFrame(channel: string, payload: unknown): Uint8Array {
   return Uint8Array.prototype.slice.call(packr.pack([FRAME_VERSION, channel, payload]));
 }
 
-/** Decodes the envelope; any failure is a CFN_ERR_BAD_FRAME with a `reason` detail. */
+/**
+ * Decodes the envelope; any failure is a CFN_ERR_BAD_FRAME with a `reason` detail. The decoded
+ * short strings are slices of one string per frame (msgpackr's native extraction) and binary
+ * values are views into `bytes`: whoever keeps a decoded value for long keeps those alive too, and
+ * should copy it (the receiver's dedup window does: RecentIds.key).
+ */
 export function decodeFrame(bytes: Uint8Array): DecodedFrame {
   let decoded: unknown;
   try {
