@@ -37,6 +37,24 @@ export class ClaimReader {
     return this.buffer.toString("utf8", 0, length);
   }
 
+  /**
+   * claim() with both names relative to directory descriptors (FileIo.openDirectory): the inbox's
+   * `fromDir` and the claims' `toDir`, where `claimedPath` is `claimedName` in `toDir`.
+   */
+  claimAt(
+    fromDir: number,
+    fileName: string,
+    toDir: number,
+    claimedName: string,
+    claimedPath: string,
+    count: number,
+  ): string | ReadProblem | null {
+    const length = this.io.renameAndReadAt(fromDir, fileName, toDir, claimedName, this.buffer);
+    if (length < 0) return null;
+    if (length === this.buffer.length) return this.read(claimedPath, count);
+    return this.buffer.toString("utf8", 0, length);
+  }
+
   /** The text of the (claimed) file at `path`, which names `count` messages, or why it is refused. */
   read(path: string, count: number): string | ReadProblem {
     const bytesMax =

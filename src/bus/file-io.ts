@@ -4,7 +4,9 @@
 // identical: the Node-API helper (src/native/bus-io.c, built by `npm run build`), which saves
 // node:fs's per-call JavaScript wrapper (≈ a fifth of a message's CPU on this VM), and node:fs
 // itself, used when the helper is not built, cannot load, or the bus is configured with
-// `nativeIo: false`. Errors are thrown like node:fs's (code, errno, syscall, path). The helper's
+// `nativeIo: false`. Only the helper also claims and acknowledges relative to directory
+// descriptors (renameat, openat, unlinkat, which node:fs lacks); with node:fs a mailbox uses paths
+// for those too. Errors are thrown like node:fs's (code, errno, syscall, path). The helper's
 // one call outside the bus, setIdleScheduling, is loaded here too (src/node/background-threads.ts).
 
 import { closeSync, constants, openSync, readSync, renameSync, unlinkSync, writeSync } from "node:fs";
@@ -44,6 +46,20 @@ export interface FileIo {
    */
   writeFdAndRename(fd: number, sparePath: string, finalPath: string, text: string): void;
   unlink(path: string): void;
+  /**
+   * Opens the directory at `path` for the *At calls below and returns its descriptor (close it with
+   * closeSync), or -1 where those calls are not available (node:fs has no renameat): the caller
+   * then keeps using paths. Throws like node:fs when the directory cannot be opened.
+   */
+  openDirectory(path: string): number;
+  /**
+   * renameAndRead with each file named relative to a directory descriptor from openDirectory: the
+   * kernel resolves one name instead of the whole path (docs/BUS.md, "Directory descriptors").
+   * Names are single path components. Same results as renameAndRead.
+   */
+  renameAndReadAt(fromDir: number, fromName: string, toDir: number, toName: string, buffer: Buffer): number;
+  /** unlink of `name` in the directory open as `dir`. */
+  unlinkAt(dir: number, name: string): void;
   /** Closes a descriptor held from the last renameAndRead, if any. */
   flush(): void;
 }
@@ -118,6 +134,15 @@ export const nodeFileIo: FileIo = {
   unlink(path) {
     unlinkSync(path);
   },
+  openDirectory() {
+    return -1;
+  },
+  renameAndReadAt() {
+    throw new Error("renameAndReadAt needs the compiled helper (openDirectory returned -1)");
+  },
+  unlinkAt() {
+    throw new Error("unlinkAt needs the compiled helper (openDirectory returned -1)");
+  },
   flush() {},
 };
 
@@ -127,6 +152,9 @@ interface BusIoAddon {
   openSpare(path: string, mode: number): number;
   writeFdAndRename(fd: number, sparePath: string, finalPath: string, text: string): number;
   unlink(path: string): number;
+  openDirectory(path: string): number;
+  renameAndReadAt(fromDir: number, fromName: string, toDir: number, toName: string, buffer: Buffer): number;
+  unlinkAt(dir: number, name: string): number;
   flush(): number;
   setIdleScheduling(tid: number): number;
 }
@@ -184,6 +212,21 @@ function nativeFileIo(addon: BusIoAddon): FileIo {
       const code = addon.unlink(path);
       if (code !== 0) throw nativeError(code, path);
     },
+    openDirectory(path) {
+      const result = addon.openDirectory(path);
+      if (result < 0) throw nativeError(result, path);
+      return result;
+    },
+    renameAndReadAt(fromDir, fromName, toDir, toName, buffer) {
+      const result = addon.renameAndReadAt(fromDir, fromName, toDir, toName, buffer);
+      if (result >= 0) return result;
+      if (result === -(STEP_RENAME * 65536 + ENOENT)) return -1;
+      throw nativeError(result, Math.floor(-result / 65536) === STEP_RENAME ? fromName : toName);
+    },
+    unlinkAt(dir, name) {
+      const code = addon.unlinkAt(dir, name);
+      if (code !== 0) throw nativeError(code, name);
+    },
     flush() {
       addon.flush();
     },
@@ -197,7 +240,7 @@ export function loadNativeFileIo(): FileIo | undefined {
   if (!loaded) {
     try {
       const addon = createRequire(import.meta.url)(BUS_IO_ADDON) as BusIoAddon;
-      if (typeof addon.writeFdAndRename !== "function" || typeof addon.setIdleScheduling !== "function")
+      if (typeof addon.renameAndReadAt !== "function" || typeof addon.setIdleScheduling !== "function")
         throw new Error("the built helper is out of date (npm run build compiles it again)");
       loaded = { io: nativeFileIo(addon), addon };
     } catch (error) {

@@ -11,12 +11,22 @@
 // Everything on the receive path is synchronous: a tmpfs syscall costs a few microseconds, a hop
 // through the libuv threadpool and a promise costs more than the file operation itself.
 
-import { closeSync, constants, openSync, readdirSync, renameSync, utimesSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  statSync,
+  utimesSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { CfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { Bus } from "./bus.js";
-import { ClaimReader } from "./claim-reader.js";
+import { ClaimReader, type ReadProblem } from "./claim-reader.js";
 import { wallClockUs } from "./clock.js";
 import {
   type DeadLetterCause,
@@ -102,6 +112,24 @@ const REQUEUED = 2;
 
 const OPEN_WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
 
+/**
+ * Mailboxes of one process that may hold directory descriptors at once (two each: inbox and
+ * claims); further mailboxes claim by path (docs/BUS.md, "Directory descriptors").
+ */
+export const MAILBOX_DIR_FDS_MAX = 1024;
+let mailboxesWithDirFds = 0;
+
+/** Descriptors of a mailbox's inbox and claims directories (FileIo.openDirectory). */
+interface DirFds {
+  inbox: number;
+  claimed: number;
+}
+
+/** Mailboxes of this process holding directory descriptors now (for tests and status). */
+export function mailboxDirFdsHeld(): number {
+  return mailboxesWithDirFds;
+}
+
 export class Mailbox {
   readonly agentId: string;
   readonly paths: AgentPaths;
@@ -134,6 +162,8 @@ export class Mailbox {
   private lastLatencySampleUs = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** The inbox and claims directories open for the helper's *At calls; undefined: use paths. */
+  private dirFds: DirFds | undefined;
 
   /** Use Bus.openMailbox. */
   constructor(bus: Bus, agentId: string, options: MailboxOptions = {}) {
@@ -145,6 +175,7 @@ export class Mailbox {
     this.claimedPrefix = `${this.paths.claimed}/`;
     this.reader = new ClaimReader(bus.config.messageBytesMax, bus.io);
     bus.layout.ensureAgent(this.paths, true);
+    this.openDirFds();
     this.deadLetterContext = {
       paths: this.paths,
       logger: this.logger,
@@ -310,6 +341,7 @@ export class Mailbox {
     }
     this.ready.length = 0;
     this.bus.io.flush();
+    this.closeDirFds();
     if (options.removeDirs) removeDirsIfEmpty(this.bus, this.paths);
   }
 
@@ -405,6 +437,7 @@ export class Mailbox {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
       this.bus.layout.ensureAgent(this.paths, true);
+      this.openDirFds(); // the directories are new: descriptors of the old ones would find nothing
       names = [];
     }
     if (names.length > 1) names.sort();
@@ -435,7 +468,13 @@ export class Mailbox {
     const prefix = queuedPrefixOf(fileName);
     const claimedName = `${prefix}${deliveries}${this.claimSuffix}`;
     const claimedPath = this.claimedPrefix + claimedName;
-    const text = this.reader.claim(inboxPath, claimedPath, queued.count);
+    let text = this.claimText(fileName, inboxPath, claimedName, claimedPath, queued.count);
+    if (text === null && this.dirFds && !this.dirFdsCurrent(this.dirFds)) {
+      // The directories were replaced under the descriptors (removed and created again): open the
+      // new ones and try once more.
+      this.openDirFds();
+      text = this.claimText(fileName, inboxPath, claimedName, claimedPath, queued.count);
+    }
     if (text === null) return; // another consumer won
     this.watch.claimed(fileName);
     if (typeof text !== "string") {
@@ -478,6 +517,72 @@ export class Mailbox {
       const delivery: Delivery = { message: envelopes[index], deliveries, claim, index };
       if (out.length < max) out.push(delivery);
       else this.ready.push(delivery);
+    }
+  }
+
+  /** The claim of one file, through the directory descriptors when held, else by path. */
+  private claimText(
+    fileName: string,
+    inboxPath: string,
+    claimedName: string,
+    claimedPath: string,
+    count: number,
+  ): string | ReadProblem | null {
+    const dirs = this.dirFds;
+    if (dirs === undefined) return this.reader.claim(inboxPath, claimedPath, count);
+    return this.reader.claimAt(dirs.inbox, fileName, dirs.claimed, claimedName, claimedPath, count);
+  }
+
+  /**
+   * Opens (again) the descriptors of the inbox and claims directories, when the helper offers the
+   * *At calls and the process is under MAILBOX_DIR_FDS_MAX. A failure only means paths are used.
+   */
+  private openDirFds(): void {
+    this.closeDirFds();
+    if (this.closed || mailboxesWithDirFds >= MAILBOX_DIR_FDS_MAX) return;
+    let inbox = -1;
+    try {
+      inbox = this.bus.io.openDirectory(this.paths.inbox);
+      if (inbox < 0) return;
+      const claimed = this.bus.io.openDirectory(this.paths.claimed);
+      this.dirFds = { inbox, claimed };
+      mailboxesWithDirFds++;
+    } catch (error) {
+      if (inbox >= 0) closeQuietly(inbox);
+      this.logger.debug("cannot open the mailbox's directories; claiming by path", {
+        agent: this.agentId,
+        error,
+      });
+    }
+  }
+
+  private closeDirFds(): void {
+    const dirs = this.dirFds;
+    if (dirs === undefined) return;
+    this.dirFds = undefined;
+    mailboxesWithDirFds--;
+    closeQuietly(dirs.inbox);
+    closeQuietly(dirs.claimed);
+  }
+
+  /**
+   * True while the descriptors still name the directories at the mailbox's paths. Checked only
+   * after a claim found nothing (usually another consumer won), so it costs nothing on the hot path.
+   */
+  private dirFdsCurrent(dirs: DirFds): boolean {
+    try {
+      for (const [fd, path] of [
+        [dirs.inbox, this.paths.inbox],
+        [dirs.claimed, this.paths.claimed],
+      ] as const) {
+        const held = fstatSync(fd);
+        if (held.nlink === 0) return false; // removed
+        const named = statSync(path);
+        if (named.ino !== held.ino || named.dev !== held.dev) return false; // moved away, replaced
+      }
+      return true;
+    } catch {
+      return false;
     }
   }
 
@@ -539,7 +644,7 @@ export class Mailbox {
     claim.done = true;
     this.claims.delete(claim.path);
     if (claim.requeued === 0) {
-      this.unlinkClaim(claim.path);
+      this.unlinkClaim(claim);
       return;
     }
     const requeue = claim.envelopes.filter((_, index) => claim.states[index] === REQUEUED);
@@ -552,7 +657,7 @@ export class Mailbox {
       } else {
         const fileName = this.writeRemainder(this.paths.dead, claim, requeue, deliveries);
         moveToDeadLetterAfterWrite(this.deadLetterContext, fileName, reason, deliveries);
-        this.unlinkClaim(claim.path);
+        this.unlinkClaim(claim);
       }
       return;
     }
@@ -570,7 +675,7 @@ export class Mailbox {
       return;
     }
     this.writeRemainder(this.paths.inbox, claim, requeue, nextDeliveries);
-    this.unlinkClaim(claim.path);
+    this.unlinkClaim(claim);
   }
 
   /** Writes the requeued part of a batch as a new file (same priority and arrival); returns its name. */
@@ -592,13 +697,14 @@ export class Mailbox {
     return fileName;
   }
 
-  private unlinkClaim(path: string): void {
+  private unlinkClaim(claim: Claim): void {
     try {
-      this.bus.io.unlink(path);
+      if (this.dirFds) this.bus.io.unlinkAt(this.dirFds.claimed, claim.fileName);
+      else this.bus.io.unlink(claim.path);
     } catch (error) {
       // The visibility timeout returned it to the inbox meanwhile: it will be delivered again.
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-      this.logger.debug("claim vanished before ack (visibility timeout passed)", { path });
+      this.logger.debug("claim vanished before ack (visibility timeout passed)", { path: claim.path });
     }
   }
 
@@ -642,4 +748,10 @@ export class Mailbox {
   private assertOpen(): void {
     if (this.closed) throw new CfnError("CFN_ERR_CLOSED", `mailbox of ${this.agentId} is closed`);
   }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {}
 }

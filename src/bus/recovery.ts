@@ -3,7 +3,7 @@
 // deliveriesMax); temp files of writers that died mid-write are removed; an empty mailbox is removed
 // on shutdown without losing a message that races in.
 
-import { readdirSync, renameSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { readdirSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Bus } from "./bus.js";
 import { isProcessAlive } from "./clock.js";
@@ -105,9 +105,15 @@ export function removeStaleTemps(paths: AgentPaths): void {
   }
 }
 
+/** Rounds of moving late files back before a trashed directory is given up on (left in place). */
+export const TRASH_EMPTY_ROUNDS_MAX = 100;
+
 /**
  * Removes the agent's directory when its inbox and claims are empty: renames it to a trash dir,
- * moves back anything a sender renamed in meanwhile, then deletes the trash (PROTOCOL.md section 10).
+ * moves back anything renamed in meanwhile, then deletes the trash (PROTOCOL.md section 10). Each
+ * of inbox/, claimed/ and dead/ is removed with rmdir, which fails while anything is in it; once it
+ * is gone nothing can land in it any more (a rename into it, even through a directory descriptor
+ * held by another consumer, fails with ENOENT), so nothing is deleted that was not moved back.
  */
 export function removeDirsIfEmpty(bus: Bus, paths: AgentPaths): void {
   if (readdirSafe(paths.inbox).length > 0 || readdirSafe(paths.claimed).length > 0) return;
@@ -118,17 +124,46 @@ export function removeDirsIfEmpty(bus: Bus, paths: AgentPaths): void {
     return;
   }
   bus.layout.forgetAgent(paths.agentId);
-  const late = readdirSafe(join(trash, "inbox"));
-  const lateClaims = readdirSafe(join(trash, "claimed"));
-  const lateDead = readdirSafe(join(trash, "dead"));
-  if (late.length + lateClaims.length + lateDead.length > 0) {
-    bus.layout.ensureAgent(paths, true);
-    for (const fileName of late) renameSync(join(trash, "inbox", fileName), join(paths.inbox, fileName));
-    for (const fileName of lateClaims)
-      renameSync(join(trash, "claimed", fileName), join(paths.claimed, fileName));
-    for (const fileName of lateDead) renameSync(join(trash, "dead", fileName), join(paths.dead, fileName));
+  const homes: [string, string][] = [
+    ["inbox", paths.inbox],
+    ["claimed", paths.claimed],
+    ["dead", paths.dead],
+  ];
+  for (const [sub, home] of homes) {
+    if (!emptyAndRemove(bus, paths, join(trash, sub), home)) {
+      bus.logger.warn("files kept arriving in a removed mailbox; its trash directory is left in place", {
+        agent: paths.agentId,
+        trash,
+      });
+      return;
+    }
   }
   rmSync(trash, { recursive: true, force: true });
+}
+
+/** Moves every file of `dir` to `home` and removes `dir`; false if it never stayed empty. */
+function emptyAndRemove(bus: Bus, paths: AgentPaths, dir: string, home: string): boolean {
+  for (let round = 0; round < TRASH_EMPTY_ROUNDS_MAX; round++) {
+    const late = readdirSafe(dir);
+    if (late.length > 0) bus.layout.ensureAgent(paths, true);
+    for (const fileName of late) {
+      try {
+        renameSync(join(dir, fileName), join(home, fileName));
+      } catch (error) {
+        // Claimed meanwhile by a consumer holding descriptors of these directories.
+        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      }
+    }
+    try {
+      rmdirSync(dir);
+      return true;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return true;
+      if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
+    }
+  }
+  return false;
 }
 
 /** The pid in a temp file's UNIQ field (<host>-<pid>-<random>-<counter>), when readable. */

@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -221,11 +222,43 @@ static napi_value write_fd_and_rename(napi_env env, napi_callback_info info) {
   return step == 0 ? number(env, 0) : failure(env, step, error);
 }
 
-/* renameAndRead(fromPath, toPath, buffer): rename, then read the renamed file from its start into
- * buffer until end of file or the buffer is full. A short read of a regular file is its end (the
- * sender's write completed before its rename), so a small file takes one read, not a second one
- * returning 0. The descriptor is closed on the next call (close_pending). Returns the bytes read or
- * a failure code. */
+/* Renames from_name (relative to from_dir) to to_name (relative to to_dir), then reads the renamed
+ * file from its start into data until end of file or capacity bytes. A short read of a regular file
+ * is its end (the sender's write completed before its rename), so a small file takes one read, not a
+ * second one returning 0. The descriptor is left in instance->pending_fd (closed on the next call).
+ * Returns the bytes read, or -1 with the failing step in *step and its errno in *error. */
+static double claim_read(instance_t *instance, int from_dir, const char *from_name, int to_dir,
+                         const char *to_name, char *data, size_t capacity, int *step, int *error) {
+  if (renameat(from_dir, from_name, to_dir, to_name) != 0) {
+    *step = STEP_RENAME;
+    *error = errno;
+    return -1;
+  }
+  int fd = openat(to_dir, to_name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *step = STEP_OPEN;
+    *error = errno;
+    return -1;
+  }
+  size_t total = 0;
+  while (total < capacity) {
+    ssize_t count = pread(fd, data + total, capacity - total, (off_t)total);
+    if (count < 0) {
+      if (errno == EINTR) continue;
+      *step = STEP_READ;
+      *error = errno;
+      close(fd);
+      return -1;
+    }
+    total += (size_t)count;
+    if (count == 0 || total < capacity) break;
+  }
+  instance->pending_fd = fd;
+  return (double)total;
+}
+
+/* renameAndRead(fromPath, toPath, buffer): claim_read on two paths. Returns the bytes read or a
+ * failure code. */
 static napi_value rename_and_read(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -239,23 +272,85 @@ static napi_value rename_and_read(napi_env env, napi_callback_info info) {
     return failure(env, STEP_ARGUMENT, EINVAL);
   instance_t *instance = instance_of(env);
   close_pending(instance);
-  if (rename(from_path, to_path) != 0) return failure(env, STEP_RENAME, errno);
-  int fd = open(to_path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return failure(env, STEP_OPEN, errno);
-  size_t total = 0;
-  while (total < capacity) {
-    ssize_t count = pread(fd, (char *)data + total, capacity - total, (off_t)total);
-    if (count < 0) {
-      if (errno == EINTR) continue;
-      int error = errno;
-      close(fd);
-      return failure(env, STEP_READ, error);
-    }
-    total += (size_t)count;
-    if (count == 0 || total < capacity) break;
-  }
-  instance->pending_fd = fd;
-  return number(env, (double)total);
+  int step = 0;
+  int error = 0;
+  double total = claim_read(instance, AT_FDCWD, from_path, AT_FDCWD, to_path, data, capacity, &step,
+                            &error);
+  return total < 0 ? failure(env, step, error) : number(env, total);
+}
+
+/* Copies a file name argument (one path component: no "/", not "." or "..") into out; 0 on
+ * success. Names are resolved against a directory descriptor, so a "/" or ".." would reach
+ * outside it. */
+static int name_argument(napi_env env, napi_value value, char *out) {
+  if (path_argument(env, value, out)) return -1;
+  if (out[0] == '\0' || strchr(out, '/') != NULL) return -1;
+  if (out[0] == '.' && (out[1] == '\0' || (out[1] == '.' && out[2] == '\0'))) return -1;
+  return 0;
+}
+
+/* Reads a directory descriptor argument into *fd; 0 on success. */
+static int dir_argument(napi_env env, napi_value value, int *fd) {
+  int32_t number_value = -1;
+  if (napi_get_value_int32(env, value, &number_value) != napi_ok || number_value < 0) return -1;
+  *fd = number_value;
+  return 0;
+}
+
+/* openDirectory(path): a descriptor of the directory at path for the *At calls (O_PATH where the
+ * system has it: no read access is needed), or a failure code. A mailbox holds one for its inbox
+ * and one for its claims, so that a claim's system calls resolve one name instead of the whole
+ * path (docs/BUS.md, "Directory descriptors"). */
+static napi_value open_directory(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char path[PATH_BYTES_MAX];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || path_argument(env, argv[0], path)) return failure(env, STEP_ARGUMENT, EINVAL);
+#ifdef O_PATH
+  int flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+#else
+  int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+#endif
+  int fd = open(path, flags);
+  return fd < 0 ? failure(env, STEP_OPEN, errno) : number(env, fd);
+}
+
+/* renameAndReadAt(fromDir, fromName, toDir, toName, buffer): claim_read relative to two directory
+ * descriptors. Returns the bytes read or a failure code. */
+static napi_value rename_and_read_at(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  char from_name[PATH_BYTES_MAX];
+  char to_name[PATH_BYTES_MAX];
+  int from_dir = -1;
+  int to_dir = -1;
+  void *data = NULL;
+  size_t capacity = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 5 || dir_argument(env, argv[0], &from_dir) || name_argument(env, argv[1], from_name) ||
+      dir_argument(env, argv[2], &to_dir) || name_argument(env, argv[3], to_name) ||
+      napi_get_buffer_info(env, argv[4], &data, &capacity) != napi_ok)
+    return failure(env, STEP_ARGUMENT, EINVAL);
+  instance_t *instance = instance_of(env);
+  close_pending(instance);
+  int step = 0;
+  int error = 0;
+  double total = claim_read(instance, from_dir, from_name, to_dir, to_name, data, capacity, &step, &error);
+  return total < 0 ? failure(env, step, error) : number(env, total);
+}
+
+/* unlinkAt(dir, name): removes the file name in the directory open as dir; 0 or a failure code. */
+static napi_value unlink_at(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char name[PATH_BYTES_MAX];
+  int dir = -1;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || dir_argument(env, argv[0], &dir) || name_argument(env, argv[1], name))
+    return failure(env, STEP_ARGUMENT, EINVAL);
+  close_pending(instance_of(env));
+  return unlinkat(dir, name, 0) == 0 ? number(env, 0) : failure(env, STEP_UNLINK, errno);
 }
 
 /* unlink(path): returns 0 or a failure code. */
@@ -309,6 +404,9 @@ NAPI_MODULE_INIT() {
       {"openSpare", NULL, open_spare, NULL, NULL, NULL, napi_default, NULL},
       {"writeFdAndRename", NULL, write_fd_and_rename, NULL, NULL, NULL, napi_default, NULL},
       {"unlink", NULL, unlink_path, NULL, NULL, NULL, napi_default, NULL},
+      {"openDirectory", NULL, open_directory, NULL, NULL, NULL, napi_default, NULL},
+      {"renameAndReadAt", NULL, rename_and_read_at, NULL, NULL, NULL, napi_default, NULL},
+      {"unlinkAt", NULL, unlink_at, NULL, NULL, NULL, napi_default, NULL},
       {"setIdleScheduling", NULL, set_idle_scheduling, NULL, NULL, NULL, napi_default, NULL},
       {"flush", NULL, flush_pending, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -1,12 +1,13 @@
 // The bus in one process, on real files: send, receive order, batches, limits, bad input,
 // redelivery, dead-letter, visibility timeout, shutdown drain, status and metrics.
 
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { LATENCY_SAMPLES_PENDING_MAX } from "../../src/bus/bus-metrics.js";
 import type { Bus, Delivery, Mailbox } from "../../src/bus/index.js";
+import { mailboxDirFdsHeld } from "../../src/bus/mailbox.js";
 import { type ErrorCode, isCfnError } from "../../src/errors.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { openTestBus, tempRoot } from "./helpers.js";
@@ -528,6 +529,44 @@ describe("graceful shutdown", () => {
     expect(bus.agentStatus("worker")).toBeUndefined();
     bus.sendSync("lead", "worker", { type: "after" });
     expect(bus.agentStatus("worker")?.inboxDepth).toBe(1);
+  });
+
+  it("a consumer keeps receiving after another consumer of the agent removed the directories", () => {
+    const bus = openTestBus(root);
+    const first = bus.openMailbox("worker", { watch: false, heartbeat: false });
+    const second = mailboxOf(bus, "worker");
+    first.close({ removeDirs: true }); // the inbox is empty: the directories go
+    expect(bus.agentStatus("worker")).toBeUndefined();
+    // The send creates them again; the second consumer's directory descriptors (where it holds
+    // them) name the removed ones, so it must notice and claim from the new ones.
+    bus.sendSync("lead", "worker", { type: "after" });
+    const got = second.receiveNow(1);
+    expect(got.map((d) => d.message.type)).toEqual(["after"]);
+    second.ack(got);
+    expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 0, claimed: 0 });
+  });
+
+  it("a mailbox whose directories were deleted and created again under it keeps receiving", () => {
+    const bus = openTestBus(root);
+    const mailbox = mailboxOf(bus, "worker");
+    bus.sendSync("lead", "worker", { type: "before" });
+    mailbox.ack(mailbox.receiveNow(1));
+    rmSync(join(mailbox.paths.dir), { recursive: true }); // e.g. an operator's rm -r
+    for (let index = 0; index < 3; index++) bus.sendSync("lead", "worker", { type: "t", payload: index });
+    const got = receiveAll(mailbox);
+    expect(got.map((d) => d.message.payload)).toEqual([0, 1, 2]);
+    mailbox.ack(got);
+    expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 0, claimed: 0 });
+  });
+
+  it("a mailbox holds its directory descriptors while open and releases them on close", () => {
+    const bus = openTestBus(root);
+    const before = mailboxDirFdsHeld();
+    const mailboxes = ["w1", "w2", "w3"].map((agent) => bus.openMailbox(agent, { watch: false }));
+    expect(mailboxDirFdsHeld()).toBe(before + (bus.io.native ? 3 : 0));
+    for (const mailbox of mailboxes) mailbox.close();
+    mailboxes[0].close(); // twice: released once
+    expect(mailboxDirFdsHeld()).toBe(before);
   });
 
   it("a closed mailbox refuses receive with CFN_ERR_CLOSED", async () => {

@@ -3,7 +3,7 @@
 // must interoperate with a bus using the other.
 
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
@@ -125,6 +125,87 @@ describe.each(implementations)("FileIo (%s)", (_name, io) => {
     expect(() => io.unlink(join(root, "claimed", "c"))).toThrow(
       expect.objectContaining({ code: "ENOENT", syscall: "unlink" }),
     );
+  });
+});
+
+describe("the helper's calls relative to directory descriptors", () => {
+  /** The helper, or undefined with the reason printed (its presence is asserted above). */
+  function helper(): FileIo | undefined {
+    if (!native) console.log(`helper not built (${nativeFileIoProblem()}): *At calls not checked`);
+    return native;
+  }
+
+  /** Runs `body` with descriptors of root's inbox/ and claimed/, closed afterwards. */
+  function withDirs(io: FileIo, body: (inbox: number, claimed: number) => void): void {
+    const inbox = io.openDirectory(join(root, "inbox"));
+    const claimed = io.openDirectory(join(root, "claimed"));
+    try {
+      body(inbox, claimed);
+    } finally {
+      closeSync(inbox);
+      closeSync(claimed);
+    }
+  }
+
+  it("claims, reads and unlinks by name in descriptors of the inbox and claims directories", () => {
+    const io = helper();
+    if (!io) return;
+    writeFileSync(join(root, "inbox", "a"), "hello");
+    withDirs(io, (inbox, claimed) => {
+      const buffer = Buffer.alloc(64);
+      expect(io.renameAndReadAt(inbox, "a", claimed, "a.1", buffer)).toBe(5);
+      expect(buffer.toString("utf8", 0, 5)).toBe("hello");
+      expect(readdirSync(join(root, "claimed"))).toEqual(["a.1"]);
+      // A lost race is -1, like renameAndRead.
+      expect(io.renameAndReadAt(inbox, "a", claimed, "a.2", buffer)).toBe(-1);
+      io.unlinkAt(claimed, "a.1");
+      expect(readdirSync(join(root, "claimed"))).toEqual([]);
+      expect(() => io.unlinkAt(claimed, "a.1")).toThrow(
+        expect.objectContaining({ code: "ENOENT", syscall: "unlink" }),
+      );
+    });
+  });
+
+  it("refuses names that would reach outside the directory", () => {
+    const io = helper();
+    if (!io) return;
+    writeFileSync(join(root, "outside"), "x");
+    withDirs(io, (inbox, claimed) => {
+      const buffer = Buffer.alloc(8);
+      for (const name of ["../outside", "..", ".", "", "a/b"]) {
+        expect(() => io.renameAndReadAt(inbox, name, claimed, "x", buffer)).toThrow(
+          expect.objectContaining({ code: "EINVAL", syscall: "argument" }),
+        );
+        expect(() => io.unlinkAt(claimed, name)).toThrow(expect.objectContaining({ code: "EINVAL" }));
+      }
+      expect(readFileSync(join(root, "outside"), "utf8")).toBe("x");
+    });
+  });
+
+  it("fails like node:fs on a missing directory", () => {
+    const io = helper();
+    if (!io) return;
+    expect(() => io.openDirectory(join(root, "nowhere"))).toThrow(
+      expect.objectContaining({ code: "ENOENT", syscall: "open" }),
+    );
+    writeFileSync(join(root, "file"), "x");
+    expect(() => io.openDirectory(join(root, "file"))).toThrow(expect.objectContaining({ code: "ENOTDIR" }));
+  });
+
+  it("finds nothing in a directory removed under its descriptor (the mailbox then opens the new one)", () => {
+    const io = helper();
+    if (!io) return;
+    withDirs(io, (inbox, claimed) => {
+      rmSync(join(root, "inbox"), { recursive: true });
+      mkdirSync(join(root, "inbox"));
+      writeFileSync(join(root, "inbox", "a"), "hello");
+      expect(io.renameAndReadAt(inbox, "a", claimed, "a.1", Buffer.alloc(8))).toBe(-1);
+      expect(readdirSync(join(root, "inbox"))).toEqual(["a"]);
+    });
+  });
+
+  it("is not offered by node:fs, whose mailboxes use paths", () => {
+    expect(nodeFileIo.openDirectory(join(root, "inbox"))).toBe(-1);
   });
 });
 
