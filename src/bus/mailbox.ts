@@ -396,7 +396,7 @@ export class Mailbox {
         listed = true;
         if (this.queue.length === 0) return;
       }
-      this.claimFile(this.queue[this.queueIndex++], out, max);
+      this.claimFile(this.queue[this.queueIndex++], out, max, true);
     }
   }
 
@@ -409,7 +409,7 @@ export class Mailbox {
     while (index < arrivals.length && out.length < max) {
       const name = arrivals[index++];
       if (name.charCodeAt(0) === 46 && name.length <= 2) continue; // "." and ".."
-      this.claimFile(name, out, max);
+      this.claimFile(name, out, max, false);
     }
     this.watch.arrivals = index === arrivals.length ? [] : arrivals.slice(index);
   }
@@ -451,7 +451,7 @@ export class Mailbox {
    * Claims one inbox file by rename and hands out its messages (into `out` up to `max`, the rest of
    * a batch into `ready`). Losing the race to another consumer is normal.
    */
-  private claimFile(fileName: string, out: Delivery[], max: number): void {
+  private claimFile(fileName: string, out: Delivery[], max: number, fromListing: boolean): void {
     const inboxPath = this.inboxPrefix + fileName;
     const queued = parseQueuedName(fileName);
     if (!queued) {
@@ -469,10 +469,14 @@ export class Mailbox {
     const claimedName = `${prefix}${deliveries}${this.claimSuffix}`;
     const claimedPath = this.claimedPrefix + claimedName;
     let text = this.claimText(fileName, inboxPath, claimedName, claimedPath, queued.count);
-    if (text === null && this.dirFds && !this.dirFdsCurrent(this.dirFds)) {
+    if (text === null && fromListing && this.dirFds && !this.dirFdsCurrent(this.dirFds)) {
       // The directories were replaced under the descriptors (removed and created again): open the
-      // new ones and try once more.
+      // new ones, watch the new inbox, and try once more. (Only a name the listing just found
+      // says so; a name fs.watch reported may be the late event of a file claimed already.)
       this.openDirFds();
+      this.watch.pause();
+      this.watch.start();
+      this.listingStale = true;
       text = this.claimText(fileName, inboxPath, claimedName, claimedPath, queued.count);
     }
     if (text === null) return; // another consumer won
