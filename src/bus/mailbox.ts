@@ -17,6 +17,7 @@ import {
   fstatSync,
   openSync,
   readdirSync,
+  readFileSync,
   renameSync,
   statSync,
   utimesSync,
@@ -114,10 +115,34 @@ const OPEN_WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TR
 
 /**
  * Mailboxes of one process that may hold directory descriptors at once (two each: inbox and
- * claims); further mailboxes claim by path (docs/BUS.md, "Directory descriptors").
+ * claims); further mailboxes claim by path (docs/BUS.md, "Directory descriptors"). Lowered so
+ * that they take at most a quarter of the process's descriptor limit (dirFdsMailboxesMax).
  */
 export const MAILBOX_DIR_FDS_MAX = 1024;
 let mailboxesWithDirFds = 0;
+let dirFdsMailboxesLimit: number | undefined;
+
+/**
+ * MAILBOX_DIR_FDS_MAX, or fewer where the soft limit on open files (Linux: /proc/self/limits)
+ * would leave less than three quarters of it to everything else.
+ */
+export function dirFdsMailboxesMax(limitsText?: string): number {
+  if (limitsText === undefined && dirFdsMailboxesLimit !== undefined) return dirFdsMailboxesLimit;
+  let text = limitsText;
+  if (text === undefined) {
+    try {
+      text = readFileSync("/proc/self/limits", "utf8");
+    } catch {
+      text = "";
+    }
+  }
+  const soft = Number(/^Max open files\s+(\d+)/m.exec(text)?.[1]);
+  const limit = Number.isSafeInteger(soft)
+    ? Math.min(MAILBOX_DIR_FDS_MAX, Math.floor(soft / 8))
+    : MAILBOX_DIR_FDS_MAX;
+  if (limitsText === undefined) dirFdsMailboxesLimit = limit;
+  return limit;
+}
 
 /** Descriptors of a mailbox's inbox and claims directories (FileIo.openDirectory). */
 interface DirFds {
@@ -543,7 +568,7 @@ export class Mailbox {
    */
   private openDirFds(): void {
     this.closeDirFds();
-    if (this.closed || mailboxesWithDirFds >= MAILBOX_DIR_FDS_MAX) return;
+    if (this.closed || mailboxesWithDirFds >= dirFdsMailboxesMax()) return;
     let inbox = -1;
     try {
       inbox = this.bus.io.openDirectory(this.paths.inbox);

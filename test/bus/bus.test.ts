@@ -7,7 +7,7 @@ import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { LATENCY_SAMPLES_PENDING_MAX } from "../../src/bus/bus-metrics.js";
 import type { Bus, Delivery, Mailbox } from "../../src/bus/index.js";
-import { mailboxDirFdsHeld } from "../../src/bus/mailbox.js";
+import { dirFdsMailboxesMax, MAILBOX_DIR_FDS_MAX, mailboxDirFdsHeld } from "../../src/bus/mailbox.js";
 import { type ErrorCode, isCfnError } from "../../src/errors.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { openTestBus, tempRoot } from "./helpers.js";
@@ -557,6 +557,15 @@ describe("graceful shutdown", () => {
     expect(got.map((d) => d.message.payload)).toEqual([0, 1, 2]);
     mailbox.ack(got);
     expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 0, claimed: 0 });
+  });
+
+  it("mailboxes take at most a quarter of the open-file limit in directory descriptors", () => {
+    const limits = (soft: string) =>
+      `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                 4096                 files\n`;
+    expect(dirFdsMailboxesMax(limits("1024"))).toBe(128);
+    expect(dirFdsMailboxesMax(limits("1048576"))).toBe(MAILBOX_DIR_FDS_MAX);
+    expect(dirFdsMailboxesMax(limits("unlimited"))).toBe(MAILBOX_DIR_FDS_MAX);
+    expect(dirFdsMailboxesMax("")).toBe(MAILBOX_DIR_FDS_MAX);
   });
 
   it("a mailbox holds its directory descriptors while open and releases them on close", () => {
