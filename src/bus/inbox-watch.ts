@@ -8,8 +8,10 @@ import type { Logger } from "../obs/logger.js";
 
 /** Names remembered between two receives; past this the reported names are incomplete: rescan. */
 export const ARRIVALS_MAX = 64;
-/** Own claims remembered so their departure events are not taken for arrivals. */
+/** Own claims remembered so that their events are not taken for arrivals; past it, forgotten. */
 export const OWN_CLAIMS_MAX = 4096;
+/** Names whose arrival event was read and that this mailbox did not claim; past it, forgotten. */
+export const ARRIVALS_SEEN_MAX = 4096;
 
 export class InboxWatch {
   /** Names reported since the receiver last consumed them (arrivals, not yet tried). */
@@ -19,8 +21,17 @@ export class InboxWatch {
    * or more than ARRIVALS_MAX names arrived, or an event came without a name.
    */
   complete = false;
-  /** Inbox names this mailbox claimed whose departure event has not been seen yet. */
-  private readonly ownClaims = new Set<string>();
+  /**
+   * Inbox names this mailbox claimed, with the number of their events not read yet: 1 (the
+   * departure, our rename out) when the arrival event had been read before the claim, else 2.
+   * Behind a receiver working through a backlog, inotify's events lag by thousands of files, so a
+   * file found by a listing is often claimed before its arrival event comes in; dropping only one
+   * event per claim took the other for a new arrival, a claim that found nothing (up to one per
+   * message in a throughput run, docs/PERFORMANCE.md).
+   */
+  private readonly ownClaims = new Map<string, number>();
+  /** Names whose arrival event was read and that this mailbox has not claimed (yet). */
+  private readonly arrivalsSeen = new Set<string>();
   private watcher: FSWatcher | undefined;
   private wanted: boolean;
   private wake: (() => void) | undefined;
@@ -50,11 +61,15 @@ export class InboxWatch {
     this.complete = this.watcher !== undefined;
   }
 
-  /** Remembers an own claim, whose departure from the inbox inotify reports like an arrival. */
+  /**
+   * Remembers an own claim, whose events inotify reports like arrivals. Also while paused: a watch
+   * closed from inside its own callback keeps libuv's kernel watch, so its events can still come
+   * to the watch that start() opens next.
+   */
   claimed(fileName: string): void {
-    if (this.watcher === undefined) return;
+    if (!this.wanted) return;
     if (this.ownClaims.size >= OWN_CLAIMS_MAX) this.ownClaims.clear();
-    this.ownClaims.add(fileName);
+    this.ownClaims.set(fileName, this.arrivalsSeen.delete(fileName) ? 1 : 2);
   }
 
   start(): void {
@@ -81,7 +96,6 @@ export class InboxWatch {
     this.watcher.close();
     this.watcher = undefined;
     this.arrivals = [];
-    this.ownClaims.clear();
     this.complete = false;
   }
 
@@ -109,13 +123,20 @@ export class InboxWatch {
   private onEvent(fileName: string | Buffer | null): void {
     if (typeof fileName !== "string" || fileName.length === 0) {
       this.complete = false;
-    } else if (this.ownClaims.delete(fileName)) {
-      return; // our own claim leaving the inbox: nothing arrived
-    } else if (this.arrivals.length < ARRIVALS_MAX) {
-      this.arrivals.push(fileName);
-    } else {
-      this.complete = false;
+      this.wake?.();
+      return;
     }
+    const pending = this.ownClaims.get(fileName);
+    if (pending !== undefined) {
+      // An event of a file we claimed (its departure, or its late arrival): nothing new.
+      if (pending > 1) this.ownClaims.set(fileName, pending - 1);
+      else this.ownClaims.delete(fileName);
+      return;
+    }
+    if (this.arrivalsSeen.size >= ARRIVALS_SEEN_MAX) this.arrivalsSeen.clear();
+    this.arrivalsSeen.add(fileName);
+    if (this.arrivals.length < ARRIVALS_MAX) this.arrivals.push(fileName);
+    else this.complete = false;
     this.wake?.();
   }
 }

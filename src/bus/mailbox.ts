@@ -402,6 +402,7 @@ export class Mailbox {
     const listingOld = this.listingStale || nowMs - this.lastScanMs >= this.bus.config.rescanIntervalMs;
     const arrivalsExact = trustArrivals && watch.complete && !listingOld;
     let listed = false;
+    let arrivalsTried = false;
     if (
       this.queueIndex < this.queue.length &&
       (listingOld || watch.arrivals.length > 0) &&
@@ -413,9 +414,10 @@ export class Mailbox {
     while (out.length < max) {
       if (this.queueIndex >= this.queue.length) {
         if (listed) return;
-        if (arrivalsExact) {
-          this.claimArrivals(out, max);
-          return;
+        if (arrivalsExact && !arrivalsTried) {
+          arrivalsTried = true;
+          if (this.claimArrivals(out, max)) return;
+          continue; // a reported name was gone: list instead
         }
         this.scanInbox(nowMs);
         listed = true;
@@ -425,18 +427,29 @@ export class Mailbox {
     }
   }
 
-  /** Claims the names fs.watch reported, in name order, until `out` is full; keeps the rest. */
-  private claimArrivals(out: Delivery[], max: number): void {
+  /**
+   * Claims the names fs.watch reported, in name order, until `out` is full; keeps the rest. False
+   * when a reported name was gone already: the watch's events lag behind this mailbox (late
+   * events of files it claimed from a listing while working through a backlog, or another
+   * consumer won). The remaining names are then dropped and the watch marked incomplete, so the
+   * caller lists the inbox instead of trying a run of stale names one by one.
+   */
+  private claimArrivals(out: Delivery[], max: number): boolean {
     const arrivals = this.watch.arrivals;
-    if (arrivals.length === 0) return;
+    if (arrivals.length === 0) return true;
     if (arrivals.length > 1) arrivals.sort();
     let index = 0;
     while (index < arrivals.length && out.length < max) {
       const name = arrivals[index++];
       if (name.charCodeAt(0) === 46 && name.length <= 2) continue; // "." and ".."
-      this.claimFile(name, out, max, false);
+      if (!this.claimFile(name, out, max, false)) {
+        this.watch.arrivals = [];
+        this.watch.complete = false;
+        return false;
+      }
     }
     this.watch.arrivals = index === arrivals.length ? [] : arrivals.slice(index);
+    return true;
   }
 
   /**
@@ -476,17 +489,18 @@ export class Mailbox {
    * Claims one inbox file by rename and hands out its messages (into `out` up to `max`, the rest of
    * a batch into `ready`). Losing the race to another consumer is normal.
    */
-  private claimFile(fileName: string, out: Delivery[], max: number, fromListing: boolean): void {
+  /** False only when the file was gone (another consumer won, or a stale name); else true. */
+  private claimFile(fileName: string, out: Delivery[], max: number, fromListing: boolean): boolean {
     const inboxPath = this.inboxPrefix + fileName;
     const queued = parseQueuedName(fileName);
     if (!queued) {
       this.deadLetter(inboxPath, fileName, "foreign", "file name does not follow the protocol", 0);
-      return;
+      return true;
     }
     if (queued.deliveries >= this.bus.config.deliveriesMax) {
       const reason = `already delivered ${queued.deliveries} times`;
       this.deadLetter(inboxPath, fileName, "deliveries_exhausted", reason, queued.deliveries);
-      return;
+      return true;
     }
     const deliveries = queued.deliveries + 1;
     const deadlineMs = this.claimDeadlineMs;
@@ -504,23 +518,23 @@ export class Mailbox {
       this.listingStale = true;
       text = this.claimText(fileName, inboxPath, claimedName, claimedPath, queued.count);
     }
-    if (text === null) return; // another consumer won
+    if (text === null) return false; // another consumer won
     this.watch.claimed(fileName);
     if (typeof text !== "string") {
       this.deadLetter(claimedPath, claimedName, text.cause, text.reason, deliveries);
-      return;
+      return true;
     }
     const decoded = decodeFile(text, queued.count);
     if (!decoded.ok) {
       this.deadLetter(claimedPath, claimedName, "malformed", decoded.reason, deliveries);
-      return;
+      return true;
     }
     const envelopes = decoded.envelopes;
     for (let index = 0; index < envelopes.length; index++) {
       if (envelopes[index].to !== this.agentId) {
         const reason = `addressed to ${envelopes[index].to}`;
         this.deadLetter(claimedPath, claimedName, "misaddressed", reason, deliveries);
-        return;
+        return true;
       }
     }
     const claim: Claim = {
@@ -547,6 +561,7 @@ export class Mailbox {
       if (out.length < max) out.push(delivery);
       else this.ready.push(delivery);
     }
+    return true;
   }
 
   /** The claim of one file, through the directory descriptors when held, else by path. */
