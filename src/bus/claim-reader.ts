@@ -30,11 +30,7 @@ export class ClaimReader {
    * `count` messages, or why it is refused; null when another consumer claimed it first.
    */
   claim(inboxPath: string, claimedPath: string, count: number): string | ReadProblem | null {
-    const length = this.io.renameAndRead(inboxPath, claimedPath, this.buffer);
-    if (length < 0) return null;
-    // A file that filled the buffer is a batch or oversized: read it again with its size known.
-    if (length === this.buffer.length) return this.read(claimedPath, count);
-    return this.buffer.toString("utf8", 0, length);
+    return this.text(this.io.renameAndRead(inboxPath, claimedPath, this.buffer), claimedPath, count);
   }
 
   /**
@@ -50,7 +46,13 @@ export class ClaimReader {
     count: number,
   ): string | ReadProblem | null {
     const length = this.io.renameAndReadAt(fromDir, fileName, toDir, claimedName, this.buffer);
+    return this.text(length, claimedPath, count);
+  }
+
+  /** The text of a claim whose rename + read returned `length` (-1: the file was gone). */
+  private text(length: number, claimedPath: string, count: number): string | ReadProblem | null {
     if (length < 0) return null;
+    // A file that filled the buffer is a batch or oversized: read it again with its size known.
     if (length === this.buffer.length) return this.read(claimedPath, count);
     return this.buffer.toString("utf8", 0, length);
   }
