@@ -17,6 +17,7 @@ const spawned: SpawnResult[] = [];
 const buses: Bus[] = [];
 
 afterEach(async (context) => {
+  signalWorkers("SIGCONT"); // a failed wait may have left them stopped
   if (context.task.result?.state === "fail")
     for (const node of cluster?.nodes ?? [])
       console.error(`--- ${node.id} stderr:\n${node.stderr.slice(-4000)}`);
@@ -54,6 +55,33 @@ async function placed(node: NodeProcess): Promise<Map<string, string> | undefine
     result.set(team, record.coordinator);
   }
   return result;
+}
+
+/**
+ * The round's master checkpoint, as `node` has applied it: the round is issued and that is
+ * committed, so a master elected after a kill must resume it (not run it afresh from the request).
+ */
+async function issued(node: NodeProcess, roundId: string): Promise<boolean> {
+  const state = await routing(node);
+  return (state.roundCheckpoints ?? []).some(
+    (record: { scope: string; round: string; name: string }) =>
+      record.scope === "s" && record.round === roundId && record.name === "master",
+  );
+}
+
+/**
+ * Stops (SIGSTOP) or continues (SIGCONT) every worker process. Stopped workers keep a round from
+ * finishing, so a kill made while they are stopped is mid-round however slow the machine is.
+ */
+function signalWorkers(name: "SIGSTOP" | "SIGCONT"): void {
+  for (const result of spawned)
+    for (const agent of result.agents) {
+      try {
+        if (agent.pid) process.kill(agent.pid, name);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
+      }
+    }
 }
 
 function expectEveryTaskAccounted(result: RoundResult): void {
@@ -111,23 +139,24 @@ describe("rounds across 3 node processes", () => {
     const victim = nodes.find((node) => node !== first) as NodeProcess;
     const survivor = nodes.find((node) => node !== first && node !== victim) as NodeProcess;
     const victimTeam = [...placement].find(([, node]) => node === victim.id)?.[0] as string;
-    const clientIndex = nodes.indexOf(survivor);
-    // A round of ITEMS tasks asked from the survivor's host, whose result comes back there.
-    const requestRound = (roundId: string) =>
+    // A round of ITEMS tasks asked from the client's host, whose result comes back there.
+    const requestRound = (roundId: string, client: NodeProcess) =>
       requestClusterRound(
-        buses[clientIndex],
+        buses[nodes.indexOf(client)],
         "s",
         {
           roundId,
-          replyTo: `test.client${clientIndex}`,
+          replyTo: `test.client${nodes.indexOf(client)}`,
           items: Array.from({ length: ITEMS }, (_, i) => i),
           timeoutMs: 60_000,
         },
         { waitMs: 90_000 },
       );
-    const round1 = requestRound("round1");
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    signalWorkers("SIGSTOP");
+    const round1 = requestRound("round1", survivor);
+    await waitFor("round 1 issued", () => issued(survivor, "round1"), LOADED_MS);
     await victim.kill9();
+    signalWorkers("SIGCONT");
     // The victim's team moves to a live node, whose coordinator resumes it from the checkpoint.
     const moved = await waitFor(
       "the victim's team reassigned",
@@ -159,12 +188,31 @@ describe("rounds across 3 node processes", () => {
       LOADED_MS,
     );
 
-    // Round 2: kill -9 the leader, which runs the master, mid-round.
-    const round2 = requestRound("round2");
-    await new Promise((resolve) => setTimeout(resolve, 600));
-    await first.kill9();
-    const second = await cluster.leader(nodes.filter((node) => node !== first));
-    expect(second.id).not.toBe(first.id);
+    // Round 2: kill -9 the leader, which runs the master, mid-round: once the round is issued, with
+    // the workers stopped so that it cannot have finished. (A kill before the issue commits leaves
+    // only the queued request, which the next master runs from the start: resumed false.)
+    // Leadership may have moved since round 1 on a loaded machine: the round is asked from a host
+    // that is not the leader's, whose node must live to deliver the result.
+    const leaderAtRequest = await cluster.leader();
+    const client = nodes.find((node) => node !== leaderAtRequest) as NodeProcess;
+    signalWorkers("SIGSTOP");
+    const round2 = requestRound("round2", client);
+    await waitFor("round 2 issued", () => issued(client, "round2"), LOADED_MS);
+    let master = await cluster.leader();
+    if (master === client) {
+      // Leadership moved onto the client's node meanwhile: hand it to the third node first.
+      const third = nodes.find((node) => node !== client && node !== leaderAtRequest) as NodeProcess;
+      await api(master.api, "POST", "/v1/leader", { to: third.id });
+      master = await waitFor(
+        "leadership handed to the third node",
+        async () => ((await cluster?.leader()) === third ? third : undefined),
+        LOADED_MS,
+      );
+    }
+    await master.kill9();
+    signalWorkers("SIGCONT");
+    const second = await cluster.leader(nodes.filter((node) => node !== master));
+    expect(second.id).not.toBe(master.id);
     const result2 = await round2;
     expectEveryTaskAccounted(result2);
     expect(result2.resumed).toBe(true); // the new leader's master finished it from the checkpoint
