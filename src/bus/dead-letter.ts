@@ -44,7 +44,14 @@ export function moveToDeadLetter(
     pid: process.pid,
   };
   const reasonTmpPath = join(paths.tmp, `.reason.${unique}`);
-  writeFileSync(reasonTmpPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
+  try {
+    writeFileSync(reasonTmpPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
+  } catch (error) {
+    // No tmp/: the agent's directories were removed (by another consumer's shutdown). So was the
+    // source then; a name fs.watch reported for the removal itself is one ("inbox").
+    if ((error as NodeJS.ErrnoException).code === "ENOENT" && !existsSync(sourcePath)) return false;
+    throw error;
+  }
   let deadName = fileName;
   if (existsSync(join(paths.dead, deadName))) deadName = `${fileName}.${unique}`;
   try {

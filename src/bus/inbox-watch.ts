@@ -3,7 +3,7 @@
 // reported here are trusted only while the watch has run without a gap since the receiver's last
 // readdir; anything else makes the receiver rescan (docs/BUS.md, "Receiving efficiently").
 
-import { type FSWatcher, watch } from "node:fs";
+import { type FSWatcher, statSync, watch } from "node:fs";
 import type { Logger } from "../obs/logger.js";
 
 /** Names remembered between two receives; past this the reported names are incomplete: rescan. */
@@ -33,6 +33,14 @@ export class InboxWatch {
   /** Names whose arrival event was read and that this mailbox has not claimed (yet). */
   private readonly arrivalsSeen = new Set<string>();
   private watcher: FSWatcher | undefined;
+  /**
+   * Inode and creation time of the directory the running watch was put on. inotify watches an
+   * inode, not a path: a directory removed and created again under the same path is not watched
+   * until start() again. (The creation time tells a new directory that reuses a freed inode
+   * number apart, where the filesystem records one.)
+   */
+  private watchedIno: number | undefined;
+  private watchedBirthMs: number | undefined;
   private wanted: boolean;
   private wake: (() => void) | undefined;
   private readonly dir: string;
@@ -75,6 +83,9 @@ export class InboxWatch {
   start(): void {
     if (this.watcher || !this.wanted) return;
     try {
+      const watched = statSync(this.dir);
+      this.watchedIno = watched.ino;
+      this.watchedBirthMs = watched.birthtimeMs;
       this.watcher = watch(this.dir, { persistent: false }, (_event, fileName) => this.onEvent(fileName));
       this.watcher.on("error", (error) => {
         this.logger.warn("inbox watch failed; polling every rescanIntervalMs", { dir: this.dir, error });
@@ -85,6 +96,27 @@ export class InboxWatch {
       this.logger.warn("cannot watch inbox; polling every rescanIntervalMs", { dir: this.dir, error });
       this.wanted = false;
     }
+  }
+
+  /**
+   * True when the watch runs on a directory that is no longer the one at its path (removed, or
+   * removed and created again): its events will not come. One stat; the caller rate-limits it.
+   */
+  replaced(): boolean {
+    if (!this.watcher) return false;
+    try {
+      const now = statSync(this.dir);
+      return now.ino !== this.watchedIno || now.birthtimeMs !== this.watchedBirthMs;
+    } catch {
+      return true;
+    }
+  }
+
+  /** Puts the watch on the directory now at its path (after replaced(), or new directories). */
+  restart(): void {
+    if (!this.wanted) return;
+    this.pause();
+    this.start();
   }
 
   /**

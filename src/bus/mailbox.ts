@@ -184,6 +184,10 @@ export class Mailbox {
   private lastScanMs = 0;
   private lastScanEndMs = 0;
   private lastScanCostMs = 0;
+  /** When the watch was last checked against the inbox now at its path (scanInbox). */
+  private lastWatchCheckMs = 0;
+  /** The descriptors were checked against the paths since the last listing (claimFile). */
+  private dirFdsCheckedSinceListing = false;
   private lastLatencySampleUs = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -200,7 +204,6 @@ export class Mailbox {
     this.claimedPrefix = `${this.paths.claimed}/`;
     this.reader = new ClaimReader(bus.config.messageBytesMax, bus.io);
     bus.layout.ensureAgent(this.paths, true);
-    this.openDirFds();
     this.deadLetterContext = {
       paths: this.paths,
       logger: this.logger,
@@ -210,6 +213,8 @@ export class Mailbox {
     this.heartbeat();
     this.sweep(Date.now());
     removeStaleTemps(this.paths);
+    // Last of the steps that may throw: a mailbox that fails to open holds no descriptors.
+    this.openDirFds();
     this.watch = new InboxWatch(this.paths.inbox, this.logger, options.watch ?? true);
     if (options.heartbeat ?? true) {
       this.heartbeatTimer = setInterval(() => this.heartbeat(), bus.config.heartbeatIntervalMs);
@@ -355,18 +360,21 @@ export class Mailbox {
     this.closed = true;
     this.watch.stop();
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    for (const claim of [...this.claims.values()]) {
-      for (let index = 0; index < claim.states.length; index++) {
-        if (claim.states[index] !== UNSETTLED) continue;
-        claim.states[index] = REQUEUED;
-        claim.requeued += 1;
+    try {
+      for (const claim of [...this.claims.values()]) {
+        for (let index = 0; index < claim.states.length; index++) {
+          if (claim.states[index] !== UNSETTLED) continue;
+          claim.states[index] = REQUEUED;
+          claim.requeued += 1;
+        }
+        claim.unsettled = 0;
+        this.finishClaim(claim);
       }
-      claim.unsettled = 0;
-      this.finishClaim(claim);
+      this.ready.length = 0;
+      this.bus.io.flush();
+    } finally {
+      this.closeDirFds(); // also when a hand-back failed (a full tmpfs): a second close() returns at once
     }
-    this.ready.length = 0;
-    this.bus.io.flush();
-    this.closeDirFds();
     if (options.removeDirs) removeDirsIfEmpty(this.bus, this.paths);
   }
 
@@ -467,6 +475,7 @@ export class Mailbox {
     const startMs = performance.now();
     this.listingStale = false;
     this.lastScanMs = nowMs;
+    this.dirFdsCheckedSinceListing = false;
     // Names reported before this listing are in it (the watch, when on, started before it).
     this.watch.listed();
     let names: string[];
@@ -474,9 +483,22 @@ export class Mailbox {
       names = readdirSync(this.paths.inbox);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      // Removed under us: the directories are new, so are their descriptors and the watch (the
+      // old ones would find nothing, its events would never come).
       this.bus.layout.ensureAgent(this.paths, true);
-      this.openDirFds(); // the directories are new: descriptors of the old ones would find nothing
+      this.openDirFds();
+      this.watch.restart();
+      this.lastWatchCheckMs = nowMs;
       names = [];
+    }
+    if (nowMs - this.lastWatchCheckMs >= this.bus.config.rescanIntervalMs) {
+      // The inbox may have been replaced by another process (removed and created again) while
+      // this mailbox did not look: without this the receiver would only poll from then on.
+      this.lastWatchCheckMs = nowMs;
+      if (this.watch.replaced()) {
+        this.watch.restart();
+        this.listingStale = true;
+      }
     }
     if (names.length > 1) names.sort();
     this.queue = names;
@@ -508,15 +530,19 @@ export class Mailbox {
     const claimedName = `${prefix}${deliveries}${this.claimSuffix}`;
     const claimedPath = this.claimedPrefix + claimedName;
     let text = this.claimText(fileName, inboxPath, claimedName, claimedPath, queued.count);
-    if (text === null && fromListing && this.dirFds && !this.dirFdsCurrent(this.dirFds)) {
-      // The directories were replaced under the descriptors (removed and created again): open the
-      // new ones, watch the new inbox, and try once more. (Only a name the listing just found
-      // says so; a name fs.watch reported may be the late event of a file claimed already.)
-      this.openDirFds();
-      this.watch.pause();
-      this.watch.start();
-      this.listingStale = true;
-      text = this.claimText(fileName, inboxPath, claimedName, claimedPath, queued.count);
+    if (text === null && fromListing && this.dirFds && !this.dirFdsCheckedSinceListing) {
+      // A name the listing just found is gone: usually another consumer of this inbox won, but
+      // the directories may have been replaced under the descriptors (removed and created again).
+      // Checked once per listing (a name fs.watch reported may be the late event of a file
+      // claimed already, and competing consumers lose often). If so: open the new ones, watch the
+      // new inbox, and try once more.
+      this.dirFdsCheckedSinceListing = true;
+      if (!this.dirFdsCurrent(this.dirFds)) {
+        this.openDirFds();
+        this.watch.restart();
+        this.listingStale = true;
+        text = this.claimText(fileName, inboxPath, claimedName, claimedPath, queued.count);
+      }
     }
     if (text === null) return false; // another consumer won
     this.watch.claimed(fileName);
@@ -743,8 +769,17 @@ export class Mailbox {
 
   private unlinkClaim(claim: Claim): void {
     try {
-      if (this.dirFds) this.bus.io.unlinkAt(this.dirFds.claimed, claim.fileName);
-      else this.bus.io.unlink(claim.path);
+      if (this.dirFds) {
+        try {
+          this.bus.io.unlinkAt(this.dirFds.claimed, claim.fileName);
+          return;
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+          // The claims directory may have been replaced since the claim (another consumer's
+          // removal moves late files back into the new one, PROTOCOL.md §10): try its path.
+        }
+      }
+      this.bus.io.unlink(claim.path);
     } catch (error) {
       // The visibility timeout returned it to the inbox meanwhile: it will be delivered again.
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;

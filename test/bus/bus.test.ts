@@ -1,14 +1,17 @@
 // The bus in one process, on real files: send, receive order, batches, limits, bad input,
 // redelivery, dead-letter, visibility timeout, shutdown drain, status and metrics.
 
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { LATENCY_SAMPLES_PENDING_MAX } from "../../src/bus/bus-metrics.js";
+import { moveToDeadLetter } from "../../src/bus/dead-letter.js";
 import type { Bus, Delivery, Mailbox } from "../../src/bus/index.js";
 import { dirFdsMailboxesMax, MAILBOX_DIR_FDS_MAX, mailboxDirFdsHeld } from "../../src/bus/mailbox.js";
+import { formatQueuedName } from "../../src/bus/names.js";
 import { type ErrorCode, isCfnError } from "../../src/errors.js";
+import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { openTestBus, tempRoot } from "./helpers.js";
 
@@ -557,6 +560,81 @@ describe("graceful shutdown", () => {
     expect(got.map((d) => d.message.payload)).toEqual([0, 1, 2]);
     mailbox.ack(got);
     expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 0, claimed: 0 });
+  });
+
+  it.each([
+    ["the helper's directory descriptors", true],
+    ["node:fs paths", false],
+  ])(
+    "a waiting consumer keeps serving and is woken again after another consumer removed the directories (%s)",
+    async (_, nativeIo) => {
+      // A rescan interval longer than the waits: only the watch can wake the receiver in time.
+      const bus = openTestBus(root, { rescanIntervalMs: 60_000, nativeIo });
+      const waiting = mailboxOf(bus, "worker");
+      const other = bus.openMailbox("worker", { watch: false, heartbeat: false });
+      other.close({ removeDirs: true }); // the inbox is empty: the directories go
+      // The removal's own events (a name "inbox") come while it waits: no throw, nothing to deliver.
+      expect(await waiting.receive({ timeoutMs: 100 })).toEqual([]);
+      expect(waiting.receiveNow(1)).toEqual([]); // its listing finds them gone and creates them again
+      const pending = waiting.receive({ timeoutMs: 30_000 });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      bus.sendSync("lead", "worker", { type: "after" });
+      const got = await pending;
+      expect(got.map((d) => d.message.type)).toEqual(["after"]);
+      waiting.ack(got);
+      expect(readdirSync(waiting.paths.dead)).toEqual([]);
+    },
+  );
+
+  it("dead-lettering a name whose agent directories are gone is a no-op, not an error", () => {
+    const bus = openTestBus(root);
+    const mailbox = bus.openMailbox("worker", { watch: false, heartbeat: false });
+    const paths = mailbox.paths;
+    mailbox.close();
+    rmSync(paths.dir, { recursive: true }); // tmp/ with it: nowhere to write the reason
+    const context = { paths, logger: silentLogger, metrics: new Metrics(), busMetrics: bus.busMetrics };
+    const moved = moveToDeadLetter(context, join(paths.inbox, "inbox"), "inbox", "foreign", "x", 0, "u1");
+    expect(moved).toBe(false);
+  });
+
+  it("an ack lands after another consumer's removal moved the claim into new directories", () => {
+    const bus = openTestBus(root);
+    const mailbox = mailboxOf(bus, "worker");
+    bus.sendSync("lead", "worker", { type: "t" });
+    const got = mailbox.receiveNow(1);
+    expect(got).toHaveLength(1);
+    // What removeDirsIfEmpty of another process does when a claim races in after its check
+    // (PROTOCOL.md §10): the agent directory to trash, new directories, late files moved back.
+    const paths = mailbox.paths;
+    const trash = join(root, "trash-by-hand");
+    renameSync(paths.dir, trash);
+    bus.layout.ensureAgent(paths, true);
+    for (const file of readdirSync(join(trash, "claimed")))
+      renameSync(join(trash, "claimed", file), join(paths.claimed, file));
+    rmSync(trash, { recursive: true });
+    mailbox.ack(got);
+    expect(readdirSync(paths.claimed)).toEqual([]); // not left to come back after the visibility timeout
+  });
+
+  it("a mailbox that fails to open holds no directory descriptors", () => {
+    const bus = openTestBus(root);
+    const paths = bus.layout.agent("worker");
+    bus.layout.ensureAgent(paths, true);
+    // A claim of a dead process whose way back into the inbox is blocked by a directory of the
+    // same name: the sweep on open fails (EISDIR).
+    const name = formatQueuedName({
+      priority: "normal",
+      arrivalUs: 1,
+      count: 1,
+      unique: "h-1-r-1",
+      deliveries: 1,
+    });
+    writeFileSync(join(paths.claimed, name.replace(/\.json$/, "_1_999999.json")), "{}");
+    mkdirSync(join(paths.inbox, name));
+    writeFileSync(join(paths.inbox, name, "x"), "");
+    const before = mailboxDirFdsHeld();
+    for (let attempt = 0; attempt < 3; attempt++) expect(() => bus.openMailbox("worker")).toThrow();
+    expect(mailboxDirFdsHeld()).toBe(before);
   });
 
   it("mailboxes take at most a quarter of the open-file limit in directory descriptors", () => {

@@ -2,7 +2,7 @@
 // of files this mailbox claimed — the departure, and the arrival when its event comes in after a
 // listing had found the file and it was claimed — must not be reported as arrivals.
 
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { InboxWatch } from "../../src/bus/inbox-watch.js";
@@ -76,6 +76,22 @@ describe("InboxWatch", () => {
     arrive("e.json");
     await settle(watch);
     expect(watch.arrivals).toEqual(["e.json"]);
+    watch.stop();
+  });
+  it("notices that its directory was removed and created again, and watches the new one", async () => {
+    const watch = new InboxWatch(inbox, silentLogger, true);
+    watch.listed();
+    expect(watch.replaced()).toBe(false);
+    rmSync(inbox, { recursive: true });
+    expect(watch.replaced()).toBe(true); // gone
+    mkdirSync(inbox);
+    expect(watch.replaced()).toBe(true); // another directory under the same path
+    watch.restart();
+    expect(watch.replaced()).toBe(false);
+    watch.listed();
+    arrive("d.json");
+    await settle(watch);
+    expect(watch.arrivals).toEqual(["d.json"]);
     watch.stop();
   });
 });
