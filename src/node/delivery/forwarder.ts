@@ -63,6 +63,12 @@ class OutboundStream {
   /** Highest sequence acknowledged and highest sent. */
   acked = 0;
   sent = 0;
+  /**
+   * Highest sequence whose spool write has settled: frames go out only up to it. A sequence the
+   * owner may have seen is then never handed out again after a crash (kill -9) of this node: its
+   * `n!<dest>` is on disk before any frame carrying it leaves (docs/NODE.md, "Cross-node delivery").
+   */
+  spooledUpTo = 0;
   lastProgressMs = Date.now();
   chunkMax: number;
   retryTimer: NodeJS.Timeout | undefined;
@@ -88,6 +94,7 @@ class OutboundStream {
       // Everything before was acknowledged (or this is the first item since start).
       this.acked = item.seq - 1;
       if (this.sent < this.acked) this.sent = this.acked;
+      if (this.spooledUpTo < this.acked) this.spooledUpTo = this.acked;
     }
     if (this.pending > 0) {
       const last = (this.items[this.items.length - 1] as StreamItem).seq;
@@ -158,6 +165,7 @@ export class DeliveryForwarder {
     for (const [dest, items] of outbound) {
       const stream = this.stream(dest);
       for (const item of items) stream.push(Object.assign(item, { spooledAtMs: now }));
+      if (items.length > 0) stream.spooledUpTo = Math.max(stream.spooledUpTo, items[items.length - 1].seq);
       this.logger.info("spooled messages resumed", { dest, messages: items.length });
     }
     this.scanTimer = setInterval(() => this.scan(), this.options.proxyScanIntervalMs);
@@ -198,11 +206,14 @@ export class DeliveryForwarder {
     if (frame.s !== this.options.spool.streamId) return; // about a previous incarnation of our spool
     const stream = this.streams.get(from);
     if (!stream) return;
+    // The owner cannot hold a sequence this node has not spooled (none goes out before): an ack
+    // beyond it is an anomaly and must not drop messages waiting for their write.
     if (frame.t === "a") {
-      this.acknowledge(stream, frame.u);
+      this.acknowledge(stream, Math.min(frame.u, stream.spooledUpTo));
     } else {
       // The receiver expects frame.e next: everything before it is written.
-      if (frame.e - 1 > stream.acked) this.acknowledge(stream, frame.e - 1);
+      const upTo = Math.min(frame.e - 1, stream.spooledUpTo);
+      if (upTo > stream.acked) this.acknowledge(stream, upTo);
       if (stream.sent >= frame.e) {
         stream.sent = Math.max(stream.acked, frame.e - 1);
         this.options.metrics.retransmits.inc();
@@ -404,8 +415,28 @@ export class DeliveryForwarder {
     const now = Date.now();
     for (const item of spooled) stream.push(this.streamItem(item, now));
     this.options.metrics.spoolDepth.set({ dest: owner }, stream.pending);
-    this.pump(owner);
+    this.releaseWhenSpooled(spooled, durable);
     return durable;
+  }
+
+  /**
+   * Lets the streams send `spooled` once their write settles. After a failed write they go out
+   * all the same (the stream cannot skip them; the proxy hands the bus files back and the owner
+   * drops the re-drained copies by message id), which leaves only a failing disk with the old risk.
+   */
+  private releaseWhenSpooled(spooled: SpooledMessage[], durable: Promise<void>): void {
+    if (spooled.length === 0) return;
+    const release = () => {
+      const last = new Map<string, number>();
+      for (const item of spooled) last.set(item.dest, item.seq);
+      for (const [dest, seq] of last) {
+        const stream = this.streams.get(dest);
+        if (!stream) continue;
+        if (seq > stream.spooledUpTo) stream.spooledUpTo = seq;
+        this.pump(dest);
+      }
+    };
+    durable.then(release, release);
   }
 
   private streamItem(item: SpooledMessage, now: number): StreamItem {
@@ -444,8 +475,12 @@ export class DeliveryForwarder {
     if (!stream || this.closed) return;
     while (stream.pending > 0 && stream.sent - stream.acked < this.options.inflightMessagesMax) {
       const startIndex = stream.head + (stream.sent + 1 - stream.firstSeq);
-      if (startIndex >= stream.items.length) return;
-      const chunk = stream.pendingSlice(startIndex, startIndex + stream.chunkMax);
+      const endIndex = Math.min(
+        stream.items.length,
+        stream.head + (stream.spooledUpTo + 1 - stream.firstSeq),
+      );
+      if (startIndex >= endIndex) return;
+      const chunk = stream.pendingSlice(startIndex, Math.min(startIndex + stream.chunkMax, endIndex));
       const frame: DeliveryFrame = {
         t: "d",
         s: this.options.spool.streamId,
@@ -526,6 +561,9 @@ export class DeliveryForwarder {
     stream.rerouting = true;
     try {
       await this.rerouteOnce(dest, stream);
+    } catch (error) {
+      // The spool write failed: the messages stay pending for `dest`; the next scan tries again.
+      this.logger.error("re-routing failed; retried at the next scan", { from: dest, error });
     } finally {
       stream.rerouting = false;
     }
@@ -564,10 +602,13 @@ export class DeliveryForwarder {
       }
     }
     if (moved.length > 0) {
-      const spooled = await this.options.spool.append(moved);
+      // Sequences assigned and pushed in one step, as a proxy's drain does: traffic of other
+      // proxies to the same owner cannot take sequences in between.
+      const { spooled, durable } = this.options.spool.appendNow(moved);
       const now = Date.now();
       for (const item of spooled) this.stream(item.dest).push(this.streamItem(item, now));
-      for (const target of new Set(spooled.map((item) => item.dest))) this.pump(target);
+      this.releaseWhenSpooled(spooled, durable);
+      await durable; // before the old stream lets go of them
     }
     this.logger.info("re-routed messages of a removed member", { from: dest, messages: handled });
     this.acknowledge(stream, last);

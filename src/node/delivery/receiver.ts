@@ -146,8 +146,11 @@ export class DeliveryReceiver {
     const { ledger, metrics } = this.options;
     let cursor = this.cursorOf(from);
     if (!cursor || cursor.stream !== frame.s) {
-      // A stream we never saw (or the sender's spool was recreated): start where the frame starts.
-      cursor = { stream: frame.s, seq: frame.f - 1 };
+      // A stream we never saw (or the sender's spool was recreated): start at the sender's
+      // acknowledged watermark k (it holds nothing at or below it), not where this frame starts:
+      // an earlier frame may be on its way still (lost with a connection, resent later), and
+      // taking it for a duplicate would lose it. A frame past k + 1 then asks for a resync.
+      cursor = { stream: frame.s, seq: Math.min(frame.k, frame.f - 1) };
       if (frame.f !== 1)
         this.logger.info("new sender stream mid-sequence", { from, stream: frame.s, first: frame.f });
     }
