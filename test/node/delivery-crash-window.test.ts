@@ -88,6 +88,7 @@ interface ForwarderSetup {
   ownerOf: (agent: string) => string | undefined;
   isMember: (id: string) => boolean;
   peers: string[];
+  inboxDepthMax?: number;
 }
 
 /** Node A: a forwarder draining its bus's mailboxes of remote agents into its spool. */
@@ -101,7 +102,12 @@ async function startForwarder(network: MemoryNetwork, root: string, setup: Forwa
   await transport.start();
   // A short visibility timeout: claims of a "killed" incarnation (same pid here) come back soon.
   const bus = new Bus({
-    config: { root: join(root, "busA"), name: "default", inboxDepthMax: 100_000, visibilityTimeoutMs: 300 },
+    config: {
+      root: join(root, "busA"),
+      name: "default",
+      inboxDepthMax: setup.inboxDepthMax ?? 100_000,
+      visibilityTimeoutMs: 300,
+    },
   });
   const spool = await DeliverySpool.open({ path: join(root, "spoolA"), sync: false, logger: silentLogger });
   const forwarder = new DeliveryForwarder({
@@ -234,6 +240,44 @@ describe("cross-node delivery around a pending spool write", () => {
     expect(idsIn(b.bus, "x1")).toEqual(["x0", "x1", "x2", "x3", "x4"]);
     expect(idsIn(b.bus, "y1")).toEqual(["y-first", "y0", "y1", "y2"]);
     expect(unhandled).toEqual([]);
+  });
+});
+
+describe("re-routing to an agent that moved to this node", () => {
+  it("keeps a message spooled while the agent's inbox is full and writes it once there is room", async () => {
+    const root = scratch();
+    const network = new MemoryNetwork();
+    const members = new Set(["A", "C"]);
+    const owners = new Map([["w1", "C"]]);
+    const a = await startForwarder(network, root, {
+      ownerOf: (agent) => owners.get(agent),
+      isMember: (id) => members.has(id),
+      peers: ["C"], // C never comes up
+      inboxDepthMax: 2,
+    });
+    cleanups.push(() => kill(a));
+    for (let i = 0; i < 3; i++) {
+      a.bus.sendSync("s1", "w1", { id: `w${i}`, type: "t", payload: i });
+      await waitFor(
+        `w${i} spooled for C`,
+        () => a.forwarder.pendingTotal() === i + 1 && idsIn(a.bus, "w1").length === 0,
+      );
+    }
+    // C leaves and w1 registers here; its inbox takes only two.
+    members.delete("C");
+    owners.set("w1", "A");
+    a.forwarder.scan();
+    await waitFor(
+      "two written, one waiting",
+      () => idsIn(a.bus, "w1").length === 2 && a.forwarder.pendingTotal() === 1,
+    );
+    const mailbox = a.bus.openMailbox("w1", { heartbeat: false });
+    cleanups.push(() => mailbox.close());
+    const first = mailbox.receiveNow(2);
+    mailbox.ack(first);
+    a.forwarder.scan();
+    await waitFor("the third written", () => a.forwarder.pendingTotal() === 0);
+    expect([...first.map((d) => d.message.id), ...idsIn(a.bus, "w1")]).toEqual(["w0", "w1", "w2"]);
   });
 });
 

@@ -572,7 +572,6 @@ export class DeliveryForwarder {
   private async rerouteOnce(dest: string, stream: OutboundStream): Promise<void> {
     const items = stream.pendingSlice();
     const moved: { dest: string; message: WireMessage }[] = [];
-    const local: WireMessage[] = [];
     let handled = 0;
     for (const item of items) {
       const owner = this.options.ownerOf(item.message.to);
@@ -582,25 +581,15 @@ export class DeliveryForwarder {
         (owner !== this.options.nodeId && !this.options.isMember(owner))
       )
         break;
-      if (owner === this.options.nodeId) local.push(item.message);
-      else moved.push({ dest: owner, message: item.message });
+      if (owner === this.options.nodeId) {
+        if (!this.deliverLocally(item.message)) break; // full (or failing): the next scan goes on from here
+      } else {
+        moved.push({ dest: owner, message: item.message });
+      }
       handled++;
     }
     if (handled === 0) return;
     const last = items[handled - 1].seq;
-    for (const message of local) {
-      try {
-        this.options.bus.sendSync(message.from, message.to, {
-          id: message.id,
-          type: message.type,
-          priority: message.priority,
-          headers: message.headers,
-          payload: message.payload,
-        });
-      } catch (error) {
-        this.logger.warn("re-routed message refused by the local bus", { to: message.to, error });
-      }
-    }
     if (moved.length > 0) {
       // Sequences assigned and pushed in one step, as a proxy's drain does: traffic of other
       // proxies to the same owner cannot take sequences in between.
@@ -612,6 +601,31 @@ export class DeliveryForwarder {
     }
     this.logger.info("re-routed messages of a removed member", { from: dest, messages: handled });
     this.acknowledge(stream, last);
+  }
+
+  /**
+   * Writes a re-routed message for an agent that moved to this node. False when it must be tried
+   * again (a full inbox, a failing disk): the message stays spooled. A message the bus refuses as
+   * invalid is logged and skipped (true): no retry could land it.
+   */
+  private deliverLocally(message: WireMessage): boolean {
+    try {
+      this.options.bus.sendSync(message.from, message.to, {
+        id: message.id,
+        type: message.type,
+        priority: message.priority,
+        headers: message.headers,
+        payload: message.payload,
+      });
+      return true;
+    } catch (error) {
+      if (isCfnError(error) && !isCfnError(error, "CFN_ERR_INBOX_FULL")) {
+        this.logger.warn("re-routed message refused by the local bus", { to: message.to, error });
+        return true;
+      }
+      this.logger.debug("re-routed message waits for room in the local inbox", { to: message.to, error });
+      return false;
+    }
   }
 }
 
