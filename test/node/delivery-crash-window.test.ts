@@ -322,3 +322,54 @@ describe("a sender stream first seen mid-sequence", () => {
     expect(idsIn(bus, "r1")).toEqual(["m1", "m2", "m3", "m4"]);
   });
 });
+
+describe("a forwarded batch the owner's bus refuses in part", () => {
+  it("drops only the message the bus refuses, not its neighbours", async () => {
+    const root = scratch();
+    const bus = new Bus({
+      config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000, messageBytesMax: 1024 },
+    });
+    cleanups.push(() => bus.close());
+    const sent: unknown[] = [];
+    const transport = {
+      sendFrame: (_to: string, _channel: string, frame: unknown) => {
+        sent.push(frame);
+        return true;
+      },
+    } as unknown as Transport;
+    const metrics = new NodeMetrics(new Metrics());
+    const receiver = new DeliveryReceiver({
+      bus,
+      ledger: DeliveryLedger.open({ dir: join(root, "ledger"), sync: false, fileBytesMax: 1 << 20 }),
+      transport,
+      logger: silentLogger,
+      metrics,
+      dedupWindowMessagesMax: 1000,
+    });
+    const message = (id: string, payload: unknown) => ({
+      id,
+      from: "s1",
+      to: "r1",
+      type: "t",
+      priority: "normal",
+      headers: {},
+      payload,
+      ts: 1,
+    });
+    receiver.handle(
+      {
+        t: "d",
+        s: "S",
+        f: 1,
+        k: 0,
+        m: [message("a", 1), message("big", "x".repeat(2000)), message("b", 2)],
+      } as never,
+      "A",
+    );
+    await waitFor("the ack of 3", () => sent.some((frame) => (frame as { u?: number }).u === 3));
+    expect(idsIn(bus, "r1")).toEqual(["a", "b"]);
+    expect((await metrics.rejected.get()).values.map((v) => [v.labels.reason, v.value])).toEqual([
+      ["CFN_ERR_MESSAGE_TOO_LARGE", 1],
+    ]);
+  });
+});

@@ -201,10 +201,13 @@ export class DeliveryReceiver {
     let written = 0;
     let landed = 0;
     let index = 0;
+    /** Messages before this index are written one per file (a batch of them was refused). */
+    let singlyUntil = -1;
     while (index < fresh.length) {
       const head = fresh[index];
       let end = index + 1;
       while (
+        index >= singlyUntil &&
         end < fresh.length &&
         end - index < batchMax &&
         fresh[end].from === head.from &&
@@ -235,6 +238,22 @@ export class DeliveryReceiver {
           if (isCfnError(error, "CFN_ERR_INBOX_FULL")) {
             metrics.inboxFull.inc();
             return { written, landed, full: true };
+          }
+          if (!isCfnError(error)) {
+            // An errno error (ENOSPC, EMFILE, EIO): not the message's fault. Stop here like a
+            // full inbox; the sender resends what was not acknowledged.
+            this.logger.warn("inbox write failed; retried on the sender's resend", {
+              from,
+              to: head.to,
+              error,
+            });
+            return { written, landed, full: true };
+          }
+          if (group.length > 1) {
+            // One message of the batch may be at fault: write them one by one, so that only the
+            // one the bus refuses is dropped.
+            singlyUntil = end;
+            continue;
           }
           // A message the bus can never take (invalid for this bus's limits): counted, skipped,
           // so that it does not block its stream forever.
