@@ -57,6 +57,18 @@ function idsIn(bus: Bus, agent: string): string[] {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A transport that only records the frames sent (the receiver's acks and resyncs). */
+function recordingTransport(): { sent: unknown[]; transport: Transport } {
+  const sent: unknown[] = [];
+  const transport = {
+    sendFrame: (_to: string, _channel: string, frame: unknown) => {
+      sent.push(frame);
+      return true;
+    },
+  } as unknown as Transport;
+  return { sent, transport };
+}
+
 /** Node B: a receiver writing into its own bus. */
 async function startReceiver(network: MemoryNetwork, root: string) {
   const transport = network.createTransport({ nodeId: "B", logger: silentLogger, metrics: new Metrics() });
@@ -286,13 +298,7 @@ describe("a sender stream first seen mid-sequence", () => {
     const root = scratch();
     const bus = new Bus({ config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000 } });
     cleanups.push(() => bus.close());
-    const sent: unknown[] = [];
-    const transport = {
-      sendFrame: (_to: string, _channel: string, frame: unknown) => {
-        sent.push(frame);
-        return true;
-      },
-    } as unknown as Transport;
+    const { sent, transport } = recordingTransport();
     const ledger = DeliveryLedger.open({ dir: join(root, "ledger"), sync: false, fileBytesMax: 1 << 20 });
     const receiver = new DeliveryReceiver({
       bus,
@@ -330,13 +336,7 @@ describe("a forwarded batch the owner's bus refuses in part", () => {
       config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000, messageBytesMax: 1024 },
     });
     cleanups.push(() => bus.close());
-    const sent: unknown[] = [];
-    const transport = {
-      sendFrame: (_to: string, _channel: string, frame: unknown) => {
-        sent.push(frame);
-        return true;
-      },
-    } as unknown as Transport;
+    const { sent, transport } = recordingTransport();
     const metrics = new NodeMetrics(new Metrics());
     const receiver = new DeliveryReceiver({
       bus,
