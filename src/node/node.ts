@@ -104,6 +104,8 @@ export class ClusterNode {
   private readonly agentRegisteredSeenMs = new Map<string, number>();
   private announced = false;
   private notifyAfterIndex = Number.POSITIVE_INFINITY;
+  /** Data frames are handled once the inbox mirror is restored and delivery recovery ran. */
+  private deliveryReady = false;
   private readonly startedAtMs = Date.now();
   private identity!: DataDirIdentity;
   private identityDirty = false;
@@ -283,6 +285,7 @@ export class ClusterNode {
       this.mirror.start();
     }
     this.receiver.recover(this.ledger.intentSenders());
+    this.deliveryReady = true;
     await this.forwarder.start();
     this.control.start();
     this.api = new NodeApi({
@@ -533,7 +536,9 @@ export class ClusterNode {
       return;
     }
     if (parsed.frame.t === "d") {
-      if (this.state === "stopped") return;
+      // Not before the mirror is restored and the ledger's crash recovery ran (the transport
+      // listens from host.start() on): the sender resends what is not acknowledged.
+      if (this.state === "stopped" || !this.deliveryReady) return;
       this.receiver.handle(parsed.frame, from);
     } else {
       this.forwarder.handleControl(parsed.frame, from);
