@@ -36,6 +36,14 @@ import {
   teamsPerNode,
 } from "./routing/index.js";
 
+/**
+ * Room a delivery frame needs beyond its largest message (the frame's own fields; the message's
+ * fields and headers count in bus.messageBytesMax already): node.frameBytesMax must hold
+ * bus.messageBytesMax plus this. A sanity bound, not a guarantee: msgpack can encode some payloads
+ * larger than their JSON (many short floats), docs/NODE.md "Known gaps".
+ */
+export const FRAME_OVERHEAD_BYTES_MAX = 4 * 1024;
+
 export interface ClusterNodeOptions {
   config: NodeConfig;
   bus: Partial<BusConfig>;
@@ -146,6 +154,13 @@ export class ClusterNode {
 
   private async open(): Promise<void> {
     const { config } = this;
+    const frameBytesNeeded = this.bus.config.messageBytesMax + FRAME_OVERHEAD_BYTES_MAX;
+    if (config.frameBytesMax < frameBytesNeeded)
+      throw new CfnError(
+        "CFN_ERR_CONFIG_INVALID",
+        `node.frameBytesMax (${config.frameBytesMax}) must be ≥ bus.messageBytesMax + ${FRAME_OVERHEAD_BYTES_MAX} (${frameBytesNeeded}): a message the bus accepts could never be forwarded to another node`,
+        { frameBytesMax: config.frameBytesMax, messageBytesMax: this.bus.config.messageBytesMax },
+      );
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     this.identity = this.checkDataDir();
     // Security first: a bad encryption key refuses the start before any record is written.

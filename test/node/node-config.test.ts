@@ -7,8 +7,11 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import { nodeSettingsFromFlags } from "../../src/cli/node-commands.js";
 import { isCfnError } from "../../src/errors.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../../src/node/cluster-file.js";
+import { ClusterNode } from "../../src/node/node.js";
 import { parseNodeConfig } from "../../src/node/node-config.js";
-import { scratchDir } from "./harness.js";
+import { silentLogger } from "../../src/obs/logger.js";
+import { Metrics } from "../../src/obs/metrics.js";
+import { freePort, scratchDir } from "./harness.js";
 
 function refusal(run: () => unknown): string {
   try {
@@ -122,5 +125,26 @@ describe("cluster files", () => {
       const path = join(import.meta.dirname, "..", "..", "cluster", file);
       expect(parseNodeConfig(nodeSettingsFromClusterFile(readClusterFile(path), id, path)).id).toBe(id);
     }
+  });
+  it("refuses to start when a message the bus accepts could not fit in a peer frame", async () => {
+    const root = scratchDir("cfn-frame-limit-");
+    onTestFinished(() => rmSync(root, { recursive: true, force: true }));
+    const config = parseNodeConfig({
+      id: "n1",
+      dataDir: join(root, "data"),
+      peerListen: `127.0.0.1:${await freePort()}`,
+      apiListen: `127.0.0.1:${await freePort()}`,
+      frameBytesMax: 1024 * 1024,
+    });
+    const start = ClusterNode.start({
+      config,
+      bus: { root: join(root, "bus"), name: "t", messageBytesMax: 1024 * 1024 },
+      logger: silentLogger,
+      metrics: new Metrics(),
+    });
+    await expect(start).rejects.toMatchObject({
+      code: "CFN_ERR_CONFIG_INVALID",
+      message: expect.stringContaining("node.frameBytesMax (1048576) must be ≥ bus.messageBytesMax"),
+    });
   });
 });

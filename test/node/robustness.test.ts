@@ -132,7 +132,17 @@ describe("node robustness (real processes)", () => {
 
   it("rejects malformed, oversized and unauthenticated peer traffic and bad API calls, and keeps serving", async () => {
     cluster = await TestCluster.create(2);
-    await cluster.startAll(["--set", "frameBytesMax=65536"]);
+    // Small frames, so a bus whose messages fit in them (a node refuses a frame limit its bus's
+    // messages could not pass).
+    const nodes = cluster.nodes;
+    await Promise.all(
+      nodes.map((node) =>
+        node.start([...cluster!.peerFlags(node), "--set", "frameBytesMax=65536"], {
+          CFN_BUS_MESSAGE_BYTES_MAX: "1024",
+        }),
+      ),
+    );
+    await cluster.waitReady(nodes);
     const [n1, n2] = cluster.nodes;
     await api(n2.api, "POST", "/v1/agents", { agent: "target" });
     await waitFor("target routed", async () =>
