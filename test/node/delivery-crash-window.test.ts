@@ -1,7 +1,8 @@
 // Cross-node delivery around a spool write that has not completed (src/node/delivery/forwarder.ts):
-// - a frame never carries a sequence whose spool write is still pending, so a node killed in that
-//   window cannot hand the same sequences to other messages after its restart (the owner would
-//   take them for duplicates, acknowledge them, and the messages would be lost);
+// - a frame never carries a sequence beyond a durable reservation (it may carry one whose message
+//   write is pending), so a node killed in that window cannot hand the same sequences to other
+//   messages after its restart (the owner would take them for duplicates, acknowledge them, and
+//   the messages would be lost);
 // - re-routing a removed member's messages assigns and queues their new sequences in one step, so
 //   traffic of other agents to the same owner cannot take sequences in between.
 // One forwarder (node A) and one receiver (node B) on the in-memory transport; the spool is real
@@ -15,7 +16,7 @@ import { Bus } from "../../src/bus/index.js";
 import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
 import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
-import { DeliverySpool } from "../../src/node/delivery/spool.js";
+import { DeliverySpool, SEQ_RESERVE_BLOCK_MESSAGES } from "../../src/node/delivery/spool.js";
 import { DELIVER_CHANNEL, parseDeliveryFrame } from "../../src/node/delivery/wire.js";
 import { NodeMetrics } from "../../src/node/node-metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
@@ -164,7 +165,7 @@ async function kill(node: Awaited<ReturnType<typeof startForwarder>>): Promise<v
 }
 
 describe("cross-node delivery around a pending spool write", () => {
-  it("sends no frame before its spool write, so a restart never reuses a sequence the owner saw", async () => {
+  it("never reuses a sequence the owner saw, though frames go out before their message write lands", async () => {
     const root = scratch();
     const network = new MemoryNetwork();
     const b = await startReceiver(network, root);
@@ -181,27 +182,97 @@ describe("cross-node delivery around a pending spool write", () => {
     );
     await a.spool.flush();
 
-    // The next spool write never completes: the node is killed before it lands.
+    // The next spool write never completes: the node is killed before it lands. The sequence is
+    // reserved already (with m0's write), so the frame goes out at once.
     // biome-ignore lint/suspicious/noExplicitAny: holding back the spool's LevelDB batch
     (a.spool as any).db.batch = () => new Promise(() => {});
     a.bus.sendSync("s1", "r1", { id: "m1", type: "t", payload: 1 });
-    await waitFor("m1 drained into the spool", () => a.forwarder.pendingTotal() === 1);
-    await sleep(100);
-    expect(idsIn(b.bus, "r1")).toEqual(["m0"]); // not on the wire before it is on disk
+    await waitFor("m1 on the owner before its spool write landed", () => idsIn(b.bus, "r1").length === 2);
     await kill(a);
 
-    // Restarted on the same data: a message to another agent of B takes the next sequence.
+    // Restarted on the same data: a message to another agent of B takes a sequence past the
+    // reservation, not m1's, and is delivered; m1, drained again from its bus file under a new
+    // sequence, is dropped by message id.
     a = await startForwarder(network, root, setup);
     cleanups.push(() => kill(a));
     a.bus.sendSync("s1", "r2", { id: "m2", type: "t", payload: 2 });
     await waitFor("m2 delivered", () => idsIn(b.bus, "r2").length === 1, 10_000);
-    await waitFor("m1 delivered once its claim came back", () => idsIn(b.bus, "r1").length === 2, 10_000);
     await waitFor("everything acknowledged", () => a.forwarder.pendingTotal() === 0, 10_000);
+    await waitFor("m1's claim came back and was forwarded again", async () => {
+      const duplicates = (await b.metrics.duplicates.get()).values;
+      return duplicates.some((v) => v.labels.reason === "message_id" && v.value === 1);
+    });
     expect(idsIn(b.bus, "r1")).toEqual(["m0", "m1"]);
     expect(idsIn(b.bus, "r2")).toEqual(["m2"]);
     expect((await b.metrics.duplicates.get()).values.filter((v) => v.labels.reason === "sequence")).toEqual(
       [],
     );
+  });
+
+  it("sends no frame before its sequence's reservation is durable", async () => {
+    const root = scratch();
+    const network = new MemoryNetwork();
+    const b = await startReceiver(network, root);
+    const setup: ForwarderSetup = {
+      ownerOf: (agent) => (agent.startsWith("r") ? "B" : "A"),
+      isMember: (id) => id === "A" || id === "B",
+      peers: ["B"],
+    };
+    let a = await startForwarder(network, root, setup);
+    // The first write for B carries the first reservation; it never lands.
+    // biome-ignore lint/suspicious/noExplicitAny: holding back the spool's LevelDB batch
+    (a.spool as any).db.batch = () => new Promise(() => {});
+    a.bus.sendSync("s1", "r1", { id: "m0", type: "t", payload: 0 });
+    await waitFor("m0 drained into the spool", () => a.forwarder.pendingTotal() === 1);
+    await sleep(100);
+    expect(idsIn(b.bus, "r1")).toEqual([]);
+    await kill(a);
+
+    a = await startForwarder(network, root, setup);
+    cleanups.push(() => kill(a));
+    a.bus.sendSync("s1", "r2", { id: "m1", type: "t", payload: 1 });
+    await waitFor("m1 delivered", () => idsIn(b.bus, "r2").length === 1, 10_000);
+    await waitFor("m0 delivered once its claim came back", () => idsIn(b.bus, "r1").length === 1, 10_000);
+    await waitFor("everything acknowledged", () => a.forwarder.pendingTotal() === 0, 10_000);
+    expect(idsIn(b.bus, "r1")).toEqual(["m0"]);
+  });
+
+  it("after a crash, sends what it spooled, then carries on past the unused reservation", async () => {
+    const root = scratch();
+    const network = new MemoryNetwork();
+    const setup: ForwarderSetup = {
+      ownerOf: (agent) => (agent.startsWith("r") ? "B" : "A"),
+      isMember: (id) => id === "A" || id === "B",
+      peers: ["B"],
+    };
+    // B is not up yet: m0 is spooled (with its reservation) and its frames are lost.
+    let a = await startForwarder(network, root, setup);
+    a.bus.sendSync("s1", "r1", { id: "m0", type: "t", payload: 0 });
+    await waitFor("m0 drained into the spool", () => a.forwarder.pendingTotal() === 1);
+    await a.spool.flush();
+    await kill(a);
+
+    // The restarted node holds m0 under sequence 1; new messages take sequences past the
+    // reservation the crash left unused, a run that goes out once m0 is acknowledged.
+    a = await startForwarder(network, root, setup);
+    cleanups.push(() => kill(a));
+    a.bus.sendSync("s1", "r1", { id: "m1", type: "t", payload: 1 });
+    a.bus.sendSync("s1", "r2", { id: "m2", type: "t", payload: 2 });
+    await waitFor("m1 and m2 spooled", () => a.forwarder.pendingTotal() === 3);
+    const b = await startReceiver(network, root);
+    await waitFor(
+      "everything delivered and acknowledged",
+      () =>
+        idsIn(b.bus, "r1").length === 2 &&
+        idsIn(b.bus, "r2").length === 1 &&
+        a.forwarder.pendingTotal() === 0,
+      10_000,
+    );
+    expect(idsIn(b.bus, "r1")).toEqual(["m0", "m1"]);
+    expect(idsIn(b.bus, "r2")).toEqual(["m2"]);
+    expect(a.forwarder.status()[0].acked).toBeGreaterThan(SEQ_RESERVE_BLOCK_MESSAGES);
+    expect((await b.metrics.resyncs.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
+    expect((await b.metrics.duplicates.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
   });
 
   it("re-routes a removed member's messages without losing them to other traffic for the new owner", async () => {

@@ -55,20 +55,29 @@ interface StreamItem extends SpooledMessage {
   span?: Span;
 }
 
-/** The outbound stream to one destination node. */
+/**
+ * The outbound stream to one destination node. Its sequences are consecutive but for the gaps a
+ * restart leaves (sequences reserved and never used, spool.ts): the items after a gap wait in
+ * `later` as runs of their own, and a run goes out once everything before it is acknowledged —
+ * its frames then carry the run's start − 1 as the acknowledged watermark `k`, which tells the
+ * owner that the sender holds nothing in the gap.
+ */
 class OutboundStream {
   /** Items before `head` are acknowledged and cleared (undefined) until compact() drops them. */
   items: (StreamItem | undefined)[] = [];
   head = 0;
+  /** Runs of consecutive sequences after a gap, oldest first. */
+  later: StreamItem[][] = [];
+  laterCount = 0;
   /** Highest sequence acknowledged and highest sent. */
   acked = 0;
   sent = 0;
   /**
-   * Highest sequence whose spool write has settled: frames go out only up to it. A sequence the
-   * owner may have seen is then never handed out again after a crash (kill -9) of this node: its
-   * `n!<dest>` is on disk before any frame carrying it leaves (docs/NODE.md, "Cross-node delivery").
+   * Highest sequence covered by a durable reservation (spool.ts): frames go out only up to it.
+   * A sequence the owner may have seen is then never handed out again after a crash of this node
+   * (docs/NODE.md, "Cross-node delivery").
    */
-  spooledUpTo = 0;
+  sendableUpTo = 0;
   lastProgressMs = Date.now();
   chunkMax: number;
   retryTimer: NodeJS.Timeout | undefined;
@@ -81,7 +90,13 @@ class OutboundStream {
     this.chunkMax = chunkMax;
   }
 
+  /** Messages waiting for an ack (every run). */
   get pending(): number {
+    return this.items.length - this.head + this.laterCount;
+  }
+
+  /** Messages of the run going out now. */
+  get activePending(): number {
     return this.items.length - this.head;
   }
 
@@ -90,18 +105,42 @@ class OutboundStream {
   }
 
   push(item: StreamItem): void {
-    if (this.pending === 0) {
+    const run = this.later.length > 0 ? this.later[this.later.length - 1] : undefined;
+    const last = run
+      ? run[run.length - 1].seq
+      : this.activePending > 0
+        ? (this.items[this.items.length - 1] as StreamItem).seq
+        : undefined;
+    if (last !== undefined && item.seq <= last)
+      throw new Error(`invariant violated: stream ${this.dest} gets seq ${item.seq} after ${last}`);
+    if (last !== undefined && (run || item.seq !== last + 1)) {
+      // After a gap, or behind one: a run of its own (or the tail of the last run).
+      if (run && item.seq === last + 1) run.push(item);
+      else this.later.push([item]);
+      this.laterCount++;
+      return;
+    }
+    if (last === undefined) {
       // Everything before was acknowledged (or this is the first item since start).
       this.acked = item.seq - 1;
       if (this.sent < this.acked) this.sent = this.acked;
-      if (this.spooledUpTo < this.acked) this.spooledUpTo = this.acked;
-    }
-    if (this.pending > 0) {
-      const last = (this.items[this.items.length - 1] as StreamItem).seq;
-      if (item.seq !== last + 1)
-        throw new Error(`invariant violated: stream ${this.dest} gets seq ${item.seq} after ${last}`);
+      if (this.sendableUpTo < this.acked) this.sendableUpTo = this.acked;
     }
     this.items.push(item);
+  }
+
+  /** Starts the next run once the current one is acknowledged; true when one started. */
+  advance(): boolean {
+    if (this.activePending > 0 || this.later.length === 0) return false;
+    const run = this.later.shift() as StreamItem[];
+    this.laterCount -= run.length;
+    this.items = run;
+    this.head = 0;
+    // The sender holds nothing before the run: the gap was never used, the rest is acknowledged.
+    this.acked = run[0].seq - 1;
+    if (this.sent < this.acked) this.sent = this.acked;
+    if (this.sendableUpTo < this.acked) this.sendableUpTo = this.acked;
+    return true;
   }
 
   /** Items at indexes [start, end) of the pending part (start ≥ head: none of them cleared). */
@@ -165,7 +204,7 @@ export class DeliveryForwarder {
     for (const [dest, items] of outbound) {
       const stream = this.stream(dest);
       for (const item of items) stream.push(Object.assign(item, { spooledAtMs: now }));
-      if (items.length > 0) stream.spooledUpTo = Math.max(stream.spooledUpTo, items[items.length - 1].seq);
+      if (items.length > 0) stream.sendableUpTo = Math.max(stream.sendableUpTo, items[items.length - 1].seq);
       this.logger.info("spooled messages resumed", { dest, messages: items.length });
     }
     this.scanTimer = setInterval(() => this.scan(), this.options.proxyScanIntervalMs);
@@ -206,13 +245,13 @@ export class DeliveryForwarder {
     if (frame.s !== this.options.spool.streamId) return; // about a previous incarnation of our spool
     const stream = this.streams.get(from);
     if (!stream) return;
-    // The owner cannot hold a sequence this node has not spooled (none goes out before): an ack
-    // beyond it is an anomaly and must not drop messages waiting for their write.
+    // The owner cannot hold a sequence this node has not reserved (none goes out before): an ack
+    // beyond it is an anomaly and must not drop messages waiting for their reservation.
     if (frame.t === "a") {
-      this.acknowledge(stream, Math.min(frame.u, stream.spooledUpTo));
+      this.acknowledge(stream, Math.min(frame.u, stream.sendableUpTo));
     } else {
       // The receiver expects frame.e next: everything before it is written.
-      const upTo = Math.min(frame.e - 1, stream.spooledUpTo);
+      const upTo = Math.min(frame.e - 1, stream.sendableUpTo);
       if (upTo > stream.acked) this.acknowledge(stream, upTo);
       if (stream.sent >= frame.e) {
         stream.sent = Math.max(stream.acked, frame.e - 1);
@@ -407,7 +446,7 @@ export class DeliveryForwarder {
    * copy by message id.)
    */
   private spoolAndStream(owner: string, deliveries: Delivery[]): Promise<void> {
-    const { spooled, durable } = this.options.spool.appendNow(
+    const { spooled, durable, sendable } = this.options.spool.appendNow(
       deliveries.map((delivery) => ({ dest: owner, message: toWire(delivery.message) })),
     );
     this.options.metrics.spooled.inc(spooled.length);
@@ -415,16 +454,18 @@ export class DeliveryForwarder {
     const now = Date.now();
     for (const item of spooled) stream.push(this.streamItem(item, now));
     this.options.metrics.spoolDepth.set({ dest: owner }, stream.pending);
-    this.releaseWhenSpooled(spooled, durable);
+    this.releaseWhenReserved(spooled, sendable);
     return durable;
   }
 
   /**
-   * Lets the streams send `spooled` once their write settles. After a failed write they go out
-   * all the same (the stream cannot skip them; the proxy hands the bus files back and the owner
-   * drops the re-drained copies by message id), which leaves only a failing disk with the old risk.
+   * Lets the streams send `spooled` once their sequences are reserved durably: at once when they
+   * are (the usual case: blocks are reserved ahead), their message write still pending — a crash
+   * then leaves the bus file, drained again under a new sequence and dropped by the owner by
+   * message id if it had landed. After a failed reservation they go out all the same (the stream
+   * cannot skip them), which leaves only a failing disk with the risk of a reused sequence.
    */
-  private releaseWhenSpooled(spooled: SpooledMessage[], durable: Promise<void>): void {
+  private releaseWhenReserved(spooled: SpooledMessage[], sendable: Promise<void> | undefined): void {
     if (spooled.length === 0) return;
     const release = () => {
       const last = new Map<string, number>();
@@ -432,11 +473,12 @@ export class DeliveryForwarder {
       for (const [dest, seq] of last) {
         const stream = this.streams.get(dest);
         if (!stream) continue;
-        if (seq > stream.spooledUpTo) stream.spooledUpTo = seq;
+        if (seq > stream.sendableUpTo) stream.sendableUpTo = seq;
         this.pump(dest);
       }
     };
-    durable.then(release, release);
+    if (sendable) sendable.then(release, release);
+    else release();
   }
 
   private streamItem(item: SpooledMessage, now: number): StreamItem {
@@ -473,11 +515,11 @@ export class DeliveryForwarder {
   private pump(dest: string): void {
     const stream = this.streams.get(dest);
     if (!stream || this.closed) return;
-    while (stream.pending > 0 && stream.sent - stream.acked < this.options.inflightMessagesMax) {
+    while (stream.activePending > 0 && stream.sent - stream.acked < this.options.inflightMessagesMax) {
       const startIndex = stream.head + (stream.sent + 1 - stream.firstSeq);
       const endIndex = Math.min(
         stream.items.length,
-        stream.head + (stream.spooledUpTo + 1 - stream.firstSeq),
+        stream.head + (stream.sendableUpTo + 1 - stream.firstSeq),
       );
       if (startIndex >= endIndex) return;
       const chunk = stream.pendingSlice(startIndex, Math.min(startIndex + stream.chunkMax, endIndex));
@@ -533,6 +575,7 @@ export class DeliveryForwarder {
     if (stream.sent < upTo) stream.sent = upTo;
     stream.lastProgressMs = now;
     stream.compact();
+    stream.advance(); // the run after a gap, once the one before it is acknowledged
     this.options.metrics.forwardAcked.inc(count);
     this.options.metrics.spoolDepth.set({ dest: stream.dest }, stream.pending);
     this.options.spool
@@ -549,7 +592,7 @@ export class DeliveryForwarder {
         stream.lastProgressMs = now;
         this.options.metrics.retransmits.inc();
         this.pump(stream.dest);
-      } else if (stream.pending > 0 && stream.sent === stream.acked) {
+      } else if (stream.activePending > 0 && stream.sent === stream.acked) {
         this.pump(stream.dest);
       }
     }
@@ -593,10 +636,10 @@ export class DeliveryForwarder {
     if (moved.length > 0) {
       // Sequences assigned and pushed in one step, as a proxy's drain does: traffic of other
       // proxies to the same owner cannot take sequences in between.
-      const { spooled, durable } = this.options.spool.appendNow(moved);
+      const { spooled, durable, sendable } = this.options.spool.appendNow(moved);
       const now = Date.now();
       for (const item of spooled) this.stream(item.dest).push(this.streamItem(item, now));
-      this.releaseWhenSpooled(spooled, durable);
+      this.releaseWhenReserved(spooled, sendable);
       await durable; // before the old stream lets go of them
     }
     this.logger.info("re-routed messages of a removed member", { from: dest, messages: handled });

@@ -162,9 +162,10 @@ export class DeliveryReceiver {
       return;
     }
     if (frame.f > cursor.seq + 1 && frame.k >= frame.f - 1) {
-      // The sender holds nothing before f: we acknowledged it all, and lost the cursor's last
-      // move (an unsynced write lost with the host). Nothing to ask for: continue from f.
-      this.logger.warn("delivery cursor behind the sender's acknowledged watermark; skipping ahead", {
+      // The sender holds nothing before f: sequences it reserved and never used before a restart
+      // (spool.ts), or we acknowledged them and lost the cursor's last move (an unsynced write
+      // lost with the host). Nothing to ask for: continue from f.
+      this.logger.info("sender holds nothing before this frame; cursor skips ahead", {
         from,
         cursor: cursor.seq,
         acked: frame.k,

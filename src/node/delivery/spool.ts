@@ -2,13 +2,17 @@
 // cross-node delivery survive a crash on both ends.
 //
 // Sending side: a message drained from the local bus is written here (group commit: one batch per
-// flush, synced when spoolSync) BEFORE its bus file is removed, under `o!<dest>!<seq>` with a per-destination
-// sequence that never restarts (`n!<dest>` is written in the same batch). It is deleted once the
-// owner node acknowledged it. The receiving side's cursors and intents live in the delivery ledger
+// flush, synced when spoolSync) BEFORE its bus file is removed, under `o!<dest>!<seq>` with a
+// per-destination sequence that never restarts. It is deleted once the owner node acknowledged it.
+// Sequences are reserved in blocks ahead of use (`r!<dest>`, always fsynced, even without
+// spoolSync): a frame may carry a sequence whose message write is still pending, but never one
+// beyond a durable reservation, so a node restarted after any crash starts past every sequence
+// it may have handed out and the owner never takes a new message for a duplicate. The receiving side's cursors and intents live in the delivery ledger
 // (ledger.ts); `c!` keys of older data dirs are still read as a starting cursor.
 //
 // Keys:  meta!stream          this node's outbound stream id (random, created once)
-//        n!<dest>             next sequence for <dest>
+//        r!<dest>             highest sequence reserved for <dest> (fsynced before use)
+//        n!<dest>             next sequence for <dest> (older versions; read only)
 //        o!<dest>!<seq:16>    spooled messages seq, seq+1, … (JSON array of wire messages: one
 //                             record per drained batch; older versions wrote one object per seq)
 //        c!<from>             receiver cursor {stream, seq} (older versions; read only)
@@ -63,6 +67,12 @@ const SEQ_DIGITS = 16;
 export const SPOOL_DELETE_DELAY_MS = 200;
 /** Deferred deletes past this many go out at once. */
 export const SPOOL_DELETES_DEFERRED_MAX = 4096;
+/**
+ * Sequences per destination reserved by one synced write. The next block is reserved once half
+ * of the current one is handed out, so under steady traffic no frame waits for the disk; a restart
+ * skips at most this many unused sequences (the owner is told by the frame's watermark).
+ */
+export const SEQ_RESERVE_BLOCK_MESSAGES = 8192;
 
 function seqKey(dest: string, seq: number): string {
   return `o!${dest}!${String(seq).padStart(SEQ_DIGITS, "0")}`;
@@ -74,6 +84,10 @@ export class DeliverySpool {
   private readonly db: Db;
   private readonly sync: boolean;
   private readonly nextSeq = new Map<string, number>();
+  /** Per destination: the highest sequence whose reservation is durable. */
+  private readonly reserved = new Map<string, number>();
+  /** Per destination: the reservation being written, if any. */
+  private readonly reserving = new Map<string, { upTo: number; done: Promise<void> }>();
   private readonly cursors = new Map<string, ReceiverCursor>();
   private readonly recordsByDest = new Map<string, { first: number; last: number }[]>();
   /** Group commit: operations issued while a batch is being written go out as the next batch. */
@@ -119,8 +133,17 @@ export class DeliverySpool {
   }
 
   private async loadMeta(): Promise<void> {
-    for await (const [key, value] of this.db.iterator({ gte: "n!", lt: "n!\xff" }))
-      this.nextSeq.set(key.slice(2), Number(value));
+    // A data dir of an older version has `n!` only: it sent no sequence before its write landed.
+    for await (const [key, value] of this.db.iterator({ gte: "n!", lt: "n!\xff" })) {
+      const dest = key.slice(2);
+      this.nextSeq.set(dest, Math.max(this.nextSeq.get(dest) ?? 1, Number(value)));
+      this.reserved.set(dest, Math.max(this.reserved.get(dest) ?? 0, Number(value) - 1));
+    }
+    for await (const [key, value] of this.db.iterator({ gte: "r!", lt: "r!\xff" })) {
+      const dest = key.slice(2);
+      this.nextSeq.set(dest, Math.max(this.nextSeq.get(dest) ?? 1, Number(value) + 1));
+      this.reserved.set(dest, Math.max(this.reserved.get(dest) ?? 0, Number(value)));
+    }
     for await (const [key, value] of this.db.iterator({ gte: "c!", lt: "c!\xff" }))
       this.cursors.set(key.slice(2), JSON.parse(value));
   }
@@ -165,15 +188,18 @@ export class DeliverySpool {
   }
 
   /**
-   * Assigns sequences now and queues the write: the caller may stream the messages at once and
-   * wait for `durable` before it drops its own copy (the bus file). Group commit: every append and
-   * delete issued while a LevelDB batch is being written goes out as the next single batch (synced
-   * when `sync`), so under load there is one write — and one fsync — per flush, not per drain.
-   * Batches complete in the order they were issued.
+   * Assigns sequences now and queues the write. `sendable` settles once every assigned sequence is
+   * covered by a durable reservation (undefined: already covered): the caller may stream the
+   * messages from then on, and waits for `durable` before it drops its own copy (the bus file).
+   * Group commit: every append and delete issued while a LevelDB batch is being written goes out
+   * as the next single batch (synced when `sync`, or when it carries a reservation), so under load
+   * there is one write (and one fsync) per flush, not per drain. Batches complete in the order
+   * they were issued.
    */
   appendNow(items: { dest: string; message: WireMessage }[]): {
     spooled: SpooledMessage[];
     durable: Promise<void>;
+    sendable: Promise<void> | undefined;
   } {
     this.assertOpen();
     const spooled: SpooledMessage[] = [];
@@ -191,17 +217,53 @@ export class DeliverySpool {
     }
     // One record per destination: the run of sequences this call assigned (first = next - length).
     const ops: SpoolOp[] = [];
+    const issued: { dest: string; upTo: number }[] = [];
+    const waitFor: string[] = [];
     for (const [dest, run] of runs) {
       const next = this.nextSeq.get(dest) as number;
       const first = next - run.length;
       this.records(dest).push({ first, last: next - 1 });
       const key = seqKey(dest, first);
       ops.push({ type: "put", key, value: this.codec.seal(JSON.stringify(run), key) });
-      ops.push({ type: "put", key: `n!${dest}`, value: String(next) });
+      const reserved = this.reserved.get(dest) ?? 0;
+      const reserving = this.reserving.get(dest);
+      const covered = reserving ? reserving.upTo : reserved;
+      if (next - 1 > covered || (!reserving && next - 1 > reserved - SEQ_RESERVE_BLOCK_MESSAGES / 2)) {
+        const upTo = Math.max(next - 1, covered) + SEQ_RESERVE_BLOCK_MESSAGES;
+        ops.push({ type: "put", key: `r!${dest}`, value: String(upTo) });
+        issued.push({ dest, upTo });
+      }
+      if (next - 1 > reserved) waitFor.push(dest);
     }
     this.spooled += items.length;
-    const durable = this.enqueue(ops, this.sync);
-    return { spooled, durable };
+    const durable = this.enqueue(ops, this.sync || issued.length > 0);
+    for (const { dest, upTo } of issued) {
+      const done = durable.then(
+        () => {
+          if (upTo > (this.reserved.get(dest) ?? 0)) this.reserved.set(dest, upTo);
+          if (this.reserving.get(dest)?.upTo === upTo) this.reserving.delete(dest);
+        },
+        (error) => {
+          if (this.reserving.get(dest)?.upTo === upTo) this.reserving.delete(dest);
+          throw error;
+        },
+      );
+      done.catch(() => undefined); // the caller of appendNow sees the failure through sendable
+      this.reserving.set(dest, { upTo, done });
+    }
+    const waits = waitFor.map((dest) => (this.reserving.get(dest) as { done: Promise<void> }).done);
+    const sendable =
+      waits.length === 0
+        ? undefined
+        : waits.length === 1
+          ? waits[0]
+          : Promise.all(waits).then(() => undefined);
+    return { spooled, durable, sendable };
+  }
+
+  /** The highest sequence of `dest` whose reservation is durable (frames may carry up to it). */
+  reservedUpTo(dest: string): number {
+    return this.reserved.get(dest) ?? 0;
   }
 
   /**
@@ -306,6 +368,13 @@ export class DeliverySpool {
     if (this.closed) return;
     this.closed = true;
     await this.flush();
+    // Hands back the unused part of each reservation: after a clean stop the next incarnation
+    // carries on with the next sequence, with no gap for the owner to skip.
+    const release: SpoolOp[] = [];
+    for (const [dest, next] of this.nextSeq)
+      if ((this.reserved.get(dest) ?? 0) > next - 1)
+        release.push({ type: "put", key: `r!${dest}`, value: String(next - 1) });
+    if (release.length > 0) await this.db.batch(release, { sync: true }).catch(() => undefined);
     await closeLevel(this.db, this.path);
   }
 

@@ -1,7 +1,8 @@
 // Frames of the cross-node delivery protocol, on the transport channel "deliver" (msgpackr):
 //
 //   {t:"d", s:<stream>, f:<first seq>, k:<acked>, m:[…]}  messages f, f+1, … of a sender stream; the
-//                                                         sender holds nothing ≤ k (acknowledged)
+//                                                         sender holds nothing ≤ k (acknowledged, or
+//                                                         reserved and left unused by a restart)
 //   {t:"a", s:<stream>, u:<seq>}                          cumulative ack: every seq ≤ u is in an inbox
 //   {t:"r", s:<stream>, e:<seq>}                          resync: the receiver expects e next
 //
