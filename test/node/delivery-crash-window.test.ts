@@ -104,6 +104,13 @@ interface ForwarderSetup {
   inboxDepthMax?: number;
 }
 
+/** Agents r* live on B, the rest on A; both are members. */
+const AB_SETUP: ForwarderSetup = {
+  ownerOf: (agent) => (agent.startsWith("r") ? "B" : "A"),
+  isMember: (id) => id === "A" || id === "B",
+  peers: ["B"],
+};
+
 /** Node A: a forwarder draining its bus's mailboxes of remote agents into its spool. */
 async function startForwarder(network: MemoryNetwork, root: string, setup: ForwarderSetup) {
   const transport: Transport = network.createTransport({
@@ -169,11 +176,7 @@ describe("cross-node delivery around a pending spool write", () => {
     const root = scratch();
     const network = new MemoryNetwork();
     const b = await startReceiver(network, root);
-    const setup: ForwarderSetup = {
-      ownerOf: (agent) => (agent.startsWith("r") ? "B" : "A"),
-      isMember: (id) => id === "A" || id === "B",
-      peers: ["B"],
-    };
+    const setup = AB_SETUP;
     let a = await startForwarder(network, root, setup);
     a.bus.sendSync("s1", "r1", { id: "m0", type: "t", payload: 0 });
     await waitFor(
@@ -213,11 +216,7 @@ describe("cross-node delivery around a pending spool write", () => {
     const root = scratch();
     const network = new MemoryNetwork();
     const b = await startReceiver(network, root);
-    const setup: ForwarderSetup = {
-      ownerOf: (agent) => (agent.startsWith("r") ? "B" : "A"),
-      isMember: (id) => id === "A" || id === "B",
-      peers: ["B"],
-    };
+    const setup = AB_SETUP;
     let a = await startForwarder(network, root, setup);
     // The first write for B carries the first reservation; it never lands.
     // biome-ignore lint/suspicious/noExplicitAny: holding back the spool's LevelDB batch
@@ -240,11 +239,7 @@ describe("cross-node delivery around a pending spool write", () => {
   it("after a crash, sends what it spooled, then carries on past the unused reservation", async () => {
     const root = scratch();
     const network = new MemoryNetwork();
-    const setup: ForwarderSetup = {
-      ownerOf: (agent) => (agent.startsWith("r") ? "B" : "A"),
-      isMember: (id) => id === "A" || id === "B",
-      peers: ["B"],
-    };
+    const setup = AB_SETUP;
     // B is not up yet: m0 is spooled (with its reservation) and its frames are lost.
     let a = await startForwarder(network, root, setup);
     a.bus.sendSync("s1", "r1", { id: "m0", type: "t", payload: 0 });
