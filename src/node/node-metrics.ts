@@ -16,6 +16,7 @@ export class NodeMetrics {
   readonly duplicates: Counter<string>;
   readonly resyncs: Counter<string>;
   readonly inboxFull: Counter<string>;
+  readonly heldFrames: Counter<string>;
   readonly rejected: Counter<string>;
   /** Malformed or unexpected frames from peers, by channel and reason. */
   readonly badFrames: Counter<string>;
@@ -53,6 +54,10 @@ export class NodeMetrics {
     this.inboxFull = metrics.counter(
       "cfn_delivery_inbox_full_total",
       "Forwarded batches stopped by a full inbox",
+    );
+    this.heldFrames = metrics.counter(
+      "cfn_delivery_held_frames_total",
+      "Forwarded frames dropped while their sender's stream is held at a full inbox (asked again once it has room)",
     );
     this.rejected = metrics.counter(
       "cfn_delivery_rejected_messages_total",

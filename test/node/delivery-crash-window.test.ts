@@ -8,10 +8,9 @@
 // One forwarder (node A) and one receiver (node B) on the in-memory transport; the spool is real
 // LevelDB on disk and the buses real files.
 
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
 import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
@@ -23,20 +22,9 @@ import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { closeLevel } from "../../src/storage/level-open.js";
 import { MemoryNetwork, type Transport } from "../../src/transport/index.js";
-import { waitFor } from "./harness.js";
+import { perTestScratch, waitFor } from "./harness.js";
 
-const roots: string[] = [];
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  for (const root of roots.splice(0)) rmSync(root, { recursive: true, force: true });
-});
-
-function scratch(): string {
-  const root = mkdtempSync(join(tmpdir(), "cfn-delivery-window-"));
-  roots.push(root);
-  return root;
-}
+const { scratch, cleanups } = perTestScratch("cfn-delivery-window-");
 
 /** Ids of the messages in an agent's inbox and claims on a bus. */
 function idsIn(bus: Bus, agent: string): string[] {

@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { afterEach } from "vitest";
 import { CLI_PATH, freePort, LaunchedNode, type LaunchedNodeSpec } from "../../cluster/node-launcher.js";
 import { Bus } from "../../src/bus/index.js";
 
@@ -17,6 +18,28 @@ export function scratchDir(prefix: string): string {
 }
 
 export { freePort };
+
+/**
+ * Scratch dirs and cleanups for the tests of one file, undone after each test (cleanups newest
+ * first, then the dirs). Call at module level.
+ */
+export function perTestScratch(prefix: string): {
+  scratch: () => string;
+  cleanups: Array<() => Promise<void> | void>;
+} {
+  const roots: string[] = [];
+  const cleanups: Array<() => Promise<void> | void> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    for (const root of roots.splice(0)) rmSync(root, { recursive: true, force: true });
+  });
+  const scratch = () => {
+    const root = mkdtempSync(join(tmpdir(), prefix));
+    roots.push(root);
+    return root;
+  };
+  return { scratch, cleanups };
+}
 
 export type NodeSpec = LaunchedNodeSpec;
 

@@ -250,9 +250,8 @@ export class DeliveryForwarder {
     if (frame.t === "a") {
       this.acknowledge(stream, Math.min(frame.u, stream.sendableUpTo));
     } else {
-      // The receiver expects frame.e next: everything before it is written.
-      const upTo = Math.min(frame.e - 1, stream.sendableUpTo);
-      if (upTo > stream.acked) this.acknowledge(stream, upTo);
+      // The receiver expects frame.e next. Not an ack of what is before it: with persistence the
+      // owner acknowledges a message only once its mirror holds it, and its acks say when.
       if (stream.sent >= frame.e) {
         stream.sent = Math.max(stream.acked, frame.e - 1);
         this.options.metrics.retransmits.inc();

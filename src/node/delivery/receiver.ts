@@ -16,8 +16,12 @@
 // batched: one per sender per event-loop turn, or — with persistence — one per group fsync: the
 // inbox mirror and the ledger are made durable for everything written so far, then the commit is
 // recorded and the ack sent, while later frames keep being written (mirroring is off the path).
-// INBOX_FULL stops a frame where it is: the cursor covers what was written, the rest comes again
-// after the sender's ack timeout (backpressure reaches the sending node, nothing is dropped).
+// INBOX_FULL stops a frame where it is: the cursor covers what was written (a batch that does not
+// fit is written one message per file, so what fits lands). The stream from that sender is then
+// *held* at the blocked sequence: later frames are dropped without a word (no resync each, which
+// made the sender rewind its whole window per frame: a storm of resends), the inbox is polled
+// with backoff, and once it has room one resync asks the sender to go on from there (or the
+// sender's ack timeout resends first). Backpressure reaches the sending node; nothing is lost.
 
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -63,6 +67,20 @@ type DataFrame = Extract<DeliveryFrame, { t: "d" }>;
  * the sender's ackTimeoutMs.
  */
 export const ACK_FRAMES_MAX = 16;
+/** A resync for the same sequence is not asked again within this time (frames in flight behind a gap). */
+export const RESYNC_REPEAT_MS = 100;
+/** A held stream polls the full inbox first after this time, doubling up to the max. */
+export const HOLD_POLL_MS = 10;
+export const HOLD_POLL_MS_MAX = 250;
+
+/** A sender's stream held at `seq` because `agent`'s inbox was full. */
+interface Hold {
+  stream: string;
+  seq: number;
+  agent: string;
+  delayMs: number;
+  timer: NodeJS.Timeout;
+}
 
 export class DeliveryReceiver {
   private readonly options: ReceiverOptions;
@@ -80,6 +98,12 @@ export class DeliveryReceiver {
   private round: Promise<void> | undefined;
   private roundAgain = false;
   private readonly recent: RecentIds;
+  /** Per sender node: the stream held at a full inbox. */
+  private readonly holds = new Map<string, Hold>();
+  /** Per sender node: the poll delay reached at a held sequence (kept across a failed retry). */
+  private readonly holdBackoff = new Map<string, { seq: number; delayMs: number }>();
+  /** Per sender node: the last resync asked (sequence, when). */
+  private readonly lastResync = new Map<string, { e: number; atMs: number }>();
   private closed = false;
 
   constructor(options: ReceiverOptions) {
@@ -131,6 +155,13 @@ export class DeliveryReceiver {
 
   close(): void {
     this.closed = true;
+    for (const hold of this.holds.values()) clearTimeout(hold.timer);
+    this.holds.clear();
+  }
+
+  /** Sender nodes whose stream is held at a full inbox, with the agent and sequence. */
+  held(): { from: string; agent: string; seq: number }[] {
+    return [...this.holds].map(([from, hold]) => ({ from, agent: hold.agent, seq: hold.seq }));
   }
 
   private cursorOf(from: string): ReceiverCursor | undefined {
@@ -172,9 +203,15 @@ export class DeliveryReceiver {
       });
       cursor = { stream: frame.s, seq: frame.f - 1 };
     }
+    const hold = this.holds.get(from);
+    if (hold && hold.stream === frame.s && hold.seq === cursor.seq + 1) {
+      // Held at a full inbox: this frame (at the held sequence or past it) waits for room; the
+      // poll asks for it again then.
+      metrics.heldFrames.inc();
+      return;
+    }
     if (frame.f > cursor.seq + 1) {
-      metrics.resyncs.inc();
-      this.sendControl(from, { t: "r", s: frame.s, e: cursor.seq + 1 });
+      this.requestResync(from, frame.s, cursor.seq + 1);
       return;
     }
     const fresh = cursor.seq + 1 === frame.f ? frame.m : frame.m.slice(cursor.seq + 1 - frame.f);
@@ -189,14 +226,60 @@ export class DeliveryReceiver {
     if (written > 0) this.written.set(from, { stream: frame.s, seq: firstSeq + written - 1 });
     else this.written.set(from, cursor);
     metrics.delivered.inc(landed);
+    if (full) this.hold(from, frame.s, firstSeq + written, full);
     if (written > 0 || !full) this.scheduleAck(from);
+  }
+
+  /** Asks `from` to send again from `e`, once per RESYNC_REPEAT_MS for the same `e`. */
+  private requestResync(from: string, stream: string, e: number, force = false): void {
+    const now = Date.now();
+    const last = this.lastResync.get(from);
+    if (!force && last && last.e === e && now - last.atMs < RESYNC_REPEAT_MS) return;
+    this.lastResync.set(from, { e, atMs: now });
+    this.options.metrics.resyncs.inc();
+    this.sendControl(from, { t: "r", s: stream, e });
+  }
+
+  /** Holds `from`'s stream at `seq` until `agent`'s inbox has room (polled with backoff). */
+  private hold(from: string, stream: string, seq: number, full: { agent: string }): void {
+    const previous = this.holds.get(from);
+    if (previous) clearTimeout(previous.timer);
+    // Held again at the same sequence after a poll found room (a batch larger than the room, a
+    // failing disk): back off further instead of starting over.
+    const backoff = this.holdBackoff.get(from);
+    const delayMs =
+      backoff && backoff.seq === seq ? Math.min(HOLD_POLL_MS_MAX, backoff.delayMs * 2) : HOLD_POLL_MS;
+    this.holdBackoff.set(from, { seq, delayMs });
+    const hold: Hold = { stream, seq, agent: full.agent, delayMs, timer: undefined as never };
+    hold.timer = setTimeout(() => this.pollHold(from, hold), delayMs);
+    hold.timer.unref();
+    this.holds.set(from, hold);
+  }
+
+  private pollHold(from: string, hold: Hold): void {
+    if (this.closed || this.holds.get(from) !== hold) return;
+    let room: boolean;
+    try {
+      room = this.options.bus.inboxDepth(hold.agent) < this.options.bus.config.inboxDepthMax;
+    } catch {
+      room = true; // the directory went away: let the write say what is wrong
+    }
+    if (!room) {
+      hold.delayMs = Math.min(HOLD_POLL_MS_MAX, hold.delayMs * 2);
+      this.holdBackoff.set(from, { seq: hold.seq, delayMs: hold.delayMs });
+      hold.timer = setTimeout(() => this.pollHold(from, hold), hold.delayMs);
+      hold.timer.unref();
+      return;
+    }
+    this.holds.delete(from);
+    this.requestResync(from, hold.stream, hold.seq, true);
   }
 
   /** Writes messages in order; consecutive ones from one sender to one agent as one batch file. */
   private writeMessages(
     fresh: WireMessage[],
     from: string,
-  ): { written: number; landed: number; full: boolean } {
+  ): { written: number; landed: number; full: { agent: string } | undefined } {
     const { bus, metrics } = this.options;
     const batchMax = bus.config.batchMessagesMax;
     let written = 0;
@@ -237,8 +320,13 @@ export class DeliveryReceiver {
         } catch (error) {
           if (spans) endSpansWithError(spans, error);
           if (isCfnError(error, "CFN_ERR_INBOX_FULL")) {
+            if (group.length > 1 && index >= singlyUntil) {
+              // The batch does not fit: write what does, one message per file.
+              singlyUntil = end;
+              continue;
+            }
             metrics.inboxFull.inc();
-            return { written, landed, full: true };
+            return { written, landed, full: { agent: head.to } };
           }
           if (!isCfnError(error)) {
             // An errno error (ENOSPC, EMFILE, EIO): not the message's fault. Stop here like a
@@ -248,7 +336,7 @@ export class DeliveryReceiver {
               to: head.to,
               error,
             });
-            return { written, landed, full: true };
+            return { written, landed, full: { agent: head.to } };
           }
           if (group.length > 1) {
             // One message of the batch may be at fault: write them one by one, so that only the
@@ -269,7 +357,7 @@ export class DeliveryReceiver {
       written += end - index;
       index = end;
     }
-    return { written, landed, full: false };
+    return { written, landed, full: undefined };
   }
 
   /** A span per traced message (a `traceparent` header) around its inbox write; none otherwise. */

@@ -1,0 +1,200 @@
+// A full inbox on the receiving node (src/node/delivery/receiver.ts): the sender's stream is held
+// at the blocked sequence. Frames behind it are dropped without a resync each (each resync made
+// the sender rewind its whole window: a storm of resends and ledger intents), the inbox is polled,
+// and once it has room one resync asks the sender to go on. End to end, nothing is lost or
+// duplicated and the order holds.
+
+import { readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { Bus } from "../../src/bus/index.js";
+import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
+import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
+import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
+import { DeliverySpool } from "../../src/node/delivery/spool.js";
+import { DELIVER_CHANNEL, parseDeliveryFrame, type WireMessage } from "../../src/node/delivery/wire.js";
+import { NodeMetrics } from "../../src/node/node-metrics.js";
+import { silentLogger } from "../../src/obs/logger.js";
+import { Metrics } from "../../src/obs/metrics.js";
+import { MemoryNetwork, type Transport } from "../../src/transport/index.js";
+import { perTestScratch, waitFor } from "./harness.js";
+
+const { scratch, cleanups } = perTestScratch("cfn-delivery-full-");
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function message(n: number, to = "r1"): WireMessage {
+  return { id: `m${n}`, from: "s1", to, type: "t", priority: "normal", headers: {}, payload: n, ts: 1 };
+}
+
+/** Ids in an agent's inbox, in the order a consumer receives them. */
+function receiveAll(bus: Bus, agent: string): string[] {
+  const mailbox = bus.openMailbox(agent, { heartbeat: false, watch: false });
+  try {
+    const ids: string[] = [];
+    for (;;) {
+      const deliveries = mailbox.receiveNow(100);
+      if (deliveries.length === 0) return ids;
+      for (const delivery of deliveries) ids.push(delivery.message.id);
+      mailbox.ack(deliveries);
+    }
+  } finally {
+    mailbox.close();
+  }
+}
+
+function ledgerBytes(dir: string): number {
+  return readdirSync(dir).reduce((sum, name) => sum + statSync(join(dir, name)).size, 0);
+}
+
+/** A receiver on its own bus whose transport only records what it sends (acks, resyncs). */
+function recordingReceiver(root: string, inboxDepthMax: number) {
+  const bus = new Bus({ config: { root: join(root, "bus"), name: "default", inboxDepthMax } });
+  cleanups.push(() => bus.close());
+  const sent: { t: string; e?: number; u?: number }[] = [];
+  const transport = {
+    sendFrame: (_to: string, _channel: string, frame: { t: string }) => {
+      sent.push(frame);
+      return true;
+    },
+  } as unknown as Transport;
+  const ledgerDir = join(root, "ledger");
+  const ledger = DeliveryLedger.open({ dir: ledgerDir, sync: false, fileBytesMax: 1 << 20 });
+  const metrics = new NodeMetrics(new Metrics());
+  const receiver = new DeliveryReceiver({
+    bus,
+    ledger,
+    transport,
+    logger: silentLogger,
+    metrics,
+    dedupWindowMessagesMax: 1000,
+  });
+  cleanups.push(() => receiver.close());
+  return { bus, sent, receiver, metrics, ledgerDir };
+}
+
+describe("a full inbox on the receiving node", () => {
+  it("holds the stream without a resync per frame, and asks once when the inbox has room", async () => {
+    const root = scratch();
+    const { sent, receiver, metrics, ledgerDir } = recordingReceiver(root, 10);
+    const frame = (first: number, count: number) =>
+      ({
+        t: "d",
+        s: "S",
+        f: first,
+        k: 0,
+        m: Array.from({ length: count }, (_, i) => message(first + i)),
+      }) as never;
+
+    // 20 messages for an inbox that takes 10: the ten that fit land (written one per file).
+    receiver.handle(frame(1, 20), "A");
+    await waitFor("the ack of 10", () => sent.some((f) => f.t === "a" && f.u === 10));
+    expect(receiver.held()).toEqual([{ from: "A", agent: "r1", seq: 11 }]);
+    const ledgerBefore = ledgerBytes(ledgerDir);
+
+    // The rest of the sender's window arrives, and its go-back-N resend: held, no resync each,
+    // no intent written for them.
+    for (let round = 0; round < 3; round++) {
+      receiver.handle(frame(11, 10), "A");
+      for (let first = 21; first <= 400; first += 20) receiver.handle(frame(first, 20), "A");
+    }
+    await sleep(50);
+    expect(sent.filter((f) => f.t === "r")).toEqual([]);
+    expect(ledgerBytes(ledgerDir)).toBe(ledgerBefore);
+    expect((await metrics.heldFrames.get()).values[0]?.value).toBe(60);
+  });
+
+  it("asks for the held sequence once the agent has taken messages", async () => {
+    const root = scratch();
+    const { bus, sent, receiver } = recordingReceiver(root, 10);
+    receiver.handle(
+      { t: "d", s: "S", f: 1, k: 0, m: Array.from({ length: 15 }, (_, i) => message(i + 1)) } as never,
+      "A",
+    );
+    await sleep(100);
+    expect(sent.filter((f) => f.t === "r")).toEqual([]); // still full: polled, not asked
+    expect(receiveAll(bus, "r1")).toEqual(Array.from({ length: 10 }, (_, i) => `m${i + 1}`));
+    await waitFor("one resync from 11", () => sent.some((f) => f.t === "r"));
+    expect(sent.filter((f) => f.t === "r")).toEqual([{ t: "r", s: "S", e: 11 }]);
+    expect(receiver.held()).toEqual([]);
+    receiver.handle(
+      { t: "d", s: "S", f: 11, k: 10, m: Array.from({ length: 5 }, (_, i) => message(i + 11)) } as never,
+      "A",
+    );
+    expect(receiveAll(bus, "r1")).toEqual(["m11", "m12", "m13", "m14", "m15"]);
+  });
+
+  it("delivers a burst through a small inbox end to end: all of it, once, in order", async () => {
+    const root = scratch();
+    const network = new MemoryNetwork();
+    // Node B: the receiver, agent r1 with an inbox of 20.
+    const tb = network.createTransport({ nodeId: "B", logger: silentLogger, metrics: new Metrics() });
+    tb.addPeer("A", "mem://A");
+    await tb.start();
+    const busB = new Bus({ config: { root: join(root, "busB"), name: "default", inboxDepthMax: 20 } });
+    const metricsB = new NodeMetrics(new Metrics());
+    const receiver = new DeliveryReceiver({
+      bus: busB,
+      ledger: DeliveryLedger.open({ dir: join(root, "ledgerB"), sync: false, fileBytesMax: 1 << 22 }),
+      transport: tb,
+      logger: silentLogger,
+      metrics: metricsB,
+      dedupWindowMessagesMax: 10_000,
+    });
+    tb.onFrame(DELIVER_CHANNEL, (payload, from) => {
+      const parsed = parseDeliveryFrame(payload);
+      if (parsed.ok && parsed.frame.t === "d") receiver.handle(parsed.frame, from);
+    });
+    // Node A: the forwarder.
+    const ta = network.createTransport({ nodeId: "A", logger: silentLogger, metrics: new Metrics() });
+    ta.addPeer("B", "mem://B");
+    await ta.start();
+    const busA = new Bus({ config: { root: join(root, "busA"), name: "default", inboxDepthMax: 10_000 } });
+    const spool = await DeliverySpool.open({ path: join(root, "spoolA"), sync: false, logger: silentLogger });
+    const forwarder = new DeliveryForwarder({
+      nodeId: "A",
+      bus: busA,
+      spool,
+      transport: ta,
+      logger: silentLogger,
+      metrics: new NodeMetrics(new Metrics()),
+      ownerOf: (agent) => (agent.startsWith("r") ? "B" : "A"),
+      isMember: (id) => id === "A" || id === "B",
+      batchMessagesMax: 50,
+      inflightMessagesMax: 500,
+      ackTimeoutMs: 300,
+      proxyScanIntervalMs: 20,
+      spoolMessagesMax: 100_000,
+    });
+    ta.onFrame(DELIVER_CHANNEL, (payload, from) => {
+      const parsed = parseDeliveryFrame(payload);
+      if (parsed.ok && parsed.frame.t !== "d") forwarder.handleControl(parsed.frame, from);
+    });
+    await forwarder.start();
+    cleanups.push(async () => {
+      receiver.close();
+      await forwarder.close();
+      await spool.close();
+      await ta.close();
+      await tb.close();
+      busA.close();
+      busB.close();
+    });
+
+    const total = 400;
+    for (let n = 1; n <= total; n++) busA.sendSync("s1", "r1", { id: `m${n}`, type: "t", payload: n });
+    // A slow consumer: what the inbox holds now and then.
+    const received: string[] = [];
+    await waitFor(
+      "every message consumed",
+      async () => {
+        received.push(...receiveAll(busB, "r1"));
+        await sleep(5);
+        return received.length >= total && forwarder.pendingTotal() === 0;
+      },
+      30_000,
+    );
+    expect(received).toEqual(Array.from({ length: total }, (_, i) => `m${i + 1}`));
+    expect(receiveAll(busB, "r1")).toEqual([]);
+  });
+});
