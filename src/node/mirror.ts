@@ -3,7 +3,10 @@
 //
 // - Messages the node writes into local inboxes from other nodes are mirrored (one synced LevelDB
 //   batch per durability round of the receiver, off its write path) before the node acknowledges
-//   them to the sender: no window for what was acknowledged.
+//   them to the sender: no window for what was acknowledged. A round copies the inbox and the
+//   claimed dir (an agent may have claimed a message before the round ran: until it acknowledges
+//   it, a host crash must not lose it), and waits for any sweep write in flight whose files it
+//   skipped as already known; a failed write forgets what it carried, so the next round copies it.
 // - Messages agents send each other on this host do not pass through the node; a sweep every
 //   flushIntervalMs copies new inbox files (window: one sweep interval).
 // - The same sweep drops mirror entries whose file left the inbox and the claimed dir
@@ -23,6 +26,7 @@ import { deadLetterUnreadable } from "../security/at-rest.js";
 import { PLAINTEXT_CODEC, type SealedRecordCodec } from "../security/record-cipher.js";
 
 type Db = ClassicLevel<string, string>;
+type MirrorOp = { type: "put"; key: string; value: string } | { type: "del"; key: string };
 
 export interface InboxMirrorOptions {
   bus: Bus;
@@ -54,6 +58,8 @@ export class InboxMirror {
   /** Mirrored entries, agent → prefixes (an index of the db). */
   private readonly mirrored = new Map<string, Set<string>>();
   private timer: NodeJS.Timeout | undefined;
+  /** Mirror writes in flight: a round that skips a file as known waits for the write carrying it. */
+  private readonly writes = new Set<Promise<void>>();
   private sweeping = false;
   private restoreDone = false;
   private closed = false;
@@ -130,9 +136,29 @@ export class InboxMirror {
    * in the call (the receiver relies on it: its ledger fsync starts after); only the write is awaited.
    */
   async mirrorAgents(agents: Iterable<string>): Promise<void> {
-    const ops: { type: "put"; key: string; value: string }[] = [];
+    const ops: MirrorOp[] = [];
     for (const agent of new Set(agents)) this.collectNew(agent, ops);
-    if (ops.length > 0) await this.db.batch(ops, { sync: true });
+    const pending = [...this.writes];
+    if (ops.length > 0) pending.push(this.write(ops));
+    await Promise.all(pending);
+  }
+
+  /** One synced batch; on failure the index forgets its puts (copied again) and keeps its deletes. */
+  private write(ops: MirrorOp[]): Promise<void> {
+    const written = this.db.batch(ops, { sync: true }).catch((error: unknown) => {
+      for (const op of ops) {
+        const [, agent, prefix] = op.key.split("!");
+        if (op.type === "put") this.index(agent).delete(prefix);
+        else this.index(agent).add(prefix);
+      }
+      throw error;
+    });
+    this.writes.add(written);
+    void written.then(
+      () => this.writes.delete(written),
+      () => this.writes.delete(written),
+    );
+    return written;
   }
 
   /** One sweep: mirror new files of every local agent, prune consumed ones. */
@@ -140,11 +166,9 @@ export class InboxMirror {
     if (this.sweeping || this.closed) return;
     this.sweeping = true;
     try {
-      const ops: ({ type: "put"; key: string; value: string } | { type: "del"; key: string })[] = [];
+      const ops: MirrorOp[] = [];
       const agents = this.options.bus.listAgents();
-      for (const agent of agents)
-        if (this.options.shouldMirror(agent))
-          this.collectNew(agent, ops as { type: "put"; key: string; value: string }[]);
+      for (const agent of agents) if (this.options.shouldMirror(agent)) this.collectNew(agent, ops);
       // Until restore() finished (a start refused by a missing key), absent files are not consumed.
       for (const [agent, prefixes] of this.restoreDone ? this.mirrored : []) {
         const present = this.presentPrefixes(agent);
@@ -154,7 +178,7 @@ export class InboxMirror {
           ops.push({ type: "del", key: `m!${agent}!${prefix}` });
         }
       }
-      if (ops.length > 0 && !this.closed) await this.db.batch(ops, { sync: true });
+      if (ops.length > 0 && !this.closed) await this.write(ops);
     } catch (error) {
       this.logger.warn("mirror sweep failed", { error });
     } finally {
@@ -181,27 +205,33 @@ export class InboxMirror {
     }
   }
 
-  private collectNew(agent: string, ops: { type: "put"; key: string; value: string }[]): void {
+  /**
+   * Copies the files of `agent` not mirrored yet: the inbox first, then the claimed dir, so a file
+   * claimed between the two reads is found in the second.
+   */
+  private collectNew(agent: string, ops: MirrorOp[]): void {
     const paths = this.options.bus.layout.agent(agent);
     const known = this.index(agent);
-    let names: string[];
-    try {
-      names = readdirSync(paths.inbox);
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      const prefix = prefixOf(name);
-      if (!prefix || known.has(prefix)) continue;
-      let text: string;
+    for (const dir of [paths.inbox, paths.claimed]) {
+      let names: string[];
       try {
-        text = readFileSync(join(paths.inbox, name), "utf8");
+        names = readdirSync(dir);
       } catch {
-        continue; // claimed meanwhile: it is being consumed
+        continue;
       }
-      known.add(prefix);
-      const key = `m!${agent}!${prefix}`;
-      ops.push({ type: "put", key, value: (this.options.codec ?? PLAINTEXT_CODEC).seal(text, key) });
+      for (const name of names) {
+        const prefix = prefixOf(name);
+        if (!prefix || known.has(prefix)) continue;
+        let text: string;
+        try {
+          text = readFileSync(join(dir, name), "utf8");
+        } catch {
+          continue; // claimed meanwhile (read from claimed/ next), or acknowledged: consumed
+        }
+        known.add(prefix);
+        const key = `m!${agent}!${prefix}`;
+        ops.push({ type: "put", key, value: (this.options.codec ?? PLAINTEXT_CODEC).seal(text, key) });
+      }
     }
   }
 

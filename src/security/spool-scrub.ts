@@ -11,7 +11,7 @@
 // (CFN_ERR_KEY_FILE): the start is refused and nothing is discarded.
 //
 // Key layout (src/node/delivery/spool.ts): o!<dest>!<first seq:16> → JSON run of messages (one
-// message in older data dirs), n!<dest>, meta!stream.
+// message in older data dirs), r!<dest> (sequences reserved), n!<dest> (older versions), meta!stream.
 
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -98,7 +98,9 @@ export async function scrubSpool(path: string, codec: SealedRecordCodec, logger:
         ops.push({ type: "put", key, value: codec.seal(record.text as string, key) });
         next += record.messages as number;
       }
+      // A new stream (below): numbering starts over, so the reservation ends where the runs do.
       ops.push({ type: "put", key: `n!${dest}`, value: String(next) });
+      ops.push({ type: "put", key: `r!${dest}`, value: String(next - 1) });
     }
     if (deadLettered > 0) {
       ops.push({ type: "put", key: "meta!stream", value: randomUUID() });

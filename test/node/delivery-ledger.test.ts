@@ -17,6 +17,39 @@ afterEach(() => {
 const target = (n: number) => ({ to: "w1", id: `m-${n}` });
 
 describe("delivery ledger", () => {
+  it("keeps the intents past a commit appended after them (a durability round's commit)", () => {
+    root = scratchDir("cfn-ledger-");
+    const dir = join(root, "in");
+    for (const fileBytesMax of [1 << 20, 64]) {
+      const sub = join(dir, String(fileBytesMax));
+      const ledger = DeliveryLedger.open({ dir: sub, sync: false, fileBytesMax });
+      ledger.appendIntent("n1", { stream: "s", first: 1, last: 2, targets: [target(1), target(2)] });
+      // The round took cursor 2; frames 3–5 were written while it ran; then its commit.
+      ledger.appendIntent("n1", {
+        stream: "s",
+        first: 3,
+        last: 5,
+        targets: [target(3), target(4), target(5)],
+      });
+      ledger.commit("n1", { stream: "s", seq: 2 });
+      const expected = { stream: "s", first: 3, last: 5, targets: [target(3), target(4), target(5)] };
+      expect(ledger.intent("n1")).toEqual(expected);
+      // A crash before the next commit (64 bytes: the commit compacted the file).
+      const reopened = DeliveryLedger.open({ dir: sub, sync: false, fileBytesMax });
+      expect(reopened.cursor("n1")).toEqual({ stream: "s", seq: 2 });
+      expect(reopened.intent("n1")).toEqual(expected);
+      // A commit inside the chain trims it.
+      reopened.commit("n1", { stream: "s", seq: 4 });
+      expect(reopened.intent("n1")).toEqual({ stream: "s", first: 5, last: 5, targets: [target(5)] });
+      expect(DeliveryLedger.open({ dir: sub, sync: false, fileBytesMax }).intent("n1")).toEqual({
+        stream: "s",
+        first: 5,
+        last: 5,
+        targets: [target(5)],
+      });
+    }
+  });
+
   it("reads back the last commit and the intents after it as one chain", () => {
     root = scratchDir("cfn-ledger-");
     const dir = join(root, "in");

@@ -9,10 +9,13 @@
 // fsync. That is the crash the inbox itself survives (tmpfs); with `sync` (spoolSync or persistence)
 // `sync()` fdatasyncs the files before the node acknowledges, for a whole-host crash.
 //
-// Recovery reads each file: the cursor is the last commit; the intents after it (several, when
-// acknowledgements were batched) form one chain whose targets were written in order. A torn last
-// line (a crash inside write(2)) is an intent whose inbox write never started: it is ignored.
-// A file past `fileBytesMax` is rewritten to its last commit (tmp + rename) at the next commit.
+// Recovery reads each file: the cursor is the last commit; the intents not covered by it
+// (several, when acknowledgements were batched) form one chain whose targets were written in
+// order. A commit covers only sequences up to its cursor: intents written while a durability round
+// ran (persistence) are appended before the round's commit and stay in the chain past it. A torn
+// last line (a crash inside write(2)) is an intent whose inbox write never started: it is ignored.
+// A file past `fileBytesMax` is rewritten to its last commit and the chain after it (tmp + rename)
+// at the next commit.
 
 import {
   closeSync,
@@ -95,12 +98,15 @@ export class DeliveryLedger {
     extendChain(sender, intent);
   }
 
-  /** Moves the cursor of `from` (everything ≤ cursor.seq is written) and ends its intent chain. */
+  /**
+   * Moves the cursor of `from` (everything ≤ cursor.seq is written) and trims its intent chain to
+   * what lies past it.
+   */
   commit(from: string, cursor: ReceiverCursor): void {
     const sender = this.sender(from);
     const line = `{"c":${JSON.stringify(cursor)}}\n`;
     sender.cursor = cursor;
-    sender.pending = undefined;
+    sender.pending = trimChain(sender.pending, cursor);
     if (sender.bytes + line.length > this.options.fileBytesMax) this.rewrite(from, sender, line);
     else this.append(sender, line);
   }
@@ -155,11 +161,12 @@ export class DeliveryLedger {
     sender.dirty = true;
   }
 
-  /** Replaces the file by its last commit; the rename is atomic for a process crash. */
-  private rewrite(from: string, sender: SenderLedger, line: string): void {
+  /** Replaces the file by its last commit and the chain after it; the rename is atomic for a process crash. */
+  private rewrite(from: string, sender: SenderLedger, commitLine: string): void {
     const path = this.path(from);
     const tmp = `${path}.tmp`;
     const fd = openSync(tmp, "w", 0o600);
+    const line = sender.pending ? `${commitLine}{"i":${JSON.stringify(sender.pending)}}\n` : commitLine;
     writeSync(fd, line);
     if (this.options.sync) fsyncSync(fd);
     renameSync(tmp, path);
@@ -186,12 +193,20 @@ export class DeliveryLedger {
       }
       if (record.c) {
         sender.cursor = record.c;
-        sender.pending = undefined;
+        sender.pending = trimChain(sender.pending, record.c);
       } else if (record.i) {
         extendChain(sender, record.i);
       }
     }
   }
+}
+
+/** The part of a chain past `cursor` (none when the cursor covers it or is of another stream). */
+function trimChain(chain: ReceiverIntent | undefined, cursor: ReceiverCursor): ReceiverIntent | undefined {
+  if (!chain || chain.stream !== cursor.stream || chain.last <= cursor.seq) return undefined;
+  if (chain.first > cursor.seq) return chain;
+  const first = cursor.seq + 1;
+  return { ...chain, first, targets: chain.targets.slice(first - chain.first) };
 }
 
 /** Appends an intent to the sender's chain (same stream, next sequence) or starts a new chain. */
