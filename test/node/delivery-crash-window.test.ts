@@ -8,7 +8,7 @@
 // One forwarder (node A) and one receiver (node B) on the in-memory transport; the spool is real
 // LevelDB on disk and the buses real files.
 
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
@@ -56,6 +56,21 @@ function recordingTransport(): { sent: unknown[]; transport: Transport } {
     },
   } as unknown as Transport;
   return { sent, transport };
+}
+
+/** A receiver writing into `bus` whose transport only records what it sends. */
+function recordingReceiver(bus: Bus, root: string) {
+  const { sent, transport } = recordingTransport();
+  const metrics = new NodeMetrics(new Metrics());
+  const receiver = new DeliveryReceiver({
+    bus,
+    ledger: DeliveryLedger.open({ dir: join(root, "ledger"), sync: false, fileBytesMax: 1 << 20 }),
+    transport,
+    logger: silentLogger,
+    metrics,
+    dedupWindowMessagesMax: 1000,
+  });
+  return { sent, metrics, receiver };
 }
 
 /** Node B: a receiver writing into its own bus. */
@@ -384,22 +399,42 @@ describe("a sender stream first seen mid-sequence", () => {
 });
 
 describe("a forwarded batch the owner's bus refuses in part", () => {
+  it("writes a message at the sender's size limit without the origin header the hop would add", async () => {
+    const root = scratch();
+    const config = { name: "default", inboxDepthMax: 100_000, messageBytesMax: 1024 };
+    // The file a bus writes for this message with an empty payload: the envelope's own bytes.
+    const probe = new Bus({ config: { ...config, root: join(root, "probe") } });
+    probe.sendSync("s1", "r1", { id: "big", type: "t", payload: "" });
+    const probeInbox = probe.layout.agent("r1").inbox;
+    const overhead = statSync(join(probeInbox, readdirSync(probeInbox)[0])).size;
+    probe.close();
+
+    const bus = new Bus({ config: { ...config, root: join(root, "bus") } });
+    cleanups.push(() => bus.close());
+    const { sent, metrics, receiver } = recordingReceiver(bus, root);
+    const payload = "x".repeat(1024 - overhead); // exactly at messageBytesMax on the sender
+    receiver.handle(
+      {
+        t: "d",
+        s: "S",
+        f: 1,
+        k: 0,
+        m: [{ id: "big", from: "s1", to: "r1", type: "t", priority: "normal", headers: {}, payload, ts: 1 }],
+      } as never,
+      "A",
+    );
+    await waitFor("the ack of 1", () => sent.some((frame) => (frame as { u?: number }).u === 1));
+    expect(idsIn(bus, "r1")).toEqual(["big"]);
+    expect((await metrics.rejected.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
+  });
+
   it("drops only the message the bus refuses, not its neighbours", async () => {
     const root = scratch();
     const bus = new Bus({
       config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000, messageBytesMax: 1024 },
     });
     cleanups.push(() => bus.close());
-    const { sent, transport } = recordingTransport();
-    const metrics = new NodeMetrics(new Metrics());
-    const receiver = new DeliveryReceiver({
-      bus,
-      ledger: DeliveryLedger.open({ dir: join(root, "ledger"), sync: false, fileBytesMax: 1 << 20 }),
-      transport,
-      logger: silentLogger,
-      metrics,
-      dedupWindowMessagesMax: 1000,
-    });
+    const { sent, metrics, receiver } = recordingReceiver(bus, root);
     const message = (id: string, payload: unknown) => ({
       id,
       from: "s1",

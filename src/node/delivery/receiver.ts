@@ -311,8 +311,8 @@ export class DeliveryReceiver {
       if (group.length > 0) {
         const spans = this.startSpans(group, from);
         try {
-          if (group.length === 1) bus.sendSync(head.from, head.to, toOutgoing(group[0]));
-          else bus.sendBatchSync(head.from, head.to, group.map(toOutgoing));
+          if (group.length === 1) this.sendOne(group[0]);
+          else bus.sendBatchSync(head.from, head.to, group.map((message) => toOutgoing(message)));
           for (const key of keys) this.recent.add(key);
           landed += group.length;
           this.dirtyAgents.add(head.to);
@@ -358,6 +358,21 @@ export class DeliveryReceiver {
       index = end;
     }
     return { written, landed, full: undefined };
+  }
+
+  /**
+   * Writes one message; one at the sender's messageBytesMax that the origin header pushes past
+   * this bus's limit is written without it (the header is the hop's metadata, the message the
+   * sender's: readers enforce the limit on the file, so the owner cannot take more).
+   */
+  private sendOne(message: WireMessage): void {
+    try {
+      this.options.bus.sendSync(message.from, message.to, toOutgoing(message));
+    } catch (error) {
+      if (!isCfnError(error, "CFN_ERR_MESSAGE_TOO_LARGE") || message.headers[ORIGIN_TS_HEADER] !== undefined)
+        throw error;
+      this.options.bus.sendSync(message.from, message.to, toOutgoing(message, false));
+    }
   }
 
   /** A span per traced message (a `traceparent` header) around its inbox write; none otherwise. */
@@ -490,9 +505,9 @@ export class DeliveryReceiver {
   }
 }
 
-function toOutgoing(message: WireMessage): OutgoingMessage {
+function toOutgoing(message: WireMessage, originHeader = true): OutgoingMessage {
   const headers = { ...message.headers };
-  if (Object.keys(headers).length < 62) {
+  if (originHeader && Object.keys(headers).length < 62) {
     if (headers[ORIGIN_TS_HEADER] === undefined) headers[ORIGIN_TS_HEADER] = String(message.ts);
   }
   return {
