@@ -17,6 +17,7 @@ export class NodeMetrics {
   readonly resyncs: Counter<string>;
   readonly inboxFull: Counter<string>;
   readonly heldFrames: Counter<string>;
+  readonly unsendable: Counter<string>;
   readonly rejected: Counter<string>;
   /** Malformed or unexpected frames from peers, by channel and reason. */
   readonly badFrames: Counter<string>;
@@ -58,6 +59,10 @@ export class NodeMetrics {
     this.heldFrames = metrics.counter(
       "cfn_delivery_held_frames_total",
       "Forwarded frames dropped while their sender's stream is held at a full inbox (asked again once it has room)",
+    );
+    this.unsendable = metrics.counter(
+      "cfn_delivery_unsendable_messages_total",
+      "Spooled messages no frame could carry (over frameBytesMax encoded), dead-lettered on the sending node",
     );
     this.rejected = metrics.counter(
       "cfn_delivery_rejected_messages_total",

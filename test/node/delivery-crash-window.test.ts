@@ -105,6 +105,7 @@ interface ForwarderSetup {
   isMember: (id: string) => boolean;
   peers: string[];
   inboxDepthMax?: number;
+  frameBytesMax?: number;
 }
 
 /** Agents r* live on B, the rest on A; both are members. */
@@ -120,6 +121,7 @@ async function startForwarder(network: MemoryNetwork, root: string, setup: Forwa
     nodeId: "A",
     logger: silentLogger,
     metrics: new Metrics(),
+    ...(setup.frameBytesMax ? { limits: { frameBytesMax: setup.frameBytesMax } } : {}),
   });
   for (const peer of setup.peers) transport.addPeer(peer, `mem://${peer}`);
   await transport.start();
@@ -133,13 +135,14 @@ async function startForwarder(network: MemoryNetwork, root: string, setup: Forwa
     },
   });
   const spool = await DeliverySpool.open({ path: join(root, "spoolA"), sync: false, logger: silentLogger });
+  const metrics = new NodeMetrics(new Metrics());
   const forwarder = new DeliveryForwarder({
     nodeId: "A",
     bus,
     spool,
     transport,
     logger: silentLogger,
-    metrics: new NodeMetrics(new Metrics()),
+    metrics,
     ownerOf: setup.ownerOf,
     isMember: setup.isMember,
     batchMessagesMax: 50,
@@ -153,7 +156,7 @@ async function startForwarder(network: MemoryNetwork, root: string, setup: Forwa
     if (parsed.ok && parsed.frame.t !== "d") forwarder.handleControl(parsed.frame, from);
   });
   await forwarder.start();
-  return { transport, bus, spool, forwarder };
+  return { transport, bus, spool, forwarder, metrics };
 }
 
 /** What kill -9 leaves: nothing graceful, the spool's pending write never lands. */
@@ -271,6 +274,31 @@ describe("cross-node delivery around a pending spool write", () => {
     expect(a.forwarder.status()[0].acked).toBeGreaterThan(SEQ_RESERVE_BLOCK_MESSAGES);
     expect((await b.metrics.resyncs.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
     expect((await b.metrics.duplicates.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
+  });
+
+  it("dead-letters a message no frame can carry on the sending node, and goes on with the next", async () => {
+    const root = scratch();
+    const network = new MemoryNetwork();
+    const b = await startReceiver(network, root);
+    const a = await startForwarder(network, root, { ...AB_SETUP, frameBytesMax: 4096 });
+    cleanups.push(() => kill(a));
+    a.bus.sendSync("s1", "r1", { id: "m1", type: "t", payload: 1 });
+    a.bus.sendSync("s1", "r1", { id: "huge", type: "t", payload: "x".repeat(8000) });
+    a.bus.sendSync("s1", "r1", { id: "m3", type: "t", payload: 3 });
+    await waitFor(
+      "m1 and m3 delivered, nothing pending",
+      () => idsIn(b.bus, "r1").length === 2 && a.forwarder.pendingTotal() === 0,
+      10_000,
+    );
+    expect(idsIn(b.bus, "r1")).toEqual(["m1", "m3"]);
+    const dead = readdirSync(a.bus.layout.agent("r1").dead).sort();
+    expect(dead).toHaveLength(2);
+    expect(JSON.parse(readFileSync(join(a.bus.layout.agent("r1").dead, dead[0]), "utf8")).id).toBe("huge");
+    expect(JSON.parse(readFileSync(join(a.bus.layout.agent("r1").dead, dead[1]), "utf8")).cause).toBe(
+      "unsendable",
+    );
+    expect((await a.metrics.unsendable.get()).values[0]?.value).toBe(1);
+    expect((await b.metrics.resyncs.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
   });
 
   it("re-routes a removed member's messages without losing them to other traffic for the new owner", async () => {

@@ -11,7 +11,7 @@
 // sent again from the first unacknowledged sequence (go-back-N), and a resync request rewinds to
 // the sequence the receiver expects. Messages leave the spool only once acknowledged.
 
-import { type FSWatcher, mkdirSync, watch } from "node:fs";
+import { type FSWatcher, mkdirSync, watch, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Span, SpanKind, trace } from "@opentelemetry/api";
 import type { Bus, Delivery, Envelope, Mailbox } from "../../bus/index.js";
@@ -533,8 +533,15 @@ export class DeliveryForwarder {
       try {
         queued = this.options.transport.sendFrame(dest, DELIVER_CHANNEL, frame);
       } catch (error) {
-        if (isCfnError(error, "CFN_ERR_FRAME_TOO_LARGE") && stream.chunkMax > 1) {
+        if (isCfnError(error, "CFN_ERR_FRAME_TOO_LARGE") && chunk.length > 1) {
           stream.chunkMax = Math.max(1, Math.floor(stream.chunkMax / 2));
+          continue;
+        }
+        if (isCfnError(error, "CFN_ERR_FRAME_TOO_LARGE")) {
+          // One message no frame can carry. Once everything before it is acknowledged it is
+          // dead-lettered here and skipped: the next frame's watermark k tells the owner.
+          if (chunk[0].seq !== stream.acked + 1) return; // the ack that lets it go pumps again
+          this.deadLetterUnsendable(stream, error);
           continue;
         }
         // Unknown peer (not yet added, or removed): retried by the timer / re-routed by scan().
@@ -548,6 +555,48 @@ export class DeliveryForwarder {
       if (stream.sent - stream.acked === 0) stream.lastProgressMs = Date.now();
       stream.sent = chunk[chunk.length - 1].seq;
     }
+  }
+
+  /**
+   * The head of `stream` cannot be framed (msgpack made it larger than frameBytesMax): it goes to
+   * the dead letters of its agent's directory on this bus, with the reason, and counts as
+   * acknowledged — the stream is not blocked by it for good.
+   */
+  private deadLetterUnsendable(stream: OutboundStream, error: unknown): void {
+    const item = stream.shift();
+    const { message } = item;
+    const reason = error instanceof Error ? error.message : String(error);
+    try {
+      const paths = this.options.bus.layout.agent(message.to);
+      this.options.bus.layout.ensureAgent(paths, true);
+      const name = `unsendable_${Date.now()}_${stream.dest}_${item.seq}.json`;
+      writeFileSync(join(paths.dead, name), JSON.stringify(message), { mode: 0o600 });
+      const record = { cause: "unsendable", reason, deliveries: 0, agent: message.to, dest: stream.dest };
+      writeFileSync(
+        join(paths.dead, `${name}.reason`),
+        `${JSON.stringify({ ...record, at: new Date().toISOString(), pid: process.pid })}\n`,
+        { mode: 0o600 },
+      );
+    } catch (writeError) {
+      this.logger.error("could not dead-letter an unsendable message", { id: message.id, error: writeError });
+    }
+    this.logger.error("message too large for any frame; dead-lettered on this node", {
+      id: message.id,
+      to: message.to,
+      dest: stream.dest,
+      reason,
+    });
+    this.options.metrics.unsendable.inc();
+    item.span?.end();
+    stream.acked = item.seq;
+    if (stream.sent < item.seq) stream.sent = item.seq;
+    stream.lastProgressMs = Date.now();
+    stream.compact();
+    stream.advance();
+    this.options.metrics.spoolDepth.set({ dest: stream.dest }, stream.pending);
+    this.options.spool
+      .remove(stream.dest, item.seq, item.seq)
+      .catch((removeError) => this.logger.warn("spool delete failed", { error: removeError }));
   }
 
   private scheduleRetry(stream: OutboundStream, delayMs: number): void {

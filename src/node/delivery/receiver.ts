@@ -312,7 +312,12 @@ export class DeliveryReceiver {
         const spans = this.startSpans(group, from);
         try {
           if (group.length === 1) this.sendOne(group[0]);
-          else bus.sendBatchSync(head.from, head.to, group.map((message) => toOutgoing(message)));
+          else
+            bus.sendBatchSync(
+              head.from,
+              head.to,
+              group.map((message) => toOutgoing(message)),
+            );
           for (const key of keys) this.recent.add(key);
           landed += group.length;
           this.dirtyAgents.add(head.to);
