@@ -93,6 +93,9 @@ export const nodeSchema = z
     spoolMessagesMax: int(1, 100_000_000)
       .default(1_000_000)
       .describe("Messages the spool holds before the node stops draining outbound mailboxes."),
+    spoolBytesMax: int(1 << 20, 2 ** 40)
+      .default(1 << 30)
+      .describe("Bytes of spooled messages (as stored) before the node stops draining outbound mailboxes."),
     spoolSync: z
       .boolean()
       .default(false)

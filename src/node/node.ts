@@ -273,6 +273,7 @@ export class ClusterNode {
       ackTimeoutMs: config.ackTimeoutMs,
       proxyScanIntervalMs: config.proxyScanIntervalMs,
       spoolMessagesMax: config.spoolMessagesMax,
+      spoolBytesMax: config.spoolBytesMax,
     });
     this.transport.onFrame(DELIVER_CHANNEL, (payload, from) => this.onDeliveryFrame(payload, from));
     this.routing.onApplied((applied) =>

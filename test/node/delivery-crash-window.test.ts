@@ -106,6 +106,7 @@ interface ForwarderSetup {
   peers: string[];
   inboxDepthMax?: number;
   frameBytesMax?: number;
+  spoolBytesMax?: number;
 }
 
 /** Agents r* live on B, the rest on A; both are members. */
@@ -150,6 +151,7 @@ async function startForwarder(network: MemoryNetwork, root: string, setup: Forwa
     ackTimeoutMs: 200,
     proxyScanIntervalMs: 20,
     spoolMessagesMax: 1_000_000,
+    spoolBytesMax: setup.spoolBytesMax,
   });
   transport.onFrame(DELIVER_CHANNEL, (payload, from) => {
     const parsed = parseDeliveryFrame(payload);
@@ -299,6 +301,26 @@ describe("cross-node delivery around a pending spool write", () => {
     );
     expect((await a.metrics.unsendable.get()).values[0]?.value).toBe(1);
     expect((await b.metrics.resyncs.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
+  });
+
+  it("stops draining the bus once the spool holds spoolBytesMax bytes, and goes on as acks free it", async () => {
+    const root = scratch();
+    const network = new MemoryNetwork();
+    // B is not up: nothing is acknowledged, the spool only grows.
+    const a = await startForwarder(network, root, { ...AB_SETUP, spoolBytesMax: 2_000 });
+    cleanups.push(() => kill(a));
+    const send = (i: number) =>
+      a.bus.sendSync("s1", "r1", { id: `m${i}`, type: "t", payload: "x".repeat(1000) });
+    for (let i = 0; i < 3; i++) send(i);
+    await waitFor("three spooled, past the byte limit", () => a.forwarder.pendingTotal() === 3);
+    expect(a.spool.bytes).toBeGreaterThan(2_000);
+    for (let i = 3; i < 10; i++) send(i);
+    await sleep(200);
+    expect(a.forwarder.pendingTotal()).toBe(3);
+    expect(idsIn(a.bus, "r1")).toHaveLength(7); // the rest waits on the bus
+    const b = await startReceiver(network, root);
+    await waitFor("all ten delivered", () => idsIn(b.bus, "r1").length === 10, 10_000);
+    await waitFor("the spool emptied", () => a.forwarder.pendingTotal() === 0 && a.spool.bytes === 0, 10_000);
   });
 
   it("re-routes a removed member's messages without losing them to other traffic for the new owner", async () => {

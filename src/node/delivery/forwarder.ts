@@ -39,6 +39,8 @@ export interface ForwarderOptions {
   ackTimeoutMs: number;
   proxyScanIntervalMs: number;
   spoolMessagesMax: number;
+  /** Bytes of spooled records at which draining pauses (messages can be up to messageBytesMax each). */
+  spoolBytesMax?: number;
 }
 
 /**
@@ -388,7 +390,8 @@ export class DeliveryForwarder {
   private async runProxy(proxy: Proxy): Promise<void> {
     const { mailbox, agentId } = proxy;
     while (!proxy.stopping && !mailbox.isClosed) {
-      if (this.options.spool.size >= this.options.spoolMessagesMax) {
+      const { spool, spoolMessagesMax, spoolBytesMax = Number.POSITIVE_INFINITY } = this.options;
+      if (spool.size >= spoolMessagesMax || spool.bytes >= spoolBytesMax) {
         await new Promise((resolve) => setTimeout(resolve, 20));
         continue;
       }

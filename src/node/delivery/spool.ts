@@ -89,7 +89,7 @@ export class DeliverySpool {
   /** Per destination: the reservation being written, if any. */
   private readonly reserving = new Map<string, { upTo: number; done: Promise<void> }>();
   private readonly cursors = new Map<string, ReceiverCursor>();
-  private readonly recordsByDest = new Map<string, { first: number; last: number }[]>();
+  private readonly recordsByDest = new Map<string, { first: number; last: number; bytes: number }[]>();
   /** Group commit: operations issued while a batch is being written go out as the next batch. */
   private queuedOps: SpoolOp[] = [];
   private queuedWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
@@ -99,6 +99,7 @@ export class DeliverySpool {
   private deferredDeletes: SpoolOp[] = [];
   private deleteTimer: NodeJS.Timeout | undefined;
   private spooled = 0;
+  private spooledBytes = 0;
   private closed = false;
 
   private constructor(
@@ -165,7 +166,8 @@ export class DeliverySpool {
         list.push({ dest, seq: first + index, message });
       });
       result.set(dest, list);
-      this.records(dest).push({ first, last: first + messages.length - 1 });
+      this.records(dest).push({ first, last: first + messages.length - 1, bytes: value.length });
+      this.spooledBytes += value.length;
       count += messages.length;
     }
     this.spooled = count;
@@ -175,6 +177,11 @@ export class DeliverySpool {
   /** Messages in the spool now. */
   get size(): number {
     return this.spooled;
+  }
+
+  /** Bytes of the spooled records now (as stored: JSON, sealed when encrypted). */
+  get bytes(): number {
+    return this.spooledBytes;
   }
 
   /**
@@ -222,9 +229,11 @@ export class DeliverySpool {
     for (const [dest, run] of runs) {
       const next = this.nextSeq.get(dest) as number;
       const first = next - run.length;
-      this.records(dest).push({ first, last: next - 1 });
       const key = seqKey(dest, first);
-      ops.push({ type: "put", key, value: this.codec.seal(JSON.stringify(run), key) });
+      const value = this.codec.seal(JSON.stringify(run), key);
+      this.records(dest).push({ first, last: next - 1, bytes: value.length });
+      this.spooledBytes += value.length;
+      ops.push({ type: "put", key, value });
       const reserved = this.reserved.get(dest) ?? 0;
       const reserving = this.reserving.get(dest);
       const covered = reserving ? reserving.upTo : reserved;
@@ -279,6 +288,7 @@ export class DeliverySpool {
     let done = 0;
     while (done < records.length && records[done].last <= to) {
       ops.push({ type: "del", key: seqKey(dest, records[done].first) });
+      this.spooledBytes -= records[done].bytes;
       done++;
     }
     if (done > 0) records.splice(0, done);
@@ -308,7 +318,7 @@ export class DeliverySpool {
   }
 
   /** Per destination: the spooled records (runs of sequences) in order, oldest first. */
-  private records(dest: string): { first: number; last: number }[] {
+  private records(dest: string): { first: number; last: number; bytes: number }[] {
     let list = this.recordsByDest.get(dest);
     if (!list) {
       list = [];
