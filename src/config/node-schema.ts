@@ -86,7 +86,7 @@ export const nodeSchema = z
     forwardBatchMessagesMax: int(1, 10_000).default(512).describe("Messages per forwarded frame."),
     forwardInflightMessagesMax: int(1, 1_000_000)
       .default(16_384)
-      .describe("Unacknowledged forwarded messages per destination node."),
+      .describe("Unacknowledged forwarded messages per destination node and lane."),
     ackTimeoutMs: int(10, 600_000)
       .default(1000)
       .describe("A forwarded batch not acknowledged within this time is sent again, in ms."),

@@ -12,7 +12,12 @@ import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
 import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
 import { DeliverySpool } from "../../src/node/delivery/spool.js";
-import { DELIVER_CHANNEL, parseDeliveryFrame, type WireMessage } from "../../src/node/delivery/wire.js";
+import {
+  DELIVER_CHANNEL,
+  laneOf,
+  parseDeliveryFrame,
+  type WireMessage,
+} from "../../src/node/delivery/wire.js";
 import { NodeMetrics } from "../../src/node/node-metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
@@ -73,6 +78,65 @@ function recordingReceiver(root: string, inboxDepthMax: number) {
   return { bus, sent, receiver, metrics, ledgerDir };
 }
 
+/** Node A (forwarder) and node B (receiver, inboxes of `inboxDepthMax`) on the in-memory transport. */
+async function startPair(root: string, inboxDepthMax: number) {
+  const network = new MemoryNetwork();
+  // Node B: the receiver.
+  const tb = network.createTransport({ nodeId: "B", logger: silentLogger, metrics: new Metrics() });
+  tb.addPeer("A", "mem://A");
+  await tb.start();
+  const busB = new Bus({ config: { root: join(root, "busB"), name: "default", inboxDepthMax } });
+  const metricsB = new NodeMetrics(new Metrics());
+  const receiver = new DeliveryReceiver({
+    bus: busB,
+    ledger: DeliveryLedger.open({ dir: join(root, "ledgerB"), sync: false, fileBytesMax: 1 << 22 }),
+    transport: tb,
+    logger: silentLogger,
+    metrics: metricsB,
+    dedupWindowMessagesMax: 10_000,
+  });
+  tb.onFrame(DELIVER_CHANNEL, (payload, from) => {
+    const parsed = parseDeliveryFrame(payload);
+    if (parsed.ok && parsed.frame.t === "d") receiver.handle(parsed.frame, from);
+  });
+  // Node A: the forwarder.
+  const ta = network.createTransport({ nodeId: "A", logger: silentLogger, metrics: new Metrics() });
+  ta.addPeer("B", "mem://B");
+  await ta.start();
+  const busA = new Bus({ config: { root: join(root, "busA"), name: "default", inboxDepthMax: 10_000 } });
+  const spool = await DeliverySpool.open({ path: join(root, "spoolA"), sync: false, logger: silentLogger });
+  const forwarder = new DeliveryForwarder({
+    nodeId: "A",
+    bus: busA,
+    spool,
+    transport: ta,
+    logger: silentLogger,
+    metrics: new NodeMetrics(new Metrics()),
+    ownerOf: (agent) => (agent.startsWith("r") ? "B" : "A"),
+    isMember: (id) => id === "A" || id === "B",
+    batchMessagesMax: 50,
+    inflightMessagesMax: 500,
+    ackTimeoutMs: 300,
+    proxyScanIntervalMs: 20,
+    spoolMessagesMax: 100_000,
+  });
+  ta.onFrame(DELIVER_CHANNEL, (payload, from) => {
+    const parsed = parseDeliveryFrame(payload);
+    if (parsed.ok && parsed.frame.t !== "d") forwarder.handleControl(parsed.frame, from);
+  });
+  await forwarder.start();
+  cleanups.push(async () => {
+    receiver.close();
+    await forwarder.close();
+    await spool.close();
+    await ta.close();
+    await tb.close();
+    busA.close();
+    busB.close();
+  });
+  return { busA, busB, forwarder };
+}
+
 describe("a full inbox on the receiving node", () => {
   it("holds the stream without a resync per frame, and asks once when the inbox has room", async () => {
     const root = scratch();
@@ -126,60 +190,7 @@ describe("a full inbox on the receiving node", () => {
 
   it("delivers a burst through a small inbox end to end: all of it, once, in order", async () => {
     const root = scratch();
-    const network = new MemoryNetwork();
-    // Node B: the receiver, agent r1 with an inbox of 20.
-    const tb = network.createTransport({ nodeId: "B", logger: silentLogger, metrics: new Metrics() });
-    tb.addPeer("A", "mem://A");
-    await tb.start();
-    const busB = new Bus({ config: { root: join(root, "busB"), name: "default", inboxDepthMax: 20 } });
-    const metricsB = new NodeMetrics(new Metrics());
-    const receiver = new DeliveryReceiver({
-      bus: busB,
-      ledger: DeliveryLedger.open({ dir: join(root, "ledgerB"), sync: false, fileBytesMax: 1 << 22 }),
-      transport: tb,
-      logger: silentLogger,
-      metrics: metricsB,
-      dedupWindowMessagesMax: 10_000,
-    });
-    tb.onFrame(DELIVER_CHANNEL, (payload, from) => {
-      const parsed = parseDeliveryFrame(payload);
-      if (parsed.ok && parsed.frame.t === "d") receiver.handle(parsed.frame, from);
-    });
-    // Node A: the forwarder.
-    const ta = network.createTransport({ nodeId: "A", logger: silentLogger, metrics: new Metrics() });
-    ta.addPeer("B", "mem://B");
-    await ta.start();
-    const busA = new Bus({ config: { root: join(root, "busA"), name: "default", inboxDepthMax: 10_000 } });
-    const spool = await DeliverySpool.open({ path: join(root, "spoolA"), sync: false, logger: silentLogger });
-    const forwarder = new DeliveryForwarder({
-      nodeId: "A",
-      bus: busA,
-      spool,
-      transport: ta,
-      logger: silentLogger,
-      metrics: new NodeMetrics(new Metrics()),
-      ownerOf: (agent) => (agent.startsWith("r") ? "B" : "A"),
-      isMember: (id) => id === "A" || id === "B",
-      batchMessagesMax: 50,
-      inflightMessagesMax: 500,
-      ackTimeoutMs: 300,
-      proxyScanIntervalMs: 20,
-      spoolMessagesMax: 100_000,
-    });
-    ta.onFrame(DELIVER_CHANNEL, (payload, from) => {
-      const parsed = parseDeliveryFrame(payload);
-      if (parsed.ok && parsed.frame.t !== "d") forwarder.handleControl(parsed.frame, from);
-    });
-    await forwarder.start();
-    cleanups.push(async () => {
-      receiver.close();
-      await forwarder.close();
-      await spool.close();
-      await ta.close();
-      await tb.close();
-      busA.close();
-      busB.close();
-    });
+    const { busA, busB, forwarder } = await startPair(root, 20);
 
     const total = 400;
     for (let n = 1; n <= total; n++) busA.sendSync("s1", "r1", { id: `m${n}`, type: "t", payload: n });
@@ -196,5 +207,34 @@ describe("a full inbox on the receiving node", () => {
     );
     expect(received).toEqual(Array.from({ length: total }, (_, i) => `m${i + 1}`));
     expect(receiveAll(busB, "r1")).toEqual([]);
+  });
+
+  it("a full inbox holds back only the agents of its lane", async () => {
+    const root = scratch();
+    const { busA, busB, forwarder } = await startPair(root, 20);
+    const other = ["r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"].find(
+      (agent) => laneOf(agent) !== laneOf("r1"),
+    );
+    if (!other) throw new Error("no agent in another lane");
+    // r1 never consumes; its inbox takes 20 of 60. The other agent's 60 all land meanwhile.
+    for (let n = 1; n <= 60; n++) {
+      busA.sendSync("s1", "r1", { id: `a${n}`, type: "t", payload: n });
+      busA.sendSync("s1", other, { id: `b${n}`, type: "t", payload: n });
+    }
+    const received: string[] = [];
+    await waitFor("the other lane's agent got all 60", () => {
+      received.push(...receiveAll(busB, other));
+      return received.length >= 60;
+    });
+    expect(received).toEqual(Array.from({ length: 60 }, (_, i) => `b${i + 1}`));
+    expect(busB.inboxDepth("r1")).toBe(20);
+    expect(forwarder.pendingTotal()).toBe(40);
+    // r1 catches up: the rest follows, in order.
+    const first = receiveAll(busB, "r1");
+    await waitFor("r1's backlog delivered", () => {
+      first.push(...receiveAll(busB, "r1"));
+      return first.length >= 60 && forwarder.pendingTotal() === 0;
+    });
+    expect(first).toEqual(Array.from({ length: 60 }, (_, i) => `a${i + 1}`));
   });
 });

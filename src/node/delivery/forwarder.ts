@@ -6,7 +6,8 @@
 // writes the messages to the spool (durable, in order), removes them from the bus, and streams them
 // to the owner node over the transport. A proxy does not wait for the spool write of one batch
 // before draining the next (at most PROXY_UNSPOOLED_BATCHES_MAX × batchMessagesMax messages wait for the spool;
-// their bus files are removed as each becomes durable, in order). Per destination node there is one stream with consecutive
+// their bus files are removed as each becomes durable, in order). Per destination node and lane (the
+// hash of the agent id, wire.ts: a full inbox holds back only its lane) there is one stream with consecutive
 // sequences; the owner acknowledges cumulatively; a frame not acknowledged within ackTimeoutMs is
 // sent again from the first unacknowledged sequence (go-back-N), and a resync request rewinds to
 // the sequence the receiver expects. Messages leave the spool only once acknowledged.
@@ -21,7 +22,15 @@ import type { Transport } from "../../transport/index.js";
 import type { NodeMetrics } from "../node-metrics.js";
 import type { DeliverySpool, SpooledMessage } from "./spool.js";
 import { spanParent, TRACER_NAME } from "./tracing.js";
-import { DELIVER_CHANNEL, type DeliveryFrame, type WireMessage } from "./wire.js";
+import {
+  DELIVER_CHANNEL,
+  type DeliveryFrame,
+  laneField,
+  laneKey,
+  laneOf,
+  parseLaneKey,
+  type WireMessage,
+} from "./wire.js";
 
 export interface ForwarderOptions {
   nodeId: string;
@@ -73,6 +82,7 @@ class OutboundStream {
   laterCount = 0;
   /** Highest sequence acknowledged and highest sent. */
   acked = 0;
+
   sent = 0;
   /**
    * Highest sequence covered by a durable reservation (spool.ts): frames go out only up to it.
@@ -84,12 +94,18 @@ class OutboundStream {
   chunkMax: number;
   retryTimer: NodeJS.Timeout | undefined;
   rerouting = false;
+  /** The destination node and lane (`dest` is their key in the spool, laneKey). */
+  readonly node: string;
+  readonly lane: number;
 
   constructor(
     readonly dest: string,
     chunkMax: number,
   ) {
     this.chunkMax = chunkMax;
+    const { node, lane } = parseLaneKey(dest);
+    this.node = node;
+    this.lane = lane;
   }
 
   /** Messages waiting for an ack (every run). */
@@ -245,7 +261,7 @@ export class DeliveryForwarder {
   /** An ack or resync from `from`. */
   handleControl(frame: Exclude<DeliveryFrame, { t: "d" }>, from: string): void {
     if (frame.s !== this.options.spool.streamId) return; // about a previous incarnation of our spool
-    const stream = this.streams.get(from);
+    const stream = this.streams.get(laneKey(from, frame.l ?? 0));
     if (!stream) return;
     // The owner cannot hold a sequence this node has not reserved (none goes out before): an ack
     // beyond it is an anomaly and must not drop messages waiting for their reservation.
@@ -259,7 +275,7 @@ export class DeliveryForwarder {
         this.options.metrics.retransmits.inc();
       }
     }
-    this.pump(from);
+    this.pump(stream.dest);
   }
 
   /** Looks for local mailboxes of remote agents to drain; re-routes streams of removed members. */
@@ -277,8 +293,8 @@ export class DeliveryForwarder {
       const owner = this.options.ownerOf(agentId);
       if (owner === undefined || owner === nodeId) this.closeProxy(agentId, proxy);
     }
-    for (const [dest, stream] of this.streams) {
-      if (stream.pending > 0 && !this.options.isMember(dest)) void this.reroute(dest, stream);
+    for (const stream of this.streams.values()) {
+      if (stream.pending > 0 && !this.options.isMember(stream.node)) void this.reroute(stream.node, stream);
     }
   }
 
@@ -328,16 +344,20 @@ export class DeliveryForwarder {
     return total;
   }
 
-  /** Per destination: messages waiting for an ack and how many are sent but unacknowledged. */
+  /**
+   * Per destination node (its lanes summed): messages waiting for an ack and how many are sent
+   * but unacknowledged; `acked` is the highest sequence acknowledged on any of its lanes.
+   */
   status(): { dest: string; pending: number; inflight: number; acked: number }[] {
-    return [...this.streams.values()]
-      .map((stream) => ({
-        dest: stream.dest,
-        pending: stream.pending,
-        inflight: Math.max(0, stream.sent - stream.acked),
-        acked: stream.acked,
-      }))
-      .sort((a, b) => (a.dest < b.dest ? -1 : 1));
+    const byNode = new Map<string, { dest: string; pending: number; inflight: number; acked: number }>();
+    for (const stream of this.streams.values()) {
+      const entry = byNode.get(stream.node) ?? { dest: stream.node, pending: 0, inflight: 0, acked: 0 };
+      entry.pending += stream.pending;
+      entry.inflight += Math.max(0, stream.sent - stream.acked);
+      entry.acked = Math.max(entry.acked, stream.acked);
+      byNode.set(stream.node, entry);
+    }
+    return [...byNode.values()].sort((a, b) => (a.dest < b.dest ? -1 : 1));
   }
 
   /** Agents whose local mailbox this node drains now. */
@@ -449,13 +469,15 @@ export class DeliveryForwarder {
    */
   private spoolAndStream(owner: string, deliveries: Delivery[]): Promise<void> {
     const { spooled, durable, sendable } = this.options.spool.appendNow(
-      deliveries.map((delivery) => ({ dest: owner, message: toWire(delivery.message) })),
+      deliveries.map((delivery) => ({
+        dest: laneKey(owner, laneOf(delivery.message.to)),
+        message: toWire(delivery.message),
+      })),
     );
     this.options.metrics.spooled.inc(spooled.length);
-    const stream = this.stream(owner);
     const now = Date.now();
-    for (const item of spooled) stream.push(this.streamItem(item, now));
-    this.options.metrics.spoolDepth.set({ dest: owner }, stream.pending);
+    for (const item of spooled) this.stream(item.dest).push(this.streamItem(item, now));
+    this.setSpoolDepth(owner);
     this.releaseWhenReserved(spooled, sendable);
     return durable;
   }
@@ -495,7 +517,7 @@ export class DeliveryForwarder {
           attributes: {
             "messaging.message.id": item.message.id,
             "cfn.agent": item.message.to,
-            "cfn.dest": item.dest,
+            "cfn.dest": parseLaneKey(item.dest).node,
           },
         },
         parent,
@@ -512,6 +534,13 @@ export class DeliveryForwarder {
       this.streams.set(dest, stream);
     }
     return stream;
+  }
+
+  /** The spool-depth gauge of a destination node: its lanes summed. */
+  private setSpoolDepth(node: string): void {
+    let pending = 0;
+    for (const stream of this.streams.values()) if (stream.node === node) pending += stream.pending;
+    this.options.metrics.spoolDepth.set({ dest: node }, pending);
   }
 
   private pump(dest: string): void {
@@ -531,10 +560,11 @@ export class DeliveryForwarder {
         f: chunk[0].seq,
         k: stream.acked,
         m: chunk.map((item) => item.message),
+        ...laneField(stream.lane),
       };
       let queued: boolean;
       try {
-        queued = this.options.transport.sendFrame(dest, DELIVER_CHANNEL, frame);
+        queued = this.options.transport.sendFrame(stream.node, DELIVER_CHANNEL, frame);
       } catch (error) {
         if (isCfnError(error, "CFN_ERR_FRAME_TOO_LARGE") && chunk.length > 1) {
           stream.chunkMax = Math.max(1, Math.floor(stream.chunkMax / 2));
@@ -574,7 +604,7 @@ export class DeliveryForwarder {
       this.options.bus.layout.ensureAgent(paths, true);
       const name = `unsendable_${Date.now()}_${stream.dest}_${item.seq}.json`;
       writeFileSync(join(paths.dead, name), JSON.stringify(message), { mode: 0o600 });
-      const record = { cause: "unsendable", reason, deliveries: 0, agent: message.to, dest: stream.dest };
+      const record = { cause: "unsendable", reason, deliveries: 0, agent: message.to, dest: stream.node };
       writeFileSync(
         join(paths.dead, `${name}.reason`),
         `${JSON.stringify({ ...record, at: new Date().toISOString(), pid: process.pid })}\n`,
@@ -586,7 +616,7 @@ export class DeliveryForwarder {
     this.logger.error("message too large for any frame; dead-lettered on this node", {
       id: message.id,
       to: message.to,
-      dest: stream.dest,
+      dest: stream.node,
       reason,
     });
     this.options.metrics.unsendable.inc();
@@ -596,7 +626,7 @@ export class DeliveryForwarder {
     stream.lastProgressMs = Date.now();
     stream.compact();
     stream.advance();
-    this.options.metrics.spoolDepth.set({ dest: stream.dest }, stream.pending);
+    this.setSpoolDepth(stream.node);
     this.options.spool
       .remove(stream.dest, item.seq, item.seq)
       .catch((removeError) => this.logger.warn("spool delete failed", { error: removeError }));
@@ -628,7 +658,7 @@ export class DeliveryForwarder {
     stream.compact();
     stream.advance(); // the run after a gap, once the one before it is acknowledged
     this.options.metrics.forwardAcked.inc(count);
-    this.options.metrics.spoolDepth.set({ dest: stream.dest }, stream.pending);
+    this.setSpoolDepth(stream.node);
     this.options.spool
       .remove(stream.dest, from, upTo)
       .catch((error) => this.logger.warn("spool delete failed", { error }));
@@ -678,7 +708,7 @@ export class DeliveryForwarder {
       if (owner === this.options.nodeId) {
         if (!this.deliverLocally(item.message)) break; // full (or failing): the next scan goes on from here
       } else {
-        moved.push({ dest: owner, message: item.message });
+        moved.push({ dest: laneKey(owner, laneOf(item.message.to)), message: item.message });
       }
       handled++;
     }

@@ -35,7 +35,14 @@ import type { DeliveryLedger } from "./ledger.js";
 import { RecentIds } from "./recent-ids.js";
 import type { ReceiverCursor } from "./spool.js";
 import { endSpansWithError, spanParent, TRACER_NAME } from "./tracing.js";
-import { DELIVER_CHANNEL, type DeliveryFrame, type WireMessage } from "./wire.js";
+import {
+  DELIVER_CHANNEL,
+  type DeliveryFrame,
+  laneField,
+  laneKey,
+  parseLaneKey,
+  type WireMessage,
+} from "./wire.js";
 
 export interface ReceiverOptions {
   bus: Bus;
@@ -139,10 +146,13 @@ export class DeliveryReceiver {
     }
   }
 
-  /** Writes one validated data frame from `from` into the inboxes (acks go out batched). */
+  /**
+   * Writes one validated data frame from node `from` into the inboxes (acks go out batched).
+   * Cursors, intents, holds and acks are per stream: per sender node and lane (laneKey).
+   */
   handle(frame: DataFrame, from: string): void {
     if (this.closed) return;
-    this.write(frame, from);
+    this.write(frame, laneKey(from, frame.l ?? 0));
   }
 
   /** Resolves when the acknowledgements of everything written so far were sent. */
@@ -473,9 +483,15 @@ export class DeliveryReceiver {
     });
   }
 
-  private sendControl(to: string, frame: DeliveryFrame): void {
+  /** Sends an ack or resync on the stream `key` (the sender node and lane). */
+  private sendControl(key: string, frame: DeliveryFrame): void {
+    const { node: to, lane } = parseLaneKey(key);
     try {
-      this.options.transport.sendFrame(to, DELIVER_CHANNEL, frame);
+      this.options.transport.sendFrame(
+        to,
+        DELIVER_CHANNEL,
+        lane === 0 ? frame : { ...frame, ...laneField(lane) },
+      );
     } catch (error) {
       // The sender will retransmit after its ack timeout and get the ack then.
       this.logger.debug("ack not sent", { to, error });

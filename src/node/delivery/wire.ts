@@ -6,6 +6,10 @@
 //   {t:"a", s:<stream>, u:<seq>}                          cumulative ack: every seq ≤ u is in an inbox
 //   {t:"r", s:<stream>, e:<seq>}                          resync: the receiver expects e next
 //
+// Each may carry `l`, the lane (absent: lane 0). A sender keeps one stream per destination node
+// and lane; an agent's lane is a hash of its id (laneOf), so every message to one agent from one
+// node travels in one stream, in order, and a full inbox holds back only the agents of its lane.
+//
 // Payloads arrive unvalidated from the peer: parseDeliveryFrame checks every field and returns
 // a reason for anything else, so a malformed frame is counted and dropped, never thrown.
 
@@ -27,9 +31,42 @@ export interface WireMessage {
 }
 
 export type DeliveryFrame =
-  | { t: "d"; s: string; f: number; k: number; m: WireMessage[] }
-  | { t: "a"; s: string; u: number }
-  | { t: "r"; s: string; e: number };
+  | { t: "d"; s: string; f: number; k: number; m: WireMessage[]; l?: number }
+  | { t: "a"; s: string; u: number; l?: number }
+  | { t: "r"; s: string; e: number; l?: number };
+
+/** Lanes per destination node a sender spreads agents over (a full inbox holds back one lane). */
+export const FORWARD_LANES = 8;
+/** Lanes a receiver accepts (room for senders configured with more). */
+export const FORWARD_LANES_MAX = 64;
+
+/** The lane of an agent: FNV-1a of its id, modulo FORWARD_LANES. */
+export function laneOf(agentId: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < agentId.length; i++) {
+    hash ^= agentId.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0) % FORWARD_LANES;
+}
+
+/**
+ * The key of a (node, lane) stream in spools, ledgers and maps: the node id itself for lane 0 (as
+ * data dirs of versions without lanes have it), `<node>~<lane>` otherwise ('~' is not in node ids).
+ */
+export function laneKey(node: string, lane: number): string {
+  return lane === 0 ? node : `${node}~${lane}`;
+}
+
+export function parseLaneKey(key: string): { node: string; lane: number } {
+  const at = key.lastIndexOf("~");
+  return at < 0 ? { node: key, lane: 0 } : { node: key.slice(0, at), lane: Number(key.slice(at + 1)) };
+}
+
+/** The frame's lane field (absent for lane 0). */
+export function laneField(lane: number): { l?: number } {
+  return lane === 0 ? {} : { l: lane };
+}
 
 const STREAM_PATTERN = /^[A-Za-z0-9-]{1,64}$/;
 const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -64,6 +101,9 @@ export function parseDeliveryFrame(
     return { ok: false, reason: "not an object" };
   const f = value as Record<string, unknown>;
   if (typeof f.s !== "string" || !STREAM_PATTERN.test(f.s)) return { ok: false, reason: "bad stream" };
+  const l = f.l === undefined ? 0 : f.l;
+  if (!isSeq(l) || l >= FORWARD_LANES_MAX) return { ok: false, reason: "bad lane" };
+  const lane = laneField(l);
   switch (f.t) {
     case "d": {
       if (!isSeq(f.f) || f.f < 1) return { ok: false, reason: "bad first seq" };
@@ -75,13 +115,15 @@ export function parseDeliveryFrame(
       }
       const k = f.k === undefined ? 0 : f.k;
       if (!isSeq(k) || k >= f.f) return { ok: false, reason: "bad acked watermark" };
-      return { ok: true, frame: { t: "d", s: f.s, f: f.f, k, m: f.m as WireMessage[] } };
+      return { ok: true, frame: { t: "d", s: f.s, f: f.f, k, m: f.m as WireMessage[], ...lane } };
     }
     case "a":
-      return isSeq(f.u) ? { ok: true, frame: { t: "a", s: f.s, u: f.u } } : { ok: false, reason: "bad ack" };
+      return isSeq(f.u)
+        ? { ok: true, frame: { t: "a", s: f.s, u: f.u, ...lane } }
+        : { ok: false, reason: "bad ack" };
     case "r":
       return isSeq(f.e) && f.e >= 1
-        ? { ok: true, frame: { t: "r", s: f.s, e: f.e } }
+        ? { ok: true, frame: { t: "r", s: f.s, e: f.e, ...lane } }
         : { ok: false, reason: "bad resync" };
     default:
       return { ok: false, reason: "unknown frame type" };
