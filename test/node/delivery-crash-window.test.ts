@@ -62,15 +62,16 @@ function recordingTransport(): { sent: unknown[]; transport: Transport } {
 function recordingReceiver(bus: Bus, root: string) {
   const { sent, transport } = recordingTransport();
   const metrics = new NodeMetrics(new Metrics());
+  const ledger = DeliveryLedger.open({ dir: join(root, "ledger"), sync: false, fileBytesMax: 1 << 20 });
   const receiver = new DeliveryReceiver({
     bus,
-    ledger: DeliveryLedger.open({ dir: join(root, "ledger"), sync: false, fileBytesMax: 1 << 20 }),
+    ledger,
     transport,
     logger: silentLogger,
     metrics,
     dedupWindowMessagesMax: 1000,
   });
-  return { sent, metrics, receiver };
+  return { sent, metrics, receiver, ledger };
 }
 
 /** Node B: a receiver writing into its own bus. */
@@ -417,16 +418,7 @@ describe("a sender stream first seen mid-sequence", () => {
     const root = scratch();
     const bus = new Bus({ config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000 } });
     cleanups.push(() => bus.close());
-    const { sent, transport } = recordingTransport();
-    const ledger = DeliveryLedger.open({ dir: join(root, "ledger"), sync: false, fileBytesMax: 1 << 20 });
-    const receiver = new DeliveryReceiver({
-      bus,
-      ledger,
-      transport,
-      logger: silentLogger,
-      metrics: new NodeMetrics(new Metrics()),
-      dedupWindowMessagesMax: 1000,
-    });
+    const { sent, receiver } = recordingReceiver(bus, root);
     const message = (id: string) => ({
       id,
       from: "s1",
@@ -476,6 +468,33 @@ describe("a forwarded batch the owner's bus refuses in part", () => {
     await waitFor("the ack of 1", () => sent.some((frame) => (frame as { u?: number }).u === 1));
     expect(idsIn(bus, "r1")).toEqual(["big"]);
     expect((await metrics.rejected.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
+  });
+
+  it("recovers a crash's intents up to the last message found, though its agent consumed one before it", async () => {
+    const root = scratch();
+    const bus = new Bus({ config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000 } });
+    cleanups.push(() => bus.close());
+    // What a crash left: the intent of sequences 1–4; 1–3 were written, and the agent consumed 2.
+    const ledgerDir = join(root, "ledger");
+    const before = DeliveryLedger.open({ dir: ledgerDir, sync: false, fileBytesMax: 1 << 20 });
+    const ids = ["m1", "m2", "m3", "m4"];
+    before.appendIntent("A", {
+      stream: "S",
+      first: 1,
+      last: 4,
+      targets: ids.map((id) => ({ to: "r1", id })),
+    });
+    for (const id of ["m1", "m2", "m3"]) bus.sendSync("s1", "r1", { id, type: "t", payload: id });
+    const agent = bus.openMailbox("r1", { heartbeat: false, watch: false });
+    const consumed = agent.receiveNow(2).filter((delivery) => delivery.message.id === "m2");
+    agent.ack(consumed);
+    agent.close();
+    before.close();
+
+    const { receiver, ledger } = recordingReceiver(bus, root); // reopens the ledger at ledgerDir
+    receiver.recover(ledger.intentSenders());
+    expect(ledger.cursor("A")).toEqual({ stream: "S", seq: 3 });
+    expect(idsIn(bus, "r1")).toEqual(["m1", "m3"]);
   });
 
   it("drops only the message the bus refuses, not its neighbours", async () => {

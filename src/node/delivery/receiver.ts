@@ -119,18 +119,22 @@ export class DeliveryReceiver {
     this.recent = new RecentIds(options.dedupWindowMessagesMax);
   }
 
-  /** Settles intents left by a crash: messages found in inboxes count as written. */
+  /**
+   * Settles intents left by a crash: the targets were written in order, so everything up to the
+   * last one found in an inbox (or claimed) was written — one missing before it was consumed by
+   * its agent meanwhile — and nothing after it.
+   */
   recover(senders: string[]): void {
     const { ledger } = this.options;
     for (const from of senders) {
       const intent = ledger.intent(from);
       if (!intent) continue;
       const found = this.idsInInboxes(new Set(intent.targets.map((target) => target.to)));
-      let last = intent.first - 1;
-      for (const target of intent.targets) {
-        if (!found.has(`${target.to}/${target.id}`)) break;
-        last++;
-      }
+      let landedCount = 0;
+      intent.targets.forEach((target, index) => {
+        if (found.has(`${target.to}/${target.id}`)) landedCount = index + 1;
+      });
+      const last = intent.first - 1 + landedCount;
       this.logger.info("recovered an interrupted delivery", {
         from,
         stream: intent.stream,
