@@ -2,8 +2,8 @@
 // acknowledges them end to end.
 //
 // Exactly once into the inbox, with at-least-once transfer underneath:
-//  - per sender node, frames carry consecutive sequences of the sender's stream; the receiver
-//    keeps a cursor (last sequence written) and skips what is at or below it;
+//  - per sender node and lane (wire.ts), frames carry consecutive sequences of the sender's
+//    stream; the receiver keeps a cursor (last sequence written) and skips what is at or below it;
 //  - a frame that starts past cursor+1 (a frame lost on a dropped connection) is not written:
 //    the receiver asks for a resync from cursor+1, so order per sender→receiver is kept;
 //  - before writing, an intent record names the messages about to be written (ledger.ts, a
