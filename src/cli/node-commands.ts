@@ -327,7 +327,11 @@ interface ClusterStatus {
     teams: string[];
   }[];
   teams: { id: string; coordinator: string | null; epoch: number }[];
-  delivery: { spooled: number; streams: { dest: string; pending: number; inflight: number }[] };
+  delivery: {
+    spooled: number;
+    streams: { dest: string; pending: number; inflight: number }[];
+    held?: { from: string; lane: number; agent: string; seq: number }[];
+  };
   bus: {
     dir: string;
     agents: { agentId: string; inboxDepth: number; claimed: number; deadLetters: number }[];
@@ -376,6 +380,8 @@ function printClusterStatus(
   printLine(
     `spool: ${status.delivery.spooled} messages${status.delivery.streams.map((s) => `; → ${s.dest}: ${s.pending} pending, ${s.inflight} in flight`).join("")}`,
   );
+  for (const hold of status.delivery.held ?? [])
+    printLine(`held: from ${hold.from} lane ${hold.lane} at seq ${hold.seq}: inbox of ${hold.agent} full`);
   const agents = localBus.agents;
   printLine(`bus ${localBus.dir}: ${agents.length} mailboxes`);
   if (agents.length > 0) {

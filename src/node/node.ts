@@ -731,6 +731,7 @@ export class ClusterNode {
         spooled: this.spool.size,
         streams: this.forwarder.status(),
         proxied: this.forwarder.proxiedAgents(),
+        held: this.receiver.held(),
       },
       bus: { dir: localAgents.dir, agents: localAgents.agents },
     };

@@ -153,7 +153,7 @@ describe("a full inbox on the receiving node", () => {
     // 20 messages for an inbox that takes 10: the ten that fit land (written one per file).
     receiver.handle(frame(1, 20), "A");
     await waitFor("the ack of 10", () => sent.some((f) => f.t === "a" && f.u === 10));
-    expect(receiver.held()).toEqual([{ from: "A", agent: "r1", seq: 11 }]);
+    expect(receiver.held()).toEqual([{ from: "A", lane: 0, agent: "r1", seq: 11 }]);
     const ledgerBefore = ledgerBytes(ledgerDir);
 
     // The rest of the sender's window arrives, and its go-back-N resend: held, no resync each,

@@ -1,9 +1,10 @@
 // Cross-node delivery between 3 real node processes on loopback: an agent sends to an agent on
 // another "host" (another bus root) exactly as to a local one, and the message lands in its
 // inbox exactly once, in order — also when the leader is killed with SIGKILL mid-traffic and
-// restarted on its data dir.
+// restarted on its data dir; and a full inbox holds back only its lane, shown in the status.
 
 import { afterEach, describe, expect, it } from "vitest";
+import { laneOf } from "../../src/node/delivery/wire.js";
 import { api, drainInbox, type NodeProcess, TestCluster, tryStatus, waitFor } from "./harness.js";
 
 let cluster: TestCluster | undefined;
@@ -140,5 +141,61 @@ describe("cross-node delivery (3 node processes)", () => {
     // The forwarded message carries its origin timestamp across the hop.
     const sample = received.get("a1")?.[0] as { headers?: Record<string, string> } | undefined;
     expect(sample?.headers?.["cfn-origin-ts"]).toMatch(/^[0-9]+$/);
+  });
+
+  it("holds back only a full inbox's lane between real nodes, shows it in status, and delivers it all once drained", async () => {
+    cluster = await TestCluster.create(2);
+    const [n1, n2] = cluster.nodes;
+    await Promise.all([
+      n1.start(cluster.peerFlags(n1)),
+      n2.start(cluster.peerFlags(n2), { CFN_BUS_INBOX_DEPTH_MAX: "20", CFN_BUS_BATCH_MESSAGES_MAX: "20" }),
+    ]);
+    await cluster.waitReady(cluster.nodes);
+    const other = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"].find(
+      (agent) => laneOf(agent) !== laneOf("slow"),
+    );
+    if (!other) throw new Error("no agent in another lane");
+    await register(n2, "slow");
+    await register(n2, other);
+    await waitRouted(cluster.nodes, ["slow", other]);
+
+    const bus = n1.bus();
+    const sent: Sent[] = [];
+    for (let i = 0; i < 60; i++) {
+      for (const to of ["slow", other]) {
+        const id = `s1-${to}-${i}`;
+        bus.sendSync("s1", to, { id, type: "test", payload: { i } });
+        sent.push({ id, to, from: "s1", i });
+      }
+    }
+    // biome-ignore lint/suspicious/noExplicitAny: status JSON of a node, read loosely by tests and benches
+    const received = new Map<string, { id: string; from: string; payload: any }[]>();
+    const drain = async (agent: string) =>
+      received.set(agent, [...(received.get(agent) ?? []), ...(await drainInbox(n2, agent))]);
+    // `slow` does not consume: its inbox takes 20 and its lane is held; the other lane flows.
+    await waitFor("the other lane's agent got all 60", async () => {
+      await drain(other);
+      return (received.get(other) ?? []).length >= 60;
+    });
+    const status = await waitFor("the held stream in n2's status", async () => {
+      const current = await tryStatus(n2);
+      return current?.delivery.held.length > 0 ? current : undefined;
+    });
+    expect(status.delivery.held).toEqual([{ from: "n1", lane: laneOf("slow"), agent: "slow", seq: 21 }]);
+
+    await waitFor(
+      "slow's backlog delivered once it consumes",
+      async () => {
+        await drain("slow");
+        return (received.get("slow") ?? []).length >= 60;
+      },
+      20_000,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await drain("slow");
+    await drain(other);
+    bus.close();
+    checkExactlyOnceInOrder(sent, received);
+    expect((await tryStatus(n2))?.delivery.held).toEqual([]);
   });
 });

@@ -173,9 +173,12 @@ export class DeliveryReceiver {
     this.holds.clear();
   }
 
-  /** Sender nodes whose stream is held at a full inbox, with the agent and sequence. */
-  held(): { from: string; agent: string; seq: number }[] {
-    return [...this.holds].map(([from, hold]) => ({ from, agent: hold.agent, seq: hold.seq }));
+  /** Incoming streams held at a full inbox: the sender node, its lane, the agent and sequence. */
+  held(): { from: string; lane: number; agent: string; seq: number }[] {
+    return [...this.holds].map(([key, hold]) => {
+      const { node, lane } = parseLaneKey(key);
+      return { from: node, lane, agent: hold.agent, seq: hold.seq };
+    });
   }
 
   private cursorOf(from: string): ReceiverCursor | undefined {
