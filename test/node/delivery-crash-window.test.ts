@@ -275,6 +275,7 @@ describe("cross-node delivery around a pending spool write", () => {
     expect(idsIn(b.bus, "r1")).toEqual(["m0", "m1"]);
     expect(idsIn(b.bus, "r2")).toEqual(["m2"]);
     expect(a.forwarder.status()[0].acked).toBeGreaterThan(SEQ_RESERVE_BLOCK_MESSAGES);
+    expect(a.spool.size).toBe(0);
     expect((await b.metrics.resyncs.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
     expect((await b.metrics.duplicates.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
   });

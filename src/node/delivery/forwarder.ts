@@ -643,13 +643,16 @@ export class DeliveryForwarder {
 
   private acknowledge(stream: OutboundStream, upTo: number): void {
     if (upTo <= stream.acked) return;
-    const from = stream.acked + 1;
     const now = Date.now();
     let count = 0;
+    let first = 0;
+    let last = 0;
     while (stream.head < stream.items.length && (stream.items[stream.head] as StreamItem).seq <= upTo) {
       const item = stream.shift();
       this.options.metrics.forwardLatency.observe((now - item.spooledAtMs) / 1000);
       item.span?.end();
+      if (count === 0) first = item.seq;
+      last = item.seq;
       count++;
     }
     stream.acked = upTo;
@@ -659,8 +662,10 @@ export class DeliveryForwarder {
     stream.advance(); // the run after a gap, once the one before it is acknowledged
     this.options.metrics.forwardAcked.inc(count);
     this.setSpoolDepth(stream.node);
+    // The messages this ack released (an ack into a restart's gap covers sequences never spooled).
+    if (count === 0) return;
     this.options.spool
-      .remove(stream.dest, from, upTo)
+      .remove(stream.dest, first, last)
       .catch((error) => this.logger.warn("spool delete failed", { error }));
   }
 
