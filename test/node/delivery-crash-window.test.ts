@@ -221,6 +221,42 @@ describe("cross-node delivery around a pending spool write", () => {
     );
   });
 
+  it("after a crash, acks from an owner already inside the unused reservation release only what they cover", async () => {
+    const root = scratch();
+    const network = new MemoryNetwork();
+    const b = await startReceiver(network, root);
+    let a = await startForwarder(network, root, AB_SETUP);
+    // B writes what A sends, but its acks are lost.
+    network.setLinkUp("B", "A", false);
+    a.bus.sendSync("s1", "r1", { id: "m0", type: "t", payload: 0 }); // seq 1, spooled
+    await waitFor("m0 on B", () => idsIn(b.bus, "r1").length === 1);
+    await a.spool.flush();
+    // biome-ignore lint/suspicious/noExplicitAny: holding back the spool's LevelDB batch
+    (a.spool as any).db.batch = () => new Promise(() => {});
+    a.bus.sendSync("s1", "r1", { id: "m1", type: "t", payload: 1 }); // seq 2: on B, never spooled
+    await waitFor("m1 on B", () => idsIn(b.bus, "r1").length === 2);
+    await kill(a);
+
+    // A restarts holding m0 (seq 1); B's cursor is at 2, inside the reservation A skips.
+    network.setLinkUp("B", "A", true);
+    a = await startForwarder(network, root, AB_SETUP);
+    cleanups.push(() => kill(a));
+    a.bus.sendSync("s1", "r1", { id: "m2", type: "t", payload: 2 });
+    await waitFor(
+      "m2 delivered, m1 re-drained and dropped, nothing pending",
+      () =>
+        idsIn(b.bus, "r1").length === 3 &&
+        a.forwarder.pendingTotal() === 0 &&
+        idsIn(a.bus, "r1").length === 0,
+      10_000,
+    );
+    expect(idsIn(b.bus, "r1")).toEqual(["m0", "m1", "m2"]);
+    await waitFor("the spool empty", () => a.spool.size === 0, 10_000);
+    expect(
+      (await b.metrics.duplicates.get()).values.find((v) => v.labels.reason === "message_id")?.value,
+    ).toBe(1);
+  });
+
   it("sends no frame before its sequence's reservation is durable", async () => {
     const root = scratch();
     const network = new MemoryNetwork();
