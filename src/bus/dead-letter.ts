@@ -73,6 +73,21 @@ export function moveToDeadLetter(
   return true;
 }
 
+/**
+ * Writes a message that never was a file of this inbox (one a node could not send or decrypt)
+ * into `deadDir` as <name>, with its reason as <name>.reason, as the bus's own dead letters.
+ */
+export function writeDeadLetter(
+  deadDir: string,
+  name: string,
+  text: string,
+  record: { cause: string; reason: string; agent: string } & Record<string, unknown>,
+): void {
+  writeFileSync(join(deadDir, name), text, { mode: FILE_MODE });
+  const full = { deliveries: 0, ...record, at: new Date().toISOString(), pid: process.pid };
+  writeFileSync(join(deadDir, `${name}.reason`), `${JSON.stringify(full)}\n`, { mode: FILE_MODE });
+}
+
 /** Dead-letters a file already written into dead/ (the remainder of a batch): reason file only. */
 export function moveToDeadLetterAfterWrite(
   context: DeadLetterContext,

@@ -2,8 +2,7 @@
 // (CFN_ERR_DECRYPT: altered on disk, or sealed with a key this node no longer has): it is set
 // aside with its reason — never delivered, never a crash — and counted in the log.
 
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { writeDeadLetter } from "../bus/dead-letter.js";
 import { isCfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 
@@ -26,15 +25,6 @@ export function deadLetterUnreadable(
   logger: Logger,
 ): void {
   const reason = unreadableReason(error);
-  writeFileSync(join(deadDir, name), stored, { mode: 0o600 });
-  const record = {
-    cause: "undecryptable",
-    reason,
-    deliveries: 0,
-    agent,
-    at: new Date().toISOString(),
-    pid: process.pid,
-  };
-  writeFileSync(join(deadDir, `${name}.reason`), `${JSON.stringify(record)}\n`, { mode: 0o600 });
+  writeDeadLetter(deadDir, name, stored, { cause: "undecryptable", reason, agent });
   logger.error("mirrored message cannot be decrypted; moved to dead-letter", { agent, name, reason });
 }

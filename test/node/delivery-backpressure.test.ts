@@ -12,16 +12,12 @@ import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
 import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
 import { DeliverySpool } from "../../src/node/delivery/spool.js";
-import {
-  DELIVER_CHANNEL,
-  laneOf,
-  parseDeliveryFrame,
-  type WireMessage,
-} from "../../src/node/delivery/wire.js";
+import { laneOf, type WireMessage } from "../../src/node/delivery/wire.js";
 import { NodeMetrics } from "../../src/node/node-metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
-import { MemoryNetwork, type Transport } from "../../src/transport/index.js";
+import { MemoryNetwork } from "../../src/transport/index.js";
+import { recordingReceiver, startMemoryPair, wireDelivery } from "./delivery-wiring.js";
 import { perTestScratch, waitFor } from "./harness.js";
 
 const { scratch, cleanups } = perTestScratch("cfn-delivery-full-");
@@ -52,64 +48,34 @@ function ledgerBytes(dir: string): number {
   return readdirSync(dir).reduce((sum, name) => sum + statSync(join(dir, name)).size, 0);
 }
 
-/** A receiver on its own bus whose transport only records what it sends (acks, resyncs). */
-function recordingReceiver(root: string, inboxDepthMax: number) {
+/** A receiver on its own bus (inboxes of `inboxDepthMax`) whose transport records what it sends. */
+function receiverOnBus(root: string, inboxDepthMax: number) {
   const bus = new Bus({ config: { root: join(root, "bus"), name: "default", inboxDepthMax } });
   cleanups.push(() => bus.close());
-  const sent: { t: string; e?: number; u?: number }[] = [];
-  const transport = {
-    sendFrame: (_to: string, _channel: string, frame: { t: string }) => {
-      sent.push(frame);
-      return true;
-    },
-  } as unknown as Transport;
-  const ledgerDir = join(root, "ledger");
-  const ledger = DeliveryLedger.open({ dir: ledgerDir, sync: false, fileBytesMax: 1 << 20 });
-  const metrics = new NodeMetrics(new Metrics());
-  const receiver = new DeliveryReceiver({
-    bus,
-    ledger,
-    transport,
-    logger: silentLogger,
-    metrics,
-    dedupWindowMessagesMax: 1000,
-  });
-  cleanups.push(() => receiver.close());
-  return { bus, sent, receiver, metrics, ledgerDir };
+  const recording = recordingReceiver(bus, root);
+  cleanups.push(() => recording.receiver.close());
+  return { bus, ...recording };
 }
 
 /** Node A (forwarder) and node B (receiver, inboxes of `inboxDepthMax`) on the in-memory transport. */
 async function startPair(root: string, inboxDepthMax: number) {
-  const network = new MemoryNetwork();
-  // Node B: the receiver.
-  const tb = network.createTransport({ nodeId: "B", logger: silentLogger, metrics: new Metrics() });
-  tb.addPeer("A", "mem://A");
-  await tb.start();
+  const { transportA, transportB } = await startMemoryPair(new MemoryNetwork(), new Metrics());
   const busB = new Bus({ config: { root: join(root, "busB"), name: "default", inboxDepthMax } });
-  const metricsB = new NodeMetrics(new Metrics());
   const receiver = new DeliveryReceiver({
     bus: busB,
     ledger: DeliveryLedger.open({ dir: join(root, "ledgerB"), sync: false, fileBytesMax: 1 << 22 }),
-    transport: tb,
+    transport: transportB,
     logger: silentLogger,
-    metrics: metricsB,
+    metrics: new NodeMetrics(new Metrics()),
     dedupWindowMessagesMax: 10_000,
   });
-  tb.onFrame(DELIVER_CHANNEL, (payload, from) => {
-    const parsed = parseDeliveryFrame(payload);
-    if (parsed.ok && parsed.frame.t === "d") receiver.handle(parsed.frame, from);
-  });
-  // Node A: the forwarder.
-  const ta = network.createTransport({ nodeId: "A", logger: silentLogger, metrics: new Metrics() });
-  ta.addPeer("B", "mem://B");
-  await ta.start();
   const busA = new Bus({ config: { root: join(root, "busA"), name: "default", inboxDepthMax: 10_000 } });
   const spool = await DeliverySpool.open({ path: join(root, "spoolA"), sync: false, logger: silentLogger });
   const forwarder = new DeliveryForwarder({
     nodeId: "A",
     bus: busA,
     spool,
-    transport: ta,
+    transport: transportA,
     logger: silentLogger,
     metrics: new NodeMetrics(new Metrics()),
     ownerOf: (agent) => (agent.startsWith("r") ? "B" : "A"),
@@ -120,17 +86,14 @@ async function startPair(root: string, inboxDepthMax: number) {
     proxyScanIntervalMs: 20,
     spoolMessagesMax: 100_000,
   });
-  ta.onFrame(DELIVER_CHANNEL, (payload, from) => {
-    const parsed = parseDeliveryFrame(payload);
-    if (parsed.ok && parsed.frame.t !== "d") forwarder.handleControl(parsed.frame, from);
-  });
+  wireDelivery(transportA, forwarder, transportB, () => receiver);
   await forwarder.start();
   cleanups.push(async () => {
     receiver.close();
     await forwarder.close();
     await spool.close();
-    await ta.close();
-    await tb.close();
+    await transportA.close();
+    await transportB.close();
     busA.close();
     busB.close();
   });
@@ -140,7 +103,7 @@ async function startPair(root: string, inboxDepthMax: number) {
 describe("a full inbox on the receiving node", () => {
   it("holds the stream without a resync per frame, and asks once when the inbox has room", async () => {
     const root = scratch();
-    const { sent, receiver, metrics, ledgerDir } = recordingReceiver(root, 10);
+    const { sent, receiver, metrics, ledgerDir } = receiverOnBus(root, 10);
     const frame = (first: number, count: number) =>
       ({
         t: "d",
@@ -170,7 +133,7 @@ describe("a full inbox on the receiving node", () => {
 
   it("asks for the held sequence once the agent has taken messages", async () => {
     const root = scratch();
-    const { bus, sent, receiver } = recordingReceiver(root, 10);
+    const { bus, sent, receiver } = receiverOnBus(root, 10);
     receiver.handle(
       { t: "d", s: "S", f: 1, k: 0, m: Array.from({ length: 15 }, (_, i) => message(i + 1)) } as never,
       "A",

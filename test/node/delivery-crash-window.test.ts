@@ -22,6 +22,7 @@ import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { closeLevel } from "../../src/storage/level-open.js";
 import { MemoryNetwork, type Transport } from "../../src/transport/index.js";
+import { recordingReceiver } from "./delivery-wiring.js";
 import { perTestScratch, waitFor } from "./harness.js";
 
 const { scratch, cleanups } = perTestScratch("cfn-delivery-window-");
@@ -45,34 +46,6 @@ function idsIn(bus: Bus, agent: string): string[] {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** A transport that only records the frames sent (the receiver's acks and resyncs). */
-function recordingTransport(): { sent: unknown[]; transport: Transport } {
-  const sent: unknown[] = [];
-  const transport = {
-    sendFrame: (_to: string, _channel: string, frame: unknown) => {
-      sent.push(frame);
-      return true;
-    },
-  } as unknown as Transport;
-  return { sent, transport };
-}
-
-/** A receiver writing into `bus` whose transport only records what it sends. */
-function recordingReceiver(bus: Bus, root: string) {
-  const { sent, transport } = recordingTransport();
-  const metrics = new NodeMetrics(new Metrics());
-  const ledger = DeliveryLedger.open({ dir: join(root, "ledger"), sync: false, fileBytesMax: 1 << 20 });
-  const receiver = new DeliveryReceiver({
-    bus,
-    ledger,
-    transport,
-    logger: silentLogger,
-    metrics,
-    dedupWindowMessagesMax: 1000,
-  });
-  return { sent, metrics, receiver, ledger };
-}
 
 /** Node B: a receiver writing into its own bus. */
 async function startReceiver(network: MemoryNetwork, root: string) {

@@ -1,9 +1,14 @@
 // Two nodes' delivery halves over a transport pair, dispatched as the node daemon does it: data
-// frames to B's receiver, acks and other control frames to A's forwarder.
+// frames to B's receiver, acks and other control frames to A's forwarder; and a receiver alone,
+// whose transport only records what it sends.
 
+import { join } from "node:path";
+import type { Bus } from "../../src/bus/index.js";
 import type { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
-import type { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
+import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
+import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
 import { DELIVER_CHANNEL, parseDeliveryFrame } from "../../src/node/delivery/wire.js";
+import { NodeMetrics } from "../../src/node/node-metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import type { MemoryNetwork, Transport } from "../../src/transport/index.js";
@@ -37,4 +42,30 @@ export function wireDelivery(
     const parsed = parseDeliveryFrame(payload);
     if (parsed.ok && parsed.frame.t !== "d") forwarder.handleControl(parsed.frame, from);
   });
+}
+
+/** A control frame a receiver sent (ack or resync), as recorded. */
+export type SentControl = { t: string; s?: string; e?: number; u?: number; l?: number };
+
+/** A receiver writing into `bus`, its ledger in `<root>/ledger`; its transport records what it sends. */
+export function recordingReceiver(bus: Bus, root: string) {
+  const sent: SentControl[] = [];
+  const transport = {
+    sendFrame: (_to: string, _channel: string, frame: SentControl) => {
+      sent.push(frame);
+      return true;
+    },
+  } as unknown as Transport;
+  const metrics = new NodeMetrics(new Metrics());
+  const ledgerDir = join(root, "ledger");
+  const ledger = DeliveryLedger.open({ dir: ledgerDir, sync: false, fileBytesMax: 1 << 20 });
+  const receiver = new DeliveryReceiver({
+    bus,
+    ledger,
+    transport,
+    logger: silentLogger,
+    metrics,
+    dedupWindowMessagesMax: 1000,
+  });
+  return { sent, metrics, receiver, ledger, ledgerDir };
 }

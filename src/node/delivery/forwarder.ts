@@ -12,9 +12,10 @@
 // sent again from the first unacknowledged sequence (go-back-N), and a resync request rewinds to
 // the sequence the receiver expects. Messages leave the spool only once acknowledged.
 
-import { type FSWatcher, mkdirSync, watch, writeFileSync } from "node:fs";
+import { type FSWatcher, mkdirSync, watch } from "node:fs";
 import { join } from "node:path";
 import { type Span, SpanKind, trace } from "@opentelemetry/api";
+import { writeDeadLetter } from "../../bus/dead-letter.js";
 import type { Bus, Delivery, Envelope, Mailbox } from "../../bus/index.js";
 import { isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
@@ -82,7 +83,6 @@ class OutboundStream {
   laterCount = 0;
   /** Highest sequence acknowledged and highest sent. */
   acked = 0;
-
   sent = 0;
   /**
    * Highest sequence covered by a durable reservation (spool.ts): frames go out only up to it.
@@ -596,20 +596,19 @@ export class DeliveryForwarder {
    * acknowledged — the stream is not blocked by it for good.
    */
   private deadLetterUnsendable(stream: OutboundStream, error: unknown): void {
-    const item = stream.shift();
+    const item = stream.items[stream.head] as StreamItem;
     const { message } = item;
     const reason = error instanceof Error ? error.message : String(error);
     try {
       const paths = this.options.bus.layout.agent(message.to);
       this.options.bus.layout.ensureAgent(paths, true);
       const name = `unsendable_${Date.now()}_${stream.dest}_${item.seq}.json`;
-      writeFileSync(join(paths.dead, name), JSON.stringify(message), { mode: 0o600 });
-      const record = { cause: "unsendable", reason, deliveries: 0, agent: message.to, dest: stream.node };
-      writeFileSync(
-        join(paths.dead, `${name}.reason`),
-        `${JSON.stringify({ ...record, at: new Date().toISOString(), pid: process.pid })}\n`,
-        { mode: 0o600 },
-      );
+      writeDeadLetter(paths.dead, name, JSON.stringify(message), {
+        cause: "unsendable",
+        reason,
+        agent: message.to,
+        dest: stream.node,
+      });
     } catch (writeError) {
       this.logger.error("could not dead-letter an unsendable message", { id: message.id, error: writeError });
     }
@@ -620,16 +619,7 @@ export class DeliveryForwarder {
       reason,
     });
     this.options.metrics.unsendable.inc();
-    item.span?.end();
-    stream.acked = item.seq;
-    if (stream.sent < item.seq) stream.sent = item.seq;
-    stream.lastProgressMs = Date.now();
-    stream.compact();
-    stream.advance();
-    this.setSpoolDepth(stream.node);
-    this.options.spool
-      .remove(stream.dest, item.seq, item.seq)
-      .catch((removeError) => this.logger.warn("spool delete failed", { error: removeError }));
+    this.acknowledge(stream, item.seq, false);
   }
 
   private scheduleRetry(stream: OutboundStream, delayMs: number): void {
@@ -641,7 +631,8 @@ export class DeliveryForwarder {
     stream.retryTimer.unref();
   }
 
-  private acknowledge(stream: OutboundStream, upTo: number): void {
+  /** Forgets what the owner acknowledged up to `upTo` (or what this node gave up: `byOwner` false). */
+  private acknowledge(stream: OutboundStream, upTo: number, byOwner = true): void {
     if (upTo <= stream.acked) return;
     const now = Date.now();
     let count = 0;
@@ -649,7 +640,7 @@ export class DeliveryForwarder {
     let last = 0;
     while (stream.head < stream.items.length && (stream.items[stream.head] as StreamItem).seq <= upTo) {
       const item = stream.shift();
-      this.options.metrics.forwardLatency.observe((now - item.spooledAtMs) / 1000);
+      if (byOwner) this.options.metrics.forwardLatency.observe((now - item.spooledAtMs) / 1000);
       item.span?.end();
       if (count === 0) first = item.seq;
       last = item.seq;
@@ -660,7 +651,7 @@ export class DeliveryForwarder {
     stream.lastProgressMs = now;
     stream.compact();
     stream.advance(); // the run after a gap, once the one before it is acknowledged
-    this.options.metrics.forwardAcked.inc(count);
+    if (byOwner) this.options.metrics.forwardAcked.inc(count);
     this.setSpoolDepth(stream.node);
     // The messages this ack released (an ack into a restart's gap covers sequences never spooled).
     if (count === 0) return;

@@ -80,13 +80,15 @@ export const RESYNC_REPEAT_MS = 100;
 export const HOLD_POLL_MS = 10;
 export const HOLD_POLL_MS_MAX = 250;
 
-/** A sender's stream held at `seq` because `agent`'s inbox was full. */
+/** A sender's stream held at `seq` because `agent`'s inbox was full; polled after `delayMs`. */
 interface Hold {
   stream: string;
   seq: number;
   agent: string;
   delayMs: number;
   timer: NodeJS.Timeout;
+  /** A poll found room and asked the sender to go on. */
+  released: boolean;
 }
 
 export class DeliveryReceiver {
@@ -105,10 +107,11 @@ export class DeliveryReceiver {
   private round: Promise<void> | undefined;
   private roundAgain = false;
   private readonly recent: RecentIds;
-  /** Per sender node: the stream held at a full inbox. */
+  /**
+   * Per sender stream: the hold at a full inbox. A poll that finds room releases it but leaves it
+   * here (`timer` cleared) so that a hold again at the same sequence backs off further.
+   */
   private readonly holds = new Map<string, Hold>();
-  /** Per sender node: the poll delay reached at a held sequence (kept across a failed retry). */
-  private readonly holdBackoff = new Map<string, { seq: number; delayMs: number }>();
   /** Per sender node: the last resync asked (sequence, when). */
   private readonly lastResync = new Map<string, { e: number; atMs: number }>();
   private closed = false;
@@ -175,10 +178,12 @@ export class DeliveryReceiver {
 
   /** Incoming streams held at a full inbox: the sender node, its lane, the agent and sequence. */
   held(): { from: string; lane: number; agent: string; seq: number }[] {
-    return [...this.holds].map(([key, hold]) => {
-      const { node, lane } = parseLaneKey(key);
-      return { from: node, lane, agent: hold.agent, seq: hold.seq };
-    });
+    return [...this.holds]
+      .filter(([, hold]) => !hold.released)
+      .map(([key, hold]) => {
+        const { node, lane } = parseLaneKey(key);
+        return { from: node, lane, agent: hold.agent, seq: hold.seq };
+      });
   }
 
   private cursorOf(from: string): ReceiverCursor | undefined {
@@ -221,7 +226,7 @@ export class DeliveryReceiver {
       cursor = { stream: frame.s, seq: frame.f - 1 };
     }
     const hold = this.holds.get(from);
-    if (hold && hold.stream === frame.s && hold.seq === cursor.seq + 1) {
+    if (hold && !hold.released && hold.stream === frame.s && hold.seq === cursor.seq + 1) {
       // Held at a full inbox: this frame (at the held sequence or past it) waits for room; the
       // poll asks for it again then.
       metrics.heldFrames.inc();
@@ -263,14 +268,23 @@ export class DeliveryReceiver {
     if (previous) clearTimeout(previous.timer);
     // Held again at the same sequence after a poll found room (a batch larger than the room, a
     // failing disk): back off further instead of starting over.
-    const backoff = this.holdBackoff.get(from);
-    const delayMs =
-      backoff && backoff.seq === seq ? Math.min(HOLD_POLL_MS_MAX, backoff.delayMs * 2) : HOLD_POLL_MS;
-    this.holdBackoff.set(from, { seq, delayMs });
-    const hold: Hold = { stream, seq, agent: full.agent, delayMs, timer: undefined as never };
-    hold.timer = setTimeout(() => this.pollHold(from, hold), delayMs);
-    hold.timer.unref();
+    const again = previous && previous.stream === stream && previous.seq === seq;
+    const delayMs = again ? Math.min(HOLD_POLL_MS_MAX, previous.delayMs * 2) : HOLD_POLL_MS;
+    const hold: Hold = {
+      stream,
+      seq,
+      agent: full.agent,
+      delayMs,
+      timer: undefined as never,
+      released: false,
+    };
     this.holds.set(from, hold);
+    this.schedulePoll(from, hold);
+  }
+
+  private schedulePoll(from: string, hold: Hold): void {
+    hold.timer = setTimeout(() => this.pollHold(from, hold), hold.delayMs);
+    hold.timer.unref();
   }
 
   private pollHold(from: string, hold: Hold): void {
@@ -283,12 +297,10 @@ export class DeliveryReceiver {
     }
     if (!room) {
       hold.delayMs = Math.min(HOLD_POLL_MS_MAX, hold.delayMs * 2);
-      this.holdBackoff.set(from, { seq: hold.seq, delayMs: hold.delayMs });
-      hold.timer = setTimeout(() => this.pollHold(from, hold), hold.delayMs);
-      hold.timer.unref();
+      this.schedulePoll(from, hold);
       return;
     }
-    this.holds.delete(from);
+    hold.released = true;
     this.requestResync(from, hold.stream, hold.seq, true);
   }
 
