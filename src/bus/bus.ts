@@ -45,6 +45,16 @@ export interface OutgoingMessage {
   id?: string;
 }
 
+/**
+ * A message forwarded from another host's bus (cross-node delivery): it keeps the per-sender
+ * sequence its sender's bus gave it, so the file written here is as long as the sender's was and
+ * a message that fit the sender's `messageBytesMax` fits here too.
+ */
+export interface ForwardedMessage extends OutgoingMessage {
+  /** The sender bus's `seq`; absent (a sender of an older version): this bus assigns one. */
+  seq?: number;
+}
+
 export interface SendOptions {
   /**
    * How long to wait for room when the inbox is full, in ms (capped by sendWaitMsMax). 0 (the
@@ -131,7 +141,12 @@ export class Bus {
 
   /** Writes one message into `to`'s inbox, or throws (INBOX_FULL, MESSAGE_TOO_LARGE, INVALID_*). */
   sendSync(from: string, to: string, message: OutgoingMessage): SendResult {
-    return this.sendMessage(from, to, message, true);
+    return this.sendMessage(from, to, message, true, false);
+  }
+
+  /** sendSync of a message forwarded from another node, keeping its sender's `seq`. */
+  sendForwardedSync(from: string, to: string, message: ForwardedMessage): SendResult {
+    return this.sendMessage(from, to, message, true, true);
   }
 
   private sendMessage(
@@ -139,13 +154,14 @@ export class Bus {
     to: string,
     message: OutgoingMessage,
     countOverflow: boolean,
+    forwarded: boolean,
   ): SendResult {
     this.assertOpen();
     validateAgentId(from);
     validateAgentId(to);
     const sequenceBefore = this.sequences.get(from);
     try {
-      const envelope = this.envelope(from, to, message);
+      const envelope = this.envelope(from, to, message, forwarded);
       const text = encodeMessageFile(envelope);
       // UTF-8 takes at most 3 bytes per UTF-16 unit: count bytes only when it could matter.
       if (
@@ -174,7 +190,12 @@ export class Bus {
    * inbox). The batch is queued at the priority of its first message.
    */
   sendBatchSync(from: string, to: string, messages: OutgoingMessage[]): SendResult {
-    return this.sendBatchMessages(from, to, messages, true);
+    return this.sendBatchMessages(from, to, messages, true, false);
+  }
+
+  /** sendBatchSync of messages forwarded from another node, each keeping its sender's `seq`. */
+  sendForwardedBatchSync(from: string, to: string, messages: ForwardedMessage[]): SendResult {
+    return this.sendBatchMessages(from, to, messages, true, true);
   }
 
   private sendBatchMessages(
@@ -182,6 +203,7 @@ export class Bus {
     to: string,
     messages: OutgoingMessage[],
     countOverflow: boolean,
+    forwarded: boolean,
   ): SendResult {
     this.assertOpen();
     validateAgentId(from);
@@ -203,7 +225,7 @@ export class Bus {
     try {
       return this.sendBatchEnvelopes(
         to,
-        messages.map((message) => this.envelope(from, to, message)),
+        messages.map((message) => this.envelope(from, to, message, forwarded)),
         countOverflow,
       );
     } catch (error) {
@@ -245,7 +267,7 @@ export class Bus {
     message: OutgoingMessage,
     options: SendOptions = {},
   ): Promise<SendResult> {
-    return this.retryWhileFull((last) => this.sendMessage(from, to, message, last), options);
+    return this.retryWhileFull((last) => this.sendMessage(from, to, message, last, false), options);
   }
 
   /** sendBatchSync that may wait for room in a full inbox (options.waitMs). */
@@ -255,7 +277,7 @@ export class Bus {
     messages: OutgoingMessage[],
     options: SendOptions = {},
   ): Promise<SendResult> {
-    return this.retryWhileFull((last) => this.sendBatchMessages(from, to, messages, last), options);
+    return this.retryWhileFull((last) => this.sendBatchMessages(from, to, messages, last, false), options);
   }
 
   /** Opens (creating if needed) the mailbox of `agentId` to receive its messages. */
@@ -333,7 +355,7 @@ export class Bus {
     if (this.closed) throw new CfnError("CFN_ERR_CLOSED", "the bus is closed");
   }
 
-  private envelope(from: string, to: string, message: OutgoingMessage): Envelope {
+  private envelope(from: string, to: string, message: OutgoingMessage, forwarded: boolean): Envelope {
     if (typeof message !== "object" || message === null)
       throw new CfnError("CFN_ERR_INVALID_MESSAGE", "a message must be an object");
     if (!isValidMessageType(message.type)) {
@@ -352,8 +374,15 @@ export class Bus {
     if (id === undefined) id = randomUUID();
     else if (!isValidMessageId(id))
       throw new CfnError("CFN_ERR_INVALID_MESSAGE", "message id must match [A-Za-z0-9._:-]{1,128}", { id });
-    const seq = (this.sequences.get(from) ?? 0) + 1;
-    this.sequences.set(from, seq);
+    let seq = forwarded ? (message as ForwardedMessage).seq : undefined;
+    if (seq === undefined) {
+      seq = (this.sequences.get(from) ?? 0) + 1;
+      this.sequences.set(from, seq);
+    } else if (!Number.isSafeInteger(seq) || seq < 0) {
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "a forwarded seq must be a non-negative integer", {
+        seq,
+      });
+    }
     return {
       v: PROTOCOL_VERSION,
       id,

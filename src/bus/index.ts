@@ -28,6 +28,7 @@ export {
   Bus,
   type BusOptions,
   type BusStatus,
+  type ForwardedMessage,
   type OutgoingMessage,
   type SendOptions,
   type SendResult,

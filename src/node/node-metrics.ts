@@ -66,7 +66,7 @@ export class NodeMetrics {
     );
     this.rejected = metrics.counter(
       "cfn_delivery_rejected_messages_total",
-      "Forwarded messages the local bus refused",
+      "Forwarded messages the local bus refused (each dead-lettered, refused_*.json)",
       ["reason"],
     );
     this.badFrames = metrics.counter(

@@ -213,6 +213,29 @@ describe("batches", () => {
   });
 });
 
+describe("messages forwarded from another node", () => {
+  it("keep the seq their sender's bus gave them and leave this bus's own sequence alone", () => {
+    const bus = openTestBus(root);
+    bus.sendSync("a", "b", { type: "t", payload: 1 }); // this bus's seq 1 for a
+    bus.sendForwardedSync("a", "b", { type: "t", payload: 2, seq: 4711 });
+    bus.sendForwardedBatchSync("a", "b", [
+      { type: "t", payload: 3, seq: 4712 },
+      { type: "t", payload: 4 }, // from an older node: this bus assigns one
+    ]);
+    bus.sendSync("a", "b", { type: "t", payload: 5 });
+    const mailbox = bus.openMailbox("b", { heartbeat: false, watch: false });
+    expect(receiveAll(mailbox).map((d) => [d.message.payload, d.message.seq])).toEqual([
+      [1, 1],
+      [2, 4711],
+      [3, 4712],
+      [4, 2],
+      [5, 3],
+    ]);
+    expectCode(() => bus.sendForwardedSync("a", "b", { type: "t", seq: -1 }), "CFN_ERR_INVALID_MESSAGE");
+    expectCode(() => bus.sendForwardedSync("a", "b", { type: "t", seq: 1.5 }), "CFN_ERR_INVALID_MESSAGE");
+  });
+});
+
 describe("limits and bad input from callers", () => {
   it("refuses an oversized message with CFN_ERR_MESSAGE_TOO_LARGE and writes nothing", () => {
     const bus = openTestBus(root, { messageBytesMax: 1024 });

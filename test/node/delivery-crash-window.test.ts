@@ -45,6 +45,24 @@ function idsIn(bus: Bus, agent: string): string[] {
   return ids.sort();
 }
 
+/** A wire message from s1 to r1. */
+function toR1(id: string, payload: unknown) {
+  return { id, from: "s1", to: "r1", type: "t", priority: "normal", headers: {}, payload, ts: 1 };
+}
+
+/** The file a bus writes for message "big" from s1 with an empty payload: the envelope's own bytes. */
+function envelopeBytes(
+  root: string,
+  config: { name: string; inboxDepthMax: number; messageBytesMax: number },
+) {
+  const probe = new Bus({ config: { ...config, root: join(root, "probe") } });
+  probe.sendSync("s1", "r1", { id: "big", type: "t", payload: "" });
+  const probeInbox = probe.layout.agent("r1").inbox;
+  const bytes = statSync(join(probeInbox, readdirSync(probeInbox)[0])).size;
+  probe.close();
+  return bytes;
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Node B: a receiver writing into its own bus. */
@@ -454,12 +472,7 @@ describe("a forwarded batch the owner's bus refuses in part", () => {
   it("writes a message at the sender's size limit without the origin header the hop would add", async () => {
     const root = scratch();
     const config = { name: "default", inboxDepthMax: 100_000, messageBytesMax: 1024 };
-    // The file a bus writes for this message with an empty payload: the envelope's own bytes.
-    const probe = new Bus({ config: { ...config, root: join(root, "probe") } });
-    probe.sendSync("s1", "r1", { id: "big", type: "t", payload: "" });
-    const probeInbox = probe.layout.agent("r1").inbox;
-    const overhead = statSync(join(probeInbox, readdirSync(probeInbox)[0])).size;
-    probe.close();
+    const overhead = envelopeBytes(root, config);
 
     const bus = new Bus({ config: { ...config, root: join(root, "bus") } });
     cleanups.push(() => bus.close());
@@ -507,23 +520,34 @@ describe("a forwarded batch the owner's bus refuses in part", () => {
     expect(idsIn(bus, "r1")).toEqual(["m1", "m3"]);
   });
 
-  it("drops only the message the bus refuses, not its neighbours", async () => {
+  it("writes a message at the sender's size limit though this bus's own sequence for its sender has more digits", async () => {
+    const root = scratch();
+    const config = { name: "default", inboxDepthMax: 100_000, messageBytesMax: 1024 };
+    const overhead = envelopeBytes(root, config); // with seq 1
+
+    const bus = new Bus({ config: { ...config, root: join(root, "bus") } });
+    cleanups.push(() => bus.close());
+    // This bus has written for s1 before (its own sequence for s1 is at 12 now: two digits).
+    for (let i = 0; i < 12; i++) bus.sendSync("s1", "other", { type: "t", payload: i });
+    const { sent, metrics, receiver } = recordingReceiver(bus, root);
+    const payload = "x".repeat(1024 - overhead); // exactly at messageBytesMax on the sender, seq 1
+    receiver.handle({ t: "d", s: "S", f: 1, k: 0, m: [{ ...toR1("big", payload), seq: 1 }] } as never, "A");
+    await waitFor("the ack of 1", () => sent.some((frame) => (frame as { u?: number }).u === 1));
+    expect(idsIn(bus, "r1")).toEqual(["big"]);
+    const agent = bus.openMailbox("r1", { heartbeat: false, watch: false });
+    expect(agent.receiveNow(1).map((delivery) => delivery.message.seq)).toEqual([1]); // the sender's
+    agent.close();
+    expect((await metrics.rejected.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
+  });
+
+  it("dead-letters only the message the bus refuses, not its neighbours", async () => {
     const root = scratch();
     const bus = new Bus({
       config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000, messageBytesMax: 1024 },
     });
     cleanups.push(() => bus.close());
     const { sent, metrics, receiver } = recordingReceiver(bus, root);
-    const message = (id: string, payload: unknown) => ({
-      id,
-      from: "s1",
-      to: "r1",
-      type: "t",
-      priority: "normal",
-      headers: {},
-      payload,
-      ts: 1,
-    });
+    const message = toR1;
     receiver.handle(
       {
         t: "d",
@@ -539,5 +563,18 @@ describe("a forwarded batch the owner's bus refuses in part", () => {
     expect((await metrics.rejected.get()).values.map((v) => [v.labels.reason, v.value])).toEqual([
       ["CFN_ERR_MESSAGE_TOO_LARGE", 1],
     ]);
+    // Not dropped: the refused message is in r1's dead letters as it came, with the reason.
+    const dead = bus.layout.agent("r1").dead;
+    const files = readdirSync(dead).sort();
+    expect(files).toHaveLength(2);
+    expect(files[0]).toMatch(/^refused_[0-9]+_A_big\.json$/);
+    expect(JSON.parse(readFileSync(join(dead, files[0]), "utf8")).payload).toBe("x".repeat(2000));
+    const reason = JSON.parse(readFileSync(join(dead, files[1]), "utf8"));
+    expect(reason).toMatchObject({
+      cause: "refused",
+      code: "CFN_ERR_MESSAGE_TOO_LARGE",
+      agent: "r1",
+      via: "A",
+    });
   });
 });

@@ -28,6 +28,10 @@ describe("delivery frames", () => {
       ok: true,
       frame: { t: "d", s: "S", f: 3, k: 2, m: [message] },
     });
+    // A message may carry its sender bus's seq (versions before 2026-12-07 send none).
+    expect(parseDeliveryFrame({ t: "d", s: "S", f: 1, k: 0, m: [{ ...message, seq: 9 }] })).toMatchObject({
+      ok: true,
+    });
     expect(parseDeliveryFrame({ t: "a", s: "S", u: 7, l: 3 })).toEqual({
       ok: true,
       frame: { t: "a", s: "S", u: 7, l: 3 },
@@ -49,6 +53,8 @@ describe("delivery frames", () => {
       [{ t: "d", s: "S", f: 2, k: 2, m: [message] }, "bad acked watermark"],
       [{ t: "d", s: "S", f: 1, k: 0, m: [] }, "bad messages"],
       [{ t: "d", s: "S", f: 1, k: 0, m: [{ ...message, to: "../etc" }] }, "bad to"],
+      [{ t: "d", s: "S", f: 1, k: 0, m: [{ ...message, seq: -1 }] }, "bad seq"],
+      [{ t: "d", s: "S", f: 1, k: 0, m: [{ ...message, seq: "7" }] }, "bad seq"],
       [{ t: "a", s: "S", u: 1.5 }, "bad ack"],
       [{ t: "r", s: "S", e: 0 }, "bad resync"],
       [{ t: "x", s: "S" }, "unknown frame type"],

@@ -77,6 +77,9 @@ describe("cross-node delivery (3 node processes)", () => {
     const sent: Sent[] = [];
     const buses = new Map(cluster.nodes.map((node) => [node.id, node.bus()]));
     let counter = 0;
+    /** The seq each message got from its sender's bus (one bus per sender: 1, 2, 3, …). */
+    const seqOf = new Map<string, number>();
+    const lastSeqOf = new Map<string, number>();
     const sendRound = (count: number) => {
       for (let k = 0; k < count; k++) {
         const i = counter++;
@@ -88,6 +91,8 @@ describe("cross-node delivery (3 node processes)", () => {
             const id = `${from}-${to}-${i}`;
             // Acknowledged = sendSync returned: the message is on the sending host's bus.
             buses.get(node.id)!.sendSync(from, to, { id, type: "test", payload: { i } });
+            lastSeqOf.set(from, (lastSeqOf.get(from) ?? 0) + 1);
+            seqOf.set(id, lastSeqOf.get(from)!);
             sent.push({ id, to, from, i });
           }
         }
@@ -141,6 +146,14 @@ describe("cross-node delivery (3 node processes)", () => {
     // The forwarded message carries its origin timestamp across the hop.
     const sample = received.get("a1")?.[0] as { headers?: Record<string, string> } | undefined;
     expect(sample?.headers?.["cfn-origin-ts"]).toMatch(/^[0-9]+$/);
+    // And the seq its sender's bus gave it, as a local delivery would.
+    let checked = 0;
+    for (const list of received.values())
+      for (const message of list as { id: string; seq?: number }[]) {
+        expect(message.seq, `seq of ${message.id}`).toBe(seqOf.get(message.id));
+        checked++;
+      }
+    expect(checked).toBe(sent.length);
   });
 
   it("holds back only a full inbox's lane between real nodes, shows it in status, and delivers it all once drained", async () => {

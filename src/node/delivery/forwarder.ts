@@ -15,12 +15,12 @@
 import { type FSWatcher, mkdirSync, watch } from "node:fs";
 import { join } from "node:path";
 import { type Span, SpanKind, trace } from "@opentelemetry/api";
-import { writeDeadLetter } from "../../bus/dead-letter.js";
 import type { Bus, Delivery, Envelope, Mailbox } from "../../bus/index.js";
-import { isCfnError } from "../../errors.js";
+import { type CfnError, isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
 import type { Transport } from "../../transport/index.js";
 import type { NodeMetrics } from "../node-metrics.js";
+import { deadLetterWireMessage } from "./dead-letters.js";
 import type { DeliverySpool, SpooledMessage } from "./spool.js";
 import { spanParent, TRACER_NAME } from "./tracing.js";
 import {
@@ -600,13 +600,8 @@ export class DeliveryForwarder {
     const { message } = item;
     const reason = error instanceof Error ? error.message : String(error);
     try {
-      const paths = this.options.bus.layout.agent(message.to);
-      this.options.bus.layout.ensureAgent(paths, true);
-      const name = `unsendable_${Date.now()}_${stream.dest}_${item.seq}.json`;
-      writeDeadLetter(paths.dead, name, JSON.stringify(message), {
-        cause: "unsendable",
+      deadLetterWireMessage(this.options.bus, message, "unsendable", `${stream.dest}_${item.seq}`, {
         reason,
-        agent: message.to,
         dest: stream.node,
       });
     } catch (writeError) {
@@ -726,21 +721,37 @@ export class DeliveryForwarder {
   /**
    * Writes a re-routed message for an agent that moved to this node. False when it must be tried
    * again (a full inbox, a failing disk): the message stays spooled. A message the bus refuses as
-   * invalid is logged and skipped (true): no retry could land it.
+   * invalid goes to its agent's dead letters (true): no retry could land it.
    */
   private deliverLocally(message: WireMessage): boolean {
     try {
-      this.options.bus.sendSync(message.from, message.to, {
+      this.options.bus.sendForwardedSync(message.from, message.to, {
         id: message.id,
         type: message.type,
         priority: message.priority,
         headers: message.headers,
         payload: message.payload,
+        seq: message.seq,
       });
       return true;
     } catch (error) {
       if (isCfnError(error) && !isCfnError(error, "CFN_ERR_INBOX_FULL")) {
-        this.logger.warn("re-routed message refused by the local bus", { to: message.to, error });
+        const refused = error as CfnError;
+        this.options.metrics.rejected.inc({ reason: refused.code });
+        let file: string | undefined;
+        try {
+          file = deadLetterWireMessage(this.options.bus, message, "refused", message.id, {
+            reason: refused.message,
+            code: refused.code,
+          });
+        } catch (writeError) {
+          this.logger.error("could not dead-letter a refused message", { id: message.id, error: writeError });
+        }
+        this.logger.warn("re-routed message refused by the local bus; dead-lettered", {
+          to: message.to,
+          file,
+          error,
+        });
         return true;
       }
       this.logger.debug("re-routed message waits for room in the local inbox", { to: message.to, error });
@@ -759,5 +770,6 @@ function toWire(envelope: Envelope): WireMessage {
     headers: envelope.headers,
     payload: envelope.payload,
     ts: envelope.ts,
+    seq: envelope.seq,
   };
 }

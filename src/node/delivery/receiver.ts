@@ -26,11 +26,12 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Span, SpanKind, trace } from "@opentelemetry/api";
-import type { Bus, OutgoingMessage } from "../../bus/index.js";
-import { isCfnError } from "../../errors.js";
+import type { Bus, ForwardedMessage } from "../../bus/index.js";
+import { type CfnError, isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
 import type { Transport } from "../../transport/index.js";
 import type { NodeMetrics } from "../node-metrics.js";
+import { deadLetterWireMessage } from "./dead-letters.js";
 import type { DeliveryLedger } from "./ledger.js";
 import { RecentIds } from "./recent-ids.js";
 import type { ReceiverCursor } from "./spool.js";
@@ -342,7 +343,7 @@ export class DeliveryReceiver {
         try {
           if (group.length === 1) this.sendOne(group[0]);
           else
-            bus.sendBatchSync(
+            bus.sendForwardedBatchSync(
               head.from,
               head.to,
               group.map((message) => toOutgoing(message)),
@@ -374,18 +375,14 @@ export class DeliveryReceiver {
           }
           if (group.length > 1) {
             // One message of the batch may be at fault: write them one by one, so that only the
-            // one the bus refuses is dropped.
+            // one the bus refuses is dead-lettered.
             singlyUntil = end;
             continue;
           }
-          // A message the bus can never take (invalid for this bus's limits): counted, skipped,
-          // so that it does not block its stream forever.
-          metrics.rejected.inc({ reason: isCfnError(error) ? error.code : "error" }, group.length);
-          this.logger.warn("forwarded message refused by the local bus; dropped", {
-            from,
-            to: head.to,
-            error,
-          });
+          // A message the bus can never take (invalid for this bus's limits, e.g. a sender with a
+          // larger messageBytesMax): dead-lettered with the reason and skipped, so that it does
+          // not block its stream forever.
+          this.deadLetterRefused(group[0], from, error);
         }
       }
       written += end - index;
@@ -401,12 +398,32 @@ export class DeliveryReceiver {
    */
   private sendOne(message: WireMessage): void {
     try {
-      this.options.bus.sendSync(message.from, message.to, toOutgoing(message));
+      this.options.bus.sendForwardedSync(message.from, message.to, toOutgoing(message));
     } catch (error) {
       if (!isCfnError(error, "CFN_ERR_MESSAGE_TOO_LARGE") || message.headers[ORIGIN_TS_HEADER] !== undefined)
         throw error;
-      this.options.bus.sendSync(message.from, message.to, toOutgoing(message, false));
+      this.options.bus.sendForwardedSync(message.from, message.to, toOutgoing(message, false));
     }
+  }
+
+  private deadLetterRefused(message: WireMessage, from: string, error: CfnError): void {
+    this.options.metrics.rejected.inc({ reason: error.code });
+    let file: string | undefined;
+    try {
+      file = deadLetterWireMessage(this.options.bus, message, "refused", `${from}_${message.id}`, {
+        reason: error.message,
+        code: error.code,
+        via: parseLaneKey(from).node,
+      });
+    } catch (writeError) {
+      this.logger.error("could not dead-letter a refused message", { id: message.id, error: writeError });
+    }
+    this.logger.warn("forwarded message refused by the local bus; dead-lettered", {
+      from,
+      to: message.to,
+      file,
+      error,
+    });
   }
 
   /** A span per traced message (a `traceparent` header) around its inbox write; none otherwise. */
@@ -545,7 +562,7 @@ export class DeliveryReceiver {
   }
 }
 
-function toOutgoing(message: WireMessage, originHeader = true): OutgoingMessage {
+function toOutgoing(message: WireMessage, originHeader = true): ForwardedMessage {
   const headers = { ...message.headers };
   if (originHeader && Object.keys(headers).length < 62) {
     if (headers[ORIGIN_TS_HEADER] === undefined) headers[ORIGIN_TS_HEADER] = String(message.ts);
@@ -556,5 +573,6 @@ function toOutgoing(message: WireMessage, originHeader = true): OutgoingMessage 
     priority: message.priority,
     headers,
     payload: message.payload,
+    seq: message.seq,
   };
 }

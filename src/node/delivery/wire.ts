@@ -28,6 +28,12 @@ export interface WireMessage {
   payload: unknown;
   /** Original send time, µs since the epoch. */
   ts: number;
+  /**
+   * The sender bus's per-sender `seq`, which the owner's bus keeps (so the owner's file is as long
+   * as the sender's). Absent from versions before 2026-12-07 and from their spools: the owner's
+   * bus assigns one.
+   */
+  seq?: number;
 }
 
 export type DeliveryFrame =
@@ -90,6 +96,7 @@ export function wireMessageProblem(value: unknown): string | undefined {
   if (typeof m.headers !== "object" || m.headers === null || Array.isArray(m.headers)) return "bad headers";
   for (const header of Object.values(m.headers)) if (typeof header !== "string") return "bad header value";
   if (!isSeq(m.ts)) return "bad ts";
+  if (m.seq !== undefined && !isSeq(m.seq)) return "bad seq";
   if (!("payload" in m)) return "missing payload";
   return undefined;
 }
