@@ -4,11 +4,11 @@
 // round trip per file would cost more than the write itself.
 
 import { randomUUID } from "node:crypto";
-import { readdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type BusConfig, busSchema } from "../config/schema.js";
-import { CfnError } from "../errors.js";
+import { CfnError, isCfnError } from "../errors.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
 import { Metrics } from "../obs/metrics.js";
 import { isValidAgentId, validateAgentId } from "./agent-id.js";
@@ -26,7 +26,7 @@ import {
   PROTOCOL_VERSION,
 } from "./envelope.js";
 import { chooseFileIo, type FileIo } from "./file-io.js";
-import { type AgentPaths, BusLayout, FILE_MODE, openBusDirectory } from "./layout.js";
+import { type AgentPaths, BusLayout, DIRECTORY_MODE, FILE_MODE, openBusDirectory } from "./layout.js";
 import { Mailbox, type MailboxOptions } from "./mailbox.js";
 import { countOfEntry, formatQueuedName, PRIORITY_DIGIT, type Priority } from "./names.js";
 import { SpareFile, sweepStaleSpares } from "./spare.js";
@@ -162,27 +162,33 @@ export class Bus {
     const sequenceBefore = this.sequences.get(from);
     try {
       const envelope = this.envelope(from, to, message, forwarded);
-      const text = encodeMessageFile(envelope);
-      // UTF-8 takes at most 3 bytes per UTF-16 unit: count bytes only when it could matter.
-      if (
-        text.length * 3 > this.config.messageBytesMax &&
-        Buffer.byteLength(text) > this.config.messageBytesMax
-      ) {
-        throw new CfnError(
-          "CFN_ERR_MESSAGE_TOO_LARGE",
-          `message of ${Buffer.byteLength(text)} bytes exceeds messageBytesMax ${this.config.messageBytesMax}`,
-          {
-            bytes: Buffer.byteLength(text),
-            messageBytesMax: this.config.messageBytesMax,
-          },
-        );
-      }
+      const text = this.encodeSingle(envelope);
       const file = this.deliverFile(to, envelope.priority, 1, text, countOverflow);
       return { ids: [envelope.id], file };
     } catch (error) {
       this.restoreSequence(from, sequenceBefore);
       throw error;
     }
+  }
+
+  /** The text of a single-message file, checked against messageBytesMax. */
+  private encodeSingle(envelope: Envelope): string {
+    const text = encodeMessageFile(envelope);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: count bytes only when it could matter.
+    if (
+      text.length * 3 > this.config.messageBytesMax &&
+      Buffer.byteLength(text) > this.config.messageBytesMax
+    ) {
+      throw new CfnError(
+        "CFN_ERR_MESSAGE_TOO_LARGE",
+        `message of ${Buffer.byteLength(text)} bytes exceeds messageBytesMax ${this.config.messageBytesMax}`,
+        {
+          bytes: Buffer.byteLength(text),
+          messageBytesMax: this.config.messageBytesMax,
+        },
+      );
+    }
+    return text;
   }
 
   /**
@@ -235,6 +241,13 @@ export class Bus {
   }
 
   private sendBatchEnvelopes(to: string, envelopes: Envelope[], countOverflow: boolean): SendResult {
+    const text = this.encodeBatch(envelopes);
+    const file = this.deliverFile(to, envelopes[0].priority, envelopes.length, text, countOverflow);
+    return { ids: envelopes.map((envelope) => envelope.id), file };
+  }
+
+  /** The text of a batch file, each message checked against messageBytesMax. */
+  private encodeBatch(envelopes: Envelope[]): string {
     // Encode each envelope once: its size is checked alone, then the parts are joined.
     const bytesMax = this.config.messageBytesMax;
     const parts = envelopes.map(encodeEnvelope);
@@ -255,9 +268,86 @@ export class Bus {
         }
       }
     }
-    const text = joinBatchFile(parts);
-    const file = this.deliverFile(to, envelopes[0].priority, envelopes.length, text, countOverflow);
-    return { ids: envelopes.map((envelope) => envelope.id), file };
+    return joinBatchFile(parts);
+  }
+
+  /**
+   * @internal Writes forwarded messages as ONE file (a batch when more than one) into `dir`, a
+   * node's park of messages waiting for room in `to`'s inbox (src/node/delivery/park.ts): named
+   * as the inbox would name it, not counted against inboxDepthMax. Written as `.<name>` and
+   * renamed, so `dir` only ever shows whole files. admitParked() moves it into the inbox.
+   */
+  parkForwarded(
+    dir: string,
+    from: string,
+    to: string,
+    messages: ForwardedMessage[],
+  ): { name: string; count: number } {
+    this.assertOpen();
+    validateAgentId(from);
+    validateAgentId(to);
+    if (messages.length === 0 || messages.length > this.config.batchMessagesMax)
+      throw new CfnError(
+        "CFN_ERR_BATCH_TOO_LARGE",
+        `a parked file holds 1 to ${this.config.batchMessagesMax} messages`,
+      );
+    const sequenceBefore = this.sequences.get(from);
+    let envelopes: Envelope[];
+    let text: string;
+    try {
+      envelopes = messages.map((message) => this.envelope(from, to, message, true));
+      text = envelopes.length === 1 ? this.encodeSingle(envelopes[0]) : this.encodeBatch(envelopes);
+    } catch (error) {
+      this.restoreSequence(from, sequenceBefore);
+      throw error;
+    }
+    const name = formatQueuedName({
+      priority: envelopes[0].priority,
+      arrivalUs: nextArrivalUs(),
+      count: envelopes.length,
+      unique: this.uniqueNames.next(),
+      deliveries: 0,
+    });
+    mkdirSync(dir, { recursive: true, mode: DIRECTORY_MODE });
+    const tmpPath = join(dir, `.${name}`);
+    writeFileSync(tmpPath, text, { mode: FILE_MODE });
+    renameSync(tmpPath, join(dir, name));
+    return { name, count: envelopes.length };
+  }
+
+  /**
+   * @internal Moves a file parkForwarded() wrote at `path` into `to`'s inbox under its name when
+   * the inbox has room for its `count` messages. False when the inbox is full; true once moved
+   * (or when the file is gone: moved by someone else).
+   */
+  admitParked(to: string, path: string, name: string, count: number): boolean {
+    this.assertOpen();
+    const paths = this.layout.agent(to);
+    this.layout.ensureAgent(paths);
+    try {
+      this.admit(paths, count, false);
+    } catch (error) {
+      if (isCfnError(error, "CFN_ERR_INBOX_FULL")) return false;
+      throw error;
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        renameSync(path, `${paths.inbox}/${name}`);
+        break;
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        // The mailbox was removed under us (agent shut down): recreate it and move again.
+        if (code === "ENOENT" && attempt < 2 && existsSync(path)) {
+          this.layout.ensureAgent(paths, true);
+          continue;
+        }
+        this.forgetEstimate(to, count);
+        if (code === "ENOENT") return true;
+        throw error;
+      }
+    }
+    this.busMetrics.countSent(count);
+    return true;
   }
 
   /** sendSync that may wait for room in a full inbox (options.waitMs). */

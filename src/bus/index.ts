@@ -42,4 +42,4 @@ export {
   type NackOptions,
   type ReceiveOptions,
 } from "./mailbox.js";
-export type { Priority } from "./names.js";
+export { type Priority, parseQueuedName } from "./names.js";

@@ -331,6 +331,7 @@ interface ClusterStatus {
     spooled: number;
     streams: { dest: string; pending: number; inflight: number }[];
     held?: { from: string; lane: number; agent: string; seq: number }[];
+    parked?: { agent: string; messages: number }[];
   };
   bus: {
     dir: string;
@@ -382,6 +383,8 @@ function printClusterStatus(
   );
   for (const hold of status.delivery.held ?? [])
     printLine(`held: from ${hold.from} lane ${hold.lane} at seq ${hold.seq}: inbox of ${hold.agent} full`);
+  for (const entry of status.delivery.parked ?? [])
+    printLine(`parked: ${entry.messages} message(s) for ${entry.agent}, waiting for room in its inbox`);
   const agents = localBus.agents;
   printLine(`bus ${localBus.dir}: ${agents.length} mailboxes`);
   if (agents.length > 0) {

@@ -111,6 +111,11 @@ export const nodeSchema = z
     dedupWindowMessagesMax: int(1, 10_000_000)
       .default(100_000)
       .describe("Recent (agent, message id) pairs a receiving node remembers to drop duplicates."),
+    parkedMessagesMax: int(0, 10_000_000)
+      .default(1000)
+      .describe(
+        "Forwarded messages a receiving node parks per agent whose inbox is full, so the other agents of the sender's lane go on (0: hold the lane at once).",
+      ),
     persistence: z
       .boolean()
       .default(false)

@@ -10,7 +10,8 @@
 // - Messages agents send each other on this host do not pass through the node; a sweep every
 //   flushIntervalMs copies new inbox files (window: one sweep interval).
 // - The same sweep drops mirror entries whose file left the inbox and the claimed dir
-//   (acknowledged by the consumer).
+//   (acknowledged by the consumer). Files parked for a full inbox (delivery/park.ts) count as in
+//   the inbox: mirrored, kept, and restored into the inbox.
 // - At start, every mirrored file absent from its agent's inbox and claimed dir is written back
 //   under its original name (maildir discipline: tmp/ then rename), so order is kept.
 //
@@ -24,6 +25,7 @@ import { CfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import { deadLetterUnreadable } from "../security/at-rest.js";
 import { PLAINTEXT_CODEC, type SealedRecordCodec } from "../security/record-cipher.js";
+import { parkDirOf } from "./delivery/park.js";
 
 type Db = ClassicLevel<string, string>;
 type MirrorOp = { type: "put"; key: string; value: string } | { type: "del"; key: string };
@@ -44,7 +46,7 @@ const openPaths = new Set<string>();
 
 /** P_T_N_UNIQ: the part of a queued or claimed name that identifies the file. */
 function prefixOf(name: string): string | undefined {
-  if (!name.endsWith(".json")) return undefined;
+  if (!name.endsWith(".json") || name.startsWith(".")) return undefined; // .<name>: a park file being written
   const fields = name.slice(0, -5).split("_");
   if (fields.length !== 5 && fields.length !== 7) return undefined;
   return fields.slice(0, 4).join("_");
@@ -206,13 +208,13 @@ export class InboxMirror {
   }
 
   /**
-   * Copies the files of `agent` not mirrored yet: the inbox first, then the claimed dir, so a file
-   * claimed between the two reads is found in the second.
+   * Copies the files of `agent` not mirrored yet: its park (delivery/park.ts) first, then the
+   * inbox, then the claimed dir, so a file moved on between two reads is found in the next.
    */
   private collectNew(agent: string, ops: MirrorOp[]): void {
     const paths = this.options.bus.layout.agent(agent);
     const known = this.index(agent);
-    for (const dir of [paths.inbox, paths.claimed]) {
+    for (const dir of [parkDirOf(this.options.bus, agent), paths.inbox, paths.claimed]) {
       let names: string[];
       try {
         names = readdirSync(dir);
@@ -238,7 +240,7 @@ export class InboxMirror {
   private presentPrefixes(agent: string): Set<string> {
     const paths = this.options.bus.layout.agent(agent);
     const present = new Set<string>();
-    for (const dir of [paths.inbox, paths.claimed]) {
+    for (const dir of [parkDirOf(this.options.bus, agent), paths.inbox, paths.claimed]) {
       let names: string[] = [];
       try {
         names = readdirSync(dir);

@@ -17,6 +17,9 @@ export class NodeMetrics {
   readonly resyncs: Counter<string>;
   readonly inboxFull: Counter<string>;
   readonly heldFrames: Counter<string>;
+  /** Forwarded messages parked on this node because their agent's inbox was full. */
+  readonly parked: Counter<string>;
+  readonly parkedDepth: Gauge<string>;
   readonly unsendable: Counter<string>;
   readonly rejected: Counter<string>;
   /** Malformed or unexpected frames from peers, by channel and reason. */
@@ -77,6 +80,14 @@ export class NodeMetrics {
     this.apiRejected = metrics.counter("cfn_node_api_rejected_total", "HTTP API requests refused", [
       "reason",
     ]);
+    this.parked = metrics.counter(
+      "cfn_delivery_parked_messages_total",
+      "Forwarded messages parked on this node because their agent's inbox was full (moved in as it has room)",
+    );
+    this.parkedDepth = metrics.gauge(
+      "cfn_delivery_parked_messages",
+      "Forwarded messages parked on this node, waiting for room in their agent's inbox",
+    );
     this.spoolDepth = metrics.gauge(
       "cfn_delivery_spool_messages",
       "Messages in the spool waiting for an ack",

@@ -17,6 +17,7 @@ import { WsTransport } from "../transport/index.js";
 import { ControlPlane } from "./control.js";
 import { DeliveryForwarder } from "./delivery/forwarder.js";
 import { DeliveryLedger, LEDGER_FILE_BYTES_MAX } from "./delivery/ledger.js";
+import { InboxPark } from "./delivery/park.js";
 import { DeliveryReceiver } from "./delivery/receiver.js";
 import { DeliverySpool } from "./delivery/spool.js";
 import { DELIVER_CHANNEL, parseDeliveryFrame, type WireMessage } from "./delivery/wire.js";
@@ -95,6 +96,7 @@ export class ClusterNode {
   private control!: ControlPlane;
   private forwarder!: DeliveryForwarder;
   private receiver!: DeliveryReceiver;
+  private park!: InboxPark;
   private mirror: InboxMirror | undefined;
   private api!: NodeApi;
   /** The API's security gate, the audit log and the at-rest codec (src/security). */
@@ -249,6 +251,12 @@ export class ClusterNode {
       fileBytesMax: LEDGER_FILE_BYTES_MAX,
     });
     const spool = this.spool;
+    this.park = new InboxPark({
+      bus: this.bus,
+      logger: this.logger,
+      metrics: this.nodeMetrics,
+      parkedMessagesMax: config.parkedMessagesMax,
+    });
     this.receiver = new DeliveryReceiver({
       bus: this.bus,
       ledger: this.ledger,
@@ -258,6 +266,7 @@ export class ClusterNode {
       metrics: this.nodeMetrics,
       dedupWindowMessagesMax: config.dedupWindowMessagesMax,
       onWritten: (agents) => this.mirror?.mirrorAgents(agents),
+      park: config.parkedMessagesMax > 0 ? this.park : undefined,
     });
     this.forwarder = new DeliveryForwarder({
       nodeId: this.id,
@@ -300,6 +309,7 @@ export class ClusterNode {
       if (restored > 0) this.logger.info("restored mirrored messages into inboxes", { messages: restored });
       this.mirror.start();
     }
+    this.park.load();
     this.receiver.recover(this.ledger.intentSenders());
     this.deliveryReady = true;
     await this.forwarder.start();
@@ -732,6 +742,7 @@ export class ClusterNode {
         streams: this.forwarder.status(),
         proxied: this.forwarder.proxiedAgents(),
         held: this.receiver.held(),
+        parked: this.park.parked(),
       },
       bus: { dir: localAgents.dir, agents: localAgents.agents },
     };
@@ -816,6 +827,7 @@ export class ClusterNode {
     for (const timer of this.timers) clearInterval(timer);
     this.control?.close();
     this.receiver?.close();
+    this.park?.close(); // what is parked stays on the bus's tmpfs; the next start moves it in
     // Acks of frames already written go out (after their durability round) before the mirror closes.
     await this.receiver?.idle().catch(() => undefined);
     await this.forwarder?.close().catch(() => undefined);

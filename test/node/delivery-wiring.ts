@@ -6,6 +6,7 @@ import { join } from "node:path";
 import type { Bus } from "../../src/bus/index.js";
 import type { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
+import { InboxPark } from "../../src/node/delivery/park.js";
 import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
 import { DELIVER_CHANNEL, parseDeliveryFrame } from "../../src/node/delivery/wire.js";
 import { NodeMetrics } from "../../src/node/node-metrics.js";
@@ -47,8 +48,11 @@ export function wireDelivery(
 /** A control frame a receiver sent (ack or resync), as recorded. */
 export type SentControl = { t: string; s?: string; e?: number; u?: number; l?: number };
 
-/** A receiver writing into `bus`, its ledger in `<root>/ledger`; its transport records what it sends. */
-export function recordingReceiver(bus: Bus, root: string) {
+/**
+ * A receiver writing into `bus`, its ledger in `<root>/ledger`; its transport records what it
+ * sends. With `parkedMessagesMax`, it parks messages for full inboxes (park.ts) as a node does.
+ */
+export function recordingReceiver(bus: Bus, root: string, parkedMessagesMax?: number) {
   const sent: SentControl[] = [];
   const transport = {
     sendFrame: (_to: string, _channel: string, frame: SentControl) => {
@@ -59,6 +63,10 @@ export function recordingReceiver(bus: Bus, root: string) {
   const metrics = new NodeMetrics(new Metrics());
   const ledgerDir = join(root, "ledger");
   const ledger = DeliveryLedger.open({ dir: ledgerDir, sync: false, fileBytesMax: 1 << 20 });
+  const park =
+    parkedMessagesMax === undefined
+      ? undefined
+      : new InboxPark({ bus, logger: silentLogger, metrics, parkedMessagesMax });
   const receiver = new DeliveryReceiver({
     bus,
     ledger,
@@ -66,6 +74,7 @@ export function recordingReceiver(bus: Bus, root: string) {
     logger: silentLogger,
     metrics,
     dedupWindowMessagesMax: 1000,
+    park,
   });
-  return { sent, metrics, receiver, ledger, ledgerDir };
+  return { sent, metrics, receiver, ledger, ledgerDir, park };
 }

@@ -156,12 +156,16 @@ describe("cross-node delivery (3 node processes)", () => {
     expect(checked).toBe(sent.length);
   });
 
-  it("holds back only a full inbox's lane between real nodes, shows it in status, and delivers it all once drained", async () => {
+  it("parks a full inbox's messages between real nodes, holds its lane only once the park is full too, shows both in status, and delivers it all once drained", async () => {
     cluster = await TestCluster.create(2);
     const [n1, n2] = cluster.nodes;
     await Promise.all([
       n1.start(cluster.peerFlags(n1)),
-      n2.start(cluster.peerFlags(n2), { CFN_BUS_INBOX_DEPTH_MAX: "20", CFN_BUS_BATCH_MESSAGES_MAX: "20" }),
+      n2.start(cluster.peerFlags(n2), {
+        CFN_BUS_INBOX_DEPTH_MAX: "20",
+        CFN_BUS_BATCH_MESSAGES_MAX: "20",
+        CFN_NODE_PARKED_MESSAGES_MAX: "15",
+      }),
     ]);
     await cluster.waitReady(cluster.nodes);
     const other = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"].find(
@@ -185,7 +189,8 @@ describe("cross-node delivery (3 node processes)", () => {
     const received = new Map<string, { id: string; from: string; payload: any }[]>();
     const drain = async (agent: string) =>
       received.set(agent, [...(received.get(agent) ?? []), ...(await drainInbox(n2, agent))]);
-    // `slow` does not consume: its inbox takes 20 and its lane is held; the other lane flows.
+    // `slow` does not consume: its inbox takes 20, its park 15, then its lane is held; the other
+    // lane flows.
     await waitFor("the other lane's agent got all 60", async () => {
       await drain(other);
       return (received.get(other) ?? []).length >= 60;
@@ -194,7 +199,8 @@ describe("cross-node delivery (3 node processes)", () => {
       const current = await tryStatus(n2);
       return current?.delivery.held.length > 0 ? current : undefined;
     });
-    expect(status.delivery.held).toEqual([{ from: "n1", lane: laneOf("slow"), agent: "slow", seq: 21 }]);
+    expect(status.delivery.held).toEqual([{ from: "n1", lane: laneOf("slow"), agent: "slow", seq: 36 }]);
+    expect(status.delivery.parked).toEqual([{ agent: "slow", messages: 15 }]);
 
     await waitFor(
       "slow's backlog delivered once it consumes",
@@ -209,6 +215,8 @@ describe("cross-node delivery (3 node processes)", () => {
     await drain(other);
     bus.close();
     checkExactlyOnceInOrder(sent, received);
-    expect((await tryStatus(n2))?.delivery.held).toEqual([]);
+    const after = await tryStatus(n2);
+    expect(after?.delivery.held).toEqual([]);
+    expect(after?.delivery.parked).toEqual([]);
   });
 });

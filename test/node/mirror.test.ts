@@ -1,10 +1,11 @@
 // The inbox mirror of message persistence (src/node/mirror.ts): what a durability round copies
 // before the receiving node acknowledges, and what a whole-host restart (tmpfs emptied) restores.
 
-import { rmSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
+import { parkDirOf } from "../../src/node/delivery/park.js";
 import { InboxMirror } from "../../src/node/mirror.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { perTestScratch } from "./harness.js";
@@ -55,6 +56,26 @@ function inboxIds(bus: Bus, agent: string): string[] {
 }
 
 describe("inbox mirror", () => {
+  it("copies parked messages too, keeps them while parked, and puts them back into the inbox after a host restart", async () => {
+    const root = scratch();
+    const bus = openBus(root);
+    const mirror = await openMirror(root, bus);
+    bus.sendSync("s1", "w1", { id: "queued", type: "t", payload: 1 });
+    const park = parkDirOf(bus, "w1");
+    bus.parkForwarded(park, "s1", "w1", [
+      { id: "parked-1", type: "t", payload: 2, seq: 7 },
+      { id: "parked-2", type: "t", payload: 3, seq: 8 },
+    ]);
+    writeFileSync(join(park, ".being-written.json"), "partial"); // a park file not renamed yet
+    await mirror.mirrorAgents(["w1"]);
+    expect(mirror.size).toBe(2);
+    await mirror.sweep(); // parked, not consumed: kept
+    expect(mirror.size).toBe(2);
+    const after = await hostRestart(root, bus, mirror);
+    expect(after.restored).toBe(2);
+    expect(inboxIds(after.bus, "w1")).toEqual(["queued", "parked-1", "parked-2"]);
+  });
+
   it("copies a message its agent claimed before the round ran, so a host restart puts it back", async () => {
     const root = scratch();
     const bus = openBus(root);

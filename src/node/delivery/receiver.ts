@@ -16,9 +16,12 @@
 // batched: one per sender per event-loop turn, or — with persistence — one per group fsync: the
 // inbox mirror and the ledger are made durable for everything written so far, then the commit is
 // recorded and the ack sent, while later frames keep being written (mirroring is off the path).
-// INBOX_FULL stops a frame where it is: the cursor covers what was written (a batch that does not
-// fit is written one message per file, so what fits lands). The stream from that sender is then
-// *held* at the blocked sequence: later frames are dropped without a word (no resync each, which
+// INBOX_FULL parks the agent's messages on this node (park.ts): a batch that does not fit is
+// written one message per file, so what fits lands, and the rest for that agent waits in its
+// park, moved into the inbox as it has room, while the frame goes on with the other agents'
+// messages (an agent with parked messages gets its later ones parked too, so order is kept).
+// Where the park is full too, or a write fails, the frame stops there: the cursor covers what was
+// written or parked, and the stream from that sender is *held* at the blocked sequence: later frames are dropped without a word (no resync each, which
 // made the sender rewind its whole window per frame: a storm of resends), the inbox is polled
 // with backoff, and once it has room one resync asks the sender to go on from there (or the
 // sender's ack timeout resends first). Backpressure reaches the sending node; nothing is lost.
@@ -33,6 +36,7 @@ import type { Transport } from "../../transport/index.js";
 import type { NodeMetrics } from "../node-metrics.js";
 import { deadLetterWireMessage } from "./dead-letters.js";
 import type { DeliveryLedger } from "./ledger.js";
+import { type InboxPark, parkDirOf } from "./park.js";
 import { RecentIds } from "./recent-ids.js";
 import type { ReceiverCursor } from "./spool.js";
 import { endSpansWithError, spanParent, TRACER_NAME } from "./tracing.js";
@@ -60,6 +64,8 @@ export interface ReceiverOptions {
    * these agents, group-fsynced). Runs off the write path; at most one round at a time.
    */
   onWritten?: (agents: Set<string>) => Promise<void> | void;
+  /** Where messages for an agent with a full inbox wait (absent: the stream is held at once). */
+  park?: InboxPark;
 }
 
 /** Header carrying the original send time (µs) across the hop. */
@@ -290,9 +296,13 @@ export class DeliveryReceiver {
 
   private pollHold(from: string, hold: Hold): void {
     if (this.closed || this.holds.get(from) !== hold) return;
+    const { park } = this.options;
     let room: boolean;
     try {
-      room = this.options.bus.inboxDepth(hold.agent) < this.options.bus.config.inboxDepthMax;
+      room =
+        park && park.messagesOf(hold.agent) > 0
+          ? park.room(hold.agent) > 0
+          : this.options.bus.inboxDepth(hold.agent) < this.options.bus.config.inboxDepthMax;
     } catch {
       room = true; // the directory went away: let the write say what is wrong
     }
@@ -305,12 +315,16 @@ export class DeliveryReceiver {
     this.requestResync(from, hold.stream, hold.seq, true);
   }
 
-  /** Writes messages in order; consecutive ones from one sender to one agent as one batch file. */
+  /**
+   * Writes messages in order; consecutive ones from one sender to one agent as one batch file.
+   * Messages for an agent whose inbox is full are parked (park.ts), and so are the later ones for
+   * an agent with parked messages; `full` names the agent where the park had no room either.
+   */
   private writeMessages(
     fresh: WireMessage[],
     from: string,
   ): { written: number; landed: number; full: { agent: string } | undefined } {
-    const { bus, metrics } = this.options;
+    const { bus, metrics, park } = this.options;
     const batchMax = bus.config.batchMessagesMax;
     let written = 0;
     let landed = 0;
@@ -319,9 +333,10 @@ export class DeliveryReceiver {
     let singlyUntil = -1;
     while (index < fresh.length) {
       const head = fresh[index];
+      const parking = park !== undefined && park.messagesOf(head.to) > 0;
       let end = index + 1;
       while (
-        index >= singlyUntil &&
+        (parking || index >= singlyUntil) &&
         end < fresh.length &&
         end - index < batchMax &&
         fresh[end].from === head.from &&
@@ -331,14 +346,19 @@ export class DeliveryReceiver {
         end++;
       const group: WireMessage[] = [];
       const keys: string[] = [];
+      /** Index in `fresh` of each message of the group. */
+      const at: number[] = [];
       for (let i = index; i < end; i++) {
         const key = RecentIds.key(fresh[i].to, fresh[i].id);
         if (this.recent.has(key)) continue;
         group.push(fresh[i]);
         keys.push(key);
+        at.push(i);
       }
       metrics.duplicates.inc({ reason: "message_id" }, end - index - group.length);
-      if (group.length > 0) {
+      let toPark = false;
+      if (group.length > 0 && parking) toPark = true;
+      else if (group.length > 0) {
         const spans = this.startSpans(group, from);
         try {
           if (group.length === 1) this.sendOne(group[0]);
@@ -361,9 +381,9 @@ export class DeliveryReceiver {
               continue;
             }
             metrics.inboxFull.inc();
-            return { written, landed, full: { agent: head.to } };
-          }
-          if (!isCfnError(error)) {
+            if (!park) return { written, landed, full: { agent: head.to } };
+            toPark = true;
+          } else if (!isCfnError(error)) {
             // An errno error (ENOSPC, EMFILE, EIO): not the message's fault. Stop here like a
             // full inbox; the sender resends what was not acknowledged.
             this.logger.warn("inbox write failed; retried on the sender's resend", {
@@ -372,23 +392,76 @@ export class DeliveryReceiver {
               error,
             });
             return { written, landed, full: { agent: head.to } };
-          }
-          if (group.length > 1) {
+          } else if (group.length > 1) {
             // One message of the batch may be at fault: write them one by one, so that only the
             // one the bus refuses is dead-lettered.
             singlyUntil = end;
             continue;
+          } else {
+            // A message the bus can never take (invalid for this bus's limits, e.g. a sender with
+            // a larger messageBytesMax): dead-lettered with the reason and skipped, so that it
+            // does not block its stream forever.
+            this.deadLetterRefused(group[0], from, error);
           }
-          // A message the bus can never take (invalid for this bus's limits, e.g. a sender with a
-          // larger messageBytesMax): dead-lettered with the reason and skipped, so that it does
-          // not block its stream forever.
-          this.deadLetterRefused(group[0], from, error);
+        }
+      }
+      if (toPark) {
+        const taken = this.parkGroup(group, keys, from);
+        landed += taken;
+        if (taken < group.length) {
+          // The park is full too (or failing): the stream is held at the first message not taken.
+          written += at[taken] - index;
+          return { written, landed, full: { agent: head.to } };
         }
       }
       written += end - index;
       index = end;
     }
     return { written, landed, full: undefined };
+  }
+
+  /**
+   * Parks `group` (consecutive messages for one agent) as far as its park has room; returns how
+   * many it took: parked, or refused by the bus and dead-lettered. Stops at a failing write.
+   */
+  private parkGroup(group: WireMessage[], keys: string[], from: string): number {
+    const park = this.options.park as InboxPark;
+    const to = group[0].to;
+    let taken = 0;
+    while (taken < group.length) {
+      const room = park.room(to);
+      if (room === 0) break;
+      const slice = group.slice(taken, taken + room);
+      const { parked, error } = park.park(
+        slice[0].from,
+        to,
+        slice.map((message) => toOutgoing(message)),
+      );
+      for (let i = taken; i < taken + parked; i++) this.recent.add(keys[i]);
+      if (parked > 0) this.dirtyAgents.add(to);
+      taken += parked;
+      if (error === undefined) continue;
+      if (!isCfnError(error)) {
+        this.logger.warn("parking failed; retried on the sender's resend", { from, to, error });
+        break;
+      }
+      // A message of that file is refused: the next one alone, without the origin header if that
+      // is what pushed it past messageBytesMax, else dead-lettered.
+      const message = group[taken];
+      let single = park.park(message.from, to, [toOutgoing(message)]);
+      if (
+        isCfnError(single.error, "CFN_ERR_MESSAGE_TOO_LARGE") &&
+        message.headers[ORIGIN_TS_HEADER] === undefined
+      )
+        single = park.park(message.from, to, [toOutgoing(message, false)]);
+      if (single.error !== undefined && !isCfnError(single.error)) break;
+      if (single.error === undefined) {
+        this.recent.add(keys[taken]);
+        this.dirtyAgents.add(to);
+      } else this.deadLetterRefused(message, from, single.error as CfnError);
+      taken++;
+    }
+    return taken;
   }
 
   /**
@@ -539,7 +612,7 @@ export class DeliveryReceiver {
     const found = new Set<string>();
     for (const agent of agents) {
       const paths = this.options.bus.layout.agent(agent);
-      for (const dir of [paths.inbox, paths.claimed]) {
+      for (const dir of [parkDirOf(this.options.bus, agent), paths.inbox, paths.claimed]) {
         let names: string[] = [];
         try {
           names = readdirSync(dir);
@@ -547,6 +620,7 @@ export class DeliveryReceiver {
           continue;
         }
         for (const name of names) {
+          if (name.startsWith(".")) continue; // a park file never renamed into place: not written
           let text: string;
           try {
             text = readFileSync(join(dir, name), "utf8");
