@@ -20,7 +20,7 @@ import { type CfnError, isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
 import type { Transport } from "../../transport/index.js";
 import type { NodeMetrics } from "../node-metrics.js";
-import { deadLetterWireMessage } from "./dead-letters.js";
+import { deadLetterRefused, deadLetterWireMessage } from "./dead-letters.js";
 import type { DeliverySpool, SpooledMessage } from "./spool.js";
 import { spanParent, TRACER_NAME } from "./tracing.js";
 import {
@@ -736,21 +736,9 @@ export class DeliveryForwarder {
       return true;
     } catch (error) {
       if (isCfnError(error) && !isCfnError(error, "CFN_ERR_INBOX_FULL")) {
-        const refused = error as CfnError;
-        this.options.metrics.rejected.inc({ reason: refused.code });
-        let file: string | undefined;
-        try {
-          file = deadLetterWireMessage(this.options.bus, message, "refused", message.id, {
-            reason: refused.message,
-            code: refused.code,
-          });
-        } catch (writeError) {
-          this.logger.error("could not dead-letter a refused message", { id: message.id, error: writeError });
-        }
-        this.logger.warn("re-routed message refused by the local bus; dead-lettered", {
-          to: message.to,
-          file,
-          error,
+        const { bus, metrics } = this.options;
+        deadLetterRefused({ bus, metrics, logger: this.logger }, message, message.id, error as CfnError, {
+          rerouted: true,
         });
         return true;
       }

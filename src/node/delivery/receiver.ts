@@ -34,7 +34,7 @@ import { type CfnError, isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
 import type { Transport } from "../../transport/index.js";
 import type { NodeMetrics } from "../node-metrics.js";
-import { deadLetterWireMessage } from "./dead-letters.js";
+import { deadLetterRefused } from "./dead-letters.js";
 import type { DeliveryLedger } from "./ledger.js";
 import { type InboxPark, parkDirOf } from "./park.js";
 import { RecentIds } from "./recent-ids.js";
@@ -480,22 +480,9 @@ export class DeliveryReceiver {
   }
 
   private deadLetterRefused(message: WireMessage, from: string, error: CfnError): void {
-    this.options.metrics.rejected.inc({ reason: error.code });
-    let file: string | undefined;
-    try {
-      file = deadLetterWireMessage(this.options.bus, message, "refused", `${from}_${message.id}`, {
-        reason: error.message,
-        code: error.code,
-        via: parseLaneKey(from).node,
-      });
-    } catch (writeError) {
-      this.logger.error("could not dead-letter a refused message", { id: message.id, error: writeError });
-    }
-    this.logger.warn("forwarded message refused by the local bus; dead-lettered", {
-      from,
-      to: message.to,
-      file,
-      error,
+    const { bus, metrics } = this.options;
+    deadLetterRefused({ bus, metrics, logger: this.logger }, message, `${from}_${message.id}`, error, {
+      via: parseLaneKey(from).node,
     });
   }
 
