@@ -318,14 +318,16 @@ export class Bus {
   /**
    * @internal Moves a file parkForwarded() wrote at `path` into `to`'s inbox under its name when
    * the inbox has room for its `count` messages. False when the inbox is full; true once moved
-   * (or when the file is gone: moved by someone else).
+   * (or when the file is gone: moved by someone else). A file of more than inboxDepthMax messages
+   * (parked before a restart with a lower inboxDepthMax) moves in once the inbox is empty: it could
+   * never fit otherwise, and the inbox then holds at most one parked file's worth over its limit.
    */
   admitParked(to: string, path: string, name: string, count: number): boolean {
     this.assertOpen();
     const paths = this.layout.agent(to);
     this.layout.ensureAgent(paths);
     try {
-      this.admit(paths, count, false);
+      this.admit(paths, count, false, Math.min(count, this.config.inboxDepthMax));
     } catch (error) {
       if (isCfnError(error, "CFN_ERR_INBOX_FULL")) return false;
       throw error;
@@ -531,14 +533,18 @@ export class Bus {
     return name;
   }
 
-  private admit(paths: AgentPaths, count: number, countOverflow: boolean): void {
+  /**
+   * Admits `count` messages into an inbox or throws INBOX_FULL. `room` is the room they need, less
+   * than `count` only for admitParked's file of more than inboxDepthMax messages.
+   */
+  private admit(paths: AgentPaths, count: number, countOverflow: boolean, room = count): void {
     const depthMax = this.config.inboxDepthMax;
     let estimate = this.depthEstimates.get(paths.agentId);
-    if (mustRecount(estimate, count, depthMax)) {
+    if (mustRecount(estimate, room, depthMax)) {
       estimate = freshEstimate(this.countDepth(paths), depthMax);
       if (this.depthEstimates.size > 10_000) this.depthEstimates.clear();
       this.depthEstimates.set(paths.agentId, estimate);
-      if (!fitsAfterCount(estimate.counted, count, depthMax))
+      if (!fitsAfterCount(estimate.counted, room, depthMax))
         this.refuseFull(paths, estimate.counted, count, countOverflow);
     }
     (estimate as DepthEstimate).sentSinceCount += count;

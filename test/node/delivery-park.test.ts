@@ -163,6 +163,34 @@ describe("parking forwarded messages for a full inbox", () => {
     expect(got).toEqual(range(1, 6));
   });
 
+  it("moves in a parked file of more messages than a lowered inboxDepthMax once the inbox is empty", async () => {
+    const root = scratch();
+    const bus = openBus(root, 256); // parked files of 32 messages
+    const before = recordingReceiver(bus, root, 100);
+    const all = range(1, 296).map((i) => wire("slow", i));
+    before.receiver.handle({ t: "d", s: "S", f: 1, k: 0, m: all } as never, "A");
+    await waitFor("the ack of 296", () => acked(before.sent, 296));
+    expect(before.park?.parked()).toEqual([{ agent: "slow", messages: 40 }]);
+    before.receiver.close();
+    before.park?.close();
+    before.ledger.close();
+    const got = consume(bus, "slow");
+    expect(got).toEqual(range(1, 256));
+    bus.close();
+
+    // Restarted with inboxDepthMax 8: the parked file of 32 can never fit, so it moves in once the
+    // inbox is empty; the file of 8 after it waits for the agent to consume.
+    const lowered = openBus(root, 8);
+    const after = recordingReceiver(lowered, root, 100);
+    expect(after.park?.load()).toBe(40);
+    await waitFor("all 296 of slow, in order", async () => {
+      got.push(...consume(lowered, "slow"));
+      return got.length >= 296;
+    });
+    expect(got).toEqual(range(1, 296));
+    await waitFor("the park empty", () => after.park?.parked().length === 0);
+  });
+
   it("ignores a parked file never renamed into place, in recovery and at load", async () => {
     const root = scratch();
     const bus = openBus(root, 1);
