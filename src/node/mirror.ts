@@ -13,11 +13,18 @@
 //   (acknowledged by the consumer). Files parked for a full inbox (delivery/park.ts) count as in
 //   the inbox: mirrored, kept, and restored into the inbox.
 // - At start, every mirrored file absent from its agent's inbox and claimed dir is written back
-//   under its original name (maildir discipline: tmp/ then rename), so order is kept.
+//   under its original name (maildir discipline: tmp/ then rename), so order is kept — but only
+//   when the bus did not outlive the node: after a crash of the node process alone the tmpfs still
+//   holds every message, and a mirrored file missing from it was consumed (acknowledged after the
+//   last sweep), so putting it back would deliver it twice. The bus dir carries a marker,
+//   `.mirror-token`, with the mirror's token (random, one per data dir), written once a restore
+//   finished: present with that token → the bus survived, nothing to restore.
 //
-// Stored in a LevelDB at <dataDir>/mirror:  m!<agent>!<file prefix P_T_N_UNIQ> → file text.
+// Stored in a LevelDB at <dataDir>/mirror:  m!<agent>!<file prefix P_T_N_UNIQ> → file text,
+// and t!token → the token.
 
-import { readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ClassicLevel } from "classic-level";
 import type { Bus } from "../bus/index.js";
@@ -43,6 +50,9 @@ export interface InboxMirrorOptions {
 }
 
 const openPaths = new Set<string>();
+/** The marker in the bus dir: the bus holds what the mirror restored or saw since (restore()). */
+export const MIRROR_MARKER = ".mirror-token";
+const TOKEN_KEY = "t!token";
 
 /** P_T_N_UNIQ: the part of a queued or claimed name that identifies the file. */
 function prefixOf(name: string): string | undefined {
@@ -65,10 +75,13 @@ export class InboxMirror {
   private sweeping = false;
   private restoreDone = false;
   private closed = false;
+  /** This data dir's token, written into the bus dir's marker once restored. */
+  private readonly token: string;
 
-  private constructor(db: Db, path: string, options: InboxMirrorOptions) {
+  private constructor(db: Db, path: string, token: string, options: InboxMirrorOptions) {
     this.db = db;
     this.path = path;
+    this.token = token;
     this.options = options;
     this.logger = options.logger.child("mirror");
   }
@@ -85,7 +98,16 @@ export class InboxMirror {
       openPaths.delete(path);
       throw new CfnError("CFN_ERR_STORAGE", `cannot open mirror ${path}: ${String(error)}`);
     }
-    const mirror = new InboxMirror(db, path, options);
+    let token: string;
+    try {
+      token = (await db.get(TOKEN_KEY)) ?? randomUUID();
+      await db.put(TOKEN_KEY, token, { sync: true });
+    } catch (error) {
+      await db.close().catch(() => undefined);
+      openPaths.delete(path);
+      throw new CfnError("CFN_ERR_STORAGE", `cannot read mirror ${path}: ${String(error)}`);
+    }
+    const mirror = new InboxMirror(db, path, token, options);
     for await (const key of db.keys({ gte: "m!", lt: "m!\xff" })) {
       const [, agent, prefix] = key.split("!");
       mirror.index(agent).add(prefix);
@@ -93,9 +115,18 @@ export class InboxMirror {
     return mirror;
   }
 
-  /** Puts back every mirrored message missing from its inbox; returns how many. */
+  /**
+   * Puts back every mirrored message missing from its inbox; returns how many. Nothing when the
+   * bus outlived the node (its marker holds this mirror's token): what is missing was consumed.
+   */
   async restore(): Promise<number> {
     const { bus } = this.options;
+    const marker = join(bus.dir, MIRROR_MARKER);
+    if (readMarker(marker) === this.token) {
+      this.logger.info("the bus outlived the node process: nothing to restore", { entries: this.size });
+      this.restoreDone = true;
+      return 0;
+    }
     let restored = 0;
     for (const [agent, prefixes] of this.mirrored) {
       const present = this.presentPrefixes(agent);
@@ -123,6 +154,10 @@ export class InboxMirror {
         restored++;
       }
     }
+    // Only now: a crash during the restore restores again at the next start (it skips what is back).
+    mkdirSync(bus.dir, { recursive: true, mode: 0o700 });
+    writeFileSync(`${marker}.tmp`, this.token, { mode: 0o600 });
+    renameSync(`${marker}.tmp`, marker);
     this.restoreDone = true;
     return restored;
   }
@@ -262,5 +297,13 @@ export class InboxMirror {
       this.mirrored.set(agent, set);
     }
     return set;
+  }
+}
+
+function readMarker(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return undefined;
   }
 }

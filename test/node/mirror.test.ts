@@ -56,6 +56,33 @@ function inboxIds(bus: Bus, agent: string): string[] {
 }
 
 describe("inbox mirror", () => {
+  it("puts nothing back after a crash of the node process alone: a mirrored message missing from the surviving bus was consumed", async () => {
+    const root = scratch();
+    const bus = openBus(root);
+    const first = await openMirror(root, bus);
+    expect(await first.restore()).toBe(0); // the node's start
+    bus.sendSync("s1", "w1", { id: "consumed", type: "t", payload: 1 });
+    bus.sendSync("s1", "w1", { id: "queued", type: "t", payload: 2 });
+    await first.mirrorAgents(["w1"]);
+    // The agent consumes one message; the node process dies before a sweep prunes its entry.
+    const worker = bus.openMailbox("w1", { heartbeat: false, watch: false });
+    worker.ack(worker.receiveNow(1));
+    worker.close();
+    // biome-ignore lint/suspicious/noExplicitAny: suppressing the final sweep (a crash)
+    (first as any).sweeping = true;
+    await first.close();
+    const reopened = await openMirror(root, bus); // the tmpfs bus is still there
+    cleanups.push(() => reopened.close());
+    expect(await reopened.restore()).toBe(0);
+    expect(inboxIds(bus, "w1")).toEqual(["queued"]);
+    await reopened.sweep(); // prunes the consumed message's entry
+    expect(reopened.size).toBe(1);
+    // And a host restart after that still restores what is waiting.
+    const after = await hostRestart(root, bus, reopened);
+    expect(after.restored).toBe(1);
+    expect(inboxIds(after.bus, "w1")).toEqual(["queued"]);
+  });
+
   it("copies parked messages too, keeps them while parked, and puts them back into the inbox after a host restart", async () => {
     const root = scratch();
     const bus = openBus(root);

@@ -41,7 +41,8 @@ async function mirrorValues(root: string): Promise<Map<string, string>> {
   const db = new ClassicLevel<string, string>(join(root, "data", "mirror"), { valueEncoding: "utf8" });
   await db.open();
   const values = new Map<string, string>();
-  for await (const [key, value] of db.iterator()) values.set(key, value);
+  // The messages' entries (m!<agent>!<prefix>); t!token is the mirror's own random marker token.
+  for await (const [key, value] of db.iterator({ gte: "m!", lt: "m!\xff" })) values.set(key, value);
   await db.close();
   return values;
 }
