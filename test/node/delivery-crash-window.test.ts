@@ -520,6 +520,35 @@ describe("a forwarded batch the owner's bus refuses in part", () => {
     expect(idsIn(bus, "r1")).toEqual(["m1", "m3"]);
   });
 
+  it("commits a frame as soon as it is written, so a crash after its agent consumed it writes nothing again", async () => {
+    const root = scratch();
+    const bus = new Bus({ config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000 } });
+    cleanups.push(() => bus.close());
+    const before = recordingReceiver(bus, root);
+    const frame = {
+      t: "d",
+      s: "S",
+      f: 1,
+      k: 0,
+      m: ["m1", "m2", "m3"].map((id, i) => ({ ...toR1(id, i), from: "s1", seq: i + 1 })),
+    };
+    before.receiver.handle(frame as never, "A");
+    // The agent consumes all three at once; the node dies in the same turn, before any ack.
+    const agent = bus.openMailbox("r1", { heartbeat: false, watch: false });
+    agent.ack(agent.receiveNow(10));
+    agent.close();
+    before.receiver.close();
+    before.ledger.close();
+    expect(before.sent.filter((control) => control.t === "a")).toEqual([]);
+
+    const after = recordingReceiver(bus, root);
+    after.receiver.recover(after.ledger.intentSenders());
+    expect(after.ledger.cursor("A")).toEqual({ stream: "S", seq: 3 });
+    after.receiver.handle(frame as never, "A"); // the sender resends: it had no ack
+    expect(idsIn(bus, "r1")).toEqual([]);
+    await waitFor("the ack of 3", () => after.sent.some((control) => control.t === "a" && control.u === 3));
+  });
+
   it("writes a message at the sender's size limit though this bus's own sequence for its sender has more digits", async () => {
     const root = scratch();
     const config = { name: "default", inboxDepthMax: 100_000, messageBytesMax: 1024 };

@@ -7,9 +7,10 @@
 //  - a frame that starts past cursor+1 (a frame lost on a dropped connection) is not written:
 //    the receiver asks for a resync from cursor+1, so order per sender→receiver is kept;
 //  - before writing, an intent record names the messages about to be written (ledger.ts, a
-//    write(2) on the event loop); after a crash the receiver looks for them in the inboxes (tmpfs
-//    outlives the process) and moves the cursor past those that landed, so a retransmission does
-//    not write them twice;
+//    write(2) on the event loop), and a commit record follows the write (without persistence at
+//    once, with it after the durability round); after a crash the receiver looks for an
+//    uncommitted intent's messages in the inboxes (tmpfs outlives the process) and moves the
+//    cursor past those that landed, so a retransmission does not write them twice;
 //  - on top, a window of recent (agent, message id) pairs drops a message re-sent under another
 //    sequence (a sender that re-spooled it, an agent retrying with the same id).
 // A frame is written synchronously as it arrives (no queue, no promise per frame). Acks are
@@ -252,8 +253,15 @@ export class DeliveryReceiver {
       targets: fresh.map((m) => ({ to: m.to, id: m.id })),
     });
     const { written, landed, full } = this.writeMessages(fresh, from);
-    if (written > 0) this.written.set(from, { stream: frame.s, seq: firstSeq + written - 1 });
-    else this.written.set(from, cursor);
+    if (written > 0) {
+      const moved = { stream: frame.s, seq: firstSeq + written - 1 };
+      this.written.set(from, moved);
+      // Without persistence the commit follows the frame's write at once (one write(2)), not the
+      // batched ack: a crash must not leave the intent of messages their agent has consumed since
+      // (recovery cannot tell them from unwritten ones and would write them again). With
+      // persistence it waits for the durability round.
+      if (!this.options.onWritten) ledger.commit(from, moved);
+    } else this.written.set(from, cursor);
     metrics.delivered.inc(landed);
     if (full) this.hold(from, frame.s, firstSeq + written, full);
     if (written > 0 || !full) this.scheduleAck(from);
