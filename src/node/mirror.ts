@@ -74,6 +74,7 @@ export class InboxMirror {
   private readonly writes = new Set<Promise<void>>();
   private sweeping = false;
   private restoreDone = false;
+  private survived = false;
   private closed = false;
   /** This data dir's token, written into the bus dir's marker once restored. */
   private readonly token: string;
@@ -124,6 +125,7 @@ export class InboxMirror {
     const marker = join(bus.dir, MIRROR_MARKER);
     if (readMarker(marker) === this.token) {
       this.logger.info("the bus outlived the node process: nothing to restore", { entries: this.size });
+      this.survived = true;
       this.restoreDone = true;
       return 0;
     }
@@ -160,6 +162,11 @@ export class InboxMirror {
     renameSync(`${marker}.tmp`, marker);
     this.restoreDone = true;
     return restored;
+  }
+
+  /** After restore(): true when the bus outlived the node (no host restart), so nothing was restored. */
+  get busSurvived(): boolean {
+    return this.survived;
   }
 
   start(): void {

@@ -310,7 +310,8 @@ export class ClusterNode {
       this.mirror.start();
     }
     this.park.load();
-    this.receiver.recover(this.ledger.intentSenders());
+    // With persistence this runs a durability round over what it counts as written (receiver.ts).
+    await this.receiver.recover(this.ledger.intentSenders(), this.mirror?.busSurvived ?? true);
     this.deliveryReady = true;
     await this.forwarder.start();
     this.control.start();

@@ -549,6 +549,68 @@ describe("a forwarded batch the owner's bus refuses in part", () => {
     await waitFor("the ack of 3", () => after.sent.some((control) => control.t === "a" && control.u === 3));
   });
 
+  /**
+   * With persistence (onWritten: a durability round that the crash interrupts): a frame of three
+   * messages for r1 is written, r1 consumes them all, and the process dies before the round ends.
+   */
+  function crashWithRoundInFlight(root: string, bus: Bus) {
+    const before = recordingReceiver(bus, root, undefined, { onWritten: () => new Promise(() => undefined) });
+    const frame = {
+      t: "d",
+      s: "S",
+      f: 1,
+      k: 0,
+      m: ["m1", "m2", "m3"].map((id, i) => ({ ...toR1(id, i), from: "s1", seq: i + 1 })),
+    };
+    before.receiver.handle(frame as never, "A");
+    const agent = bus.openMailbox("r1", { heartbeat: false, watch: false });
+    agent.ack(agent.receiveNow(10));
+    agent.close();
+    before.receiver.close();
+    before.ledger.close();
+    return frame;
+  }
+
+  it("with persistence, recovers a chain its agent consumed by the written mark when only the process died, committing after a durability round", async () => {
+    const root = scratch();
+    const bus = new Bus({ config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000 } });
+    cleanups.push(() => bus.close());
+    const frame = crashWithRoundInFlight(root, bus);
+
+    let releaseRound: () => void = () => undefined;
+    const rounds: string[][] = [];
+    const after = recordingReceiver(bus, root, undefined, {
+      onWritten: (agents) => {
+        rounds.push([...agents]);
+        return new Promise<void>((resolve) => {
+          releaseRound = resolve;
+        });
+      },
+    });
+    const recovering = after.receiver.recover(after.ledger.intentSenders(), true);
+    expect(rounds).toEqual([["r1"]]);
+    expect(after.ledger.cursor("A")).toBeUndefined(); // not before the round made it durable
+    releaseRound();
+    await recovering;
+    expect(after.ledger.cursor("A")).toEqual({ stream: "S", seq: 3 });
+    after.receiver.handle(frame as never, "A"); // the sender resends: it had no ack
+    expect(idsIn(bus, "r1")).toEqual([]);
+  });
+
+  it("with persistence, ignores the written mark after a host restart and writes the chain again", async () => {
+    const root = scratch();
+    const bus = new Bus({ config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000 } });
+    cleanups.push(() => bus.close());
+    const frame = crashWithRoundInFlight(root, bus);
+
+    // The tmpfs bus did not survive (restore() ran): the mark may name messages no mirror holds.
+    const after = recordingReceiver(bus, root, undefined, { onWritten: () => undefined });
+    await after.receiver.recover(after.ledger.intentSenders(), false);
+    expect(after.ledger.cursor("A")).toEqual({ stream: "S", seq: 0 });
+    after.receiver.handle(frame as never, "A");
+    expect(idsIn(bus, "r1")).toEqual(["m1", "m2", "m3"]);
+  });
+
   it("writes a message at the sender's size limit though this bus's own sequence for its sender has more digits", async () => {
     const root = scratch();
     const config = { name: "default", inboxDepthMax: 100_000, messageBytesMax: 1024 };

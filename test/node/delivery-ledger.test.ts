@@ -109,4 +109,30 @@ describe("delivery ledger", () => {
     expect(readFileSync(join(dir, "n1.log"), "utf8").split("\n").filter(Boolean).length).toBeLessThan(100);
     reopened.close();
   });
+
+  it("reads back the written mark past the cursor, drops it once a commit covers it, keeps it through compaction", () => {
+    root = scratchDir("cfn-ledger-");
+    const dir = join(root, "in");
+    const ledger = DeliveryLedger.open({ dir, sync: false, fileBytesMax: 1024 });
+    ledger.appendIntent("n1", { stream: "s", first: 1, last: 3, targets: [1, 2, 3].map(target) });
+    ledger.markWritten("n1", { stream: "s", seq: 3 });
+    ledger.close();
+    let reopened = DeliveryLedger.open({ dir, sync: false, fileBytesMax: 1024 });
+    expect(reopened.writtenMark("n1")).toEqual({ stream: "s", seq: 3 });
+    reopened.commit("n1", { stream: "s", seq: 3 });
+    expect(reopened.writtenMark("n1")).toBeUndefined();
+    // A mark past the commit that compacts the file (a round's commit behind later writes).
+    for (let seq = 4; seq <= 60; seq++) {
+      reopened.appendIntent("n1", { stream: "s", first: seq, last: seq, targets: [target(seq)] });
+      reopened.markWritten("n1", { stream: "s", seq });
+      reopened.commit("n1", { stream: "s", seq: seq - 1 });
+    }
+    reopened.close();
+    expect(statSync(join(dir, "n1.log")).size).toBeLessThanOrEqual(1024);
+    reopened = DeliveryLedger.open({ dir, sync: false, fileBytesMax: 1024 });
+    expect(reopened.cursor("n1")).toEqual({ stream: "s", seq: 59 });
+    expect(reopened.writtenMark("n1")).toEqual({ stream: "s", seq: 60 });
+    expect(reopened.intent("n1")?.targets).toEqual([target(60)]);
+    reopened.close();
+  });
 });

@@ -7,7 +7,7 @@ import type { Bus } from "../../src/bus/index.js";
 import type { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
 import { InboxPark } from "../../src/node/delivery/park.js";
-import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
+import { DeliveryReceiver, type ReceiverOptions } from "../../src/node/delivery/receiver.js";
 import { DELIVER_CHANNEL, parseDeliveryFrame } from "../../src/node/delivery/wire.js";
 import { NodeMetrics } from "../../src/node/node-metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
@@ -52,7 +52,12 @@ export type SentControl = { t: string; s?: string; e?: number; u?: number; l?: n
  * A receiver writing into `bus`, its ledger in `<root>/ledger`; its transport records what it
  * sends. With `parkedMessagesMax`, it parks messages for full inboxes (park.ts) as a node does.
  */
-export function recordingReceiver(bus: Bus, root: string, parkedMessagesMax?: number) {
+export function recordingReceiver(
+  bus: Bus,
+  root: string,
+  parkedMessagesMax?: number,
+  options: Partial<ReceiverOptions> = {},
+) {
   const sent: SentControl[] = [];
   const transport = {
     sendFrame: (_to: string, _channel: string, frame: SentControl) => {
@@ -75,6 +80,7 @@ export function recordingReceiver(bus: Bus, root: string, parkedMessagesMax?: nu
     metrics,
     dedupWindowMessagesMax: 1000,
     park,
+    ...options,
   });
   return { sent, metrics, receiver, ledger, ledgerDir, park };
 }

@@ -3,6 +3,8 @@
 //
 //   {"i":{"stream":…,"first":…,"last":…,"targets":[{"to":…,"id":…},…]}}   intent: about to be written
 //   {"c":{"stream":…,"seq":…}}                                              commit: cursor, all ≤ seq written
+//   {"w":{"stream":…,"seq":…}}                                              mark: written into the
+//                                                                            tmpfs inboxes, not yet durable
 //
 // Both are plain write(2) calls on the event loop (no thread-pool hop, no promise): an intent is in
 // the page cache before the inbox write starts, so it survives a process crash (kill -9) without an
@@ -11,7 +13,9 @@
 //
 // Recovery reads each file: the cursor is the last commit; the intents not covered by it
 // (several, when acknowledgements were batched) form one chain whose targets were written in
-// order. A commit covers only sequences up to its cursor: intents written while a durability round
+// order. With persistence the commit waits for a durability round, so the receiver appends a mark
+// right after each write: after a crash of the process alone (the tmpfs inboxes survived) it says
+// how far the chain was written, though the agents consumed some of it meanwhile. A commit covers only sequences up to its cursor: intents written while a durability round
 // ran (persistence) are appended before the round's commit and stay in the chain past it. A torn
 // last line (a crash inside write(2)) is an intent whose inbox write never started: it is ignored.
 // A file past `fileBytesMax` is rewritten to its last commit and the chain after it (tmp + rename)
@@ -47,6 +51,8 @@ interface SenderLedger {
   cursor: ReceiverCursor | undefined;
   /** Intents appended since the last commit, merged (same stream, consecutive sequences). */
   pending: ReceiverIntent | undefined;
+  /** The last mark past the cursor: written into the inboxes up to it (markWritten). */
+  written: ReceiverCursor | undefined;
 }
 
 /** Default for LedgerOptions.fileBytesMax: compaction rewrites one line, so this is only disk use. */
@@ -86,6 +92,11 @@ export class DeliveryLedger {
     return this.senders.get(from)?.pending;
   }
 
+  /** How far `from`'s chain was written into the inboxes past its cursor (markWritten), if known. */
+  writtenMark(from: string): ReceiverCursor | undefined {
+    return this.senders.get(from)?.written;
+  }
+
   /** Senders with intents after their last commit. */
   intentSenders(): string[] {
     return [...this.senders].filter(([, sender]) => sender.pending).map(([from]) => from);
@@ -99,6 +110,16 @@ export class DeliveryLedger {
   }
 
   /**
+   * Records that everything of `from`'s chain ≤ cursor.seq is in the inboxes (tmpfs), before the
+   * commit that says it is durable too (persistence: after the durability round).
+   */
+  markWritten(from: string, cursor: ReceiverCursor): void {
+    const sender = this.sender(from);
+    this.append(sender, `{"w":${JSON.stringify(cursor)}}\n`);
+    sender.written = cursor;
+  }
+
+  /**
    * Moves the cursor of `from` (everything ≤ cursor.seq is written) and trims its intent chain to
    * what lies past it.
    */
@@ -107,6 +128,7 @@ export class DeliveryLedger {
     const line = `{"c":${JSON.stringify(cursor)}}\n`;
     sender.cursor = cursor;
     sender.pending = trimChain(sender.pending, cursor);
+    sender.written = markPast(sender.written, cursor);
     if (sender.bytes + line.length > this.options.fileBytesMax) this.rewrite(from, sender, line);
     else this.append(sender, line);
   }
@@ -147,6 +169,7 @@ export class DeliveryLedger {
         dirty: false,
         cursor: undefined,
         pending: undefined,
+        written: undefined,
       };
       this.senders.set(from, sender);
     }
@@ -166,7 +189,8 @@ export class DeliveryLedger {
     const path = this.path(from);
     const tmp = `${path}.tmp`;
     const fd = openSync(tmp, "w", 0o600);
-    const line = sender.pending ? `${commitLine}{"i":${JSON.stringify(sender.pending)}}\n` : commitLine;
+    let line = sender.pending ? `${commitLine}{"i":${JSON.stringify(sender.pending)}}\n` : commitLine;
+    if (sender.written) line += `{"w":${JSON.stringify(sender.written)}}\n`;
     writeSync(fd, line);
     if (this.options.sync) fsyncSync(fd);
     renameSync(tmp, path);
@@ -185,7 +209,7 @@ export class DeliveryLedger {
     // A torn last line must not swallow the next record appended after it.
     if (text.length > 0 && !text.endsWith("\n")) this.append(sender, "\n");
     for (const line of text.split("\n")) {
-      let record: { i?: ReceiverIntent; c?: ReceiverCursor };
+      let record: { i?: ReceiverIntent; c?: ReceiverCursor; w?: ReceiverCursor };
       try {
         record = JSON.parse(line);
       } catch {
@@ -194,8 +218,11 @@ export class DeliveryLedger {
       if (record.c) {
         sender.cursor = record.c;
         sender.pending = trimChain(sender.pending, record.c);
+        sender.written = markPast(sender.written, record.c);
       } else if (record.i) {
         extendChain(sender, record.i);
+      } else if (record.w) {
+        sender.written = record.w;
       }
     }
   }
@@ -207,6 +234,11 @@ function trimChain(chain: ReceiverIntent | undefined, cursor: ReceiverCursor): R
   if (chain.first > cursor.seq) return chain;
   const first = cursor.seq + 1;
   return { ...chain, first, targets: chain.targets.slice(first - chain.first) };
+}
+
+/** The mark if it lies past `cursor` (of the same stream), else none. */
+function markPast(mark: ReceiverCursor | undefined, cursor: ReceiverCursor): ReceiverCursor | undefined {
+  return mark && mark.stream === cursor.stream && mark.seq > cursor.seq ? mark : undefined;
 }
 
 /** Appends an intent to the sender's chain (same stream, next sequence) or starts a new chain. */

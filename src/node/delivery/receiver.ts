@@ -133,19 +133,31 @@ export class DeliveryReceiver {
   /**
    * Settles intents left by a crash: the targets were written in order, so everything up to the
    * last one found in an inbox (or claimed) was written — one missing before it was consumed by
-   * its agent meanwhile — and nothing after it.
+   * its agent meanwhile — and nothing after it. With persistence, when the bus outlived the
+   * process (`busSurvived`: no host restart), the ledger's written mark counts too (messages
+   * consumed at the end of the chain leave nothing to find), and the commit waits for one
+   * durability round over the chains' agents: what recovery counts as written is mirrored before
+   * anything acknowledges it. Without persistence it commits before returning.
    */
-  recover(senders: string[]): void {
-    const { ledger } = this.options;
+  recover(senders: string[], busSurvived = true): Promise<void> {
+    const { ledger, onWritten } = this.options;
+    const recovered = new Map<string, ReceiverCursor>();
+    const agents = new Set<string>();
     for (const from of senders) {
       const intent = ledger.intent(from);
       if (!intent) continue;
-      const found = this.idsInInboxes(new Set(intent.targets.map((target) => target.to)));
+      const targets = new Set(intent.targets.map((target) => target.to));
+      for (const agent of targets) agents.add(agent);
+      const found = this.idsInInboxes(targets);
       let landedCount = 0;
       intent.targets.forEach((target, index) => {
         if (found.has(`${target.to}/${target.id}`)) landedCount = index + 1;
       });
-      const last = intent.first - 1 + landedCount;
+      // Only under persistence now: a mark from an earlier run with persistence, on a node started
+      // without it, could follow a host restart (nothing tells it so).
+      const mark = busSurvived && onWritten ? ledger.writtenMark(from) : undefined;
+      const marked = mark && mark.stream === intent.stream ? Math.min(mark.seq, intent.last) : 0;
+      const last = Math.max(intent.first - 1 + landedCount, marked);
       this.logger.info("recovered an interrupted delivery", {
         from,
         stream: intent.stream,
@@ -155,10 +167,22 @@ export class DeliveryReceiver {
       });
       const cursor = this.cursorOf(from);
       const base = cursor && cursor.stream === intent.stream ? cursor.seq : intent.first - 1;
-      const recovered = { stream: intent.stream, seq: Math.max(base, last) };
-      ledger.commit(from, recovered);
-      this.written.set(from, recovered);
+      const settled = { stream: intent.stream, seq: Math.max(base, last) };
+      this.written.set(from, settled);
+      recovered.set(from, settled);
     }
+    const commit = () => {
+      if (!ledger.isOpen) return;
+      for (const [from, cursor] of recovered) ledger.commit(from, cursor);
+    };
+    if (!onWritten || recovered.size === 0) {
+      commit();
+      return Promise.resolve();
+    }
+    return (async () => {
+      await Promise.all([onWritten(agents), ledger.sync()]);
+      commit();
+    })();
   }
 
   /**
@@ -259,8 +283,10 @@ export class DeliveryReceiver {
       // Without persistence the commit follows the frame's write at once (one write(2)), not the
       // batched ack: a crash must not leave the intent of messages their agent has consumed since
       // (recovery cannot tell them from unwritten ones and would write them again). With
-      // persistence it waits for the durability round.
-      if (!this.options.onWritten) ledger.commit(from, moved);
+      // persistence the commit waits for the durability round; a mark says meanwhile how far the
+      // write went, for a crash of the process alone (recover()).
+      if (this.options.onWritten) ledger.markWritten(from, moved);
+      else ledger.commit(from, moved);
     } else this.written.set(from, cursor);
     metrics.delivered.inc(landed);
     if (full) this.hold(from, frame.s, firstSeq + written, full);
