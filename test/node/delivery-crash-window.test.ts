@@ -14,7 +14,7 @@ import { describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
 import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
-import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
+import { DeliveryReceiver, type ReceiverOptions } from "../../src/node/delivery/receiver.js";
 import { DeliverySpool, SEQ_RESERVE_BLOCK_MESSAGES } from "../../src/node/delivery/spool.js";
 import { DELIVER_CHANNEL, parseDeliveryFrame } from "../../src/node/delivery/wire.js";
 import { NodeMetrics } from "../../src/node/node-metrics.js";
@@ -520,11 +520,13 @@ describe("a forwarded batch the owner's bus refuses in part", () => {
     expect(idsIn(bus, "r1")).toEqual(["m1", "m3"]);
   });
 
-  it("commits a frame as soon as it is written, so a crash after its agent consumed it writes nothing again", async () => {
-    const root = scratch();
-    const bus = new Bus({ config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000 } });
-    cleanups.push(() => bus.close());
-    const before = recordingReceiver(bus, root);
+  /**
+   * A frame of three messages for r1 is written, r1 consumes them all, and the receiving process
+   * dies in the same turn, before any ack (with `options.onWritten`: while a durability round the
+   * crash interrupts is in flight).
+   */
+  function crashAfterConsumed(root: string, bus: Bus, options: Partial<ReceiverOptions> = {}) {
+    const before = recordingReceiver(bus, root, undefined, options);
     const frame = {
       t: "d",
       s: "S",
@@ -533,13 +535,22 @@ describe("a forwarded batch the owner's bus refuses in part", () => {
       m: ["m1", "m2", "m3"].map((id, i) => ({ ...toR1(id, i), from: "s1", seq: i + 1 })),
     };
     before.receiver.handle(frame as never, "A");
-    // The agent consumes all three at once; the node dies in the same turn, before any ack.
     const agent = bus.openMailbox("r1", { heartbeat: false, watch: false });
     agent.ack(agent.receiveNow(10));
     agent.close();
     before.receiver.close();
     before.ledger.close();
     expect(before.sent.filter((control) => control.t === "a")).toEqual([]);
+    return frame;
+  }
+  const crashWithRoundInFlight = (root: string, bus: Bus) =>
+    crashAfterConsumed(root, bus, { onWritten: () => new Promise(() => undefined) });
+
+  it("commits a frame as soon as it is written, so a crash after its agent consumed it writes nothing again", async () => {
+    const root = scratch();
+    const bus = new Bus({ config: { root: join(root, "bus"), name: "default", inboxDepthMax: 100_000 } });
+    cleanups.push(() => bus.close());
+    const frame = crashAfterConsumed(root, bus);
 
     const after = recordingReceiver(bus, root);
     after.receiver.recover(after.ledger.intentSenders());
@@ -548,28 +559,6 @@ describe("a forwarded batch the owner's bus refuses in part", () => {
     expect(idsIn(bus, "r1")).toEqual([]);
     await waitFor("the ack of 3", () => after.sent.some((control) => control.t === "a" && control.u === 3));
   });
-
-  /**
-   * With persistence (onWritten: a durability round that the crash interrupts): a frame of three
-   * messages for r1 is written, r1 consumes them all, and the process dies before the round ends.
-   */
-  function crashWithRoundInFlight(root: string, bus: Bus) {
-    const before = recordingReceiver(bus, root, undefined, { onWritten: () => new Promise(() => undefined) });
-    const frame = {
-      t: "d",
-      s: "S",
-      f: 1,
-      k: 0,
-      m: ["m1", "m2", "m3"].map((id, i) => ({ ...toR1(id, i), from: "s1", seq: i + 1 })),
-    };
-    before.receiver.handle(frame as never, "A");
-    const agent = bus.openMailbox("r1", { heartbeat: false, watch: false });
-    agent.ack(agent.receiveNow(10));
-    agent.close();
-    before.receiver.close();
-    before.ledger.close();
-    return frame;
-  }
 
   it("with persistence, recovers a chain its agent consumed by the written mark when only the process died, committing after a durability round", async () => {
     const root = scratch();
