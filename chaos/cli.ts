@@ -1,5 +1,6 @@
 // `npm run chaos -- <scenario|node-kill-leader|all> [--backend netns|containers|processes] [--rounds N] [--seed S]
-//                  [--size N] [--out DIR] [--short] [--verbose] [--help]`
+//                  [--size N] [--out DIR] [--short] [--persistence] [--verbose] [--help]`
+// --persistence starts node-kill-leader's nodes with inboxes mirrored to disk.
 // Runs chaos scenarios (chaos/scenarios.ts) for as long as asked, prints a summary per run and
 // writes each run's report (JSON + text) under --out. Exit status 0 when every run passed, 1 when
 // one failed, 2 on bad arguments or a backend that cannot run here.
@@ -22,7 +23,7 @@ import { LONG_TIMING, SCENARIOS, type Scenario, SHORT_TIMING, scenarioNamed } fr
 /** The cfn node daemon scenario (chaos/node-messages.ts): cross-node messages, leader killed. */
 const NODE_SCENARIO = "node-kill-leader";
 
-const USAGE = `usage: npm run chaos -- <${[...SCENARIOS.map((s) => s.name), NODE_SCENARIO].join("|")}|all> [--backend ${BACKENDS.join("|")}] [--rounds N] [--seed S] [--size N] [--out DIR] [--short] [--verbose] [--help]`;
+const USAGE = `usage: npm run chaos -- <${[...SCENARIOS.map((s) => s.name), NODE_SCENARIO].join("|")}|all> [--backend ${BACKENDS.join("|")}] [--rounds N] [--seed S] [--size N] [--out DIR] [--short] [--persistence] [--verbose] [--help]`;
 
 function parseCommandLine(args: string[]) {
   return parseArgs({
@@ -35,6 +36,7 @@ function parseCommandLine(args: string[]) {
       size: { type: "string", default: "3" },
       out: { type: "string", default: join(tmpdir(), "cfn-chaos-reports") },
       short: { type: "boolean", default: false },
+      persistence: { type: "boolean", default: false },
       verbose: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -74,7 +76,7 @@ async function main(): Promise<number> {
       process.stderr.write(`cfn chaos: ${NODE_SCENARIO} runs on netns or processes\n`);
       if (name === NODE_SCENARIO) return 2;
     } else {
-      const report = await runNodeMessagesChaos({ backend, rounds, timing });
+      const report = await runNodeMessagesChaos({ backend, rounds, timing, persistence: values.persistence });
       const summary = formatNodeMessagesSummary(report);
       process.stdout.write(`${summary}\n  report: ${writeReport(report, summary, values.out)}\n`);
       if (!report.ok) failed++;

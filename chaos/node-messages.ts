@@ -2,8 +2,11 @@
 // loopback processes without root), an agent registered on each, agents on every host sending to
 // the agents of the other hosts through their local bus (cross-node delivery), while the Raft
 // leader — the master coordinator — is killed with SIGKILL and restarted on its data dir, round
-// after round. Afterwards every message whose send returned (it is on the sending host's bus) must
-// be in its receiver's inbox exactly once, in per-sender order: 0 lost, 0 duplicated.
+// after round. The agents consume as messages arrive, also while their node is down (their bus is
+// the host's tmpfs, not the node). Afterwards every message whose send returned (it is on the
+// sending host's bus) must have reached its receiver exactly once, in per-sender order: 0 lost,
+// 0 duplicated. With `persistence` the nodes mirror their inboxes to disk (docs/NODE.md,
+// "Persistence"), so a restart also runs the mirror's restore and the recovery's durability round.
 
 import { performance } from "node:perf_hooks";
 import { NetnsHosts, netnsPlacement } from "../cluster/netns.js";
@@ -15,6 +18,7 @@ import type { ScenarioTiming } from "./scenarios.js";
 export interface NodeMessagesReport {
   scenario: "node-kill-leader";
   backend: "netns" | "processes";
+  persistence: boolean;
   rounds: number;
   startedAt: string;
   durationMs: number;
@@ -38,6 +42,8 @@ const BURST_MESSAGES = 2;
 const BURST_INTERVAL_MS = 50;
 /** How long delivery of everything accepted may take once the cluster is whole again. */
 const DELIVER_WITHIN_MS = 40_000;
+/** The agents consume what arrived every this many ms while the traffic runs. */
+const CONSUME_INTERVAL_MS = 100;
 
 const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
 
@@ -66,8 +72,11 @@ export async function runNodeMessagesChaos(options: {
   backend: "netns" | "processes";
   rounds: number;
   timing: ScenarioTiming;
+  /** Start the nodes with --persistence (inboxes mirrored to disk). */
+  persistence?: boolean;
 }): Promise<NodeMessagesReport> {
-  const { backend, rounds, timing } = options;
+  const { backend, rounds, timing, persistence = false } = options;
+  const nodeFlags = persistence ? ["--persistence"] : [];
   const startedAt = new Date().toISOString();
   const t0 = performance.now();
   const hosts = backend === "netns" ? NetnsHosts.create(3) : undefined;
@@ -79,7 +88,7 @@ export async function runNodeMessagesChaos(options: {
       placement: hosts ? netnsPlacement(hosts, { peerPort: 7101, clientPort: 7201 }) : undefined,
     });
     const nodes = cluster.nodes;
-    await cluster.startAll([], { CFN_BUS_INBOX_DEPTH_MAX: "1000000" });
+    await cluster.startAll(nodeFlags, { CFN_BUS_INBOX_DEPTH_MAX: "1000000" });
     const agentOf = new Map(nodes.map((node) => [node.id, `a-${node.id}`]));
     for (const node of nodes) {
       const { status } = await node.request("POST", "/v1/agents", {
@@ -97,11 +106,25 @@ export async function runNodeMessagesChaos(options: {
       return true;
     });
     for (const node of nodes) buses.set(node.id, busOf(node));
+    const received = new Map<string, { id: string; from: string; i: number }[]>();
+    const collect = () => {
+      for (const node of nodes) {
+        const agent = agentOf.get(node.id)!;
+        received.set(agent, [...(received.get(agent) ?? []), ...drain(buses.get(node.id)!, agent)]);
+      }
+      return [...received.values()].reduce((sum, list) => sum + list.length, 0);
+    };
 
     // Traffic: on every host, sender s-<node> sends to the agent of every other host.
     const sent: { id: string; to: string; from: string }[] = [];
     let counter = 0;
     let sending = true;
+    const consuming = (async () => {
+      while (sending) {
+        collect();
+        await sleep(CONSUME_INTERVAL_MS);
+      }
+    })();
     const traffic = (async () => {
       while (sending) {
         for (let k = 0; k < BURST_MESSAGES; k++) {
@@ -143,11 +166,13 @@ export async function runNodeMessagesChaos(options: {
         leaderProblem += `round ${round}: no new leader within ${timing.leaderWithinMs} ms; `;
       }
       await sleep(timing.settleMs);
-      await leader.start(cluster.peerFlags(leader), { CFN_BUS_INBOX_DEPTH_MAX: "1000000" });
+      await leader.start([...cluster.peerFlags(leader), ...nodeFlags], {
+        CFN_BUS_INBOX_DEPTH_MAX: "1000000",
+      });
       await sleep(timing.settleMs);
     }
     sending = false;
-    await traffic;
+    await Promise.all([traffic, consuming]);
     checks.push({
       name: "new leader within bound after every kill",
       ok: leaderProblem === "",
@@ -155,14 +180,6 @@ export async function runNodeMessagesChaos(options: {
     });
 
     // Collect until everything accepted arrived (or the bound passed), then once more for stragglers.
-    const received = new Map<string, { id: string; from: string; i: number }[]>();
-    const collect = () => {
-      for (const node of nodes) {
-        const agent = agentOf.get(node.id)!;
-        received.set(agent, [...(received.get(agent) ?? []), ...drain(buses.get(node.id)!, agent)]);
-      }
-      return [...received.values()].reduce((sum, list) => sum + list.length, 0);
-    };
     const deadline = performance.now() + DELIVER_WITHIN_MS;
     while (collect() < sent.length && performance.now() < deadline) await sleep(100);
     await sleep(1_000);
@@ -203,6 +220,7 @@ export async function runNodeMessagesChaos(options: {
     return {
       scenario: "node-kill-leader",
       backend,
+      persistence,
       rounds,
       startedAt,
       durationMs: Math.round(performance.now() - t0),
@@ -230,7 +248,7 @@ export function formatNodeMessagesSummary(report: NodeMessagesReport): string {
   const times = report.elections.map((e) => e.ms).sort((a, b) => a - b);
   const median = times.length ? times[Math.floor((times.length - 1) / 2)] : 0;
   return [
-    `chaos ${report.scenario} on ${report.backend}: ${report.ok ? "PASS" : "FAIL"} (${report.rounds} rounds, ${(report.durationMs / 1000).toFixed(1)} s)`,
+    `chaos ${report.scenario} on ${report.backend}${report.persistence ? " with persistence" : ""}: ${report.ok ? "PASS" : "FAIL"} (${report.rounds} rounds, ${(report.durationMs / 1000).toFixed(1)} s)`,
     `  leader replaced ${times.length} times, median ${median} ms, max ${times.at(-1) ?? 0} ms (bound ${report.timing.leaderWithinMs} ms)`,
     `  messages: ${report.messages.sent} sent, ${report.messages.delivered} delivered, ${report.messages.lost} lost, ${report.messages.duplicated} duplicated, ${report.messages.outOfOrder} out of order`,
     ...report.checks.map((check) => `  [${check.ok ? "ok" : "FAILED"}] ${check.name}: ${check.detail}`),

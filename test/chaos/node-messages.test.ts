@@ -1,7 +1,8 @@
 // The cfn node daemon under chaos (chaos/node-messages.ts), short: 3 `cfn node start` processes
 // on network-namespace hosts (loopback processes without root), cross-node messages between
-// agents of every host while the leader is killed with SIGKILL and restarted: afterwards every
-// accepted message is in its receiver's inbox exactly once, in per-sender order.
+// agents of every host, consuming as they go, while the leader is killed with SIGKILL and
+// restarted, the nodes mirroring their inboxes (persistence): afterwards every accepted message
+// reached its receiver exactly once, in per-sender order. (Without persistence: `npm run chaos`.)
 
 import { describe, expect, it } from "vitest";
 import { localBackend } from "../../chaos/backends.js";
@@ -11,10 +12,15 @@ import { SHORT_TIMING } from "../../chaos/scenarios.js";
 const backend = localBackend() === "netns" ? "netns" : "processes";
 
 describe(`the cfn node under chaos, on ${backend}`, () => {
-  it("kill -9 the leader during cross-node traffic: 0 lost, 0 duplicated, order kept", {
+  it("kill -9 the leader during cross-node traffic, agents consuming, nodes with persistence: 0 lost, 0 duplicated, order kept", {
     timeout: 120_000,
   }, async () => {
-    const report = await runNodeMessagesChaos({ backend, rounds: 1, timing: SHORT_TIMING });
+    const report = await runNodeMessagesChaos({
+      backend,
+      rounds: 1,
+      timing: SHORT_TIMING,
+      persistence: true,
+    });
     expect(report.ok, formatNodeMessagesSummary(report)).toBe(true);
     expect(report.messages.sent).toBeGreaterThan(0);
     expect(report.messages.lost).toBe(0);
