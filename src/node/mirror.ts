@@ -17,7 +17,7 @@
 //   when the bus did not outlive the node: after a crash of the node process alone the tmpfs still
 //   holds every message, and a mirrored file missing from it was consumed (acknowledged after the
 //   last sweep), so putting it back would deliver it twice. The bus dir carries a marker,
-//   `.mirror-token`, with the mirror's token (random, one per data dir), written once a restore
+//   `mirror-token`, with the mirror's token (random, one per data dir), written once a restore
 //   finished: present with that token → the bus survived, nothing to restore.
 //
 // Stored in a LevelDB at <dataDir>/mirror:  m!<agent>!<file prefix P_T_N_UNIQ> → file text,
@@ -51,7 +51,7 @@ export interface InboxMirrorOptions {
 
 const openPaths = new Set<string>();
 /** The marker in the bus dir: the bus holds what the mirror restored or saw since (restore()). */
-export const MIRROR_MARKER = ".mirror-token";
+export const MIRROR_MARKER = "mirror-token";
 const TOKEN_KEY = "t!token";
 
 /** P_T_N_UNIQ: the part of a queued or claimed name that identifies the file. */
