@@ -17,8 +17,10 @@
 //   when the bus did not outlive the node: after a crash of the node process alone the tmpfs still
 //   holds every message, and a mirrored file missing from it was consumed (acknowledged after the
 //   last sweep), so putting it back would deliver it twice. The bus dir carries a marker,
-//   `mirror-token`, with the mirror's token (random, one per data dir), written once a restore
-//   finished: present with that token → the bus survived, nothing to restore.
+//   `mirror-token`, with the mirror's token (random, one per data dir) and the host's boot id,
+//   written once a restore finished: present with that token and the current boot id → the bus
+//   survived, nothing to restore. (The boot id covers a bus root on a disk, whose marker outlives a
+//   power loss that took recent inbox files; where there is no boot id, every start restores.)
 //
 // Stored in a LevelDB at <dataDir>/mirror:  m!<agent>!<file prefix P_T_N_UNIQ> → file text,
 // and t!token → the token.
@@ -123,7 +125,9 @@ export class InboxMirror {
   async restore(): Promise<number> {
     const { bus } = this.options;
     const marker = join(bus.dir, MIRROR_MARKER);
-    if (readMarker(marker) === this.token) {
+    const bootId = readBootId();
+    const stamp = `${this.token} ${bootId ?? "no-boot-id"}\n`;
+    if (bootId !== undefined && readMarker(marker) === stamp) {
       this.logger.info("the bus outlived the node process: nothing to restore", { entries: this.size });
       this.survived = true;
       this.restoreDone = true;
@@ -158,7 +162,7 @@ export class InboxMirror {
     }
     // Only now: a crash during the restore restores again at the next start (it skips what is back).
     mkdirSync(bus.dir, { recursive: true, mode: 0o700 });
-    writeFileSync(`${marker}.tmp`, this.token, { mode: 0o600 });
+    writeFileSync(`${marker}.tmp`, stamp, { mode: 0o600 });
     renameSync(`${marker}.tmp`, marker);
     this.restoreDone = true;
     return restored;
@@ -304,6 +308,15 @@ export class InboxMirror {
       this.mirrored.set(agent, set);
     }
     return set;
+  }
+}
+
+/** The kernel's id of this boot (Linux), or undefined. */
+function readBootId(): string | undefined {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim() || undefined;
+  } catch {
+    return undefined;
   }
 }
 

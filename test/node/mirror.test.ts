@@ -1,12 +1,12 @@
 // The inbox mirror of message persistence (src/node/mirror.ts): what a durability round copies
 // before the receiving node acknowledges, and what a whole-host restart (tmpfs emptied) restores.
 
-import { rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
 import { parkDirOf } from "../../src/node/delivery/park.js";
-import { InboxMirror } from "../../src/node/mirror.js";
+import { InboxMirror, MIRROR_MARKER } from "../../src/node/mirror.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { perTestScratch } from "./harness.js";
 
@@ -81,6 +81,28 @@ describe("inbox mirror", () => {
     const after = await hostRestart(root, bus, reopened);
     expect(after.restored).toBe(1);
     expect(inboxIds(after.bus, "w1")).toEqual(["queued"]);
+  });
+
+  it("restores after a reboot though the bus root kept its marker (a bus on disk): the boot id differs", async () => {
+    const root = scratch();
+    const bus = openBus(root);
+    const first = await openMirror(root, bus);
+    expect(await first.restore()).toBe(0);
+    const marker = join(bus.dir, MIRROR_MARKER);
+    const [token, bootId] = readFileSync(marker, "utf8").trim().split(" ");
+    expect(bootId).toBe(readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim());
+    bus.sendSync("s1", "w1", { id: "lost-in-power-loss", type: "t", payload: 1 });
+    await first.mirrorAgents(["w1"]);
+    // biome-ignore lint/suspicious/noExplicitAny: suppressing the final sweep (a crash)
+    (first as any).sweeping = true;
+    await first.close();
+    // Power loss: the inbox file was not on the disk yet; the marker, written long before, was.
+    rmSync(bus.layout.agent("w1").inbox, { recursive: true, force: true });
+    writeFileSync(marker, `${token} 00000000-0000-0000-0000-000000000000\n`);
+    const reopened = await openMirror(root, bus);
+    cleanups.push(() => reopened.close());
+    expect(await reopened.restore()).toBe(1);
+    expect(inboxIds(bus, "w1")).toEqual(["lost-in-power-loss"]);
   });
 
   it("copies parked messages too, keeps them while parked, and puts them back into the inbox after a host restart", async () => {
