@@ -220,50 +220,56 @@ describe("cross-node delivery (3 node processes)", () => {
     expect(after?.delivery.parked).toEqual([]);
   });
 
-  it("with persistence, delivers exactly once across a kill -9 of the owner node while its agent consumes (the surviving bus is not restored over)", async () => {
-    cluster = await TestCluster.create(2);
-    const [n1, n2] = cluster.nodes;
-    // Sweeps a minute apart: the mirror still holds every message the agent consumed when n2 dies.
-    const env = { CFN_NODE_PERSISTENCE_FLUSH_INTERVAL_MS: "60000" };
-    const startN2 = () => n2.start([...cluster!.peerFlags(n2), "--persistence"], env);
-    await Promise.all([n1.start([...cluster.peerFlags(n1), "--persistence"], env), startN2()]);
-    await cluster.waitReady(cluster.nodes);
-    await register(n2, "a2");
-    await waitRouted(cluster.nodes, ["a2"]);
+  it.each([
+    ["with persistence (the surviving bus is not restored over)", ["--persistence"]],
+    ["without persistence", []],
+  ])(
+    "delivers exactly once across a kill -9 of the owner node while its agent consumes, %s",
+    async (_, flags) => {
+      cluster = await TestCluster.create(2);
+      const [n1, n2] = cluster.nodes;
+      // Sweeps a minute apart: the mirror still holds every message the agent consumed when n2 dies.
+      const env = { CFN_NODE_PERSISTENCE_FLUSH_INTERVAL_MS: "60000" };
+      const startN2 = () => n2.start([...cluster!.peerFlags(n2), ...flags], env);
+      await Promise.all([n1.start([...cluster.peerFlags(n1), ...flags], env), startN2()]);
+      await cluster.waitReady(cluster.nodes);
+      await register(n2, "a2");
+      await waitRouted(cluster.nodes, ["a2"]);
 
-    const bus = n1.bus();
-    const sent: Sent[] = [];
-    const send = (count: number) => {
-      for (let k = 0; k < count; k++) {
-        const i = sent.length;
-        const id = `s1-a2-${i}`;
-        bus.sendSync("s1", "a2", { id, type: "test", payload: { i } });
-        sent.push({ id, to: "a2", from: "s1", i });
-      }
-    };
-    // biome-ignore lint/suspicious/noExplicitAny: status JSON of a node, read loosely by tests and benches
-    const got: { id: string; from: string; payload: any }[] = [];
-    const consumeUntil = (total: number) =>
-      waitFor(
-        `${total} messages consumed by a2`,
-        async () => {
-          got.push(...(await drainInbox(n2, "a2")));
-          return got.length >= total;
-        },
-        30_000,
-      );
+      const bus = n1.bus();
+      const sent: Sent[] = [];
+      const send = (count: number) => {
+        for (let k = 0; k < count; k++) {
+          const i = sent.length;
+          const id = `s1-a2-${i}`;
+          bus.sendSync("s1", "a2", { id, type: "test", payload: { i } });
+          sent.push({ id, to: "a2", from: "s1", i });
+        }
+      };
+      // biome-ignore lint/suspicious/noExplicitAny: status JSON of a node, read loosely by tests and benches
+      const got: { id: string; from: string; payload: any }[] = [];
+      const consumeUntil = (total: number) =>
+        waitFor(
+          `${total} messages consumed by a2`,
+          async () => {
+            got.push(...(await drainInbox(n2, "a2")));
+            return got.length >= total;
+          },
+          30_000,
+        );
 
-    send(300);
-    await consumeUntil(300); // consumed and acknowledged by the agent, still in n2's mirror
-    await n2.kill9();
-    await startN2();
-    await cluster.waitReady(cluster.nodes);
-    send(100);
-    await consumeUntil(400);
-    await new Promise((resolve) => setTimeout(resolve, 1500)); // a duplicate would arrive by now
-    got.push(...(await drainInbox(n2, "a2")));
-    bus.close();
-    checkExactlyOnceInOrder(sent, new Map([["a2", got]]));
-    expect(got).toHaveLength(400);
-  });
+      send(300);
+      await consumeUntil(300); // consumed and acknowledged by the agent, still in n2's mirror
+      await n2.kill9();
+      await startN2();
+      await cluster.waitReady(cluster.nodes);
+      send(100);
+      await consumeUntil(400);
+      await new Promise((resolve) => setTimeout(resolve, 1500)); // a duplicate would arrive by now
+      got.push(...(await drainInbox(n2, "a2")));
+      bus.close();
+      checkExactlyOnceInOrder(sent, new Map([["a2", got]]));
+      expect(got).toHaveLength(400);
+    },
+  );
 });
