@@ -6,7 +6,7 @@
 //   {"w":{"stream":…,"seq":…}}                                              mark: written into the
 //                                                                            tmpfs inboxes, not yet durable
 //
-// Both are plain write(2) calls on the event loop (no thread-pool hop, no promise): an intent is in
+// All are plain write(2) calls on the event loop (no thread-pool hop, no promise): an intent is in
 // the page cache before the inbox write starts, so it survives a process crash (kill -9) without an
 // fsync. That is the crash the inbox itself survives (tmpfs); with `sync` (spoolSync or persistence)
 // `sync()` fdatasyncs the files before the node acknowledges, for a whole-host crash.
@@ -15,11 +15,12 @@
 // (several, when acknowledgements were batched) form one chain whose targets were written in
 // order. With persistence the commit waits for a durability round, so the receiver appends a mark
 // right after each write: after a crash of the process alone (the tmpfs inboxes survived) it says
-// how far the chain was written, though the agents consumed some of it meanwhile. A commit covers only sequences up to its cursor: intents written while a durability round
-// ran (persistence) are appended before the round's commit and stay in the chain past it. A torn
-// last line (a crash inside write(2)) is an intent whose inbox write never started: it is ignored.
-// A file past `fileBytesMax` is rewritten to its last commit and the chain after it (tmp + rename)
-// at the next commit.
+// how far the chain was written, though the agents consumed some of it meanwhile. A commit covers
+// only sequences up to its cursor: intents written while a durability round ran (persistence) are
+// appended before the round's commit and stay in the chain past it. A torn last line (a crash
+// inside write(2)) is an intent whose inbox write never started: it is ignored. A file past
+// `fileBytesMax` is rewritten to its last commit, the chain after it and the mark past it (tmp +
+// rename) at the next commit.
 
 import {
   closeSync,
