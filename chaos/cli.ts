@@ -1,6 +1,6 @@
-// `npm run chaos -- <scenario|node-kill-leader|all> [--backend netns|containers|processes] [--rounds N] [--seed S]
-//                  [--size N] [--out DIR] [--short] [--persistence] [--verbose] [--help]`
-// --persistence starts node-kill-leader's nodes with inboxes mirrored to disk.
+// `npm run chaos -- <scenario|node-kill-leader|node-partition-leader|all> [--backend netns|containers|processes]
+//                  [--rounds N] [--seed S] [--size N] [--out DIR] [--short] [--persistence] [--verbose] [--help]`
+// --persistence starts the node scenarios' nodes with inboxes mirrored to disk.
 // Runs chaos scenarios (chaos/scenarios.ts) for as long as asked, prints a summary per run and
 // writes each run's report (JSON + text) under --out. Exit status 0 when every run passed, 1 when
 // one failed, 2 on bad arguments or a backend that cannot run here.
@@ -15,15 +15,18 @@ import {
   backendUnavailableReason,
   localBackend,
 } from "./backends.js";
-import { formatNodeMessagesSummary, runNodeMessagesChaos } from "./node-messages.js";
+import {
+  formatNodeMessagesSummary,
+  NODE_SCENARIOS,
+  type NodeFault,
+  runNodeMessagesChaos,
+} from "./node-messages.js";
 import { formatSummary, writeReport } from "./report.js";
 import { runChaos } from "./runner.js";
 import { LONG_TIMING, SCENARIOS, type Scenario, SHORT_TIMING, scenarioNamed } from "./scenarios.js";
 
-/** The cfn node daemon scenario (chaos/node-messages.ts): cross-node messages, leader killed. */
-const NODE_SCENARIO = "node-kill-leader";
-
-const USAGE = `usage: npm run chaos -- <${[...SCENARIOS.map((s) => s.name), NODE_SCENARIO].join("|")}|all> [--backend ${BACKENDS.join("|")}] [--rounds N] [--seed S] [--size N] [--out DIR] [--short] [--persistence] [--verbose] [--help]`;
+/** The cfn node daemon's scenarios (chaos/node-messages.ts): cross-node messages, leader killed or cut off. */
+const USAGE = `usage: npm run chaos -- <${[...SCENARIOS.map((s) => s.name), ...Object.values(NODE_SCENARIOS)].join("|")}|all> [--backend ${BACKENDS.join("|")}] [--rounds N] [--seed S] [--size N] [--out DIR] [--short] [--persistence] [--verbose] [--help]`;
 
 function parseCommandLine(args: string[]) {
   return parseArgs({
@@ -71,18 +74,29 @@ async function main(): Promise<number> {
   }
   const timing = values.short ? SHORT_TIMING : LONG_TIMING;
   let failed = 0;
-  if (name === NODE_SCENARIO || name === "all") {
-    if (backend === "containers") {
-      process.stderr.write(`cfn chaos: ${NODE_SCENARIO} runs on netns or processes\n`);
-      if (name === NODE_SCENARIO) return 2;
-    } else {
-      const report = await runNodeMessagesChaos({ backend, rounds, timing, persistence: values.persistence });
-      const summary = formatNodeMessagesSummary(report);
-      process.stdout.write(`${summary}\n  report: ${writeReport(report, summary, values.out)}\n`);
-      if (!report.ok) failed++;
+  const nodeFaults = (Object.keys(NODE_SCENARIOS) as NodeFault[]).filter(
+    (fault) => name === "all" || NODE_SCENARIOS[fault] === name,
+  );
+  for (const fault of nodeFaults) {
+    const scenarioName = NODE_SCENARIOS[fault];
+    if (backend === "containers" || (fault === "partition" && backend !== "netns")) {
+      const where = fault === "partition" ? "netns" : "netns or processes";
+      process.stderr.write(`cfn chaos: ${scenarioName} runs on ${where} only\n`);
+      if (name === scenarioName) return 2;
+      continue;
     }
-    if (name === NODE_SCENARIO) return failed === 0 ? 0 : 1;
+    const report = await runNodeMessagesChaos({
+      backend: backend as "netns" | "processes",
+      rounds,
+      timing,
+      persistence: values.persistence,
+      fault,
+    });
+    const summary = formatNodeMessagesSummary(report);
+    process.stdout.write(`${summary}\n  report: ${writeReport(report, summary, values.out)}\n`);
+    if (!report.ok) failed++;
   }
+  if (name !== "all" && nodeFaults.length > 0) return failed === 0 ? 0 : 1;
   const supported = (scenario: Scenario) =>
     scenario.needs.every((fault) => BACKEND_FAULTS[backend].has(fault));
   const scenarios = name === "all" ? SCENARIOS.filter(supported) : [scenarioNamed(name)];

@@ -7,6 +7,9 @@
 // sending host's bus) must have reached its receiver exactly once, in per-sender order: 0 lost,
 // 0 duplicated. With `persistence` the nodes mirror their inboxes to disk (docs/NODE.md,
 // "Persistence"), so a restart also runs the mirror's restore and the recovery's durability round.
+// With fault "partition" (network namespaces only: node-partition-leader) the leader's host is cut
+// off from the others instead, held, and healed: its agents' messages wait in the senders'
+// spools, its own senders' wait in its spool, and both go out once the links are back.
 
 import { performance } from "node:perf_hooks";
 import { NetnsHosts, netnsPlacement } from "../cluster/netns.js";
@@ -15,8 +18,16 @@ import { Bus } from "../src/bus/index.js";
 import type { ChaosCheck, ChaosElection } from "./report.js";
 import type { ScenarioTiming } from "./scenarios.js";
 
+/** How each round hits the leader's host. */
+export type NodeFault = "kill" | "partition";
+
+export const NODE_SCENARIOS: Record<NodeFault, string> = {
+  kill: "node-kill-leader",
+  partition: "node-partition-leader",
+};
+
 export interface NodeMessagesReport {
-  scenario: "node-kill-leader";
+  scenario: string;
   backend: "netns" | "processes";
   persistence: boolean;
   rounds: number;
@@ -74,8 +85,12 @@ export async function runNodeMessagesChaos(options: {
   timing: ScenarioTiming;
   /** Start the nodes with --persistence (inboxes mirrored to disk). */
   persistence?: boolean;
+  /** SIGKILL and restart the leader (default), or cut its host off and heal (netns only). */
+  fault?: NodeFault;
 }): Promise<NodeMessagesReport> {
-  const { backend, rounds, timing, persistence = false } = options;
+  const { backend, rounds, timing, persistence = false, fault = "kill" } = options;
+  if (fault === "partition" && backend !== "netns")
+    throw new Error(`the ${backend} backend cannot inject partition faults`);
   const nodeFlags = persistence ? ["--persistence"] : [];
   const startedAt = new Date().toISOString();
   const t0 = performance.now();
@@ -150,8 +165,11 @@ export async function runNodeMessagesChaos(options: {
     await sleep(timing.settleMs);
     for (let round = 1; round <= rounds; round++) {
       const leader = await cluster.leader();
-      leader.signal("SIGKILL");
-      await leader.waitExit();
+      if (fault === "partition") hosts!.isolate(Number(leader.id.replace(/^n/, "")));
+      else {
+        leader.signal("SIGKILL");
+        await leader.waitExit();
+      }
       const killedAt = performance.now();
       try {
         const next = await waitUntil(
@@ -160,21 +178,27 @@ export async function runNodeMessagesChaos(options: {
           timing.leaderWithinMs,
         );
         const ms = Math.round(performance.now() - killedAt);
-        elections.push({ round, cause: "kill -9 leader", replaced: true, ms, leader: next.id });
+        const cause = fault === "partition" ? "leader's host cut off" : "kill -9 leader";
+        elections.push({ round, cause, replaced: true, ms, leader: next.id });
         if (ms > timing.leaderWithinMs) leaderProblem += `round ${round}: new leader after ${ms} ms; `;
       } catch {
         leaderProblem += `round ${round}: no new leader within ${timing.leaderWithinMs} ms; `;
       }
-      await sleep(timing.settleMs);
-      await leader.start([...cluster.peerFlags(leader), ...nodeFlags], {
-        CFN_BUS_INBOX_DEPTH_MAX: "1000000",
-      });
+      if (fault === "partition") {
+        await sleep(timing.faultHoldMs);
+        hosts!.heal();
+      } else {
+        await sleep(timing.settleMs);
+        await leader.start([...cluster.peerFlags(leader), ...nodeFlags], {
+          CFN_BUS_INBOX_DEPTH_MAX: "1000000",
+        });
+      }
       await sleep(timing.settleMs);
     }
     sending = false;
     await Promise.all([traffic, consuming]);
     checks.push({
-      name: "new leader within bound after every kill",
+      name: `new leader within bound after every ${fault === "partition" ? "partition" : "kill"}`,
       ok: leaderProblem === "",
       detail: leaderProblem || `${elections.length} elections, all ≤ ${timing.leaderWithinMs} ms`,
     });
@@ -218,7 +242,7 @@ export async function runNodeMessagesChaos(options: {
       detail: `${outOfOrder} out of order`,
     });
     return {
-      scenario: "node-kill-leader",
+      scenario: NODE_SCENARIOS[fault],
       backend,
       persistence,
       rounds,
