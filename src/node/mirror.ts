@@ -127,7 +127,7 @@ export class InboxMirror {
     const marker = join(bus.dir, MIRROR_MARKER);
     const bootId = readBootId();
     const stamp = `${this.token} ${bootId ?? "no-boot-id"}\n`;
-    if (bootId !== undefined && readMarker(marker) === stamp) {
+    if (bootId !== undefined && readText(marker) === stamp) {
       this.logger.info("the bus outlived the node process: nothing to restore", { entries: this.size });
       this.survived = true;
       this.restoreDone = true;
@@ -313,14 +313,11 @@ export class InboxMirror {
 
 /** The kernel's id of this boot (Linux), or undefined. */
 function readBootId(): string | undefined {
-  try {
-    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim() || undefined;
-  } catch {
-    return undefined;
-  }
+  return readText("/proc/sys/kernel/random/boot_id")?.trim() || undefined;
 }
 
-function readMarker(path: string): string | undefined {
+/** A small file's text, or undefined when it cannot be read (absent). */
+function readText(path: string): string | undefined {
   try {
     return readFileSync(path, "utf8");
   } catch {
