@@ -2,7 +2,6 @@
 // checkpoint|transfer` (operations through a node's HTTP API). docs/NODE.md describes both.
 
 import type { Command } from "commander";
-import { Bus } from "../bus/index.js";
 import { attachCoordination } from "../coordination/node-coordination.js";
 import { CfnError, isCfnError } from "../errors.js";
 import { idleBackgroundThreads } from "../node/background-threads.js";
@@ -216,15 +215,13 @@ export function registerNodeCommands(program: Command): void {
         // the leader's API is not reachable from here: lag stays unknown
       }
     }
-    const { config, logger, metrics } = buildContext(program);
-    const bus = new Bus({ config: config.bus, logger, metrics });
-    const localBus = bus.status();
-    bus.close();
+    // The bus shown is the node's own (in its status), not this command's bus setting: the node
+    // asked may run on another bus root or another host.
     if (flags.json) {
-      printJson({ ...status, localBus });
+      printJson(status);
       return;
     }
-    printClusterStatus(status, localBus);
+    printClusterStatus(status);
   });
 
   withApi(cluster.command("join").description("add a node to the cluster (it then starts with --join)"))
@@ -339,13 +336,7 @@ interface ClusterStatus {
   };
 }
 
-function printClusterStatus(
-  status: ClusterStatus,
-  localBus: {
-    dir: string;
-    agents: { agentId: string; inboxDepth: number; claimed: number; deadLetters: number }[];
-  },
-): void {
+function printClusterStatus(status: ClusterStatus): void {
   printLine(
     `cluster ${status.node.clusterId}: leader ${status.raft.leader || "(none)"}, term ${status.raft.term}, commit ${status.raft.commit}`,
   );
@@ -385,8 +376,8 @@ function printClusterStatus(
     printLine(`held: from ${hold.from} lane ${hold.lane} at seq ${hold.seq}: inbox of ${hold.agent} full`);
   for (const entry of status.delivery.parked ?? [])
     printLine(`parked: ${entry.messages} message(s) for ${entry.agent}, waiting for room in its inbox`);
-  const agents = localBus.agents;
-  printLine(`bus ${localBus.dir}: ${agents.length} mailboxes`);
+  const agents = status.bus.agents;
+  printLine(`bus of ${status.node.id} ${status.bus.dir}: ${agents.length} mailboxes`);
   if (agents.length > 0) {
     printLine(
       table([

@@ -5,6 +5,7 @@
 
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
@@ -104,12 +105,14 @@ describe("node robustness (real processes)", () => {
     expect(metrics).toContain("cfn_raft_is_leader 1");
     expect(metrics).toContain("cfn_node_agents");
 
-    // The CLI: register through the node, then `cfn cluster status` with the bus view.
+    // The CLI: register through the node, then `cfn cluster status` with the bus view — the
+    // node's own bus, whatever bus this command is set to (here an empty root of its own).
+    const cliBusRoot = join(cluster.root, "cli-bus");
     const cli = (args: string[]) =>
       run(process.execPath, [
         CLI,
         "--bus-root",
-        n1.spec.busRoot,
+        cliBusRoot,
         "--log-level",
         "warn",
         "cluster",
@@ -124,10 +127,14 @@ describe("node robustness (real processes)", () => {
     const viaCli = JSON.parse(stdout);
     expect(viaCli.raft.leader).toBe("n1");
     expect(viaCli.agents.map((agent: { id: string }) => agent.id)).toEqual(["cli-agent", "solo"]);
-    expect(viaCli.localBus.agents.map((agent: { agentId: string }) => agent.agentId)).toContain("solo");
+    expect(viaCli.bus.dir).toBe(status.bus.dir);
+    expect(viaCli.bus.dir.startsWith(n1.spec.busRoot)).toBe(true);
+    expect(viaCli.bus.agents.map((agent: { agentId: string }) => agent.agentId)).toContain("solo");
     const text = (await cli(["status"])).stdout;
     expect(text).toMatch(/leader n1, term [0-9]+/);
     expect(text).toContain("MEMBER");
+    expect(text).toContain(`bus of n1 ${status.bus.dir}: `);
+    expect(text).toMatch(/\nsolo +[0-9]+ +0 +0/);
   });
 
   it("rejects malformed, oversized and unauthenticated peer traffic and bad API calls, and keeps serving", async () => {
