@@ -15,9 +15,8 @@
 
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { ClassicLevel } from "classic-level";
-import { CfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
+import { closeLevel, openLevel } from "../storage/level-open.js";
 import { unreadableReason } from "./at-rest.js";
 import type { SealedRecordCodec } from "./record-cipher.js";
 
@@ -43,17 +42,9 @@ function outboundKey(dest: string, seq: number): string {
 /** Scrubs the spool at `path` (absent: nothing to do); returns the records dead-lettered. */
 export async function scrubSpool(path: string, codec: SealedRecordCodec, logger: Logger): Promise<number> {
   if (!existsSync(path)) return 0;
-  const db = new ClassicLevel<string, string>(path, { keyEncoding: "utf8", valueEncoding: "utf8" });
-  try {
-    await db.open({ createIfMissing: false });
-  } catch (error) {
-    const locked = (error as { cause?: { code?: string } }).cause?.code === "LEVEL_LOCKED";
-    throw new CfnError(
-      locked ? "CFN_ERR_DATA_DIR_LOCKED" : "CFN_ERR_STORAGE",
-      `cannot open spool ${path} to check it: ${String(error)}`,
-      { path },
-    );
-  }
+  // Through the process's one registry of open LevelDB paths (a second handle on a path would
+  // lose its lock): its errors also say plainly when another process holds the spool.
+  const { db, path: resolved } = await openLevel(path, "spool", "utf8");
   try {
     const perDest = new Map<string, SpoolRecord[]>();
     for await (const [key, stored] of db.iterator({ gte: "o!", lt: "o!\xff" })) {
@@ -110,6 +101,6 @@ export async function scrubSpool(path: string, codec: SealedRecordCodec, logger:
     }
     return deadLettered;
   } finally {
-    await db.close();
+    await closeLevel(db, resolved);
   }
 }

@@ -36,10 +36,14 @@ export async function openLevel<E extends LevelValueEncoding>(
     openPaths.delete(resolved);
     await db.close().catch(() => undefined);
     if (hasCode(error, "LEVEL_LOCKED")) {
-      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `${what} ${resolved} is locked by another process`, {
-        path: resolved,
-        cause: error,
-      });
+      throw new CfnError(
+        "CFN_ERR_DATA_DIR_LOCKED",
+        `${what} ${resolved} is locked by another process: is another cfn node running on this data dir?`,
+        {
+          path: resolved,
+          cause: error,
+        },
+      );
     }
     if (isCfnError(error)) throw error;
     const reason = error instanceof Error ? error.message : String(error);

@@ -12,7 +12,17 @@ import { WebSocket } from "ws";
 import { loadNativeFileIo } from "../../src/bus/file-io.js";
 import { BUSY_PROCESS_NODE_FLAGS } from "../../src/runtime-flags.js";
 import { encodeFrame } from "../../src/transport/frame.js";
-import { api, CLI, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
+import {
+  api,
+  CLI,
+  drainInbox,
+  freePort,
+  type NodeProcess,
+  TestCluster,
+  TOKEN,
+  tryStatus,
+  waitFor,
+} from "./harness.js";
 
 const run = promisify(execFile);
 
@@ -287,6 +297,25 @@ describe("node robustness (real processes)", () => {
     expect(foreign.code, foreign.stderr).toBe(2);
     expect(foreign.stderr).toContain("CFN_ERR_DATA_DIR_FOREIGN");
     expect(foreign.stderr).toContain('belongs to cluster "alpha"');
+
+    // A second node on the data dir of a running one (other ports) is refused, naming the lock;
+    // the first keeps serving.
+    await n1.start(["--cluster-id", "alpha"]);
+    await cluster.waitReady([n1]);
+    const second = await n1.runToExit([
+      "--token",
+      TOKEN,
+      "--cluster-id",
+      "alpha",
+      "--peer-listen",
+      `127.0.0.1:${await freePort()}`,
+      "--api-listen",
+      `127.0.0.1:${await freePort()}`,
+    ]);
+    expect(second.code, second.stderr).toBe(2);
+    expect(second.stderr).toContain("CFN_ERR_DATA_DIR_LOCKED");
+    expect(second.stderr).toContain("is another cfn node running on this data dir?");
+    expect((await fetch(`${n1.api}/readyz`)).status).toBe(200);
   });
 
   it("shuts down gracefully on SIGTERM: hands off 1,000 queued messages, transfers leadership, exits 0", async () => {
