@@ -2,6 +2,7 @@
 // (--token), with the same environment fallbacks everywhere.
 
 import type { Command } from "commander";
+import { CfnError, isCfnError } from "../errors.js";
 
 export interface ApiFlags {
   api?: string;
@@ -18,6 +19,24 @@ export function apiOf(flags: ApiFlags): { api: string; token: string } {
     api: flags.api ?? process.env.CFN_NODE_API ?? DEFAULT_API,
     token: flags.token ?? process.env.CFN_API_TOKEN ?? process.env.CFN_CLUSTER_TOKEN ?? DEFAULT_TOKEN,
   };
+}
+
+/**
+ * A refusal of the API's credentials where none was given (no --token, CFN_API_TOKEN or
+ * CFN_CLUSTER_TOKEN: the single-node default went out) says so; any other error is returned as is.
+ */
+export function explainAuthError(error: unknown, argv: string[]): unknown {
+  if (!isCfnError(error, "CFN_ERR_AUTH")) return error;
+  const given =
+    argv.some((arg) => arg === "--token" || arg.startsWith("--token=")) ||
+    process.env.CFN_API_TOKEN !== undefined ||
+    process.env.CFN_CLUSTER_TOKEN !== undefined;
+  if (given) return error;
+  return new CfnError(
+    "CFN_ERR_AUTH",
+    `${error.message} (no token given, so the single-node default was sent: pass --token or set CFN_API_TOKEN or CFN_CLUSTER_TOKEN)`,
+    error.details,
+  );
 }
 
 /** Adds --api, --token and --json to `command`. */

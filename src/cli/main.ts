@@ -3,6 +3,7 @@
 
 import { Command, CommanderError } from "commander";
 import { registerAgentCommands } from "./agent-commands.js";
+import { explainAuthError } from "./api-flags.js";
 import { registerBusCommands } from "./bus-commands.js";
 import { registerConfigCommands } from "./config-commands.js";
 import { registerDemoCommand } from "./demo-command.js";
@@ -44,7 +45,7 @@ export async function main(argv: string[]): Promise<number> {
       // Help and version exit 0; usage errors were already printed by commander.
       return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
     }
-    return reportError(error, argv.includes("--json"));
+    return reportError(explainAuthError(error, argv), argv.includes("--json"));
   }
 }
 

@@ -145,6 +145,26 @@ describe("node robustness (real processes)", () => {
     expect(text).toContain("MEMBER");
     expect(text).toContain(`bus of n1 ${status.bus.dir}: `);
     expect(text).toMatch(/\nsolo +[0-9]+ +0 +0/);
+
+    // Refused credentials: where none was given the error says the default went out.
+    const env = { ...process.env };
+    delete env.CFN_API_TOKEN;
+    delete env.CFN_CLUSTER_TOKEN;
+    const refused = async (extra: string[]) => {
+      const args = [CLI, "cluster", "status", "--api", n1.api, ...extra];
+      const failure = await run(process.execPath, args, { env }).then(
+        () => undefined,
+        (error: { code: number; stderr: string }) => error,
+      );
+      expect(failure?.code).toBe(1);
+      return failure?.stderr ?? "";
+    };
+    const none = await refused([]);
+    expect(none).toContain("CFN_ERR_AUTH");
+    expect(none).toContain("no token given");
+    const wrong = await refused(["--token", "not-the-token"]);
+    expect(wrong).toContain("CFN_ERR_AUTH");
+    expect(wrong).not.toContain("no token given");
   });
 
   it("rejects malformed, oversized and unauthenticated peer traffic and bad API calls, and keeps serving", async () => {
