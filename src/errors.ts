@@ -44,6 +44,8 @@ export const ERROR_CODES = {
   // cluster node
   CFN_ERR_ROUTING_REFUSED:
     "The replicated routing state refused a command (a limit reached, an unknown member or team, a stale epoch)",
+  CFN_ERR_NODE_REMOVED:
+    "This node was removed from the cluster: it stops, and its data dir is not used again (start with a fresh one and --join)",
 
   // coordination
   CFN_ERR_TOPOLOGY_INVALID: "A topology (file, flags or CFN_TOPOLOGY) is malformed or outside its limits",

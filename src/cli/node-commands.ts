@@ -153,6 +153,7 @@ export function registerNodeCommands(program: Command): void {
           isCfnError(error, "CFN_ERR_CONFIG_FILE") ||
           isCfnError(error, "CFN_ERR_DATA_DIR_FOREIGN") ||
           isCfnError(error, "CFN_ERR_DATA_DIR_LOCKED") ||
+          isCfnError(error, "CFN_ERR_NODE_REMOVED") ||
           isCfnError(error, "CFN_ERR_KEY_FILE");
         reportError(error, false);
         process.exitCode = refusal ? EXIT.usage : EXIT.failure;
@@ -187,6 +188,8 @@ export function registerNodeCommands(program: Command): void {
             });
         };
         if (signalled) onSignal(signalled);
+        // Removed from the cluster (`cfn cluster leave`): it stops as on SIGTERM, exit status 0.
+        started.onRemoved(() => onSignal("removed from the cluster"));
       });
       process.off("SIGTERM", sigterm);
       process.off("SIGINT", sigint);

@@ -64,6 +64,8 @@ interface DataDirIdentity {
   clusterId: string;
   nodeId: string;
   members: Record<string, { peerUrl: string; apiUrl: string }>;
+  /** Set once this node applied its own removal: the data dir is refused from then on. */
+  removed?: { atMs: number; applied: number; spooled: number };
 }
 
 type NodeState = "starting" | "running" | "draining" | "stopped";
@@ -113,6 +115,10 @@ export class ClusterNode {
    */
   private readonly agentRegisteredSeenMs = new Map<string, number>();
   private announced = false;
+  /** This node has been a Raft member (so a later membership without it is its removal). */
+  private wasMember = false;
+  private removed = false;
+  private readonly removedListeners: (() => void)[] = [];
   private notifyAfterIndex = Number.POSITIVE_INFINITY;
   /** Data frames are handled once the inbox mirror is restored and delivery recovery ran. */
   private deliveryReady = false;
@@ -326,7 +332,10 @@ export class ClusterNode {
     this.state = "running";
     this.every(config.coordinatorIntervalMs, () => void this.coordinate());
     this.every(config.agentScanIntervalMs, () => void this.scanAgents());
-    this.every(250, () => void this.announce());
+    this.every(250, () => {
+      this.checkRemoved();
+      void this.announce();
+    });
     this.every(1000, () => this.persistIdentity());
     if (config.join) await this.joinThrough(config.join);
     void this.announce();
@@ -364,6 +373,15 @@ export class ClusterNode {
             stored: { clusterId: stored.clusterId, nodeId: stored.nodeId },
             expected: { clusterId: this.config.clusterId, nodeId: this.id },
           },
+        );
+      }
+      if (stored.removed) {
+        throw new CfnError(
+          "CFN_ERR_NODE_REMOVED",
+          `node "${this.id}" was removed from cluster "${stored.clusterId}" ` +
+            `(at ${new Date(stored.removed.atMs).toISOString()}, ${stored.removed.spooled} message(s) left undelivered in its spool); ` +
+            `its data dir ${this.config.dataDir} is not used again: start it with a fresh data dir and --join to bring it back`,
+          { removed: stored.removed },
         );
       }
       return { ...stored, members: stored.members ?? {} };
@@ -416,6 +434,50 @@ export class ClusterNode {
         this.logger.warn("join not accepted yet; retrying", { through: apiUrl, error });
         await sleep(250);
       }
+    }
+  }
+
+  /** Calls `listener` once this node has applied its own removal from the cluster (it then stops). */
+  onRemoved(listener: () => void): void {
+    if (this.removed) listener();
+    else this.removedListeners.push(listener);
+  }
+
+  /**
+   * A member that applied a membership without itself was removed (`cfn cluster leave`): it can no
+   * longer reach its peers (they refuse a removed node), so it records that in node.json — a
+   * restart on this data dir is refused — and tells its listeners, which stop it.
+   */
+  private checkRemoved(): void {
+    if (this.removed || this.state !== "running") return;
+    const status = this.host.status();
+    const member = status.members.some((entry) => entry.id === this.id);
+    if (member) {
+      this.wasMember = true;
+      return;
+    }
+    if (!this.wasMember) return; // joining: not a member yet
+    this.markRemoved();
+    this.logger.error("this node was removed from the cluster; it stops", {
+      applied: status.applied,
+      spooledUndelivered: this.forwarder.pendingTotal(),
+    });
+    for (const listener of this.removedListeners.splice(0)) listener();
+  }
+
+  /** Records the removal in node.json: a later start on this data dir is refused. */
+  private markRemoved(): void {
+    this.removed = true;
+    const removed = {
+      atMs: Date.now(),
+      applied: this.host.status().applied,
+      spooled: this.forwarder.pendingTotal(),
+    };
+    this.identity = { ...this.identity, removed };
+    try {
+      writeAtomically(join(this.config.dataDir, "node.json"), this.identity);
+    } catch (error) {
+      this.logger.warn("cannot write node.json", { error });
     }
   }
 
@@ -672,6 +734,14 @@ export class ClusterNode {
         applied: status.applied,
         reason: "catching up",
       };
+    if (this.removed)
+      return {
+        ready: false,
+        leader: status.leader,
+        commit: status.commit,
+        applied: status.applied,
+        reason: "removed from the cluster",
+      };
     if (!this.routing.state.members.has(this.id))
       return {
         ready: false,
@@ -780,30 +850,42 @@ export class ClusterNode {
     let leadershipTransferred = false;
     const wasLeader = this.host.isLeader();
     try {
-      if (this.host.isLeader()) {
-        // The most caught-up voter first; the transfer waits for it to catch up.
-        const candidates = this.host
-          .status()
-          .members.filter((member) => member.id !== this.id && member.voter)
-          .sort((a, b) => (a.lag ?? Number.MAX_SAFE_INTEGER) - (b.lag ?? Number.MAX_SAFE_INTEGER));
-        for (const target of candidates) {
-          const transfer = this.host.transferLeadership(target.id).catch((error) => {
-            this.logger.warn("leadership transfer at shutdown failed", { target: target.id, error });
-          });
-          await withDeadline(transfer, Math.max(100, Math.min(1_500, deadline - Date.now() - 500)));
-          if (!this.host.isLeader()) break;
+      if (this.removed) {
+        // Not a member any more: no leadership to hand off, no peer takes its frames. Proxies hand
+        // their claims back to the bus files; what the spool holds stays in the data dir.
+        await this.forwarder.stopDraining();
+        await withDeadline(this.receiver.idle(), 500);
+      } else {
+        if (this.host.isLeader()) {
+          // The most caught-up voter first; the transfer waits for it to catch up.
+          const candidates = this.host
+            .status()
+            .members.filter((member) => member.id !== this.id && member.voter)
+            .sort((a, b) => (a.lag ?? Number.MAX_SAFE_INTEGER) - (b.lag ?? Number.MAX_SAFE_INTEGER));
+          for (const target of candidates) {
+            const transfer = this.host.transferLeadership(target.id).catch((error) => {
+              this.logger.warn("leadership transfer at shutdown failed", { target: target.id, error });
+            });
+            await withDeadline(transfer, Math.max(100, Math.min(1_500, deadline - Date.now() - 500)));
+            if (!this.host.isLeader()) break;
+          }
         }
-      }
-      await this.forwarder.stopDraining();
-      forwarded = await this.forwarder.drainOnce();
-      await withDeadline(
-        this.control.propose({ op: "member.state", id: this.id, state: "leaving" }),
-        Math.min(2_000, deadline - Date.now() - 1_000),
-      );
-      await this.forwarder.flush(deadline - 1_500);
-      await withDeadline(this.receiver.idle(), 500);
-      if (this.config.leaveOnShutdown) {
-        await withDeadline(this.removeMember(this.id), Math.max(100, deadline - Date.now() - 1_000));
+        await this.forwarder.stopDraining();
+        forwarded = await this.forwarder.drainOnce();
+        await withDeadline(
+          this.control.propose({ op: "member.state", id: this.id, state: "leaving" }),
+          Math.min(2_000, deadline - Date.now() - 1_000),
+        );
+        await this.forwarder.flush(deadline - 1_500);
+        await withDeadline(this.receiver.idle(), 500);
+        if (this.config.leaveOnShutdown) {
+          await withDeadline(this.removeMember(this.id), Math.max(100, deadline - Date.now() - 1_000));
+          // The leader applied it; this node does once the commit reaches it (or never, cut off).
+          const isMember = () => this.host.status().members.some((member) => member.id === this.id);
+          const until = Math.min(deadline - 500, Date.now() + 1_000);
+          while (isMember() && Date.now() < until) await sleep(25);
+          if (!isMember()) this.markRemoved();
+        }
       }
     } catch (error) {
       this.logger.warn("graceful shutdown step failed; closing anyway", { error });

@@ -4,7 +4,7 @@
 // node joining and a node leaving while traffic flows.
 
 import { afterEach, describe, expect, it } from "vitest";
-import { api, drainInbox, type NodeProcess, TestCluster, tryStatus, waitFor } from "./harness.js";
+import { api, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
 
 let cluster: TestCluster | undefined;
 
@@ -213,6 +213,15 @@ describe("coordinators and failover (3 node processes)", () => {
       }
       return true;
     });
+    // The removed node learns it from the membership it applied and stops by itself (exit 0);
+    // a start on its data dir is refused from then on, naming the removal.
+    expect(await n3.waitExit(15_000), n3.stderr).toBe(0);
+    expect(n3.stdout).toContain('"event":"stopped"');
+    expect(n3.stdout + n3.stderr).toContain("this node was removed from the cluster");
+    const again = await n3.runToExit(["--token", TOKEN, ...cluster.peerFlags(n3)]);
+    expect(again.code, again.stderr).toBe(2);
+    expect(again.stderr).toContain("CFN_ERR_NODE_REMOVED");
+    expect(again.stderr).toContain("--join");
     await new Promise((resolve) => setTimeout(resolve, 300));
     flowing = false;
     await traffic;
@@ -231,5 +240,33 @@ describe("coordinators and failover (3 node processes)", () => {
     expect(got).toEqual(sentToA2);
     const leaderStatus = await tryStatus(await cluster.leader([n1, n2, n4]));
     expect(leaderStatus.members.map((m: { id: string }) => m.id)).toEqual(["n1", "n2", "n4"]);
+  });
+
+  it("with leaveOnShutdown, a SIGTERM leaves the membership; the data dir is refused after", async () => {
+    cluster = await TestCluster.create(3);
+    const [n1, n2, n3] = cluster.nodes;
+    await Promise.all([
+      n1.start(cluster.peerFlags(n1)),
+      n2.start(cluster.peerFlags(n2)),
+      n3.start([...cluster.peerFlags(n3), "--leave-on-shutdown"]),
+    ]);
+    await cluster.waitReady(cluster.nodes);
+    n3.signal("SIGTERM");
+    expect(await n3.waitExit(15_000), n3.stderr).toBe(0);
+    await waitFor("n3 left the membership", async () => {
+      for (const node of [n1, n2]) {
+        const s = await tryStatus(node);
+        if (!s || s.members.some((m: { id: string }) => m.id === "n3")) return false;
+      }
+      return true;
+    });
+    const again = await n3.runToExit(["--token", TOKEN, ...cluster.peerFlags(n3)]);
+    expect(again.code, again.stderr).toBe(2);
+    expect(again.stderr).toContain("CFN_ERR_NODE_REMOVED");
+    // The two left are a cluster of their own: it still commits.
+    await api(n1.api, "POST", "/v1/agents", { agent: "after-leave" });
+    await waitFor("registered after the leave", async () =>
+      (await tryStatus(n2))?.agents.some((a: { id: string }) => a.id === "after-leave"),
+    );
   });
 });
