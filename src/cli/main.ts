@@ -35,7 +35,21 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * A reader that goes away (`cfn cluster status | head`) fails the next write with EPIPE, which
+ * Node raises as an 'error' event and, unhandled, a crash with a stack trace. The command ends as
+ * it would have (the rest of its output has nowhere to go); a daemon keeps running.
+ */
+function ignoreClosedOutput(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (error: NodeJS.ErrnoException) => {
+      if (error.code !== "EPIPE") throw error;
+    });
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
+  ignoreClosedOutput();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

@@ -1,6 +1,6 @@
 // The `cfn` command end to end: the compiled CLI in a child process, a real bus on tmpfs.
 
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -104,5 +104,20 @@ describe("cfn CLI", () => {
 
     const good = await cfn(["config", "validate", "--json"]);
     expect(JSON.parse(good.stdout)).toEqual({ valid: true, profile: "dev" });
+  });
+
+  it("ends quietly when the reader of its output goes away (cfn … | head)", async () => {
+    const child = spawn(process.execPath, [cli, "config", "docs"], {
+      env: { ...process.env, CFN_BUS_ROOT: root },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child.stdout.destroy(); // the reader is gone before the first write: every write is EPIPE
+    let stderr = "";
+    child.stderr.on("data", (chunk) => {
+      stderr += String(chunk);
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
   });
 });
