@@ -341,7 +341,7 @@ async function failoverRun(cluster: LocalNodeCluster, teams: string[]): Promise<
 async function shutdownRun(
   cluster: LocalNodeCluster,
   queued: number,
-): Promise<{ ms: number; delivered: number; unacknowledged: number }> {
+): Promise<{ ms: number; delivered: number; unacknowledged: number; wasLeader: boolean }> {
   const [a, b] = cluster.nodes;
   const agent = "shutdown-sink";
   await register(b, agent);
@@ -369,7 +369,12 @@ async function shutdownRun(
   });
   const got = await receiver.result;
   await a.start(cluster.peerFlags(a), NODE_ENV);
-  return { ms, delivered: got.received, unacknowledged: report.unacknowledged ?? -1 };
+  return {
+    ms,
+    delivered: got.received,
+    unacknowledged: report.unacknowledged ?? -1,
+    wasLeader: report.wasLeader === true,
+  };
 }
 
 function option(args: string[], name: string, fallback: number): number {
@@ -592,7 +597,7 @@ export async function run(args: string[]): Promise<SuiteResult> {
         const result = await shutdownRun(trio, 1000);
         shutdowns.push(result);
         log(
-          `shutdown run ${r + 1}: ${result.ms.toFixed(0)} ms, delivered ${result.delivered}, unacknowledged ${result.unacknowledged}`,
+          `shutdown run ${r + 1}: ${result.ms.toFixed(0)} ms, delivered ${result.delivered}, unacknowledged ${result.unacknowledged}${result.wasLeader ? " (was the leader: handed leadership off first)" : ""}`,
         );
         await trio.leader();
       }

@@ -107,6 +107,19 @@ export class WsPeer {
     return true;
   }
 
+  /**
+   * The peer is up (it just dialled us): a dial waiting out its backoff goes now, from the first
+   * step of the backoff again. Without it, frames to a restarted peer wait up to
+   * reconnectDelayMsMax (its replies, acks, Raft catch-up) though the peer is reachable.
+   */
+  dialNowIfWaiting(): void {
+    if (this.closed || !this.started || this.socket || this.reconnectTimer === undefined) return;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.failedDials = 0;
+    this.dial();
+  }
+
   /** Stops dialling, closes the connection and fails what is queued. */
   close(): void {
     if (this.closed) return;

@@ -305,6 +305,7 @@ export class WsTransport implements Transport {
     const connection: InboundConnection = { socket, rejected: false };
     this.inbound.set(peerId, connection);
     this.metrics.connectionsOpened.inc({ direction: "inbound" });
+    this.peers.get(peerId)?.dialNowIfWaiting();
     const reject = (code: number, reason: string, fields: Record<string, unknown>) => {
       if (connection.rejected) return;
       connection.rejected = true;

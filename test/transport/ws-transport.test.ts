@@ -214,8 +214,9 @@ describe("WsTransport hostile peers", () => {
 describe("WsTransport connections", () => {
   afterEach(closeAll);
 
-  it("reconnects after the peer's server restarts, and delivers what was queued meanwhile", async () => {
-    const a = build("a");
+  /** a sends 1 to b, b's server stops, a queues 2, b starts again on its port (and dials a). */
+  async function restartWithQueuedFrame(aLimits: Partial<TransportLimits> = {}) {
+    const a = build("a", aLimits);
     let b = build("b");
     await a.start();
     await b.start();
@@ -236,10 +237,30 @@ describe("WsTransport connections", () => {
     b.addPeer("a", a.url);
     atB = inbox(b);
     await b.start();
+    return { a, atB };
+  }
+
+  it("reconnects after the peer's server restarts, and delivers what was queued meanwhile", async () => {
+    const { a, atB } = await restartWithQueuedFrame();
     await waitFor(() => atB.messages().some((m) => m.index === 2), "delivery after restart");
     a.send([message("a", "b", { index: 3 })]);
     await waitFor(() => atB.messages().some((m) => m.index === 3), "delivery on the new connection");
     expect(atB.messages().map((m) => m.index)).toEqual([2, 3]);
+  });
+
+  it("a restarted peer that dials in ends the backoff of the dial to it: what was queued goes at once", async () => {
+    // a's dial to b backs off 15 – 30 s once b is gone; b's own dial to a says it is back.
+    const { atB } = await restartWithQueuedFrame({
+      reconnectDelayMsMin: 30_000,
+      reconnectDelayMsMax: 30_000,
+    });
+    // Well inside the 15 s the backoff alone would wait.
+    await waitFor(
+      () => atB.messages().some((m) => m.index === 2),
+      "delivery after the peer dialled in",
+      8_000,
+    );
+    expect(atB.messages().map((m) => m.index)).toEqual([2]);
   });
 
   it("bounds the queue of an unreachable peer: the oldest Raft frames are dropped and counted", async () => {
