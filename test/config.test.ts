@@ -91,6 +91,8 @@ describe("configuration", () => {
       /inboxDepthMax/,
     );
     expectConfigError(() => loadConfig({ env: { CFN_BUS_NAME: "../etc" } }), "bus.name", /letters/);
+    // ".." matches the characters but the bus dir would be the parent of the root.
+    expectConfigError(() => loadConfig({ env: { CFN_BUS_NAME: ".." } }), "bus.name", /not '\.' or '\.\.'/);
   });
 
   it("refuses an unreadable or unparsable file with its own code", () => {

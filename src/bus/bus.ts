@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { describeIssues } from "../config/load.js";
 import { type BusConfig, busSchema } from "../config/schema.js";
 import { CfnError, isCfnError } from "../errors.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
@@ -120,7 +121,15 @@ export class Bus {
   private closed = false;
 
   constructor(options: BusOptions = {}) {
-    this.config = busSchema.parse({ ...busSchema.parse({}), ...options.config });
+    const parsed = busSchema.safeParse({ ...busSchema.parse({}), ...options.config });
+    if (!parsed.success) {
+      // As loadConfig says it: the field under bus. and what it allows, before anything is opened.
+      const issues = parsed.error.issues.map((issue) => ({ ...issue, path: ["bus", ...issue.path] }));
+      throw new CfnError("CFN_ERR_CONFIG_INVALID", `invalid configuration: ${describeIssues(issues)}`, {
+        field: issues[0]?.path.join("."),
+      });
+    }
+    this.config = parsed.data;
     this.logger = (options.logger ?? silentLogger).child("bus");
     this.metrics = options.metrics ?? new Metrics();
     this.busMetrics = createBusMetrics(this.metrics);

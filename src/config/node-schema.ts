@@ -8,7 +8,10 @@ import { CfnError } from "../errors.js";
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 const idPattern = /^[A-Za-z0-9._-]{1,128}$/;
-const nodeId = z.string().regex(idPattern, "letters, digits, '.', '_' or '-', 1 to 128 characters");
+const nodeId = z
+  .string()
+  .regex(idPattern, "letters, digits, '.', '_' or '-', 1 to 128 characters")
+  .refine((id) => id !== "." && id !== "..", "not '.' or '..'");
 const listen = z
   .string()
   .regex(/^[^\s:]+:[0-9]{1,5}$/, "host:port")

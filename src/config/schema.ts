@@ -30,6 +30,10 @@ export const busSchema = z
     name: z
       .string()
       .regex(/^[A-Za-z0-9._-]{1,64}$/, "letters, digits, '.', '_' or '-', 1 to 64 characters")
+      .refine(
+        (name) => name !== "." && name !== "..",
+        "not '.' or '..' (the bus dir would be the root or above it)",
+      )
       .default("default")
       .describe("Name of this bus; its directory is <root>/<name>."),
     shards: int(1, 4096).default(16).describe("Shard directories agent dirs are spread over."),

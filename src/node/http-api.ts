@@ -29,6 +29,7 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { validateAgentId } from "../bus/agent-id.js";
 import { CfnError, isCfnError } from "../errors.js";
 import { DashboardSnapshots } from "../obs/dashboard.js";
 import { DASHBOARD_HTML } from "../obs/dashboard-page.js";
@@ -163,14 +164,14 @@ export class NodeApi {
     if (secured) return this.json(response, secured.status, secured.body);
     const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
     if (method === "POST" && path === "/v1/agents") {
-      const agent = body.agent;
+      const agent = validateAgentId(body.agent); // CFN_ERR_INVALID_AGENT_ID, worded as the bus does
       const team = body.team ?? null;
-      if (!isValidId(agent) || (team !== null && !isValidId(team)))
-        throw invalid("agent (and team) must match [A-Za-z0-9._-]{1,128}");
+      if (team !== null && !isValidId(team))
+        throw invalid("team must match [A-Za-z0-9._-]{1,128}, not '.' or '..'");
       return this.result(response, await node.registerAgent(agent, team as string | null));
     }
     if (method === "DELETE" && parts[0] === "v1" && parts[1] === "agents" && parts.length === 3) {
-      if (!isValidId(parts[2])) throw invalid("bad agent id");
+      validateAgentId(parts[2]);
       return this.result(response, await node.propose({ op: "agent.remove", agent: parts[2] }));
     }
     if (method === "POST" && path === "/v1/members") {

@@ -7,7 +7,7 @@ import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { LATENCY_SAMPLES_PENDING_MAX } from "../../src/bus/bus-metrics.js";
 import { moveToDeadLetter } from "../../src/bus/dead-letter.js";
-import type { Bus, Delivery, Mailbox } from "../../src/bus/index.js";
+import { Bus, type Delivery, type Mailbox } from "../../src/bus/index.js";
 import { dirFdsMailboxesMax, MAILBOX_DIR_FDS_MAX, mailboxDirFdsHeld } from "../../src/bus/mailbox.js";
 import { formatQueuedName } from "../../src/bus/names.js";
 import { type ErrorCode, isCfnError } from "../../src/errors.js";
@@ -89,6 +89,24 @@ describe("send and receive", () => {
       expect(statSync(dir).mode & 0o777).toBe(0o700);
     }
     expect(readFileSync(join(root, "test", "bus.conf"), "utf8")).toBe("version=1\nshards=16\n");
+  });
+
+  it("refuses a bad configuration with CFN_ERR_CONFIG_INVALID naming the field, creating nothing", () => {
+    const dir = join(root, "refused");
+    for (const [config, field] of [
+      [{ root: dir, name: ".." }, "bus.name"],
+      [{ root: dir, shards: 0 }, "bus.shards"],
+    ] as const) {
+      let error: unknown;
+      try {
+        new Bus({ config });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(isCfnError(error, "CFN_ERR_CONFIG_INVALID")).toBe(true);
+      expect((error as Error).message).toContain(field);
+    }
+    expect(() => statSync(dir)).toThrow();
   });
 
   it("waits in receive until a message arrives", async () => {

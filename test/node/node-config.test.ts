@@ -52,6 +52,8 @@ describe("node settings", () => {
       "nodeDownAfterMs",
     );
     expect(refusal(() => parseNodeConfig({ unknownSetting: 1 }))).toContain("CFN_ERR_CONFIG_INVALID");
+    // A node id names its data dir under a cluster file's dataRoot: never "." or "..".
+    for (const id of [".", ".."]) expect(refusal(() => parseNodeConfig({ id }))).toContain("not '.' or '..'");
     expect(
       refusal(() =>
         parseNodeConfig({ id: "n1", peers: { n1: { peerUrl: "ws://a:1", apiUrl: "http://a:2" } } }),

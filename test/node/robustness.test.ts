@@ -258,8 +258,11 @@ describe("node robustness (real processes)", () => {
       body: "{oops",
     });
     expect(malformed.status).toBe(400);
-    const badAgent = await api(n1.api, "POST", "/v1/agents", { agent: "../escape" });
-    expect(badAgent.status).toBe(400);
+    for (const agent of ["../escape", ".."]) {
+      const badAgent = await api(n1.api, "POST", "/v1/agents", { agent });
+      expect(badAgent.status).toBe(400);
+      expect(badAgent.json.error.code).toBe("CFN_ERR_INVALID_AGENT_ID");
+    }
     expect(await metric(n1, "cfn_node_api_rejected_total", { reason: "token" })).toBe(1);
 
     // Still serving: healthy, and a cross-node message gets through.

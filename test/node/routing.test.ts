@@ -266,6 +266,13 @@ describe("routing state machine", () => {
         new TextEncoder().encode('{"op":"member.upsert","id":"n1","peerUrl":"ftp://x","apiUrl":"http://y"}'),
       ),
     ).toBeUndefined();
+    // "." and ".." match the id characters but would name a parent directory on the bus.
+    for (const id of [".", ".."]) {
+      const text = JSON.stringify({ op: "agent.register", agent: id, node: "n1", team: null });
+      expect(decodeRoutingCommand(new TextEncoder().encode(text))).toBeUndefined();
+      const member = JSON.stringify({ op: "member.remove", id });
+      expect(decodeRoutingCommand(new TextEncoder().encode(member))).toBeUndefined();
+    }
   });
 });
 

@@ -49,8 +49,12 @@ export const BATCH_COMMANDS_MAX = 10_000;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/**
+ * Ids of members, agents, teams and principals: [A-Za-z0-9._-]{1,128} but not "." or ".." — an
+ * agent id names a bus directory and a node id a data dir under a cluster file's dataRoot.
+ */
 export function isValidId(value: unknown): value is string {
-  return typeof value === "string" && ID_PATTERN.test(value);
+  return typeof value === "string" && ID_PATTERN.test(value) && value !== "." && value !== "..";
 }
 
 export function encodeRoutingCommand(command: RoutingCommand): Uint8Array {
