@@ -8,6 +8,7 @@ import { idleBackgroundThreads } from "../node/background-threads.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../node/cluster-file.js";
 import { apiRequest, ClusterNode } from "../node/node.js";
 import { parseNodeConfig } from "../node/node-config.js";
+import { isValidId } from "../node/routing/commands.js";
 import type { Logger } from "../obs/logger.js";
 import { startTracing, type Tracing } from "../obs/tracing.js";
 import { type ApiFlags, apiOf, collect, withApi } from "./api-flags.js";
@@ -243,6 +244,9 @@ export function registerNodeCommands(program: Command): void {
   )
     .argument("<id>", "the node to remove")
     .action(async (id: string, flags: ApiFlags) => {
+      // Checked here: a URL path of "." or ".." would resolve to another route.
+      if (!isValidId(id))
+        throw new CfnError("CFN_ERR_INVALID_MESSAGE", `invalid member id ${JSON.stringify(id)}`);
       const { api, token } = apiOf(flags);
       const result = await apiRequest(
         api,

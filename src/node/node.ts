@@ -676,8 +676,14 @@ export class ClusterNode {
       await this.host.transferLeadership(target.id);
       return this.forwardToLeader("DELETE", `/v1/members/${encodeURIComponent(id)}`, undefined);
     }
-    if (this.host.status().members.some((member) => member.id === id)) await this.host.removeMember(id);
-    return { ok: true };
+    if (this.host.status().members.some((member) => member.id === id)) {
+      await this.host.removeMember(id);
+      return { ok: true };
+    }
+    // Not in the Raft group: a member record the routing state still holds goes; an id neither
+    // knows is refused (a typo must not read "removed").
+    if (this.routing.state.members.has(id)) return this.control.propose({ op: "member.remove", id });
+    return { ok: false, error: "unknown_member" };
   }
 
   transferLeadership(to: string): Promise<void> {

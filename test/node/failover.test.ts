@@ -213,6 +213,12 @@ describe("coordinators and failover (3 node processes)", () => {
       }
       return true;
     });
+    // Removing it again, or a node that never was a member, is refused: nothing reads "removed".
+    for (const id of ["n3", "nosuch"]) {
+      const again = await api(n2.api, "DELETE", `/v1/members/${id}`);
+      expect(again.status, JSON.stringify(again.json)).toBe(409);
+      expect(JSON.stringify(again.json)).toContain("unknown_member");
+    }
     // The removed node learns it from the membership it applied and stops by itself (exit 0);
     // a start on its data dir is refused from then on, naming the removal.
     expect(await n3.waitExit(15_000), n3.stderr).toBe(0);
