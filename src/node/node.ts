@@ -70,6 +70,12 @@ interface DataDirIdentity {
 
 type NodeState = "starting" | "running" | "draining" | "stopped";
 
+/** After a peer says it removed this node: how often, and how far apart, the leader is asked. */
+const REMOVAL_CHECK_ATTEMPTS_MAX = 5;
+const REMOVAL_CHECK_RETRY_MS = 1_000;
+/** Refusals within this long of the last check are not checked again. */
+const REMOVAL_CHECK_INTERVAL_MS = 5_000;
+
 export interface ShutdownReport {
   /** Messages drained from outbound mailboxes into the spool during the shutdown. */
   forwarded: number;
@@ -119,6 +125,8 @@ export class ClusterNode {
   private wasMember = false;
   private removed = false;
   private readonly removedListeners: (() => void)[] = [];
+  private confirmingRemoval = false;
+  private removalCheckedAtMs = 0;
   private notifyAfterIndex = Number.POSITIVE_INFINITY;
   /** Data frames are handled once the inbox mirror is restored and delivery recovery ran. */
   private deliveryReady = false;
@@ -205,6 +213,7 @@ export class ClusterNode {
       port: peerListen.port,
       limits: { frameBytesMax: config.frameBytesMax },
     });
+    this.transport.onRefusedByPeer(() => void this.confirmRemoval());
     const peers: Record<string, string> = {};
     for (const [id, member] of Object.entries(this.identity.members))
       if (id !== this.id) peers[id] = member.peerUrl;
@@ -463,6 +472,71 @@ export class ClusterNode {
       spooledUndelivered: this.forwarder.pendingTotal(),
     });
     for (const listener of this.removedListeners.splice(0)) listener();
+  }
+
+  /**
+   * A peer refused this node (closed our connection as removed, or answered our dial with 401). A
+   * node down or cut off when its removal committed never applies it (no member sends it anything
+   * any more), so it asks the members' APIs: when the leader's status lacks this node, it was
+   * removed. A peer's word is not enough: a lagging peer may apply an old removal of this id
+   * (removed, then joined again, which the leader lists), a 401 may be a wrong token.
+   */
+  private async confirmRemoval(): Promise<void> {
+    if (this.removed || this.state !== "running" || !this.wasMember || this.confirmingRemoval) return;
+    if (Date.now() - this.removalCheckedAtMs < REMOVAL_CHECK_INTERVAL_MS) return; // dials retry often
+    this.confirmingRemoval = true;
+    try {
+      for (let attempt = 0; attempt < REMOVAL_CHECK_ATTEMPTS_MAX && !this.removed; attempt++) {
+        if (attempt > 0) await sleep(REMOVAL_CHECK_RETRY_MS);
+        if (this.state !== "running") return;
+        for (const member of this.knownMemberApis()) {
+          let status: { raft?: { role?: string }; members?: { id: string }[] };
+          try {
+            status = (await apiRequest(
+              member.apiUrl,
+              "GET",
+              "/v1/status",
+              this.config.clusterToken,
+              undefined,
+              2_000,
+            )) as typeof status;
+          } catch {
+            continue; // down or unreachable: ask the next one
+          }
+          if (status.raft?.role !== "leader") continue;
+          if (status.members?.some((entry) => entry.id === this.id)) return; // still a member
+          if (this.removed || this.state !== "running") return;
+          this.markRemoved();
+          this.logger.error(
+            "this node was removed from the cluster (the leader no longer lists it); it stops",
+            {
+              leader: member.id,
+              spooledUndelivered: this.forwarder.pendingTotal(),
+            },
+          );
+          for (const listener of this.removedListeners.splice(0)) listener();
+          return;
+        }
+      }
+    } finally {
+      this.confirmingRemoval = false;
+      this.removalCheckedAtMs = Date.now();
+    }
+  }
+
+  /**
+   * Every other member's API this node knows: its founding peers', node.json's and the routing
+   * state's (a restarted node has the first two before it has applied its log again).
+   */
+  private knownMemberApis(): { id: string; apiUrl: string }[] {
+    const apis = new Map<string, string>();
+    for (const [id, peer] of Object.entries(this.config.peers)) if (peer.apiUrl) apis.set(id, peer.apiUrl);
+    for (const [id, member] of Object.entries(this.identity.members))
+      if (member.apiUrl) apis.set(id, member.apiUrl);
+    for (const member of this.routing.state.members.values())
+      if (member.apiUrl) apis.set(member.id, member.apiUrl);
+    apis.delete(this.id);
+    return [...apis].map(([id, apiUrl]) => ({ id, apiUrl }));
   }
 
   /** Records the removal in node.json: a later start on this data dir is refused. */

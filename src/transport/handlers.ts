@@ -19,6 +19,7 @@ export class TransportHandlers {
   private readonly frameHandlers = new Map<string, FrameHandler[]>();
   private readonly unreachableHandlers: ((peerId: NodeId) => void)[] = [];
   private readonly snapshotHandlers: ((peerId: NodeId, status: SnapshotStatus) => void)[] = [];
+  private readonly refusedByHandlers: ((peerId: NodeId) => void)[] = [];
 
   constructor(
     private readonly nodeId: NodeId,
@@ -43,6 +44,14 @@ export class TransportHandlers {
 
   onSnapshotStatus(handler: (peerId: NodeId, status: SnapshotStatus) => void): void {
     this.snapshotHandlers.push(handler);
+  }
+
+  /**
+   * A peer refused this node: it closed our connection as removed from its peers
+   * (PEER_REMOVED_REASON), or answered our handshake with 401 (a wrong token or an unknown id).
+   */
+  onRefusedByPeer(handler: (peerId: NodeId) => void): void {
+    this.refusedByHandlers.push(handler);
   }
 
   /**
@@ -83,6 +92,10 @@ export class TransportHandlers {
 
   emitUnreachable(peerId: NodeId): void {
     for (const handler of this.unreachableHandlers) this.callSafely(() => handler(peerId), "unreachable");
+  }
+
+  emitRefusedBy(peerId: NodeId): void {
+    for (const handler of this.refusedByHandlers) this.callSafely(() => handler(peerId), "refused");
   }
 
   emitSnapshotStatus(peerId: NodeId, status: SnapshotStatus): void {

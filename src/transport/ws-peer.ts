@@ -16,6 +16,8 @@ import type { TransportMetrics } from "./transport-metrics.js";
 
 /** The HTTP path peers dial; the version is part of it so a future wire format can coexist. */
 export const PEER_PATH = "/cfn/v1/peer";
+/** Close reason (code 1008) of a connection from a peer this node removed from its peers. */
+export const PEER_REMOVED_REASON = "peer removed";
 export const HEADER_CLUSTER_TOKEN = "x-cfn-cluster-token";
 export const HEADER_NODE_ID = "x-cfn-node-id";
 export const HEADER_TARGET_NODE_ID = "x-cfn-target-node-id";
@@ -171,6 +173,8 @@ export class WsPeer {
       if (socket === this.socket && this.failedDials === 0) {
         this.logger.warn("peer connection failed", { url: this.url, error });
       }
+      // ws words a refused handshake "Unexpected server response: 401".
+      if (socket === this.socket && / 401$/.test(error.message)) this.options.handlers.emitRefusedBy(peerId);
     });
     socket.on("close", (code, reason) => {
       if (socket !== this.socket) return;
@@ -182,6 +186,8 @@ export class WsPeer {
         if (!this.closed) this.logger.warn("peer connection lost", { code, reason: reason.toString() });
       }
       if (this.closed) return;
+      if (code === 1008 && reason.toString() === PEER_REMOVED_REASON)
+        this.options.handlers.emitRefusedBy(peerId);
       this.options.metrics.dialFailures.inc();
       this.options.handlers.emitUnreachable(peerId);
       this.scheduleReconnect();

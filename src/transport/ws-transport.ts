@@ -34,6 +34,7 @@ import {
   HEADER_NODE_ID,
   HEADER_TARGET_NODE_ID,
   PEER_PATH,
+  PEER_REMOVED_REASON,
   type TlsClientOptions,
   WsPeer,
 } from "./ws-peer.js";
@@ -164,7 +165,7 @@ export class WsTransport implements Transport {
     const connection = this.inbound.get(peerId);
     if (connection) {
       this.inbound.delete(peerId);
-      connection.socket.close(1008, "peer removed");
+      connection.socket.close(1008, PEER_REMOVED_REASON);
     }
   }
 
@@ -221,6 +222,15 @@ export class WsTransport implements Transport {
 
   onPeerUnreachable(handler: (peerId: NodeId) => void): void {
     this.handlers.onPeerUnreachable(handler);
+  }
+
+  /**
+   * `handler(peer)` when `peer` refuses this node: it closed our connection because it removed us
+   * (it applied a membership without this node), or it answered our dial with 401. A hint to
+   * check, not a verdict: a lagging peer may apply an old removal, a 401 may be a wrong token.
+   */
+  onRefusedByPeer(handler: (peerId: NodeId) => void): void {
+    this.handlers.onRefusedByPeer(handler);
   }
 
   onSnapshotStatus(handler: (peerId: NodeId, status: SnapshotStatus) => void): void {

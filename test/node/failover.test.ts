@@ -248,6 +248,37 @@ describe("coordinators and failover (3 node processes)", () => {
     expect(leaderStatus.members.map((m: { id: string }) => m.id)).toEqual(["n1", "n2", "n4"]);
   });
 
+  it("a node removed while it was down (it never applies its removal) learns it from the leader and stops", async () => {
+    cluster = await TestCluster.create(3);
+    await cluster.startAll();
+    await cluster.waitReady(cluster.nodes);
+    const leader = await cluster.leader();
+    const [victim, other] = cluster.nodes.filter((node) => node !== leader);
+    // Killed, the victim misses the commit of its removal; no member sends it anything after.
+    victim.signal("SIGKILL");
+    await victim.waitExit();
+    const removed = await api(other.api, "DELETE", `/v1/members/${victim.id}`);
+    expect(removed.status, JSON.stringify(removed.json)).toBe(200);
+    await waitFor("the victim removed on the others", async () => {
+      for (const node of [leader, other]) {
+        const s = await tryStatus(node);
+        if (!s || s.members.some((m: { id: string }) => m.id === victim.id)) return false;
+      }
+      return true;
+    });
+    // Restarted on its data dir it still counts itself a member; the peers refuse its dials (401)
+    // and the leader's status no longer lists it: it stops by itself.
+    await victim.start(cluster.peerFlags(victim));
+    const code = await victim.waitExit(20_000).catch((error: Error) => {
+      throw new Error(`${error.message}; its log ends: ${victim.stderr.slice(-2000)}`);
+    });
+    expect(code).toBe(0);
+    expect(victim.stdout + victim.stderr).toContain("the leader no longer lists it");
+    const again = await victim.runToExit(["--token", TOKEN, ...cluster.peerFlags(victim)]);
+    expect(again.code, again.stderr).toBe(2);
+    expect(again.stderr).toContain("CFN_ERR_NODE_REMOVED");
+  });
+
   it("with leaveOnShutdown, a SIGTERM leaves the membership; the data dir is refused after", async () => {
     cluster = await TestCluster.create(3);
     const [n1, n2, n3] = cluster.nodes;
