@@ -490,7 +490,11 @@ export class ClusterNode {
         if (attempt > 0) await sleep(REMOVAL_CHECK_RETRY_MS);
         if (this.state !== "running") return;
         for (const member of this.knownMemberApis()) {
-          let status: { raft?: { role?: string }; members?: { id: string }[] };
+          let status: {
+            node?: { clusterId?: string };
+            raft?: { role?: string };
+            members?: { id: string }[];
+          };
           try {
             status = (await apiRequest(
               member.apiUrl,
@@ -503,7 +507,8 @@ export class ClusterNode {
           } catch {
             continue; // down or unreachable: ask the next one
           }
-          if (status.raft?.role !== "leader") continue;
+          // Only this cluster's leader can say (an address may now serve another cluster's node).
+          if (status.raft?.role !== "leader" || status.node?.clusterId !== this.config.clusterId) continue;
           if (status.members?.some((entry) => entry.id === this.id)) return; // still a member
           if (this.removed || this.state !== "running") return;
           this.markRemoved();
