@@ -4,14 +4,15 @@
 // then `cfn node start` flags and a cluster file (cluster/*.yaml) on top.
 
 import { z } from "zod";
+import { isValidAgentId } from "../bus/agent-id.js";
 import { CfnError } from "../errors.js";
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 const idPattern = /^[A-Za-z0-9._-]{1,128}$/;
+// The bus's agent-id rule: a node id names a data dir under a cluster file's dataRoot.
 const nodeId = z
   .string()
-  .regex(idPattern, "letters, digits, '.', '_' or '-', 1 to 128 characters")
-  .refine((id) => id !== "." && id !== "..", "not '.' or '..'");
+  .refine(isValidAgentId, "letters, digits, '.', '_' or '-', 1 to 128 characters, not '.' or '..'");
 const listen = z
   .string()
   .regex(/^[^\s:]+:[0-9]{1,5}$/, "host:port")

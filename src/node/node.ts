@@ -408,6 +408,10 @@ export class ClusterNode {
     for (const member of this.routing.state.members.values())
       members[member.id] = { peerUrl: member.peerUrl, apiUrl: member.apiUrl };
     this.identity = { ...this.identity, members };
+    this.writeIdentity();
+  }
+
+  private writeIdentity(): void {
     try {
       writeAtomically(join(this.config.dataDir, "node.json"), this.identity);
     } catch (error) {
@@ -446,6 +450,11 @@ export class ClusterNode {
     }
   }
 
+  /** `id` is in the Raft group by the membership this node applied. */
+  private isRaftMember(id: string): boolean {
+    return this.host.status().members.some((member) => member.id === id);
+  }
+
   /** Calls `listener` once this node has applied its own removal from the cluster (it then stops). */
   onRemoved(listener: () => void): void {
     if (this.removed) listener();
@@ -459,18 +468,18 @@ export class ClusterNode {
    */
   private checkRemoved(): void {
     if (this.removed || this.state !== "running") return;
-    const status = this.host.status();
-    const member = status.members.some((entry) => entry.id === this.id);
-    if (member) {
+    if (this.isRaftMember(this.id)) {
       this.wasMember = true;
       return;
     }
     if (!this.wasMember) return; // joining: not a member yet
+    this.stopAsRemoved("this node was removed from the cluster; it stops", {});
+  }
+
+  /** Records the removal, says why and tells the listeners (which stop the node). */
+  private stopAsRemoved(message: string, fields: Record<string, unknown>): void {
     this.markRemoved();
-    this.logger.error("this node was removed from the cluster; it stops", {
-      applied: status.applied,
-      spooledUndelivered: this.forwarder.pendingTotal(),
-    });
+    this.logger.error(message, { ...fields, spooledUndelivered: this.forwarder.pendingTotal() });
     for (const listener of this.removedListeners.splice(0)) listener();
   }
 
@@ -511,15 +520,12 @@ export class ClusterNode {
           if (status.raft?.role !== "leader" || status.node?.clusterId !== this.config.clusterId) continue;
           if (status.members?.some((entry) => entry.id === this.id)) return; // still a member
           if (this.removed || this.state !== "running") return;
-          this.markRemoved();
-          this.logger.error(
+          this.stopAsRemoved(
             "this node was removed from the cluster (the leader no longer lists it); it stops",
             {
               leader: member.id,
-              spooledUndelivered: this.forwarder.pendingTotal(),
             },
           );
-          for (const listener of this.removedListeners.splice(0)) listener();
           return;
         }
       }
@@ -553,11 +559,7 @@ export class ClusterNode {
       spooled: this.forwarder.pendingTotal(),
     };
     this.identity = { ...this.identity, removed };
-    try {
-      writeAtomically(join(this.config.dataDir, "node.json"), this.identity);
-    } catch (error) {
-      this.logger.warn("cannot write node.json", { error });
-    }
+    this.writeIdentity();
   }
 
   /** Makes this node's member record carry its current addresses and state. */
@@ -567,7 +569,7 @@ export class ClusterNode {
     const peerUrl = advertisedPeerUrl(this.config);
     try {
       if (!self || self.peerUrl !== peerUrl || self.apiUrl !== this.apiUrl) {
-        if (!this.host.status().members.some((member) => member.id === this.id)) return; // not a member (yet)
+        if (!this.isRaftMember(this.id)) return; // not a member (yet)
         await this.control.propose({ op: "member.upsert", id: this.id, peerUrl, apiUrl: this.apiUrl });
         return;
       }
@@ -741,8 +743,7 @@ export class ClusterNode {
   /** Adds a member (leader only; other nodes forward the request to the leader's API). */
   async addMember(id: string, peerUrl: string, apiUrl: string): Promise<RoutingResult> {
     if (!this.host.isLeader()) return this.forwardToLeader("POST", "/v1/members", { id, peerUrl, apiUrl });
-    if (!this.host.status().members.some((member) => member.id === id))
-      await this.host.addMember(id, peerUrl);
+    if (!this.isRaftMember(id)) await this.host.addMember(id, peerUrl);
     return this.control.propose({ op: "member.upsert", id, peerUrl, apiUrl });
   }
 
@@ -755,7 +756,7 @@ export class ClusterNode {
       await this.host.transferLeadership(target.id);
       return this.forwardToLeader("DELETE", `/v1/members/${encodeURIComponent(id)}`, undefined);
     }
-    if (this.host.status().members.some((member) => member.id === id)) {
+    if (this.isRaftMember(id)) {
       await this.host.removeMember(id);
       return { ok: true };
     }
@@ -966,10 +967,9 @@ export class ClusterNode {
         if (this.config.leaveOnShutdown) {
           await withDeadline(this.removeMember(this.id), Math.max(100, deadline - Date.now() - 1_000));
           // The leader applied it; this node does once the commit reaches it (or never, cut off).
-          const isMember = () => this.host.status().members.some((member) => member.id === this.id);
           const until = Math.min(deadline - 500, Date.now() + 1_000);
-          while (isMember() && Date.now() < until) await sleep(25);
-          if (!isMember()) this.markRemoved();
+          while (this.isRaftMember(this.id) && Date.now() < until) await sleep(25);
+          if (!this.isRaftMember(this.id)) this.markRemoved();
         }
       }
     } catch (error) {

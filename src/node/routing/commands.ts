@@ -3,6 +3,8 @@
 // must accept anything and reject what is not a well-formed command — a malformed entry is still
 // committed and must give the same (error) result on every replica. Pure: no I/O, no clock.
 
+import { isValidAgentId } from "../../bus/agent-id.js";
+
 /** Liveness of a member as the master coordinator (the Raft leader) sees it. */
 export type MemberState = "active" | "leaving" | "down";
 
@@ -39,7 +41,6 @@ export interface RoutingResult {
   results?: RoutingResult[];
 }
 
-const ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 const URL_PATTERN = /^(wss?|https?):\/\/[^\s]{1,500}$/;
 const TOPOLOGY_KINDS = new Set(["flat", "hybrid", "depth-3", "adaptive"]);
 const MEMBER_STATES = new Set(["active", "leaving", "down"]);
@@ -50,11 +51,12 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * Ids of members, agents, teams and principals: [A-Za-z0-9._-]{1,128} but not "." or ".." — an
- * agent id names a bus directory and a node id a data dir under a cluster file's dataRoot.
+ * Ids of members, agents, teams and principals follow the bus's agent-id rule ([A-Za-z0-9._-],
+ * 1 to 128, not "." or ".."): an agent id names a bus directory, a node id a data dir under a
+ * cluster file's dataRoot.
  */
 export function isValidId(value: unknown): value is string {
-  return typeof value === "string" && ID_PATTERN.test(value) && value !== "." && value !== "..";
+  return isValidAgentId(value);
 }
 
 export function encodeRoutingCommand(command: RoutingCommand): Uint8Array {
