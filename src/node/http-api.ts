@@ -20,6 +20,7 @@
 //   POST   /v1/routing                 {command}               any routing command (topology, policy)
 //   POST   /v1/send                    {from, to, type, payload?, id?, priority?, headers?}
 //   POST   /v1/leader                  {to}                    transfer leadership
+//   POST   /v1/handoff                 {from, clusterId, messages}   a removed node's spool (taken: n)
 //   GET    /v1/security/whoami                                the caller's principal, roles, permissions
 //   GET    /v1/security/tokens                                API tokens (no secrets)
 //   POST   /v1/security/tokens         {principal, roles, ttlDays?}   create one (shown once)
@@ -211,6 +212,9 @@ export class NodeApi {
       const { from, to, type, payload, id, priority, headers } = body as Record<string, never>;
       const result = node.send(from, to, { type, payload, id, priority, headers });
       return this.json(response, 200, { sent: true, ids: result.ids });
+    }
+    if (method === "POST" && path === "/v1/handoff") {
+      return this.json(response, 200, await node.acceptHandOff(body.from, body.clusterId, body.messages));
     }
     if (method === "POST" && path === "/v1/leader") {
       if (!isValidId(body.to)) throw invalid("need to: a member id");

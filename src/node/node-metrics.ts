@@ -21,6 +21,8 @@ export class NodeMetrics {
   readonly parked: Counter<string>;
   readonly parkedDepth: Gauge<string>;
   readonly unsendable: Counter<string>;
+  readonly handedOff: Counter<string>;
+  readonly handedOver: Counter<string>;
   readonly rejected: Counter<string>;
   /** Malformed or unexpected frames from peers, by channel and reason. */
   readonly badFrames: Counter<string>;
@@ -66,6 +68,14 @@ export class NodeMetrics {
     this.unsendable = metrics.counter(
       "cfn_delivery_unsendable_messages_total",
       "Spooled messages no frame could carry (over frameBytesMax encoded), dead-lettered on the sending node",
+    );
+    this.handedOff = metrics.counter(
+      "cfn_delivery_handoff_taken_messages_total",
+      "Messages a node removed from the cluster handed off to this node (POST /v1/handoff), taken",
+    );
+    this.handedOver = metrics.counter(
+      "cfn_delivery_handoff_sent_messages_total",
+      "Spooled messages this node handed off to a member after it was removed from the cluster",
     );
     this.rejected = metrics.counter(
       "cfn_delivery_rejected_messages_total",

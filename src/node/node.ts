@@ -20,12 +20,19 @@ import { DeliveryLedger, LEDGER_FILE_BYTES_MAX } from "./delivery/ledger.js";
 import { InboxPark } from "./delivery/park.js";
 import { DeliveryReceiver } from "./delivery/receiver.js";
 import { DeliverySpool } from "./delivery/spool.js";
-import { DELIVER_CHANNEL, parseDeliveryFrame, type WireMessage } from "./delivery/wire.js";
+import {
+  DELIVER_CHANNEL,
+  FRAME_MESSAGES_MAX,
+  parseDeliveryFrame,
+  type WireMessage,
+  wireMessageProblem,
+} from "./delivery/wire.js";
 import { NodeApi } from "./http-api.js";
 import { InboxMirror } from "./mirror.js";
 import { advertisedApiUrl, advertisedPeerUrl, type NodeConfig, splitListen } from "./node-config.js";
 import { NodeMetrics } from "./node-metrics.js";
 import { RaftHost } from "./raft-host.js";
+import { isValidId } from "./routing/commands.js";
 import {
   planAgentLiveness,
   planMemberStates,
@@ -75,6 +82,8 @@ const REMOVAL_CHECK_ATTEMPTS_MAX = 5;
 const REMOVAL_CHECK_RETRY_MS = 1_000;
 /** Refusals within this long of the last check are not checked again. */
 const REMOVAL_CHECK_INTERVAL_MS = 5_000;
+/** One hand-off request of a removed node to a member (a chunk of its spool). */
+const HANDOFF_REQUEST_TIMEOUT_MS = 5_000;
 
 export interface ShutdownReport {
   /** Messages drained from outbound mailboxes into the spool during the shutdown. */
@@ -550,6 +559,92 @@ export class ClusterNode {
     return [...apis].map(([id, apiUrl]) => ({ id, apiUrl }));
   }
 
+  /**
+   * A removed node's spool: no member takes its frames any more, so its messages go to a member's
+   * API (POST /v1/handoff), which delivers them as its own (the owners drop what they already
+   * have by message id). Tries the members it knows in turn; what none takes by `deadlineMs`
+   * stays spooled, and node.json's removal record says how many.
+   */
+  private async handOffSpool(deadlineMs: number): Promise<number> {
+    const before = this.forwarder.pendingTotal();
+    if (before === 0) return 0;
+    const members = this.knownMemberApis();
+    let at = 0;
+    const handed = await this.forwarder.handOff(async (messages) => {
+      for (; at < members.length; at++) {
+        try {
+          const answer = (await apiRequest(
+            members[at].apiUrl,
+            "POST",
+            "/v1/handoff",
+            this.config.clusterToken,
+            { from: this.id, clusterId: this.config.clusterId, messages },
+            HANDOFF_REQUEST_TIMEOUT_MS,
+          )) as { taken?: unknown };
+          if (typeof answer.taken === "number" && Number.isSafeInteger(answer.taken)) return answer.taken;
+        } catch (error) {
+          // Down, not of this cluster, or still listing this node as a member: the next one.
+          this.logger.warn("member refused the hand-off; trying the next", { member: members[at].id, error });
+        }
+      }
+      throw new Error(`none of ${members.length} known member(s) took the hand-off`);
+    }, deadlineMs);
+    this.nodeMetrics.handedOver.inc(handed);
+    const left = this.forwarder.pendingTotal();
+    if (this.identity.removed) {
+      this.identity = { ...this.identity, removed: { ...this.identity.removed, spooled: left } };
+      this.writeIdentity();
+    }
+    const log = left === 0 ? this.logger.info.bind(this.logger) : this.logger.warn.bind(this.logger);
+    log("spooled messages handed off to a member", { handed, left, member: members[at]?.id });
+    return handed;
+  }
+
+  /**
+   * POST /v1/handoff: messages `from`, a node removed from the cluster, could not deliver any more
+   * (its frames are refused). Taken in order: those for this node's agents are written as a
+   * frame's would be, the others spooled and streamed to their owners (or, for an agent on no
+   * member, left in its local directory). Answers how many (a prefix) were taken.
+   */
+  async acceptHandOff(from: unknown, clusterId: unknown, messages: unknown): Promise<{ taken: number }> {
+    if (!isValidId(from)) throw new CfnError("CFN_ERR_INVALID_MESSAGE", "need from: the removed node's id");
+    if (clusterId !== this.config.clusterId)
+      throw new CfnError(
+        "CFN_ERR_CONF_CHANGE",
+        `hand-off for cluster ${JSON.stringify(clusterId)}; this node is of ${JSON.stringify(this.config.clusterId)}`,
+      );
+    if (this.state !== "running") throw new CfnError("CFN_ERR_CLOSED", `node ${this.id} is ${this.state}`);
+    if (this.isRaftMember(from) || from === this.id)
+      throw new CfnError(
+        "CFN_ERR_CONF_CHANGE",
+        `node ${from} is still a member here: it delivers through its streams`,
+      );
+    if (!Array.isArray(messages) || messages.length === 0 || messages.length > FRAME_MESSAGES_MAX)
+      throw new CfnError(
+        "CFN_ERR_INVALID_MESSAGE",
+        `need messages: 1 to ${FRAME_MESSAGES_MAX} wire messages`,
+      );
+    for (const [index, message] of messages.entries()) {
+      const problem = wireMessageProblem(message);
+      if (problem) throw new CfnError("CFN_ERR_INVALID_MESSAGE", `messages[${index}]: ${problem}`);
+    }
+    const wire = messages as WireMessage[];
+    let taken = 0;
+    while (taken < wire.length) {
+      const local = this.routing.state.agents.get(wire[taken].to)?.node === this.id;
+      let end = taken + 1;
+      while (end < wire.length && (this.routing.state.agents.get(wire[end].to)?.node === this.id) === local)
+        end++;
+      const run = wire.slice(taken, end);
+      const took = local ? await this.receiver.writeHandedOff(run, from) : await this.forwarder.adopt(run);
+      taken += took;
+      if (took < run.length) break;
+    }
+    this.nodeMetrics.handedOff.inc(taken);
+    this.logger.info("took over messages a removed node handed off", { from, offered: wire.length, taken });
+    return { taken };
+  }
+
   /** Records the removal in node.json: a later start on this data dir is refused. */
   private markRemoved(): void {
     this.removed = true;
@@ -937,9 +1032,11 @@ export class ClusterNode {
     const wasLeader = this.host.isLeader();
     try {
       if (this.removed) {
-        // Not a member any more: no leadership to hand off, no peer takes its frames. Proxies hand
-        // their claims back to the bus files; what the spool holds stays in the data dir.
+        // Not a member any more: no leadership to hand off, no peer takes its frames. What the
+        // outbound mailboxes and the spool hold goes to a member through its API instead.
         await this.forwarder.stopDraining();
+        forwarded = await this.forwarder.drainOnce();
+        await this.handOffSpool(deadline - 1_000);
         await withDeadline(this.receiver.idle(), 500);
       } else {
         if (this.host.isLeader()) {
@@ -969,7 +1066,10 @@ export class ClusterNode {
           // The leader applied it; this node does once the commit reaches it (or never, cut off).
           const until = Math.min(deadline - 500, Date.now() + 1_000);
           while (this.isRaftMember(this.id) && Date.now() < until) await sleep(25);
-          if (!this.isRaftMember(this.id)) this.markRemoved();
+          if (!this.isRaftMember(this.id)) {
+            this.markRemoved();
+            await this.handOffSpool(deadline - 1_000); // what the owners did not acknowledge in time
+          }
         }
       }
     } catch (error) {

@@ -11,7 +11,7 @@ export const PERMISSIONS = [
   "messages.send", // POST /v1/send
   "agents.write", // register / deregister agents, agent.* routing commands
   "swarm.write", // team checkpoints, topology, team.* routing commands (rounds, swarm ops)
-  "members.write", // add / remove members, leadership transfer, member.* routing commands
+  "members.write", // add / remove members, leadership transfer, a removed node's hand-off, member.*
   "policy.read", // list API tokens and roles
   "policy.write", // create / revoke tokens, policy.set routing commands
   "audit.read", // query and verify the audit log
@@ -94,7 +94,12 @@ export function permissionForRoute(method: string, path: string): Permission | "
   }
   if (path === "/v1/send") return "messages.send";
   if (path === "/v1/agents" || path.startsWith("/v1/agents/")) return "agents.write";
-  if (path === "/v1/members" || path.startsWith("/v1/members/") || path === "/v1/leader")
+  if (
+    path === "/v1/members" ||
+    path.startsWith("/v1/members/") ||
+    path === "/v1/leader" ||
+    path === "/v1/handoff"
+  )
     return "members.write";
   if (path.startsWith("/v1/teams/")) return "swarm.write";
   if (path === "/v1/security/tokens" || path.startsWith("/v1/security/tokens/")) return "policy.write";

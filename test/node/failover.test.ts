@@ -248,16 +248,51 @@ describe("coordinators and failover (3 node processes)", () => {
     expect(leaderStatus.members.map((m: { id: string }) => m.id)).toEqual(["n1", "n2", "n4"]);
   });
 
-  it("a node removed while it was down (it never applies its removal) learns it from the leader and stops", async () => {
+  it("a node removed while it was down (it never applies its removal) learns it from the leader, hands its spool to a member and stops", async () => {
     cluster = await TestCluster.create(3);
-    await cluster.startAll();
+    // Inboxes of 40 and no park: a full inbox holds its sender's stream (nothing acknowledged).
+    await Promise.all(
+      cluster.nodes.map((node) =>
+        node.start([...cluster!.peerFlags(node), "--set", "parkedMessagesMax=0"], {
+          CFN_BUS_INBOX_DEPTH_MAX: "40",
+          CFN_BUS_BATCH_MESSAGES_MAX: "40",
+        }),
+      ),
+    );
     await cluster.waitReady(cluster.nodes);
     const leader = await cluster.leader();
     const [victim, other] = cluster.nodes.filter((node) => node !== leader);
+    await register(other, "dst");
+    await waitFor("dst routed on the victim", async () =>
+      (await tryStatus(victim))?.agents.some((a: { id: string }) => a.id === "dst"),
+    );
+    // dst's inbox is full, so the messages the victim forwards to it are held, unacknowledged, in
+    // the victim's spool when it is killed; its owner never wrote them.
+    const otherBus = other.bus();
+    for (let i = 0; i < 40; i++) otherBus.sendSync("local", "dst", { id: `fill-${i}`, type: "test" });
+    otherBus.close();
+    const bus = victim.bus();
+    const sent: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      bus.sendSync("src", "dst", { id: `h-${i}`, type: "test", payload: { i } });
+      sent.push(`h-${i}`);
+    }
+    bus.close();
+    await waitFor("the victim's stream to dst's node held", async () => {
+      const status = await tryStatus(victim);
+      const pending = (status?.delivery.streams ?? []).reduce(
+        (sum: number, stream: { pending: number }) => sum + stream.pending,
+        0,
+      );
+      return pending === 30 && status.delivery.proxied.length > 0;
+    });
     // Killed, the victim misses the commit of its removal; no member sends it anything after.
     victim.signal("SIGKILL");
     await victim.waitExit();
-    const removed = await api(other.api, "DELETE", `/v1/members/${victim.id}`);
+    expect((await drainInbox(other, "dst")).map((m) => m.id)).toEqual(
+      Array.from({ length: 40 }, (_, i) => `fill-${i}`),
+    );
+    const removed = await api(leader.api, "DELETE", `/v1/members/${victim.id}`);
     expect(removed.status, JSON.stringify(removed.json)).toBe(200);
     await waitFor("the victim removed on the others", async () => {
       for (const node of [leader, other]) {
@@ -274,9 +309,20 @@ describe("coordinators and failover (3 node processes)", () => {
     });
     expect(code).toBe(0);
     expect(victim.stdout + victim.stderr).toContain("the leader no longer lists it");
+    // No member takes its frames any more (nor acknowledges them): its spool went to a member's
+    // API, and from there to dst, once (what already landed is dropped by message id).
+    const got: string[] = [];
+    await waitFor("the handed-off messages delivered", async () => {
+      got.push(...(await drainInbox(other, "dst")).map((m) => m.id));
+      return got.length >= sent.length;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    got.push(...(await drainInbox(other, "dst")).map((m) => m.id));
+    expect(got).toEqual(sent);
     const again = await victim.runToExit(["--token", TOKEN, ...cluster.peerFlags(victim)]);
     expect(again.code, again.stderr).toBe(2);
     expect(again.stderr).toContain("CFN_ERR_NODE_REMOVED");
+    expect(again.stderr).toContain("0 message(s) left undelivered");
   });
 
   it("with leaveOnShutdown, a SIGTERM leaves the membership; the data dir is refused after", async () => {

@@ -264,6 +264,34 @@ describe("node robustness (real processes)", () => {
       expect(badAgent.json.error.code).toBe("CFN_ERR_INVALID_AGENT_ID");
     }
     expect(await metric(n1, "cfn_node_api_rejected_total", { reason: "token" })).toBe(1);
+    // The hand-off of a removed node's spool (POST /v1/handoff): refused from a member (it delivers
+    // through its streams), for another cluster, and with a malformed message, naming it.
+    const clusterId = (await tryStatus(n1)).node.clusterId;
+    const message = {
+      id: "h1",
+      from: "a",
+      to: "target",
+      type: "t",
+      priority: "normal",
+      headers: {},
+      payload: 1,
+      ts: 1,
+    };
+    const handOffs = [
+      { body: { from: "n2", clusterId, messages: [message] }, status: 409, says: "still a member" },
+      { body: { from: "gone", clusterId: "other", messages: [message] }, status: 409, says: "cluster" },
+      { body: { from: "gone", clusterId, messages: [] }, status: 400, says: "need messages" },
+      {
+        body: { from: "gone", clusterId, messages: [message, { ...message, to: "../x" }] },
+        status: 400,
+        says: "messages[1]: bad to",
+      },
+    ];
+    for (const { body, status, says } of handOffs) {
+      const refused = await api(n1.api, "POST", "/v1/handoff", body);
+      expect(refused.status, JSON.stringify(refused.json)).toBe(status);
+      expect(refused.json.error.message).toContain(says);
+    }
 
     // Still serving: healthy, and a cross-node message gets through.
     expect((await fetch(`${n1.api}/healthz`)).status).toBe(200);

@@ -61,6 +61,13 @@ export interface ForwarderOptions {
  */
 export const PROXY_UNSPOOLED_BATCHES_MAX = 16;
 
+/** A removed node hands its spool to a member in chunks of at most this many messages… */
+export const HANDOFF_CHUNK_MESSAGES_MAX = 512;
+/** …and about this many bytes of JSON (one larger message goes alone). */
+export const HANDOFF_CHUNK_BYTES_MAX = 1024 * 1024;
+/** A chunk the member took only in part (a full inbox there) is offered again after this. */
+export const HANDOFF_RETRY_MS = 200;
+
 interface StreamItem extends SpooledMessage {
   spooledAtMs: number;
   /** The forward hop of a traced message: from spooling to the owner's ack. */
@@ -668,6 +675,89 @@ export class DeliveryForwarder {
         this.pump(stream.dest);
       }
     }
+  }
+
+  // ---- hand-off by a removed node (docs/NODE.md, "Removing a node") ----------------------------
+
+  /**
+   * This node was removed from the cluster, so no member takes its frames any more: its spooled
+   * messages go to `deliver` (a member's hand-off API), stream by stream in sequence order, in
+   * chunks of at most HANDOFF_CHUNK_MESSAGES_MAX messages and about HANDOFF_CHUNK_BYTES_MAX bytes.
+   * `deliver` answers how many of a chunk (a prefix) the member took; those count as acknowledged
+   * (their spool records go). A chunk taken in part is offered again after HANDOFF_RETRY_MS (a full
+   * inbox on the member); a failing `deliver` ends the hand-off. What is left at `deadlineMs`
+   * stays spooled. Returns how many messages were handed off.
+   */
+  async handOff(deliver: (messages: WireMessage[]) => Promise<number>, deadlineMs: number): Promise<number> {
+    let handed = 0;
+    streams: for (const stream of [...this.streams.values()]) {
+      while (stream.pending > 0 && Date.now() < deadlineMs) {
+        if (stream.activePending === 0 && !stream.advance()) break;
+        const chunk: StreamItem[] = [];
+        let bytes = 0;
+        for (const item of stream.pendingSlice(stream.head, stream.head + HANDOFF_CHUNK_MESSAGES_MAX)) {
+          const size = JSON.stringify(item.message).length;
+          if (chunk.length > 0 && bytes + size > HANDOFF_CHUNK_BYTES_MAX) break;
+          chunk.push(item);
+          bytes += size;
+        }
+        let taken: number;
+        try {
+          taken = await deliver(chunk.map((item) => item.message));
+        } catch (error) {
+          this.logger.error("hand-off failed; the rest stays spooled", { handed, error });
+          break streams;
+        }
+        if (taken > 0) {
+          this.acknowledge(stream, chunk[Math.min(taken, chunk.length) - 1].seq, false);
+          handed += Math.min(taken, chunk.length);
+        }
+        if (taken < chunk.length) await new Promise((resolve) => setTimeout(resolve, HANDOFF_RETRY_MS));
+      }
+    }
+    for (const stream of this.streams.values()) this.setSpoolDepth(stream.node);
+    await this.options.spool.flush(); // the deletes of what was handed off
+    return handed;
+  }
+
+  /**
+   * Takes over messages a removed node handed off (POST /v1/handoff) for agents this node does not
+   * own: spooled and streamed to their owners as if drained here (the owner drops what it already
+   * has by message id), or, for an agent the routing state does not place on a member, written
+   * into its local directory (forwarded once it registers somewhere, as a local send would be).
+   * Returns how many (a prefix) were taken; the spooled ones once the spool holds them.
+   */
+  async adopt(messages: WireMessage[]): Promise<number> {
+    const { spool, spoolMessagesMax, spoolBytesMax = Number.POSITIVE_INFINITY, nodeId } = this.options;
+    if (this.closed || spool.size >= spoolMessagesMax || spool.bytes >= spoolBytesMax) return 0;
+    const moved: { dest: string; message: WireMessage }[] = [];
+    let taken = 0;
+    for (const message of messages) {
+      const owner = this.options.ownerOf(message.to);
+      if (owner !== undefined && owner !== nodeId && this.options.isMember(owner)) {
+        moved.push({ dest: laneKey(owner, laneOf(message.to)), message });
+      } else {
+        if (owner === nodeId) break; // the caller writes those (the receiver's dedup window)
+        // Spool what comes before first: the order of one sender's messages holds either way
+        // (an unknown agent's messages wait in its local directory).
+        if (!this.deliverLocally(message)) break;
+      }
+      taken++;
+    }
+    if (moved.length > 0) {
+      const { spooled, durable, sendable } = spool.appendNow(moved);
+      this.options.metrics.spooled.inc(spooled.length);
+      const now = Date.now();
+      const owners = new Set<string>();
+      for (const item of spooled) {
+        this.stream(item.dest).push(this.streamItem(item, now));
+        owners.add(parseLaneKey(item.dest).node);
+      }
+      for (const owner of owners) this.setSpoolDepth(owner);
+      this.releaseWhenReserved(spooled, sendable);
+      await durable;
+    }
+    return taken;
   }
 
   /** Messages spooled for a node that left the cluster go to their agents' current owners. */

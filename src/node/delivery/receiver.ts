@@ -293,6 +293,21 @@ export class DeliveryReceiver {
     if (written > 0 || !full) this.scheduleAck(from);
   }
 
+  /**
+   * Writes messages that `from`, a node removed from the cluster, handed off (POST /v1/handoff)
+   * for agents of this node, as a frame's are: the window of recent ids drops what already landed,
+   * a full inbox parks, what the bus refuses is dead-lettered. Returns how many of them (a prefix)
+   * were taken, with persistence once the mirror holds them; the rest are offered again.
+   */
+  async writeHandedOff(messages: WireMessage[], from: string): Promise<number> {
+    if (this.closed) return 0;
+    const { written, landed } = this.writeMessages(messages, from);
+    this.options.metrics.delivered.inc(landed);
+    if (written > 0 && this.options.onWritten)
+      await this.options.onWritten(new Set(messages.slice(0, written).map((message) => message.to)));
+    return written;
+  }
+
   /** Asks `from` to send again from `e`, once per RESYNC_REPEAT_MS for the same `e`. */
   private requestResync(from: string, stream: string, e: number, force = false): void {
     const now = Date.now();
