@@ -10,7 +10,14 @@
 // With fault "partition" (network namespaces only: node-partition-leader) the leader's host is cut
 // off from the others instead, held, and healed: its agents' messages wait in the senders'
 // spools, its own senders' wait in its spool, and both go out once the links are back.
+// With fault "remove" (node-remove-rejoin) a node — the leader in odd rounds, a follower in even
+// ones — is removed from the cluster under traffic (`DELETE /v1/members/<id>` through another
+// member): it applies its removal, hands its spool to a member and exits by itself; it is then
+// started again on a fresh data dir with `--join` and its agent registered again. Meanwhile the
+// other nodes hold its agent's messages in their spools, and its host's sender writes into its
+// bus, drained by the re-joined node.
 
+import { rmSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { NetnsHosts, netnsPlacement } from "../cluster/netns.js";
 import { type LaunchedNode, LocalNodeCluster, waitUntil } from "../cluster/node-launcher.js";
@@ -18,13 +25,17 @@ import { Bus } from "../src/bus/index.js";
 import type { ChaosCheck, ChaosElection } from "./report.js";
 import type { ScenarioTiming } from "./scenarios.js";
 
-/** How each round hits the leader's host. */
-export type NodeFault = "kill" | "partition";
+/** How each round hits the leader's host (or, for "remove", a node's membership). */
+export type NodeFault = "kill" | "partition" | "remove";
 
 export const NODE_SCENARIOS: Record<NodeFault, string> = {
   kill: "node-kill-leader",
   partition: "node-partition-leader",
+  remove: "node-remove-rejoin",
 };
+
+/** A removed node applies its removal, hands off its spool and exits within this. */
+const REMOVED_EXIT_WITHIN_MS = 20_000;
 
 export interface NodeMessagesReport {
   scenario: string;
@@ -165,6 +176,26 @@ export async function runNodeMessagesChaos(options: {
     await sleep(timing.settleMs);
     for (let round = 1; round <= rounds; round++) {
       const leader = await cluster.leader();
+      if (fault === "remove") {
+        const removedAt = performance.now();
+        const problem = await removeAndRejoin(
+          cluster,
+          round % 2 === 1 ? leader : nodes.find((node) => node !== leader)!,
+          agentOf,
+          nodeFlags,
+        );
+        if (problem) leaderProblem += `round ${round}: ${problem}; `;
+        else
+          elections.push({
+            round,
+            cause: "node removed and joined again",
+            replaced: true,
+            ms: Math.round(performance.now() - removedAt),
+            leader: (await cluster.leader()).id,
+          });
+        await sleep(timing.settleMs);
+        continue;
+      }
       if (fault === "partition") hosts!.isolate(Number(leader.id.replace(/^n/, "")));
       else {
         leader.signal("SIGKILL");
@@ -197,11 +228,19 @@ export async function runNodeMessagesChaos(options: {
     }
     sending = false;
     await Promise.all([traffic, consuming]);
-    checks.push({
-      name: `new leader within bound after every ${fault === "partition" ? "partition" : "kill"}`,
-      ok: leaderProblem === "",
-      detail: leaderProblem || `${elections.length} elections, all ≤ ${timing.leaderWithinMs} ms`,
-    });
+    checks.push(
+      fault === "remove"
+        ? {
+            name: "every removed node exited by itself and joined again",
+            ok: leaderProblem === "",
+            detail: leaderProblem || `${elections.length} of ${rounds} rounds`,
+          }
+        : {
+            name: `new leader within bound after every ${fault === "partition" ? "partition" : "kill"}`,
+            ok: leaderProblem === "",
+            detail: leaderProblem || `${elections.length} elections, all ≤ ${timing.leaderWithinMs} ms`,
+          },
+    );
 
     // Collect until everything accepted arrived (or the bound passed), then once more for stragglers.
     const deadline = performance.now() + DELIVER_WITHIN_MS;
@@ -268,12 +307,62 @@ export async function runNodeMessagesChaos(options: {
   }
 }
 
+/**
+ * One round of "remove": `victim` is removed through another member, exits by itself (status 0),
+ * and is started again on a fresh data dir with --join, its agent registered again. Returns what
+ * went wrong, or "" when it all did.
+ */
+async function removeAndRejoin(
+  cluster: LocalNodeCluster,
+  victim: LaunchedNode,
+  agentOf: Map<string, string>,
+  nodeFlags: string[],
+): Promise<string> {
+  const via = cluster.nodes.find((node) => node !== victim)!;
+  const removed = await via.request("DELETE", `/v1/members/${victim.id}`);
+  if (removed.status !== 200) return `removing ${victim.id}: HTTP ${removed.status} ${JSON.stringify(removed.json)}`;
+  let code: number | null;
+  try {
+    code = await victim.waitExit(REMOVED_EXIT_WITHIN_MS);
+  } catch {
+    victim.signal("SIGKILL");
+    await victim.waitExit();
+    return `${victim.id} did not stop by itself within ${REMOVED_EXIT_WITHIN_MS} ms`;
+  }
+  if (code !== 0) return `${victim.id} exited with ${code}: ${victim.stderr.slice(-500)}`;
+  rmSync(victim.spec.dataDir, { recursive: true, force: true });
+  const member = cluster.nodes.find((node) => node !== victim && node.running)!;
+  await victim.start(["--join", member.api, ...nodeFlags], { CFN_BUS_INBOX_DEPTH_MAX: "1000000" });
+  await waitUntil(`${victim.id} a member again everywhere`, async () => {
+    for (const node of cluster.nodes) {
+      const members = ((await node.status())?.members ?? []) as { id: string; state: string }[];
+      if (!members.some((entry) => entry.id === victim.id && entry.state === "active")) return false;
+    }
+    return true;
+  });
+  const agent = agentOf.get(victim.id)!;
+  const { status } = await victim.request("POST", "/v1/agents", { agent, team: null });
+  if (status !== 200) return `registering ${agent} again on ${victim.id}: HTTP ${status}`;
+  await waitUntil(`${agent} up on every node`, async () => {
+    for (const node of cluster.nodes) {
+      const agents = ((await node.status())?.agents ?? []) as { id: string; node: string; up: boolean }[];
+      if (!agents.some((entry) => entry.id === agent && entry.node === victim.id && entry.up)) return false;
+    }
+    return true;
+  });
+  return "";
+}
+
 export function formatNodeMessagesSummary(report: NodeMessagesReport): string {
   const times = report.elections.map((e) => e.ms).sort((a, b) => a - b);
   const median = times.length ? times[Math.floor((times.length - 1) / 2)] : 0;
+  const what =
+    report.scenario === NODE_SCENARIOS.remove
+      ? `  node removed and joined again ${times.length} times, median ${median} ms, max ${times.at(-1) ?? 0} ms`
+      : `  leader replaced ${times.length} times, median ${median} ms, max ${times.at(-1) ?? 0} ms (bound ${report.timing.leaderWithinMs} ms)`;
   return [
     `chaos ${report.scenario} on ${report.backend}${report.persistence ? " with persistence" : ""}: ${report.ok ? "PASS" : "FAIL"} (${report.rounds} rounds, ${(report.durationMs / 1000).toFixed(1)} s)`,
-    `  leader replaced ${times.length} times, median ${median} ms, max ${times.at(-1) ?? 0} ms (bound ${report.timing.leaderWithinMs} ms)`,
+    what,
     `  messages: ${report.messages.sent} sent, ${report.messages.delivered} delivered, ${report.messages.lost} lost, ${report.messages.duplicated} duplicated, ${report.messages.outOfOrder} out of order`,
     ...report.checks.map((check) => `  [${check.ok ? "ok" : "FAILED"}] ${check.name}: ${check.detail}`),
   ].join("\n");

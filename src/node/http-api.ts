@@ -20,7 +20,8 @@
 //   POST   /v1/routing                 {command}               any routing command (topology, policy)
 //   POST   /v1/send                    {from, to, type, payload?, id?, priority?, headers?}
 //   POST   /v1/leader                  {to}                    transfer leadership
-//   POST   /v1/handoff                 {from, clusterId, messages}   a removed node's spool (taken: n)
+//   POST   /v1/handoff                 {from, clusterId, messages?, acks?}   a removed node's spool
+//                                                                 and its last acks (taken, acked)
 //   GET    /v1/security/whoami                                the caller's principal, roles, permissions
 //   GET    /v1/security/tokens                                API tokens (no secrets)
 //   POST   /v1/security/tokens         {principal, roles, ttlDays?}   create one (shown once)
@@ -214,7 +215,7 @@ export class NodeApi {
       return this.json(response, 200, { sent: true, ids: result.ids });
     }
     if (method === "POST" && path === "/v1/handoff") {
-      return this.json(response, 200, await node.acceptHandOff(body.from, body.clusterId, body.messages));
+      return this.json(response, 200, await node.acceptHandOff(body));
     }
     if (method === "POST" && path === "/v1/leader") {
       if (!isValidId(body.to)) throw invalid("need to: a member id");

@@ -15,15 +15,17 @@ import { NodeSecurity } from "../security/node-security.js";
 import { LevelLogStore } from "../storage/index.js";
 import { WsTransport } from "../transport/index.js";
 import { ControlPlane } from "./control.js";
-import { DeliveryForwarder } from "./delivery/forwarder.js";
+import { DeliveryForwarder, HANDOFF_RETRY_MS } from "./delivery/forwarder.js";
 import { DeliveryLedger, LEDGER_FILE_BYTES_MAX } from "./delivery/ledger.js";
 import { InboxPark } from "./delivery/park.js";
 import { DeliveryReceiver } from "./delivery/receiver.js";
 import { DeliverySpool } from "./delivery/spool.js";
 import {
   DELIVER_CHANNEL,
+  FORWARD_LANES_MAX,
   FRAME_MESSAGES_MAX,
   parseDeliveryFrame,
+  parseLaneKey,
   type WireMessage,
   wireMessageProblem,
 } from "./delivery/wire.js";
@@ -601,12 +603,16 @@ export class ClusterNode {
   }
 
   /**
-   * POST /v1/handoff: messages `from`, a node removed from the cluster, could not deliver any more
-   * (its frames are refused). Taken in order: those for this node's agents are written as a
-   * frame's would be, the others spooled and streamed to their owners (or, for an agent on no
-   * member, left in its local directory). Answers how many (a prefix) were taken.
+   * POST /v1/handoff from `from`, a node removed from the cluster (its frames are refused now):
+   * - `acks` [{l, s, u}]: how far it wrote this node's streams to it (lane, stream id, sequence) —
+   *   the acks it could not send any more, applied as if they had come as frames (what they cover
+   *   is not sent again, to whichever node takes its id next);
+   * - `messages`: what its spool still held, taken in order: those for this node's agents are
+   *   written as a frame's would be, the others spooled and streamed to their owners (or, for an
+   *   agent on no member, left in its local directory). Answers how many (a prefix) were taken.
    */
-  async acceptHandOff(from: unknown, clusterId: unknown, messages: unknown): Promise<{ taken: number }> {
+  async acceptHandOff(body: Record<string, unknown>): Promise<{ taken: number; acked: number }> {
+    const { from, clusterId, messages, acks } = body;
     if (!isValidId(from)) throw new CfnError("CFN_ERR_INVALID_MESSAGE", "need from: the removed node's id");
     if (clusterId !== this.config.clusterId)
       throw new CfnError(
@@ -619,16 +625,35 @@ export class ClusterNode {
         "CFN_ERR_CONF_CHANGE",
         `node ${from} is still a member here: it delivers through its streams`,
       );
-    if (!Array.isArray(messages) || messages.length === 0 || messages.length > FRAME_MESSAGES_MAX)
-      throw new CfnError(
-        "CFN_ERR_INVALID_MESSAGE",
-        `need messages: 1 to ${FRAME_MESSAGES_MAX} wire messages`,
-      );
-    for (const [index, message] of messages.entries()) {
-      const problem = wireMessageProblem(message);
-      if (problem) throw new CfnError("CFN_ERR_INVALID_MESSAGE", `messages[${index}]: ${problem}`);
+    if (messages === undefined && acks === undefined)
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", "need messages or acks");
+    const ackFrames: { t: "a"; s: string; u: number; l: number }[] = [];
+    if (acks !== undefined) {
+      if (!Array.isArray(acks) || acks.length > FORWARD_LANES_MAX)
+        throw new CfnError("CFN_ERR_INVALID_MESSAGE", `acks: at most ${FORWARD_LANES_MAX} of {l, s, u}`);
+      for (const [index, ack] of acks.entries()) {
+        const parsed = parseDeliveryFrame({ ...(typeof ack === "object" ? ack : {}), t: "a" });
+        if (!parsed.ok || parsed.frame.t !== "a")
+          throw new CfnError(
+            "CFN_ERR_INVALID_MESSAGE",
+            `acks[${index}]: ${parsed.ok ? "bad ack" : parsed.reason}`,
+          );
+        ackFrames.push({ ...parsed.frame, l: parsed.frame.l ?? 0 });
+      }
     }
-    const wire = messages as WireMessage[];
+    if (messages !== undefined) {
+      if (!Array.isArray(messages) || messages.length === 0 || messages.length > FRAME_MESSAGES_MAX)
+        throw new CfnError(
+          "CFN_ERR_INVALID_MESSAGE",
+          `need messages: 1 to ${FRAME_MESSAGES_MAX} wire messages`,
+        );
+      for (const [index, message] of messages.entries()) {
+        const problem = wireMessageProblem(message);
+        if (problem) throw new CfnError("CFN_ERR_INVALID_MESSAGE", `messages[${index}]: ${problem}`);
+      }
+    }
+    for (const ack of ackFrames) this.forwarder.handleControl(ack, from);
+    const wire = (messages ?? []) as WireMessage[];
     let taken = 0;
     while (taken < wire.length) {
       const local = this.routing.state.agents.get(wire[taken].to)?.node === this.id;
@@ -641,8 +666,53 @@ export class ClusterNode {
       if (took < run.length) break;
     }
     this.nodeMetrics.handedOff.inc(taken);
-    this.logger.info("took over messages a removed node handed off", { from, offered: wire.length, taken });
-    return { taken };
+    this.logger.info("took over what a removed node handed off", {
+      from,
+      offered: wire.length,
+      taken,
+      acks: ackFrames.length,
+    });
+    return { taken, acked: ackFrames.length };
+  }
+
+  /**
+   * A removed node's last acks: the senders' streams it wrote into its inboxes (the ledger's
+   * committed cursors) go to each sender's API, since no frame carries them any more — the
+   * senders would otherwise send those messages again to the next node with this id (after a
+   * re-join on a fresh data dir, with no cursor to drop them by). A sender that is unreachable
+   * or still lists this node (it has not applied the removal yet) is asked again until
+   * `deadlineMs`.
+   */
+  private async handOffAcks(deadlineMs: number): Promise<void> {
+    const bySender = new Map<string, { l: number; s: string; u: number }[]>();
+    for (const [key, cursor] of this.ledger?.cursors() ?? []) {
+      const { node, lane } = parseLaneKey(key);
+      bySender.set(node, [...(bySender.get(node) ?? []), { l: lane, s: cursor.stream, u: cursor.seq }]);
+    }
+    const apis = new Map(this.knownMemberApis().map((member) => [member.id, member.apiUrl]));
+    await Promise.all(
+      [...bySender].map(async ([sender, acks]) => {
+        const apiUrl = apis.get(sender);
+        if (!apiUrl) return;
+        while (Date.now() < deadlineMs) {
+          try {
+            await apiRequest(
+              apiUrl,
+              "POST",
+              "/v1/handoff",
+              this.config.clusterToken,
+              { from: this.id, clusterId: this.config.clusterId, acks },
+              Math.max(100, Math.min(HANDOFF_REQUEST_TIMEOUT_MS, deadlineMs - Date.now())),
+            );
+            return;
+          } catch (error) {
+            this.logger.debug("sender refused the last acks; asked again", { sender, error });
+            await sleep(HANDOFF_RETRY_MS);
+          }
+        }
+        this.logger.warn("last acks not handed to a sender; it may send those messages again", { sender });
+      }),
+    );
   }
 
   /** Records the removal in node.json: a later start on this data dir is refused. */
@@ -1036,8 +1106,8 @@ export class ClusterNode {
         // outbound mailboxes and the spool hold goes to a member through its API instead.
         await this.forwarder.stopDraining();
         forwarded = await this.forwarder.drainOnce();
-        await this.handOffSpool(deadline - 1_000);
         await withDeadline(this.receiver.idle(), 500);
+        await Promise.all([this.handOffAcks(deadline - 1_000), this.handOffSpool(deadline - 1_000)]);
       } else {
         if (this.host.isLeader()) {
           // The most caught-up voter first; the transfer waits for it to catch up.
@@ -1068,7 +1138,8 @@ export class ClusterNode {
           while (this.isRaftMember(this.id) && Date.now() < until) await sleep(25);
           if (!this.isRaftMember(this.id)) {
             this.markRemoved();
-            await this.handOffSpool(deadline - 1_000); // what the owners did not acknowledge in time
+            // What the owners did not acknowledge in time, and the acks the senders may miss.
+            await Promise.all([this.handOffAcks(deadline - 1_000), this.handOffSpool(deadline - 1_000)]);
           }
         }
       }

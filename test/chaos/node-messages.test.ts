@@ -3,7 +3,8 @@
 // agents of every host, consuming as they go, while the leader is killed with SIGKILL and
 // restarted, the nodes mirroring their inboxes (persistence) — and, on network namespaces, while
 // the leader's host is cut off from the others and healed: afterwards every accepted message
-// reached its receiver exactly once, in per-sender order. (Without persistence: `npm run chaos`.)
+// reached its receiver exactly once, in per-sender order. Also a node removed under traffic (it
+// hands off its spool and last acks) and joined again. (Without persistence: `npm run chaos`.)
 
 import { describe, expect, it } from "vitest";
 import { localBackend } from "../../chaos/backends.js";
@@ -27,6 +28,18 @@ describe(`the cfn node under chaos, on ${backend}`, () => {
     expect(report.messages.lost).toBe(0);
     expect(report.messages.duplicated).toBe(0);
     expect(report.elections).toHaveLength(1);
+  });
+
+  it("remove the leader, then a follower, under cross-node traffic; each hands off, exits, joins again on a fresh data dir: 0 lost, 0 duplicated, order kept", {
+    timeout: 120_000,
+  }, async () => {
+    const report = await runNodeMessagesChaos({ backend, rounds: 2, timing: SHORT_TIMING, fault: "remove" });
+    expect(report.ok, formatNodeMessagesSummary(report)).toBe(true);
+    expect(report.scenario).toBe("node-remove-rejoin");
+    expect(report.messages.sent).toBeGreaterThan(0);
+    expect(report.messages.lost).toBe(0);
+    expect(report.messages.duplicated).toBe(0);
+    expect(report.elections).toHaveLength(2);
   });
 
   it("cut the leader's host off during cross-node traffic, hold, heal: 0 lost, 0 duplicated, order kept", {

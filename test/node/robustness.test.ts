@@ -281,6 +281,12 @@ describe("node robustness (real processes)", () => {
       { body: { from: "n2", clusterId, messages: [message] }, status: 409, says: "still a member" },
       { body: { from: "gone", clusterId: "other", messages: [message] }, status: 409, says: "cluster" },
       { body: { from: "gone", clusterId, messages: [] }, status: 400, says: "need messages" },
+      { body: { from: "gone", clusterId }, status: 400, says: "need messages or acks" },
+      {
+        body: { from: "gone", clusterId, acks: [{ l: 99, s: "x", u: 1 }] },
+        status: 400,
+        says: "acks[0]: bad lane",
+      },
       {
         body: { from: "gone", clusterId, messages: [message, { ...message, to: "../x" }] },
         status: 400,

@@ -88,6 +88,13 @@ export class DeliveryLedger {
     return this.senders.get(from)?.cursor;
   }
 
+  /** Every sender stream's committed cursor (a removed node hands them to the senders). */
+  cursors(): [string, ReceiverCursor][] {
+    return [...this.senders].flatMap(([from, sender]) =>
+      sender.cursor ? [[from, sender.cursor] as [string, ReceiverCursor]] : [],
+    );
+  }
+
   /** The intents written since the last commit of `from`, as one chain (crash recovery). */
   intent(from: string): ReceiverIntent | undefined {
     return this.senders.get(from)?.pending;
