@@ -67,6 +67,11 @@ const STATUS_OF: Record<string, number> = {
   CFN_ERR_ROUTING_REFUSED: 409,
 };
 
+/** No percent-encoding and no empty segment (a trailing slash aside): the gate and the router agree. */
+export function isCanonicalPath(path: string): boolean {
+  return !path.includes("%") && !path.slice(0, -1).includes("//");
+}
+
 export class NodeApi {
   private readonly options: NodeApiOptions;
   private readonly logger: Logger;
@@ -112,8 +117,21 @@ export class NodeApi {
   private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const { node, metrics } = this.options;
     const url = new URL(request.url ?? "/", "http://node");
-    const method = request.method ?? "GET";
+    // HEAD is a GET without the body (node:http leaves it out): same routes, same permission.
+    const method = request.method === "HEAD" ? "GET" : (request.method ?? "GET");
     const path = url.pathname;
+    if (!isCanonicalPath(path)) {
+      // The gate picks the permission by the path as written and the router reads its segments:
+      // `/v1/%6dembers/n3` or `/v1//agents/x` must not reach a route under a lesser permission.
+      // No route and no id needs percent-encoding or empty segments.
+      this.options.nodeMetrics.apiRejected.inc({ reason: "path" });
+      return this.json(response, 400, {
+        error: {
+          code: "CFN_ERR_INVALID_MESSAGE",
+          message: `non-canonical path ${JSON.stringify(path)}: no percent-encoding, no empty segments`,
+        },
+      });
+    }
     // RBAC and audit (src/security/gate.ts): 401/403 here; state changes are audited on close.
     const { gate } = node.security;
     const access = gate.admit(request, response, method, path);
@@ -164,7 +182,7 @@ export class NodeApi {
     const body = await this.readBody(request);
     const secured = await gate.route(access, method, url, body);
     if (secured) return this.json(response, secured.status, secured.body);
-    const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+    const parts = path.split("/").filter(Boolean);
     if (method === "POST" && path === "/v1/agents") {
       const agent = validateAgentId(body.agent); // CFN_ERR_INVALID_AGENT_ID, worded as the bus does
       const team = body.team ?? null;

@@ -12,6 +12,7 @@ import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import type { SecurityConfig } from "../security/config.js";
 import { NodeSecurity } from "../security/node-security.js";
+import { TOKEN_POLICY_PREFIX } from "../security/permissions.js";
 import { LevelLogStore } from "../storage/index.js";
 import { WsTransport } from "../transport/index.js";
 import { ControlPlane } from "./control.js";
@@ -1070,8 +1071,20 @@ export class ClusterNode {
     };
   }
 
+  /**
+   * The routing state for GET /v1/routing and the dashboard (status.read): API token records show
+   * without their secret's hash — the token list itself needs policy.read (GET
+   * /v1/security/tokens), and a hash is all an offline guess needs.
+   */
   routingJson(): Record<string, unknown> {
-    return { appliedIndex: this.routing.appliedIndex, ...routingStateToJson(this.routing.state) };
+    const json = routingStateToJson(this.routing.state);
+    const policies = json.policies as Record<string, unknown>;
+    for (const [name, value] of Object.entries(policies))
+      if (name.startsWith(TOKEN_POLICY_PREFIX) && typeof value === "object" && value !== null) {
+        const { sha256: _hash, ...visible } = value as Record<string, unknown>;
+        policies[name] = visible;
+      }
+    return { appliedIndex: this.routing.appliedIndex, ...json };
   }
 
   // ---- shutdown ---------------------------------------------------------------------------------

@@ -34,8 +34,30 @@ export interface AuditRecord {
   /** HTTP status of the answer. */
   status: number;
   remote: string;
+  /** How the caller authenticated (entries before 2026-12-07 lack it): a token may be named "cluster". */
+  principalKind?: "cluster" | "token" | "anonymous";
+  /** The API token's id, for a token principal. */
+  tokenId?: string;
   detail?: Record<string, unknown>;
 }
+
+/** Every field an entry may have: verify() refuses others (they would not be covered by the hash). */
+const ENTRY_FIELDS = new Set([
+  "seq",
+  "at",
+  "node",
+  "requestId",
+  "principal",
+  "principalKind",
+  "tokenId",
+  "action",
+  "outcome",
+  "status",
+  "remote",
+  "detail",
+  "prev",
+  "hash",
+]);
 
 export interface AuditEntry extends AuditRecord {
   seq: number;
@@ -97,6 +119,9 @@ export function hashEntry(entry: Omit<AuditEntry, "hash">): string {
     entry.remote,
     entry.detail ?? null,
   ];
+  // Hashed only when present, so entries written before these fields existed still verify.
+  if (entry.principalKind !== undefined || entry.tokenId !== undefined)
+    fields.push(entry.principalKind ?? null, entry.tokenId ?? null);
   return createHash("sha256").update(entry.prev).update("\n").update(JSON.stringify(fields)).digest("hex");
 }
 
@@ -292,6 +317,9 @@ export class AuditLog {
         return report({ seq: expectedSeq, reason: `entry ${expectedSeq} missing (found ${key})` });
       if (entry.prev !== prev)
         return report({ seq: entry.seq, reason: "prev does not match the previous entry's hash" });
+      const foreign = Object.keys(entry).find((field) => !ENTRY_FIELDS.has(field));
+      if (foreign !== undefined)
+        return report({ seq: entry.seq, reason: `field ${JSON.stringify(foreign)} is not part of an entry` });
       const { hash, ...unhashed } = entry;
       if (hashEntry(unhashed) !== hash)
         return report({ seq: entry.seq, reason: "hash does not match the entry's content" });

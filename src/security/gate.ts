@@ -15,14 +15,17 @@ import type { Metrics } from "../obs/metrics.js";
 import type { AuditLog, AuditOutcome } from "./audit-log.js";
 import type { SecurityConfig } from "./config.js";
 import {
+  customRolePermissions,
+  PERMISSIONS,
   type Permission,
   permissionForRoute,
   permissionsForCommand,
   permissionsOf,
+  ROLE_POLICY_PREFIX,
   roleExists,
   TOKEN_POLICY_PREFIX,
 } from "./permissions.js";
-import { listTokens, mintToken, TOKEN_ROLES_MAX, verifyToken } from "./tokens.js";
+import { asTokenRecord, listTokens, mintToken, TOKEN_ROLES_MAX, verifyToken } from "./tokens.js";
 
 /** Who a request acts for. The cluster token is a superuser (compatibility, node-to-node calls). */
 export interface Principal {
@@ -66,6 +69,8 @@ export interface SecurityAnswer {
 const ANONYMOUS: Principal = { name: "anonymous", kind: "anonymous", roles: [] };
 const CLUSTER: Principal = { name: "cluster", kind: "cluster", roles: ["admin"] };
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Names no token may carry: the audit log and `createdBy` would read as these principals. */
+const RESERVED_PRINCIPALS = new Set([ANONYMOUS.name, CLUSTER.name]);
 /** Body fields copied into an audit entry's detail (small identifiers, never payloads). */
 const DETAIL_FIELDS = [
   "agent",
@@ -127,7 +132,18 @@ export class SecurityGate {
       audited: isAuditedRoute(method, path),
       detail: {},
     };
-    response.once("close", () => this.recordOutcome(access, request, response));
+    // Read now: once a request is cut off (a body past apiBodyBytesMax) its socket is detached
+    // by the time the response closes.
+    const remote = request.socket?.remoteAddress ?? "";
+    response.once("close", () => {
+      try {
+        this.recordOutcome(access, remote, response);
+      } catch (error) {
+        // A listener must never throw: it would end the process.
+        this.auditErrors.inc();
+        this.logger.error("audit entry lost", { requestId: access.requestId, error });
+      }
+    });
     access.principal = this.authenticate(request, access);
     const needed = permissionForRoute(method, path);
     if (needed === undefined) return access;
@@ -145,6 +161,15 @@ export class SecurityGate {
     const ops = command.op === "batch" ? command.commands.map((inner) => inner.op) : [command.op];
     access.detail.ops = [...new Set(ops)];
     for (const permission of permissionsForCommand(command)) this.require(access, permission);
+    // Security policies written raw must be what the gate can read: a role naming a permission
+    // that does not exist, or a token record it cannot parse, would fail only later.
+    for (const inner of command.op === "batch" ? command.commands : [command]) {
+      if (inner.op !== "policy.set" || inner.value === null) continue;
+      if (inner.name.startsWith(ROLE_POLICY_PREFIX) && customRolePermissions(inner.value) === undefined)
+        throw invalid(`${inner.name}: value must be {permissions: [...]} of ${PERMISSIONS.join(", ")}`);
+      if (inner.name.startsWith(TOKEN_POLICY_PREFIX) && asTokenRecord(inner.value) === undefined)
+        throw invalid(`${inner.name}: not a token record (create tokens with POST /v1/security/tokens)`);
+    }
   }
 
   /** Serves the security routes; undefined for any other route. */
@@ -242,6 +267,10 @@ export class SecurityGate {
     const { principal, ttlDays } = body;
     const roles = Array.isArray(body.roles) ? body.roles : typeof body.role === "string" ? [body.role] : [];
     if (!isValidId(principal)) throw invalid("principal must match [A-Za-z0-9._-]{1,128}");
+    if (RESERVED_PRINCIPALS.has(principal))
+      throw invalid(
+        `principal ${JSON.stringify(principal)} is reserved (the cluster token, unauthenticated callers)`,
+      );
     if (roles.length === 0 || roles.length > TOKEN_ROLES_MAX || !roles.every(isValidId))
       throw invalid(`roles: 1 to ${TOKEN_ROLES_MAX} role names`);
     const unknown = roles.filter((role) => !roleExists(role, policies));
@@ -316,7 +345,7 @@ export class SecurityGate {
     return this.options.audit;
   }
 
-  private recordOutcome(access: RequestAccess, request: IncomingMessage, response: ServerResponse): void {
+  private recordOutcome(access: RequestAccess, remote: string, response: ServerResponse): void {
     const log = this.options.audit;
     if (!access.audited || !log) return;
     const status = response.headersSent ? response.statusCode : 0;
@@ -331,10 +360,14 @@ export class SecurityGate {
         node: this.options.nodeId,
         requestId: access.requestId,
         principal: access.principal.name,
+        // A token's principal is only a name: the kind and the token id tell a token named
+        // "cluster" from the cluster token.
+        principalKind: access.principal.kind,
+        ...(access.principal.tokenId ? { tokenId: access.principal.tokenId } : {}),
         action: `${access.method} ${access.path}`,
         outcome,
         status,
-        remote: request.socket.remoteAddress ?? "",
+        remote,
         ...(Object.keys(access.detail).length > 0 ? { detail: access.detail } : {}),
       })
       .catch((error) => {

@@ -63,15 +63,20 @@ export function permissionsOf(
   const granted = new Set<Permission>();
   for (const role of roles) {
     const permissions =
-      BUILT_IN_ROLES[role] ?? customRolePermissions(policies.get(`${ROLE_POLICY_PREFIX}${role}`));
+      builtInRole(role) ?? customRolePermissions(policies.get(`${ROLE_POLICY_PREFIX}${role}`));
     for (const permission of permissions ?? []) granted.add(permission);
   }
   return granted;
 }
 
+/** A built-in role's permissions; own keys only (`constructor`, `__proto__` are not roles). */
+function builtInRole(role: string): readonly Permission[] | undefined {
+  return Object.hasOwn(BUILT_IN_ROLES, role) ? BUILT_IN_ROLES[role] : undefined;
+}
+
 export function roleExists(role: string, policies: ReadonlyMap<string, unknown>): boolean {
   return (
-    role in BUILT_IN_ROLES ||
+    builtInRole(role) !== undefined ||
     customRolePermissions(policies.get(`${ROLE_POLICY_PREFIX}${role}`)) !== undefined
   );
 }

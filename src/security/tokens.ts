@@ -71,7 +71,9 @@ export function asTokenRecord(value: unknown): TokenRecord | undefined {
     return undefined;
   if (!Array.isArray(r.roles) || !r.roles.every(isValidId) || r.roles.length > TOKEN_ROLES_MAX)
     return undefined;
-  if (r.expiresAt !== null && typeof r.expiresAt !== "string") return undefined;
+  // An expiry that is no time would never pass (NaN compares false): such a record is no token.
+  if (r.expiresAt !== null && (typeof r.expiresAt !== "string" || Number.isNaN(Date.parse(r.expiresAt))))
+    return undefined;
   return {
     principal: r.principal,
     roles: r.roles as string[],

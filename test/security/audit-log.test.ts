@@ -118,6 +118,37 @@ describe("audit log", () => {
     await reopened.close();
   });
 
+  it("verify finds a field added to an entry, and covers principalKind and tokenId by the hash", async () => {
+    const path = scratch();
+    const log = await open(path);
+    await log.append(record("alice", "POST /v1/agents/a"));
+    await log.append({
+      ...record("alice", "POST /v1/agents/b"),
+      principalKind: "token",
+      tokenId: "0123456789ab",
+    });
+    await log.append(record("alice", "POST /v1/agents/c"));
+    expect((await log.verify()).ok).toBe(true);
+    await log.close();
+
+    // Not covered by the hash, a field added to an entry would pass unseen: it is refused.
+    await rewrite(path, 1, (entry) => ({ ...entry, note: "injected" }));
+    let reopened = await open(path);
+    expect(await reopened.verify()).toMatchObject({
+      ok: false,
+      problem: { seq: 1, reason: expect.stringMatching(/field "note"/) },
+    });
+    await reopened.close();
+    await rewrite(path, 1, ({ note: _note, ...entry }) => entry);
+    await rewrite(path, 2, (entry) => ({ ...entry, principalKind: "cluster" }));
+    reopened = await open(path);
+    expect(await reopened.verify()).toMatchObject({
+      ok: false,
+      problem: { seq: 2, reason: expect.stringMatching(/hash/) },
+    });
+    await reopened.close();
+  });
+
   it("keeps at most entriesMax entries and a verifiable chain after pruning", async () => {
     const path = scratch();
     const log = await open(path, { entriesMax: 100 });

@@ -4,6 +4,7 @@
 // entry is changed on disk (through `cfn audit verify --data-dir`, the compiled CLI).
 
 import { spawnSync } from "node:child_process";
+import { request } from "node:http";
 import { join } from "node:path";
 import { ClassicLevel } from "classic-level";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -152,6 +153,103 @@ describe("RBAC over the HTTP API", () => {
     expect(forbidden).toBeGreaterThanOrEqual(7);
     expect(token).toBeGreaterThanOrEqual(3);
     expect(text).toMatch(/cfn_node_api_rejected_total\{reason="forbidden"\} \d+/);
+  });
+});
+
+describe("RBAC holds against odd requests", () => {
+  it("refuses percent-encoded and empty path segments, which would reach a route under another permission", async () => {
+    await call(node, "POST", "/v1/agents", CLUSTER_TOKEN, { agent: "keep-me" });
+    for (const path of ["/v1/%61gents/keep-me", "/v1//agents/keep-me", "/v1/agents/keep%2Dme"]) {
+      const answer = await call(node, "DELETE", path, tokens.bob.token);
+      expect(answer.status, path).toBe(400);
+      expect(answer.body.error).toMatchObject({ code: "CFN_ERR_INVALID_MESSAGE" });
+    }
+    expect(node.routing.state.agents.has("keep-me")).toBe(true);
+    expect((await call(node, "DELETE", "/v1/agents/keep-me", tokens.bob.token)).status).toBe(403);
+  });
+
+  it("answers a body past apiBodyBytesMax from a valid token with 413, audits it, and keeps serving", async () => {
+    // Its own connection: the server answers before it read the body and then drops the socket.
+    const status = await new Promise<number>((resolve, reject) => {
+      const upload = request(new URL("/v1/routing", node.apiUrl), {
+        method: "POST",
+        agent: false,
+        headers: { authorization: `Bearer ${tokens.bob.token}`, "content-type": "application/json" },
+      });
+      upload.on("response", (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      });
+      upload.on("error", reject);
+      upload.end("a".repeat(5 * 1024 * 1024));
+    });
+    expect(status).toBe(413);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect((await call(node, "GET", "/healthz")).status).toBe(200);
+    const entries = (await call(node, "GET", "/v1/audit?limit=1000", tokens.dora.token)).body
+      .entries as AuditEntry[];
+    expect(entries.some((entry) => entry.action === "POST /v1/routing" && entry.status === 413)).toBe(true);
+  });
+
+  it("does not show token hashes to status readers, and answers HEAD like GET", async () => {
+    const routing = await call(node, "GET", "/v1/routing", tokens.bob.token);
+    expect(routing.status).toBe(200);
+    const policies = routing.body.policies as Record<string, Record<string, unknown>>;
+    const records = Object.entries(policies).filter(([name]) => name.startsWith("sec.token."));
+    expect(records.length).toBeGreaterThanOrEqual(4);
+    for (const [, record] of records) {
+      expect(record.principal).toBeTypeOf("string");
+      expect(record).not.toHaveProperty("sha256");
+    }
+    expect((await fetch(new URL("/healthz", node.apiUrl), { method: "HEAD" })).status).toBe(200);
+  });
+
+  it("refuses roles named after object properties, reserved principals and unreadable raw policies", async () => {
+    for (const role of ["constructor", "__proto__", "toString"]) {
+      const answer = await call(node, "POST", "/v1/security/tokens", CLUSTER_TOKEN, {
+        principal: "weird",
+        roles: [role],
+      });
+      expect(answer.status, role).toBe(400);
+      expect(JSON.stringify(answer.body)).toContain("unknown role");
+    }
+    for (const principal of ["cluster", "anonymous"]) {
+      const answer = await call(node, "POST", "/v1/security/tokens", CLUSTER_TOKEN, {
+        principal,
+        roles: ["agent"],
+      });
+      expect(answer.status, principal).toBe(400);
+      expect(JSON.stringify(answer.body)).toContain("reserved");
+    }
+    const typo = await call(node, "POST", "/v1/routing", CLUSTER_TOKEN, {
+      command: { op: "policy.set", name: "sec.role.typo", value: { permissions: ["swarm.writ"] } },
+    });
+    expect(typo.status).toBe(400);
+    expect(JSON.stringify(typo.body)).toContain("sec.role.typo");
+    const forged = await call(node, "POST", "/v1/routing", CLUSTER_TOKEN, {
+      command: {
+        op: "policy.set",
+        name: "sec.token.0123456789ab",
+        value: { principal: "x", roles: ["admin"], sha256: "0".repeat(64), expiresAt: "not-a-date" },
+      },
+    });
+    expect(forged.status).toBe(400);
+    const role = await call(node, "POST", "/v1/routing", CLUSTER_TOKEN, {
+      command: { op: "policy.set", name: "sec.role.lister", value: { permissions: ["status.read"] } },
+    });
+    expect(role.status).toBe(200);
+  });
+
+  it("records in the audit log how the caller authenticated and with which token", async () => {
+    await call(node, "POST", "/v1/agents", tokens.carl.token, { agent: "carl-kind" });
+    const entries = (await call(node, "GET", "/v1/audit?limit=1000", tokens.dora.token)).body
+      .entries as AuditEntry[];
+    const carl = entries.find((entry) => entry.detail?.agent === "carl-kind");
+    expect(carl).toMatchObject({ principal: "carl", principalKind: "token", tokenId: tokens.carl.id });
+    const cluster = entries.find((entry) => entry.principal === "cluster");
+    expect(cluster?.principalKind).toBe("cluster");
+    expect(cluster).not.toHaveProperty("tokenId");
+    expect((await call(node, "GET", "/v1/audit/verify", tokens.dora.token)).body.ok).toBe(true);
   });
 });
 
