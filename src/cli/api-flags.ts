@@ -2,6 +2,7 @@
 // (--token), with the same environment fallbacks everywhere.
 
 import type { Command } from "commander";
+import { SINGLE_NODE_TOKEN } from "../config/node-schema.js";
 import { CfnError, isCfnError } from "../errors.js";
 
 export interface ApiFlags {
@@ -11,7 +12,7 @@ export interface ApiFlags {
 }
 
 export const DEFAULT_API = "http://127.0.0.1:7201";
-export const DEFAULT_TOKEN = "cfn-single-node-local-token";
+export const DEFAULT_TOKEN = SINGLE_NODE_TOKEN;
 
 /** Where and as whom: --api/--token, else CFN_NODE_API and CFN_API_TOKEN (or CFN_CLUSTER_TOKEN). */
 export function apiOf(flags: ApiFlags): { api: string; token: string } {

@@ -7,7 +7,7 @@ import { CfnError, isCfnError } from "../errors.js";
 import { idleBackgroundThreads } from "../node/background-threads.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../node/cluster-file.js";
 import { apiRequest, ClusterNode } from "../node/node.js";
-import { parseNodeConfig } from "../node/node-config.js";
+import { NODE_DEFAULT_DATA_DIR, parseNodeConfig } from "../node/node-config.js";
 import { isValidId } from "../node/routing/commands.js";
 import type { Logger } from "../obs/logger.js";
 import { startTracing, type Tracing } from "../obs/tracing.js";
@@ -60,22 +60,36 @@ function parseSetting(text: string): [string, unknown] {
   return [text.slice(0, at), value];
 }
 
+/**
+ * The node settings the flags (and a cluster file) give, over the configuration's `node` section.
+ * `configured` is that section: a data dir it sets (file or CFN_NODE_DATA_DIR) is kept with --id;
+ * only its default becomes ./cfn-data/<id>.
+ */
 export function nodeSettingsFromFlags(
   flags: StartFlags,
   env: NodeJS.ProcessEnv = process.env,
+  configured: { dataDir?: string } = {},
 ): Record<string, unknown> {
   let settings: Record<string, unknown> = {};
+  const token = flags.token ?? env.CFN_CLUSTER_TOKEN;
   if (flags.clusterFile) {
     if (!flags.id)
       throw new CfnError("CFN_ERR_CONFIG_INVALID", "--cluster-file needs --id to pick this node");
-    settings = nodeSettingsFromClusterFile(readClusterFile(flags.clusterFile), flags.id, flags.clusterFile);
+    const file = readClusterFile(flags.clusterFile);
+    if (file.token === undefined && file.tokenEnv !== undefined && !env[file.tokenEnv] && token === undefined)
+      throw new CfnError(
+        "CFN_ERR_CONFIG_INVALID",
+        `cluster file ${flags.clusterFile}: its tokenEnv ${file.tokenEnv} is not set (export ${file.tokenEnv}, or pass --token)`,
+        { field: "tokenEnv" },
+      );
+    settings = nodeSettingsFromClusterFile(file, flags.id, flags.clusterFile, env);
   }
-  const token = flags.token ?? env.CFN_CLUSTER_TOKEN;
   if (flags.id !== undefined) settings.id = flags.id;
   if (flags.clusterId !== undefined) settings.clusterId = flags.clusterId;
   if (token !== undefined) settings.clusterToken = token;
+  const defaultDataDir = configured.dataDir === undefined || configured.dataDir === NODE_DEFAULT_DATA_DIR;
   if (flags.dataDir !== undefined) settings.dataDir = flags.dataDir;
-  else if (settings.dataDir === undefined && flags.id !== undefined)
+  else if (settings.dataDir === undefined && flags.id !== undefined && defaultDataDir)
     settings.dataDir = `./cfn-data/${flags.id}`;
   if (flags.peerListen !== undefined) settings.peerListen = flags.peerListen;
   if (flags.apiListen !== undefined) settings.apiListen = flags.apiListen;
@@ -127,7 +141,10 @@ export function registerNodeCommands(program: Command): void {
       let tracing: Tracing | undefined;
       try {
         // Flags and the cluster file override the `node` section of the configuration.
-        const nodeConfig = parseNodeConfig({ ...config.node, ...nodeSettingsFromFlags(flags) });
+        const nodeConfig = parseNodeConfig({
+          ...config.node,
+          ...nodeSettingsFromFlags(flags, process.env, config.node),
+        });
         // Before the node starts, so its first spans (and the delivery/coordination ones) export.
         tracing = await startTracing({
           config: config.tracing,

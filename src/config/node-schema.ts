@@ -31,6 +31,11 @@ export const peerSchema = z
   })
   .strict();
 
+/** The data dir when none is set (with --id alone: ./cfn-data/<id>). */
+export const NODE_DEFAULT_DATA_DIR = "./cfn-data/node-1";
+/** The default cluster token: fine for a node alone on its host, never for a cluster with peers. */
+export const SINGLE_NODE_TOKEN = "cfn-single-node-local-token";
+
 export const nodeSchema = z
   .object({
     id: nodeId.default("node-1").describe("This node's id, unique in the cluster."),
@@ -42,12 +47,12 @@ export const nodeSchema = z
     clusterToken: z
       .string()
       .min(16, "at least 16 characters")
-      .default("cfn-single-node-local-token")
+      .default(SINGLE_NODE_TOKEN)
       .describe("Shared secret peers and API clients present; set your own for a multi-node cluster."),
     dataDir: z
       .string()
       .min(1)
-      .default("./cfn-data/node-1")
+      .default(NODE_DEFAULT_DATA_DIR)
       .describe("Directory of the Raft log and the delivery spool."),
     peerListen: listen.default("127.0.0.1:7101").describe("host:port the peer WebSocket server listens on."),
     apiListen: listen
@@ -166,8 +171,28 @@ export type NodeConfig = z.infer<typeof nodeSchema>;
 /** Validates node settings, failing with CFN_ERR_CONFIG_INVALID naming every bad field. */
 export function parseNodeConfig(input: unknown): NodeConfig {
   const parsed = nodeSchema.safeParse(input ?? {});
-  if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((issue) => `node.${issue.path.join(".")}: ${issue.message}`);
+  if (parsed.success) {
+    const node = parsed.data;
+    // Here, where a node starts (flags, CFN_CLUSTER_TOKEN and the cluster file applied), not in
+    // the schema: every command loads the configuration, and CFN_CLUSTER_TOKEN reaches only this.
+    if (node.clusterToken === SINGLE_NODE_TOKEN && (Object.keys(node.peers).length > 0 || node.join !== ""))
+      // Everyone knows the default: a cluster on it accepts any peer and any API client.
+      throw new CfnError(
+        "CFN_ERR_CONFIG_INVALID",
+        "invalid node configuration: node.clusterToken: is the single-node default, known to everyone: a node with peers or --join needs its own secret (--token, CFN_CLUSTER_TOKEN, node.clusterToken, or the cluster file's token / tokenEnv)",
+        { problems: ["node.clusterToken: the single-node default with peers or --join"] },
+      );
+    return node;
+  }
+  const problems = parsed.error.issues.map((issue) => {
+    // An unknown key's issue sits on the object: name the keys themselves.
+    const keys = issue.code === "unrecognized_keys" ? issue.keys : [undefined];
+    return keys
+      .map(
+        (key) => `node.${[...issue.path, ...(key === undefined ? [] : [key])].join(".")}: ${issue.message}`,
+      )
+      .join("; ");
+  });
   throw new CfnError("CFN_ERR_CONFIG_INVALID", `invalid node configuration: ${problems.join("; ")}`, {
     problems,
   });

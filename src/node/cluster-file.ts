@@ -80,6 +80,7 @@ export function nodeSettingsFromClusterFile(
   file: ClusterFile,
   id: string,
   filePath: string,
+  env: NodeJS.ProcessEnv = process.env,
 ): Record<string, unknown> {
   const self = file.nodes.find((node) => node.id === id);
   if (!self) {
@@ -88,7 +89,7 @@ export function nodeSettingsFromClusterFile(
       `node ${id} is not in the cluster file (nodes: ${file.nodes.map((n) => n.id).join(", ")})`,
     );
   }
-  const token = file.token ?? (file.tokenEnv ? process.env[file.tokenEnv] : undefined);
+  const token = file.token ?? (file.tokenEnv ? env[file.tokenEnv] : undefined);
   // Relative data roots are taken from the working directory, like every other path flag.
   const root = isAbsolute(file.dataRoot) ? file.dataRoot : join(process.cwd(), file.dataRoot);
   void filePath;

@@ -81,6 +81,33 @@ describe("node settings", () => {
     });
     expect(refusal(() => nodeSettingsFromFlags({ peer: ["n1=nope"], set: [] }, {}))).toContain("--peer");
   });
+
+  it("refuses the single-node default token for a node with peers or --join", () => {
+    const peers = { n1: { peerUrl: "ws://10.0.0.1:7101", apiUrl: "http://10.0.0.1:7201" } };
+    for (const settings of [
+      { id: "n2", peers },
+      { id: "n2", join: "http://10.0.0.1:7201" },
+    ]) {
+      const message = refusal(() => parseNodeConfig(settings));
+      expect(message).toContain("node.clusterToken");
+      expect(message).toContain("single-node default");
+    }
+    expect(parseNodeConfig({ id: "n2", peers, clusterToken: "y".repeat(20) }).peers).toEqual(peers);
+    expect(parseNodeConfig({}).clusterToken).toBe("cfn-single-node-local-token"); // alone: fine
+  });
+
+  it("names an unknown setting by its key", () => {
+    expect(refusal(() => parseNodeConfig({ bogus: 1 }))).toContain("node.bogus:");
+  });
+
+  it("keeps a configured data dir (file or CFN_NODE_DATA_DIR) with --id; only the default becomes ./cfn-data/<id>", () => {
+    const flags = { id: "n6", peer: [], set: [] };
+    expect(nodeSettingsFromFlags(flags, {}, { dataDir: "/var/lib/cfn/data" }).dataDir).toBeUndefined();
+    expect(nodeSettingsFromFlags(flags, {}, { dataDir: "./cfn-data/node-1" }).dataDir).toBe("./cfn-data/n6");
+    expect(
+      nodeSettingsFromFlags({ ...flags, dataDir: "/x" }, {}, { dataDir: "/var/lib/cfn/data" }).dataDir,
+    ).toBe("/x");
+  });
 });
 
 describe("cluster files", () => {
@@ -113,6 +140,26 @@ describe("cluster files", () => {
     expect(refusal(() => nodeSettingsFromClusterFile(readClusterFile(path), "n9", path))).toContain(
       "not in the cluster file",
     );
+    // tokenEnv naming an unset variable: refused (the default token would go out), unless a
+    // token is given another way.
+    const withEnv = join(dir, "env.yaml");
+    writeFileSync(
+      withEnv,
+      [
+        "clusterId: demo",
+        "tokenEnv: CFN_TEST_UNSET_TOKEN",
+        "nodes:",
+        "  - { id: n1, peer: 10.0.0.1:7101, api: 10.0.0.1:7201 }",
+        "  - { id: n2, peer: 10.0.0.2:7101, api: 10.0.0.2:7201 }",
+      ].join("\n"),
+    );
+    const flags = { id: "n1", clusterFile: withEnv, peer: [], set: [] };
+    expect(refusal(() => nodeSettingsFromFlags(flags, {}))).toContain(
+      "tokenEnv CFN_TEST_UNSET_TOKEN is not set",
+    );
+    const token = "z".repeat(20);
+    expect(nodeSettingsFromFlags(flags, { CFN_TEST_UNSET_TOKEN: token }).clusterToken).toBe(token);
+    expect(nodeSettingsFromFlags(flags, { CFN_CLUSTER_TOKEN: token }).clusterToken).toBe(token);
     writeFileSync(path, "clusterId: demo\nnodes: []\n");
     expect(refusal(() => readClusterFile(path))).toContain("CFN_ERR_CONFIG_INVALID");
     expect(refusal(() => readClusterFile(join(dir, "missing.yaml")))).toContain("CFN_ERR_CONFIG_FILE");
@@ -125,7 +172,9 @@ describe("cluster files", () => {
       ["five-hosts.yaml", "host-c"],
     ]) {
       const path = join(import.meta.dirname, "..", "..", "cluster", file);
-      expect(parseNodeConfig(nodeSettingsFromClusterFile(readClusterFile(path), id, path)).id).toBe(id);
+      // As their comments say: with the token in the variable their tokenEnv names.
+      const env = { CFN_CLUSTER_TOKEN: "an-operator-chosen-secret" };
+      expect(parseNodeConfig(nodeSettingsFromClusterFile(readClusterFile(path), id, path, env)).id).toBe(id);
     }
   });
   it("refuses to start when a message the bus accepts could not fit in a peer frame", async () => {
