@@ -2,6 +2,7 @@
 
 import type { Command } from "commander";
 import { settingsTable } from "../config/doc.js";
+import { SINGLE_NODE_TOKEN } from "../config/node-schema.js";
 import { buildContext } from "./context.js";
 import { printJson, printLine } from "./output.js";
 
@@ -20,9 +21,14 @@ export function registerConfigCommands(program: Command): void {
 
   config
     .command("show")
-    .description("print the resolved configuration as JSON")
+    .description("print the resolved configuration as JSON (secrets redacted)")
     .action(() => {
-      printJson(buildContext(program).config);
+      const { config: resolved } = buildContext(program);
+      // As `cfn node start` resolves it: CFN_CLUSTER_TOKEN over node.clusterToken. Never printed.
+      const token = process.env.CFN_CLUSTER_TOKEN ?? resolved.node.clusterToken;
+      const shown =
+        token === SINGLE_NODE_TOKEN ? `${SINGLE_NODE_TOKEN} (the single-node default)` : "(redacted)";
+      printJson({ ...resolved, node: { ...resolved.node, clusterToken: shown } });
     });
 
   config

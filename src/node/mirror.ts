@@ -32,7 +32,7 @@ import { ClassicLevel } from "classic-level";
 import type { Bus } from "../bus/index.js";
 import { CfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
-import { deadLetterUnreadable } from "../security/at-rest.js";
+import { deadLetterUnreadable, unreadableReason } from "../security/at-rest.js";
 import { PLAINTEXT_CODEC, type SealedRecordCodec } from "../security/record-cipher.js";
 import { parkDirOf } from "./delivery/park.js";
 
@@ -128,6 +128,10 @@ export class InboxMirror {
     const bootId = readBootId();
     const stamp = `${this.token} ${bootId ?? "no-boot-id"}\n`;
     if (bootId !== undefined && readText(marker) === stamp) {
+      // Nothing to put back, but the records must still be readable with this configuration: a
+      // record sealed with a key this node lacks, or encryption turned off while sealed records
+      // remain, refuses the start (CFN_ERR_KEY_FILE) as after a host restart, not at the next one.
+      await this.checkKeys();
       this.logger.info("the bus outlived the node process: nothing to restore", { entries: this.size });
       this.survived = true;
       this.restoreDone = true;
@@ -166,6 +170,18 @@ export class InboxMirror {
     renameSync(`${marker}.tmp`, marker);
     this.restoreDone = true;
     return restored;
+  }
+
+  /** Opens every record once: CFN_ERR_KEY_FILE propagates; an altered one waits for a restore. */
+  private async checkKeys(): Promise<void> {
+    const codec = this.options.codec ?? PLAINTEXT_CODEC;
+    for await (const [key, stored] of this.db.iterator({ gte: "m!", lt: "m!\xff" })) {
+      try {
+        codec.open(stored, key);
+      } catch (error) {
+        unreadableReason(error); // rethrows all but CFN_ERR_DECRYPT
+      }
+    }
   }
 
   /** After restore(): true when the bus outlived the node (no host restart), so nothing was restored. */

@@ -136,6 +136,8 @@ export class ClusterNode {
   /** This node has been a Raft member (so a later membership without it is its removal). */
   private wasMember = false;
   private removed = false;
+  /** The data dir had no node.json: it is written once security opened (a bad key writes nothing). */
+  private identityFresh = false;
   private readonly removedListeners: (() => void)[] = [];
   private confirmingRemoval = false;
   private removalCheckedAtMs = 0;
@@ -203,6 +205,8 @@ export class ClusterNode {
       metrics: this.metrics,
       onRejected: (reason) => this.nodeMetrics.apiRejected.inc({ reason }),
     });
+    // A new data dir is claimed for this cluster and node (a failure refuses the start).
+    if (this.identityFresh) writeAtomically(join(config.dataDir, "node.json"), this.identity);
     this.spool = await DeliverySpool.open({
       path: join(config.dataDir, "spool"),
       sync: config.spoolSync || config.persistence,
@@ -407,9 +411,9 @@ export class ClusterNode {
       }
       return { ...stored, members: stored.members ?? {} };
     }
-    const identity: DataDirIdentity = { clusterId: this.config.clusterId, nodeId: this.id, members: {} };
-    writeAtomically(path, identity);
-    return identity;
+    // Written once the start is known to be sound (after the key files are read: open()).
+    this.identityFresh = true;
+    return { clusterId: this.config.clusterId, nodeId: this.id, members: {} };
   }
 
   /** Keeps the last known member addresses in node.json: a restart can dial them before catching up. */

@@ -106,6 +106,19 @@ describe("cfn CLI", () => {
     expect(JSON.parse(good.stdout)).toEqual({ valid: true, profile: "dev" });
   });
 
+  it("config show never prints the cluster token", async () => {
+    const secret = "a-secret-cluster-token-4242";
+    for (const env of [{ CFN_CLUSTER_TOKEN: secret }, { CFN_NODE_CLUSTER_TOKEN: secret }]) {
+      const shown = await cfn(["config", "show"], env);
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).not.toContain(secret);
+      expect(JSON.parse(shown.stdout).node.clusterToken).toBe("(redacted)");
+    }
+    expect(JSON.parse((await cfn(["config", "show"])).stdout).node.clusterToken).toContain(
+      "single-node default",
+    );
+  });
+
   it("ends quietly when the reader of its output goes away (cfn … | head)", async () => {
     const child = spawn(process.execPath, [cli, "config", "docs"], {
       env: { ...process.env, CFN_BUS_ROOT: root },

@@ -127,9 +127,15 @@ describe("encryption at rest on a node", () => {
     expect((await call(node, "GET", "/healthz")).status).toBe(200); // still serving
     await node.shutdown("test");
 
-    // The two restored records are still mirrored; without their key the node refuses to start.
-    rmSync(join(root, "bus"), { recursive: true, force: true });
+    // The two restored records are still mirrored; without their key the node refuses to start —
+    // also when the bus outlived the node (nothing to restore, the records stay).
     const otherKey = writeKey(root, "other-key");
+    await expectKeyFileRefusal(
+      startSecureNode({ root, node: persistence, security: { encryptionKeyFile: otherKey } }),
+      /not configured/,
+    );
+    await expectKeyFileRefusal(startSecureNode({ root, node: persistence }), /not configured/);
+    rmSync(join(root, "bus"), { recursive: true, force: true });
     await expectKeyFileRefusal(
       startSecureNode({ root, node: persistence, security: { encryptionKeyFile: otherKey } }),
       /not configured/,
@@ -165,6 +171,7 @@ describe("encryption at rest on a node", () => {
     writeFileSync(short, randomBytes(16), { mode: 0o600 });
     await expectKeyFileRefusal(startSecureNode({ root, security: { encryptionKeyFile: short } }), /32 bytes/);
     expect(existsSync(join(root, "data", "raft"))).toBe(false);
+    expect(existsSync(join(root, "data", "node.json"))).toBe(false);
   });
 });
 
