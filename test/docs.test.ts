@@ -38,7 +38,12 @@ function metricDefinitions(): MetricDefinition[] {
         .join("")
         .replace(/^[`"]|[`"]\s*$/g, "")
         .trim();
-      const labels = (match[4] ?? "").replace(/["\s]/g, "");
+      // A multi-line label list ends in a comma (biome's trailing commas): split, drop empties.
+      const labels = (match[4] ?? "")
+        .split(",")
+        .map((label) => label.replace(/["'\s]/g, ""))
+        .filter((label) => label.length > 0)
+        .join(", ");
       if (!byName.has(match[2])) {
         byName.set(match[2], {
           name: match[2],
@@ -93,6 +98,16 @@ describe("docs follow the code", () => {
     if (process.env.CFN_REWRITE === "1") writeFileSync(path, `${head}${generated}${tail}`);
     else expect(rest.slice(0, rest.indexOf("\n<!-- metrics:end -->"))).toBe(generated);
     expect(metricDefinitions().length).toBeGreaterThan(20);
+  });
+
+  it("the catalog's labels column names each label once, comma-separated, with no empty entries", () => {
+    const doc = readFileSync(join(root, "docs", "MONITORING.md"), "utf8");
+    const rows = [...doc.matchAll(/^\| `(cfn_[a-z0-9_]+)` \| (?:counter|gauge|histogram) \| ([^|]*) \|/gm)];
+    expect(rows.length).toBeGreaterThan(20);
+    for (const [, name, labels] of rows) expect(labels, name).toMatch(/^(—|[a-z_]+(, [a-z_]+)*)$/);
+    const bySource = new Map(metricDefinitions().map((metric) => [metric.name, metric.labels]));
+    expect(bySource.get("cfn_node_bad_frames_total")).toBe("channel, reason");
+    expect(bySource.get("cfn_bus_inbox_depth")).toBe("agent");
   });
 
   it("every docs/ link in the README points at a file that exists", () => {

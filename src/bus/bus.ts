@@ -14,7 +14,7 @@ import { type Logger, silentLogger } from "../obs/logger.js";
 import { Metrics } from "../obs/metrics.js";
 import { isValidAgentId, validateAgentId } from "./agent-id.js";
 import { type DepthEstimate, fitsAfterCount, freshEstimate, mustRecount } from "./backpressure.js";
-import { type BusMetrics, createBusMetrics } from "./bus-metrics.js";
+import { type BusMetrics, createBusMetrics, type InboxDepthSource, OverflowReporter } from "./bus-metrics.js";
 import { nextArrivalUs, UniqueNames, wallClockUs } from "./clock.js";
 import {
   type Envelope,
@@ -98,9 +98,7 @@ export interface BusStatus {
   agents: AgentStatus[];
 }
 
-const OVERFLOW_LOG_INTERVAL_MS = 1000;
-
-export class Bus {
+export class Bus implements InboxDepthSource {
   readonly config: BusConfig;
   /** <root>/<name>. */
   readonly dir: string;
@@ -115,7 +113,10 @@ export class Bus {
   readonly io: FileIo;
   private readonly sequences = new Map<string, number>();
   private readonly depthEstimates = new Map<string, DepthEstimate>();
-  private readonly overflowLog = new Map<string, { lastMs: number; suppressed: number }>();
+  /** Log and JSONL lines of refused sends, at most one per inbox per second, counts kept. */
+  private readonly overflowReporter: OverflowReporter;
+  /** Takes this bus's inboxes out of the registry's cfn_bus_inbox_depth. */
+  private readonly removeInboxDepthSource: () => void;
   /** The file the next send writes into, opened after the previous one (src/bus/spare.ts). */
   private readonly spare: SpareFile;
   private closed = false;
@@ -146,6 +147,10 @@ export class Bus {
     this.spare = new SpareFile(this.dir, this.io, () => this.uniqueNames.next());
     const swept = sweepStaleSpares(this.dir);
     if (swept > 0) this.logger.info("removed spare files of exited processes", { files: swept });
+    this.overflowReporter = new OverflowReporter((agentId, refused, suppressed, depth) =>
+      this.reportOverflow(agentId, refused, suppressed, depth),
+    );
+    this.removeInboxDepthSource = this.busMetrics.addInboxDepthSource(this);
   }
 
   /** Writes one message into `to`'s inbox, or throws (INBOX_FULL, MESSAGE_TOO_LARGE, INVALID_*). */
@@ -412,7 +417,6 @@ export class Bus {
     } catch {
       lastSeenMs = null;
     }
-    this.busMetrics.inboxDepth.set({ agent: agentId }, inboxDepth + claimed);
     return { agentId, shard: paths.shard, inboxDepth, claimed, deadLetters, lastSeenMs };
   }
 
@@ -437,10 +441,16 @@ export class Bus {
     return { dir: this.dir, shards: this.layout.shards, agents };
   }
 
-  /** Stops taking sends. Mailboxes are closed by their owners. */
+  /**
+   * Stops taking sends, writes the overflow counts still held back to the log and the JSONL
+   * stream, and leaves cfn_bus_inbox_depth. Mailboxes are closed by their owners.
+   */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
     this.spare.discard();
+    this.overflowReporter.close();
+    this.removeInboxDepthSource();
   }
 
   get isClosed(): boolean {
@@ -584,24 +594,19 @@ export class Bus {
 
   private countOverflow(paths: AgentPaths, depth: number, count: number): void {
     this.busMetrics.overflows.inc(count);
-    this.busMetrics.inboxDepth.set({ agent: paths.agentId }, depth);
-    // One log line per inbox per second at most; the counter has the exact number.
-    const now = Date.now();
-    const log = this.overflowLog.get(paths.agentId) ?? { lastMs: 0, suppressed: 0 };
-    if (now - log.lastMs >= OVERFLOW_LOG_INTERVAL_MS) {
-      this.logger.warn("inbox full, send refused", {
-        agent: paths.agentId,
-        depth,
-        inboxDepthMax: this.config.inboxDepthMax,
-        suppressed: log.suppressed,
-      });
-      this.metrics.emit("cfn_bus_inbox_overflows_total", count + log.suppressed, { agent: paths.agentId });
-      log.lastMs = now;
-      log.suppressed = 0;
-    } else {
-      log.suppressed += count;
-    }
-    this.overflowLog.set(paths.agentId, log);
+    this.overflowReporter.refused(paths.agentId, count, depth);
+  }
+
+  /** One line per inbox per second at most (OverflowReporter); the JSONL values sum to the counter. */
+  private reportOverflow(agentId: string, refused: number, suppressed: number, depth: number): void {
+    this.logger.warn("inbox full, send refused", {
+      agent: agentId,
+      depth,
+      inboxDepthMax: this.config.inboxDepthMax,
+      refused,
+      suppressed,
+    });
+    this.metrics.emit("cfn_bus_inbox_overflows_total", refused, { agent: agentId });
   }
 
   /** Retries a refused send until options.waitMs passes; only the last refusal counts as an overflow. */

@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
+import { jsonlPathProblem } from "../obs/jsonl-path.js";
 import { securitySchema } from "../security/config.js";
 import { coordinationSchema, poolSchema, spawnSchema } from "./coordination-schema.js";
 import { nodeSchema } from "./node-schema.js";
@@ -70,9 +71,14 @@ export const metricsSchema = z
   .object({
     jsonlPath: z
       .string()
+      .superRefine((path, ctx) => {
+        // Checked against the file system now, so a bad path fails at start, not at the first event.
+        const problem = path === "" ? undefined : jsonlPathProblem(path);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      })
       .default("")
       .describe(
-        "JSONL metrics stream; empty disables it. (Prometheus: a node's GET /metrics on node.apiListen.)",
+        "JSONL metrics stream; empty disables it. A file (created with its directories), not a directory, and not under /proc or /sys. (Prometheus: a node's GET /metrics on node.apiListen.)",
       ),
   })
   .strict();

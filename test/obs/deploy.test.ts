@@ -6,7 +6,15 @@
 // from Debian's `prometheus` package, installed by .ci/run; without it only those checks skip).
 
 import { execFileSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -69,6 +77,34 @@ function promtool(): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * `promtool check config` of a copy of a Prometheus config: the config names the rules by their
+ * path inside the container, the copy by the file in this repository. Returns promtool's output.
+ */
+function checkConfigCopy(binary: string, path: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "cfn-promtool-"));
+  copyFileSync(join(DEPLOY, "prometheus/cfn-alerts.yml"), join(dir, "cfn-alerts.yml"));
+  const config = readFileSync(join(DEPLOY, path), "utf8");
+  expect(config).toContain("/etc/prometheus/cfn-alerts.yml");
+  writeFileSync(join(dir, "config.yml"), config.replace("/etc/prometheus/cfn-alerts.yml", "cfn-alerts.yml"));
+  try {
+    return execFileSync(binary, ["check", "config", join(dir, "config.yml")], {
+      encoding: "utf8",
+      stdio: "pipe",
+    });
+  } catch (error) {
+    const failed = error as { stdout?: string; stderr?: string };
+    return `${failed.stdout ?? ""}${failed.stderr ?? ""}`;
+  }
+}
+
+/** The job every alert rule selects (each names exactly one). */
+function alertJobs(): Set<string> {
+  return new Set(
+    alertExprs().flatMap((expr) => [...expr.matchAll(/\bjob="([^"]+)"/g)].map((match) => match[1])),
+  );
 }
 
 function alertExprs(): string[] {
@@ -148,17 +184,7 @@ describe("deploy/: Prometheus and Grafana", () => {
     const run = (args: string[]) => execFileSync(binary, args, { encoding: "utf8", stdio: "pipe" });
     expect(run(["check", "rules", join(DEPLOY, "prometheus/cfn-alerts.yml")])).toContain("SUCCESS");
     expect(run(["test", "rules", join(DEPLOY, "prometheus/cfn-alerts.test.yml")])).toContain("SUCCESS");
-    // The config names the rules by their path inside the container: check a copy that points at
-    // the file in this repository instead.
-    const dir = mkdtempSync(join(tmpdir(), "cfn-promtool-"));
-    copyFileSync(join(DEPLOY, "prometheus/cfn-alerts.yml"), join(dir, "cfn-alerts.yml"));
-    const config = readFileSync(join(DEPLOY, "prometheus/prometheus.yml"), "utf8");
-    expect(config).toContain("/etc/prometheus/cfn-alerts.yml");
-    writeFileSync(
-      join(dir, "prometheus.yml"),
-      config.replace("/etc/prometheus/cfn-alerts.yml", "cfn-alerts.yml"),
-    );
-    expect(run(["check", "config", join(dir, "prometheus.yml")])).toContain("SUCCESS");
+    expect(checkConfigCopy(binary, "prometheus/prometheus.yml")).toContain("SUCCESS");
   });
 });
 
@@ -243,7 +269,9 @@ describe("deploy/: Kubernetes", () => {
   const byKind = (kind: string) => documents.filter((document) => document.kind === kind);
 
   it("every file of the kustomization exists and parses; no stray manifest is left out", () => {
-    const files = readdirSync(join(DEPLOY, "kubernetes")).filter((name) => name !== "kustomization.yaml");
+    const files = readdirSync(join(DEPLOY, "kubernetes")).filter(
+      (name) => name !== "kustomization.yaml" && statSync(join(DEPLOY, "kubernetes", name)).isFile(),
+    );
     expect(files.sort()).toEqual([...kustomization.resources].sort());
     for (const document of documents)
       expect(document, JSON.stringify(document).slice(0, 200)).toMatchObject({
@@ -309,5 +337,99 @@ describe("deploy/: systemd", () => {
       return;
     }
     execFileSync(analyze, ["verify", unit], { cwd: dirname(unit), stdio: "pipe" });
+  });
+});
+
+describe("deploy/: Kubernetes monitoring", () => {
+  const set = parseYaml(readFileSync(join(DEPLOY, "kubernetes/statefulset.yaml"), "utf8")) as {
+    spec: {
+      template: {
+        metadata: { labels: Record<string, string>; annotations: Record<string, string> };
+        spec: { containers: Array<{ ports: Array<{ name: string; containerPort: number }> }> };
+      };
+    };
+  };
+  const podLabels = set.spec.template.metadata.labels;
+  const podAnnotations = set.spec.template.metadata.annotations;
+  const apiPort = set.spec.template.spec.containers[0].ports.find((port) => port.name === "api");
+
+  it('the alert rules and the dashboard select job="cfn"', () => {
+    expect([...alertJobs()]).toEqual(["cfn"]);
+    for (const expr of dashboardExprs()) if (expr.includes("{")) expect(expr).toContain('job="cfn"');
+  });
+
+  it("the Prometheus Operator's PodMonitor takes job=\"cfn\" from the pods' label and scrapes their API port", () => {
+    const kustomization = yamlOf("kubernetes/monitoring/kustomization.yaml") as { resources: string[] };
+    expect(kustomization.resources).toEqual(["podmonitor.yaml"]);
+    const monitor = yamlOf("kubernetes/monitoring/podmonitor.yaml") as {
+      apiVersion: string;
+      kind: string;
+      spec: {
+        jobLabel: string;
+        selector: { matchLabels: Record<string, string> };
+        podMetricsEndpoints: Array<{ port: string; path: string }>;
+      };
+    };
+    expect(monitor).toMatchObject({ apiVersion: "monitoring.coreos.com/v1", kind: "PodMonitor" });
+    // The operator sets job to the value of the pod label jobLabel names.
+    expect(alertJobs().has(podLabels[monitor.spec.jobLabel])).toBe(true);
+    for (const [label, value] of Object.entries(monitor.spec.selector.matchLabels))
+      expect(podLabels[label], label).toBe(value);
+    expect(monitor.spec.podMetricsEndpoints).toHaveLength(1);
+    expect(monitor.spec.podMetricsEndpoints[0]).toMatchObject({ port: apiPort?.name, path: "/metrics" });
+  });
+
+  it('the plain Prometheus config finds the pods as job="cfn", and promtool accepts it', () => {
+    const config = yamlOf("prometheus/prometheus-kubernetes.yml") as {
+      scrape_configs: Array<{
+        job_name: string;
+        kubernetes_sd_configs: Array<{ role: string }>;
+        relabel_configs: Array<{
+          source_labels?: string[];
+          regex?: string;
+          action?: string;
+          target_label?: string;
+        }>;
+      }>;
+    };
+    const [job] = config.scrape_configs;
+    expect(config.scrape_configs).toHaveLength(1);
+    expect(alertJobs().has(job.job_name)).toBe(true);
+    expect(job.kubernetes_sd_configs).toEqual([{ role: "pod" }]);
+    // No relabelling renames the job.
+    expect(job.relabel_configs.some((rule) => rule.target_label === "job")).toBe(false);
+    const keeps = job.relabel_configs.filter((rule) => rule.action === "keep");
+    const meta = (source: string): string | undefined => {
+      const label = /^__meta_kubernetes_pod_label_(.+)$/.exec(source);
+      if (label)
+        return Object.entries(podLabels).find(
+          ([name]) => name.replace(/[^a-zA-Z0-9_]/g, "_") === label[1],
+        )?.[1];
+      const annotation = /^__meta_kubernetes_pod_annotation_(.+)$/.exec(source);
+      if (annotation)
+        return Object.entries(podAnnotations).find(
+          ([name]) => name.replace(/[^a-zA-Z0-9_]/g, "_") === annotation[1],
+        )?.[1];
+      if (source === "__meta_kubernetes_pod_container_port_name") return apiPort?.name;
+      return undefined;
+    };
+    // Every keep rule keeps the StatefulSet's pods at their API port (and only that port).
+    expect(keeps.length).toBeGreaterThanOrEqual(3);
+    for (const rule of keeps) {
+      const value = (rule.source_labels ?? []).map(meta).join(";");
+      expect(new RegExp(`^(?:${rule.regex})$`).test(value), JSON.stringify(rule)).toBe(true);
+    }
+    expect(String(apiPort?.containerPort)).toBe(podAnnotations["prometheus.io/port"]);
+    const binary = promtool();
+    if (!binary) return;
+    const output = checkConfigCopy(binary, "prometheus/prometheus-kubernetes.yml");
+    // Debian's promtool is built without Kubernetes service discovery.
+    if (output.includes("field kubernetes_sd_configs not found")) {
+      console.warn(
+        "this promtool lacks kubernetes_sd_configs: prometheus-kubernetes.yml checked by shape only",
+      );
+      return;
+    }
+    expect(output).toContain("SUCCESS");
   });
 });
