@@ -320,7 +320,8 @@ async function removeAndRejoin(
 ): Promise<string> {
   const via = cluster.nodes.find((node) => node !== victim)!;
   const removed = await via.request("DELETE", `/v1/members/${victim.id}`);
-  if (removed.status !== 200) return `removing ${victim.id}: HTTP ${removed.status} ${JSON.stringify(removed.json)}`;
+  if (removed.status !== 200)
+    return `removing ${victim.id}: HTTP ${removed.status} ${JSON.stringify(removed.json)}`;
   let code: number | null;
   try {
     code = await victim.waitExit(REMOVED_EXIT_WITHIN_MS);
