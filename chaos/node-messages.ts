@@ -34,6 +34,8 @@ export const NODE_SCENARIOS: Record<NodeFault, string> = {
   remove: "node-remove-rejoin",
 };
 
+/** Requests to remove a node, when the answer is lost or late (5xx, timeout). */
+const REMOVE_ATTEMPTS_MAX = 3;
 /** A removed node applies its removal, hands off its spool and exits within this. */
 const REMOVED_EXIT_WITHIN_MS = 20_000;
 
@@ -319,9 +321,22 @@ async function removeAndRejoin(
   nodeFlags: string[],
 ): Promise<string> {
   const via = cluster.nodes.find((node) => node !== victim)!;
-  const removed = await via.request("DELETE", `/v1/members/${victim.id}`);
-  if (removed.status !== 200)
-    return `removing ${victim.id}: HTTP ${removed.status} ${JSON.stringify(removed.json)}`;
+  // On a loaded machine the answer may come late (removing the leader transfers leadership
+  // first): asked again, "unknown_member" means the first request did it.
+  let answer = "";
+  for (let attempt = 0; attempt < REMOVE_ATTEMPTS_MAX; attempt++) {
+    const removed = await via.request("DELETE", `/v1/members/${victim.id}`).catch((error: Error) => ({
+      status: 0,
+      json: { error: error.message },
+    }));
+    answer = `HTTP ${removed.status} ${JSON.stringify(removed.json)}`;
+    if (removed.status === 200 || (attempt > 0 && answer.includes("unknown_member"))) {
+      answer = "";
+      break;
+    }
+    if (removed.status > 0 && removed.status < 500) break;
+  }
+  if (answer) return `removing ${victim.id}: ${answer}`;
   let code: number | null;
   try {
     code = await victim.waitExit(REMOVED_EXIT_WITHIN_MS);

@@ -65,6 +65,7 @@ const STATUS_OF: Record<string, number> = {
   CFN_ERR_TIMEOUT: 504,
   CFN_ERR_CONF_CHANGE: 409,
   CFN_ERR_ROUTING_REFUSED: 409,
+  CFN_ERR_PEER_UNREACHABLE: 502,
 };
 
 /** No percent-encoding and no empty segment (a trailing slash aside): the gate and the router agree. */

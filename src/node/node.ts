@@ -85,6 +85,11 @@ const REMOVAL_CHECK_ATTEMPTS_MAX = 5;
 const REMOVAL_CHECK_RETRY_MS = 1_000;
 /** Refusals within this long of the last check are not checked again. */
 const REMOVAL_CHECK_INTERVAL_MS = 5_000;
+/**
+ * A member change a follower forwards to the leader (the CLI waits 15 s for its answer): removing
+ * the leader itself transfers leadership first and forwards again.
+ */
+const MEMBER_CHANGE_FORWARD_TIMEOUT_MS = 12_000;
 /** One hand-off request of a removed node to a member (a chunk of its spool). */
 const HANDOFF_REQUEST_TIMEOUT_MS = 5_000;
 
@@ -945,7 +950,15 @@ export class ClusterNode {
     const apiUrl = leader ? this.routing.state.members.get(leader)?.apiUrl : undefined;
     if (!leader || !apiUrl)
       throw new CfnError("CFN_ERR_NOT_LEADER", `node ${this.id} is not the leader and knows no leader API`);
-    return (await apiRequest(apiUrl, method, path, this.config.clusterToken, body)) as RoutingResult;
+    // A member change may take a leadership transfer and a joint-consensus commit on the way.
+    return (await apiRequest(
+      apiUrl,
+      method,
+      path,
+      this.config.clusterToken,
+      body,
+      MEMBER_CHANGE_FORWARD_TIMEOUT_MS,
+    )) as RoutingResult;
   }
 
   /** Sends through the local bus (the send API): a remote receiver is reached through its proxy. */
