@@ -984,8 +984,22 @@ export class ClusterNode {
 
   /** Knows a leader and has applied everything it knows committed (for /readyz). */
   readiness(): { ready: boolean; leader: string; commit: number; applied: number; reason?: string } {
-    if (this.state !== "running")
-      return { ready: false, leader: "", commit: 0, applied: 0, reason: this.state };
+    if (this.state !== "running") {
+      // Starting: no Raft yet (zeros); draining: what it had when it began to stop.
+      let status: { leader?: string; commit: number; applied: number } | undefined;
+      try {
+        status = this.state === "starting" ? undefined : this.host.status();
+      } catch {
+        status = undefined; // closed
+      }
+      return {
+        ready: false,
+        leader: status?.leader ?? "",
+        commit: status?.commit ?? 0,
+        applied: status?.applied ?? 0,
+        reason: this.state,
+      };
+    }
     const status = this.host.status();
     if (!status.leader)
       return {
