@@ -49,6 +49,8 @@ export const ERROR_CODES = {
 
   // coordination
   CFN_ERR_TOPOLOGY_INVALID: "A topology (file, flags or CFN_TOPOLOGY) is malformed or outside its limits",
+  CFN_ERR_SWARM_BUSY:
+    "A local swarm is in use by another process: a round runs on it (or a stop), or a spawn of that name is under way",
 
   // security
   CFN_ERR_FORBIDDEN: "The caller's token is valid but its roles lack the permission the request needs",

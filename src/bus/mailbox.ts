@@ -107,6 +107,9 @@ const LATENCY_SAMPLE_INTERVAL_MS = 1;
  */
 const RESCAN_REMAINING_MAX = 64;
 
+/** Messages one drain step claims at once (the deadline is checked before each of them). */
+const DRAIN_CLAIM_MAX = 64;
+
 const UNSETTLED = 0;
 const ACKED = 1;
 const REQUEUED = 2;
@@ -322,8 +325,10 @@ export class Mailbox {
 
   /**
    * Graceful shutdown, step 1: processes every message now in the inbox with `handler` (ack on
-   * success, nack on a throw) until the inbox is empty or `timeoutMs` passes. Returns the number
-   * of messages acked.
+   * success, nack on a throw) until the inbox is empty or `timeoutMs` passes. The deadline is
+   * checked before each message: a handler already running finishes, and the messages claimed but
+   * not yet handled are handed back to the inbox (no delivery counted). Returns the number of
+   * messages acked.
    */
   async drain(
     handler: (message: Envelope, delivery: Delivery) => unknown,
@@ -333,9 +338,13 @@ export class Mailbox {
     let acked = 0;
     while (Date.now() < deadline) {
       this.listingStale = true;
-      const deliveries = this.receiveNow(64);
+      const deliveries = this.receiveNow(DRAIN_CLAIM_MAX);
       if (deliveries.length === 0) break;
-      for (const delivery of deliveries) {
+      for (const [position, delivery] of deliveries.entries()) {
+        if (Date.now() >= deadline) {
+          for (const left of deliveries.slice(position)) this.handBack(left);
+          return acked;
+        }
         try {
           await handler(delivery.message, delivery);
           this.ack(delivery);
@@ -687,6 +696,16 @@ export class Mailbox {
   }
 
   // ---- settling -------------------------------------------------------------------------------
+
+  /** Returns an unprocessed message to the inbox without counting a delivery (as close() does). */
+  private handBack(delivery: Delivery): void {
+    const claim = delivery.claim;
+    if (claim.expired || claim.done || claim.states[delivery.index] !== UNSETTLED) return;
+    claim.states[delivery.index] = REQUEUED;
+    claim.requeued += 1;
+    claim.unsettled -= 1;
+    if (claim.unsettled === 0) this.finishClaim(claim);
+  }
 
   private settle(delivery: Delivery, reason: string | undefined, penalise: boolean): void {
     const claim = delivery.claim;

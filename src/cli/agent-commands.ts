@@ -6,11 +6,12 @@ import type { Command } from "commander";
 import { Bus } from "../bus/index.js";
 import {
   AgentRunner,
+  type CommandExecutor,
   commandExecutor,
   echoExecutor,
   type TaskExecutor,
 } from "../coordination/agent-runner.js";
-import { sendDirect } from "../coordination/direct.js";
+import { sendDirectMessage } from "../coordination/direct.js";
 import { PooledHost } from "../coordination/pooled-host.js";
 import { CfnError } from "../errors.js";
 import { startTracing } from "../obs/tracing.js";
@@ -40,7 +41,7 @@ function executorOf(
   echo: boolean | undefined,
   busDir: string,
   taskTimeoutMs: number,
-): TaskExecutor {
+): TaskExecutor | CommandExecutor {
   if (echo) return echoExecutor;
   if (command.length === 0)
     throw new CfnError(
@@ -48,6 +49,32 @@ function executorOf(
       "give the command after -- (e.g. cfn agent run --id a1 -- ./my-agent.sh), or --echo",
     );
   return commandExecutor(command, { busDir, taskTimeoutMs });
+}
+
+/** Kills what is left of the commands' process groups (a no-op for the echo executor). */
+function killCommands(executor: TaskExecutor | CommandExecutor): void {
+  if ("killAll" in executor) executor.killAll();
+}
+
+/**
+ * The first SIGTERM/SIGINT asks for a graceful stop (running tasks finish, the queue drains); a
+ * second one also kills the commands still running (their tasks fail and are answered).
+ */
+function stopOnSignals(requestStop: () => void, executor: TaskExecutor | CommandExecutor): { off(): void } {
+  let signals = 0;
+  const onSignal = () => {
+    signals++;
+    if (signals === 1) requestStop();
+    else killCommands(executor);
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  return {
+    off() {
+      process.off("SIGTERM", onSignal);
+      process.off("SIGINT", onSignal);
+    },
+  };
 }
 
 export function registerAgentCommands(program: Command): void {
@@ -78,16 +105,17 @@ export function registerAgentCommands(program: Command): void {
         metrics,
       });
       const bus = new Bus({ config: config.bus, logger, metrics });
+      const executor = executorOf(
+        command,
+        options.echo,
+        bus.dir,
+        positiveInt(options.taskTimeoutMs, "--task-timeout-ms", 0),
+      );
       const runner = new AgentRunner({
         bus,
         id: options.id,
         team: options.team,
-        executor: executorOf(
-          command,
-          options.echo,
-          bus.dir,
-          positiveInt(options.taskTimeoutMs, "--task-timeout-ms", 0),
-        ),
+        executor,
         readyTo: options.readyTo,
         concurrency: Math.max(1, positiveInt(options.concurrency, "--concurrency", 1)),
         drainTimeoutMs: positiveInt(options.drainTimeoutMs, "--drain-timeout-ms", 10_000),
@@ -95,17 +123,15 @@ export function registerAgentCommands(program: Command): void {
         logger,
         metrics,
       });
-      const stop = () => runner.requestStop();
-      process.on("SIGTERM", stop);
-      process.on("SIGINT", stop);
+      const stop = stopOnSignals(() => runner.requestStop(), executor);
       process.on("SIGUSR2", () => {}); // doorbell of lean agents: harmless here (fs.watch wakes us)
       try {
         await runner.run();
       } finally {
+        killCommands(executor); // nothing of a task outlives the agent
         await tracing.shutdown(); // the last tasks' spans leave before the process does
       }
-      process.off("SIGTERM", stop);
-      process.off("SIGINT", stop);
+      stop.off();
       process.exitCode = EXIT.ok;
     });
 
@@ -148,25 +174,31 @@ export function registerAgentCommands(program: Command): void {
           logger,
           metrics,
         });
+        const executor = executorOf(
+          command,
+          options.echo,
+          bus.dir,
+          positiveInt(options.taskTimeoutMs, "--task-timeout-ms", 0),
+        );
         const host = new PooledHost({
           bus,
           agents,
-          executor: executorOf(
-            command,
-            options.echo,
-            bus.dir,
-            positiveInt(options.taskTimeoutMs, "--task-timeout-ms", 0),
-          ),
+          executor,
           readyTo: options.readyTo,
           logger,
           metrics,
         });
         process.on("SIGUSR2", () => {}); // a doorbell meant for lean agents must not kill the host
+        let stop: { off(): void } | undefined;
         await new Promise<void>((resolve) => {
-          process.once("SIGTERM", resolve);
-          process.once("SIGINT", resolve);
+          stop = stopOnSignals(resolve, executor);
         });
-        await host.stop();
+        try {
+          await host.stop();
+        } finally {
+          killCommands(executor);
+          stop?.off();
+        }
         process.exitCode = EXIT.ok;
       },
     );
@@ -193,16 +225,35 @@ export function registerAgentCommands(program: Command): void {
         } catch {
           payload = payloadText;
         }
+        if (!["high", "normal", "low"].includes(options.priority))
+          throw new CfnError(
+            "CFN_ERR_CONFIG_INVALID",
+            `--priority must be high, normal or low (got ${options.priority})`,
+          );
         const priority = options.priority as "high" | "normal" | "low";
-        const reply = await sendDirect(bus, options.from ?? `cli-${process.pid}`, options.to, payload, {
-          waitMs: positiveInt(options.waitMs, "--wait-ms", 5000),
-          priority,
-        });
+        const waitMs = positiveInt(options.waitMs, "--wait-ms", 5000);
+        const outcome = await sendDirectMessage(
+          bus,
+          options.from ?? `cli-${process.pid}`,
+          options.to,
+          payload,
+          { waitMs, priority },
+        );
+        const reply = outcome.reply;
+        if (reply === undefined && waitMs > 0) {
+          const fate = outcome.withdrawn
+            ? outcome.peerKnown
+              ? "nobody claimed it, so it was withdrawn (is the agent running?)"
+              : `there is no mailbox ${options.to} on bus ${bus.dir}, so it was withdrawn`
+            : "the agent took it but has not answered";
+          throw new CfnError("CFN_ERR_TIMEOUT", `no reply from ${options.to} within ${waitMs} ms: ${fate}`, {
+            to: options.to,
+            withdrawn: outcome.withdrawn,
+          });
+        }
         if (options.json) printJson(reply ?? { sent: true });
         else if (reply)
           printLine(typeof reply.output === "string" ? reply.output : JSON.stringify(reply.output));
-        if (reply === undefined && positiveInt(options.waitMs, "--wait-ms", 5000) > 0)
-          process.exitCode = EXIT.timeout;
       },
     );
 }

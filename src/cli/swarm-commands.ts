@@ -9,7 +9,8 @@ import { roundLimitsOf } from "../config/coordination-schema.js";
 import { FileCheckpointStore } from "../coordination/checkpoint.js";
 import { Coordinator } from "../coordination/coordinator.js";
 import { isProcessAlive } from "../coordination/liveness.js";
-import { Master, type RoundProgress, type RoundResult } from "../coordination/master.js";
+import { type RoundProgress, type RoundResult, roundRequestProblem } from "../coordination/master.js";
+import { runRegisteredRound } from "../coordination/registered-round.js";
 import {
   type AgentRuntime,
   listSwarms,
@@ -19,16 +20,19 @@ import {
   writeSwarmRecord,
 } from "../coordination/registry.js";
 import { killProcesses } from "../coordination/spawner.js";
-import { defaultCheckpointDir, LocalSwarm, workerRefsOf } from "../coordination/swarm.js";
+import { defaultCheckpointDir, LocalSwarm } from "../coordination/swarm.js";
+import { acquireSwarmLock, readSwarmLock, type SwarmLock } from "../coordination/swarm-locks.js";
 import { describePlan, type Plan, planTopology, teamsOf } from "../coordination/topology.js";
 import { resolveTopology } from "../coordination/topology-source.js";
-import { CfnError } from "../errors.js";
+import { CfnError, isCfnError } from "../errors.js";
 import { apiOf } from "./api-flags.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, table } from "./output.js";
 import { joinCluster, leaveCluster, runClusterRound } from "./swarm-cluster.js";
 
 const RUNTIMES: AgentRuntime[] = ["lean", "node", "command", "pooled", "bash"];
+/** Runtimes that run a command per task (the others are echo workers and take none). */
+const COMMAND_RUNTIMES: AgentRuntime[] = ["command", "pooled"];
 
 /** A progress bar on stderr, or nothing when stderr is not a TTY or output is JSON. */
 export function spawnProgress(
@@ -67,6 +71,16 @@ export function runtimeOption(value: string | undefined, hasCommand: boolean): A
     throw new CfnError(
       "CFN_ERR_CONFIG_INVALID",
       `--runtime must be one of ${RUNTIMES.join(", ")} (got ${value})`,
+    );
+  if (hasCommand && !COMMAND_RUNTIMES.includes(runtime))
+    throw new CfnError(
+      "CFN_ERR_CONFIG_INVALID",
+      `--runtime ${runtime} runs no command (its agents echo their input): drop the command after --, or use --runtime ${COMMAND_RUNTIMES.join(" or ")}`,
+    );
+  if (runtime === "command" && !hasCommand)
+    throw new CfnError(
+      "CFN_ERR_CONFIG_INVALID",
+      "--runtime command needs the command after -- (e.g. -- ./my-agent.sh)",
     );
   return runtime;
 }
@@ -141,7 +155,10 @@ export function registerSwarmCommands(program: Command): void {
     .option("--topology <spec>", "flat:N, hybrid:TxN, depth3:GxTxN, adaptive:N (also CFN_TOPOLOGY)")
     .option("--topology-file <file>", "topology YAML file")
     .option("--name <swarm>", "swarm name (prefix of every agent id)", "swarm")
-    .option("--runtime <r>", "lean (C, default), node, command (with -- cmd), pooled")
+    .option(
+      "--runtime <r>",
+      "lean (C, default), node, bash (echo workers), command (with -- cmd; the default with one), pooled (-- cmd optional)",
+    )
     .option("--work-ms <ms>", "lean runtime: simulated work per task")
     .option("--task-timeout-ms <ms>", "command runtime: kill a task's command after this long")
     .option("--cluster", "register the agents with the local node: the cluster's master runs the rounds")
@@ -168,41 +185,63 @@ export function registerSwarmCommands(program: Command): void {
       ) => {
         const { config, logger, metrics } = buildContext(program);
         const bus = new Bus({ config: config.bus, logger, metrics });
-        if (readSwarmRecord(bus.dir, options.name)) {
-          throw new CfnError(
-            "CFN_ERR_CONFIG_INVALID",
-            `swarm ${options.name} already runs on bus ${bus.dir}; stop it first or choose --name`,
-          );
-        }
         const plan = planFromFlags(options, options.name);
         const runtime = runtimeOption(options.runtime, command.length > 0);
-        const progress = spawnProgress(plan.workers.length, !options.json);
-        const startedAt = performance.now();
-        const agentArgs = options.taskTimeoutMs ? ["--task-timeout-ms", options.taskTimeoutMs] : [];
+        // The name is reserved (O_EXCL) until the record is written: a second spawn of the same
+        // name meanwhile is refused instead of starting agents of its own under the same ids.
+        const reservation = acquireSwarmLock(bus.dir, options.name, "spawn", "spawn");
         let local: LocalSwarm;
+        let readyMs: number;
         try {
-          local = await LocalSwarm.start({
-            bus,
-            plan,
-            runtime,
-            command,
-            lean: { workMs: intOption(options.workMs, "--work-ms") },
-            detached: true,
-            coordinators: "none",
-            groupSize: config.spawn.leanGroupSize,
-            spawnConcurrency: config.spawn.nodeConcurrency,
-            spawnTimeoutMs: config.spawn.readyTimeoutMs,
-            agentArgs,
-            onSpawnProgress: (ready) => progress.update(ready),
-            logger,
-            metrics,
-          });
+          if (readSwarmRecord(bus.dir, options.name)) {
+            throw new CfnError(
+              "CFN_ERR_CONFIG_INVALID",
+              `swarm ${options.name} already runs on bus ${bus.dir}; stop it first or choose --name`,
+            );
+          }
+          const progress = spawnProgress(plan.workers.length, !options.json);
+          const startedAt = performance.now();
+          const agentArgs = options.taskTimeoutMs ? ["--task-timeout-ms", options.taskTimeoutMs] : [];
+          // Ctrl-C or SIGTERM while spawning: stop the agents started so far (they are detached,
+          // in sessions of their own, and no record names them yet), then exit 130 / 143.
+          const interrupt = interruptOnSignals();
+          try {
+            local = await LocalSwarm.start({
+              bus,
+              plan,
+              runtime,
+              command,
+              lean: { workMs: intOption(options.workMs, "--work-ms") },
+              detached: true,
+              coordinators: "none",
+              groupSize: config.spawn.leanGroupSize,
+              spawnConcurrency: config.spawn.nodeConcurrency,
+              spawnTimeoutMs: config.spawn.readyTimeoutMs,
+              agentArgs,
+              onSpawnProgress: (ready) => progress.update(ready),
+              signal: interrupt.signal,
+              logger,
+              metrics,
+            });
+          } catch (error) {
+            const signal = interrupt.received;
+            if (signal === undefined) throw error;
+            progress.stop();
+            process.stderr.write(
+              `cfn: swarm spawn interrupted (${signal}): the agents started so far were stopped\n`,
+            );
+            process.exitCode = EXIT_ON_SIGNAL[signal];
+            return;
+          } finally {
+            interrupt.off();
+            progress.stop();
+          }
+          readyMs = performance.now() - startedAt;
         } finally {
-          progress.stop();
+          reservation.release();
         }
         // The coordinators and the master of this command are not needed: rounds start their own.
         local.master.close();
-        const readyMs = performance.now() - startedAt;
         let clusterNode: string | undefined;
         if (options.cluster) {
           const target = apiOf(options);
@@ -295,6 +334,7 @@ export function registerSwarmCommands(program: Command): void {
     .option("--name <swarm>", "swarm to stop")
     .option("--all", "stop every swarm on the bus")
     .option("--timeout-ms <ms>", "grace period before SIGKILL", "10000")
+    .option("--force", "stop it even while a round runs on it (the round's process is ended first)")
     .option(
       "--token <secret>",
       "cluster swarms: API or cluster token (default CFN_API_TOKEN, CFN_CLUSTER_TOKEN)",
@@ -305,12 +345,14 @@ export function registerSwarmCommands(program: Command): void {
         name?: string;
         all?: boolean;
         timeoutMs: string;
+        force?: boolean;
         token?: string;
         json?: boolean;
       }) => {
         const { config, logger, metrics } = buildContext(program);
         const bus = new Bus({ config: config.bus, logger, metrics });
         const names = options.all ? listSwarms(bus.dir) : [options.name ?? "swarm"];
+        const timeoutMs = intOption(options.timeoutMs, "--timeout-ms") ?? 10_000;
         const results = [];
         for (const name of names) {
           const record = readSwarmRecord(bus.dir, name);
@@ -318,14 +360,16 @@ export function registerSwarmCommands(program: Command): void {
             throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${name} on bus ${bus.dir}`, {
               swarm: name,
             });
-          results.push(
-            await stopSwarm(
-              bus,
-              record,
-              intOption(options.timeoutMs, "--timeout-ms") ?? 10_000,
-              options.token,
-            ),
-          );
+          // A local round re-creates the mailboxes of the swarm it works on: stop holds the round
+          // lock while it stops the swarm (the cluster's master runs a cluster swarm's rounds).
+          const lock = record.cluster
+            ? undefined
+            : await takeRoundLockForStop(bus.dir, record.swarm, options.force === true, timeoutMs);
+          try {
+            results.push(await stopSwarm(bus, record, timeoutMs, options.token));
+          } finally {
+            lock?.release();
+          }
         }
         if (options.json) printJson({ stopped: results });
         else
@@ -384,6 +428,7 @@ export function registerSwarmCommands(program: Command): void {
           throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${options.name} on bus ${bus.dir}`, {
             swarm: options.name,
           });
+        const work = roundWorkFlags(options);
         if (record.cluster) {
           // The cluster's master runs it (and resumes it by itself after a failover).
           if (options.resume !== undefined)
@@ -397,10 +442,7 @@ export function registerSwarmCommands(program: Command): void {
             bus,
             record.swarm,
             {
-              input: parseJson(options.input, "--input"),
-              items:
-                options.items === undefined ? undefined : (parseJson(options.items, "--items") as unknown[]),
-              priority: options.priority as "high" | "normal" | "low",
+              ...work,
               timeoutMs:
                 options.timeoutMs === undefined
                   ? config.coordination.roundTimeoutMs
@@ -416,64 +458,48 @@ export function registerSwarmCommands(program: Command): void {
           process.exitCode = result.failed > 0 ? EXIT.failure : EXIT.ok;
           return;
         }
-        const plan = planTopology(record.topology, { swarm: record.swarm });
-        const checkpoints = new FileCheckpointStore(defaultCheckpointDir(bus, record.swarm));
-        const coordinators = plan.coordinators.map(
-          (coordinator) => new Coordinator({ bus, id: coordinator.id, checkpoints, logger, metrics }),
-        );
-        for (const coordinator of coordinators) coordinator.start();
-        const master = new Master({ bus, id: plan.master, checkpoints, logger, metrics });
-        const onProgress = (progress: RoundProgress) => {
-          if (!options.json && process.stderr.isTTY)
-            process.stderr.write(
-              `\r${progress.settled}/${progress.tasks} results (${progress.failed} failed) after ${progress.elapsedMs.toFixed(0)} ms`,
-            );
-        };
-        let result: RoundResult;
+        const limits = { ...roundLimitsOf(config.coordination), ...limitFlags(options) };
+        const timeoutMs =
+          options.timeoutMs === undefined
+            ? config.coordination.roundTimeoutMs
+            : intOption(options.timeoutMs, "--timeout-ms", 1);
+        // One round at a time per swarm: two would read the same coordinator mailboxes and resume
+        // each other's checkpoints. Taken before any coordinator opens its mailbox.
+        const lock = acquireSwarmLock(bus.dir, record.swarm, "round", "round");
         try {
-          if (options.resume !== undefined) {
-            const roundId =
-              typeof options.resume === "string" ? options.resume : master.unfinishedRounds()[0];
-            if (!roundId)
-              throw new CfnError(
-                "CFN_ERR_UNAVAILABLE",
-                `no unfinished round of swarm ${record.swarm} to resume`,
-              );
-            result = await master.resumeRound(roundId, { onProgress });
-          } else {
-            result = await master.runRound(
-              {
-                plan,
-                workers: workerRefsOf(record.agents),
-                input: parseJson(options.input, "--input"),
-                items:
-                  options.items === undefined
-                    ? undefined
-                    : (parseJson(options.items, "--items") as unknown[]),
-                priority: options.priority as "high" | "normal" | "low",
-                timeoutMs:
-                  options.timeoutMs === undefined
-                    ? config.coordination.roundTimeoutMs
-                    : intOption(options.timeoutMs, "--timeout-ms", 1),
-                limits: { ...roundLimitsOf(config.coordination), ...limitFlags(options) },
+          // A stop that held the lock until now has removed the swarm: nothing to run on.
+          if (!readSwarmRecord(bus.dir, record.swarm))
+            throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `swarm ${record.swarm} was stopped`, {
+              swarm: record.swarm,
+            });
+          const result = await runRegisteredRound({
+            bus,
+            record,
+            request: { ...work, timeoutMs, limits },
+            resume: typeof options.resume === "string" ? options.resume : options.resume ? true : undefined,
+            hooks: {
+              onProgress: (progress: RoundProgress) => {
+                if (!options.json && process.stderr.isTTY)
+                  process.stderr.write(
+                    `\r${progress.settled}/${progress.tasks} results (${progress.failed} failed) after ${progress.elapsedMs.toFixed(0)} ms`,
+                  );
               },
-              {
-                onProgress,
-                onIssued: (roundId) => {
-                  if (!options.json)
-                    process.stderr.write(`round ${roundId} issued to ${plan.workers.length} agents\n`);
-                },
+              onIssued: (roundId) => {
+                if (!options.json)
+                  process.stderr.write(`round ${roundId} issued to ${record.agents.length} agents\n`);
               },
-            );
-          }
+            },
+            logger,
+            metrics,
+          }).finally(() => {
+            if (!options.json && process.stderr.isTTY) process.stderr.write("\n");
+          });
+          if (options.json) printJson(roundJson(result, options.outcomes));
+          else for (const line of roundLines(result)) printLine(line);
+          process.exitCode = result.failed > 0 ? EXIT.failure : EXIT.ok;
         } finally {
-          if (!options.json && process.stderr.isTTY) process.stderr.write("\n");
-          await Promise.all(coordinators.map((coordinator) => coordinator.stop()));
-          master.close();
+          lock.release();
         }
-        if (options.json) printJson(roundJson(result, options.outcomes));
-        else for (const line of roundLines(result)) printLine(line);
-        process.exitCode = result.failed > 0 ? EXIT.failure : EXIT.ok;
       },
     );
 
@@ -506,7 +532,8 @@ export function registerSwarmCommands(program: Command): void {
     .description("run one coordinator in this process (started and supervised by a swarm)")
     .requiredOption("--id <agent>", "coordinator id")
     .requiredOption("--checkpoint-dir <dir>", "checkpoint directory of the swarm")
-    .action(async (options: { id: string; checkpointDir: string }) => {
+    .option("--ready-line", 'print "ready" on stdout once the coordinator serves its mailbox')
+    .action(async (options: { id: string; checkpointDir: string; readyLine?: boolean }) => {
       const { config, logger, metrics } = buildContext(program);
       const bus = new Bus({ config: config.bus, logger, metrics });
       const coordinator = new Coordinator({
@@ -517,12 +544,78 @@ export function registerSwarmCommands(program: Command): void {
         metrics,
       });
       coordinator.start();
+      if (options.readyLine) process.stdout.write("ready\n");
       await new Promise<void>((resolve) => {
         process.once("SIGTERM", resolve);
         process.once("SIGINT", resolve);
       });
       await coordinator.stop();
     });
+}
+
+/**
+ * The round lock of a swarm about to be stopped. A live round holding it is a refusal
+ * (CFN_ERR_SWARM_BUSY), unless `force`: then the round's process gets SIGTERM, SIGKILL after
+ * `timeoutMs`, and its lock is taken over (its checkpoints go with the swarm).
+ */
+async function takeRoundLockForStop(
+  busDir: string,
+  swarm: string,
+  force: boolean,
+  timeoutMs: number,
+): Promise<SwarmLock> {
+  try {
+    return acquireSwarmLock(busDir, swarm, "round", "stop");
+  } catch (error) {
+    const holder = readSwarmLock(busDir, swarm, "round");
+    if (!force || !isCfnError(error, "CFN_ERR_SWARM_BUSY") || !holder || holder.purpose !== "round") {
+      if (isCfnError(error, "CFN_ERR_SWARM_BUSY") && !force)
+        throw new CfnError(
+          "CFN_ERR_SWARM_BUSY",
+          `${error.message}, or stop it anyway with --force`,
+          error.details,
+        );
+      throw error;
+    }
+    await killProcesses([{ pid: holder.pid, kind: "agent", agents: 0 }], timeoutMs);
+    return acquireSwarmLock(busDir, swarm, "round", "stop");
+  }
+}
+
+/** Exit statuses of a command ended by a signal (128 + its number, as a shell reports them). */
+const EXIT_ON_SIGNAL = { SIGINT: 130, SIGTERM: 143 } as const;
+
+/**
+ * Turns SIGINT/SIGTERM into an abort while installed (instead of Node's default: dying on the
+ * spot). `received` names the first signal; off() restores the default.
+ */
+function interruptOnSignals(): {
+  signal: AbortSignal;
+  readonly received: keyof typeof EXIT_ON_SIGNAL | undefined;
+  off(): void;
+} {
+  const controller = new AbortController();
+  let received: keyof typeof EXIT_ON_SIGNAL | undefined;
+  const handlers = (Object.keys(EXIT_ON_SIGNAL) as Array<keyof typeof EXIT_ON_SIGNAL>).map(
+    (name) =>
+      [
+        name,
+        () => {
+          received ??= name;
+          controller.abort();
+        },
+      ] as const,
+  );
+  for (const [name, handler] of handlers) process.on(name, handler);
+  return {
+    signal: controller.signal,
+    get received() {
+      return received;
+    },
+    off() {
+      for (const [name, handler] of handlers) process.off(name, handler);
+    },
+  };
 }
 
 /** The round limits given as flags (the rest come from the configuration or the swarm's policy). */
@@ -535,6 +628,23 @@ function limitFlags(options: { taskTimeoutMs?: string; attempts?: string }): {
       ? {}
       : { taskTimeoutMs: intOption(options.taskTimeoutMs, "--task-timeout-ms", 1) }),
     ...(options.attempts === undefined ? {} : { attemptsMax: intOption(options.attempts, "--attempts", 1) }),
+  };
+}
+
+/** The work of a round from its flags, validated before anything of the round starts. */
+function roundWorkFlags(options: { input: string; items?: string; priority: string }): {
+  input: unknown;
+  items?: unknown[];
+  priority: "high" | "normal" | "low";
+} {
+  const input = parseJson(options.input, "--input");
+  const items = options.items === undefined ? undefined : parseJson(options.items, "--items");
+  const problem = roundRequestProblem({ items, priority: options.priority });
+  if (problem) throw new CfnError("CFN_ERR_CONFIG_INVALID", `--${problem}`);
+  return {
+    input,
+    ...(items === undefined ? {} : { items: items as unknown[] }),
+    priority: options.priority as "high" | "normal" | "low",
   };
 }
 

@@ -61,9 +61,48 @@ export interface CommandExecutorOptions {
   taskTimeoutMs?: number;
 }
 
-/** Runs `command` once per task with the contract above. */
-export function commandExecutor(command: string[], options: CommandExecutorOptions): TaskExecutor {
-  return (context) =>
+/**
+ * A TaskExecutor that runs a command per task. Each command runs in a process group of its own
+ * (its pid is the group id), so that what it started dies with it: `killAll` is for the agent's
+ * shutdown, and an exit handler does the same when the agent's process ends another way.
+ */
+export interface CommandExecutor extends TaskExecutor {
+  /** Process groups of commands now running (or whose leftovers are being killed). */
+  readonly runningGroups: number;
+  /** SIGKILLs every running command's process group; their tasks fail. Returns how many. */
+  killAll(): number;
+}
+
+/** SIGKILL to a whole process group; false when it is already gone. */
+export function killProcessGroup(pgid: number): boolean {
+  try {
+    process.kill(-pgid, "SIGKILL");
+    return true;
+  } catch {
+    return false; // ESRCH: every member is gone
+  }
+}
+
+/**
+ * Runs `command` once per task with the contract above. The command is the leader of a new
+ * process group (spawned detached); the whole group is SIGKILLed on a timeout, on output overflow,
+ * on killAll, and once the command itself exited — so a `sleep` a script left behind neither
+ * outlives its task nor holds the stdout pipe (and with it the task, and the agent) open.
+ */
+export function commandExecutor(command: string[], options: CommandExecutorOptions): CommandExecutor {
+  const groups = new Map<number, () => void>();
+  const onProcessExit = () => {
+    for (const pgid of groups.keys()) killProcessGroup(pgid);
+  };
+  const track = (pgid: number, abort: () => void) => {
+    if (groups.size === 0) process.on("exit", onProcessExit);
+    groups.set(pgid, abort);
+  };
+  const untrack = (pgid: number) => {
+    if (!groups.delete(pgid)) return;
+    if (groups.size === 0) process.off("exit", onProcessExit);
+  };
+  const run: TaskExecutor = (context) =>
     new Promise<ExecResult>((resolve) => {
       const startedAt = performance.now();
       const env: NodeJS.ProcessEnv = {
@@ -81,7 +120,12 @@ export function commandExecutor(command: string[], options: CommandExecutorOptio
       };
       let child: ChildProcessWithoutNullStreams;
       try {
-        child = spawn(command[0], command.slice(1), { env, stdio: ["pipe", "pipe", "pipe"] });
+        // detached: setsid(), so the command leads a process group of its own.
+        child = spawn(command[0], command.slice(1), {
+          env,
+          stdio: ["pipe", "pipe", "pipe"],
+          detached: true,
+        });
       } catch (error) {
         resolve({
           ok: false,
@@ -90,37 +134,55 @@ export function commandExecutor(command: string[], options: CommandExecutorOptio
         });
         return;
       }
+      const pgid = child.pid;
       const stdout: Buffer[] = [];
       let stdoutBytes = 0;
       let overflow = false;
       let stderr = Buffer.alloc(0);
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
+      const killGroup = () => {
+        if (pgid !== undefined) killProcessGroup(pgid);
+      };
       const finish = (result: Omit<ExecResult, "durationMs">) => {
         if (settled) return;
         settled = true;
         if (timer) clearTimeout(timer);
         resolve({ ...result, durationMs: performance.now() - startedAt });
       };
+      const fail = (signal: string, error: string) => {
+        killGroup();
+        finish({ ok: false, signal, error });
+      };
+      if (pgid !== undefined)
+        track(pgid, () => fail("SIGKILL", "command killed: the agent is shutting down"));
       child.stdout.on("data", (chunk: Buffer) => {
         stdoutBytes += chunk.length;
-        if (stdoutBytes > OUTPUT_BYTES_MAX) overflow = true;
-        else stdout.push(chunk);
+        if (stdoutBytes <= OUTPUT_BYTES_MAX) {
+          stdout.push(chunk);
+          return;
+        }
+        if (overflow) return;
+        overflow = true;
+        fail("SIGKILL", `stdout exceeded ${OUTPUT_BYTES_MAX} bytes; the command was killed`);
       });
       child.stderr.on("data", (chunk: Buffer) => {
         stderr = Buffer.concat([stderr, chunk]);
         if (stderr.length > STDERR_TAIL_BYTES) stderr = stderr.subarray(stderr.length - STDERR_TAIL_BYTES);
       });
       child.stdin.on("error", () => {}); // the command may not read its stdin
-      child.on("error", (error) =>
-        finish({ ok: false, error: `cannot start ${command[0]}: ${error.message}` }),
-      );
+      child.on("error", (error) => {
+        if (pgid !== undefined) untrack(pgid);
+        finish({ ok: false, error: `cannot start ${command[0]}: ${error.message}` });
+      });
+      // The command is done: what it left in its group goes too. Output already in the pipe is
+      // still read; 'close' follows once the last writer is gone.
+      child.on("exit", killGroup);
       child.on("close", (code, signal) => {
+        if (pgid !== undefined) untrack(pgid);
+        killGroup();
+        if (settled) return;
         const stderrText = stderr.toString("utf8").trim();
-        if (overflow) {
-          finish({ ok: false, exitCode: code, signal, error: `stdout exceeded ${OUTPUT_BYTES_MAX} bytes` });
-          return;
-        }
         const text = Buffer.concat(stdout).toString("utf8");
         const ok = code === 0;
         finish({
@@ -132,14 +194,10 @@ export function commandExecutor(command: string[], options: CommandExecutorOptio
         });
       });
       if (options.taskTimeoutMs && options.taskTimeoutMs > 0) {
-        timer = setTimeout(() => {
-          child.kill("SIGKILL");
-          finish({
-            ok: false,
-            signal: "SIGKILL",
-            error: `command ran longer than ${options.taskTimeoutMs} ms and was killed`,
-          });
-        }, options.taskTimeoutMs);
+        timer = setTimeout(
+          () => fail("SIGKILL", `command ran longer than ${options.taskTimeoutMs} ms and was killed`),
+          options.taskTimeoutMs,
+        );
       }
       const stdin = {
         type: context.type,
@@ -154,6 +212,15 @@ export function commandExecutor(command: string[], options: CommandExecutorOptio
       };
       child.stdin.end(`${JSON.stringify(stdin)}\n`);
     });
+  const killAll = () => {
+    const aborts = [...groups.values()];
+    for (const abort of aborts) abort();
+    return aborts.length;
+  };
+  return Object.defineProperties(run, {
+    runningGroups: { get: () => groups.size },
+    killAll: { value: killAll },
+  }) as CommandExecutor;
 }
 
 /** JSON when the whole stdout parses, else the text without its trailing newline. */

@@ -18,7 +18,7 @@ import { isValidId, type RoutingCommand } from "../node/routing/commands.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import { Coordinator } from "./coordinator.js";
-import { Master, type RoundResult } from "./master.js";
+import { Master, type RoundResult, roundRequestProblem } from "./master.js";
 import type { RoundLimits, WorkerRef } from "./protocol.js";
 import { RaftCheckpointStore, type ReplicatedRoutingLog } from "./raft-checkpoint-store.js";
 import { type Plan, planTopology, type TopologySpec } from "./topology.js";
@@ -468,8 +468,8 @@ export class ClusterCoordination {
           ? "roundId must match [A-Za-z0-9_-]{1,100}"
           : !isValidId(replyTo)
             ? "replyTo must be an agent id"
-            : request.items !== undefined && !Array.isArray(request.items)
-              ? "items must be an array"
+            : roundRequestProblem(request) !== undefined
+              ? roundRequestProblem(request)
               : runtime.store.rounds().length >= this.roundQueueMax
                 ? `more than ${this.roundQueueMax} rounds queued (coordination.roundQueueMax)`
                 : undefined;

@@ -166,6 +166,8 @@ export class Master {
 
   /** Issues a round and waits for every outcome (or the deadline). */
   async runRound(request: RoundRequest, hooks: RoundHooks = {}): Promise<RoundResult> {
+    const problem = roundRequestProblem(request);
+    if (problem) throw new CfnError("CFN_ERR_CONFIG_INVALID", problem);
     const mailbox = this.open();
     const plan = request.plan;
     const limits: RoundLimits = { ...DEFAULT_LIMITS, ...request.limits };
@@ -507,6 +509,24 @@ export class Master {
       resumed,
     };
   }
+}
+
+const PRIORITIES: ReadonlyArray<string> = ["high", "normal", "low"];
+
+/**
+ * What is wrong with a round request's items and priority, or undefined. Checked before anything
+ * of a round starts (the CLI, Master.runRound, the cluster's round queue). A round without tasks
+ * (`items: []`) is refused: there is nothing to coordinate, and its assigns would reach the
+ * coordinators only after the master had already finished and removed the round's checkpoints.
+ */
+export function roundRequestProblem(request: { items?: unknown; priority?: unknown }): string | undefined {
+  if (request.items !== undefined && !Array.isArray(request.items))
+    return `items must be an array (got ${request.items === null ? "null" : typeof request.items})`;
+  if (Array.isArray(request.items) && request.items.length === 0)
+    return "items must hold at least one item: a round without tasks has nothing to run";
+  if (request.priority !== undefined && !PRIORITIES.includes(request.priority as string))
+    return `priority must be high, normal or low (got ${JSON.stringify(request.priority)})`;
+  return undefined;
 }
 
 /** The round's tasks: one per worker (broadcast) or one per item spread over the teams. */

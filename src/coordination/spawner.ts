@@ -27,6 +27,8 @@ export const LEAN_FANOUT_MAX = 64;
 export const POOLED_HOST_SIZE_DEFAULT = 2500;
 /** Node processes started at once. */
 export const NODE_SPAWN_CONCURRENCY_DEFAULT = 8;
+/** Longest sleep of the spawner between two looks at readiness (and at an abort), ms. */
+const SPAWN_POLL_MS = 100;
 
 export interface LeanOptions {
   /** Simulated work per task, ms (default 0). */
@@ -54,8 +56,16 @@ export interface SpawnOptions {
   /** Extra arguments for `cfn agent run` / `cfn agent host` (e.g. --task-timeout-ms). */
   agentArgs?: string[];
   onReady?: (ready: number, total: number) => void;
+  /**
+   * Aborting it (SIGINT/SIGTERM of `cfn swarm spawn`) stops the spawn: no further agent starts,
+   * everything started so far is stopped, and spawnAgents throws CFN_ERR_CLOSED.
+   */
+  signal?: AbortSignal;
   logger?: Logger;
 }
+
+/** Longest wait, after an abort or a failure, for processes still being launched to appear, ms. */
+export const LAUNCH_SETTLE_MS_MAX = 5000;
 
 export interface SpawnResult {
   agents: AgentRecord[];
@@ -123,7 +133,7 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
           processes,
           children,
           onExit,
-          () => Date.now() > deadline || failures.length > 0,
+          () => Date.now() > deadline || failures.length > 0 || options.signal?.aborted === true,
         );
         break;
       case "pooled":
@@ -135,9 +145,19 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
   launching.catch((error) => {
     launchError = error;
   });
+  const onAbort = () => wakeSpawner?.();
+  options.signal?.addEventListener("abort", onAbort);
 
   try {
     while (ready.size < total) {
+      if (options.signal?.aborted)
+        throw new CfnError(
+          "CFN_ERR_CLOSED",
+          `spawn interrupted with ${ready.size} of ${total} agents ready`,
+          {
+            ready: ready.size,
+          },
+        );
       if (launchError) throw launchError;
       if (failures.length > 0)
         throw new CfnError("CFN_ERR_TIMEOUT", `agents failed to start: ${failures.slice(0, 5).join("; ")}`, {
@@ -157,13 +177,13 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
       if (runtime === "lean") {
         await new Promise<void>((resolve) => {
           wakeSpawner = resolve;
-          setTimeout(resolve, Math.min(remainingMs, 100));
+          setTimeout(resolve, Math.min(remainingMs, SPAWN_POLL_MS));
         });
         wakeSpawner = undefined;
         continue;
       }
       const deliveries = await mailbox.receive({
-        timeoutMs: Math.min(remainingMs, runtime === "bash" ? 20 : 100),
+        timeoutMs: Math.min(remainingMs, runtime === "bash" ? 20 : SPAWN_POLL_MS),
         max: 4096,
       });
       let changed = false;
@@ -183,9 +203,10 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
     }
     await launching;
   } catch (error) {
-    await killProcesses(processes, 2000);
+    await stopLaunched(launching, processes, pids);
     throw error;
   } finally {
+    options.signal?.removeEventListener("abort", onAbort);
     mailbox.close();
   }
   const readyMs = performance.now() - startedAt;
@@ -198,6 +219,27 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
   }));
   if (options.detached) for (const child of children) child.unref();
   return { agents, processes, children, runtime, readyMs };
+}
+
+/**
+ * Stops what a failed or interrupted spawn started: the processes known now, then — once the
+ * launch has settled (bounded by LAUNCH_SETTLE_MS_MAX) — those that appeared meanwhile.
+ */
+async function stopLaunched(
+  launching: Promise<void>,
+  processes: ProcessRecord[],
+  pids: Map<string, number>,
+): Promise<void> {
+  await killProcesses(processes, 2000, [...pids.values()]);
+  let settleTimer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    launching.catch(() => {}),
+    new Promise((resolve) => {
+      settleTimer = setTimeout(resolve, LAUNCH_SETTLE_MS_MAX);
+    }),
+  ]);
+  clearTimeout(settleTimer);
+  await killProcesses(processes, 2000, [...pids.values()]);
 }
 
 function spawnLeanGroups(

@@ -11,7 +11,9 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import type { Bus } from "../bus/index.js";
+import { CfnError } from "../errors.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import { type CheckpointStore, FileCheckpointStore } from "./checkpoint.js";
@@ -53,6 +55,8 @@ export interface LocalSwarmOptions {
   agentArgs?: string[];
   spawnTimeoutMs?: number;
   onSpawnProgress?: (ready: number, total: number) => void;
+  /** Aborting it stops the spawn and what it started (SpawnOptions.signal). */
+  signal?: AbortSignal;
   logger?: Logger;
   metrics?: Metrics;
 }
@@ -153,6 +157,7 @@ export class LocalSwarm {
         timeoutMs: options.spawnTimeoutMs,
         agentArgs: options.agentArgs,
         onReady: options.onSpawnProgress,
+        signal: options.signal,
         logger: options.logger,
       });
     } catch (error) {
@@ -161,8 +166,20 @@ export class LocalSwarm {
       throw error;
     }
     const swarm = new LocalSwarm(options, spawned, checkpoints, coordinators, master);
-    if (placement === "process")
-      for (const coordinator of plan.coordinators) swarm.startCoordinatorProcess(coordinator.id);
+    if (placement === "process") {
+      // Resolve once every coordinator serves its mailbox: a round issued right after start()
+      // must not count the coordinators' process start-up as coordination time.
+      try {
+        await Promise.all(
+          plan.coordinators.map((coordinator) =>
+            swarm.startCoordinatorProcess(coordinator.id, options.spawnTimeoutMs ?? 60_000),
+          ),
+        );
+      } catch (error) {
+        await swarm.stop();
+        throw error;
+      }
+    }
     if (options.registry ?? true) writeSwarmRecord(bus.dir, swarm.record());
     return swarm;
   }
@@ -216,7 +233,11 @@ export class LocalSwarm {
     return result;
   }
 
-  private startCoordinatorProcess(id: string): void {
+  /**
+   * Starts (or restarts) a coordinator process; resolves when it reports that it serves its
+   * mailbox (a "ready" line on its stdout), rejects with CFN_ERR_TIMEOUT after `readyTimeoutMs`.
+   */
+  private startCoordinatorProcess(id: string, readyTimeoutMs = 60_000): Promise<void> {
     const args = [
       CLI_MAIN,
       ...busArgs(this.bus),
@@ -226,9 +247,25 @@ export class LocalSwarm {
       id,
       "--checkpoint-dir",
       (this.checkpoints as FileCheckpointStore).dir,
+      "--ready-line",
     ];
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"] });
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
     this.coordinatorProcesses.set(id, child);
+    const ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new CfnError("CFN_ERR_TIMEOUT", `coordinator ${id} not ready after ${readyTimeoutMs} ms`));
+      }, readyTimeoutMs);
+      const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+      lines.once("line", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      lines.once("close", () => {
+        clearTimeout(timer);
+        resolve(); // it died before: the restart below takes over
+      });
+    });
+    ready.catch(() => {});
     child.once("exit", (code, signal) => {
       if (this.stopping) return;
       this.logger.warn("coordinator process died; restarting it from its checkpoint", {
@@ -238,8 +275,9 @@ export class LocalSwarm {
       });
       this.coordinatorRestarts += 1;
       setTimeout(() => {
-        if (!this.stopping) this.startCoordinatorProcess(id);
+        if (!this.stopping) void this.startCoordinatorProcess(id);
       }, COORDINATOR_RESTART_DELAY_MS);
     });
+    return ready;
   }
 }

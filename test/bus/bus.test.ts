@@ -539,6 +539,31 @@ describe("graceful shutdown", () => {
     expect(bus.listAgents()).toEqual([]);
   });
 
+  it("drain stops at its deadline between messages and hands back what it claimed but did not handle", async () => {
+    const bus = openTestBus(root);
+    for (let index = 0; index < 10; index++) bus.sendSync("lead", "worker", { type: "t", payload: index });
+    const mailbox = bus.openMailbox("worker");
+    const seen: unknown[] = [];
+    const acked = await mailbox.drain(
+      async (message) => {
+        seen.push(message.payload);
+        await new Promise((resolve) => setTimeout(resolve, 150));
+      },
+      { timeoutMs: 200 },
+    );
+    // The second message started before the deadline and finished; the rest were not started.
+    expect(acked).toBe(2);
+    expect(seen).toEqual([0, 1]);
+    expect(bus.agentStatus("worker")).toMatchObject({ inboxDepth: 8, claimed: 0 });
+    mailbox.close();
+    const next = bus.openMailbox("worker");
+    const back = receiveAll(next);
+    expect(back.map((d) => d.message.payload)).toEqual([2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(back.every((d) => d.deliveries === 1)).toBe(true); // handed back, not counted
+    next.ack(back);
+    next.close({ removeDirs: true });
+  });
+
   it("shutdown drains, hands back and removes the mailbox: every message is processed or still queued", async () => {
     const bus = openTestBus(root);
     for (let index = 0; index < 200; index++) bus.sendSync("lead", "worker", { type: "t", payload: index });

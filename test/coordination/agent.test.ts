@@ -5,10 +5,10 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Bus, type Delivery } from "../../src/bus/index.js";
+import type { Bus, Delivery } from "../../src/bus/index.js";
 import { ensureLeanAgent } from "../../src/coordination/lean-agent-binary.js";
 import { MESSAGE, type ResultPayload } from "../../src/coordination/protocol.js";
-import { collect, exited, removeRoot, runCli, startCli, tempRoot } from "./helpers.js";
+import { collect, exited, runCli, startCli, startCliUntilCleanup, testBus, waitFor } from "./helpers.js";
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -16,11 +16,7 @@ afterEach(async () => {
 });
 
 function setup() {
-  const root = tempRoot();
-  cleanups.push(() => removeRoot(root));
-  const bus = new Bus({ config: { root, name: "t" } });
-  const global = ["--bus-root", root, "--bus", "t", "--log-level", "warn"];
-  return { root, bus, global };
+  return testBus(cleanups);
 }
 
 async function receiveAll(bus: Bus, agent: string, count: number, timeoutMs = 20_000): Promise<Delivery[]> {
@@ -214,6 +210,44 @@ describe("cfn agent run -- <command>", () => {
     const reply = JSON.parse(result.stdout) as ResultPayload;
     expect(reply.ok).toBe(true);
     expect(reply.output).toBe("peer got direct from me");
+  });
+
+  it("--drain-timeout-ms: after SIGTERM the running task finishes, the drain stops at its deadline, the rest is handed back", async () => {
+    const { bus, global } = setup();
+    const agentArgs = ["agent", "run", "--id", "dr3", "--drain-timeout-ms", "300", "--", "sh", "-c"];
+    const child = startCliUntilCleanup(cleanups, [...global, ...agentArgs, "sleep 1; cat"]);
+    for (let i = 0; i < 6; i++) task(bus, "dr3", `t${i}`, i);
+    await waitFor(() => (bus.agentStatus("dr3")?.inboxDepth ?? 6) < 6, 15_000, "the first task to start");
+    child.kill("SIGTERM");
+    const startedAt = Date.now();
+    const { code } = await exited(child);
+    expect(code).toBe(0);
+    // The running task (≤ 1 s) and one queued task started before the deadline (1 s): not all 5.
+    expect(Date.now() - startedAt).toBeLessThan(4000);
+    const replies = await receiveAll(bus, "tester", 2, 2000);
+    expect(replies).toHaveLength(2);
+    // The other four are back in the inbox, not lost and not counted as deliveries.
+    expect(bus.agentStatus("dr3")).toMatchObject({ inboxDepth: 4, claimed: 0 });
+  });
+
+  it("cfn agent direct to nobody: CFN_ERR_TIMEOUT on stderr, and no mailbox left behind", async () => {
+    const { bus, global } = setup();
+    const direct = [...global, "agent", "direct", "--to", "nobody", "--wait-ms", "500"];
+    const text = await runCli([...direct, "1"]);
+    expect(text.code).toBe(3);
+    expect(text.stdout).toBe("");
+    expect(text.stderr).toMatch(
+      /^cfn: CFN_ERR_TIMEOUT no reply from nobody within 500 ms: there is no mailbox nobody/,
+    );
+    const json = await runCli([...direct, "--json", "1"]);
+    expect(json.code).toBe(3);
+    expect(json.stdout).toBe("");
+    expect(JSON.parse(json.stderr).error).toMatchObject({
+      code: "CFN_ERR_TIMEOUT",
+      to: "nobody",
+      withdrawn: true,
+    });
+    expect(bus.listAgents()).toEqual([]); // neither nobody's mailbox nor a cli-<pid> reply mailbox
   });
 
   it("refuses to run without a command", async () => {

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { Bus } from "../../src/bus/index.js";
 
 export const REPO = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..");
 export const CLI = join(REPO, "dist", "src", "cli", "main.js");
@@ -20,6 +21,31 @@ export function tempRoot(): string {
 
 export function removeRoot(root: string): void {
   rmSync(root, { recursive: true, force: true });
+}
+
+/**
+ * A bus "t" under a fresh root (removed by `cleanups`), and the global CLI flags that point a
+ * `cfn` child at it.
+ */
+export function testBus(cleanups: Array<() => Promise<void> | void>) {
+  const root = tempRoot();
+  cleanups.push(() => removeRoot(root));
+  const bus = new Bus({ config: { root, name: "t" } });
+  const global = ["--bus-root", root, "--bus", "t", "--log-level", "warn"];
+  return { root, bus, global, busDir: join(root, "t") };
+}
+
+/** Starts the CLI and SIGKILLs it (waiting for its exit) at cleanup if it still runs. */
+export function startCliUntilCleanup(
+  cleanups: Array<() => Promise<void> | void>,
+  args: string[],
+): ChildProcess {
+  const child = startCli(args);
+  cleanups.push(async () => {
+    child.kill("SIGKILL");
+    await exited(child);
+  });
+  return child;
 }
 
 export interface CliResult {

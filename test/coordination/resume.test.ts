@@ -15,6 +15,22 @@ afterEach(async () => {
 });
 
 describe("checkpoint and resume", () => {
+  it("LocalSwarm.start with process coordinators resolves once every coordinator serves its mailbox", async () => {
+    const root = tempRoot();
+    cleanups.push(() => removeRoot(root));
+    const bus = new Bus({ config: { root, name: "t" } });
+    const plan = planTopology(parseTopologyString("hybrid:3x1"), { swarm: "p" });
+    const swarm = await LocalSwarm.start({ bus, plan, runtime: "lean", coordinators: "process" });
+    cleanups.push(async () => {
+      await swarm.stop({ timeoutMs: 2000 });
+    });
+    // Ready at once, not after their Node start-up: each has opened its mailbox (heartbeat).
+    for (const coordinator of plan.coordinators)
+      expect(bus.agentStatus(coordinator.id)?.lastSeenMs ?? null).not.toBeNull();
+    const result = await swarm.runRound({ input: "x" });
+    expect(result.deliveryRate).toBe(1);
+  });
+
   it("a round survives the crash of a coordinator process (restarted from its checkpoint)", async () => {
     const root = tempRoot();
     cleanups.push(() => removeRoot(root));
