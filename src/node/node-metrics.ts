@@ -22,6 +22,8 @@ export class NodeMetrics {
   readonly parkedDepth: Gauge<string>;
   readonly unsendable: Counter<string>;
   readonly handedOff: Counter<string>;
+  readonly backpressurePauses: Counter<string>;
+  readonly backpressureAsked: Counter<string>;
   readonly handedOver: Counter<string>;
   readonly rejected: Counter<string>;
   /** Malformed or unexpected frames from peers, by channel and reason. */
@@ -68,6 +70,14 @@ export class NodeMetrics {
     this.unsendable = metrics.counter(
       "cfn_delivery_unsendable_messages_total",
       "Spooled messages no frame could carry (over frameBytesMax encoded), dead-lettered on the sending node",
+    );
+    this.backpressurePauses = metrics.counter(
+      "cfn_delivery_paused_agents_total",
+      "Agents whose owner node asked this node to stop draining them (their inbox full, messages parked)",
+    );
+    this.backpressureAsked = metrics.counter(
+      "cfn_delivery_pause_requests_total",
+      "Backpressure pauses this node asked of sending nodes for agents whose messages it parks",
     );
     this.handedOff = metrics.counter(
       "cfn_delivery_handoff_taken_messages_total",

@@ -1095,6 +1095,7 @@ export class ClusterNode {
         spooled: this.spool.size,
         streams: this.forwarder.status(),
         proxied: this.forwarder.proxiedAgents(),
+        paused: this.forwarder.pausedAgents(),
         held: this.receiver.held(),
         parked: this.park.parked(),
       },

@@ -10,6 +10,7 @@ import { describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
 import { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
+import { InboxPark, parkDirOf } from "../../src/node/delivery/park.js";
 import { DeliveryReceiver } from "../../src/node/delivery/receiver.js";
 import { DeliverySpool } from "../../src/node/delivery/spool.js";
 import { laneOf, type WireMessage } from "../../src/node/delivery/wire.js";
@@ -44,6 +45,11 @@ function receiveAll(bus: Bus, agent: string): string[] {
   }
 }
 
+/** A counter's value, summed over its labels. */
+async function total(counter: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
+  return (await counter.get()).values.reduce((sum, entry) => sum + entry.value, 0);
+}
+
 function ledgerBytes(dir: string): number {
   return readdirSync(dir).reduce((sum, name) => sum + statSync(join(dir, name)).size, 0);
 }
@@ -57,17 +63,29 @@ function receiverOnBus(root: string, inboxDepthMax: number) {
   return { bus, ...recording };
 }
 
-/** Node A (forwarder) and node B (receiver, inboxes of `inboxDepthMax`) on the in-memory transport. */
-async function startPair(root: string, inboxDepthMax: number) {
+/**
+ * Node A (forwarder) and node B (receiver, inboxes of `inboxDepthMax`, a park of
+ * `parkedMessagesMax` per agent when given) on the in-memory transport.
+ */
+async function startPair(root: string, inboxDepthMax: number, parkedMessagesMax?: number) {
   const { transportA, transportB } = await startMemoryPair(new MemoryNetwork(), new Metrics());
-  const busB = new Bus({ config: { root: join(root, "busB"), name: "default", inboxDepthMax } });
+  const busB = new Bus({
+    config: { root: join(root, "busB"), name: "default", inboxDepthMax, batchMessagesMax: inboxDepthMax },
+  });
+  const metricsA = new NodeMetrics(new Metrics());
+  const metricsB = new NodeMetrics(new Metrics());
+  const park =
+    parkedMessagesMax === undefined
+      ? undefined
+      : new InboxPark({ bus: busB, logger: silentLogger, metrics: metricsB, parkedMessagesMax });
   const receiver = new DeliveryReceiver({
     bus: busB,
     ledger: DeliveryLedger.open({ dir: join(root, "ledgerB"), sync: false, fileBytesMax: 1 << 22 }),
     transport: transportB,
     logger: silentLogger,
-    metrics: new NodeMetrics(new Metrics()),
+    metrics: metricsB,
     dedupWindowMessagesMax: 10_000,
+    park,
   });
   const busA = new Bus({ config: { root: join(root, "busA"), name: "default", inboxDepthMax: 10_000 } });
   const spool = await DeliverySpool.open({ path: join(root, "spoolA"), sync: false, logger: silentLogger });
@@ -77,7 +95,7 @@ async function startPair(root: string, inboxDepthMax: number) {
     spool,
     transport: transportA,
     logger: silentLogger,
-    metrics: new NodeMetrics(new Metrics()),
+    metrics: metricsA,
     ownerOf: (agent) => (agent.startsWith("r") ? "B" : "A"),
     isMember: (id) => id === "A" || id === "B",
     batchMessagesMax: 50,
@@ -89,6 +107,7 @@ async function startPair(root: string, inboxDepthMax: number) {
   wireDelivery(transportA, forwarder, transportB, () => receiver);
   await forwarder.start();
   cleanups.push(async () => {
+    park?.close();
     receiver.close();
     await forwarder.close();
     await spool.close();
@@ -97,7 +116,7 @@ async function startPair(root: string, inboxDepthMax: number) {
     busA.close();
     busB.close();
   });
-  return { busA, busB, forwarder };
+  return { busA, busB, forwarder, metricsA, metricsB };
 }
 
 describe("a full inbox on the receiving node", () => {
@@ -199,5 +218,46 @@ describe("a full inbox on the receiving node", () => {
       return first.length >= 60 && forwarder.pendingTotal() === 0;
     });
     expect(first).toEqual(Array.from({ length: 60 }, (_, i) => `a${i + 1}`));
+  });
+  it("a full inbox and park pause that agent's sender, not its lane: its backlog waits on the sending host", async () => {
+    const root = scratch();
+    const { busA, busB, forwarder, metricsA, metricsB } = await startPair(root, 20, 30);
+    const same = ["r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12"].find(
+      (agent) => laneOf(agent) === laneOf("r1"),
+    );
+    if (!same) throw new Error("no agent in r1's lane");
+    // r1 never consumes: 20 in its inbox, then its messages are parked and A is asked to stop
+    // draining r1. Traffic comes in bursts, as agents send: 300 to r1, 300 to an agent of its lane.
+    for (let burst = 0; burst < 15; burst++) {
+      for (let k = 1; k <= 20; k++) {
+        const n = burst * 20 + k;
+        busA.sendSync("s1", "r1", { id: `a${n}`, type: "t", payload: n });
+        busA.sendSync("s1", same, { id: `b${n}`, type: "t", payload: n });
+      }
+      await sleep(40);
+    }
+    const received: string[] = [];
+    await waitFor("the agent of the same lane got all 300", () => {
+      received.push(...receiveAll(busB, same));
+      return received.length >= 300;
+    });
+    expect(received).toEqual(Array.from({ length: 300 }, (_, i) => `b${i + 1}`));
+    // r1's backlog: 20 in its inbox, at most its park's 30 on B, the rest still on A's bus.
+    expect(busB.inboxDepth("r1")).toBe(20);
+    const parkedOnB = readdirSync(parkDirOf(busB, "r1")).length;
+    expect(forwarder.pausedAgents()).toEqual(["r1"]);
+    expect(busA.inboxDepth("r1")).toBeGreaterThan(0);
+    // (The lane's other agent, consumed only now and then here, is paused and resumed too.)
+    expect(await total(metricsB.backpressureAsked)).toBeGreaterThanOrEqual(1);
+    expect(await total(metricsA.backpressurePauses)).toBeGreaterThanOrEqual(1);
+    expect(parkedOnB).toBeGreaterThan(0);
+    // r1 catches up: the pause ends and its backlog follows, all of it, once, in order.
+    const first: string[] = [];
+    await waitFor("r1's backlog delivered", () => {
+      first.push(...receiveAll(busB, "r1"));
+      return first.length >= 300 && forwarder.pendingTotal() === 0;
+    });
+    expect(first).toEqual(Array.from({ length: 300 }, (_, i) => `a${i + 1}`));
+    expect(forwarder.pausedAgents()).toEqual([]);
   });
 });

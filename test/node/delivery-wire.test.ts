@@ -7,6 +7,7 @@ import {
   FORWARD_LANES_MAX,
   laneKey,
   laneOf,
+  PAUSE_MS_MAX,
   parseDeliveryFrame,
   parseLaneKey,
 } from "../../src/node/delivery/wire.js";
@@ -40,6 +41,10 @@ describe("delivery frames", () => {
       ok: true,
       frame: { t: "r", s: "S", e: 1 },
     });
+    expect(parseDeliveryFrame({ t: "p", s: "S", a: "r1", ms: 2000, l: 4 })).toEqual({
+      ok: true,
+      frame: { t: "p", s: "S", a: "r1", ms: 2000, l: 4 },
+    });
   });
 
   it("refuses malformed frames with a reason", () => {
@@ -57,6 +62,9 @@ describe("delivery frames", () => {
       [{ t: "d", s: "S", f: 1, k: 0, m: [{ ...message, seq: "7" }] }, "bad seq"],
       [{ t: "a", s: "S", u: 1.5 }, "bad ack"],
       [{ t: "r", s: "S", e: 0 }, "bad resync"],
+      [{ t: "p", s: "S", a: "../x", ms: 10 }, "bad pause"],
+      [{ t: "p", s: "S", a: "r1", ms: PAUSE_MS_MAX + 1 }, "bad pause"],
+      [{ t: "p", s: "S", a: "r1" }, "bad pause"],
       [{ t: "x", s: "S" }, "unknown frame type"],
     ];
     for (const [frame, reason] of cases) expect(parseDeliveryFrame(frame)).toEqual({ ok: false, reason });

@@ -61,6 +61,9 @@ export interface ForwarderOptions {
  */
 export const PROXY_UNSPOOLED_BATCHES_MAX = 16;
 
+/** A paused proxy looks again this often (a pause ends early when the owner says so). */
+export const PAUSE_CHECK_MS = 50;
+
 /** A removed node hands its spool to a member in chunks of at most this many messages… */
 export const HANDOFF_CHUNK_MESSAGES_MAX = 512;
 /** …and about this many bytes of JSON (one larger message goes alone). */
@@ -209,6 +212,8 @@ export class DeliveryForwarder {
   private readonly tracer = trace.getTracer(TRACER_NAME);
   private readonly streams = new Map<string, OutboundStream>();
   private readonly proxies = new Map<string, Proxy>();
+  /** Agents whose owner asked for a pause (frame "p"), until when (ms since the epoch). */
+  private readonly pausedUntil = new Map<string, number>();
   private scanTimer: NodeJS.Timeout | undefined;
   /** Watches on the bus's shard dirs: a new agent dir is proxied at once, not at the next scan. */
   private readonly shardWatchers: FSWatcher[] = [];
@@ -265,9 +270,20 @@ export class DeliveryForwarder {
     }
   }
 
-  /** An ack or resync from `from`. */
+  /** An ack, resync or backpressure pause from `from`. */
   handleControl(frame: Exclude<DeliveryFrame, { t: "d" }>, from: string): void {
     if (frame.s !== this.options.spool.streamId) return; // about a previous incarnation of our spool
+    if (frame.t === "p") {
+      // The owner parks this agent's messages (its inbox is full): its proxy stops draining the
+      // local mailbox, so the agent's backlog waits here, in its bus files, and the other agents
+      // of its lane are not held behind it. The owner refreshes the pause while it lasts.
+      if (frame.ms === 0) this.pausedUntil.delete(frame.a);
+      else {
+        if (!this.pausedUntil.has(frame.a)) this.options.metrics.backpressurePauses.inc();
+        this.pausedUntil.set(frame.a, Date.now() + frame.ms);
+      }
+      return;
+    }
     const stream = this.streams.get(laneKey(from, frame.l ?? 0));
     if (!stream) return;
     // The owner cannot hold a sequence this node has not reserved (none goes out before): an ack
@@ -372,6 +388,15 @@ export class DeliveryForwarder {
     return [...this.proxies.keys()].sort();
   }
 
+  /** Agents whose owner node asked this one to stop draining them for now (backpressure). */
+  pausedAgents(): string[] {
+    const now = Date.now();
+    return [...this.pausedUntil]
+      .filter(([, until]) => until > now)
+      .map(([agent]) => agent)
+      .sort();
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     if (this.scanTimer) clearInterval(this.scanTimer);
@@ -417,6 +442,12 @@ export class DeliveryForwarder {
   private async runProxy(proxy: Proxy): Promise<void> {
     const { mailbox, agentId } = proxy;
     while (!proxy.stopping && !mailbox.isClosed) {
+      const pausedForMs = (this.pausedUntil.get(agentId) ?? 0) - Date.now();
+      if (pausedForMs > 0) {
+        await new Promise((resolve) => setTimeout(resolve, Math.min(pausedForMs, PAUSE_CHECK_MS)));
+        continue;
+      }
+      this.pausedUntil.delete(agentId);
       const { spool, spoolMessagesMax, spoolBytesMax = Number.POSITIVE_INFINITY } = this.options;
       if (spool.size >= spoolMessagesMax || spool.bytes >= spoolBytesMax) {
         await new Promise((resolve) => setTimeout(resolve, 20));

@@ -9,7 +9,9 @@
 //   inbox's own order: priority, then arrival.
 // - Bounded: at most parkedMessagesMax messages per agent. Past that the receiver holds the
 //   sender's stream at the message, as without a park, so backpressure still reaches the
-//   sending node; 0 turns parking off.
+//   sending node; 0 turns parking off. Before that, while an agent has parked messages, the
+//   receiver asks its senders to stop draining it (frame "p", receiver.ts): its backlog waits on
+//   the sending host, and the park rarely fills.
 // - What is parked survives a crash of the node process (tmpfs): load() picks it up at start,
 //   crash recovery looks for a frame's messages here as in the inbox, and with persistence the
 //   mirror copies parked files like inbox files (and restores them into the inbox).
@@ -89,6 +91,7 @@ export class InboxPark {
   private readonly options: InboxParkOptions;
   private readonly logger: Logger;
   private readonly agents = new Map<string, ParkedAgent>();
+  private readonly movedListeners: ((agent: string, remaining: number) => void)[] = [];
   private total = 0;
   private closed = false;
 
@@ -160,6 +163,14 @@ export class InboxPark {
     return { parked };
   }
 
+  /**
+   * Calls `listener` after each poll of a parked agent's inbox with what stays parked (0: the
+   * agent has nothing parked any more). The receiver keeps its senders paused meanwhile.
+   */
+  onMoved(listener: (agent: string, remaining: number) => void): void {
+    this.movedListeners.push(listener);
+  }
+
   /** Agents with parked messages, for status. */
   parked(): { agent: string; messages: number }[] {
     return [...this.agents].map(([agent, entry]) => ({ agent, messages: entry.messages }));
@@ -222,11 +233,11 @@ export class InboxPark {
       moved += file.count;
     }
     this.options.metrics.parkedDepth.set(this.total);
-    if (entry.messages === 0) {
-      this.agents.delete(agent);
-      return;
+    if (entry.messages === 0) this.agents.delete(agent);
+    else {
+      entry.delayMs = moved > 0 ? PARK_POLL_MS : Math.min(PARK_POLL_MS_MAX, entry.delayMs * 2);
+      this.schedule(agent, entry);
     }
-    entry.delayMs = moved > 0 ? PARK_POLL_MS : Math.min(PARK_POLL_MS_MAX, entry.delayMs * 2);
-    this.schedule(agent, entry);
+    for (const listener of this.movedListeners) listener(agent, entry.messages);
   }
 }

@@ -84,6 +84,12 @@ type DataFrame = Extract<DeliveryFrame, { t: "d" }>;
 export const ACK_FRAMES_MAX = 16;
 /** A resync for the same sequence is not asked again within this time (frames in flight behind a gap). */
 export const RESYNC_REPEAT_MS = 100;
+/**
+ * A sender asked to pause an agent whose messages are parked stops draining it for this long,
+ * unless asked again (PAUSE_REFRESH_MS) or told to go on: a lost "go on" costs at most this.
+ */
+export const PAUSE_MS = 2_000;
+export const PAUSE_REFRESH_MS = 500;
 /** A held stream polls the full inbox first after this time, doubling up to the max. */
 export const HOLD_POLL_MS = 10;
 export const HOLD_POLL_MS_MAX = 250;
@@ -116,6 +122,11 @@ export class DeliveryReceiver {
   private roundAgain = false;
   private readonly recent: RecentIds;
   /**
+   * Per agent whose messages this node parks: the sender streams (key: sender node and lane)
+   * asked to stop draining it, with the stream id and when they were last asked.
+   */
+  private readonly pauses = new Map<string, Map<string, { stream: string; askedAtMs: number }>>();
+  /**
    * Per sender stream: the hold at a full inbox. A poll that finds room releases it but leaves it
    * here (`timer` cleared) so that a hold again at the same sequence backs off further.
    */
@@ -128,6 +139,7 @@ export class DeliveryReceiver {
     this.options = options;
     this.logger = options.logger.child("deliver-in");
     this.recent = new RecentIds(options.dedupWindowMessagesMax);
+    options.park?.onMoved((agent, remaining) => this.parkMoved(agent, remaining));
   }
 
   /**
@@ -276,7 +288,7 @@ export class DeliveryReceiver {
       last,
       targets: fresh.map((m) => ({ to: m.to, id: m.id })),
     });
-    const { written, landed, full } = this.writeMessages(fresh, from);
+    const { written, landed, full } = this.writeMessages(fresh, from, frame.s);
     if (written > 0) {
       const moved = { stream: frame.s, seq: firstSeq + written - 1 };
       this.written.set(from, moved);
@@ -306,6 +318,39 @@ export class DeliveryReceiver {
     if (written > 0 && this.options.onWritten)
       await this.options.onWritten(new Set(messages.slice(0, written).map((message) => message.to)));
     return written;
+  }
+
+  /**
+   * Backpressure ahead of the park's bound: `agent`'s messages from `from` were parked (its inbox
+   * is full), so `from` is asked to stop draining its local mailbox of `agent` for PAUSE_MS — its
+   * backlog then waits on the sending host, and what is in flight already fits the park, which
+   * would otherwise fill and hold the whole lane. Asked again at most every PAUSE_REFRESH_MS.
+   */
+  private askPause(from: string, stream: string, agent: string): void {
+    let senders = this.pauses.get(agent);
+    if (!senders) {
+      senders = new Map();
+      this.pauses.set(agent, senders);
+    }
+    const asked = senders.get(from);
+    const now = Date.now();
+    if (asked && asked.stream === stream && now - asked.askedAtMs < PAUSE_REFRESH_MS) return;
+    if (!asked) this.options.metrics.backpressureAsked.inc();
+    senders.set(from, { stream, askedAtMs: now });
+    this.sendControl(from, { t: "p", s: stream, a: agent, ms: PAUSE_MS });
+  }
+
+  /** After a poll of the park: keeps the senders of `agent` paused while it has parked messages. */
+  private parkMoved(agent: string, remaining: number): void {
+    const senders = this.pauses.get(agent);
+    if (!senders || this.closed) return;
+    const now = Date.now();
+    for (const [from, asked] of senders) {
+      if (remaining > 0 && now - asked.askedAtMs < PAUSE_REFRESH_MS) continue;
+      asked.askedAtMs = now;
+      this.sendControl(from, { t: "p", s: asked.stream, a: agent, ms: remaining > 0 ? PAUSE_MS : 0 });
+    }
+    if (remaining === 0) this.pauses.delete(agent);
   }
 
   /** Asks `from` to send again from `e`, once per RESYNC_REPEAT_MS for the same `e`. */
@@ -372,6 +417,8 @@ export class DeliveryReceiver {
   private writeMessages(
     fresh: WireMessage[],
     from: string,
+    /** The sender's stream (absent for a hand-off): its sender is asked to pause parked agents. */
+    stream?: string,
   ): { written: number; landed: number; full: { agent: string } | undefined } {
     const { bus, metrics, park } = this.options;
     const batchMax = bus.config.batchMessagesMax;
@@ -456,6 +503,7 @@ export class DeliveryReceiver {
       }
       if (toPark) {
         const taken = this.parkGroup(group, keys, from);
+        if (taken > 0 && stream !== undefined) this.askPause(from, stream, head.to);
         landed += taken;
         if (taken < group.length) {
           // The park is full too (or failing): the stream is held at the first message not taken.

@@ -5,6 +5,10 @@
 //                                                         reserved and left unused by a restart)
 //   {t:"a", s:<stream>, u:<seq>}                          cumulative ack: every seq ≤ u is in an inbox
 //   {t:"r", s:<stream>, e:<seq>}                          resync: the receiver expects e next
+//   {t:"p", s:<stream>, a:<agent>, ms:<n>}                backpressure: stop draining the local
+//                                                         mailbox of <agent> for n ms (0: go on);
+//                                                         its inbox on the receiver is full and
+//                                                         its messages are parked there
 //
 // Each may carry `l`, the lane (absent: lane 0). A sender keeps one stream per destination node
 // and lane; an agent's lane is a hash of its id (laneOf), so every message to one agent from one
@@ -39,7 +43,11 @@ export interface WireMessage {
 export type DeliveryFrame =
   | { t: "d"; s: string; f: number; k: number; m: WireMessage[]; l?: number }
   | { t: "a"; s: string; u: number; l?: number }
-  | { t: "r"; s: string; e: number; l?: number };
+  | { t: "r"; s: string; e: number; l?: number }
+  | { t: "p"; s: string; a: string; ms: number; l?: number };
+
+/** The longest pause a backpressure frame may ask for (a receiver refreshes a longer hold). */
+export const PAUSE_MS_MAX = 60_000;
 
 /** Lanes per destination node a sender spreads agents over (a full inbox holds back one lane). */
 export const FORWARD_LANES = 8;
@@ -132,6 +140,10 @@ export function parseDeliveryFrame(
       return isSeq(f.e) && f.e >= 1
         ? { ok: true, frame: { t: "r", s: f.s, e: f.e, ...lane } }
         : { ok: false, reason: "bad resync" };
+    case "p":
+      return isValidAgentId(f.a) && isSeq(f.ms) && f.ms <= PAUSE_MS_MAX
+        ? { ok: true, frame: { t: "p", s: f.s, a: f.a, ms: f.ms, ...lane } }
+        : { ok: false, reason: "bad pause" };
     default:
       return { ok: false, reason: "unknown frame type" };
   }
