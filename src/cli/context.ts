@@ -32,6 +32,10 @@ export function buildContext(program: Command, overrides: DeepPartial<Config> = 
   if (options.profile !== undefined) flagLayer.profile = options.profile;
   const config = loadConfig({ file: options.config, overrides: flagLayer as DeepPartial<Config> });
   const logger = createLogger("cfn", { level: config.log.level });
-  const metrics = new Metrics({ jsonlPath: config.metrics.jsonlPath || undefined });
+  // A JSONL write that fails later is reported through this logger, at the configured level.
+  const metrics = new Metrics({
+    jsonlPath: config.metrics.jsonlPath || undefined,
+    logger: logger.child("metrics"),
+  });
   return { config, logger, metrics };
 }

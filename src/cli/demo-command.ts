@@ -1,6 +1,7 @@
 // `cfn demo`: the main job — spawn a hybrid swarm of real agent processes, run one coordination
 // round, print what a person wants to know, clean up, exit 0 (1 when a task failed).
 
+import { appendFileSync } from "node:fs";
 import type { Command } from "commander";
 import { roundLimitsOf } from "../config/coordination-schema.js";
 import { type DemoSummary, runDemo } from "../coordination/demo.js";
@@ -8,6 +9,7 @@ import type { CoordinatorPlacement } from "../coordination/swarm.js";
 import { resolveTopology } from "../coordination/topology-source.js";
 import { CfnError } from "../errors.js";
 import { createLogger } from "../obs/logger.js";
+import { Metrics } from "../obs/metrics.js";
 import { startTracing } from "../obs/tracing.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, table } from "./output.js";
@@ -66,12 +68,16 @@ export function registerDemoCommand(program: Command): void {
       let progress: ReturnType<typeof spawnProgress> | undefined;
       const interactive = !flags.json && process.stderr.isTTY;
       // The demo's master, in-process coordinators and embedded node share this process's tracer.
+      // Its cfn_tracing_* counters have a registry of their own: metrics.prom is written before the
+      // tracer's shutdown exports the last spans, so they are appended after it (final counts).
+      const tracingMetrics = new Metrics();
       const tracing = await startTracing({
         config: config.tracing,
         defaultServiceName: "cfn-demo",
         instanceId: `demo-${process.pid}`,
         nodeId: flags.cluster !== false ? "demo-node" : undefined,
         logger,
+        metrics: tracingMetrics,
       });
       const summary = await runDemo({
         topology: spec,
@@ -98,6 +104,8 @@ export function registerDemoCommand(program: Command): void {
             );
         },
       }).finally(() => tracing.shutdown());
+      // No name overlaps between the two registries: the file stays one valid exposition.
+      if (tracing.enabled) appendFileSync(summary.metrics.prometheus, await tracingMetrics.exposition());
       if (interactive) process.stderr.write("\n");
       if (flags.json) printJson(summary);
       else for (const line of summaryLines(summary)) printLine(line);

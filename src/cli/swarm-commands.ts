@@ -28,7 +28,14 @@ import { CfnError, isCfnError } from "../errors.js";
 import { apiOf } from "./api-flags.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, table } from "./output.js";
-import { joinCluster, leaveCluster, runClusterRound } from "./swarm-cluster.js";
+import {
+  awaitSwarmWithdrawn,
+  clusterAgentIdsOf,
+  isReplyAgentOf,
+  joinCluster,
+  leaveCluster,
+  runClusterRound,
+} from "./swarm-cluster.js";
 
 const RUNTIMES: AgentRuntime[] = ["lean", "node", "command", "pooled", "bash"];
 /** Runtimes that run a command per task (the others are echo workers and take none). */
@@ -437,22 +444,35 @@ export function registerSwarmCommands(program: Command): void {
               "--resume is for local swarms: the cluster's master resumes interrupted rounds itself",
             );
           const limits = limitFlags(options);
-          const result = await runClusterRound(
-            { api: record.cluster.api, token: apiOf({ token: options.token }).token },
-            bus,
-            record.swarm,
-            {
-              ...work,
-              timeoutMs:
-                options.timeoutMs === undefined
-                  ? config.coordination.roundTimeoutMs
-                  : (intOption(options.timeoutMs, "--timeout-ms", 1) as number),
-              limits,
-            },
-            (roundId) => {
-              if (!options.json) process.stderr.write(`round ${roundId} sent to the cluster's master\n`);
-            },
-          );
+          const timeoutMs =
+            options.timeoutMs === undefined
+              ? config.coordination.roundTimeoutMs
+              : (intOption(options.timeoutMs, "--timeout-ms", 1) as number);
+          // Ctrl-C or SIGTERM while waiting: the reply agent is deregistered and its mailbox removed.
+          const interrupt = interruptOnSignals();
+          let result: RoundResult;
+          try {
+            result = await runClusterRound(
+              { api: record.cluster.api, token: apiOf({ token: options.token }).token },
+              bus,
+              record.swarm,
+              { ...work, timeoutMs, limits },
+              (roundId) => {
+                if (!options.json) process.stderr.write(`round ${roundId} sent to the cluster's master\n`);
+              },
+              interrupt.signal,
+            );
+          } catch (error) {
+            const signal = interrupt.received;
+            if (signal === undefined) throw error;
+            process.stderr.write(
+              `cfn: swarm round interrupted (${signal}): its reply mailbox was withdrawn; the cluster's master still finishes the round\n`,
+            );
+            // The abandoned wait would hold the process until the round's deadline.
+            process.exit(EXIT_ON_SIGNAL[signal]);
+          } finally {
+            interrupt.off();
+          }
           if (options.json) printJson(roundJson(result, options.outcomes));
           else for (const line of roundLines(result)) printLine(line);
           process.exitCode = result.failed > 0 ? EXIT.failure : EXIT.ok;
@@ -577,7 +597,7 @@ async function takeRoundLockForStop(
         );
       throw error;
     }
-    await killProcesses([{ pid: holder.pid, kind: "agent", agents: 0 }], timeoutMs);
+    await killProcesses([{ pid: holder.pid, processStart: holder.processStart }], timeoutMs);
     return acquireSwarmLock(busDir, swarm, "round", "stop");
   }
 }
@@ -670,7 +690,8 @@ export function swarmStatus(bus: Bus, record: SwarmRecord) {
   const teams = new Map<string, TeamStatus>();
   let alive = 0;
   const nowMs = Date.now();
-  const aliveByPid = new Map<number, boolean>();
+  // Keyed by pid and start time: the agents of one pooled host share both.
+  const aliveByProcess = new Map<string, boolean>();
   for (const agent of record.agents) {
     let team = teams.get(agent.team);
     if (!team) {
@@ -686,10 +707,11 @@ export function swarmStatus(bus: Bus, record: SwarmRecord) {
       teams.set(agent.team, team);
     }
     team.agents++;
-    let isAlive = aliveByPid.get(agent.pid);
+    const processKey = `${agent.pid}:${agent.processStart ?? ""}`;
+    let isAlive = aliveByProcess.get(processKey);
     if (isAlive === undefined) {
-      isAlive = isProcessAlive(agent.pid);
-      aliveByPid.set(agent.pid, isAlive);
+      isAlive = isProcessAlive(agent.pid, agent.processStart);
+      aliveByProcess.set(processKey, isAlive);
     }
     if (isAlive) {
       team.alive++;
@@ -711,7 +733,8 @@ export function swarmStatus(bus: Bus, record: SwarmRecord) {
     agents: record.agents.length,
     alive,
     processes: record.processes.length,
-    processesAlive: record.processes.filter((process) => isProcessAlive(process.pid)).length,
+    processesAlive: record.processes.filter((process) => isProcessAlive(process.pid, process.processStart))
+      .length,
     uptimeMs: nowMs - record.createdAtMs,
     teams: [...teams.values()],
     ...(record.cluster ? { cluster: record.cluster } : {}),
@@ -722,24 +745,29 @@ export function swarmStatus(bus: Bus, record: SwarmRecord) {
 export async function stopSwarm(bus: Bus, record: SwarmRecord, timeoutMs: number, token?: string) {
   // A cluster swarm is withdrawn first, so the master stops handing its agents work.
   let clusterLeft: boolean | undefined;
-  if (record.cluster) {
-    clusterLeft = await leaveCluster({ api: record.cluster.api, token: apiOf({ token }).token }, record).then(
+  const target = record.cluster ? { api: record.cluster.api, token: apiOf({ token }).token } : undefined;
+  if (target) {
+    clusterLeft = await leaveCluster(target, record).then(
       () => true,
       () => false,
     );
   }
-  const { stopped, killed } = await killProcesses(
-    record.processes,
-    timeoutMs,
-    record.agents.map((agent) => agent.pid),
-  );
+  // Pids whose process is not the one spawned any more (start time differs) are not signalled.
+  const { stopped, killed } = await killProcesses(record.processes, timeoutMs, record.agents);
   let mailboxesRemoved = 0;
   let mailboxesKept = 0;
   const plan = planTopology(record.topology, { swarm: record.swarm });
-  // A cluster swarm's master and coordinators live in the nodes, which drop them with the policy.
+  // A cluster swarm's master, coordinators and rounds mailbox are served by the nodes, which drop
+  // them with the policy: their (empty) mailboxes on this bus go once the leader has withdrawn them.
+  const clusterIds =
+    target && clusterLeft && (await awaitSwarmWithdrawn(target, record, timeoutMs))
+      ? clusterAgentIdsOf(record)
+      : [];
   const ids = [
     ...record.agents.map((agent) => agent.id),
-    ...(record.cluster ? [] : [...plan.coordinators.map((coordinator) => coordinator.id), plan.master]),
+    ...(record.cluster
+      ? clusterIds
+      : [...plan.coordinators.map((coordinator) => coordinator.id), plan.master]),
     `${record.swarm}.spawner`,
   ];
   for (const id of ids) {
@@ -756,6 +784,13 @@ export async function stopSwarm(bus: Bus, record: SwarmRecord, timeoutMs: number
       mailboxesKept++; // something wrote into it meanwhile: left as it is
     }
   }
+  // Reply mailboxes of cluster rounds left behind (an interrupted round's, holding its late
+  // result): their requesters are gone and the swarm with them, so they go whatever they hold.
+  if (record.cluster)
+    for (const id of bus.listAgents().filter((agent) => isReplyAgentOf(record.swarm, agent))) {
+      rmSync(bus.layout.agent(id).dir, { recursive: true, force: true });
+      mailboxesRemoved++;
+    }
   rmSync(defaultCheckpointDir(bus, record.swarm), { recursive: true, force: true });
   removeSwarmRecord(bus.dir, record.swarm);
   return {

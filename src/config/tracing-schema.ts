@@ -39,10 +39,16 @@ export const tracingSchema = z
     flushIntervalMs: int(10, 600_000)
       .default(1000)
       .describe("Longest time an ended span waits before export."),
-    exportTimeoutMs: int(100, 600_000).default(10_000).describe("Deadline of one export request."),
+    exportTimeoutMs: int(100, 600_000)
+      .default(3000)
+      .describe(
+        "Deadline of one export request (retries of a refused one included); < tracing.shutdownTimeoutMs.",
+      ),
     shutdownTimeoutMs: int(0, 600_000)
       .default(5000)
-      .describe("Longest a graceful shutdown waits to flush the spans still queued."),
+      .describe(
+        "Longest a graceful shutdown waits to flush the spans still queued; 0 does not wait (no export failure is reported then).",
+      ),
   })
   .strict()
   .superRefine((tracing, ctx) => {
@@ -51,6 +57,15 @@ export const tracingSchema = z
         code: "custom",
         path: ["exportBatchSpansMax"],
         message: `must be ≤ tracing.queueSpansMax (${tracing.queueSpansMax}): a batch is taken from the queue`,
+      });
+    }
+    // The OTLP exporter reports a refused or failing request only when its timeout ends: a shutdown
+    // that gives up sooner drops the batch without saying why. 0 asks for no wait at all.
+    if (tracing.shutdownTimeoutMs > 0 && tracing.exportTimeoutMs >= tracing.shutdownTimeoutMs) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["exportTimeoutMs"],
+        message: `must be < tracing.shutdownTimeoutMs (${tracing.shutdownTimeoutMs}): an export still retrying when the shutdown gives up is dropped without its failure being reported`,
       });
     }
   });

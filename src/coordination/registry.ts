@@ -1,5 +1,5 @@
 // The swarm registry: one JSON file per swarm under <bus dir>/swarms/<swarm>.json with its
-// topology, processes, agents (id, team, pid, runtime) and coordinators, so that `cfn swarm
+// topology, processes, agents (id, team, pid and its start time, runtime) and coordinators, so that `cfn swarm
 // status` and `cfn swarm stop` work from another shell. Written atomically (temp + rename).
 // The bus ignores this directory: agent directories live in numeric shard directories only.
 
@@ -13,6 +13,11 @@ export interface AgentRecord {
   id: string;
   team: string;
   pid: number;
+  /**
+   * Start time of the pid's process when it was spawned (clock ticks since boot; Linux), so that a
+   * reused pid is not taken for the agent. Absent in records of older versions: pid alone then.
+   */
+  processStart?: number;
   runtime: AgentRuntime;
   /** Wakes on SIGUSR2 (lean agents). */
   doorbell?: boolean;
@@ -28,6 +33,8 @@ export interface ProcessRecord {
   /** "lean-group": a supervisor of forked lean agents; "agent": one agent; "pooled-host": many. */
   kind: "lean-group" | "agent" | "pooled-host" | "coordinator";
   agents: number;
+  /** As AgentRecord.processStart. */
+  processStart?: number;
 }
 
 export interface SwarmRecord {

@@ -14,7 +14,7 @@ import type { Bus } from "../bus/index.js";
 import { CfnError, isCfnError } from "../errors.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
 import { ensureLeanAgent, leanAgentBuildError } from "./lean-agent-binary.js";
-import { isProcessAlive } from "./liveness.js";
+import { isProcessAlive, type ProcessIdentity, processStartOf } from "./liveness.js";
 import { BASH_AGENT, CLI_MAIN } from "./paths.js";
 import { MESSAGE, type ReadyPayload } from "./protocol.js";
 import type { AgentRecord, AgentRuntime, ProcessRecord } from "./registry.js";
@@ -210,15 +210,37 @@ export async function spawnAgents(options: SpawnOptions): Promise<SpawnResult> {
     mailbox.close();
   }
   const readyMs = performance.now() - startedAt;
-  const agents: AgentRecord[] = options.agents.map((agent) => ({
-    id: agent.id,
-    team: agent.team,
-    pid: pids.get(agent.id) ?? 0,
-    runtime,
-    ...(runtime === "lean" ? { doorbell: true } : {}),
-  }));
+  // Every process is ready (alive) now: its start time pins the pid to it in the registry, so a
+  // stop or a status later does not take a reused pid for it. One /proc read per distinct pid.
+  const startOf = processStartsOf([...processes.map((record) => record.pid), ...pids.values()]);
+  for (const record of processes) {
+    const processStart = startOf.get(record.pid);
+    if (processStart !== undefined) record.processStart = processStart;
+  }
+  const agents: AgentRecord[] = options.agents.map((agent) => {
+    const pid = pids.get(agent.id) ?? 0;
+    const processStart = startOf.get(pid);
+    return {
+      id: agent.id,
+      team: agent.team,
+      pid,
+      ...(processStart === undefined ? {} : { processStart }),
+      runtime,
+      ...(runtime === "lean" ? { doorbell: true } : {}),
+    };
+  });
   if (options.detached) for (const child of children) child.unref();
   return { agents, processes, children, runtime, readyMs };
+}
+
+/** The start time of each distinct pid (those off Linux or gone are left out). */
+function processStartsOf(pids: number[]): Map<number, number> {
+  const starts = new Map<number, number>();
+  for (const pid of new Set(pids)) {
+    const start = pid > 0 ? processStartOf(pid) : undefined;
+    if (start !== undefined) starts.set(pid, start);
+  }
+  return starts;
 }
 
 /**
@@ -436,24 +458,34 @@ export function busArgs(bus: Bus): string[] {
 /**
  * Graceful stop: SIGTERM to every process (supervisors forward it; agents drain), wait up to
  * `timeoutMs` for them to exit, then SIGKILL what is left. Returns how many had to be killed.
+ * A process given with its start time is signalled only while its pid still has that start time:
+ * a pid that is gone or now belongs to another process (reused) counts as stopped, never signalled.
+ * (The check and the signal are two system calls apart; Node offers no pidfd to close that gap.)
  */
 export async function killProcesses(
-  processes: ProcessRecord[],
+  processes: ProcessIdentity[],
   timeoutMs: number,
-  agentPids: number[] = [],
+  agentProcesses: Array<number | ProcessIdentity> = [],
 ): Promise<{ stopped: number; killed: number }> {
-  const pids = [
-    ...new Set([...processes.map((process) => process.pid), ...agentPids].filter((pid) => pid > 0)),
-  ];
-  for (const pid of pids) signal(pid, "SIGTERM");
+  const targets = new Map<number, ProcessIdentity>();
+  for (const target of [...processes, ...agentProcesses]) {
+    const identity = typeof target === "number" ? { pid: target } : target;
+    if (identity.pid <= 0) continue;
+    const known = targets.get(identity.pid);
+    if (!known || (known.processStart === undefined && identity.processStart !== undefined))
+      targets.set(identity.pid, identity);
+  }
+  const isOurs = (target: ProcessIdentity) => isProcessAlive(target.pid, target.processStart);
+  let alive = [...targets.values()].filter(isOurs);
+  for (const target of alive) signal(target.pid, "SIGTERM");
   const deadline = Date.now() + timeoutMs;
-  let alive = pids.filter((pid) => isProcessAlive(pid));
+  alive = alive.filter(isOurs);
   while (alive.length > 0 && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 20));
-    alive = alive.filter((pid) => isProcessAlive(pid));
+    alive = alive.filter(isOurs);
   }
-  for (const pid of alive) signal(pid, "SIGKILL");
-  return { stopped: pids.length - alive.length, killed: alive.length };
+  for (const target of alive) signal(target.pid, "SIGKILL");
+  return { stopped: targets.size - alive.length, killed: alive.length };
 }
 
 function signal(pid: number, name: NodeJS.Signals): void {

@@ -23,7 +23,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { CfnError } from "../errors.js";
-import { isProcessAlive } from "./liveness.js";
+import { isProcessAlive, processStartOf } from "./liveness.js";
 import { swarmsDir } from "./registry.js";
 
 /** Times a stale lock is taken over before giving up (each try loses only to a live owner). */
@@ -44,24 +44,9 @@ export interface SwarmLockOwner {
   token: string;
 }
 
-/** The kernel's start time of a process (clock ticks since boot), or undefined off Linux. */
-export function processStartOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const start = Number(fields[19]); // field 22 of stat; fields[0] is field 3 (the state)
-    return Number.isFinite(start) ? start : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** True while the process that wrote `owner` still runs (not a zombie, not a reused pid). */
 export function isLockOwnerAlive(owner: SwarmLockOwner): boolean {
-  if (!isProcessAlive(owner.pid)) return false;
-  if (owner.processStart === undefined) return true;
-  const start = processStartOf(owner.pid);
-  return start === undefined || start === owner.processStart;
+  return isProcessAlive(owner.pid, owner.processStart);
 }
 
 export function swarmLockPath(busDir: string, swarm: string, kind: SwarmLockKind): string {

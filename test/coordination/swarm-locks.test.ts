@@ -4,13 +4,9 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
+import { processStartOf } from "../../src/coordination/liveness.js";
 import { swarmsDir } from "../../src/coordination/registry.js";
-import {
-  acquireSwarmLock,
-  processStartOf,
-  readSwarmLock,
-  swarmLockPath,
-} from "../../src/coordination/swarm-locks.js";
+import { acquireSwarmLock, readSwarmLock, swarmLockPath } from "../../src/coordination/swarm-locks.js";
 import { isCfnError } from "../../src/errors.js";
 import { exited, removeRoot, tempRoot } from "./helpers.js";
 

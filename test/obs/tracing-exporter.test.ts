@@ -6,7 +6,9 @@ import { trace } from "@opentelemetry/api";
 import { type ExportResult, ExportResultCode } from "@opentelemetry/core";
 import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace-base";
 import { describe, expect, it } from "vitest";
-import { tracingSchema } from "../../src/config/tracing-schema.js";
+import { loadConfig } from "../../src/config/load.js";
+import { type TracingConfig, tracingSchema } from "../../src/config/tracing-schema.js";
+import { isCfnError } from "../../src/errors.js";
 import { type Logger, silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { startTracing } from "../../src/obs/tracing.js";
@@ -51,35 +53,38 @@ describe("cfn_tracing_* counters", () => {
   });
 });
 
+/**
+ * Starts tracing with `config`, ends one span, lets its batch reach the exporter, shuts down;
+ * returns the warnings logged meanwhile and the metrics.
+ */
+async function exportOneSpanAndShutDown(config: TracingConfig) {
+  const warnings: Array<{ message: string; fields?: Record<string, unknown> }> = [];
+  const logger: Logger = {
+    ...silentLogger,
+    warn: (message, fields) => {
+      warnings.push({ message, fields });
+    },
+    child: () => logger,
+  };
+  const metrics = new Metrics();
+  const tracing = await startTracing({ config, defaultServiceName: "cfn-test", logger, metrics });
+  trace.getTracer("cfn-test").startSpan("lost").end();
+  await new Promise((resolve) => setTimeout(resolve, 100)); // the batch is handed to the exporter
+  await tracing.shutdown();
+  return { warnings, metrics };
+}
+
 describe("a collector that refuses connections", () => {
   it("the first warning at shutdown is the export failure and its cause, then the dropped queue", async () => {
     const port = await closedPort();
-    const warnings: Array<{ message: string; fields?: Record<string, unknown> }> = [];
-    const logger: Logger = {
-      ...silentLogger,
-      warn: (message, fields) => {
-        warnings.push({ message, fields });
-      },
-      child: () => logger,
-    };
-    const metrics = new Metrics();
-    const tracing = await startTracing({
-      // The OTLP exporter retries a refused request for up to exportTimeoutMs: longer than the
-      // shutdown waits, so the failure would otherwise surface only after the shutdown warning.
-      config: tracingSchema.parse({
-        enabled: true,
-        endpoint: `http://127.0.0.1:${port}`,
-        flushIntervalMs: 10,
-        exportTimeoutMs: 5000,
-        shutdownTimeoutMs: 300,
-      }),
-      defaultServiceName: "cfn-test",
-      logger,
-      metrics,
+    // The OTLP exporter retries a refused request for up to exportTimeoutMs: longer than the
+    // shutdown waits, so the failure would otherwise surface only after the shutdown warning.
+    // The schema refuses such settings; this is the safety net for an export that still runs.
+    const { warnings } = await exportOneSpanAndShutDown({
+      ...tracingSchema.parse({ enabled: true, endpoint: `http://127.0.0.1:${port}`, flushIntervalMs: 10 }),
+      exportTimeoutMs: 5000,
+      shutdownTimeoutMs: 300,
     });
-    trace.getTracer("cfn-test").startSpan("lost").end();
-    await new Promise((resolve) => setTimeout(resolve, 100)); // the batch is handed to the exporter
-    await tracing.shutdown();
     const messages = warnings.map((warning) => warning.message);
     const failure = messages.findIndex((message) => message.startsWith("trace export failed"));
     const queued = messages.findIndex((message) => message.includes("spans still queued"));
@@ -94,4 +99,45 @@ describe("a collector that refuses connections", () => {
     expect(await probeCollector(`http://127.0.0.1:${port}/v1/traces`, 500)).toContain("ECONNREFUSED");
     expect(await probeCollector("not a url", 500)).toContain("is not a URL");
   });
+});
+
+describe("tracing.exportTimeoutMs < tracing.shutdownTimeoutMs", () => {
+  it("is refused otherwise at config load, naming both settings; the defaults keep it", () => {
+    const defaults = tracingSchema.parse({});
+    expect(defaults.exportTimeoutMs).toBeLessThan(defaults.shutdownTimeoutMs);
+    for (const env of [
+      { CFN_TRACING_EXPORT_TIMEOUT_MS: "10000" },
+      { CFN_TRACING_EXPORT_TIMEOUT_MS: "2000", CFN_TRACING_SHUTDOWN_TIMEOUT_MS: "2000" },
+    ]) {
+      let refusal: unknown;
+      try {
+        loadConfig({ env });
+      } catch (error) {
+        refusal = error;
+      }
+      expect(isCfnError(refusal, "CFN_ERR_CONFIG_INVALID"), String(refusal)).toBe(true);
+      expect((refusal as Error).message).toMatch(
+        /tracing\.exportTimeoutMs: must be < tracing\.shutdownTimeoutMs/,
+      );
+    }
+    // 0 asks the shutdown not to wait at all: allowed with any export timeout.
+    expect(loadConfig({ env: { CFN_TRACING_SHUTDOWN_TIMEOUT_MS: "0" } }).tracing.shutdownTimeoutMs).toBe(0);
+  });
+
+  it("with the defaults, a refused collector's failure is reported before the shutdown ends, nothing left queued", async () => {
+    const port = await closedPort();
+    const startedMs = Date.now();
+    // The exporter retries the refused request (backing off) until exportTimeoutMs.
+    const { warnings: logged, metrics } = await exportOneSpanAndShutDown(
+      tracingSchema.parse({ enabled: true, endpoint: `http://127.0.0.1:${port}`, flushIntervalMs: 10 }),
+    );
+    const warnings = logged.map((warning) => warning.message);
+    // 100 ms of it before the shutdown (the span's batch handed to the exporter).
+    expect(Date.now() - startedMs).toBeLessThan(100 + tracingSchema.parse({}).shutdownTimeoutMs);
+    expect(warnings, warnings.join(" | ")).toContain(
+      "trace export failed; spans of the failed batches are dropped",
+    );
+    expect(warnings.some((message) => message.includes("spans still queued"))).toBe(false);
+    expect(await metrics.value("cfn_tracing_exported_spans_total", { outcome: "failure" })).toBe(1);
+  }, 15_000);
 });
