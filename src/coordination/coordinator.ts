@@ -131,7 +131,9 @@ export class Coordinator {
     this.livenessIntervalMs = options.livenessIntervalMs ?? 200;
     this.inFlightOnResume = options.inFlightOnResume ?? "wait";
     this.reviveWorkers = options.reviveWorkers ?? false;
-    this.isAlive = options.isAlive ?? ((worker) => worker.pid === undefined || isProcessAlive(worker.pid));
+    this.isAlive =
+      options.isAlive ??
+      ((worker) => worker.pid === undefined || isProcessAlive(worker.pid, worker.processStart));
   }
 
   /** Opens the mailbox, resumes unfinished rounds from checkpoints, and starts serving. */
@@ -365,7 +367,7 @@ export class Coordinator {
           payload,
           headers: round.trace?.headers,
         });
-        if (dispatch.worker.doorbell) ringDoorbell(dispatch.worker.pid);
+        if (dispatch.worker.doorbell) ringDoorbell(dispatch.worker.pid, dispatch.worker.processStart);
       } catch (error) {
         this.logger.warn("cannot deliver a task", {
           coordinator: this.id,

@@ -55,9 +55,14 @@ export function isProcessAlive(pid: number | undefined, processStart?: number): 
   return processStart === undefined || stat.startTicks === undefined || stat.startTicks === processStart;
 }
 
-/** Rings a worker's doorbell (SIGUSR2): a wake-up hint, never required for delivery. */
-export function ringDoorbell(pid: number | undefined): void {
+/**
+ * Rings a worker's doorbell (SIGUSR2): a wake-up hint, never required for delivery. With
+ * `processStart`, only while the pid is still that process: SIGUSR2 ends a process that does not
+ * handle it, and a recycled pid may belong to anyone.
+ */
+export function ringDoorbell(pid: number | undefined, processStart?: number): void {
   if (pid === undefined) return;
+  if (processStart !== undefined && !isProcessAlive(pid, processStart)) return;
   try {
     process.kill(pid, "SIGUSR2");
   } catch {}

@@ -292,7 +292,7 @@ export class AgentPool {
         priority: task.priority,
         payload: { taskId: task.messageId, input: task.input },
       });
-      if (agent.record.doorbell) ringDoorbell(agent.record.pid);
+      if (agent.record.doorbell) ringDoorbell(agent.record.pid, agent.record.processStart);
     } catch (error) {
       this.lose(agent, task, `cannot deliver: ${(error as Error).message}`);
     }
@@ -345,7 +345,7 @@ export class AgentPool {
     const nowMs = Date.now();
     for (const agent of [...this.agents.values()]) {
       const task = agent.busy;
-      const dead = !isProcessAlive(agent.record.pid);
+      const dead = !isProcessAlive(agent.record.pid, agent.record.processStart);
       if (dead) {
         this.agents.delete(agent.record.id);
         if (task) this.lose(agent, task, `agent died (pid ${agent.record.pid} gone)`);
@@ -395,7 +395,7 @@ export class AgentPool {
     this.retired += 1;
     try {
       this.bus.sendSync(this.mailbox.agentId, agent.record.id, { type: MESSAGE.stop, priority: "high" });
-      if (agent.record.doorbell) ringDoorbell(agent.record.pid);
+      if (agent.record.doorbell) ringDoorbell(agent.record.pid, agent.record.processStart);
     } catch {
       // Its inbox is gone or full: a SIGTERM does the same (drain, then exit).
       try {

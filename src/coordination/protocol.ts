@@ -36,6 +36,8 @@ export interface TaskSpec {
 export interface WorkerRef {
   id: string;
   pid?: number;
+  /** The pid's process start time when it was spawned (liveness.ts): a recycled pid is not it. */
+  processStart?: number;
   /** The worker wakes on SIGUSR2 (lean agents); senders may ring after a send. */
   doorbell?: boolean;
   /**

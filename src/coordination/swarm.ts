@@ -73,6 +73,7 @@ export function workerRefsOf(agents: AgentRecord[]): Map<string, WorkerRef> {
       {
         id: agent.id,
         pid: agent.pid > 0 ? agent.pid : undefined,
+        ...(agent.processStart === undefined ? {} : { processStart: agent.processStart }),
         doorbell: agent.doorbell,
         dialect: dialectOf(agent.runtime),
       },

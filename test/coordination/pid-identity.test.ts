@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { isProcessAlive, processStartOf } from "../../src/coordination/liveness.js";
+import { isProcessAlive, processStartOf, ringDoorbell } from "../../src/coordination/liveness.js";
 import type { SwarmRecord } from "../../src/coordination/registry.js";
 import { killProcesses } from "../../src/coordination/spawner.js";
 import { exited, runCli, testBus, waitFor } from "./helpers.js";
@@ -59,6 +59,11 @@ describe("isProcessAlive / killProcesses with a start time", () => {
       { pid: other.pid, processStart: start - 1 },
     ]);
     expect(reused).toEqual({ stopped: 1, killed: 0 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(other.exitCode === null && other.signalCode === null).toBe(true);
+
+    // A doorbell (SIGUSR2, which ends a process that does not handle it) is not rung either.
+    ringDoorbell(other.pid, start - 1);
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(other.exitCode === null && other.signalCode === null).toBe(true);
 
