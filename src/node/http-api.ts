@@ -117,7 +117,21 @@ export class NodeApi {
 
   private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const { node, metrics } = this.options;
-    const url = new URL(request.url ?? "/", "http://node");
+    let url: URL;
+    try {
+      // A request target starting with "//" would be read as an authority: a path only.
+      url = new URL(`http://node${(request.url ?? "/").startsWith("/") ? "" : "/"}${request.url ?? "/"}`);
+      if (!(request.url ?? "/").startsWith("/") || (request.url ?? "/").startsWith("//"))
+        throw new Error("odd");
+    } catch {
+      this.options.nodeMetrics.apiRejected.inc({ reason: "path" });
+      return this.json(response, 400, {
+        error: {
+          code: "CFN_ERR_INVALID_MESSAGE",
+          message: `bad request target ${JSON.stringify(request.url)}`,
+        },
+      });
+    }
     // HEAD is a GET without the body (node:http leaves it out): same routes, same permission.
     const method = request.method === "HEAD" ? "GET" : (request.method ?? "GET");
     const path = url.pathname;

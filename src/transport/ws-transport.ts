@@ -295,7 +295,11 @@ export class WsTransport implements Transport {
     request: IncomingMessage,
   ): { ok: true; peerId: NodeId } | { ok: false; reason: string } {
     if (this.state !== "started") return { ok: false, reason: "closed" };
-    const path = new URL(request.url ?? "/", "http://peer").pathname;
+    // The request target exactly, not parsed: `//a:99999/…` is no URL (new URL threw here,
+    // inside the upgrade listener, and ended the process).
+    const target0 = request.url ?? "/";
+    const query = target0.indexOf("?");
+    const path = query < 0 ? target0 : target0.slice(0, query);
     if (path !== PEER_PATH) return { ok: false, reason: "path" };
     const token = headerOf(request, HEADER_CLUSTER_TOKEN);
     const nodeId = headerOf(request, HEADER_NODE_ID);

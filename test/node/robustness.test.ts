@@ -5,6 +5,7 @@
 
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
@@ -298,6 +299,29 @@ describe("node robustness (real processes)", () => {
       expect(refused.status, JSON.stringify(refused.json)).toBe(status);
       expect(refused.json.error.message).toContain(says);
     }
+
+    // Request targets that are no URL (`//host:port/…`), raw on the peer port (no token needed:
+    // it ended the process) and on the API (a 500 before): refused, and the node serves on.
+    const raw = async (port: number, target: string): Promise<string> =>
+      new Promise((resolve) => {
+        let answer = "";
+        const socket = connect(port, "127.0.0.1", () =>
+          socket.write(
+            `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+              "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+          ),
+        );
+        socket.on("data", (chunk) => {
+          answer += String(chunk);
+          socket.destroy();
+        });
+        socket.on("close", () => resolve(answer));
+        socket.on("error", () => resolve(answer));
+      });
+    for (const target of ["//a:99999/cfn/v1/peer", "//", "///"]) await raw(n1.spec.peerPort, target);
+    const apiPort = Number(new URL(n1.api).port);
+    expect(await raw(apiPort, "//a:99999/healthz")).toMatch(/^HTTP\/1\.1 400/);
+    expect(n1.running).toBe(true);
 
     // Still serving: healthy, and a cross-node message gets through.
     expect((await fetch(`${n1.api}/healthz`)).status).toBe(200);
