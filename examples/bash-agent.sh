@@ -168,6 +168,11 @@ handle_message() {
 # process_file CLAIMED_PATH CLAIMED_NAME COUNT DELIVERIES: handles a single or batch file, acks it.
 process_file() {
   local path=$1 name=$2 count=$3 deliveries=$4 line1 line2 line3 header k
+  # Only a regular file is a message: a FIFO would block the read, a symlink point anywhere.
+  if [[ ! -f $path || -L $path ]]; then
+    dead_letter "$path" "$name" foreign "not a regular file (a FIFO, directory, device or symlink)" "$deliveries"
+    return
+  fi
   if ((count == 1)); then
     {
       IFS= read -r line1 || true

@@ -3,9 +3,9 @@
 // single-message file; only a file that fills the buffer (a batch) is opened again for an fstat and
 // more reads. Oversized files are refused before more than the limit is read.
 
-import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import type { DeadLetterCause } from "./dead-letter.js";
-import type { FileIo } from "./file-io.js";
+import { type FileIo, NOT_A_REGULAR_FILE, OPEN_READ_FLAGS } from "./file-io.js";
 
 /** Largest read buffer kept between reads (a batch may need more, once). */
 export const READ_BUFFER_BYTES_KEPT = 8 * 1024 * 1024;
@@ -13,6 +13,12 @@ export const READ_BUFFER_BYTES_KEPT = 8 * 1024 * 1024;
 export const BATCH_OVERHEAD_BYTES = 64;
 
 export type ReadProblem = { cause: DeadLetterCause; reason: string };
+
+/** An inbox entry that is no regular file: no sender writes one; never read, never followed. */
+const NOT_REGULAR: ReadProblem = {
+  cause: "foreign",
+  reason: "not a regular file (a FIFO, directory, device or symlink): not written by a sender",
+};
 
 export class ClaimReader {
   private buffer: Buffer;
@@ -51,6 +57,7 @@ export class ClaimReader {
 
   /** The text of a claim whose rename + read returned `length` (-1: the file was gone). */
   private text(length: number, claimedPath: string, count: number): string | ReadProblem | null {
+    if (length === NOT_A_REGULAR_FILE) return NOT_REGULAR;
     if (length < 0) return null;
     // A file that filled the buffer is a batch or oversized: read it again with its size known.
     if (length === this.buffer.length) return this.read(claimedPath, count);
@@ -61,8 +68,15 @@ export class ClaimReader {
   read(path: string, count: number): string | ReadProblem {
     const bytesMax =
       count === 1 ? this.messageBytesMax : count * (this.messageBytesMax + BATCH_OVERHEAD_BYTES);
-    const fd = openSync(path, constants.O_RDONLY);
+    let fd: number;
     try {
+      fd = openSync(path, OPEN_READ_FLAGS);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ELOOP") return NOT_REGULAR;
+      throw error;
+    }
+    try {
+      if (!fstatSync(fd).isFile()) return NOT_REGULAR;
       let buffer = this.buffer;
       let length = readSync(fd, buffer, 0, buffer.length, 0);
       if (length === buffer.length) {

@@ -119,8 +119,37 @@ export function envelopeProblem(value: unknown): string | undefined {
 
 export type DecodedFile = { ok: true; envelopes: Envelope[] } | { ok: false; reason: string };
 
+/**
+ * Deepest nesting of arrays and objects a message file may have. JSON.parse takes any depth, but
+ * what re-encodes a message (JSON.stringify for `cfn recv --json`, msgpack for a forwarded frame)
+ * recurses: a payload nested 200,000 deep overflowed the stack there, after the file was claimed,
+ * and came back forever. Only a file of more than 2 × this many characters can be that deep, so
+ * ordinary messages are not scanned.
+ */
+export const JSON_DEPTH_MAX = 1000;
+
+/** True when `text` (JSON) nests arrays and objects deeper than `max` (strings skipped). */
+function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92)
+        i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 91 || c === 123) {
+      if (++depth > max) return true;
+    } else if (c === 93 || c === 125) depth--;
+  }
+  return false;
+}
+
 /** Decodes the text of a message or batch file; never throws. `count` is N from the file name. */
 export function decodeFile(text: string, count: number): DecodedFile {
+  if (text.length > 2 * JSON_DEPTH_MAX && nestsDeeperThan(text, JSON_DEPTH_MAX))
+    return { ok: false, reason: `JSON nested deeper than ${JSON_DEPTH_MAX} levels` };
   let value: unknown;
   try {
     value = JSON.parse(text);

@@ -9,7 +9,16 @@
 // for those too. Errors are thrown like node:fs's (code, errno, syscall, path). The helper's
 // one call outside the bus, setIdleScheduling, is loaded here too (src/node/background-threads.ts).
 
-import { closeSync, constants, openSync, readSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  openSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { createRequire } from "node:module";
 import { constants as osConstants } from "node:os";
 import { getSystemErrorMap } from "node:util";
@@ -100,8 +109,15 @@ export const nodeFileIo: FileIo = {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return -1;
       throw error;
     }
-    const fd = openSync(toPath, constants.O_RDONLY);
+    let fd: number;
     try {
+      fd = openSync(toPath, OPEN_READ_FLAGS);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ELOOP") return NOT_A_REGULAR_FILE;
+      throw error;
+    }
+    try {
+      if (!fstatSync(fd).isFile()) return NOT_A_REGULAR_FILE;
       let total = 0;
       while (total < buffer.length) {
         const count = readSync(fd, buffer, total, buffer.length - total, total);
@@ -162,6 +178,12 @@ interface BusIoAddon {
 /** The system call each failure step of src/native/bus-io.c names. */
 const NATIVE_STEPS = ["", "open", "write", "rename", "read", "unlink", "argument", "sched_setscheduler"];
 const STEP_RENAME = 3;
+/** bus-io.c: the claimed name is no regular file (FIFO, directory, device, symlink). */
+const STEP_NOT_REGULAR = 8;
+/** renameAndRead's answer for a claimed entry that is no regular file: never opened for reading. */
+export const NOT_A_REGULAR_FILE = -2;
+/** Read-only, without blocking on a FIFO and without following a symlink. */
+export const OPEN_READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
 const ENOENT = osConstants.errno.ENOENT;
 
 /** An error shaped like node:fs's from a failure code of the helper: -(step × 65536 + errno). */
@@ -194,6 +216,7 @@ function nativeFileIo(addon: BusIoAddon): FileIo {
       const result = addon.renameAndRead(fromPath, toPath, buffer);
       if (result >= 0) return result;
       if (result === -(STEP_RENAME * 65536 + ENOENT)) return -1;
+      if (Math.floor(-result / 65536) === STEP_NOT_REGULAR) return NOT_A_REGULAR_FILE;
       throw nativeError(result, Math.floor(-result / 65536) === STEP_RENAME ? fromPath : toPath);
     },
     openSpare(path, mode) {
@@ -221,6 +244,7 @@ function nativeFileIo(addon: BusIoAddon): FileIo {
       const result = addon.renameAndReadAt(fromDir, fromName, toDir, toName, buffer);
       if (result >= 0) return result;
       if (result === -(STEP_RENAME * 65536 + ENOENT)) return -1;
+      if (Math.floor(-result / 65536) === STEP_NOT_REGULAR) return NOT_A_REGULAR_FILE;
       throw nativeError(result, Math.floor(-result / 65536) === STEP_RENAME ? fromName : toName);
     },
     unlinkAt(dir, name) {

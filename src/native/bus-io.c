@@ -41,6 +41,9 @@
 #define STEP_UNLINK 5
 #define STEP_ARGUMENT 6
 #define STEP_SCHEDULE 7
+/* claim_read found no regular file under the claimed name (a FIFO, directory, device or symlink:
+ * not written by a sender; opened without blocking and without following links). */
+#define STEP_NOT_REGULAR 8
 
 #define PATH_BYTES_MAX 4096
 /* A text buffer kept between sends only up to this size; a larger one is freed after use. */
@@ -234,10 +237,19 @@ static double claim_read(instance_t *instance, int from_dir, const char *from_na
     *error = errno;
     return -1;
   }
-  int fd = openat(to_dir, to_name, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO must not block the consumer until a writer comes; O_NOFOLLOW: a symlink
+   * must not make it read another file with its rights. Either is no message. */
+  int fd = openat(to_dir, to_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
   if (fd < 0) {
-    *step = STEP_OPEN;
+    *step = errno == ELOOP ? STEP_NOT_REGULAR : STEP_OPEN;
     *error = errno;
+    return -1;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    *step = STEP_NOT_REGULAR;
+    *error = EINVAL;
     return -1;
   }
   size_t total = 0;

@@ -1,7 +1,17 @@
 // The bus in one process, on real files: send, receive order, batches, limits, bad input,
 // redelivery, dead-letter, visibility timeout, shutdown drain, status and metrics.
 
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -408,6 +418,36 @@ describe("bad files in an inbox go to dead-letter; the receiver keeps serving", 
         ),
       "misaddressed",
     ],
+    // Entries named like messages that are no regular files: never opened blocking (a FIFO froze
+    // the receiver, and a node's proxy with it), never followed (a symlink made it read
+    // another file with its rights), never a CFN_ERR_INTERNAL (a directory, a dangling link).
+    [
+      "FIFO named like a message",
+      (inbox) => execFileSync("mkfifo", [join(inbox, "1_0000000000000007_1_fifo-1_0.json")]),
+      "foreign",
+    ],
+    [
+      "directory named like a message",
+      (inbox) => mkdirSync(join(inbox, "1_0000000000000008_1_dir-1_0.json")),
+      "foreign",
+    ],
+    [
+      "symlink to a valid message elsewhere",
+      (inbox) => {
+        const elsewhere = join(inbox, "..", "elsewhere.json");
+        writeFileSync(
+          elsewhere,
+          '{"v":1,"id":"smuggled","from":"a","to":"worker","type":"good","priority":"normal","seq":1,"ts":1,\n"headers":{},\n"payload":null}\n',
+        );
+        symlinkSync(elsewhere, join(inbox, "1_0000000000000009_1_sym-1_0.json"));
+      },
+      "foreign",
+    ],
+    [
+      "dangling symlink",
+      (inbox) => symlinkSync("/nonexistent/x", join(inbox, "1_0000000000000010_1_dangle-1_0.json")),
+      "foreign",
+    ],
     [
       "batch count mismatch",
       (inbox) => writeFileSync(join(inbox, "1_0000000000000006_5_bad-6_0.json"), '{"v":1,"batch":[\n]}\n'),
@@ -431,6 +471,22 @@ describe("bad files in an inbox go to dead-letter; the receiver keeps serving", 
     expect(await metrics.value("cfn_bus_dead_letters_total", { reason: cause })).toBe(1);
     expect(bus.agentStatus("worker")?.deadLetters).toBe(1);
   });
+});
+
+it("a payload nested deeper than JSON_DEPTH_MAX is malformed, not a stack overflow later", async () => {
+  const bus = openTestBus(root, { messageBytesMax: 1024 * 1024 });
+  const mailbox = mailboxOf(bus, "worker");
+  const deep = `${"[".repeat(200_000)}${"]".repeat(200_000)}`;
+  writeFileSync(
+    join(mailbox.paths.inbox, "1_0000000000000001_1_deep-1_0.json"),
+    `{"v":1,"id":"deep","from":"a","to":"worker","type":"t","priority":"normal","seq":1,"ts":1,"headers":{},"payload":${deep}}`,
+  );
+  bus.sendSync("lead", "worker", { type: "good", payload: { nested: [[["fine"]]] } });
+  const deliveries = await mailbox.receive({ timeoutMs: 1000, max: 10 });
+  expect(deliveries.map((d) => d.message.type)).toEqual(["good"]);
+  const reasonFile = readdirSync(mailbox.paths.dead).find((name) => name.endsWith(".reason"))!;
+  const reason = JSON.parse(readFileSync(join(mailbox.paths.dead, reasonFile), "utf8"));
+  expect(reason).toMatchObject({ cause: "malformed", reason: expect.stringContaining("nested deeper") });
 });
 
 it("a foreign name seen twice keeps both dead letters and both reasons", () => {
