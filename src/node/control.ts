@@ -234,7 +234,7 @@ export class ControlPlane {
 }
 
 function asErrorCode(code: string): ErrorCode {
-  return code in ERROR_CODES ? (code as ErrorCode) : "CFN_ERR_PROPOSAL_DROPPED";
+  return Object.hasOwn(ERROR_CODES, code) ? (code as ErrorCode) : "CFN_ERR_PROPOSAL_DROPPED";
 }
 
 function parseControlFrame(value: unknown): ControlFrame | undefined {

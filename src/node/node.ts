@@ -1313,7 +1313,7 @@ export async function apiRequest(
 }
 
 function isKnownCode(code: string): boolean {
-  return code in ERROR_CODES;
+  return Object.hasOwn(ERROR_CODES, code);
 }
 
 async function fetchMembers(apiUrl: string, token: string): Promise<{ id: string; peerUrl: string }[]> {
