@@ -210,7 +210,10 @@ export class AgentPool {
     await killProcesses(
       this.processes,
       5000,
-      [...this.agents.values()].map((agent) => agent.record.pid),
+      [...this.agents.values()].map((agent) => ({
+        pid: agent.record.pid,
+        processStart: agent.record.processStart,
+      })),
     );
     for (const task of this.queue.splice(0))
       task.resolve({

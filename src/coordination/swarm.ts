@@ -227,7 +227,9 @@ export class LocalSwarm {
     const result = await killProcesses(
       [...this.spawned.processes, ...coordinatorProcesses],
       options.timeoutMs ?? 5000,
-      this.spawned.agents.map((agent) => agent.pid).filter((pid) => pid > 0),
+      this.spawned.agents
+        .filter((agent) => agent.pid > 0)
+        .map((agent) => ({ pid: agent.pid, processStart: agent.processStart })),
     );
     this.master.close();
     if (this.options.registry ?? true) removeSwarmRecord(this.bus.dir, this.plan.swarm);
