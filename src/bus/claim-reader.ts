@@ -3,9 +3,9 @@
 // single-message file; only a file that fills the buffer (a batch) is opened again for an fstat and
 // more reads. Oversized files are refused before more than the limit is read.
 
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, fstatSync, readSync } from "node:fs";
 import type { DeadLetterCause } from "./dead-letter.js";
-import { type FileIo, NOT_A_REGULAR_FILE, OPEN_READ_FLAGS } from "./file-io.js";
+import { type FileIo, NOT_A_REGULAR_FILE, openRegularFile } from "./file-io.js";
 
 /** Largest read buffer kept between reads (a batch may need more, once). */
 export const READ_BUFFER_BYTES_KEPT = 8 * 1024 * 1024;
@@ -68,15 +68,9 @@ export class ClaimReader {
   read(path: string, count: number): string | ReadProblem {
     const bytesMax =
       count === 1 ? this.messageBytesMax : count * (this.messageBytesMax + BATCH_OVERHEAD_BYTES);
-    let fd: number;
+    const fd = openRegularFile(path);
+    if (fd === NOT_A_REGULAR_FILE) return NOT_REGULAR;
     try {
-      fd = openSync(path, OPEN_READ_FLAGS);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ELOOP") return NOT_REGULAR;
-      throw error;
-    }
-    try {
-      if (!fstatSync(fd).isFile()) return NOT_REGULAR;
       let buffer = this.buffer;
       let length = readSync(fd, buffer, 0, buffer.length, 0);
       if (length === buffer.length) {

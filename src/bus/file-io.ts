@@ -109,15 +109,9 @@ export const nodeFileIo: FileIo = {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return -1;
       throw error;
     }
-    let fd: number;
+    const fd = openRegularFile(toPath);
+    if (fd === NOT_A_REGULAR_FILE) return NOT_A_REGULAR_FILE;
     try {
-      fd = openSync(toPath, OPEN_READ_FLAGS);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ELOOP") return NOT_A_REGULAR_FILE;
-      throw error;
-    }
-    try {
-      if (!fstatSync(fd).isFile()) return NOT_A_REGULAR_FILE;
       let total = 0;
       while (total < buffer.length) {
         const count = readSync(fd, buffer, total, buffer.length - total, total);
@@ -183,7 +177,29 @@ const STEP_NOT_REGULAR = 8;
 /** renameAndRead's answer for a claimed entry that is no regular file: never opened for reading. */
 export const NOT_A_REGULAR_FILE = -2;
 /** Read-only, without blocking on a FIFO and without following a symlink. */
-export const OPEN_READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
+const OPEN_READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
+
+/**
+ * Opens `path` for reading if it is a regular file (what senders write); NOT_A_REGULAR_FILE for
+ * a FIFO, directory, device or symlink, which is neither waited on nor followed.
+ */
+export function openRegularFile(path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, OPEN_READ_FLAGS);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ELOOP") return NOT_A_REGULAR_FILE;
+    throw error;
+  }
+  try {
+    if (fstatSync(fd).isFile()) return fd;
+  } catch (error) {
+    closeSync(fd);
+    throw error;
+  }
+  closeSync(fd);
+  return NOT_A_REGULAR_FILE;
+}
 const ENOENT = osConstants.errno.ENOENT;
 
 /** An error shaped like node:fs's from a failure code of the helper: -(step × 65536 + errno). */

@@ -117,21 +117,15 @@ export class NodeApi {
 
   private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const { node, metrics } = this.options;
-    let url: URL;
-    try {
-      // A request target starting with "//" would be read as an authority: a path only.
-      url = new URL(`http://node${(request.url ?? "/").startsWith("/") ? "" : "/"}${request.url ?? "/"}`);
-      if (!(request.url ?? "/").startsWith("/") || (request.url ?? "/").startsWith("//"))
-        throw new Error("odd");
-    } catch {
+    // A path only: `//a:99999/x` would be read as an authority (new URL threw on it: a 500).
+    const target = request.url ?? "/";
+    if (!target.startsWith("/") || target.startsWith("//")) {
       this.options.nodeMetrics.apiRejected.inc({ reason: "path" });
       return this.json(response, 400, {
-        error: {
-          code: "CFN_ERR_INVALID_MESSAGE",
-          message: `bad request target ${JSON.stringify(request.url)}`,
-        },
+        error: { code: "CFN_ERR_INVALID_MESSAGE", message: `bad request target ${JSON.stringify(target)}` },
       });
     }
+    const url = new URL(target, "http://node");
     // HEAD is a GET without the body (node:http leaves it out): same routes, same permission.
     const method = request.method === "HEAD" ? "GET" : (request.method ?? "GET");
     const path = url.pathname;

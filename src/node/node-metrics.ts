@@ -43,7 +43,7 @@ export class NodeMetrics {
     );
     this.spooled = metrics.counter(
       "cfn_delivery_spooled_messages_total",
-      "Messages drained from the local bus into the spool for other nodes",
+      "Messages put into the spool for other nodes (drained from the local bus, re-routed from a removed member, or handed off by one)",
     );
     this.forwardAcked = metrics.counter(
       "cfn_delivery_acked_messages_total",

@@ -297,9 +297,9 @@ export class WsTransport implements Transport {
     if (this.state !== "started") return { ok: false, reason: "closed" };
     // The request target exactly, not parsed: `//a:99999/…` is no URL (new URL threw here,
     // inside the upgrade listener, and ended the process).
-    const target0 = request.url ?? "/";
-    const query = target0.indexOf("?");
-    const path = query < 0 ? target0 : target0.slice(0, query);
+    const requestTarget = request.url ?? "/";
+    const query = requestTarget.indexOf("?");
+    const path = query < 0 ? requestTarget : requestTarget.slice(0, query);
     if (path !== PEER_PATH) return { ok: false, reason: "path" };
     const token = headerOf(request, HEADER_CLUSTER_TOKEN);
     const nodeId = headerOf(request, HEADER_NODE_ID);

@@ -506,16 +506,30 @@ export class DeliveryForwarder {
    * copy by message id.)
    */
   private spoolAndStream(owner: string, deliveries: Delivery[]): Promise<void> {
-    const { spooled, durable, sendable } = this.options.spool.appendNow(
+    return this.spoolAndPush(
       deliveries.map((delivery) => ({
         dest: laneKey(owner, laneOf(delivery.message.to)),
         message: toWire(delivery.message),
       })),
     );
+  }
+
+  /**
+   * Assigns sequences and pushes the items on their streams in one step (traffic of other proxies
+   * to the same owners cannot take sequences in between), lets them go out once reserved, and
+   * resolves when the spool holds them.
+   */
+  private spoolAndPush(items: { dest: string; message: WireMessage }[]): Promise<void> {
+    const { spooled, durable, sendable } = this.options.spool.appendNow(items);
     this.options.metrics.spooled.inc(spooled.length);
     const now = Date.now();
-    for (const item of spooled) this.stream(item.dest).push(this.streamItem(item, now));
-    this.setSpoolDepth(owner);
+    const owners = new Set<string>();
+    for (const item of spooled) {
+      const stream = this.stream(item.dest);
+      stream.push(this.streamItem(item, now));
+      owners.add(stream.node);
+    }
+    for (const owner of owners) this.setSpoolDepth(owner);
     this.releaseWhenReserved(spooled, sendable);
     return durable;
   }
@@ -775,19 +789,7 @@ export class DeliveryForwarder {
       }
       taken++;
     }
-    if (moved.length > 0) {
-      const { spooled, durable, sendable } = spool.appendNow(moved);
-      this.options.metrics.spooled.inc(spooled.length);
-      const now = Date.now();
-      const owners = new Set<string>();
-      for (const item of spooled) {
-        this.stream(item.dest).push(this.streamItem(item, now));
-        owners.add(parseLaneKey(item.dest).node);
-      }
-      for (const owner of owners) this.setSpoolDepth(owner);
-      this.releaseWhenReserved(spooled, sendable);
-      await durable;
-    }
+    if (moved.length > 0) await this.spoolAndPush(moved);
     return taken;
   }
 
@@ -826,15 +828,7 @@ export class DeliveryForwarder {
     }
     if (handled === 0) return;
     const last = items[handled - 1].seq;
-    if (moved.length > 0) {
-      // Sequences assigned and pushed in one step, as a proxy's drain does: traffic of other
-      // proxies to the same owner cannot take sequences in between.
-      const { spooled, durable, sendable } = this.options.spool.appendNow(moved);
-      const now = Date.now();
-      for (const item of spooled) this.stream(item.dest).push(this.streamItem(item, now));
-      this.releaseWhenReserved(spooled, sendable);
-      await durable; // before the old stream lets go of them
-    }
+    if (moved.length > 0) await this.spoolAndPush(moved); // before the old stream lets go of them
     this.logger.info("re-routed messages of a removed member", { from: dest, messages: handled });
     this.acknowledge(stream, last);
   }
