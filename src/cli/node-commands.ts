@@ -8,6 +8,7 @@ import { idleBackgroundThreads } from "../node/background-threads.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../node/cluster-file.js";
 import { apiRequest, ClusterNode } from "../node/node.js";
 import { NODE_DEFAULT_DATA_DIR, parseNodeConfig } from "../node/node-config.js";
+import { handOffDataDir } from "../node/offline-handoff.js";
 import { isValidId } from "../node/routing/commands.js";
 import type { Logger } from "../obs/logger.js";
 import { startTracing, type Tracing } from "../obs/tracing.js";
@@ -211,6 +212,64 @@ export function registerNodeCommands(program: Command): void {
       });
       process.off("SIGTERM", sigterm);
       process.off("SIGINT", sigint);
+    });
+
+  node
+    .command("handoff")
+    .description(
+      "hand a stopped, removed node's spool and last acks to the cluster's members (its data dir is not started again)",
+    )
+    .option("--id <id>", "the removed node's id (node.id)")
+    .option("--cluster-id <name>", "cluster name (node.clusterId)")
+    .option("--token <secret>", "cluster token (node.clusterToken); also CFN_CLUSTER_TOKEN")
+    .option("--data-dir <dir>", "the removed node's data dir (node.dataDir)")
+    .option("--peer <id=ws://…,http://…>", "a member whose API may take it (repeatable)", collect, [])
+    .option("--cluster-file <file>", "cluster definition (cluster/*.yaml); needs --id")
+    .option("--to <api-url>", "offer to this member's API first (repeatable)", collect, [])
+    .option("--timeout-ms <ms>", "give up on what no member took by then", "30000")
+    .option("--set <name=value>", "any node setting (repeatable)", collect, [])
+    .option("--json", "print the report as JSON")
+    .action(async (flags: StartFlags & { to: string[]; timeoutMs: string; json?: boolean }) => {
+      const { config, logger } = buildContext(program);
+      const timeoutMs = Number(flags.timeoutMs);
+      if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1_000 || timeoutMs > 3_600_000)
+        throw new CfnError(
+          "CFN_ERR_CONFIG_INVALID",
+          `--timeout-ms takes 1000 to 3600000 ms, got ${JSON.stringify(flags.timeoutMs)}`,
+        );
+      for (const url of flags.to)
+        if (!/^https?:\/\/\S+$/.test(url))
+          throw new CfnError(
+            "CFN_ERR_CONFIG_INVALID",
+            `--to takes http://host:port, got ${JSON.stringify(url)}`,
+          );
+      const nodeConfig = parseNodeConfig({
+        ...config.node,
+        ...nodeSettingsFromFlags(flags, process.env, config.node),
+      });
+      const report = await handOffDataDir({
+        config: nodeConfig,
+        security: config.security,
+        logger,
+        to: flags.to,
+        deadlineMs: Date.now() + timeoutMs,
+      });
+      if (flags.json) printJson(report);
+      else {
+        printLine(
+          `node ${report.node}: ${report.handed} of ${report.spooled} spooled message(s) handed off` +
+            (report.member ? ` (last to ${report.member})` : "") +
+            `, ${report.left} left in its spool`,
+        );
+        if (report.removalRecorded)
+          printLine("its removal is now recorded in node.json (the leader no longer lists it)");
+        if (report.acks.told.length > 0) printLine(`last acks taken by ${report.acks.told.join(", ")}`);
+        if (report.acks.missed.length > 0)
+          printLine(
+            `last acks not taken by ${report.acks.missed.join(", ")} (they may send those messages again)`,
+          );
+      }
+      if (report.left > 0 || report.acks.missed.length > 0) process.exitCode = EXIT.failure;
     });
 
   const cluster = program.command("cluster").description("cluster operations through a node's HTTP API");

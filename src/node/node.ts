@@ -3,11 +3,11 @@
 // (spool, forwarder, receiver), the master-coordinator loop while leader, agent liveness, and the
 // HTTP API. docs/NODE.md describes the design; this file only composes and sequences.
 
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { Bus } from "../bus/index.js";
 import type { BusConfig } from "../config/schema.js";
-import { CfnError, ERROR_CODES } from "../errors.js";
+import { CfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import type { SecurityConfig } from "../security/config.js";
@@ -15,8 +15,10 @@ import { NodeSecurity } from "../security/node-security.js";
 import { TOKEN_POLICY_PREFIX } from "../security/permissions.js";
 import { LevelLogStore } from "../storage/index.js";
 import { WsTransport } from "../transport/index.js";
+import { apiRequest } from "./api-client.js";
 import { ControlPlane } from "./control.js";
-import { DeliveryForwarder, HANDOFF_RETRY_MS } from "./delivery/forwarder.js";
+import { type DataDirIdentity, readDataDirIdentity, writeDataDirIdentity } from "./data-dir.js";
+import { DeliveryForwarder } from "./delivery/forwarder.js";
 import { DeliveryLedger, LEDGER_FILE_BYTES_MAX } from "./delivery/ledger.js";
 import { InboxPark } from "./delivery/park.js";
 import { DeliveryReceiver } from "./delivery/receiver.js";
@@ -26,10 +28,10 @@ import {
   FORWARD_LANES_MAX,
   FRAME_MESSAGES_MAX,
   parseDeliveryFrame,
-  parseLaneKey,
   type WireMessage,
   wireMessageProblem,
 } from "./delivery/wire.js";
+import { askLeaderAboutMember, type HandOffSender, handOffAcks, memberHandOff } from "./handoff.js";
 import { NodeApi } from "./http-api.js";
 import { InboxMirror } from "./mirror.js";
 import { advertisedApiUrl, advertisedPeerUrl, type NodeConfig, splitListen } from "./node-config.js";
@@ -64,19 +66,12 @@ export interface ClusterNodeOptions {
   metrics: Metrics;
 }
 
+export { apiRequest } from "./api-client.js";
+
 /** Agent id the node sends its own notifications from. */
 export const NODE_AGENT_ID = "cfn-node";
 /** Message type telling a worker that its team has a new coordinator. */
 export const COORDINATOR_MESSAGE_TYPE = "cfn.team.coordinator";
-
-/** What a data dir records about its owner (and the last known member addresses). */
-interface DataDirIdentity {
-  clusterId: string;
-  nodeId: string;
-  members: Record<string, { peerUrl: string; apiUrl: string }>;
-  /** Set once this node applied its own removal: the data dir is refused from then on. */
-  removed?: { atMs: number; applied: number; spooled: number };
-}
 
 type NodeState = "starting" | "running" | "draining" | "stopped";
 
@@ -90,8 +85,6 @@ const REMOVAL_CHECK_INTERVAL_MS = 5_000;
  * the leader itself transfers leadership first and forwards again.
  */
 const MEMBER_CHANGE_FORWARD_TIMEOUT_MS = 12_000;
-/** One hand-off request of a removed node to a member (a chunk of its spool). */
-const HANDOFF_REQUEST_TIMEOUT_MS = 5_000;
 
 export interface ShutdownReport {
   /** Messages drained from outbound mailboxes into the spool during the shutdown. */
@@ -211,7 +204,7 @@ export class ClusterNode {
       onRejected: (reason) => this.nodeMetrics.apiRejected.inc({ reason }),
     });
     // A new data dir is claimed for this cluster and node (a failure refuses the start).
-    if (this.identityFresh) writeAtomically(join(config.dataDir, "node.json"), this.identity);
+    if (this.identityFresh) writeDataDirIdentity(config.dataDir, this.identity);
     this.spool = await DeliverySpool.open({
       path: join(config.dataDir, "spool"),
       sync: config.spoolSync || config.persistence,
@@ -381,40 +374,21 @@ export class ClusterNode {
 
   /** The data dir must be this node's of this cluster; a new one is claimed. */
   private checkDataDir(): DataDirIdentity {
-    const path = join(this.config.dataDir, "node.json");
-    let stored: DataDirIdentity | undefined;
-    try {
-      stored = JSON.parse(readFileSync(path, "utf8")) as DataDirIdentity;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
-        throw new CfnError(
-          "CFN_ERR_DATA_DIR_FOREIGN",
-          `data dir ${this.config.dataDir} has an unreadable node.json: ${String(error)}`,
-        );
-      }
-    }
+    const stored = readDataDirIdentity(this.config.dataDir, this.config.clusterId, this.id);
     if (stored) {
-      if (stored.clusterId !== this.config.clusterId || stored.nodeId !== this.id) {
-        throw new CfnError(
-          "CFN_ERR_DATA_DIR_FOREIGN",
-          `data dir ${this.config.dataDir} belongs to cluster "${stored.clusterId}" node "${stored.nodeId}", ` +
-            `not cluster "${this.config.clusterId}" node "${this.id}"; point this node at its own data dir`,
-          {
-            stored: { clusterId: stored.clusterId, nodeId: stored.nodeId },
-            expected: { clusterId: this.config.clusterId, nodeId: this.id },
-          },
-        );
-      }
       if (stored.removed) {
         throw new CfnError(
           "CFN_ERR_NODE_REMOVED",
           `node "${this.id}" was removed from cluster "${stored.clusterId}" ` +
             `(at ${new Date(stored.removed.atMs).toISOString()}, ${stored.removed.spooled} message(s) left undelivered in its spool); ` +
-            `its data dir ${this.config.dataDir} is not used again: start it with a fresh data dir and --join to bring it back`,
+            `its data dir ${this.config.dataDir} is not used again: start it with a fresh data dir and --join to bring it back` +
+            (stored.removed.spooled > 0
+              ? `; \`cfn node handoff\` with this node's flags hands the ${stored.removed.spooled} to a member`
+              : ""),
           { removed: stored.removed },
         );
       }
-      return { ...stored, members: stored.members ?? {} };
+      return stored;
     }
     // Written once the start is known to be sound (after the key files are read: open()).
     this.identityFresh = true;
@@ -434,7 +408,7 @@ export class ClusterNode {
 
   private writeIdentity(): void {
     try {
-      writeAtomically(join(this.config.dataDir, "node.json"), this.identity);
+      writeDataDirIdentity(this.config.dataDir, this.identity);
     } catch (error) {
       this.logger.warn("cannot write node.json", { error });
     }
@@ -519,36 +493,16 @@ export class ClusterNode {
       for (let attempt = 0; attempt < REMOVAL_CHECK_ATTEMPTS_MAX && !this.removed; attempt++) {
         if (attempt > 0) await sleep(REMOVAL_CHECK_RETRY_MS);
         if (this.state !== "running") return;
-        for (const member of this.knownMemberApis()) {
-          let status: {
-            node?: { clusterId?: string };
-            raft?: { role?: string };
-            members?: { id: string }[];
-          };
-          try {
-            status = (await apiRequest(
-              member.apiUrl,
-              "GET",
-              "/v1/status",
-              this.config.clusterToken,
-              undefined,
-              2_000,
-            )) as typeof status;
-          } catch {
-            continue; // down or unreachable: ask the next one
-          }
-          // Only this cluster's leader can say (an address may now serve another cluster's node).
-          if (status.raft?.role !== "leader" || status.node?.clusterId !== this.config.clusterId) continue;
-          if (status.members?.some((entry) => entry.id === this.id)) return; // still a member
-          if (this.removed || this.state !== "running") return;
-          this.stopAsRemoved(
-            "this node was removed from the cluster (the leader no longer lists it); it stops",
-            {
-              leader: member.id,
-            },
-          );
-          return;
-        }
+        const answer = await askLeaderAboutMember(this.knownMemberApis(), this.handOffSender());
+        if (answer === undefined) continue; // no leader answered: ask again
+        if (answer.member || this.removed || this.state !== "running") return;
+        this.stopAsRemoved(
+          "this node was removed from the cluster (the leader no longer lists it); it stops",
+          {
+            leader: answer.leader,
+          },
+        );
+        return;
       }
     } finally {
       this.confirmingRemoval = false;
@@ -580,27 +534,8 @@ export class ClusterNode {
   private async handOffSpool(deadlineMs: number): Promise<number> {
     const before = this.forwarder.pendingTotal();
     if (before === 0) return 0;
-    const members = this.knownMemberApis();
-    let at = 0;
-    const handed = await this.forwarder.handOff(async (messages) => {
-      for (; at < members.length; at++) {
-        try {
-          const answer = (await apiRequest(
-            members[at].apiUrl,
-            "POST",
-            "/v1/handoff",
-            this.config.clusterToken,
-            { from: this.id, clusterId: this.config.clusterId, messages },
-            HANDOFF_REQUEST_TIMEOUT_MS,
-          )) as { taken?: unknown };
-          if (typeof answer.taken === "number" && Number.isSafeInteger(answer.taken)) return answer.taken;
-        } catch (error) {
-          // Down, not of this cluster, or still listing this node as a member: the next one.
-          this.logger.warn("member refused the hand-off; trying the next", { member: members[at].id, error });
-        }
-      }
-      throw new Error(`none of ${members.length} known member(s) took the hand-off`);
-    }, deadlineMs);
+    const members = memberHandOff(this.knownMemberApis(), this.handOffSender());
+    const handed = await this.forwarder.handOff(members.deliver, deadlineMs);
     this.nodeMetrics.handedOver.inc(handed);
     const left = this.forwarder.pendingTotal();
     if (this.identity.removed) {
@@ -608,7 +543,7 @@ export class ClusterNode {
       this.writeIdentity();
     }
     const log = left === 0 ? this.logger.info.bind(this.logger) : this.logger.warn.bind(this.logger);
-    log("spooled messages handed off to a member", { handed, left, member: members[at]?.id });
+    log("spooled messages handed off to a member", { handed, left, member: members.member() });
     return handed;
   }
 
@@ -694,35 +629,18 @@ export class ClusterNode {
    * `deadlineMs`.
    */
   private async handOffAcks(deadlineMs: number): Promise<void> {
-    const bySender = new Map<string, { l: number; s: string; u: number }[]>();
-    for (const [key, cursor] of this.ledger?.cursors() ?? []) {
-      const { node, lane } = parseLaneKey(key);
-      bySender.set(node, [...(bySender.get(node) ?? []), { l: lane, s: cursor.stream, u: cursor.seq }]);
-    }
     const apis = new Map(this.knownMemberApis().map((member) => [member.id, member.apiUrl]));
-    await Promise.all(
-      [...bySender].map(async ([sender, acks]) => {
-        const apiUrl = apis.get(sender);
-        if (!apiUrl) return;
-        while (Date.now() < deadlineMs) {
-          try {
-            await apiRequest(
-              apiUrl,
-              "POST",
-              "/v1/handoff",
-              this.config.clusterToken,
-              { from: this.id, clusterId: this.config.clusterId, acks },
-              Math.max(100, Math.min(HANDOFF_REQUEST_TIMEOUT_MS, deadlineMs - Date.now())),
-            );
-            return;
-          } catch (error) {
-            this.logger.debug("sender refused the last acks; asked again", { sender, error });
-            await sleep(HANDOFF_RETRY_MS);
-          }
-        }
-        this.logger.warn("last acks not handed to a sender; it may send those messages again", { sender });
-      }),
-    );
+    await handOffAcks(this.ledger?.cursors() ?? [], apis, this.handOffSender(), deadlineMs);
+  }
+
+  /** This node as the sender of a hand-off (or of a question about its own membership). */
+  private handOffSender(): HandOffSender {
+    return {
+      from: this.id,
+      clusterId: this.config.clusterId,
+      token: this.config.clusterToken,
+      logger: this.logger,
+    };
   }
 
   /** Records the removal in node.json: a later start on this data dir is refused. */
@@ -1239,12 +1157,6 @@ function msAgo(ms: number | undefined): number | null {
   return ms === undefined ? null : Date.now() - ms;
 }
 
-function writeAtomically(path: string, value: unknown): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600 });
-  renameSync(tmp, path);
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -1259,61 +1171,6 @@ async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T | und
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** Calls a node's HTTP API with the cluster token; throws the API's CfnError on failure. */
-export async function apiRequest(
-  baseUrl: string,
-  method: string,
-  path: string,
-  token: string | undefined,
-  body?: unknown,
-  timeoutMs = 5_000,
-): Promise<unknown> {
-  const headers: Record<string, string> = { accept: "application/json" };
-  if (token) headers["x-cfn-cluster-token"] = token;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  let response: Response;
-  try {
-    response = await fetch(new URL(path, baseUrl), {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch (error) {
-    throw new CfnError(
-      "CFN_ERR_PEER_UNREACHABLE",
-      `cannot reach node API ${baseUrl}: ${(error as Error).message}`,
-      { url: baseUrl },
-    );
-  }
-  const text = await response.text();
-  let json: unknown;
-  try {
-    json = text ? JSON.parse(text) : {};
-  } catch {
-    json = { text };
-  }
-  if (!response.ok) {
-    const error = (json as { error?: { code?: string; message?: string } | string }).error;
-    if (typeof error === "string") {
-      // A routing result the state machine refused ({ok: false, error: reason}, HTTP 409).
-      throw new CfnError("CFN_ERR_ROUTING_REFUSED", `${method} ${path} refused: ${error}`, {
-        status: response.status,
-        reason: error,
-      });
-    }
-    const code = error?.code && isKnownCode(error.code) ? error.code : "CFN_ERR_PEER_UNREACHABLE";
-    throw new CfnError(code as never, error?.message ?? `${method} ${path} → HTTP ${response.status}`, {
-      status: response.status,
-    });
-  }
-  return json;
-}
-
-function isKnownCode(code: string): boolean {
-  return Object.hasOwn(ERROR_CODES, code);
 }
 
 async function fetchMembers(apiUrl: string, token: string): Promise<{ id: string; peerUrl: string }[]> {

@@ -3,10 +3,26 @@
 // their checkpoints, workers are told, and the isolated node catches up when it resumes. Also a
 // node joining and a node leaving while traffic flows.
 
+import { spawn } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
-import { api, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
+import { api, CLI, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
 
 let cluster: TestCluster | undefined;
+
+/** Runs the compiled CLI to completion. */
+async function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk) => {
+    stdout += String(chunk);
+  });
+  child.stderr.on("data", (chunk) => {
+    stderr += String(chunk);
+  });
+  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+  return { code, stdout, stderr };
+}
 
 afterEach(async () => {
   await cluster?.stop();
@@ -27,6 +43,79 @@ type Team = {
 
 async function teamsOf(node: NodeProcess): Promise<Team[]> {
   return ((await tryStatus(node))?.teams ?? []) as Team[];
+}
+
+/**
+ * Three nodes; a follower ("victim") holds 30 messages (`<prefix>-0` …) for dst, an agent on the
+ * other follower, unacknowledged in its spool (dst's inbox of 40 is full and nothing parks), and is
+ * killed: it misses the commit of a removal that follows, and no member sends it anything after.
+ */
+async function killedWithHeldSpool(
+  prefix: string,
+): Promise<{ leader: NodeProcess; victim: NodeProcess; other: NodeProcess; sent: string[] }> {
+  const created = await TestCluster.create(3);
+  cluster = created;
+  await Promise.all(
+    created.nodes.map((node) =>
+      node.start([...created.peerFlags(node), "--set", "parkedMessagesMax=0"], {
+        CFN_BUS_INBOX_DEPTH_MAX: "40",
+        CFN_BUS_BATCH_MESSAGES_MAX: "40",
+      }),
+    ),
+  );
+  await created.waitReady(created.nodes);
+  const leader = await created.leader();
+  const [victim, other] = created.nodes.filter((node) => node !== leader);
+  await register(other, "dst");
+  await waitFor("dst routed on the victim", async () =>
+    (await tryStatus(victim))?.agents.some((a: { id: string }) => a.id === "dst"),
+  );
+  const otherBus = other.bus();
+  for (let i = 0; i < 40; i++) otherBus.sendSync("local", "dst", { id: `fill-${i}`, type: "test" });
+  otherBus.close();
+  const bus = victim.bus();
+  const sent = Array.from({ length: 30 }, (_, i) => `${prefix}-${i}`);
+  for (const [i, id] of sent.entries()) bus.sendSync("src", "dst", { id, type: "test", payload: { i } });
+  bus.close();
+  await waitFor("the victim's stream to dst's node held", async () => {
+    const status = await tryStatus(victim);
+    const pending = (status?.delivery.streams ?? []).reduce(
+      (sum: number, stream: { pending: number }) => sum + stream.pending,
+      0,
+    );
+    return pending === 30 && status.delivery.proxied.length > 0;
+  });
+  victim.signal("SIGKILL");
+  await victim.waitExit();
+  return { leader, victim, other, sent };
+}
+
+/** Empties dst's inbox (the 40 fillers), removes the killed victim and waits for the others to apply it. */
+async function removeWhileDown(leader: NodeProcess, victim: NodeProcess, other: NodeProcess): Promise<void> {
+  expect((await drainInbox(other, "dst")).map((m) => m.id)).toEqual(
+    Array.from({ length: 40 }, (_, i) => `fill-${i}`),
+  );
+  const removed = await api(leader.api, "DELETE", `/v1/members/${victim.id}`);
+  expect(removed.status, JSON.stringify(removed.json)).toBe(200);
+  await waitFor("the victim removed on the others", async () => {
+    for (const node of [leader, other]) {
+      const s = await tryStatus(node);
+      if (!s || s.members.some((m: { id: string }) => m.id === victim.id)) return false;
+    }
+    return true;
+  });
+}
+
+/** dst's messages once `count` arrived, and for 300 ms more (a duplicate would show). */
+async function receivedOnce(other: NodeProcess, count: number): Promise<string[]> {
+  const got: string[] = [];
+  await waitFor("the handed-off messages delivered", async () => {
+    got.push(...(await drainInbox(other, "dst")).map((m) => m.id));
+    return got.length >= count;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  got.push(...(await drainInbox(other, "dst")).map((m) => m.id));
+  return got;
 }
 
 describe("coordinators and failover (3 node processes)", () => {
@@ -249,58 +338,8 @@ describe("coordinators and failover (3 node processes)", () => {
   });
 
   it("a node removed while it was down (it never applies its removal) learns it from the leader, hands its spool to a member and stops", async () => {
-    cluster = await TestCluster.create(3);
-    // Inboxes of 40 and no park: a full inbox holds its sender's stream (nothing acknowledged).
-    await Promise.all(
-      cluster.nodes.map((node) =>
-        node.start([...cluster!.peerFlags(node), "--set", "parkedMessagesMax=0"], {
-          CFN_BUS_INBOX_DEPTH_MAX: "40",
-          CFN_BUS_BATCH_MESSAGES_MAX: "40",
-        }),
-      ),
-    );
-    await cluster.waitReady(cluster.nodes);
-    const leader = await cluster.leader();
-    const [victim, other] = cluster.nodes.filter((node) => node !== leader);
-    await register(other, "dst");
-    await waitFor("dst routed on the victim", async () =>
-      (await tryStatus(victim))?.agents.some((a: { id: string }) => a.id === "dst"),
-    );
-    // dst's inbox is full, so the messages the victim forwards to it are held, unacknowledged, in
-    // the victim's spool when it is killed; its owner never wrote them.
-    const otherBus = other.bus();
-    for (let i = 0; i < 40; i++) otherBus.sendSync("local", "dst", { id: `fill-${i}`, type: "test" });
-    otherBus.close();
-    const bus = victim.bus();
-    const sent: string[] = [];
-    for (let i = 0; i < 30; i++) {
-      bus.sendSync("src", "dst", { id: `h-${i}`, type: "test", payload: { i } });
-      sent.push(`h-${i}`);
-    }
-    bus.close();
-    await waitFor("the victim's stream to dst's node held", async () => {
-      const status = await tryStatus(victim);
-      const pending = (status?.delivery.streams ?? []).reduce(
-        (sum: number, stream: { pending: number }) => sum + stream.pending,
-        0,
-      );
-      return pending === 30 && status.delivery.proxied.length > 0;
-    });
-    // Killed, the victim misses the commit of its removal; no member sends it anything after.
-    victim.signal("SIGKILL");
-    await victim.waitExit();
-    expect((await drainInbox(other, "dst")).map((m) => m.id)).toEqual(
-      Array.from({ length: 40 }, (_, i) => `fill-${i}`),
-    );
-    const removed = await api(leader.api, "DELETE", `/v1/members/${victim.id}`);
-    expect(removed.status, JSON.stringify(removed.json)).toBe(200);
-    await waitFor("the victim removed on the others", async () => {
-      for (const node of [leader, other]) {
-        const s = await tryStatus(node);
-        if (!s || s.members.some((m: { id: string }) => m.id === victim.id)) return false;
-      }
-      return true;
-    });
+    const { leader, victim, other, sent } = await killedWithHeldSpool("h");
+    await removeWhileDown(leader, victim, other);
     // Restarted on its data dir it still counts itself a member; the peers refuse its dials (401)
     // and the leader's status no longer lists it: it stops by itself.
     await victim.start(cluster.peerFlags(victim));
@@ -311,18 +350,65 @@ describe("coordinators and failover (3 node processes)", () => {
     expect(victim.stdout + victim.stderr).toContain("the leader no longer lists it");
     // No member takes its frames any more (nor acknowledges them): its spool went to a member's
     // API, and from there to dst, once (what already landed is dropped by message id).
-    const got: string[] = [];
-    await waitFor("the handed-off messages delivered", async () => {
-      got.push(...(await drainInbox(other, "dst")).map((m) => m.id));
-      return got.length >= sent.length;
-    });
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    got.push(...(await drainInbox(other, "dst")).map((m) => m.id));
-    expect(got).toEqual(sent);
+    expect(await receivedOnce(other, sent.length)).toEqual(sent);
     const again = await victim.runToExit(["--token", TOKEN, ...cluster.peerFlags(victim)]);
     expect(again.code, again.stderr).toBe(2);
     expect(again.stderr).toContain("CFN_ERR_NODE_REMOVED");
     expect(again.stderr).toContain("0 message(s) left undelivered");
+  });
+
+  it("`cfn node handoff` hands a stopped, removed node's spool to a member without starting it; refuses while it is a member", async () => {
+    const { leader, victim, other, sent } = await killedWithHeldSpool("o");
+    const handoff = (extra: string[] = []) =>
+      runCli([
+        "--bus-root",
+        victim.spec.busRoot,
+        "--log-level",
+        "warn",
+        "node",
+        "handoff",
+        "--id",
+        victim.id,
+        "--data-dir",
+        victim.spec.dataDir,
+        "--token",
+        TOKEN,
+        "--json",
+        ...cluster!.peerFlags(victim),
+        ...extra,
+      ]);
+    // Still a member: its own start delivers the spool; the command refuses and takes nothing.
+    const early = await handoff();
+    expect(early.code, early.stderr).toBe(1);
+    expect(early.stderr).toContain("CFN_ERR_CONF_CHANGE");
+    expect(early.stderr).toContain("still a member");
+
+    await removeWhileDown(leader, victim, other);
+    // Removed while down, never started again: the command asks the leader, records the removal
+    // and hands the spool to a member, which delivers it to dst once, in order.
+    const done = await handoff();
+    expect(done.code, done.stderr).toBe(0);
+    const report = JSON.parse(done.stdout);
+    expect(report).toMatchObject({
+      node: victim.id,
+      removalRecorded: true,
+      spooled: 30,
+      handed: 30,
+      left: 0,
+    });
+    expect(await receivedOnce(other, sent.length)).toEqual(sent);
+    // Nothing is left to hand off; the data dir stays refused.
+    const again = await handoff();
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({
+      removalRecorded: false,
+      spooled: 0,
+      handed: 0,
+      left: 0,
+    });
+    const start = await victim.runToExit(["--token", TOKEN, ...cluster.peerFlags(victim)]);
+    expect(start.code, start.stderr).toBe(2);
+    expect(start.stderr).toContain("0 message(s) left undelivered");
   });
 
   it("with leaveOnShutdown, a SIGTERM leaves the membership; the data dir is refused after", async () => {

@@ -19,6 +19,7 @@ import type { Bus, Delivery, Envelope, Mailbox } from "../../bus/index.js";
 import { type CfnError, isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
 import type { Transport } from "../../transport/index.js";
+import { HANDOFF_CHUNK_MESSAGES_MAX, HANDOFF_RETRY_MS, handOffChunk } from "../handoff.js";
 import type { NodeMetrics } from "../node-metrics.js";
 import { deadLetterRefused, deadLetterWireMessage } from "./dead-letters.js";
 import type { DeliverySpool, SpooledMessage } from "./spool.js";
@@ -63,13 +64,6 @@ export const PROXY_UNSPOOLED_BATCHES_MAX = 16;
 
 /** A paused proxy looks again this often (a pause ends early when the owner says so). */
 export const PAUSE_CHECK_MS = 50;
-
-/** A removed node hands its spool to a member in chunks of at most this many messages… */
-export const HANDOFF_CHUNK_MESSAGES_MAX = 512;
-/** …and about this many bytes of JSON (one larger message goes alone). */
-export const HANDOFF_CHUNK_BYTES_MAX = 1024 * 1024;
-/** A chunk the member took only in part (a full inbox there) is offered again after this. */
-export const HANDOFF_RETRY_MS = 200;
 
 interface StreamItem extends SpooledMessage {
   spooledAtMs: number;
@@ -738,14 +732,10 @@ export class DeliveryForwarder {
     streams: for (const stream of [...this.streams.values()]) {
       while (stream.pending > 0 && Date.now() < deadlineMs) {
         if (stream.activePending === 0 && !stream.advance()) break;
-        const chunk: StreamItem[] = [];
-        let bytes = 0;
-        for (const item of stream.pendingSlice(stream.head, stream.head + HANDOFF_CHUNK_MESSAGES_MAX)) {
-          const size = JSON.stringify(item.message).length;
-          if (chunk.length > 0 && bytes + size > HANDOFF_CHUNK_BYTES_MAX) break;
-          chunk.push(item);
-          bytes += size;
-        }
+        const chunk = handOffChunk(
+          stream.pendingSlice(stream.head, stream.head + HANDOFF_CHUNK_MESSAGES_MAX),
+          (item) => item.message,
+        );
         let taken: number;
         try {
           taken = await deliver(chunk.map((item) => item.message));
