@@ -6,7 +6,8 @@
 #                      [--max-messages N] [--idle-exit-ms MS] [--depth-max 1000]
 #       Receives messages. A "task" is answered with a "result" to its sender, payload
 #       {"agent":ID,"task":<the task's payload>}, headers copied (trace context rides along).
-#       A "stop" ends the loop. Malformed or foreign files go to dead/ with a .reason file.
+#       A "stop" ends the loop. Malformed or foreign files go to dead/ with a .reason file (none
+#       when the bus is too full to write one).
 #       Waits with inotifywait when installed, else polls every --poll-ms.
 #
 #   bash-agent.sh send --bus DIR --from ID --to ID [--type T] [--priority normal]
@@ -130,12 +131,18 @@ dead_letter() {
   local dead_name=$2 reason_tmp
   next_unique
   reason_tmp="$MY_DIR/tmp/.reason.$UNIQUE"
-  printf '{"cause":"%s","reason":"%s","deliveries":%d,"agent":"%s","pid":%d}\n' "$3" "$4" "$5" "$AGENT" $$ >"$reason_tmp"
+  # A full bus: the file still goes to dead/, without a reason file (PROTOCOL.md section 8).
+  if ! { printf '{"cause":"%s","reason":"%s","deliveries":%d,"agent":"%s","pid":%d}\n' \
+    "$3" "$4" "$5" "$AGENT" $$ >"$reason_tmp"; } 2>/dev/null; then
+    rm -f "$reason_tmp"
+    reason_tmp=
+    printf 'bash-agent: cannot write the reason of dead letter %s (%s: %s)\n' "$2" "$3" "$4" >&2
+  fi
   [[ -e $MY_DIR/dead/$dead_name ]] && dead_name="$2.$UNIQUE"
   if mv "$1" "$MY_DIR/dead/$dead_name" 2>/dev/null; then
-    mv "$reason_tmp" "$MY_DIR/dead/$dead_name.reason"
+    [[ -z $reason_tmp ]] || mv "$reason_tmp" "$MY_DIR/dead/$dead_name.reason" 2>/dev/null || rm -f "$reason_tmp"
   else
-    rm -f "$reason_tmp"
+    [[ -z $reason_tmp ]] || rm -f "$reason_tmp"
   fi
 }
 

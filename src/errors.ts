@@ -18,6 +18,8 @@ export const ERROR_CODES = {
   CFN_ERR_UNKNOWN_AGENT: "No mailbox exists for the agent",
   CFN_ERR_TIMEOUT: "A deadline passed before the operation could finish",
   CFN_ERR_CLOSED: "The component was closed and takes no more work",
+  CFN_ERR_BUS_IO:
+    "The bus directory could not be read or written (ENOSPC, EROFS, EMFILE, ...); the errno is in details.errno",
 
   // raft
   CFN_ERR_PROPOSAL_DROPPED:
@@ -31,7 +33,7 @@ export const ERROR_CODES = {
   // storage
   CFN_ERR_STORAGE: "The log store failed to read or write",
   CFN_ERR_COMPACTED: "The requested log index was compacted into a snapshot",
-  CFN_ERR_UNAVAILABLE: "The requested log index is not yet in the log",
+  CFN_ERR_UNAVAILABLE: "Something asked for is not there (yet): a log index, an unfinished round to resume",
   CFN_ERR_DATA_DIR_FOREIGN: "The data dir belongs to another cluster or node",
   CFN_ERR_DATA_DIR_LOCKED: "The data dir is already open, in this process or in another one",
 

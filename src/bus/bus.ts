@@ -14,6 +14,7 @@ import { type Logger, silentLogger } from "../obs/logger.js";
 import { Metrics } from "../obs/metrics.js";
 import { isValidAgentId, validateAgentId } from "./agent-id.js";
 import { type DepthEstimate, fitsAfterCount, freshEstimate, mustRecount } from "./backpressure.js";
+import { busIoError, withBusIoError } from "./bus-io-error.js";
 import { type BusMetrics, createBusMetrics, type InboxDepthSource, OverflowReporter } from "./bus-metrics.js";
 import { nextArrivalUs, UniqueNames, wallClockUs } from "./clock.js";
 import {
@@ -136,7 +137,9 @@ export class Bus implements InboxDepthSource {
     this.busMetrics = createBusMetrics(this.metrics);
     this.dir = join(this.config.root, this.config.name);
     this.io = chooseFileIo(this.config.nativeIo);
-    const shards = openBusDirectory(this.dir, this.config.shards, this.uniqueNames.next());
+    const shards = withBusIoError(`opening the bus directory ${this.dir}`, () =>
+      openBusDirectory(this.dir, this.config.shards, this.uniqueNames.next()),
+    );
     if (shards !== this.config.shards) {
       this.logger.warn("bus.conf fixes a different shard count; using it", {
         configured: this.config.shards,
@@ -158,7 +161,11 @@ export class Bus implements InboxDepthSource {
     return this.sendMessage(from, to, message, true, false);
   }
 
-  /** sendSync of a message forwarded from another node, keeping its sender's `seq`. */
+  /**
+   * sendSync of a message forwarded from another node, keeping its sender's `seq`. A failing bus
+   * directory is thrown as the raw system error here, not CFN_ERR_BUS_IO: the node's delivery code
+   * retries a non-CfnError and dead-letters a CfnError as a message the bus refuses.
+   */
   sendForwardedSync(from: string, to: string, message: ForwardedMessage): SendResult {
     return this.sendMessage(from, to, message, true, true);
   }
@@ -181,7 +188,7 @@ export class Bus implements InboxDepthSource {
       return { ids: [envelope.id], file };
     } catch (error) {
       this.restoreSequence(from, sequenceBefore);
-      throw error;
+      throw forwarded ? error : busIoError(error, `sending to ${to}`);
     }
   }
 
@@ -213,7 +220,7 @@ export class Bus implements InboxDepthSource {
     return this.sendBatchMessages(from, to, messages, true, false);
   }
 
-  /** sendBatchSync of messages forwarded from another node, each keeping its sender's `seq`. */
+  /** sendBatchSync of messages forwarded from another node (errors as sendForwardedSync). */
   sendForwardedBatchSync(from: string, to: string, messages: ForwardedMessage[]): SendResult {
     return this.sendBatchMessages(from, to, messages, true, true);
   }
@@ -250,7 +257,7 @@ export class Bus implements InboxDepthSource {
       );
     } catch (error) {
       this.restoreSequence(from, sequenceBefore);
-      throw error;
+      throw forwarded ? error : busIoError(error, `sending a batch to ${to}`);
     }
   }
 
@@ -390,13 +397,14 @@ export class Bus implements InboxDepthSource {
   openMailbox(agentId: string, options: MailboxOptions = {}): Mailbox {
     this.assertOpen();
     validateAgentId(agentId);
-    return new Mailbox(this, agentId, options);
+    return withBusIoError(`opening the mailbox of ${agentId}`, () => new Mailbox(this, agentId, options));
   }
 
   /** Messages queued + claimed in an agent's inbox, counted now (two readdirs). */
   inboxDepth(agentId: string): number {
     validateAgentId(agentId);
-    return this.countDepth(this.layout.agent(agentId));
+    const paths = this.layout.agent(agentId);
+    return sumCounts(safeReaddir(paths.inbox)) + sumCounts(safeReaddir(paths.claimed));
   }
 
   /** Status of one agent; undefined when it has no directory on this bus. */
@@ -574,8 +582,9 @@ export class Bus implements InboxDepthSource {
     if (estimate) estimate.sentSinceCount = Math.max(0, estimate.sentSinceCount - count);
   }
 
+  /** The depth admission counts (a failed listing throws rather than count as empty). */
   private countDepth(paths: AgentPaths): number {
-    return sumCounts(safeReaddir(paths.inbox)) + sumCounts(safeReaddir(paths.claimed));
+    return sumCounts(readdirOrNone(paths.inbox)) + sumCounts(readdirOrNone(paths.claimed));
   }
 
   private refuseFull(paths: AgentPaths, depth: number, count: number, countOverflow: boolean): never {
@@ -638,6 +647,19 @@ function safeReaddir(dir: string): string[] {
     return readdirSync(dir);
   } catch {
     return [];
+  }
+}
+
+/**
+ * The names in `dir`, none when it does not exist. Any other failure (EMFILE) is thrown: a listing
+ * taken for empty would under-count an inbox and admit sends past inboxDepthMax.
+ */
+function readdirOrNone(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw error;
   }
 }
 

@@ -20,7 +20,8 @@ export interface DeadLetterContext {
 
 /**
  * Moves `sourcePath` to dead/<fileName> with a reason file. Returns false when the source vanished
- * (another consumer moved it first), in which case nothing is left behind. The reason is written
+ * (another consumer moved it first), in which case nothing is left behind. A reason that cannot be
+ * written (a full bus) is logged instead and the file moved without one. The reason is written
  * into tmp/ first and renamed in after the file, so a vanished source never clobbers the reason of
  * an earlier dead letter; a name already present in dead/ (a foreign file seen twice) gets a
  * unique suffix instead of replacing it.
@@ -44,24 +45,45 @@ export function moveToDeadLetter(
     pid: process.pid,
   };
   const reasonTmpPath = join(paths.tmp, `.reason.${unique}`);
+  let reasonWritten = false;
   try {
     writeFileSync(reasonTmpPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
+    reasonWritten = true;
   } catch (error) {
     // No tmp/: the agent's directories were removed (by another consumer's shutdown). So was the
     // source then; a name fs.watch reported for the removal itself is one ("inbox").
     if ((error as NodeJS.ErrnoException).code === "ENOENT" && !existsSync(sourcePath)) return false;
-    throw error;
+    // A full bus (ENOSPC, no inodes left) or another write failure: the file is dead-lettered all
+    // the same, without a reason file (PROTOCOL.md section 8); the reason is in the log. Moving it
+    // out of the way is what lets the receiver reach the good files behind it.
+    unlinkQuietly(reasonTmpPath);
+    context.logger.warn("cannot write a dead letter's reason file; the file goes to dead/ without one", {
+      agent: paths.agentId,
+      file: fileName,
+      error,
+    });
   }
   let deadName = fileName;
   if (existsSync(join(paths.dead, deadName))) deadName = `${fileName}.${unique}`;
   try {
     renameSync(sourcePath, join(paths.dead, deadName));
   } catch (error) {
-    unlinkSync(reasonTmpPath);
+    if (reasonWritten) unlinkQuietly(reasonTmpPath);
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw error;
   }
-  renameSync(reasonTmpPath, join(paths.dead, `${deadName}.reason`));
+  if (reasonWritten) {
+    try {
+      renameSync(reasonTmpPath, join(paths.dead, `${deadName}.reason`));
+    } catch (error) {
+      unlinkQuietly(reasonTmpPath);
+      context.logger.warn("cannot move a dead letter's reason file into dead/", {
+        agent: paths.agentId,
+        file: deadName,
+        error,
+      });
+    }
+  }
   context.busMetrics.deadLetters.inc({ reason: cause });
   context.metrics.emit("cfn_bus_dead_letters_total", 1, { agent: paths.agentId, reason: cause });
   context.logger.warn("message moved to dead-letter", {
@@ -71,6 +93,12 @@ export function moveToDeadLetter(
     reason,
   });
   return true;
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {}
 }
 
 /**
@@ -104,7 +132,16 @@ export function moveToDeadLetterAfterWrite(
     at: new Date().toISOString(),
     pid: process.pid,
   };
-  writeFileSync(reasonPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
+  try {
+    writeFileSync(reasonPath, `${JSON.stringify(record)}\n`, { mode: FILE_MODE });
+  } catch (error) {
+    unlinkQuietly(reasonPath);
+    context.logger.warn("cannot write a dead letter's reason file; the file is in dead/ without one", {
+      agent: context.paths.agentId,
+      file: fileName,
+      error,
+    });
+  }
   context.busMetrics.deadLetters.inc({ reason: "deliveries_exhausted" });
   context.logger.warn("message moved to dead-letter", {
     agent: context.paths.agentId,

@@ -18,7 +18,8 @@
 //   bus.status();                                 // per agent: inbox depth, claimed, dead letters, last-seen
 //
 // Errors are CfnError with codes CFN_ERR_INVALID_AGENT_ID, CFN_ERR_INBOX_FULL,
-// CFN_ERR_MESSAGE_TOO_LARGE, CFN_ERR_BATCH_TOO_LARGE, CFN_ERR_INVALID_MESSAGE, CFN_ERR_CLOSED
+// CFN_ERR_MESSAGE_TOO_LARGE, CFN_ERR_BATCH_TOO_LARGE, CFN_ERR_INVALID_MESSAGE, CFN_ERR_CLOSED,
+// CFN_ERR_BUS_IO (a full, read-only or descriptor-starved bus directory; docs/BUS.md)
 // (docs/ERRORS.md).
 
 export { AGENT_ID_LENGTH_MAX, isValidAgentId, shardOf, validateAgentId } from "./agent-id.js";

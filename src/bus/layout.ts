@@ -9,7 +9,7 @@
 //
 // Every directory is created 0700. Directory existence is cached per agent: a send costs no mkdir.
 
-import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, linkSync, mkdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { shardOf } from "./agent-id.js";
 
@@ -63,8 +63,23 @@ export class BusLayout {
   /** Creates the agent's directories unless this process already did; `force` re-checks. */
   ensureAgent(paths: AgentPaths, force = false): void {
     if (!force && this.created.has(paths.agentId)) return;
-    for (const dir of [paths.tmp, paths.inbox, paths.claimed, paths.dead]) {
-      mkdirSync(dir, { recursive: true, mode: DIRECTORY_MODE });
+    const existed = existsSync(paths.dir);
+    const made: string[] = [];
+    try {
+      for (const dir of [paths.tmp, paths.inbox, paths.claimed, paths.dead]) {
+        if (mkdirSync(dir, { recursive: true, mode: DIRECTORY_MODE }) !== undefined) made.push(dir);
+      }
+    } catch (error) {
+      // No inodes left: remove what this call made rather than leave a half-made agent. rmdir only
+      // removes an empty directory, so nothing a sender renamed in meanwhile is lost.
+      const undo = made.reverse();
+      if (!existed) undo.push(paths.dir);
+      for (const dir of undo) {
+        try {
+          rmdirSync(dir);
+        } catch {}
+      }
+      throw error;
     }
     if (this.created.size > 100_000) this.created.clear();
     this.created.add(paths.agentId);
@@ -86,13 +101,16 @@ export function openBusDirectory(base: string, shards: number, unique: string): 
   const existing = readShards(confPath);
   if (existing !== undefined) return existing;
   const tmpPath = join(base, `.bus.conf.${unique}`);
-  writeFileSync(tmpPath, `version=1\nshards=${shards}\n`, { mode: FILE_MODE });
   try {
+    writeFileSync(tmpPath, `version=1\nshards=${shards}\n`, { mode: FILE_MODE });
     linkSync(tmpPath, confPath);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
   } finally {
-    unlinkSync(tmpPath);
+    // Also when the write failed (a full bus): an empty or partial temporary is never used.
+    try {
+      unlinkSync(tmpPath);
+    } catch {}
   }
   return readShards(confPath) ?? shards;
 }

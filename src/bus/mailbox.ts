@@ -20,13 +20,15 @@ import {
   readFileSync,
   renameSync,
   statSync,
+  unlinkSync,
   utimesSync,
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
-import { CfnError } from "../errors.js";
+import { CfnError, isCfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { Bus } from "./bus.js";
+import { busIoError, isSystemError, RESOURCE_ERRNOS, withBusIoError } from "./bus-io-error.js";
 import { ClaimReader, type ReadProblem } from "./claim-reader.js";
 import { wallClockUs } from "./clock.js";
 import {
@@ -46,6 +48,12 @@ export interface MailboxOptions {
   heartbeat?: boolean;
   /** Watch the inbox with fs.watch for fast wake-ups (default true); rescans happen regardless. */
   watch?: boolean;
+  /**
+   * Touch the heartbeat once when the mailbox opens (default true, also with `heartbeat: false`,
+   * for hosts that refresh it on their own timer). False: a receiver that does not serve the agent
+   * (a one-shot `cfn recv`) leaves its liveness mark alone.
+   */
+  heartbeatOnOpen?: boolean;
 }
 
 export interface ReceiveOptions {
@@ -213,7 +221,7 @@ export class Mailbox {
       metrics: bus.metrics,
       busMetrics: bus.busMetrics,
     };
-    this.heartbeat();
+    if (options.heartbeatOnOpen ?? true) this.heartbeat();
     this.sweep(Date.now());
     removeStaleTemps(this.paths);
     // Last of the steps that may throw: a mailbox that fails to open holds no descriptors.
@@ -268,25 +276,72 @@ export class Mailbox {
     this.assertOpen();
     const out: Delivery[] = [];
     const nowMs = Date.now();
-    this.maybeSweep(nowMs);
-    const deadlineMs = nowMs + this.bus.config.visibilityTimeoutMs;
-    if (deadlineMs !== this.claimDeadlineMs) {
-      this.claimDeadlineMs = deadlineMs;
-      this.claimSuffix = `_${deadlineMs}_${process.pid}.json`;
-    }
-    while (out.length < max && this.ready.length > 0) out.push(this.ready.shift() as Delivery);
-    if (out.length < max) this.claimInto(out, max, nowMs, trustArrivals);
-    if (this.claimedMessages > 0) {
-      this.bus.busMetrics.countReceived(this.claimedMessages);
-      this.claimedMessages = 0;
+    try {
+      this.maybeSweep(nowMs);
+      const deadlineMs = nowMs + this.bus.config.visibilityTimeoutMs;
+      if (deadlineMs !== this.claimDeadlineMs) {
+        this.claimDeadlineMs = deadlineMs;
+        this.claimSuffix = `_${deadlineMs}_${process.pid}.json`;
+      }
+      while (out.length < max && this.ready.length > 0) out.push(this.ready.shift() as Delivery);
+      if (out.length < max) this.claimInto(out, max, nowMs, trustArrivals);
+    } catch (error) {
+      this.takeFailed(out, error);
+    } finally {
+      if (this.claimedMessages > 0) {
+        this.bus.busMetrics.countReceived(this.claimedMessages);
+        this.claimedMessages = 0;
+      }
     }
     return out;
   }
 
+  /**
+   * A step of take() failed after `out` got some messages, or before. A failure of the bus
+   * directory (CFN_ERR_BUS_IO) with messages in hand returns them: they are claimed, and left in
+   * claimed/ they would wait for the visibility timeout with a delivery counted; the failure comes
+   * back on the next call if it persists. Otherwise what was taken is handed back and it throws.
+   */
+  private takeFailed(out: Delivery[], error: unknown): void {
+    const typed = busIoError(error, `receiving for ${this.agentId}`);
+    this.listingStale = true;
+    if (out.length > 0 && isCfnError(typed, "CFN_ERR_BUS_IO")) {
+      this.logger.warn("receive stopped early; handing out what it claimed", {
+        agent: this.agentId,
+        messages: out.length,
+        error: typed,
+      });
+      return;
+    }
+    for (const delivery of out) {
+      try {
+        this.handBack(delivery);
+      } catch (handBackError) {
+        this.logger.warn("cannot hand a message back; it returns after the visibility timeout", {
+          agent: this.agentId,
+          error: handBackError,
+        });
+      }
+    }
+    throw typed;
+  }
+
   /** Acknowledges processed messages: their file is removed once all its messages are settled. */
   ack(delivery: Delivery | Delivery[]): void {
-    if (Array.isArray(delivery)) for (const one of delivery) this.settle(one, undefined, false);
-    else this.settle(delivery, undefined, false);
+    if (!Array.isArray(delivery)) {
+      this.settleTyped(delivery, undefined, false);
+      return;
+    }
+    // Every one is settled even when one of them fails (a full bus): the first failure is thrown.
+    let failure: unknown;
+    for (const one of delivery) {
+      try {
+        this.settleTyped(one, undefined, false);
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+    if (failure !== undefined) throw failure;
   }
 
   /**
@@ -294,7 +349,16 @@ export class Mailbox {
    * once it has been delivered deliveriesMax times.
    */
   nack(delivery: Delivery, options: NackOptions = {}): void {
-    this.settle(delivery, options.reason ?? "nacked", true);
+    this.settleTyped(delivery, options.reason ?? "nacked", true);
+  }
+
+  /** settle() with a failure of the bus directory as CFN_ERR_BUS_IO. */
+  private settleTyped(delivery: Delivery, reason: string | undefined, penalise: boolean): void {
+    try {
+      this.settle(delivery, reason, penalise);
+    } catch (error) {
+      throw busIoError(error, `settling a message of ${this.agentId}`);
+    }
   }
 
   /** Refreshes the liveness mark (heartbeat file mtime). Called on a timer while open. */
@@ -307,6 +371,9 @@ export class Mailbox {
         const fd = openSync(this.paths.heartbeat, OPEN_WRITE_FLAGS, FILE_MODE);
         try {
           writeSync(fd, `${process.pid}\n`);
+        } catch (error) {
+          unlinkQuietly(this.paths.heartbeat); // not an empty mark (a full bus): none
+          throw error;
         } finally {
           closeSync(fd);
         }
@@ -369,22 +436,30 @@ export class Mailbox {
     this.closed = true;
     this.watch.stop();
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    try {
-      for (const claim of [...this.claims.values()]) {
-        for (let index = 0; index < claim.states.length; index++) {
-          if (claim.states[index] !== UNSETTLED) continue;
-          claim.states[index] = REQUEUED;
-          claim.requeued += 1;
-        }
-        claim.unsettled = 0;
-        this.finishClaim(claim);
+    // Every claim is handed back even when one of them fails (a full or read-only tmpfs; it
+    // returns after its visibility timeout): the first failure is thrown once all were tried.
+    let failure: unknown;
+    for (const claim of [...this.claims.values()]) {
+      for (let index = 0; index < claim.states.length; index++) {
+        if (claim.states[index] !== UNSETTLED) continue;
+        claim.states[index] = REQUEUED;
+        claim.requeued += 1;
       }
-      this.ready.length = 0;
-      this.bus.io.flush();
-    } finally {
-      this.closeDirFds(); // also when a hand-back failed (a full tmpfs): a second close() returns at once
+      claim.unsettled = 0;
+      try {
+        this.finishClaim(claim);
+      } catch (error) {
+        failure ??= error;
+      }
     }
-    if (options.removeDirs) removeDirsIfEmpty(this.bus, this.paths);
+    this.ready.length = 0;
+    this.bus.io.flush();
+    this.closeDirFds();
+    if (failure !== undefined) throw busIoError(failure, `handing back the messages of ${this.agentId}`);
+    if (options.removeDirs)
+      withBusIoError(`removing the mailbox of ${this.agentId}`, () =>
+        removeDirsIfEmpty(this.bus, this.paths),
+      );
   }
 
   /**
@@ -538,20 +613,11 @@ export class Mailbox {
     const prefix = queuedPrefixOf(fileName);
     const claimedName = `${prefix}${deliveries}${this.claimSuffix}`;
     const claimedPath = this.claimedPrefix + claimedName;
-    let text = this.claimText(fileName, inboxPath, claimedName, claimedPath, queued.count);
-    if (text === null && fromListing && this.dirFds && !this.dirFdsCheckedSinceListing) {
-      // A name the listing just found is gone: usually another consumer of this inbox won, but
-      // the directories may have been replaced under the descriptors (removed and created again).
-      // Checked once per listing (a name fs.watch reported may be the late event of a file
-      // claimed already, and competing consumers lose often). If so: open the new ones, watch the
-      // new inbox, and try once more.
-      this.dirFdsCheckedSinceListing = true;
-      if (!this.dirFdsCurrent(this.dirFds)) {
-        this.openDirFds();
-        this.watch.restart();
-        this.listingStale = true;
-        text = this.claimText(fileName, inboxPath, claimedName, claimedPath, queued.count);
-      }
+    let text: string | ReadProblem | null;
+    try {
+      text = this.claimTextChecked(fileName, inboxPath, claimedName, claimedPath, queued.count, fromListing);
+    } catch (error) {
+      return this.claimFailed(error, fileName, inboxPath, claimedName, claimedPath, deliveries);
     }
     if (text === null) return false; // another consumer won
     this.watch.claimed(fileName);
@@ -596,6 +662,67 @@ export class Mailbox {
       if (out.length < max) out.push(delivery);
       else this.ready.push(delivery);
     }
+    return true;
+  }
+
+  /**
+   * claimText, and once per listing, when a name the listing just found is gone, a check of the
+   * directory descriptors: usually another consumer of this inbox won, but the directories may
+   * have been replaced under the descriptors (removed and created again). Checked once per listing
+   * (a name fs.watch reported may be the late event of a file claimed already, and competing
+   * consumers lose often). If so: open the new ones, watch the new inbox, and try once more.
+   */
+  private claimTextChecked(
+    fileName: string,
+    inboxPath: string,
+    claimedName: string,
+    claimedPath: string,
+    count: number,
+    fromListing: boolean,
+  ): string | ReadProblem | null {
+    const text = this.claimText(fileName, inboxPath, claimedName, claimedPath, count);
+    if (text !== null || !fromListing || !this.dirFds || this.dirFdsCheckedSinceListing) return text;
+    this.dirFdsCheckedSinceListing = true;
+    if (this.dirFdsCurrent(this.dirFds)) return text;
+    this.openDirFds();
+    this.watch.restart();
+    this.listingStale = true;
+    return this.claimText(fileName, inboxPath, claimedName, claimedPath, count);
+  }
+
+  /**
+   * The claim of `fileName` threw. A failed rename left it in the inbox: CFN_ERR_BUS_IO. A failed
+   * open or read after the rename: when the process or system is out of something (descriptors,
+   * memory: RESOURCE_ERRNOS) the file is fine, so it goes back to the inbox under its queued name
+   * (no delivery counted) and the failure is thrown as CFN_ERR_BUS_IO; otherwise the file itself
+   * cannot be read (bad input) and is dead-lettered. Returns true (the name was dealt with).
+   */
+  private claimFailed(
+    error: unknown,
+    fileName: string,
+    inboxPath: string,
+    claimedName: string,
+    claimedPath: string,
+    deliveries: number,
+  ): boolean {
+    if (!isSystemError(error)) throw error;
+    const operation = `claiming ${fileName} for ${this.agentId}`;
+    if (error.syscall === "rename") throw busIoError(error, operation);
+    if (RESOURCE_ERRNOS.has(error.code as string)) {
+      try {
+        renameSync(claimedPath, inboxPath);
+        this.listingStale = true;
+      } catch (backError) {
+        this.logger.warn("cannot put a claim back; it returns after the visibility timeout", {
+          agent: this.agentId,
+          file: claimedName,
+          error: backError,
+        });
+      }
+      throw busIoError(error, operation);
+    }
+    this.watch.claimed(fileName);
+    this.deadLetter(claimedPath, claimedName, "foreign", `cannot be read: ${error.message}`, deliveries);
     return true;
   }
 
@@ -677,6 +804,11 @@ export class Mailbox {
     this.bus.busMetrics.observeLatency(Math.max(0, nowUs - envelope.ts) / 1e6);
   }
 
+  /**
+   * Moves a file to dead-letter. A failure (a read-only bus) is logged, never thrown: one bad file
+   * must not stop the receiver from reaching the good ones behind it. The file then stays where it
+   * is (in claimed/ it returns after its visibility timeout) and is tried again later.
+   */
   private deadLetter(
     path: string,
     fileName: string,
@@ -684,15 +816,25 @@ export class Mailbox {
     reason: string,
     deliveries: number,
   ): void {
-    moveToDeadLetter(
-      this.deadLetterContext,
-      path,
-      fileName,
-      cause,
-      reason,
-      deliveries,
-      this.bus.uniqueNames.next(),
-    );
+    try {
+      moveToDeadLetter(
+        this.deadLetterContext,
+        path,
+        fileName,
+        cause,
+        reason,
+        deliveries,
+        this.bus.uniqueNames.next(),
+      );
+    } catch (error) {
+      this.logger.warn("cannot move a file to dead-letter; it is tried again later", {
+        agent: this.agentId,
+        file: fileName,
+        cause,
+        reason,
+        error,
+      });
+    }
   }
 
   // ---- settling -------------------------------------------------------------------------------
@@ -743,11 +885,26 @@ export class Mailbox {
       const reason = `delivered ${deliveries} times (deliveriesMax ${config.deliveriesMax}); last: ${claim.lastReason ?? "nacked"}`;
       if (requeue.length === claim.envelopes.length) {
         this.deadLetter(claim.path, claim.fileName, "deliveries_exhausted", reason, deliveries);
-      } else {
-        const fileName = this.writeRemainder(this.paths.dead, claim, requeue, deliveries);
-        moveToDeadLetterAfterWrite(this.deadLetterContext, fileName, reason, deliveries);
-        this.unlinkClaim(claim);
+        return;
       }
+      let fileName: string;
+      try {
+        fileName = this.writeRemainder(this.paths.dead, claim, requeue, deliveries);
+      } catch (error) {
+        // No room for the remainder (a full bus): the whole file goes, its acked messages too.
+        const acked = claim.envelopes.length - requeue.length;
+        this.logger.warn("cannot write a batch's remainder; the whole file goes to dead-letter", {
+          agent: this.agentId,
+          file: claim.fileName,
+          acked,
+          error,
+        });
+        const wholeReason = `${reason} (the whole batch: ${acked} of its messages were acked)`;
+        this.deadLetter(claim.path, claim.fileName, "deliveries_exhausted", wholeReason, deliveries);
+        return;
+      }
+      moveToDeadLetterAfterWrite(this.deadLetterContext, fileName, reason, deliveries);
+      this.unlinkClaim(claim);
       return;
     }
     this.listingStale = true; // it goes back to the inbox: list it again rather than wait for its event
@@ -755,16 +912,35 @@ export class Mailbox {
     const nextDeliveries = claim.penalised ? deliveries : deliveries - 1;
     this.bus.busMetrics.redeliveries.inc({ cause: claim.penalised ? "nack" : "handed_back" }, requeue.length);
     if (requeue.length === claim.envelopes.length) {
-      try {
-        renameSync(claim.path, `${this.inboxPrefix}${claim.prefix}${nextDeliveries}.json`);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-        this.logger.debug("claim vanished before requeue (visibility timeout)", { file: claim.fileName });
-      }
+      this.requeueWholeClaim(claim, nextDeliveries);
       return;
     }
-    this.writeRemainder(this.paths.inbox, claim, requeue, nextDeliveries);
+    try {
+      this.writeRemainder(this.paths.inbox, claim, requeue, nextDeliveries);
+    } catch (error) {
+      // No room for a new file (a full bus): the whole claim goes back instead, a rename that
+      // needs no space. Its acked messages are delivered again (at-least-once), but nothing waits
+      // in claimed/ for the visibility timeout with a delivery counted against it.
+      this.logger.warn("cannot write a batch's remainder; the whole file goes back to the inbox", {
+        agent: this.agentId,
+        file: claim.fileName,
+        acked: claim.envelopes.length - requeue.length,
+        error,
+      });
+      this.requeueWholeClaim(claim, nextDeliveries);
+      return;
+    }
     this.unlinkClaim(claim);
+  }
+
+  /** Renames a claimed file back into the inbox under its queued name with `deliveries`. */
+  private requeueWholeClaim(claim: Claim, deliveries: number): void {
+    try {
+      renameSync(claim.path, `${this.inboxPrefix}${claim.prefix}${deliveries}.json`);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      this.logger.debug("claim vanished before requeue (visibility timeout)", { file: claim.fileName });
+    }
   }
 
   /** Writes the requeued part of a batch as a new file (same priority and arrival); returns its name. */
@@ -776,13 +952,13 @@ export class Mailbox {
       deliveries,
     });
     const tmpPath = join(this.paths.tmp, fileName);
-    const fd = openSync(tmpPath, OPEN_WRITE_FLAGS, FILE_MODE);
+    const text = envelopes.length === 1 ? encodeMessageFile(envelopes[0]) : encodeBatchFile(envelopes);
     try {
-      writeSync(fd, envelopes.length === 1 ? encodeMessageFile(envelopes[0]) : encodeBatchFile(envelopes));
-    } finally {
-      closeSync(fd);
+      this.bus.io.writeAndRename(tmpPath, join(dir, fileName), text, FILE_MODE);
+    } catch (error) {
+      unlinkQuietly(tmpPath); // writeAndRename removes it too; a failed open may leave an empty one
+      throw error;
     }
-    renameSync(tmpPath, join(dir, fileName));
     return fileName;
   }
 
@@ -846,6 +1022,12 @@ export class Mailbox {
   private assertOpen(): void {
     if (this.closed) throw new CfnError("CFN_ERR_CLOSED", `mailbox of ${this.agentId} is closed`);
   }
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {}
 }
 
 function closeQuietly(fd: number): void {

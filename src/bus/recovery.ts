@@ -40,52 +40,66 @@ export function recoverClaims(host: ClaimRecoveryHost): boolean {
   const now = Date.now();
   let returned = false;
   for (const fileName of names) {
-    const path = join(paths.claimed, fileName);
-    const ownDeadlineMs = host.ownClaimDeadlineMs(path);
-    if (ownDeadlineMs !== undefined) {
-      if (ownDeadlineMs > now) continue;
-      host.expireOwnClaim(path);
-    }
-    const name = parseClaimedName(fileName);
-    if (!name) {
-      moveToDeadLetter(
-        host.deadLetterContext,
-        path,
-        fileName,
-        "foreign",
-        "file name in claimed/ does not follow the protocol",
-        0,
-        bus.uniqueNames.next(),
-      );
-      continue;
-    }
-    const expired = name.deadlineMs <= now;
-    const crashed = !expired && name.pid !== process.pid && !isProcessAlive(name.pid);
-    if (!expired && !crashed) continue;
-    if (name.deliveries >= bus.config.deliveriesMax) {
-      moveToDeadLetter(
-        host.deadLetterContext,
-        path,
-        fileName,
-        "deliveries_exhausted",
-        `${expired ? "visibility timeout" : "consumer died"} after ${name.deliveries} deliveries`,
-        name.deliveries,
-        bus.uniqueNames.next(),
-      );
-      continue;
-    }
     try {
-      renameSync(path, join(paths.inbox, formatQueuedName(name)));
-      bus.busMetrics.redeliveries.inc(
-        { cause: expired ? "visibility_timeout" : "consumer_died" },
-        name.count,
-      );
-      returned = true;
+      if (recoverClaim(host, fileName, now)) returned = true;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      // One claim that cannot be moved (a read-only or broken bus) must not keep the others in
+      // claimed/: it is tried again on the next sweep.
+      bus.logger.warn("cannot return a claim to the inbox; trying again on the next sweep", {
+        agent: paths.agentId,
+        file: fileName,
+        error,
+      });
     }
   }
   return returned;
+}
+
+/** recoverClaims for one name in claimed/: true when it went back to the inbox. */
+function recoverClaim(host: ClaimRecoveryHost, fileName: string, now: number): boolean {
+  const { bus, paths } = host;
+  const path = join(paths.claimed, fileName);
+  const ownDeadlineMs = host.ownClaimDeadlineMs(path);
+  if (ownDeadlineMs !== undefined) {
+    if (ownDeadlineMs > now) return false;
+    host.expireOwnClaim(path);
+  }
+  const name = parseClaimedName(fileName);
+  if (!name) {
+    moveToDeadLetter(
+      host.deadLetterContext,
+      path,
+      fileName,
+      "foreign",
+      "file name in claimed/ does not follow the protocol",
+      0,
+      bus.uniqueNames.next(),
+    );
+    return false;
+  }
+  const expired = name.deadlineMs <= now;
+  const crashed = !expired && name.pid !== process.pid && !isProcessAlive(name.pid);
+  if (!expired && !crashed) return false;
+  if (name.deliveries >= bus.config.deliveriesMax) {
+    moveToDeadLetter(
+      host.deadLetterContext,
+      path,
+      fileName,
+      "deliveries_exhausted",
+      `${expired ? "visibility timeout" : "consumer died"} after ${name.deliveries} deliveries`,
+      name.deliveries,
+      bus.uniqueNames.next(),
+    );
+    return false;
+  }
+  try {
+    renameSync(path, join(paths.inbox, formatQueuedName(name)));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    return false;
+  }
+  bus.busMetrics.redeliveries.inc({ cause: expired ? "visibility_timeout" : "consumer_died" }, name.count);
+  return true;
 }
 
 /** Removes files left in tmp/ by processes that died mid-write. */

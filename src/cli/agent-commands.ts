@@ -13,6 +13,7 @@ import {
 } from "../coordination/agent-runner.js";
 import { sendDirectMessage } from "../coordination/direct.js";
 import { PooledHost } from "../coordination/pooled-host.js";
+import type { ResultPayload } from "../coordination/protocol.js";
 import { CfnError } from "../errors.js";
 import { startTracing } from "../obs/tracing.js";
 import { buildContext } from "./context.js";
@@ -252,8 +253,28 @@ export function registerAgentCommands(program: Command): void {
           });
         }
         if (options.json) printJson(reply ?? { sent: true });
-        else if (reply)
+        else if (
+          reply &&
+          (reply.ok || (reply.output !== undefined && reply.output !== null && reply.output !== ""))
+        )
           printLine(typeof reply.output === "string" ? reply.output : JSON.stringify(reply.output));
+        if (reply && !reply.ok) {
+          // A failed command is a failed command: say so on stderr and exit non-zero (3 when the
+          // agent killed it for running past its task timeout), not an empty line and status 0.
+          if (!options.json) process.stderr.write(`cfn: ${describeDirectFailure(options.to, reply)}\n`);
+          process.exitCode = reply.timedOut ? EXIT.timeout : EXIT.failure;
+        }
       },
     );
+}
+
+/** One line on why an agent's answer to a direct message is ok:false. */
+export function describeDirectFailure(agent: string, reply: ResultPayload): string {
+  const how =
+    reply.exitCode !== undefined && reply.exitCode !== null
+      ? ` (exit code ${reply.exitCode})`
+      : reply.signal
+        ? ` (${reply.signal})`
+        : "";
+  return `the command of ${agent} failed${how}: ${reply.error ?? "no error text"}`;
 }

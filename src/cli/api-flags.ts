@@ -4,6 +4,7 @@
 import type { Command } from "commander";
 import { SINGLE_NODE_TOKEN } from "../config/node-schema.js";
 import { CfnError, isCfnError } from "../errors.js";
+import { apiRequest } from "../node/api-client.js";
 
 export interface ApiFlags {
   api?: string;
@@ -14,12 +15,43 @@ export interface ApiFlags {
 export const DEFAULT_API = "http://127.0.0.1:7201";
 export const DEFAULT_TOKEN = SINGLE_NODE_TOKEN;
 
-/** Where and as whom: --api/--token, else CFN_NODE_API and CFN_API_TOKEN (or CFN_CLUSTER_TOKEN). */
+/** The token the caller gave: --token, else CFN_API_TOKEN, else CFN_CLUSTER_TOKEN; undefined if none. */
+function givenToken(flags: ApiFlags): string | undefined {
+  return (
+    flags.token ??
+    process.env.CFN_API_TOKEN ??
+    process.env.CFN_CLUSTER_TOKEN ??
+    process.env.CFN_NODE_CLUSTER_TOKEN
+  );
+}
+
+/**
+ * Where and as whom: --api/--token, else CFN_NODE_API and CFN_API_TOKEN (or CFN_CLUSTER_TOKEN).
+ * With no token given it is the single-node default, which a node on that default needs for
+ * writes; reads go through apiRead, which sends none first.
+ */
 export function apiOf(flags: ApiFlags): { api: string; token: string } {
   return {
     api: flags.api ?? process.env.CFN_NODE_API ?? DEFAULT_API,
-    token: flags.token ?? process.env.CFN_API_TOKEN ?? process.env.CFN_CLUSTER_TOKEN ?? DEFAULT_TOKEN,
+    token: givenToken(flags) ?? DEFAULT_TOKEN,
   };
+}
+
+/**
+ * A GET through a node's API (`base`, default apiOf's). Reads need no token by default
+ * (security.anonymousReadAllowed), so with no token given none is sent — the single-node
+ * default would be refused as a wrong token by a cluster with its own. Only a node that refuses
+ * anonymous reads is asked again with the single-node default.
+ */
+export async function apiRead(flags: ApiFlags, path: string, base = apiOf(flags).api): Promise<unknown> {
+  const token = givenToken(flags);
+  if (token !== undefined) return apiRequest(base, "GET", path, token);
+  try {
+    return await apiRequest(base, "GET", path, undefined);
+  } catch (error) {
+    if (!isCfnError(error, "CFN_ERR_AUTH")) throw error;
+    return apiRequest(base, "GET", path, DEFAULT_TOKEN);
+  }
 }
 
 /**
@@ -31,7 +63,8 @@ export function explainAuthError(error: unknown, argv: string[]): unknown {
   const given =
     argv.some((arg) => arg === "--token" || arg.startsWith("--token=")) ||
     process.env.CFN_API_TOKEN !== undefined ||
-    process.env.CFN_CLUSTER_TOKEN !== undefined;
+    process.env.CFN_CLUSTER_TOKEN !== undefined ||
+    process.env.CFN_NODE_CLUSTER_TOKEN !== undefined;
   if (given) return error;
   return new CfnError(
     "CFN_ERR_AUTH",

@@ -1,10 +1,12 @@
 // `cfn send`, `cfn recv`, `cfn status`: the local bus from a shell.
 
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { Bus, type Envelope, type OutgoingMessage, type Priority } from "../bus/index.js";
+import { busDirectory } from "../config/load.js";
+import type { Config } from "../config/schema.js";
 import { CfnError } from "../errors.js";
-import { buildContext } from "./context.js";
+import { buildContext, demotedLogger, readOnlyLogger } from "./context.js";
 import { EXIT, printJson, printLine, table } from "./output.js";
 
 /** A payload argument is JSON when it parses as JSON, else the plain string. */
@@ -85,8 +87,15 @@ export function registerBusCommands(program: Command): void {
     .option("--type <type>", "message type", "message")
     .option("--priority <level>", "high, normal or low", "normal")
     .option("--header <name=value>", "a header (repeatable), e.g. traceparent=00-…", collect, [])
-    .option("--id <id>", "message id, for idempotent retries")
-    .option("--wait-ms <ms>", "wait up to this long for room in a full inbox (0: fail at once)", "0")
+    .option(
+      "--id <id>",
+      "message id, so a receiver can drop a retried copy (the bus delivers every send: dedup is downstream)",
+    )
+    .option(
+      "--wait-ms <ms>",
+      "wait up to this long for room in a full inbox (0: fail at once; at most bus.sendWaitMsMax)",
+      "0",
+    )
     .option("--json", "print the result as JSON")
     .action(async (to: string, payloadText: string, flags: SendFlags) => {
       const { config, logger, metrics } = buildContext(program);
@@ -104,11 +113,20 @@ export function registerBusCommands(program: Command): void {
         headers: parseHeaders(flags.header),
         ...(flags.id ? { id: flags.id } : {}),
       };
-      const bus = new Bus({ config: config.bus, logger, metrics });
+      const waitMs = parseNonNegativeInt("--wait-ms", flags.waitMs);
+      if (waitMs > config.bus.sendWaitMsMax) {
+        throw new CfnError(
+          "CFN_ERR_CONFIG_INVALID",
+          `--wait-ms: at most bus.sendWaitMsMax (${config.bus.sendWaitMsMax} ms; CFN_BUS_SEND_WAIT_MS_MAX raises it), got ${waitMs}`,
+          { field: "--wait-ms" },
+        );
+      }
+      // A refused send is this command's error line (CFN_ERR_INBOX_FULL): the bus's own warning
+      // about it would say the same twice.
+      const busLogger = demotedLogger(logger, (text) => text === "inbox full, send refused");
+      const bus = new Bus({ config: config.bus, logger: busLogger, metrics });
       try {
-        const result = await bus.send(flags.from, to, message, {
-          waitMs: parseNonNegativeInt("--wait-ms", flags.waitMs),
-        });
+        const result = await bus.send(flags.from, to, message, { waitMs });
         if (flags.json) printJson({ sent: true, to, ids: result.ids, file: result.file });
         else printLine(`sent ${result.ids[0]} to ${to}`);
       } finally {
@@ -121,17 +139,21 @@ export function registerBusCommands(program: Command): void {
     .description("receive messages from an agent's inbox and acknowledge them")
     .argument("<agent>", "agent id whose inbox to read")
     .option("--wait [ms]", "block up to this long for a first message (bare --wait: 30000)")
-    .option("--max <n>", "most messages to take", "1")
+    .option("--max <n>", "most messages to take (≥ 1)", "1")
     .option("--json", "print one JSON envelope per line")
     .action(async (agent: string, flags: RecvFlags) => {
       const { config, logger, metrics } = buildContext(program);
       const timeoutMs =
         typeof flags.wait === "string" ? parseNonNegativeInt("--wait", flags.wait) : flags.wait ? 30_000 : 0;
       const max = parseNonNegativeInt("--max", flags.max);
+      if (max === 0)
+        throw new CfnError("CFN_ERR_CONFIG_INVALID", "--max: expected a whole number ≥ 1, got 0", {
+          field: "--max",
+        });
       const bus = new Bus({ config: config.bus, logger, metrics });
-      const mailbox = bus.openMailbox(agent, { heartbeat: false });
+      const mailbox = bus.openMailbox(agent, { heartbeat: false, heartbeatOnOpen: false });
       try {
-        const deliveries = await mailbox.receive({ timeoutMs, max: Math.max(1, max) });
+        const deliveries = await mailbox.receive({ timeoutMs, max });
         for (const delivery of deliveries) {
           if (flags.json) printJson(delivery.message);
           else printLine(describeEnvelope(delivery.message));
@@ -155,7 +177,8 @@ export function registerBusCommands(program: Command): void {
     .option("--json", "print as JSON")
     .action((flags: { agent?: string; json?: boolean }) => {
       const { config, logger, metrics } = buildContext(program);
-      const bus = new Bus({ config: config.bus, logger, metrics });
+      refuseMissingBus(config);
+      const bus = new Bus({ config: config.bus, logger: readOnlyLogger(logger), metrics });
       try {
         const status = bus.status();
         const agents = flags.agent
@@ -204,4 +227,25 @@ export function registerBusCommands(program: Command): void {
         bus.close();
       }
     });
+}
+
+/**
+ * A read-only command on a bus that does not exist says so, rather than creating it (opening a
+ * Bus makes its directory) and reporting it empty: `--bus typo` is a mistake to point out.
+ */
+export function refuseMissingBus(config: Config): void {
+  const dir = busDirectory(config);
+  if (existsSync(dir)) return;
+  let buses: string[] = [];
+  try {
+    buses = readdirSync(config.bus.root).filter((name) => existsSync(`${config.bus.root}/${name}/bus.conf`));
+  } catch {
+    // no root either: no buses to list
+  }
+  const known = buses.length > 0 ? `buses there: ${buses.sort().join(", ")}` : "no bus there yet";
+  throw new CfnError(
+    "CFN_ERR_CONFIG_INVALID",
+    `no bus ${config.bus.name} under ${config.bus.root} (bus.name, --bus; ${known})`,
+    { field: "bus.name" },
+  );
 }

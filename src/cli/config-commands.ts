@@ -2,9 +2,10 @@
 
 import type { Command } from "commander";
 import { settingsTable } from "../config/doc.js";
+import { describeUnknownVariable, unknownVariables } from "../config/env-check.js";
 import { SINGLE_NODE_TOKEN } from "../config/node-schema.js";
 import { buildContext } from "./context.js";
-import { printJson, printLine } from "./output.js";
+import { EXIT, printJson, printLine } from "./output.js";
 
 export function registerConfigCommands(program: Command): void {
   const config = program.command("config").description("check and show the configuration");
@@ -14,7 +15,16 @@ export function registerConfigCommands(program: Command): void {
     .description("validate the configuration (defaults < profile < file < CFN_* < flags) and exit 0 if valid")
     .option("--json", "print the result as JSON")
     .action((options: { json?: boolean }) => {
-      const context = buildContext(program);
+      const context = buildContext(program, {}, { warnUnknownVariables: false });
+      // The settings are valid; a CFN_* variable nothing reads is still a problem to report here.
+      const unknown = unknownVariables(process.env);
+      if (unknown.length > 0) {
+        process.exitCode = EXIT.usage;
+        const problems = unknown.map(describeUnknownVariable);
+        if (options.json) printJson({ valid: false, profile: context.config.profile, problems });
+        else for (const problem of problems) process.stderr.write(`cfn: CFN_ERR_CONFIG_INVALID ${problem}\n`);
+        return;
+      }
       if (options.json) printJson({ valid: true, profile: context.config.profile });
       else printLine(`configuration valid (profile ${context.config.profile})`);
     });

@@ -36,10 +36,13 @@ export function registerDemoCommand(program: Command): void {
     .option("--teams <n>", "teams of the hybrid topology; 1 is flat (demo.teams)")
     .option("--topology <spec>", "flat:N, hybrid:TxN, depth3:GxTxN, adaptive:N (also CFN_TOPOLOGY)")
     .option("--topology-file <file>", "topology YAML file")
-    .option("--runtime <r>", "agent runtime: lean (C, default; node when no compiler), node, pooled")
+    .option(
+      "--runtime <r>",
+      "agent runtime: lean (C, default; node when no compiler), node, bash (echo workers), pooled",
+    )
     .option("--coordinators <placement>", "in-process or process", "in-process")
     .option("--round-timeout-ms <ms>", "deadline of the round (demo.roundTimeoutMs)")
-    .option("--keep", "keep the demo's bus dir for inspection")
+    .option("--keep", "keep the demo's bus dir and temp dir (metrics, the node's log) for inspection")
     .option("--no-cluster", "skip the embedded single-node cluster (bus and swarm only)")
     .option("--json", "print a JSON summary")
     .action(async (flags: DemoFlags) => {
@@ -63,13 +66,14 @@ export function registerDemoCommand(program: Command): void {
       if (runtime === "command")
         throw new CfnError(
           "CFN_ERR_CONFIG_INVALID",
-          "the demo runs lean, node or pooled agents; use cfn swarm spawn -- <cmd> for your own command",
+          "the demo runs lean, node, bash or pooled agents; use cfn swarm spawn -- <cmd> for your own command",
         );
       let progress: ReturnType<typeof spawnProgress> | undefined;
       const interactive = !flags.json && process.stderr.isTTY;
       // The demo's master, in-process coordinators and embedded node share this process's tracer.
       // Its cfn_tracing_* counters have a registry of their own: metrics.prom is written before the
-      // tracer's shutdown exports the last spans, so they are appended after it (final counts).
+      // tracer's shutdown exports the last spans, so they are appended after it (final counts),
+      // before the demo removes its temp dir.
       const tracingMetrics = new Metrics();
       const tracing = await startTracing({
         config: config.tracing,
@@ -91,6 +95,12 @@ export function registerDemoCommand(program: Command): void {
         metricsJsonlPath: config.metrics.jsonlPath || undefined,
         keep: flags.keep,
         cluster: flags.cluster !== false,
+        // The tracer's shutdown exports the last spans: its counters are final only after it.
+        beforeRemovingMetrics: async (prometheusPath) => {
+          await tracing.shutdown();
+          // No name overlaps between the two registries: the file stays one valid exposition.
+          if (tracing.enabled) appendFileSync(prometheusPath, await tracingMetrics.exposition());
+        },
         logger,
         onSpawnStart: (total) => {
           progress = spawnProgress(total, !flags.json);
@@ -104,8 +114,6 @@ export function registerDemoCommand(program: Command): void {
             );
         },
       }).finally(() => tracing.shutdown());
-      // No name overlaps between the two registries: the file stays one valid exposition.
-      if (tracing.enabled) appendFileSync(summary.metrics.prometheus, await tracingMetrics.exposition());
       if (interactive) process.stderr.write("\n");
       if (flags.json) printJson(summary);
       else for (const line of summaryLines(summary)) printLine(line);
@@ -155,17 +163,24 @@ export function summaryLines(summary: DemoSummary): string[] {
     );
   }
   lines.push("");
+  // The node stopped with the demo: its URLs are history by the time this is read.
   if (summary.cluster) {
     lines.push(
-      `  dashboard          ${summary.cluster.apiUrl}/dashboard (the node's live dashboard)`,
-      `  metrics            ${summary.cluster.apiUrl}/metrics (Prometheus, scraped from the node's HTTP API)`,
-      `                     ${summary.metrics.jsonl} (JSONL stream)`,
+      `  dashboard          ${summary.cluster.apiUrl}/dashboard (the node's live dashboard, served during the run only)`,
+      `  metrics            ${summary.cluster.apiUrl}/metrics (Prometheus, served during the run only)`,
     );
-  } else {
-    lines.push(`  metrics            ${summary.metrics.jsonl} (JSONL stream)`);
   }
+  // The first metrics line has the label, unless the URLs above took it.
+  const metricsLines: string[] = [];
+  const { jsonl, prometheus, dir, kept } = summary.metrics;
+  if (kept) metricsLines.push(`${jsonl} (JSONL stream)`, `${prometheus} (Prometheus text)`);
+  else if (jsonl.startsWith(`${dir}/`))
+    metricsLines.push(`JSONL stream and Prometheus text removed with ${dir} (--keep keeps them)`);
+  else metricsLines.push(`${jsonl} (JSONL stream)`, `Prometheus text removed with ${dir} (--keep keeps it)`);
+  metricsLines.forEach((text, index) => {
+    lines.push(`  ${index === 0 && !summary.cluster ? "metrics          " : "                 "}  ${text}`);
+  });
   lines.push(
-    `                     ${summary.metrics.prometheus} (Prometheus text)`,
     `  cleanup            ${summary.stopped.stopped} processes stopped${summary.stopped.killed ? `, ${summary.stopped.killed} killed` : ""}; bus dir ${summary.cleanedUp ? "removed" : `kept at ${summary.busDir}`}`,
     "",
   );

@@ -12,9 +12,16 @@ import { handOffDataDir } from "../node/offline-handoff.js";
 import { isValidId } from "../node/routing/commands.js";
 import type { Logger } from "../obs/logger.js";
 import { startTracing, type Tracing } from "../obs/tracing.js";
-import { type ApiFlags, apiOf, collect, withApi } from "./api-flags.js";
+import { type ApiFlags, apiOf, apiRead, collect, withApi } from "./api-flags.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, reportError, table } from "./output.js";
+
+/**
+ * How long a command waits for a node's answer to a routing change. Above the node's own bound
+ * (5 s, docs/NODE.md "HTTP API"), so a change that cannot commit (no leader, quorum lost) reads
+ * as the node's CFN_ERR_TIMEOUT, not as an unreachable API.
+ */
+const PROPOSAL_ANSWER_TIMEOUT_MS = 10_000;
 
 interface StartFlags {
   id?: string;
@@ -77,7 +84,16 @@ export function nodeSettingsFromFlags(
     if (!flags.id)
       throw new CfnError("CFN_ERR_CONFIG_INVALID", "--cluster-file needs --id to pick this node");
     const file = readClusterFile(flags.clusterFile);
-    if (file.token === undefined && file.tokenEnv !== undefined && !env[file.tokenEnv] && token === undefined)
+    // A file of one node (no peers) and no --join runs on the single-node default when its
+    // tokenEnv is unset (cluster/single-node.yaml); every other node needs the cluster's secret.
+    const alone = file.nodes.length === 1 && flags.join === undefined;
+    if (
+      file.token === undefined &&
+      file.tokenEnv !== undefined &&
+      !env[file.tokenEnv] &&
+      token === undefined &&
+      !alone
+    )
       throw new CfnError(
         "CFN_ERR_CONFIG_INVALID",
         `cluster file ${flags.clusterFile}: its tokenEnv ${file.tokenEnv} is not set (export ${file.tokenEnv}, or pass --token)`,
@@ -209,6 +225,12 @@ export function registerNodeCommands(program: Command): void {
         if (signalled) onSignal(signalled);
         // Removed from the cluster (`cfn cluster leave`): it stops as on SIGTERM, exit status 0.
         started.onRemoved(() => onSignal("removed from the cluster"));
+        // Its data dir stopped taking writes, or Raft failed: it says why, stops, exit status 1.
+        started.onFatal((error) => {
+          reportError(error, false);
+          process.exitCode = EXIT.failure;
+          onSignal("failure");
+        });
       });
       process.off("SIGTERM", sigterm);
       process.off("SIGINT", sigint);
@@ -279,13 +301,13 @@ export function registerNodeCommands(program: Command): void {
       .command("status")
       .description("leader, term, members with lag, agents per node, teams, spool, inbox depths"),
   ).action(async (flags: ApiFlags) => {
-    const { api, token } = apiOf(flags);
-    const status = (await apiRequest(api, "GET", "/v1/status", token)) as ClusterStatus;
+    // A read: with no token given none is sent (apiRead), as curl would.
+    const status = (await apiRead(flags, "/v1/status")) as ClusterStatus;
     // Lag is known by the leader only: ask it when this node is a follower.
     const leader = status.members.find((member) => member.leader);
     if (status.raft.role !== "leader" && leader?.apiUrl) {
       try {
-        const leaderStatus = (await apiRequest(leader.apiUrl, "GET", "/v1/status", token)) as ClusterStatus;
+        const leaderStatus = (await apiRead(flags, "/v1/status", leader.apiUrl)) as ClusterStatus;
         const lagOf = new Map(leaderStatus.members.map((member) => [member.id, member]));
         for (const member of status.members) {
           member.match = lagOf.get(member.id)?.match ?? member.match;
@@ -345,7 +367,14 @@ export function registerNodeCommands(program: Command): void {
     .option("--team <team>", "team of the agent")
     .action(async (agent: string, flags: ApiFlags & { team?: string }) => {
       const { api, token } = apiOf(flags);
-      const result = await apiRequest(api, "POST", "/v1/agents", token, { agent, team: flags.team ?? null });
+      const result = await apiRequest(
+        api,
+        "POST",
+        "/v1/agents",
+        token,
+        { agent, team: flags.team ?? null },
+        PROPOSAL_ANSWER_TIMEOUT_MS,
+      );
       if (flags.json) printJson(result);
       else printLine(`agent ${agent} registered`);
     });
@@ -375,6 +404,7 @@ export function registerNodeCommands(program: Command): void {
           seq: Number(flags.seq),
           data: parsed,
         },
+        PROPOSAL_ANSWER_TIMEOUT_MS,
       );
       if (flags.json) printJson(result);
       else printLine(`checkpoint of ${team} replicated`);

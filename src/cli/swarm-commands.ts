@@ -26,7 +26,8 @@ import { describePlan, type Plan, planTopology, teamsOf } from "../coordination/
 import { resolveTopology } from "../coordination/topology-source.js";
 import { CfnError, isCfnError } from "../errors.js";
 import { apiOf } from "./api-flags.js";
-import { buildContext } from "./context.js";
+import { refuseMissingBus } from "./bus-commands.js";
+import { buildContext, readOnlyLogger } from "./context.js";
 import { EXIT, printJson, printLine, table } from "./output.js";
 import {
   awaitSwarmWithdrawn,
@@ -161,7 +162,7 @@ export function registerSwarmCommands(program: Command): void {
     .option("--teams <n>", "teams (hybrid); 1 is flat; default: adaptive")
     .option("--topology <spec>", "flat:N, hybrid:TxN, depth3:GxTxN, adaptive:N (also CFN_TOPOLOGY)")
     .option("--topology-file <file>", "topology YAML file")
-    .option("--name <swarm>", "swarm name (prefix of every agent id)", "swarm")
+    .option("--name <swarm>", "swarm name (prefix of every agent id)", DEFAULT_SWARM)
     .option(
       "--runtime <r>",
       "lean (C, default), node, bash (echo workers), command (with -- cmd; the default with one), pooled (-- cmd optional)",
@@ -296,12 +297,12 @@ export function registerSwarmCommands(program: Command): void {
     .option("--json", "print JSON")
     .action((options: { name?: string; json?: boolean }) => {
       const { config, logger, metrics } = buildContext(program);
-      const bus = new Bus({ config: config.bus, logger, metrics });
+      refuseMissingBus(config);
+      const bus = new Bus({ config: config.bus, logger: readOnlyLogger(logger), metrics });
       const names = options.name ? [options.name] : listSwarms(bus.dir);
       const statuses = names.map((name) => {
         const record = readSwarmRecord(bus.dir, name);
-        if (!record)
-          throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${name} on bus ${bus.dir}`, { swarm: name });
+        if (!record) throw unknownSwarm(bus.dir, name, false);
         return swarmStatus(bus, record);
       });
       if (options.json) {
@@ -338,7 +339,7 @@ export function registerSwarmCommands(program: Command): void {
     .description(
       "stop a swarm gracefully: SIGTERM (agents drain), SIGKILL after --timeout-ms, remove its mailboxes and registry entry",
     )
-    .option("--name <swarm>", "swarm to stop")
+    .option("--name <swarm>", `swarm to stop (default "${DEFAULT_SWARM}")`)
     .option("--all", "stop every swarm on the bus")
     .option("--timeout-ms <ms>", "grace period before SIGKILL", "10000")
     .option("--force", "stop it even while a round runs on it (the round's process is ended first)")
@@ -358,15 +359,12 @@ export function registerSwarmCommands(program: Command): void {
       }) => {
         const { config, logger, metrics } = buildContext(program);
         const bus = new Bus({ config: config.bus, logger, metrics });
-        const names = options.all ? listSwarms(bus.dir) : [options.name ?? "swarm"];
+        const names = options.all ? listSwarms(bus.dir) : [options.name ?? DEFAULT_SWARM];
         const timeoutMs = intOption(options.timeoutMs, "--timeout-ms") ?? 10_000;
         const results = [];
         for (const name of names) {
           const record = readSwarmRecord(bus.dir, name);
-          if (!record)
-            throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${name} on bus ${bus.dir}`, {
-              swarm: name,
-            });
+          if (!record) throw unknownSwarm(bus.dir, name, options.name === undefined && !options.all);
           // A local round re-creates the mailboxes of the swarm it works on: stop holds the round
           // lock while it stops the swarm (the cluster's master runs a cluster swarm's rounds).
           const lock = record.cluster
@@ -397,7 +395,7 @@ export function registerSwarmCommands(program: Command): void {
     .description(
       "run one coordination round on a spawned swarm (coordinators in this process); --resume continues an interrupted one",
     )
-    .option("--name <swarm>", "swarm", "swarm")
+    .option("--name <swarm>", "swarm", DEFAULT_SWARM)
     .option("--input <json>", "task input every worker gets (broadcast)", "null")
     .option("--items <json>", "JSON array: one task per item, spread over idle workers")
     .option("--timeout-ms <ms>", "round deadline (default coordination.roundTimeoutMs)")
@@ -431,10 +429,7 @@ export function registerSwarmCommands(program: Command): void {
         const { config, logger, metrics } = buildContext(program);
         const bus = new Bus({ config: config.bus, logger, metrics });
         const record = readSwarmRecord(bus.dir, options.name);
-        if (!record)
-          throw new CfnError("CFN_ERR_UNKNOWN_AGENT", `no swarm ${options.name} on bus ${bus.dir}`, {
-            swarm: options.name,
-          });
+        if (!record) throw unknownSwarm(bus.dir, options.name, false);
         const work = roundWorkFlags(options);
         if (record.cluster) {
           // The cluster's master runs it (and resumes it by itself after a failover).
@@ -506,7 +501,7 @@ export function registerSwarmCommands(program: Command): void {
               },
               onIssued: (roundId) => {
                 if (!options.json)
-                  process.stderr.write(`round ${roundId} issued to ${record.agents.length} agents\n`);
+                  process.stderr.write(`round ${roundId} ${issuedTo(work.items, record.agents.length)}\n`);
               },
             },
             logger,
@@ -530,7 +525,7 @@ export function registerSwarmCommands(program: Command): void {
     .option("--teams <n>", "teams")
     .option("--topology <spec>", "flat:N, hybrid:TxN, depth3:GxTxN, adaptive:N (also CFN_TOPOLOGY)")
     .option("--topology-file <file>", "topology YAML file")
-    .option("--name <swarm>", "swarm name", "swarm")
+    .option("--name <swarm>", "swarm name", DEFAULT_SWARM)
     .option("--json", "print the full plan as JSON")
     .action((options: TopologyFlags & { name: string; json?: boolean }) => {
       const plan = planFromFlags(options, options.name);
@@ -652,6 +647,23 @@ function limitFlags(options: { taskTimeoutMs?: string; attempts?: string }): {
 }
 
 /** The work of a round from its flags, validated before anything of the round starts. */
+/** The swarm name of spawn, round and stop without --name. */
+const DEFAULT_SWARM = "swarm";
+
+/** "no swarm x on bus …", naming the default when --name was left out and the swarms there are. */
+function unknownSwarm(busDir: string, name: string, defaulted: boolean): CfnError {
+  const swarms = listSwarms(busDir);
+  const there = swarms.length > 0 ? `swarms there: ${swarms.join(", ")}` : "no swarms there";
+  const which = defaulted ? `no swarm named "${name}" (the default; pass --name)` : `no swarm ${name}`;
+  return new CfnError("CFN_ERR_UNKNOWN_AGENT", `${which} on bus ${busDir} (${there})`, { swarm: name });
+}
+
+/** "issued to 20 agents", or for items only the agents that get one: "issued: 5 items to 5 of 20 agents". */
+export function issuedTo(items: unknown[] | undefined, agents: number): string {
+  if (items === undefined) return `issued to ${agents} agents`;
+  return `issued: ${items.length} items to ${Math.min(items.length, agents)} of ${agents} agents`;
+}
+
 function roundWorkFlags(options: { input: string; items?: string; priority: string }): {
   input: unknown;
   items?: unknown[];

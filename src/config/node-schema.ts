@@ -13,10 +13,15 @@ const idPattern = /^[A-Za-z0-9._-]{1,128}$/;
 const nodeId = z
   .string()
   .refine(isValidAgentId, "letters, digits, '.', '_' or '-', 1 to 128 characters, not '.' or '..'");
+const LISTEN_PATTERN = /^[^\s:]+:[0-9]{1,5}$/;
+// One message per problem: a value that is not host:port is not also told about its port.
 const listen = z
   .string()
-  .regex(/^[^\s:]+:[0-9]{1,5}$/, "host:port")
-  .refine((value) => Number(value.split(":")[1]) <= 65_535, "port ≤ 65535");
+  .regex(LISTEN_PATTERN, "host:port expected, e.g. 127.0.0.1:7101")
+  .refine(
+    (value) => !LISTEN_PATTERN.test(value) || Number(value.split(":")[1]) <= 65_535,
+    "port ≤ 65535 (host:port)",
+  );
 
 export const peerSchema = z
   .object({

@@ -42,6 +42,8 @@ export interface ExecResult {
   exitCode?: number | null;
   signal?: string | null;
   error?: string;
+  /** The command ran longer than taskTimeoutMs and was killed. */
+  timedOut?: boolean;
   durationMs: number;
 }
 
@@ -150,9 +152,9 @@ export function commandExecutor(command: string[], options: CommandExecutorOptio
         if (timer) clearTimeout(timer);
         resolve({ ...result, durationMs: performance.now() - startedAt });
       };
-      const fail = (signal: string, error: string) => {
+      const fail = (signal: string, error: string, timedOut = false) => {
         killGroup();
-        finish({ ok: false, signal, error });
+        finish({ ok: false, signal, error, ...(timedOut ? { timedOut } : {}) });
       };
       if (pgid !== undefined)
         track(pgid, () => fail("SIGKILL", "command killed: the agent is shutting down"));
@@ -195,7 +197,7 @@ export function commandExecutor(command: string[], options: CommandExecutorOptio
       });
       if (options.taskTimeoutMs && options.taskTimeoutMs > 0) {
         timer = setTimeout(
-          () => fail("SIGKILL", `command ran longer than ${options.taskTimeoutMs} ms and was killed`),
+          () => fail("SIGKILL", `command ran longer than ${options.taskTimeoutMs} ms and was killed`, true),
           options.taskTimeoutMs,
         );
       }

@@ -22,6 +22,11 @@ import { Master, type RoundResult, roundRequestProblem } from "./master.js";
 import type { RoundLimits, WorkerRef } from "./protocol.js";
 import { RaftCheckpointStore, type ReplicatedRoutingLog } from "./raft-checkpoint-store.js";
 import { type Plan, planTopology, type TopologySpec } from "./topology.js";
+import {
+  removeWithdrawnMailboxes,
+  WITHDRAWN_SWEEP_INTERVAL_MS,
+  WITHDRAWN_SWEEP_MS,
+} from "./withdrawn-mailboxes.js";
 
 /** What coordination needs from the cluster node it runs on. */
 export interface CoordinationNode extends ReplicatedRoutingLog {
@@ -121,6 +126,9 @@ export class ClusterCoordination {
   private readonly swarms = new Map<string, SwarmRuntime>();
   private readonly registering = new Set<string>();
   private readonly badDefinitions = new Set<string>();
+  /** Swarms whose policy went: their empty mailboxes on this bus are swept until `untilMs`. */
+  private readonly withdrawn = new Map<string, { untilMs: number; ownIds: Set<string> }>();
+  private lastSweepMs = 0;
   private timer: NodeJS.Timeout | undefined;
   private reconciling = false;
   private stopped = false;
@@ -187,9 +195,18 @@ export class ClusterCoordination {
         if (!definition || JSON.stringify(definition) !== runtime.definitionJson) {
           await this.dropSwarm(runtime);
           this.swarms.delete(name);
-          if (!definition && this.node.isLeader()) this.withdrawSwarm(runtime);
+          if (!definition) {
+            if (this.node.isLeader()) this.withdrawSwarm(runtime);
+            const ownIds = new Set([
+              runtime.plan.master,
+              roundsAgentId(name),
+              ...runtime.plan.coordinators.map((c) => c.id),
+            ]);
+            this.withdrawn.set(name, { untilMs: Date.now() + WITHDRAWN_SWEEP_MS, ownIds });
+          }
         }
       }
+      this.sweepWithdrawn(definitions);
       const leader = this.node.isLeader();
       for (const [name, definition] of definitions) {
         let runtime = this.swarms.get(name);
@@ -206,6 +223,27 @@ export class ClusterCoordination {
       this.logger.warn("coordination reconcile failed", { error });
     } finally {
       this.reconciling = false;
+    }
+  }
+
+  /** Removes the empty mailboxes stopped swarms left on this node's bus (withdrawn-mailboxes.ts). */
+  private sweepWithdrawn(definitions: Map<string, SwarmDefinition>): void {
+    const nowMs = Date.now();
+    if (this.withdrawn.size === 0 || nowMs - this.lastSweepMs < WITHDRAWN_SWEEP_INTERVAL_MS) return;
+    this.lastSweepMs = nowMs;
+    const bus = this.node.bus;
+    for (const [name, sweep] of this.withdrawn) {
+      if (definitions.has(name) || nowMs > sweep.untilMs) {
+        this.withdrawn.delete(name);
+        continue;
+      }
+      const { removed, left } = removeWithdrawnMailboxes(bus, name, {
+        ownIds: sweep.ownIds,
+        isRegistered: (agentId) => this.node.routingState.agents.has(agentId),
+      });
+      if (removed > 0)
+        this.logger.debug("removed empty mailboxes of a stopped swarm", { swarm: name, removed });
+      if (left === 0) this.withdrawn.delete(name);
     }
   }
 

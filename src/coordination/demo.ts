@@ -39,10 +39,15 @@ export interface DemoOptions {
   limits?: Partial<RoundLimits>;
   /** Spawning (config spawn.*). */
   spawn?: SpawnConfig;
-  /** JSONL metrics path; default a fresh file under the OS temp dir (it outlives the bus dir). */
+  /** JSONL metrics path; default a file in the demo's temp dir (removed with it unless keep). */
   metricsJsonlPath?: string;
-  /** Keep the bus dir for inspection (default: removed). */
+  /** Keep the bus dir and the demo's temp dir (metrics, the node's log) for inspection (default: removed). */
   keep?: boolean;
+  /**
+   * Called with metrics.prom's path once the swarm and the node are stopped, before the temp dir
+   * goes: the last chance to add to the file (cfn demo appends its tracer's final counters).
+   */
+  beforeRemovingMetrics?: (prometheusPath: string) => Promise<void>;
   /** Start the embedded single-node cluster first (default true). */
   cluster?: boolean;
   logger?: Logger;
@@ -71,7 +76,11 @@ export interface DemoSummary {
   retried: number;
   teams: RoundResult["teams"];
   failures: RoundResult["failures"];
-  metrics: { jsonl: string; prometheus: string };
+  /**
+   * Where the metrics were written; `kept` says whether the files are still there (keep) or went
+   * with the demo's temp dir `dir` (a configured metricsJsonlPath outside it stays either way).
+   */
+  metrics: { jsonl: string; prometheus: string; dir: string; kept: boolean };
   /** The embedded single-node cluster; absent with `cluster: false`. */
   cluster?: DemoClusterView;
   busDir: string;
@@ -106,8 +115,15 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       if (cluster) rmSync(cluster.dataDir, { recursive: true, force: true });
     }
   };
+  // Every demo made a temp dir of its own: it goes too unless kept, or the OS temp dir fills
+  // with one per run.
+  const removeMetricsDir = () => {
+    if (!options.keep) rmSync(metricsDir, { recursive: true, force: true });
+  };
   const onSignal = () => {
-    void cleanup().finally(() => process.exit(130));
+    void cleanup()
+      .then(removeMetricsDir)
+      .finally(() => process.exit(130));
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
@@ -174,7 +190,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       retried: result.retried,
       teams: result.teams,
       failures: result.failures,
-      metrics: { jsonl, prometheus },
+      metrics: { jsonl, prometheus, dir: metricsDir, kept: options.keep === true },
       ...(clusterView ? { cluster: clusterView } : {}),
       busDir: bus.dir,
       cleanedUp: false,
@@ -183,9 +199,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     await cleanup();
     summary.cleanedUp = !options.keep;
     summary.stopped = stopped;
+    await options.beforeRemovingMetrics?.(prometheus);
     return summary;
   } finally {
     await cleanup();
+    removeMetricsDir();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
   }

@@ -332,7 +332,10 @@ export class Master {
     let allAt: number | undefined = byTask.size >= total ? performance.now() : undefined;
     let unacked: Delivery[] = [];
     let lastCheckpoint = performance.now();
-    const teamCount = new Set(state.tasks.map((task) => task.team)).size;
+    // Every team of the plan gets an assign and answers with its summary, a team without tasks
+    // too (at once): counting only the teams with tasks, the early summaries of the idle ones
+    // ended the wait before the last busy team's summary, left queued in the master's inbox.
+    const teamCount = new Set(state.assigns.flatMap((assign) => leafNames(assign.subtree))).size;
     const persist = () => {
       state.outcomes = [...byTask.values()];
       state.teams = [...teams.values()];
@@ -537,8 +540,7 @@ export function planTasks(
   const priority = request.priority ?? "normal";
   if (request.items !== undefined) {
     const teams = plan.coordinators.filter((coordinator) => coordinator.leaf);
-    // Spread items in proportion to team size: round-robin over a list of worker slots.
-    const slots = plan.workers.map((worker) => worker.team);
+    const slots = interleavedTeamSlots(plan);
     return request.items.map((input, index) => ({
       taskId: `i${index}`,
       team: teams.length === 0 ? "" : slots[index % slots.length],
@@ -553,6 +555,29 @@ export function planTasks(
     input: request.input ?? null,
     priority,
   }));
+}
+
+/**
+ * One slot per worker, the teams interleaved in proportion to their size: the k-th worker of a
+ * team of n sits at (k + 0.5) / n, so any prefix of the slots (the first m items of a round) is
+ * spread over the teams by size — 2 × 10 alternates, a team of 40 beside one of 10 gets 4 of 5.
+ */
+export function interleavedTeamSlots(plan: Plan): string[] {
+  const sizes = new Map<string, number>();
+  for (const worker of plan.workers) sizes.set(worker.team, (sizes.get(worker.team) ?? 0) + 1);
+  const teamIndex = new Map([...sizes.keys()].map((team, index) => [team, index]));
+  const seen = new Map<string, number>();
+  const keyed = plan.workers.map((worker) => {
+    const rank = seen.get(worker.team) ?? 0;
+    seen.set(worker.team, rank + 1);
+    return {
+      team: worker.team,
+      index: teamIndex.get(worker.team) ?? 0,
+      at: (rank + 0.5) / (sizes.get(worker.team) ?? 1),
+    };
+  });
+  keyed.sort((a, b) => a.at - b.at || a.index - b.index);
+  return keyed.map((slot) => slot.team);
 }
 
 /** Subtrees of the master's direct coordinators, with worker refs filled in. */

@@ -125,6 +125,8 @@ export interface ResultPayload {
   exitCode?: number | null;
   signal?: string | null;
   error?: string;
+  /** The command ran longer than the agent's task timeout and was killed. */
+  timedOut?: boolean;
   durationMs?: number;
 }
 

@@ -115,31 +115,57 @@ export class ControlPlane {
 
   /**
    * Replicates a routing command from any node: proposed here when leader, else forwarded to the
-   * leader; retried while there is no leader, until proposalTimeoutMs.
+   * leader; retried while there is no leader, until proposalTimeoutMs. Settles within that bound:
+   * CFN_ERR_TIMEOUT when it has not applied by then ("no leader" in the message when none was
+   * known at the end: quorum lost), so an API caller gets an answer before its own timeout.
    */
   async propose(command: RoutingCommand): Promise<RoutingResult> {
-    const deadline = Date.now() + this.options.proposalTimeoutMs;
+    const timeoutMs = this.options.proposalTimeoutMs;
+    const deadline = Date.now() + timeoutMs;
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw new CfnError("CFN_ERR_CLOSED", "node is stopping");
       try {
-        return await this.proposeOnce(command, Math.min(FORWARD_ATTEMPT_TIMEOUT_MS, deadline - Date.now()));
+        return await this.proposeOnce(command, deadline);
       } catch (error) {
         // Routing commands are idempotent or fenced (expected epoch, checkpoint seq), so a
         // forwarded proposal whose answer was lost (leader change) is safe to send again.
         const retryable =
           isCfnError(error) && (RETRYABLE.has(error.code) || error.code === "CFN_ERR_TIMEOUT");
-        if (!retryable || Date.now() + 50 >= deadline) throw error;
+        if (!retryable) throw error;
+        if (Date.now() + 50 >= deadline) throw this.deadlinePassed(error, timeoutMs);
         await new Promise((resolve) => setTimeout(resolve, Math.min(50 * (attempt + 1), 200)));
       }
     }
   }
 
-  private async proposeOnce(command: RoutingCommand, timeoutMs: number): Promise<RoutingResult> {
+  /** The error of a proposal whose deadline passed on a retryable `last` error. */
+  private deadlinePassed(last: CfnError, timeoutMs: number): CfnError {
+    const leader = this.options.host.leaderHint().leader;
+    if (leader && last.code === "CFN_ERR_TIMEOUT") return last;
+    return new CfnError(
+      "CFN_ERR_TIMEOUT",
+      leader
+        ? `routing change not applied within ${timeoutMs} ms (leader ${leader}): ${last.message}`
+        : `no leader: routing change not applied within ${timeoutMs} ms (is a majority of the members down?)`,
+      { leader: leader || undefined, last: last.code },
+    );
+  }
+
+  private async proposeOnce(command: RoutingCommand, deadline: number): Promise<RoutingResult> {
     const { host } = this.options;
     if (host.isLeader()) {
-      const result = await host.propose(encodeRoutingCommand(command));
+      // A leader cut off from its quorum keeps the entry uncommitted until RaftHost's own
+      // timeout: bounded by the proposal's deadline too (the entry may still apply, as with any
+      // timeout). Not per attempt: a slow commit proposed again could be refused as stale.
+      const remainingMs = Math.max(1, deadline - Date.now());
+      const result = await withTimeout(
+        host.propose(encodeRoutingCommand(command)),
+        remainingMs,
+        () => new CfnError("CFN_ERR_TIMEOUT", `proposal not applied in ${remainingMs} ms`),
+      );
       return result ?? { ok: false, error: "no_result" };
     }
+    const timeoutMs = Math.min(FORWARD_ATTEMPT_TIMEOUT_MS, deadline - Date.now());
     const leader = host.leaderHint().leader;
     if (!leader) throw new CfnError("CFN_ERR_NOT_LEADER", "no leader is known");
     const id = this.nextRequest++;
@@ -231,6 +257,15 @@ export class ControlPlane {
       this.logger.debug("proposal reply not sent", { to: from, error });
     }
   }
+}
+
+/** `promise`, or `timedOut()` as its rejection after `ms`. */
+function withTimeout<T>(promise: Promise<T>, ms: number, timedOut: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(timedOut()), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function asErrorCode(code: string): ErrorCode {

@@ -14,7 +14,7 @@
 //   GET    /v1/dashboard               the dashboard's snapshot: status, counters, inboxes, rounds
 //   POST   /v1/agents                  {agent, team?}          register an agent on this node
 //   DELETE /v1/agents/:agent                                   deregister
-//   POST   /v1/members                 {id, peerUrl, apiUrl}   add a member (via the leader)
+//   POST   /v1/members                 {id, peerUrl, apiUrl, clusterId?}   add a member (via the leader)
 //   DELETE /v1/members/:id                                     remove a member (via the leader)
 //   POST   /v1/teams/:team/checkpoint  {epoch, seq, data}      replicate a coordinator checkpoint
 //   POST   /v1/routing                 {command}               any routing command (topology, policy)
@@ -204,7 +204,13 @@ export class NodeApi {
       return this.result(response, await node.propose({ op: "agent.remove", agent: parts[2] }));
     }
     if (method === "POST" && path === "/v1/members") {
-      const { id, peerUrl, apiUrl } = body;
+      const { id, peerUrl, apiUrl, clusterId } = body;
+      // A joining node says its cluster (`cfn cluster join` does not): another cluster's is refused.
+      if (clusterId !== undefined && clusterId !== this.options.config.clusterId)
+        throw new CfnError(
+          "CFN_ERR_CONFIG_INVALID",
+          `node ${JSON.stringify(id)} is of cluster ${JSON.stringify(clusterId)}; this cluster is ${JSON.stringify(this.options.config.clusterId)} (start it with --cluster-id ${this.options.config.clusterId})`,
+        );
       const command = validateRoutingCommand({ op: "member.upsert", id, peerUrl, apiUrl });
       if (command?.op !== "member.upsert") throw invalid("need id, peerUrl (ws://…) and apiUrl (http://…)");
       return this.result(response, await node.addMember(command.id, command.peerUrl, command.apiUrl));

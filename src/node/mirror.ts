@@ -27,13 +27,14 @@
 
 import { randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { ClassicLevel } from "classic-level";
+import { join } from "node:path";
+import type { ClassicLevel } from "classic-level";
 import type { Bus } from "../bus/index.js";
-import { CfnError } from "../errors.js";
+import { CfnError, isCfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import { deadLetterUnreadable, unreadableReason } from "../security/at-rest.js";
 import { PLAINTEXT_CODEC, type SealedRecordCodec } from "../security/record-cipher.js";
+import { closeLevel, openLevel } from "../storage/level-open.js";
 import { parkDirOf } from "./delivery/park.js";
 
 type Db = ClassicLevel<string, string>;
@@ -51,7 +52,6 @@ export interface InboxMirrorOptions {
   codec?: SealedRecordCodec;
 }
 
-const openPaths = new Set<string>();
 /** The marker in the bus dir: the bus holds what the mirror restored or saw since (restore()). */
 export const MIRROR_MARKER = "mirror-token";
 const TOKEN_KEY = "t!token";
@@ -90,25 +90,16 @@ export class InboxMirror {
   }
 
   static async open(options: InboxMirrorOptions): Promise<InboxMirror> {
-    const path = resolve(options.path);
-    if (openPaths.has(path))
-      throw new CfnError("CFN_ERR_DATA_DIR_LOCKED", `mirror ${path} is already open in this process`);
-    openPaths.add(path);
-    const db: Db = new ClassicLevel<string, string>(path, { keyEncoding: "utf8", valueEncoding: "utf8" });
-    try {
-      await db.open({ createIfMissing: true });
-    } catch (error) {
-      openPaths.delete(path);
-      throw new CfnError("CFN_ERR_STORAGE", `cannot open mirror ${path}: ${String(error)}`);
-    }
+    const { db, path } = await openLevel(options.path, "mirror", "utf8");
     let token: string;
     try {
       token = (await db.get(TOKEN_KEY)) ?? randomUUID();
       await db.put(TOKEN_KEY, token, { sync: true });
     } catch (error) {
-      await db.close().catch(() => undefined);
-      openPaths.delete(path);
-      throw new CfnError("CFN_ERR_STORAGE", `cannot read mirror ${path}: ${String(error)}`);
+      await closeLevel(db, path).catch(() => undefined);
+      throw isCfnError(error)
+        ? error
+        : new CfnError("CFN_ERR_STORAGE", `cannot read mirror ${path}: ${String(error)}`);
     }
     const mirror = new InboxMirror(db, path, token, options);
     for await (const key of db.keys({ gte: "m!", lt: "m!\xff" })) {
@@ -262,11 +253,7 @@ export class InboxMirror {
     if (this.timer) clearInterval(this.timer);
     await this.sweep();
     this.closed = true;
-    try {
-      await this.db.close();
-    } finally {
-      openPaths.delete(this.path);
-    }
+    await closeLevel(this.db, this.path);
   }
 
   /**

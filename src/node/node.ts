@@ -4,16 +4,17 @@
 // HTTP API. docs/NODE.md describes the design; this file only composes and sequences.
 
 import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve, sep } from "node:path";
 import { Bus } from "../bus/index.js";
 import type { BusConfig } from "../config/schema.js";
-import { CfnError } from "../errors.js";
+import { CfnError, isCfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import type { SecurityConfig } from "../security/config.js";
 import { NodeSecurity } from "../security/node-security.js";
 import { TOKEN_POLICY_PREFIX } from "../security/permissions.js";
 import { LevelLogStore } from "../storage/index.js";
+import { onStorageFailure } from "../storage/level-open.js";
 import { WsTransport } from "../transport/index.js";
 import { apiRequest } from "./api-client.js";
 import { ControlPlane } from "./control.js";
@@ -33,6 +34,7 @@ import {
 } from "./delivery/wire.js";
 import { askLeaderAboutMember, type HandOffSender, handOffAcks, memberHandOff } from "./handoff.js";
 import { NodeApi } from "./http-api.js";
+import { probeListenAddresses } from "./listen-probe.js";
 import { InboxMirror } from "./mirror.js";
 import { advertisedApiUrl, advertisedPeerUrl, type NodeConfig, splitListen } from "./node-config.js";
 import { NodeMetrics } from "./node-metrics.js";
@@ -130,13 +132,20 @@ export class ClusterNode {
    * mailbox yet gets agentDownAfterMs of grace instead of being marked down at the next scan.
    */
   private readonly agentRegisteredSeenMs = new Map<string, number>();
-  private announced = false;
+  /** An announce() proposal is in flight (they run every 250 ms; one at a time). */
+  private announcing = false;
   /** This node has been a Raft member (so a later membership without it is its removal). */
   private wasMember = false;
   private removed = false;
   /** The data dir had no node.json: it is written once security opened (a bad key writes nothing). */
   private identityFresh = false;
   private readonly removedListeners: (() => void)[] = [];
+  /** Agents whose coordinator notification their bus refused (agent → team), sent again. */
+  private readonly undeliveredNotices = new Map<string, string>();
+  private readonly fatalListeners: ((error: unknown) => void)[] = [];
+  /** Why the node stops on its own (failStop), once it does. */
+  private failure: unknown;
+  private unsubscribeStorage: (() => void) | undefined;
   private confirmingRemoval = false;
   private removalCheckedAtMs = 0;
   private notifyAfterIndex = Number.POSITIVE_INFINITY;
@@ -189,8 +198,24 @@ export class ClusterNode {
         `node.frameBytesMax (${config.frameBytesMax}) must be ≥ bus.messageBytesMax + ${FRAME_OVERHEAD_BYTES_MAX} (${frameBytesNeeded}): a message the bus accepts could never be forwarded to another node`,
         { frameBytesMax: config.frameBytesMax, messageBytesMax: this.bus.config.messageBytesMax },
       );
+    // Nothing is written to the data dir by a start that cannot serve: the addresses bind and a
+    // cluster joined is this node's cluster, checked first.
+    await probeListenAddresses([
+      { setting: "node.peerListen", address: config.peerListen },
+      { setting: "node.apiListen", address: config.apiListen },
+    ]);
+    const joinMembers = config.join
+      ? await fetchMembers(config.join, config.clusterToken, config.clusterId)
+      : [];
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     this.identity = this.checkDataDir();
+    // A LevelDB of the data dir that stops taking writes (disk full, I/O error) stops the node.
+    const dataDir = resolve(config.dataDir);
+    this.unsubscribeStorage = onStorageFailure((error) => {
+      const path = String((error.details as { path?: unknown } | undefined)?.path ?? "");
+      if (path === dataDir || path.startsWith(`${dataDir}${sep}`))
+        this.failStop("a write to the data dir failed", error);
+    });
     // Security first: a bad encryption key refuses the start before any record is written.
     this.security = await NodeSecurity.open({
       nodeId: this.id,
@@ -232,11 +257,8 @@ export class ClusterNode {
     for (const [id, member] of Object.entries(this.identity.members))
       if (id !== this.id) peers[id] = member.peerUrl;
     for (const [id, peer] of Object.entries(config.peers)) peers[id] = peer.peerUrl;
-    if (config.join) {
-      for (const member of await fetchMembers(config.join, config.clusterToken)) {
-        if (member.id !== this.id && member.peerUrl) peers[member.id] = member.peerUrl;
-      }
-    }
+    for (const member of joinMembers)
+      if (member.id !== this.id && member.peerUrl) peers[member.id] = member.peerUrl;
     this.host = new RaftHost<RoutingResult>({
       config: {
         id: this.id,
@@ -261,8 +283,7 @@ export class ClusterNode {
         this.logger.warn("raft host error during shutdown ignored", { error });
         return;
       }
-      this.logger.error("raft host failed; the node stops", { error });
-      void this.shutdown("raft failure").finally(() => process.exit(1));
+      this.failStop("raft host failed", error);
     });
     this.control = new ControlPlane({
       nodeId: this.id,
@@ -354,7 +375,10 @@ export class ClusterNode {
     await this.api.start();
     this.state = "running";
     this.every(config.coordinatorIntervalMs, () => void this.coordinate());
-    this.every(config.agentScanIntervalMs, () => void this.scanAgents());
+    this.every(config.agentScanIntervalMs, () => {
+      for (const [agent, team] of [...this.undeliveredNotices]) this.notifyAgent(agent, team);
+      void this.scanAgents();
+    });
     this.every(250, () => {
       this.checkRemoved();
       void this.announce();
@@ -434,11 +458,12 @@ export class ClusterNode {
           id: this.id,
           peerUrl: advertisedPeerUrl(this.config),
           apiUrl: this.apiUrl,
+          clusterId: this.config.clusterId,
         });
         this.logger.info("joined the cluster", { through: apiUrl });
         return;
       } catch (error) {
-        if (Date.now() > deadline) throw error;
+        if (isCfnError(error, "CFN_ERR_CONFIG_INVALID") || Date.now() > deadline) throw error;
         this.logger.warn("join not accepted yet; retrying", { through: apiUrl, error });
         await sleep(250);
       }
@@ -448,6 +473,30 @@ export class ClusterNode {
   /** `id` is in the Raft group by the membership this node applied. */
   private isRaftMember(id: string): boolean {
     return this.host.status().members.some((member) => member.id === id);
+  }
+
+  /**
+   * Calls `listener` when the node cannot go on (its data dir stopped taking writes, or its Raft
+   * host failed): the listener stops it (shutdown) and ends the process with a failure status.
+   * With no listener the node does so itself (exit status 1).
+   */
+  onFatal(listener: (error: unknown) => void): void {
+    if (this.failure !== undefined) listener(this.failure);
+    else this.fatalListeners.push(listener);
+  }
+
+  /** Stops the node after a failure it cannot serve through (once; ignored while it stops anyway). */
+  private failStop(what: string, error: unknown): void {
+    if (this.failure !== undefined) return;
+    if (this.state === "draining" || this.state === "stopped") {
+      this.logger.warn(`${what} during shutdown`, { error });
+      return;
+    }
+    this.failure = error;
+    this.logger.error(`${what}; the node stops`, { error });
+    const listeners = this.fatalListeners.splice(0);
+    if (listeners.length === 0) void this.shutdown(what).finally(() => process.exit(1));
+    for (const listener of listeners) listener(error);
   }
 
   /** Calls `listener` once this node has applied its own removal from the cluster (it then stops). */
@@ -655,24 +704,27 @@ export class ClusterNode {
     this.writeIdentity();
   }
 
-  /** Makes this node's member record carry its current addresses and state. */
+  /**
+   * Makes this node's member record carry its current addresses and state `active`, whenever it
+   * does not while the node runs — not once: a restarted node may first apply a stale `active`
+   * and only then the `leaving` its last shutdown committed (a leader's, after it handed over).
+   */
   private async announce(): Promise<void> {
-    if (this.state !== "running" || this.announced) return;
+    if (this.state !== "running" || this.announcing) return;
     const self = this.routing.state.members.get(this.id);
     const peerUrl = advertisedPeerUrl(this.config);
+    const stale = !self || self.peerUrl !== peerUrl || self.apiUrl !== this.apiUrl;
+    if (!stale && self.state === "active") return;
+    if (this.removed || !this.isRaftMember(this.id)) return; // not a member (yet, or any more)
+    this.announcing = true;
     try {
-      if (!self || self.peerUrl !== peerUrl || self.apiUrl !== this.apiUrl) {
-        if (!this.isRaftMember(this.id)) return; // not a member (yet)
+      if (stale)
         await this.control.propose({ op: "member.upsert", id: this.id, peerUrl, apiUrl: this.apiUrl });
-        return;
-      }
-      if (self.state !== "active") {
-        await this.control.propose({ op: "member.state", id: this.id, state: "active" });
-        return;
-      }
-      this.announced = true;
+      else await this.control.propose({ op: "member.state", id: this.id, state: "active" });
     } catch (error) {
       this.logger.debug("announce not done yet", { error });
+    } finally {
+      this.announcing = false;
     }
   }
 
@@ -691,7 +743,14 @@ export class ClusterNode {
       const state = this.routing.state;
       const others = [...state.members.keys()].filter((id) => id !== this.id);
       const view = { alive: this.control.alive(others, this.config.nodeDownAfterMs) };
-      const memberCommands = planMemberStates(state, view);
+      // planMemberStates leaves `leaving` alone; a leaving member gone silent (its shutdown ended,
+      // or it was killed on the way) is `down`, so its agents count as dead until it is back.
+      const memberCommands = [
+        ...planMemberStates(state, view),
+        ...[...state.members.values()]
+          .filter((member) => member.state === "leaving" && !view.alive.has(member.id))
+          .map((member): RoutingCommand => ({ op: "member.state", id: member.id, state: "down" })),
+      ];
       if (memberCommands.length > 0) {
         this.logger.info("member liveness changed", { changes: memberCommands });
         await this.control.propose(batch(memberCommands));
@@ -764,30 +823,49 @@ export class ClusterNode {
 
   /** Tells the team's agents on this node who coordinates them now (and from which checkpoint). */
   private notifyTeam(teamId: string): void {
+    if (!this.routing.state.teams.has(teamId)) return;
+    for (const agent of this.routing.state.agents.values())
+      if (agent.team === teamId && agent.node === this.id) this.notifyAgent(agent.id, teamId);
+  }
+
+  /**
+   * Sends `agent` its team's current coordinator. A send its bus refuses (a full inbox or disk) is
+   * tried again at every agent scan until it lands or the agent left the team or this node — the
+   * message id (team, epoch) makes a copy that did land harmless.
+   */
+  private notifyAgent(agentId: string, teamId: string): void {
     const team = this.routing.state.teams.get(teamId);
-    if (!team) return;
+    const agent = this.routing.state.agents.get(agentId);
+    if (!team || agent?.team !== teamId || agent.node !== this.id) {
+      this.undeliveredNotices.delete(agentId);
+      return;
+    }
     const events = this.routing.state.events;
     let event: (typeof events)[number] | undefined;
     for (let i = events.length - 1; i >= 0 && !event; i--)
       if (events[i].team === teamId && events[i].epoch === team.epoch) event = events[i];
-    for (const agent of this.routing.state.agents.values()) {
-      if (agent.team !== teamId || agent.node !== this.id) continue;
-      try {
-        this.bus.sendSync(NODE_AGENT_ID, agent.id, {
-          id: `coord-${teamId}-${team.epoch}`,
-          type: COORDINATOR_MESSAGE_TYPE,
-          priority: "high",
-          payload: {
-            team: teamId,
-            coordinator: team.coordinator,
-            previous: event?.previous ?? null,
-            epoch: team.epoch,
-            checkpoint: team.checkpoint,
-          },
+    try {
+      this.bus.sendSync(NODE_AGENT_ID, agentId, {
+        id: `coord-${teamId}-${team.epoch}`,
+        type: COORDINATOR_MESSAGE_TYPE,
+        priority: "high",
+        payload: {
+          team: teamId,
+          coordinator: team.coordinator,
+          previous: event?.previous ?? null,
+          epoch: team.epoch,
+          checkpoint: team.checkpoint,
+        },
+      });
+      this.undeliveredNotices.delete(agentId);
+    } catch (error) {
+      if (!this.undeliveredNotices.has(agentId))
+        this.logger.warn("coordinator notification not delivered; tried again at each agent scan", {
+          agent: agentId,
+          team: teamId,
+          error,
         });
-      } catch (error) {
-        this.logger.warn("coordinator notification not delivered", { agent: agent.id, team: teamId, error });
-      }
+      this.undeliveredNotices.set(agentId, teamId);
     }
   }
 
@@ -859,8 +937,13 @@ export class ClusterNode {
     return { ok: false, error: "unknown_member" };
   }
 
-  transferLeadership(to: string): Promise<void> {
-    return this.host.transferLeadership(to);
+  /**
+   * Hands leadership to `to` (POST /v1/leader). Only the leader can: a follower's Raft would relay
+   * the request with `from = to`, which raft-wire.ts drops, so a follower asks the leader's API.
+   */
+  async transferLeadership(to: string): Promise<void> {
+    if (this.host.isLeader() || to === this.id) return this.host.transferLeadership(to);
+    await this.forwardToLeader("POST", "/v1/leader", { to });
   }
 
   private async forwardToLeader(method: string, path: string, body: unknown): Promise<RoutingResult> {
@@ -1145,6 +1228,7 @@ export class ClusterNode {
     await this.spool?.close().catch(() => undefined);
     await this.security?.close().catch(() => undefined);
     this.persistIdentity();
+    this.unsubscribeStorage?.();
     this.bus.close();
   }
 }
@@ -1173,19 +1257,31 @@ async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T | und
   }
 }
 
-async function fetchMembers(apiUrl: string, token: string): Promise<{ id: string; peerUrl: string }[]> {
+/** The members of the cluster joined through `apiUrl`, refused when it is another cluster. */
+async function fetchMembers(
+  apiUrl: string,
+  token: string,
+  clusterId: string,
+): Promise<{ id: string; peerUrl: string }[]> {
   const deadline = Date.now() + 30_000;
+  let status: { node?: { clusterId?: string }; members: { id: string; peerUrl: string }[] };
   for (;;) {
     try {
-      const status = (await apiRequest(apiUrl, "GET", "/v1/status", token)) as {
-        members: { id: string; peerUrl: string }[];
-      };
-      return status.members;
+      status = (await apiRequest(apiUrl, "GET", "/v1/status", token)) as typeof status;
+      break;
     } catch (error) {
       if (Date.now() > deadline) throw error;
       await sleep(250);
     }
   }
+  const theirs = status.node?.clusterId;
+  if (theirs !== clusterId)
+    throw new CfnError(
+      "CFN_ERR_CONFIG_INVALID",
+      `--join ${apiUrl}: that member is of cluster ${JSON.stringify(theirs)}, this node's node.clusterId is ${JSON.stringify(clusterId)} (start it with --cluster-id ${theirs})`,
+      { field: "clusterId", clusterId, memberClusterId: theirs },
+    );
+  return status.members;
 }
 
 export type { WireMessage };

@@ -6,7 +6,9 @@
 //    peer's id — but Transport.send requires `from === nodeId` (an assert: the host would crash)
 //    and receivers check `from` against the connected peer. Such messages are dropped here; the
 //    original requester times out and retries, as with any lost message. See
-//    test/cluster/raft-relay.test.ts.
+//    test/cluster/raft-relay.test.ts. A follower's TransferLeader to another node is relayed the
+//    same way (`from` is the transferee) and never arrives: the node layer sends a transfer asked
+//    of a follower to the leader's API instead (ClusterNode.transferLeadership).
 //
 // 2. Work-around for a transport bug (see test/cluster/transport-leader-transfer.test.ts): the
 // frame parser of src/transport drops Message.leaderTransfer, so a transferee's Vote arrives as

@@ -1,7 +1,16 @@
 // Opening a LevelDB directory at most once per process. classic-level's LOCK file guards against
 // other processes only: a second open of the same path in this process would succeed and the two
 // handles would corrupt each other. One registry for every LevelDB user of the process (Raft log,
-// delivery spool, audit log) refuses that with CFN_ERR_DATA_DIR_LOCKED.
+// delivery spool, inbox mirror, audit log) refuses that with CFN_ERR_DATA_DIR_LOCKED.
+//
+// Writes stop at the first failure. When LevelDB cannot append to its log (ENOSPC, EIO) it may
+// leave part of a record there and still take the next writes on the same handle — and report them
+// written, synced ones too — but a later open drops everything after the torn record in that log
+// block (its LOG says "dropping N bytes; Corruption: checksum mismatch"): writes the caller was
+// told are durable vanish. So every handle from openLevel issues its writes one at a time, and after
+// one fails it refuses every later one (CFN_ERR_STORAGE) and tells the storage-failure listeners
+// (a node stops: docs/STORAGE.md "A write that fails"). A new open recovers the log up to the torn
+// record, which was reported failed.
 
 import { resolve } from "node:path";
 import { ClassicLevel } from "classic-level";
@@ -46,13 +55,79 @@ export async function openLevel<E extends LevelValueEncoding>(
       );
     }
     if (isCfnError(error)) throw error;
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new CfnError("CFN_ERR_STORAGE", `cannot open ${what} ${resolved}: ${reason}`, {
+    throw new CfnError("CFN_ERR_STORAGE", `cannot open ${what} ${resolved}: ${causeChain(error)}`, {
       path: resolved,
       cause: error,
     });
   }
+  fenceWrites(db as unknown as Writable, what, resolved);
   return { db, path: resolved };
+}
+
+interface Writable {
+  put(...args: unknown[]): Promise<void>;
+  del(...args: unknown[]): Promise<void>;
+  batch(...args: unknown[]): unknown;
+}
+
+const failureListeners = new Set<(error: CfnError) => void>();
+
+/**
+ * Calls `listener` with the CFN_ERR_STORAGE of every LevelDB handle of this process that stops
+ * taking writes (its details carry the `path`). Returns the unsubscribe function.
+ */
+export function onStorageFailure(listener: (error: CfnError) => void): () => void {
+  failureListeners.add(listener);
+  return () => failureListeners.delete(listener);
+}
+
+/**
+ * Serializes the handle's writes (put, del, batch with operations) and refuses every write after
+ * the first that failed (see the top of this file). The chained form of batch() is not used here.
+ */
+function fenceWrites(db: Writable, what: string, path: string): void {
+  const original = { put: db.put.bind(db), del: db.del.bind(db), batch: db.batch.bind(db) };
+  let tail: Promise<unknown> = Promise.resolve();
+  let failed: CfnError | undefined;
+  const guarded = (write: () => Promise<void>): Promise<void> => {
+    const run = tail.then(async () => {
+      if (failed) throw failed;
+      try {
+        await write();
+      } catch (error) {
+        // A write to a closed handle says nothing about the disk.
+        if (hasCode(error, "LEVEL_DATABASE_NOT_OPEN") || hasCode(error, "LEVEL_DATABASE_NOT_CLOSED"))
+          throw error;
+        failed = new CfnError(
+          "CFN_ERR_STORAGE",
+          `${what} ${path}: a write failed (${causeChain(error)}); LevelDB may have left a torn record in its log, so this handle takes no more writes — free the disk and start again`,
+          { path, cause: error },
+        );
+        for (const listener of failureListeners) listener(failed);
+        throw failed;
+      }
+    });
+    tail = run.catch(() => undefined);
+    return run;
+  };
+  db.put = (...args: unknown[]) => guarded(() => original.put(...args));
+  db.del = (...args: unknown[]) => guarded(() => original.del(...args));
+  db.batch = (...args: unknown[]) =>
+    args.length === 0 ? original.batch() : guarded(() => original.batch(...args) as Promise<void>);
+}
+
+/** The messages of an error and its causes ("Database failed to open: IO error: …: No space left"). */
+export function causeChain(error: unknown): string {
+  const parts: string[] = [];
+  for (
+    let e = error as { message?: unknown; cause?: unknown } | undefined;
+    e && parts.length < 5;
+    e = e.cause as typeof e
+  ) {
+    const message = typeof e.message === "string" ? e.message : String(e);
+    if (!parts.includes(message)) parts.push(message);
+  }
+  return parts.join(": ") || String(error);
 }
 
 /** Closes a handle from `openLevel` and frees its path for a later open (errors are the caller's). */

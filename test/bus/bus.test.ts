@@ -19,7 +19,6 @@ import { LATENCY_SAMPLES_PENDING_MAX } from "../../src/bus/bus-metrics.js";
 import { moveToDeadLetter } from "../../src/bus/dead-letter.js";
 import { Bus, type Delivery, type Mailbox } from "../../src/bus/index.js";
 import { dirFdsMailboxesMax, MAILBOX_DIR_FDS_MAX, mailboxDirFdsHeld } from "../../src/bus/mailbox.js";
-import { formatQueuedName } from "../../src/bus/names.js";
 import { type ErrorCode, isCfnError } from "../../src/errors.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
@@ -742,18 +741,10 @@ describe("graceful shutdown", () => {
     const bus = openTestBus(root);
     const paths = bus.layout.agent("worker");
     bus.layout.ensureAgent(paths, true);
-    // A claim of a dead process whose way back into the inbox is blocked by a directory of the
-    // same name: the sweep on open fails (EISDIR).
-    const name = formatQueuedName({
-      priority: "normal",
-      arrivalUs: 1,
-      count: 1,
-      unique: "h-1-r-1",
-      deliveries: 1,
-    });
-    writeFileSync(join(paths.claimed, name.replace(/\.json$/, "_1_999999.json")), "{}");
-    mkdirSync(join(paths.inbox, name));
-    writeFileSync(join(paths.inbox, name, "x"), "");
+    // dead/ is a file: creating the mailbox's directories fails (a claim that cannot be moved
+    // back no longer fails the open: the sweep logs it and goes on).
+    rmSync(paths.dead, { recursive: true });
+    writeFileSync(paths.dead, "");
     const before = mailboxDirFdsHeld();
     for (let attempt = 0; attempt < 3; attempt++) expect(() => bus.openMailbox("worker")).toThrow();
     expect(mailboxDirFdsHeld()).toBe(before);

@@ -1,7 +1,7 @@
 // The `cfn` command end to end: the compiled CLI in a child process, a real bus on tmpfs.
 
 import { execFile, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -87,8 +87,11 @@ describe("cfn CLI", () => {
     expect((await cfn(["send", "w", "2"], env)).code).toBe(0);
     const full = await cfn(["send", "w", "3", "--json"], env);
     expect(full.code).toBe(1);
-    expect(JSON.parse(full.stderr.trim().split("\n").at(-1)!).error.code).toBe("CFN_ERR_INBOX_FULL");
-    expect(full.stderr).toContain("inbox full");
+    // One line: the command's error, not also the bus's JSON warning about the same refusal.
+    expect(full.stderr.trim().split("\n")).toHaveLength(1);
+    expect(JSON.parse(full.stderr).error.code).toBe("CFN_ERR_INBOX_FULL");
+    const text = await cfn(["send", "w", "3"], { ...env, CFN_LOG_LEVEL: "info" });
+    expect(text.stderr).toBe("cfn: CFN_ERR_INBOX_FULL inbox of w holds 2 of 2 messages\n");
     const status = JSON.parse((await cfn(["status", "--json"], env)).stdout);
     expect(status.agents[0].inboxDepth).toBe(2);
   });
@@ -104,6 +107,79 @@ describe("cfn CLI", () => {
 
     const good = await cfn(["config", "validate", "--json"]);
     expect(JSON.parse(good.stdout)).toEqual({ valid: true, profile: "dev" });
+  });
+
+  it("warns about a misspelt CFN_* variable, and config validate refuses it (exit 2)", async () => {
+    const env = { CFN_BUS_INBOX_DEPT_MAX: "5" };
+    const hint =
+      "CFN_BUS_INBOX_DEPT_MAX is not a cfn setting or variable (did you mean CFN_BUS_INBOX_DEPTH_MAX?)";
+    const sent = await cfn(["send", "w", "1"], env);
+    expect(sent.code).toBe(0);
+    expect(sent.stderr).toBe(`cfn: warning: ${hint}; it is ignored\n`);
+    const validate = await cfn(["config", "validate"], env);
+    expect(validate.code).toBe(2);
+    expect(validate.stdout).toBe("");
+    expect(validate.stderr).toBe(`cfn: CFN_ERR_CONFIG_INVALID ${hint}; it is ignored\n`);
+    const json = await cfn(["config", "validate", "--json"], env);
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      valid: false,
+      problems: [expect.stringContaining(hint)],
+    });
+    // Client variables and the agent contract's variables are known: no warning.
+    const clients = {
+      CFN_API_TOKEN: "x",
+      CFN_NODE_API: "http://127.0.0.1:1",
+      CFN_TOPOLOGY: "flat:2",
+      CFN_TEAM: "t",
+    };
+    expect((await cfn(["config", "validate"], clients)).code).toBe(0);
+  });
+
+  it("refuses --wait-ms past bus.sendWaitMsMax and recv --max 0 as usage errors (exit 2)", async () => {
+    const long = await cfn(["send", "w", "1", "--wait-ms", "99999999"]);
+    expect(long.code).toBe(2);
+    expect(long.stderr).toMatch(
+      /^cfn: CFN_ERR_CONFIG_INVALID --wait-ms: at most bus.sendWaitMsMax \(30000 ms/,
+    );
+    const none = await cfn(["recv", "w", "--max", "0"]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toBe("cfn: CFN_ERR_CONFIG_INVALID --max: expected a whole number ≥ 1, got 0\n");
+  });
+
+  it("status of a bus that does not exist says so, exits 2 and creates nothing", async () => {
+    expect((await cfn(["send", "w", "1"])).code).toBe(0); // the bus "default" exists now
+    const typo = await cfn(["--bus", "typo", "status"]);
+    expect(typo.code).toBe(2);
+    expect(typo.stdout).toBe("");
+    expect(typo.stderr).toMatch(
+      /^cfn: CFN_ERR_CONFIG_INVALID no bus typo under \S+ \(bus\.name, --bus; buses there: /,
+    );
+    expect(existsSync(join(root, "typo"))).toBe(false);
+    const swarms = await cfn(["--bus", "typo", "swarm", "status"]);
+    expect(swarms.code).toBe(2);
+    expect(existsSync(join(root, "typo"))).toBe(false);
+  });
+
+  it("status logs its housekeeping at debug, not info", async () => {
+    expect((await cfn(["send", "w", "1"])).code).toBe(0);
+    const busDir = join(root, readdirSync(root)[0]);
+    // A spare file of a process that is gone (pid 2^22 + 1 is above Linux's pid_max).
+    writeFileSync(join(busDir, "tmp", "spare_4194305_x"), "");
+    const status = await cfn(["status"], { CFN_LOG_LEVEL: "info" });
+    expect(status.code).toBe(0);
+    expect(status.stderr).toBe("");
+    expect(existsSync(join(busDir, "tmp", "spare_4194305_x"))).toBe(false); // still swept
+  });
+
+  it("swarm stop without --name names the default it looked for; send --id says where dedup happens", async () => {
+    const stop = await cfn(["swarm", "stop"]);
+    expect(stop.code).toBe(1);
+    expect(stop.stderr).toMatch(
+      /^cfn: CFN_ERR_UNKNOWN_AGENT no swarm named "swarm" \(the default; pass --name\) on bus \S+ \(no swarms there\)\n$/,
+    );
+    expect((await cfn(["swarm", "stop", "--help"])).stdout).toContain('swarm to stop (default "swarm")');
+    expect((await cfn(["send", "--help"])).stdout).toMatch(/dedup is\s+downstream/);
   });
 
   it("config show never prints the cluster token", async () => {

@@ -6,7 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { buildContext } from "../../src/cli/context.js";
+import { buildContext, demotedLogger } from "../../src/cli/context.js";
+import { issuedTo } from "../../src/cli/swarm-commands.js";
+import { createLogger } from "../../src/obs/logger.js";
 
 const roots: string[] = [];
 afterEach(() => {
@@ -48,5 +50,24 @@ describe("buildContext", () => {
     expect(shown).toContain("metrics JSONL stream: write failed");
     expect(stderrOfFailingWrite("error")).toBe("");
     expect(stderrOfFailingWrite("silent")).toBe("");
+  });
+});
+
+describe("CLI output helpers", () => {
+  it("demotedLogger logs the chosen lines at debug, the others as they were, children too", () => {
+    const lines: string[] = [];
+    const base = createLogger("cfn", { level: "info", write: (line) => lines.push(JSON.parse(line).msg) });
+    const logger = demotedLogger(base, (message) => message === "noise");
+    logger.warn("noise");
+    logger.child("bus").info("noise");
+    logger.warn("news");
+    logger.child("bus").info("more news");
+    expect(lines).toEqual(["news", "more news"]);
+  });
+
+  it("a round with items is issued to the agents that get one, not to the whole swarm", () => {
+    expect(issuedTo(undefined, 20)).toBe("issued to 20 agents");
+    expect(issuedTo([1, 2, 3, 4, 5], 20)).toBe("issued: 5 items to 5 of 20 agents");
+    expect(issuedTo(Array.from({ length: 30 }), 20)).toBe("issued: 30 items to 20 of 20 agents");
   });
 });

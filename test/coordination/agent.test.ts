@@ -212,6 +212,44 @@ describe("cfn agent run -- <command>", () => {
     expect(reply.output).toBe("peer got direct from me");
   });
 
+  it("cfn agent direct to an agent whose command fails: the error and exit code on stderr, exit 1; a killed command exits 3", async () => {
+    const { global } = setup();
+    startCliUntilCleanup(cleanups, [
+      ...global,
+      "agent",
+      "run",
+      "--id",
+      "ar2",
+      "--",
+      "sh",
+      "-c",
+      "echo oops >&2; exit 7",
+    ]);
+    const failed = await runCli([...global, "agent", "direct", "--to", "ar2", "--wait-ms", "20000", "1"], {
+      timeoutMs: 30_000,
+    });
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toBe("");
+    expect(failed.stderr).toBe("cfn: the command of ar2 failed (exit code 7): oops\n");
+    const json = await runCli(
+      [...global, "agent", "direct", "--to", "ar2", "--wait-ms", "20000", "--json", "1"],
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    expect(json.code).toBe(1);
+    expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, exitCode: 7, error: "oops" });
+    const runArgs = ["agent", "run", "--id", "slow", "--task-timeout-ms", "200", "--", "sh", "-c", "sleep 5"];
+    startCliUntilCleanup(cleanups, [...global, ...runArgs]);
+    const killed = await runCli([...global, "agent", "direct", "--to", "slow", "--wait-ms", "20000", "1"], {
+      timeoutMs: 30_000,
+    });
+    expect(killed.code).toBe(3);
+    expect(killed.stderr).toMatch(
+      /^cfn: the command of slow failed \(SIGKILL\): command ran longer than 200 ms/,
+    );
+  });
+
   it("--drain-timeout-ms: after SIGTERM the running task finishes, the drain stops at its deadline, the rest is handed back", async () => {
     const { bus, global } = setup();
     const agentArgs = ["agent", "run", "--id", "dr3", "--drain-timeout-ms", "300", "--", "sh", "-c"];

@@ -10,22 +10,22 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+/** `cfn demo` on a fresh bus root (removed at cleanup) with `args` after it. */
+async function demoOnFreshRoot(args: string[]) {
+  const root = tempRoot();
+  cleanups.push(() => removeRoot(root));
+  return runCli(["--bus-root", root, "--log-level", "warn", "demo", ...args]);
+}
+
 describe("cfn demo", () => {
   it("spawns a hybrid swarm, runs a round, prints a JSON summary, cleans up, exits 0", async () => {
     const root = tempRoot();
     cleanups.push(() => removeRoot(root));
-    const result = await runCli([
-      "--bus-root",
-      root,
-      "--log-level",
-      "warn",
-      "demo",
-      "--agents",
-      "12",
-      "--teams",
-      "3",
-      "--json",
-    ]);
+    const jsonlPath = join(root, "metrics-of-the-demo.jsonl");
+    const result = await runCli(
+      ["--bus-root", root, "--log-level", "warn", "demo", "--agents", "12", "--teams", "3", "--json"],
+      { env: { CFN_METRICS_JSONL_PATH: jsonlPath } },
+    );
     expect(result.stderr).toBe("");
     expect(result.code).toBe(0);
     const summary = JSON.parse(result.stdout);
@@ -42,9 +42,13 @@ describe("cfn demo", () => {
     expect(summary.coordinationMs).toBeGreaterThan(0);
     expect(summary.teams).toHaveLength(3);
     expect(summary.stopped.stopped).toBeGreaterThan(0);
-    // Metrics were written where the summary says, and the demo's bus dir is gone.
-    expect(readFileSync(summary.metrics.jsonl, "utf8")).toMatch(/cfn_coordination_round_seconds/);
-    expect(readFileSync(summary.metrics.prometheus, "utf8")).toMatch(/cfn_coordination_tasks_total/);
+    // The configured JSONL stream stays; the demo's own temp dir (metrics.prom, the node's log)
+    // goes with the bus dir.
+    expect(summary.metrics.jsonl).toBe(jsonlPath);
+    expect(readFileSync(jsonlPath, "utf8")).toMatch(/cfn_coordination_round_seconds/);
+    expect(summary.metrics.kept).toBe(false);
+    expect(summary.metrics.prometheus.startsWith(`${summary.metrics.dir}/`)).toBe(true);
+    expect(existsSync(summary.metrics.dir)).toBe(false);
     // The embedded default: a single-node Raft group whose leader assigned every team.
     expect(summary.cluster).toMatchObject({
       nodeId: "demo-node",
@@ -53,26 +57,29 @@ describe("cfn demo", () => {
       teams: 3,
     });
     expect(summary.cluster.teamsAssigned).toBe(3);
-    expect(readFileSync(summary.metrics.prometheus, "utf8")).toMatch(/cfn_raft_term/);
     expect(existsSync(summary.cluster.dataDir)).toBe(false);
     expect(existsSync(summary.busDir)).toBe(false);
     expect(readdirSync(root).filter((name) => name.startsWith("demo-"))).toEqual([]);
   });
 
+  it("--keep keeps the bus dir and the temp dir with metrics.jsonl and metrics.prom, and says where", async () => {
+    const result = await demoOnFreshRoot(["--agents", "4", "--keep"]);
+    expect(result.code).toBe(0);
+    const dir = result.stdout.match(/(\S+)\/metrics\.prom \(Prometheus text\)/)?.[1];
+    expect(dir).toBeDefined();
+    cleanups.push(() => removeRoot(dir as string));
+    expect(result.stdout).toContain(`${dir}/metrics.jsonl (JSONL stream)`);
+    expect(readFileSync(join(dir as string, "metrics.jsonl"), "utf8")).toMatch(
+      /cfn_coordination_round_seconds/,
+    );
+    const exposition = readFileSync(join(dir as string, "metrics.prom"), "utf8");
+    expect(exposition).toMatch(/cfn_coordination_tasks_total/);
+    expect(exposition).toMatch(/cfn_raft_term/);
+    expect(result.stdout).toMatch(/bus dir kept at /);
+  });
+
   it("prints a summary a person reads (topology, coordination time, delivery rate, teams, metrics)", async () => {
-    const root = tempRoot();
-    cleanups.push(() => removeRoot(root));
-    const result = await runCli([
-      "--bus-root",
-      root,
-      "--log-level",
-      "warn",
-      "demo",
-      "--agents",
-      "6",
-      "--teams",
-      "1",
-    ]);
+    const result = await demoOnFreshRoot(["--agents", "6", "--teams", "1"]);
     expect(result.code).toBe(0);
     for (const expected of [
       "agents",
@@ -85,10 +92,11 @@ describe("cfn demo", () => {
     ]) {
       expect(result.stdout).toContain(expected);
     }
-    // Where the metrics and the dashboard are: the embedded node's HTTP API.
+    // Where the metrics and the dashboard were: the embedded node's HTTP API, stopped by now.
     for (const expected of [
-      /dashboard +http:\/\/127\.0\.0\.1:\d+\/dashboard/,
-      /metrics +http:\/\/127\.0\.0\.1:\d+\/metrics/,
+      /dashboard +http:\/\/127\.0\.0\.1:\d+\/dashboard \(the node's live dashboard, served during the run only\)/,
+      /metrics +http:\/\/127\.0\.0\.1:\d+\/metrics \(Prometheus, served during the run only\)/,
+      /JSONL stream and Prometheus text removed with \S+cfn-demo-\S+ \(--keep keeps them\)/,
     ]) {
       expect(result.stdout).toMatch(expected);
     }

@@ -66,7 +66,7 @@ describe("replicated checkpoints (RaftCheckpointStore on a real node)", () => {
 });
 
 describe("a round on a cluster node", () => {
-  it("runs a round requested through the bus: master on the leader, coordinators where assigned", async () => {
+  it("runs a round requested through the bus: master on the leader, coordinators where assigned; stopped, its mailboxes go", async () => {
     const { cluster, bus: busConfig } = await startNode();
     const node = cluster.node;
     const coordination = attachCoordination(node, { logger: silentLogger });
@@ -121,5 +121,30 @@ describe("a round on a cluster node", () => {
     expect(result.outcomes.every((outcome) => JSON.stringify(outcome.output) === '{"n":7}')).toBe(true);
     // The round's checkpoints leave the replicated state when it ends.
     await waitFor(() => node.routing.state.roundCheckpoints.size === 0, 5_000, "checkpoints removed");
-  });
+    // Dirs messages to a remote requester and a remote worker passed through (as the send to an
+    // agent on another node leaves them): empty, never opened by an agent.
+    for (const id of ["s.client-42", "s.elsewhere.w9"]) bus.layout.ensureAgent(bus.layout.agent(id), true);
+    const swarmMailboxes = () => bus.listAgents().filter((id) => id.startsWith("s."));
+    const workers = plan.workers.map((worker) => worker.id);
+    const created = ["s.master", "s.rounds", "s.a.lead", "s.b.lead", "s.client-42", "s.elsewhere.w9"];
+    expect(swarmMailboxes()).toEqual(expect.arrayContaining([...created, ...workers]));
+    // Stopped as `cfn swarm stop` does it: the policy, then the workers (killed) and their agents.
+    await node.propose({ op: "policy.set", name: swarmPolicyName("s"), value: null });
+    await killProcesses(
+      spawned.processes,
+      2000,
+      spawned.agents.map((agent) => agent.pid ?? 0),
+    );
+    await node.propose({
+      op: "batch",
+      commands: workers.map((agent) => ({ op: "agent.remove" as const, agent })),
+    });
+    // What the cluster made goes; the workers' own mailboxes are left to the stop command.
+    await waitFor(
+      () => swarmMailboxes().length === workers.length,
+      15_000,
+      "the stopped swarm's empty mailboxes removed",
+    );
+    expect(swarmMailboxes()).toEqual([...workers].sort());
+  }, 60_000);
 });

@@ -76,6 +76,17 @@ describe("coordination rounds with real agent processes", () => {
     expect(result.teams).toHaveLength(4);
   });
 
+  it("items on fewer teams than the swarm has: no team's summary is left queued for the master", async () => {
+    const { bus, swarm } = await startSwarm("hybrid:5x2");
+    for (let round = 0; round < 3; round++) {
+      const result = await swarm.runRound({ items: [1, 2], timeoutMs: 15_000 });
+      expect(result.deliveryRate).toBe(1);
+      expect(result.teams).toHaveLength(2);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300)); // a late partial would be in by now
+    expect(bus.agentStatus("s.master")).toMatchObject({ inboxDepth: 0, claimed: 0 });
+  });
+
   it("a killed worker's task is retried on another worker of its team and reported", async () => {
     const { swarm } = await startSwarm("hybrid:2x3");
     const victim = swarm.spawned.agents.find((agent) => agent.id === "s.team1.w0");

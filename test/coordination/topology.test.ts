@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { planTasks } from "../../src/coordination/master.js";
 import {
   chooseTopology,
   describePlan,
@@ -143,5 +144,34 @@ describe("topology planning", () => {
     // Exact sizes survive the rounding of depth3 team sizes.
     for (const agents of [1601, 2500, 9999, 12_345])
       expect(planTopology({ kind: "adaptive", agents, nodes: 1 }).workers).toHaveLength(agents);
+  });
+});
+
+describe("items spread over teams by size", () => {
+  const teamCounts = (tasks: { team: string }[]) => {
+    const counts: Record<string, number> = {};
+    for (const task of tasks) counts[task.team] = (counts[task.team] ?? 0) + 1;
+    return counts;
+  };
+
+  it("interleaves the teams of a 2 × 10 swarm from the first item", () => {
+    const plan = planTopology(parseTopologyString("hybrid:2x10"), { swarm: "s" });
+    const five = planTasks(plan, { items: [1, 2, 3, 4, 5] });
+    expect(five.map((task) => task.team)).toEqual(["team0", "team1", "team0", "team1", "team0"]);
+    expect(teamCounts(planTasks(plan, { items: Array.from({ length: 12 }, (_, i) => i) }))).toEqual({
+      team0: 6,
+      team1: 6,
+    });
+  });
+
+  it("gives a team four times as large four times the items", () => {
+    const spec = parseTopologyText(
+      "kind: hybrid\nteams:\n  - {name: big, workers: 40}\n  - {name: small, workers: 10}\n",
+    );
+    const plan = planTopology(spec, { swarm: "s" });
+    expect(teamCounts(planTasks(plan, { items: Array.from({ length: 10 }, (_, i) => i) }))).toEqual({
+      big: 8,
+      small: 2,
+    });
   });
 });

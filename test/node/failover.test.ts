@@ -337,6 +337,38 @@ describe("coordinators and failover (3 node processes)", () => {
     expect(leaderStatus.members.map((m: { id: string }) => m.id)).toEqual(["n1", "n2", "n4"]);
   });
 
+  it("a coordinator notification a full inbox refused is sent again once there is room", async () => {
+    cluster = await TestCluster.create(1);
+    const [n1] = cluster.nodes;
+    await n1.start(["--set", "agentScanIntervalMs=200"], {
+      CFN_BUS_INBOX_DEPTH_MAX: "5",
+      CFN_BUS_BATCH_MESSAGES_MAX: "5",
+    });
+    await cluster.waitReady(cluster.nodes);
+    // The worker's inbox is full before its team gets a coordinator.
+    const bus = n1.bus();
+    for (let i = 0; i < 5; i++) bus.sendSync("local", "w1", { id: `fill-${i}`, type: "test" });
+    bus.close();
+    await register(n1, "w1", "t1");
+    await waitFor("t1 has a coordinator", async () =>
+      (await teamsOf(n1)).some((team) => team.id === "t1" && team.coordinator !== null),
+    );
+    await waitFor("the refused notification logged", async () =>
+      n1.stderr.includes("coordinator notification not delivered"),
+    );
+    expect((await drainInbox(n1, "w1")).map((m) => m.id)).toEqual([0, 1, 2, 3, 4].map((i) => `fill-${i}`));
+    const notes = await waitFor("the worker notified after all", async () => {
+      const messages = await drainInbox(n1, "w1");
+      return messages.length > 0 ? messages : undefined;
+    });
+    expect(notes).toHaveLength(1);
+    expect(notes[0]).toMatchObject({
+      from: "cfn-node",
+      type: "cfn.team.coordinator",
+      payload: { team: "t1", coordinator: "n1" },
+    });
+  });
+
   it("a node removed while it was down (it never applies its removal) learns it from the leader, hands its spool to a member and stops", async () => {
     const { leader, victim, other, sent } = await killedWithHeldSpool("h");
     await removeWhileDown(leader, victim, other);

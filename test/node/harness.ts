@@ -2,7 +2,7 @@
 // (`node dist/src/cli/main.js node start`) with its own data dir and its own bus root (its own
 // "host"), and is driven through its HTTP API, its bus directory and POSIX signals.
 
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -246,4 +246,27 @@ export async function drainInbox(
     bus.close();
   }
   return out;
+}
+
+/**
+ * Runs the compiled CLI (`cfn <args>`) to completion with `env` (default: this process's);
+ * resolves with its exit code and output, never rejects.
+ */
+export function cli(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env }, (error, stdout, stderr) =>
+      resolve({ code: error ? ((error.code as number | undefined) ?? null) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** This process's environment without the variables the CLI reads a token from. */
+export function envWithoutToken(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.CFN_API_TOKEN;
+  delete env.CFN_CLUSTER_TOKEN;
+  return env;
 }

@@ -1,14 +1,15 @@
 // Node settings and cluster files: validation names every bad field; a cluster file gives each
 // node its listen addresses, data dir and the other founders as peers.
 
-import { rmSync, writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { nodeSettingsFromFlags } from "../../src/cli/node-commands.js";
 import { isCfnError } from "../../src/errors.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../../src/node/cluster-file.js";
 import { ClusterNode } from "../../src/node/node.js";
-import { parseNodeConfig } from "../../src/node/node-config.js";
+import { parseNodeConfig, SINGLE_NODE_TOKEN } from "../../src/node/node-config.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { freePort, scratchDir } from "./harness.js";
@@ -96,6 +97,15 @@ describe("node settings", () => {
     expect(parseNodeConfig({}).clusterToken).toBe("cfn-single-node-local-token"); // alone: fine
   });
 
+  it("says host:port is expected for a listen address without a port, and names a port past 65535", () => {
+    const noPort = refusal(() => parseNodeConfig({ peerListen: "nohost" }));
+    expect(noPort).toContain("node.peerListen: host:port expected");
+    expect(noPort).not.toContain("65535");
+    expect(refusal(() => parseNodeConfig({ apiListen: "127.0.0.1:70000" }))).toContain(
+      "node.apiListen: port ≤ 65535",
+    );
+  });
+
   it("names an unknown setting by its key", () => {
     expect(refusal(() => parseNodeConfig({ bogus: 1 }))).toContain("node.bogus:");
   });
@@ -165,6 +175,22 @@ describe("cluster files", () => {
     expect(refusal(() => readClusterFile(join(dir, "missing.yaml")))).toContain("CFN_ERR_CONFIG_FILE");
   });
 
+  it("a one-node cluster file runs on the single-node default when its tokenEnv is unset", () => {
+    const path = join(import.meta.dirname, "..", "..", "cluster", "single-node.yaml");
+    const settings = nodeSettingsFromFlags({ id: "n1", clusterFile: path, peer: [], set: [] }, {});
+    expect(parseNodeConfig(settings)).toMatchObject({
+      id: "n1",
+      clusterId: "local",
+      clusterToken: SINGLE_NODE_TOKEN,
+      peers: {},
+    });
+    // Joining another node it needs the cluster's secret.
+    const joining = { id: "n1", clusterFile: path, join: "http://10.0.0.1:7201", peer: [], set: [] };
+    expect(refusal(() => nodeSettingsFromFlags(joining, {}))).toContain(
+      "tokenEnv CFN_CLUSTER_TOKEN is not set",
+    );
+  });
+
   it("the example cluster files in cluster/ are valid", () => {
     for (const [file, id] of [
       ["single-node.yaml", "n1"],
@@ -177,6 +203,32 @@ describe("cluster files", () => {
       expect(parseNodeConfig(nodeSettingsFromClusterFile(readClusterFile(path), id, path, env)).id).toBe(id);
     }
   });
+  it("refuses to start on a listen address in use before it writes anything to the data dir", async () => {
+    const root = scratchDir("cfn-listen-in-use-");
+    onTestFinished(() => rmSync(root, { recursive: true, force: true }));
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    onTestFinished(() => new Promise<void>((resolve) => taken.close(() => resolve())));
+    const dataDir = join(root, "data", "other");
+    const config = parseNodeConfig({
+      id: "other",
+      dataDir,
+      peerListen: `127.0.0.1:${await freePort()}`,
+      apiListen: `127.0.0.1:${(taken.address() as AddressInfo).port}`,
+    });
+    const start = ClusterNode.start({
+      config,
+      bus: { root: join(root, "bus"), name: "t" },
+      logger: silentLogger,
+      metrics: new Metrics(),
+    });
+    await expect(start).rejects.toMatchObject({
+      code: "CFN_ERR_CONFIG_INVALID",
+      message: expect.stringMatching(/cannot listen: node\.apiListen .*EADDRINUSE/),
+    });
+    expect(existsSync(dataDir)).toBe(false);
+  });
+
   it("refuses to start when a message the bus accepts could not fit in a peer frame", async () => {
     const root = scratchDir("cfn-frame-limit-");
     onTestFinished(() => rmSync(root, { recursive: true, force: true }));

@@ -27,7 +27,19 @@ describe("cfn demo with tracing on", () => {
     const root = tempRoot();
     cleanups.push(() => removeRoot(root));
     const result = await runCli(
-      ["--bus-root", root, "--log-level", "warn", "demo", "--agents", "4", "--teams", "2", "--json"],
+      [
+        "--bus-root",
+        root,
+        "--log-level",
+        "warn",
+        "demo",
+        "--agents",
+        "4",
+        "--teams",
+        "2",
+        "--json",
+        "--keep",
+      ],
       {
         env: {
           CFN_TRACING_ENABLED: "true",

@@ -32,6 +32,7 @@ import {
   readdirSync,
   readFileSync,
   renameSync,
+  rmSync,
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
@@ -54,6 +55,8 @@ interface SenderLedger {
   pending: ReceiverIntent | undefined;
   /** The last mark past the cursor: written into the inboxes up to it (markWritten). */
   written: ReceiverCursor | undefined;
+  /** The last append failed part way: the file ends in a torn line. */
+  torn?: boolean;
 }
 
 /** Default for LedgerOptions.fileBytesMax: compaction rewrites one line, so this is only disk use. */
@@ -185,9 +188,18 @@ export class DeliveryLedger {
   }
 
   private append(sender: SenderLedger, line: string): void {
-    const bytes = Buffer.from(line);
+    // After a write that failed part way (ENOSPC), the next record starts on a line of its own: a
+    // torn line must not swallow it (load() skips the torn one).
+    const bytes = Buffer.from(sender.torn ? `\n${line}` : line);
     let offset = 0;
-    while (offset < bytes.length) offset += writeSync(sender.fd, bytes, offset);
+    try {
+      while (offset < bytes.length) offset += writeSync(sender.fd, bytes, offset);
+    } catch (error) {
+      if (offset > 0) sender.torn = true;
+      sender.bytes += offset;
+      throw error;
+    }
+    sender.torn = false;
     sender.bytes += bytes.length;
     sender.dirty = true;
   }
@@ -199,8 +211,18 @@ export class DeliveryLedger {
     const fd = openSync(tmp, "w", 0o600);
     let line = sender.pending ? `${commitLine}{"i":${JSON.stringify(sender.pending)}}\n` : commitLine;
     if (sender.written) line += `{"w":${JSON.stringify(sender.written)}}\n`;
-    writeSync(fd, line);
-    if (this.options.sync) fsyncSync(fd);
+    try {
+      const bytes = Buffer.from(line);
+      for (let offset = 0; offset < bytes.length; ) offset += writeSync(fd, bytes, offset);
+      if (this.options.sync) fsyncSync(fd);
+    } catch (error) {
+      // The old file stays (the commit goes there instead, or fails there too).
+      closeSync(fd);
+      rmSync(tmp, { force: true });
+      if (!isErrno(error)) throw error;
+      this.append(sender, commitLine);
+      return;
+    }
     renameSync(tmp, path);
     closeSync(sender.fd);
     sender.fd = fd;
@@ -258,4 +280,8 @@ function extendChain(sender: SenderLedger, intent: ReceiverIntent): void {
   } else {
     sender.pending = { ...intent, targets: [...intent.targets] };
   }
+}
+
+function isErrno(error: unknown): boolean {
+  return typeof (error as NodeJS.ErrnoException)?.code === "string";
 }
