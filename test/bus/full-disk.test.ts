@@ -1,7 +1,7 @@
 // The bus when its directory fails (docs/BUS.md, "When the bus directory fails"): a full tmpfs
 // (no space, no inodes), a process out of descriptors. A full disk is a real tiny tmpfs mounted
-// for the test (CI runs as root on Linux; where mount is impossible each such test says why and is
-// skipped); EMFILE is injected through the bus's FileIo seam.
+// for the test (it needs root on Linux, as .ci/run has; test/storage/tiny-tmpfs.ts); EMFILE is
+// injected through the bus's FileIo seam.
 
 import { execFile, execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -20,15 +20,16 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it, type TestContext } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import type { FileIo } from "../../src/bus/file-io.js";
 import type { Bus, Mailbox } from "../../src/bus/index.js";
 import { type CfnError, isCfnError } from "../../src/errors.js";
+import { mountTinyTmpfs } from "../storage/tiny-tmpfs.js";
 import { openTestBus, REPO, tempRoot } from "./helpers.js";
 
 const CLI = join(REPO, "dist", "src", "cli", "main.js");
 
-const mounts: string[] = [];
+const mounts: (() => void)[] = [];
 const cleanups: (() => void)[] = [];
 const mailboxes: Mailbox[] = [];
 const buses: Bus[] = [];
@@ -40,29 +41,18 @@ afterEach(() => {
     } catch {}
   }
   for (const bus of buses.splice(0)) bus.close();
-  for (const dir of mounts.splice(0)) {
-    try {
-      execFileSync("umount", [dir], { stdio: "ignore" });
-    } catch {}
-    rmSync(dir, { recursive: true, force: true });
-  }
+  for (const unmount of mounts.splice(0)) unmount();
   for (const cleanup of cleanups.splice(0)) cleanup();
 });
 
-/** A fresh tiny tmpfs, or undefined (the test is skipped, saying why) where mount is impossible. */
-function tinyTmpfs(context: TestContext, options = "size=256k"): string | undefined {
+/** A fresh tiny tmpfs (unmounted and removed after the test). */
+function tinyTmpfs(options = "size=256k"): string {
   const dir = join(tmpdir(), `cfn-full-${process.pid}-${randomBytes(4).toString("hex")}`);
-  mkdirSync(dir, { recursive: true });
-  try {
-    execFileSync("mount", ["-t", "tmpfs", "-o", options, "tmpfs", dir], { stdio: "pipe" });
-  } catch (error) {
+  const unmount = mountTinyTmpfs(dir, options);
+  mounts.push(() => {
+    unmount();
     rmSync(dir, { recursive: true, force: true });
-    const reason = String((error as { stderr?: Buffer }).stderr ?? error).trim();
-    console.warn(`skipped "${context.task.name}": cannot mount a tmpfs (${reason})`);
-    context.skip();
-    return undefined;
-  }
-  mounts.push(dir);
+  });
   return dir;
 }
 
@@ -125,9 +115,8 @@ describe.each([
   ["native", true],
   ["node:fs", false],
 ])("a full bus (%s file helper)", (_, nativeIo) => {
-  it("dead-letters a truncated file without its reason and delivers the good ones behind it", (context) => {
-    const root = tinyTmpfs(context);
-    if (!root) return;
+  it("dead-letters a truncated file without its reason and delivers the good ones behind it", () => {
+    const root = tinyTmpfs();
     const sender = bus(root, nativeIo);
     for (let n = 1; n <= 4; n++) sender.sendSync("lead", "a1", { type: "task", payload: n });
     const mailbox = mailboxOf(sender, "a1");
@@ -147,9 +136,8 @@ describe.each([
     expect(readdirSync(paths.tmp)).toEqual([]); // no .reason.<UNIQ> left behind
   });
 
-  it("refuses a send with CFN_ERR_BUS_IO, having written nothing", (context) => {
-    const root = tinyTmpfs(context);
-    if (!root) return;
+  it("refuses a send with CFN_ERR_BUS_IO, having written nothing", () => {
+    const root = tinyTmpfs();
     const sender = bus(root, nativeIo);
     sender.sendSync("lead", "a1", { type: "task", payload: "fits" });
     fillSpace(root);
@@ -163,9 +151,8 @@ describe.each([
     expect(readdirSync(paths.inbox)).toHaveLength(1);
   });
 
-  it("puts a partly nacked batch back whole when its remainder cannot be written", (context) => {
-    const root = tinyTmpfs(context);
-    if (!root) return;
+  it("puts a partly nacked batch back whole when its remainder cannot be written", () => {
+    const root = tinyTmpfs();
     const sender = bus(root, nativeIo);
     sender.sendBatchSync(
       "lead",
@@ -190,9 +177,8 @@ describe.each([
 });
 
 describe("a full bus", () => {
-  it("opens a mailbox whose claims need dead-lettering, and returns the rest of them", (context) => {
-    const root = tinyTmpfs(context);
-    if (!root) return;
+  it("opens a mailbox whose claims need dead-lettering, and returns the rest of them", () => {
+    const root = tinyTmpfs();
     const sender = bus(root);
     sender.sendSync("lead", "a1", { type: "task", payload: "expired" });
     const paths = sender.layout.agent("a1");
@@ -210,18 +196,16 @@ describe("a full bus", () => {
     expect(existsSync(paths.heartbeat)).toBe(false); // no empty heartbeat left behind
   });
 
-  it("refuses to open a new bus with CFN_ERR_BUS_IO and leaves no bus.conf temporary", (context) => {
-    const root = tinyTmpfs(context);
-    if (!root) return;
+  it("refuses to open a new bus with CFN_ERR_BUS_IO and leaves no bus.conf temporary", () => {
+    const root = tinyTmpfs();
     fillSpace(root);
     const error = caught(() => openTestBus(root, { name: "fresh" }));
     expectBusIo(error, "ENOSPC");
     expect(readdirSync(join(root, "fresh"))).toEqual([]);
   });
 
-  it("makes no half agent directory when the inodes run out", (context) => {
-    const root = tinyTmpfs(context, "size=1m,nr_inodes=64");
-    if (!root) return;
+  it("makes no half agent directory when the inodes run out", () => {
+    const root = tinyTmpfs("size=1m,nr_inodes=64");
     const sender = bus(root);
     const paths = sender.layout.agent("brandnew");
     mkdirSync(join(root, "test", String(paths.shard)), { recursive: true });
@@ -233,9 +217,8 @@ describe("a full bus", () => {
     expect(existsSync(paths.dir)).toBe(false);
   });
 
-  it("prints CFN_ERR_BUS_IO without a stack from the CLI, and in --json; recv still drains", async (context) => {
-    const root = tinyTmpfs(context);
-    if (!root) return;
+  it("prints CFN_ERR_BUS_IO without a stack from the CLI, and in --json; recv still drains", async () => {
+    const root = tinyTmpfs();
     expect(existsSync(CLI), "npm run build first").toBe(true);
     const env = { CFN_BUS_ROOT: root, CFN_BUS_NAME: "cli" };
     const sent = await runCli(["send", "a1", '"fits"'], env);

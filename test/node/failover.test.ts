@@ -3,26 +3,10 @@
 // their checkpoints, workers are told, and the isolated node catches up when it resumes. Also a
 // node joining and a node leaving while traffic flows.
 
-import { spawn } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
-import { api, CLI, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
+import { api, cli, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
 
 let cluster: TestCluster | undefined;
-
-/** Runs the compiled CLI to completion. */
-async function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (chunk) => {
-    stdout += String(chunk);
-  });
-  child.stderr.on("data", (chunk) => {
-    stderr += String(chunk);
-  });
-  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
-  return { code, stdout, stderr };
-}
 
 afterEach(async () => {
   await cluster?.stop();
@@ -392,7 +376,7 @@ describe("coordinators and failover (3 node processes)", () => {
   it("`cfn node handoff` hands a stopped, removed node's spool to a member without starting it; refuses while it is a member", async () => {
     const { leader, victim, other, sent } = await killedWithHeldSpool("o");
     const handoff = (extra: string[] = []) =>
-      runCli([
+      cli([
         "--bus-root",
         victim.spec.busRoot,
         "--log-level",

@@ -8,20 +8,18 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { CfnError } from "../../src/errors.js";
 import { closeLevel, onStorageFailure, openLevel } from "../../src/storage/level-open.js";
-import { mountTinyTmpfs, tinyTmpfsUnavailable } from "./tiny-tmpfs.js";
+import { mountTinyTmpfs } from "./tiny-tmpfs.js";
 
-const unavailable = tinyTmpfsUnavailable();
-if (unavailable) console.warn(`level-fence tests skipped: ${unavailable}`);
 const unmounts: (() => void)[] = [];
 afterEach(() => {
   for (const unmount of unmounts.splice(0).reverse()) unmount();
 });
 
-describe.skipIf(unavailable !== undefined)("LevelDB writes on a full disk", () => {
+describe("LevelDB writes on a full disk", () => {
   it("the first failed write fences the handle; every write it reported done survives a reopen", async () => {
     const root = mkdtempSync(join(tmpdir(), "cfn-full-"));
     // Cleanups run newest first: unmount, then remove the mount point.
-    unmounts.push(() => rmSync(root, { recursive: true, force: true }), mountTinyTmpfs(root, "2m"));
+    unmounts.push(() => rmSync(root, { recursive: true, force: true }), mountTinyTmpfs(root, "size=2m"));
     const fs = { dir: root };
     const path = join(fs.dir, "db");
     mkdirSync(path);
