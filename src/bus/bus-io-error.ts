@@ -44,3 +44,12 @@ export function withBusIoError<T>(operation: string, step: () => T): T {
     throw busIoError(error, operation);
   }
 }
+
+/**
+ * Whether `error` from a bus write is the bus failing (CFN_ERR_BUS_IO, or anything untyped), not
+ * a message the bus refuses (any other CfnError: too large, invalid, a full inbox): a caller
+ * holding the message tries it again later instead of dead-lettering it.
+ */
+export function isBusFailure(error: unknown): boolean {
+  return !(error instanceof CfnError) || error.code === "CFN_ERR_BUS_IO";
+}

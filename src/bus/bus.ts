@@ -4,7 +4,7 @@
 // round trip per file would cost more than the write itself.
 
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describeIssues } from "../config/load.js";
@@ -163,8 +163,8 @@ export class Bus implements InboxDepthSource {
 
   /**
    * sendSync of a message forwarded from another node, keeping its sender's `seq`. A failing bus
-   * directory is thrown as the raw system error here, not CFN_ERR_BUS_IO: the node's delivery code
-   * retries a non-CfnError and dead-letters a CfnError as a message the bus refuses.
+   * directory is CFN_ERR_BUS_IO as for any send: the node's delivery code retries it
+   * (isBusFailure) and dead-letters only a message the bus refuses.
    */
   sendForwardedSync(from: string, to: string, message: ForwardedMessage): SendResult {
     return this.sendMessage(from, to, message, true, true);
@@ -188,7 +188,7 @@ export class Bus implements InboxDepthSource {
       return { ids: [envelope.id], file };
     } catch (error) {
       this.restoreSequence(from, sequenceBefore);
-      throw forwarded ? error : busIoError(error, `sending to ${to}`);
+      throw busIoError(error, `sending to ${to}`);
     }
   }
 
@@ -257,7 +257,7 @@ export class Bus implements InboxDepthSource {
       );
     } catch (error) {
       this.restoreSequence(from, sequenceBefore);
-      throw forwarded ? error : busIoError(error, `sending a batch to ${to}`);
+      throw busIoError(error, `sending a batch to ${to}`);
     }
   }
 
@@ -329,10 +329,20 @@ export class Bus implements InboxDepthSource {
       unique: this.uniqueNames.next(),
       deliveries: 0,
     });
-    mkdirSync(dir, { recursive: true, mode: DIRECTORY_MODE });
     const tmpPath = join(dir, `.${name}`);
-    writeFileSync(tmpPath, text, { mode: FILE_MODE });
-    renameSync(tmpPath, join(dir, name));
+    try {
+      mkdirSync(dir, { recursive: true, mode: DIRECTORY_MODE });
+      writeFileSync(tmpPath, text, { mode: FILE_MODE });
+      renameSync(tmpPath, join(dir, name));
+    } catch (error) {
+      this.restoreSequence(from, sequenceBefore);
+      try {
+        rmSync(tmpPath, { force: true });
+      } catch {
+        // Left for the park's sweep of dot files at start (a failing disk may refuse this too).
+      }
+      throw busIoError(error, `parking for ${to}`);
+    }
     return { name, count: envelopes.length };
   }
 

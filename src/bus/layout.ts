@@ -9,7 +9,17 @@
 //
 // Every directory is created 0700. Directory existence is cached per agent: a send costs no mkdir.
 
-import { existsSync, linkSync, mkdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { shardOf } from "./agent-id.js";
 
@@ -99,7 +109,10 @@ export function openBusDirectory(base: string, shards: number, unique: string): 
   mkdirSync(base, { recursive: true, mode: DIRECTORY_MODE });
   const confPath = join(base, "bus.conf");
   const existing = readShards(confPath);
-  if (existing !== undefined) return existing;
+  if (existing !== undefined) {
+    sweepConfTemporaries(base);
+    return existing;
+  }
   const tmpPath = join(base, `.bus.conf.${unique}`);
   try {
     writeFileSync(tmpPath, `version=1\nshards=${shards}\n`, { mode: FILE_MODE });
@@ -113,6 +126,29 @@ export function openBusDirectory(base: string, shards: number, unique: string): 
     } catch {}
   }
   return readShards(confPath) ?? shards;
+}
+
+/** A `.bus.conf.<unique>` older than this is one a crashed opener left (it lives microseconds). */
+const CONF_TEMPORARY_AGE_MS = 60_000;
+
+/** Removes `.bus.conf.<unique>` temporaries left by openers that crashed before removing them. */
+function sweepConfTemporaries(base: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(base);
+  } catch {
+    return;
+  }
+  const before = Date.now() - CONF_TEMPORARY_AGE_MS;
+  for (const name of names) {
+    if (!name.startsWith(".bus.conf.")) continue;
+    const path = join(base, name);
+    try {
+      if (statSync(path).mtimeMs < before) unlinkSync(path);
+    } catch {
+      // Gone already, or not ours to remove: the next opener tries again.
+    }
+  }
 }
 
 function readShards(confPath: string): number | undefined {

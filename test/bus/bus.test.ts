@@ -10,6 +10,7 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
@@ -98,6 +99,21 @@ describe("send and receive", () => {
       expect(statSync(dir).mode & 0o777).toBe(0o700);
     }
     expect(readFileSync(join(root, "test", "bus.conf"), "utf8")).toBe("version=1\nshards=16\n");
+  });
+
+  it("removes a bus.conf temporary an opener that crashed left behind, once it is old, not a fresh one", () => {
+    openTestBus(root).close();
+    const dir = join(root, "test");
+    const old = join(dir, ".bus.conf.crashed-opener");
+    const fresh = join(dir, ".bus.conf.opening-now");
+    writeFileSync(old, "version=1\nshards=16\n");
+    writeFileSync(fresh, "version=1\nshards=16\n");
+    const longAgo = new Date(Date.now() - 10 * 60_000);
+    utimesSync(old, longAgo, longAgo);
+    openTestBus(root).close();
+    expect(readdirSync(dir).filter((name) => name.startsWith(".bus.conf."))).toEqual([
+      ".bus.conf.opening-now",
+    ]);
   });
 
   it("refuses a bad configuration with CFN_ERR_CONFIG_INVALID naming the field, creating nothing", () => {

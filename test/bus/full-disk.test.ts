@@ -6,17 +6,14 @@
 import { execFile, execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
-  closeSync,
   existsSync,
   mkdirSync,
-  openSync,
   readdirSync,
   rmSync,
   statSync,
   truncateSync,
   unlinkSync,
   writeFileSync,
-  writeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,7 +21,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { FileIo } from "../../src/bus/file-io.js";
 import type { Bus, Mailbox } from "../../src/bus/index.js";
 import { type CfnError, isCfnError } from "../../src/errors.js";
-import { mountTinyTmpfs } from "../storage/tiny-tmpfs.js";
+import { fillSpace, mountTinyTmpfs } from "../storage/tiny-tmpfs.js";
 import { openTestBus, REPO, tempRoot } from "./helpers.js";
 
 const CLI = join(REPO, "dist", "src", "cli", "main.js");
@@ -54,19 +51,6 @@ function tinyTmpfs(options = "size=256k"): string {
     rmSync(dir, { recursive: true, force: true });
   });
   return dir;
-}
-
-/** Fills the file system of `dir` until no block is left (inodes remain). */
-function fillSpace(dir: string): void {
-  const fd = openSync(join(dir, `fill-${randomBytes(4).toString("hex")}`), "w");
-  const chunk = Buffer.alloc(4096, 1);
-  try {
-    for (;;) writeSync(fd, chunk);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOSPC") throw error;
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Takes every inode left in `dir`'s file system but `spare`; returns the filler names. */

@@ -179,7 +179,8 @@ describe("linearizability checker (KV model)", () => {
     const history: KvOperation[] = [];
     let value: string | null = null;
     for (let i = 0; i < 600; i++) {
-      const input = i % 3 === 0 ? put("x", `${i}`) : i % 3 === 1 ? get("x") : cas("x", value, `c${i}`);
+      const input: KvInput =
+        i % 3 === 0 ? put("x", `${i}`) : i % 3 === 1 ? get("x") : cas("x", value, `c${i}`);
       const prev: string | null = value;
       let output: KvOutput = ok(prev);
       if (input.op === "put") value = input.value;

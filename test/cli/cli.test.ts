@@ -184,7 +184,10 @@ describe("cfn CLI", () => {
 
   it("config show never prints the cluster token", async () => {
     const secret = "a-secret-cluster-token-4242";
-    for (const env of [{ CFN_CLUSTER_TOKEN: secret }, { CFN_NODE_CLUSTER_TOKEN: secret }]) {
+    for (const env of [{ CFN_CLUSTER_TOKEN: secret }, { CFN_NODE_CLUSTER_TOKEN: secret }] as Record<
+      string,
+      string
+    >[]) {
       const shown = await cfn(["config", "show"], env);
       expect(shown.code).toBe(0);
       expect(shown.stdout).not.toContain(secret);

@@ -8,7 +8,7 @@ import type { DeliveryForwarder } from "../../src/node/delivery/forwarder.js";
 import { DeliveryLedger } from "../../src/node/delivery/ledger.js";
 import { InboxPark } from "../../src/node/delivery/park.js";
 import { DeliveryReceiver, type ReceiverOptions } from "../../src/node/delivery/receiver.js";
-import { DELIVER_CHANNEL, parseDeliveryFrame } from "../../src/node/delivery/wire.js";
+import { DELIVER_CHANNEL, parseDeliveryFrame, type WireMessage } from "../../src/node/delivery/wire.js";
 import { NodeMetrics } from "../../src/node/node-metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
@@ -83,4 +83,33 @@ export function recordingReceiver(
     ...options,
   });
   return { sent, metrics, receiver, ledger, ledgerDir, park };
+}
+
+/** Message `i` (payload { i }, seq i) from s1 to `to`, as a sender node's frame carries it. */
+export function wireMessage(to: string, i: number): WireMessage {
+  return {
+    id: `${to}-${i}`,
+    from: "s1",
+    to,
+    type: "t",
+    priority: "normal",
+    headers: {},
+    payload: { i },
+    ts: 1,
+    seq: i,
+  };
+}
+
+/** Consumes everything in `agent`'s inbox now; returns the payloads' i in delivery order. */
+export function consumeAll(bus: Bus, agent: string): number[] {
+  const mailbox = bus.openMailbox(agent, { heartbeat: false, watch: false });
+  const out: number[] = [];
+  for (;;) {
+    const deliveries = mailbox.receiveNow(100);
+    if (deliveries.length === 0) break;
+    for (const delivery of deliveries) out.push((delivery.message.payload as { i: number }).i);
+    mailbox.ack(deliveries);
+  }
+  mailbox.close();
+  return out;
 }

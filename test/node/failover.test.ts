@@ -34,9 +34,13 @@ async function teamsOf(node: NodeProcess): Promise<Team[]> {
  * other follower, unacknowledged in its spool (dst's inbox of 40 is full and nothing parks), and is
  * killed: it misses the commit of a removal that follows, and no member sends it anything after.
  */
-async function killedWithHeldSpool(
-  prefix: string,
-): Promise<{ leader: NodeProcess; victim: NodeProcess; other: NodeProcess; sent: string[] }> {
+async function killedWithHeldSpool(prefix: string): Promise<{
+  cluster: TestCluster;
+  leader: NodeProcess;
+  victim: NodeProcess;
+  other: NodeProcess;
+  sent: string[];
+}> {
   const created = await TestCluster.create(3);
   cluster = created;
   await Promise.all(
@@ -71,7 +75,7 @@ async function killedWithHeldSpool(
   });
   victim.signal("SIGKILL");
   await victim.waitExit();
-  return { leader, victim, other, sent };
+  return { cluster: created, leader, victim, other, sent };
 }
 
 /** Empties dst's inbox (the 40 fillers), removes the killed victim and waits for the others to apply it. */
@@ -354,7 +358,7 @@ describe("coordinators and failover (3 node processes)", () => {
   });
 
   it("a node removed while it was down (it never applies its removal) learns it from the leader, hands its spool to a member and stops", async () => {
-    const { leader, victim, other, sent } = await killedWithHeldSpool("h");
+    const { cluster, leader, victim, other, sent } = await killedWithHeldSpool("h");
     await removeWhileDown(leader, victim, other);
     // Restarted on its data dir it still counts itself a member; the peers refuse its dials (401)
     // and the leader's status no longer lists it: it stops by itself.
@@ -374,7 +378,7 @@ describe("coordinators and failover (3 node processes)", () => {
   });
 
   it("`cfn node handoff` hands a stopped, removed node's spool to a member without starting it; refuses while it is a member", async () => {
-    const { leader, victim, other, sent } = await killedWithHeldSpool("o");
+    const { cluster, leader, victim, other, sent } = await killedWithHeldSpool("o");
     const handoff = (extra: string[] = []) =>
       cli([
         "--bus-root",

@@ -2,7 +2,9 @@
 // mocks. Mounting needs root on Linux, as .ci/run has; elsewhere these tests fail saying so.
 
 import { execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { join } from "node:path";
 
 /** Mounts a tmpfs with `options` (e.g. "size=2m") at `dir` (created); returns the unmount. */
 export function mountTinyTmpfs(dir: string, options: string): () => void {
@@ -22,4 +24,19 @@ export function mountTinyTmpfs(dir: string, options: string): () => void {
       // already gone
     }
   };
+}
+
+/** Fills the file system of `dir` until no block is left (inodes remain); returns the filler's path. */
+export function fillSpace(dir: string): string {
+  const path = join(dir, `fill-${randomBytes(4).toString("hex")}`);
+  const fd = openSync(path, "w");
+  const chunk = Buffer.alloc(4096, 1);
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOSPC") throw error;
+  } finally {
+    closeSync(fd);
+  }
+  return path;
 }

@@ -15,6 +15,7 @@
 import { type FSWatcher, mkdirSync, watch } from "node:fs";
 import { join } from "node:path";
 import { type Span, SpanKind, trace } from "@opentelemetry/api";
+import { isBusFailure } from "../../bus/bus-io-error.js";
 import type { Bus, Delivery, Envelope, Mailbox } from "../../bus/index.js";
 import { type CfnError, isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
@@ -840,7 +841,7 @@ export class DeliveryForwarder {
       });
       return true;
     } catch (error) {
-      if (isCfnError(error) && !isCfnError(error, "CFN_ERR_INBOX_FULL")) {
+      if (!isBusFailure(error) && !isCfnError(error, "CFN_ERR_INBOX_FULL")) {
         const { bus, metrics } = this.options;
         deadLetterRefused({ bus, metrics, logger: this.logger }, message, message.id, error as CfnError, {
           rerouted: true,

@@ -16,7 +16,7 @@
 //   crash recovery looks for a frame's messages here as in the inbox, and with persistence the
 //   mirror copies parked files like inbox files (and restores them into the inbox).
 
-import { readdirSync } from "node:fs";
+import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { type Bus, type ForwardedMessage, isValidAgentId, parseQueuedName } from "../../bus/index.js";
 import type { Logger } from "../../obs/logger.js";
@@ -119,8 +119,13 @@ export class InboxPark {
         continue;
       }
       for (const name of names) {
-        const parsed = parseQueuedName(name); // skips .<name> temporaries of an interrupted write
-        if (!parsed) continue;
+        const parsed = parseQueuedName(name);
+        if (!parsed) {
+          // A .<name> temporary of a write the process did not finish (a crash, a full disk):
+          // nothing else writes a node's park, and the sender resends what was not acknowledged.
+          if (name.startsWith(".")) removeQuietly(join(parkDirOf(bus, agent), name));
+          continue;
+        }
         this.add(agent, { name, count: parsed.count }, Number(name[0]));
         loaded += parsed.count;
       }
@@ -239,5 +244,13 @@ export class InboxPark {
       this.schedule(agent, entry);
     }
     for (const listener of this.movedListeners) listener(agent, entry.messages);
+  }
+}
+
+function removeQuietly(path: string): void {
+  try {
+    rmSync(path, { force: true });
+  } catch {
+    // Tried again at the next start.
   }
 }

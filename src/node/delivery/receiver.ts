@@ -30,6 +30,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Span, SpanKind, trace } from "@opentelemetry/api";
+import { isBusFailure } from "../../bus/bus-io-error.js";
 import type { Bus, ForwardedMessage } from "../../bus/index.js";
 import { type CfnError, isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
@@ -479,8 +480,8 @@ export class DeliveryReceiver {
             metrics.inboxFull.inc();
             if (!park) return { written, landed, full: { agent: head.to } };
             toPark = true;
-          } else if (!isCfnError(error)) {
-            // An errno error (ENOSPC, EMFILE, EIO): not the message's fault. Stop here like a
+          } else if (isBusFailure(error)) {
+            // CFN_ERR_BUS_IO (ENOSPC, EMFILE, EIO): not the message's fault. Stop here like a
             // full inbox; the sender resends what was not acknowledged.
             this.logger.warn("inbox write failed; retried on the sender's resend", {
               from,
@@ -497,7 +498,7 @@ export class DeliveryReceiver {
             // A message the bus can never take (invalid for this bus's limits, e.g. a sender with
             // a larger messageBytesMax): dead-lettered with the reason and skipped, so that it
             // does not block its stream forever.
-            this.deadLetterRefused(group[0], from, error);
+            this.deadLetterRefused(group[0], from, error as CfnError);
           }
         }
       }
@@ -538,7 +539,7 @@ export class DeliveryReceiver {
       if (parked > 0) this.dirtyAgents.add(to);
       taken += parked;
       if (error === undefined) continue;
-      if (!isCfnError(error)) {
+      if (isBusFailure(error)) {
         this.logger.warn("parking failed; retried on the sender's resend", { from, to, error });
         break;
       }
@@ -551,7 +552,7 @@ export class DeliveryReceiver {
         message.headers[ORIGIN_TS_HEADER] === undefined
       )
         single = park.park(message.from, to, [toOutgoing(message, false)]);
-      if (single.error !== undefined && !isCfnError(single.error)) break;
+      if (single.error !== undefined && isBusFailure(single.error)) break;
       if (single.error === undefined) {
         this.recent.add(keys[taken]);
         this.dirtyAgents.add(to);
