@@ -57,11 +57,21 @@ const RETRYABLE = new Set<string>([
   "CFN_ERR_PEER_UNREACHABLE",
 ]);
 
+/**
+ * A ping tick this many health intervals late means this process itself stalled: liveness is
+ * judged afresh from the resume (alive()).
+ */
+export const STALL_TICKS = 2;
+
 export class ControlPlane {
   private readonly options: ControlOptions;
   private readonly logger: Logger;
   private readonly lastHeardMs = new Map<string, number>();
   private readonly startedMs = Date.now();
+  /** When this process last resumed from a stall of its own (a pause, a frozen VM), or started. */
+  private resumedMs = this.startedMs;
+  /** When the ping timer last ran: one overdue by a whole interval means this process stalled. */
+  private lastTickMs = this.startedMs;
   private readonly pending = new Map<number, Pending>();
   private nextRequest = 1;
   private pingTimer: NodeJS.Timeout | undefined;
@@ -74,6 +84,7 @@ export class ControlPlane {
   }
 
   start(): void {
+    this.lastTickMs = Date.now();
     this.pingTimer = setInterval(() => this.ping(), this.options.healthIntervalMs);
     this.pingTimer.unref();
   }
@@ -97,16 +108,32 @@ export class ControlPlane {
   /**
    * Members heard from within `downAfterMs` (this node included). A member never heard since
    * this process started counts as alive for the first `downAfterMs`, so a fresh leader does not
-   * declare everyone dead before their first ping arrives.
+   * declare everyone dead before their first ping arrives. The same holds after a stall of this
+   * process (stopped, its VM paused, starved for longer than STALL_TICKS health intervals): what
+   * it last heard is stale because it was not listening, not because the members went quiet —
+   * their pings wait unread on its sockets — so every member counts as heard at the resume.
    */
   alive(members: Iterable<string>, downAfterMs: number): Set<string> {
     const now = Date.now();
+    this.noteStall(now);
     const alive = new Set<string>([this.options.nodeId]);
     for (const id of members) {
-      const heard = this.lastHeardMs.get(id) ?? this.startedMs;
+      const heard = Math.max(this.lastHeardMs.get(id) ?? this.startedMs, this.resumedMs);
       if (now - heard <= downAfterMs) alive.add(id);
     }
     return alive;
+  }
+
+  /** Records a resume when the ping timer is overdue by STALL_TICKS intervals (or was, at its run). */
+  private noteStall(now: number): void {
+    if (!this.pingTimer) return;
+    if (now - this.lastTickMs > STALL_TICKS * this.options.healthIntervalMs) {
+      if (this.resumedMs < this.lastTickMs)
+        this.logger.info("this node stalled; members get a fresh liveness window", {
+          stalledMs: now - this.lastTickMs,
+        });
+      this.resumedMs = now;
+    }
   }
 
   lastHeard(id: string): number | undefined {
@@ -199,6 +226,9 @@ export class ControlPlane {
   }
 
   private ping(): void {
+    const now = Date.now();
+    this.noteStall(now);
+    this.lastTickMs = now;
     for (const peer of this.options.peers()) {
       try {
         this.options.transport.sendFrame(peer, CONTROL_CHANNEL, { t: "ping" });

@@ -376,7 +376,11 @@ export class ClusterNode {
     this.state = "running";
     this.every(config.coordinatorIntervalMs, () => void this.coordinate());
     this.every(config.agentScanIntervalMs, () => {
-      for (const [agent, team] of [...this.undeliveredNotices]) this.notifyAgent(agent, team);
+      for (const [agent, team] of [...this.undeliveredNotices]) {
+        // Tried again once its inbox has room: a retry into a full inbox would count an overflow
+        // (and log a refusal) per scan for one notice.
+        if (this.bus.inboxDepth(agent) < this.bus.config.inboxDepthMax) this.notifyAgent(agent, team);
+      }
       void this.scanAgents();
     });
     this.every(250, () => {

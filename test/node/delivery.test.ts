@@ -195,6 +195,9 @@ describe("cross-node delivery (3 node processes)", () => {
       await drain(other);
       return (received.get(other) ?? []).length >= 60;
     });
+    // n1 drained its local mailbox of `other` to forward it: that is not a sign of life of the
+    // agent, which runs on n2 (status on n1 shows "never", not the proxy's last drain).
+    expect(bus.agentStatus(other)?.lastSeenMs).toBeNull();
     const status = await waitFor("the held stream in n2's status", async () => {
       const current = await tryStatus(n2);
       return current?.delivery.held.length > 0 ? current : undefined;

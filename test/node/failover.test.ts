@@ -4,7 +4,17 @@
 // node joining and a node leaving while traffic flows.
 
 import { afterEach, describe, expect, it } from "vitest";
-import { api, cli, drainInbox, type NodeProcess, TestCluster, TOKEN, tryStatus, waitFor } from "./harness.js";
+import {
+  api,
+  cli,
+  drainInbox,
+  metricOf,
+  type NodeProcess,
+  TestCluster,
+  TOKEN,
+  tryStatus,
+  waitFor,
+} from "./harness.js";
 
 let cluster: TestCluster | undefined;
 
@@ -344,6 +354,10 @@ describe("coordinators and failover (3 node processes)", () => {
     await waitFor("the refused notification logged", async () =>
       n1.stderr.includes("coordinator notification not delivered"),
     );
+    // Several agent scans pass while the inbox stays full: the one notice counts one overflow,
+    // not one per scan.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(await metricOf(n1, "cfn_bus_inbox_overflows_total")).toBe(1);
     expect((await drainInbox(n1, "w1")).map((m) => m.id)).toEqual([0, 1, 2, 3, 4].map((i) => `fill-${i}`));
     const notes = await waitFor("the worker notified after all", async () => {
       const messages = await drainInbox(n1, "w1");

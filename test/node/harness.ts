@@ -270,3 +270,22 @@ export function envWithoutToken(): NodeJS.ProcessEnv {
   delete env.CFN_CLUSTER_TOKEN;
   return env;
 }
+
+/** The sum of `name`'s samples on `node`'s /metrics whose labels include `labels`. */
+export async function metricOf(
+  node: NodeProcess,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const text = await (await fetch(`${node.api}/metrics`)).text();
+  let total = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name)) continue;
+    const match = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const labelText = match[2] ?? "";
+    if (Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`)))
+      total += Number(match[3]);
+  }
+  return total;
+}

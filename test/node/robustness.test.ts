@@ -18,6 +18,7 @@ import {
   CLI,
   drainInbox,
   freePort,
+  metricOf,
   type NodeProcess,
   TestCluster,
   TOKEN,
@@ -34,19 +35,7 @@ afterEach(async () => {
   cluster = undefined;
 });
 
-async function metric(node: NodeProcess, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${node.api}/metrics`)).text();
-  let total = 0;
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(name)) continue;
-    const match = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const labelText = match[2] ?? "";
-    if (Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`)))
-      total += Number(match[3]);
-  }
-  return total;
-}
+const metric = metricOf;
 
 /** Opens a peer connection to `node` claiming to be `as`; resolves with the socket or the HTTP status of the refusal. */
 function dial(node: NodeProcess, as: string, token: string): Promise<WebSocket | number> {

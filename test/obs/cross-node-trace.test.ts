@@ -78,5 +78,6 @@ describe("tracing across node processes", () => {
     expect(write?.resource).toMatchObject({ "service.name": "cfn-node", "cfn.node.id": "n2" });
     expect(forward?.attributes["messaging.message.id"]).toBe(id);
     expect(write?.attributes["messaging.message.id"]).toBe(id);
+    expect(write?.attributes["cfn.via"]).toBe("n1"); // the sending node, not its lane's key
   });
 });

@@ -331,7 +331,7 @@ export class DeliveryForwarder {
     for (const agentId of bus.listAgents()) {
       const owner = this.options.ownerOf(agentId);
       if (owner === undefined || owner === nodeId || !this.options.isMember(owner)) continue;
-      const mailbox = bus.openMailbox(agentId, { heartbeat: false, watch: false });
+      const mailbox = bus.openMailbox(agentId, { heartbeat: false, heartbeatOnOpen: false, watch: false });
       try {
         for (;;) {
           const deliveries = mailbox.receiveNow(this.options.batchMessagesMax);
@@ -407,7 +407,7 @@ export class DeliveryForwarder {
   private openProxy(agentId: string): void {
     let mailbox: Mailbox;
     try {
-      mailbox = this.options.bus.openMailbox(agentId, { heartbeat: false });
+      mailbox = this.options.bus.openMailbox(agentId, { heartbeat: false, heartbeatOnOpen: false });
     } catch (error) {
       this.logger.warn("cannot open a proxy mailbox", { agentId, error });
       return;

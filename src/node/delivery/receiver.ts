@@ -596,7 +596,11 @@ export class DeliveryReceiver {
           "cfn.delivery.inbox_write",
           {
             kind: SpanKind.CONSUMER,
-            attributes: { "messaging.message.id": message.id, "cfn.agent": message.to, "cfn.via": from },
+            attributes: {
+              "messaging.message.id": message.id,
+              "cfn.agent": message.to,
+              "cfn.via": parseLaneKey(from).node,
+            },
           },
           parent,
         ),
