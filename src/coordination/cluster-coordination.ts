@@ -34,6 +34,12 @@ export interface CoordinationNode extends ReplicatedRoutingLog {
   readonly bus: Bus;
   /** True while this node is the Raft leader (the master coordinator). */
   isLeader(): boolean;
+  /**
+   * True while this node knows a leader and keeps up with the routing log (its /readyz): only
+   * then does it start coordinators the routing state places here — a node restarted on its data
+   * dir first replays an old state, which may still place a team here that moved away.
+   */
+  isReady(): boolean;
 }
 
 /** A swarm as replicated in the routing state (policy `swarm.<name>`). */
@@ -339,7 +345,9 @@ export class ClusterCoordination {
       this.logger.info("team coordinator moved away; stopping it here", { coordinator: id });
       await coordinator.stop();
     }
+    const ready = this.node.isReady();
     for (const id of wanted) {
+      if (!ready) break; // started at a later reconcile, from a current state
       this.ensureRegistered(id);
       if (runtime.coordinators.has(id)) continue;
       const coordinator = new Coordinator({

@@ -17,6 +17,7 @@ export function coordinationNodeOf(node: ClusterNode): CoordinationNode {
     },
     propose: (command) => node.propose(command),
     isLeader: () => node.isServing && node.readiness().leader === node.id,
+    isReady: () => node.isServing && node.readiness().ready,
   };
 }
 

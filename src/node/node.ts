@@ -17,6 +17,7 @@ import { LevelLogStore } from "../storage/index.js";
 import { onStorageFailure } from "../storage/level-open.js";
 import { WsTransport } from "../transport/index.js";
 import { apiRequest } from "./api-client.js";
+import { ApplyLagWatch } from "./apply-lag.js";
 import { ControlPlane } from "./control.js";
 import { type DataDirIdentity, readDataDirIdentity, writeDataDirIdentity } from "./data-dir.js";
 import { DeliveryForwarder } from "./delivery/forwarder.js";
@@ -142,6 +143,8 @@ export class ClusterNode {
   private readonly removedListeners: (() => void)[] = [];
   /** Agents whose coordinator notification their bus refused (agent → team), sent again. */
   private readonly undeliveredNotices = new Map<string, string>();
+  /** Whether applying lags the commit index for longer than a probe's moment (readiness). */
+  private readonly applyLag = new ApplyLagWatch();
   private readonly fatalListeners: ((error: unknown) => void)[] = [];
   /** Why the node stops on its own (failStop), once it does. */
   private failure: unknown;
@@ -1014,7 +1017,7 @@ export class ClusterNode {
         applied: status.applied,
         reason: "no leader",
       };
-    if (status.applied < status.commit)
+    if (this.applyLag.catchingUp(status.applied, status.commit, Date.now()))
       return {
         ready: false,
         leader: status.leader,

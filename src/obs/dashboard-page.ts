@@ -48,7 +48,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   <span id="error"></span>
 </header>
 <div class="tiles" id="tiles"></div>
-<h2>Members</h2>
+<h2>Members <span class="muted" id="members-note"></span></h2>
 <table><thead><tr><th>id</th><th>state</th><th>role</th><th>match</th><th>lag</th><th>last heard</th><th>agents up</th><th>agents down</th><th>teams</th></tr></thead><tbody id="members"></tbody></table>
 <h2>Inboxes on this node <span class="muted" id="inbox-note"></span></h2>
 <table><thead><tr><th>agent</th><th>depth</th><th></th><th>claimed</th><th>dead letters</th><th>last seen</th></tr></thead><tbody id="inboxes"></tbody></table>
@@ -67,6 +67,22 @@ const POLL_COST_FACTOR = ${DASHBOARD_POLL_COST_FACTOR};
 let delayMs = POLL_MS;
 let previous = null;
 const $ = (id) => document.getElementById(id);
+// Match index and lag are the leader's replication progress: a follower does not know them.
+function membersNote(s) {
+  const note = $("members-note");
+  note.replaceChildren();
+  const leader = s.members.find((m) => m.leader);
+  if (!leader || leader.id === s.node.id) return;
+  note.append("match and lag are tracked by the leader");
+  const api = String(leader.apiUrl || "");
+  if (api.startsWith("http://") || api.startsWith("https://")) {
+    const link = document.createElement("a");
+    link.href = (api.endsWith("/") ? api.slice(0, -1) : api) + "/dashboard";
+    link.textContent = leader.id + "'s dashboard";
+    note.append(": ", link);
+  }
+}
+
 function cell(row, value, className) {
   const td = document.createElement("td");
   td.textContent = value === null || value === undefined ? "—" : String(value);
@@ -122,6 +138,7 @@ function render(s) {
     cell(row, m.match); cell(row, m.lag, m.lag > 100 ? "warn" : ""); cell(row, ago(m.lastHeardMsAgo));
     cell(row, m.agentsUp, "up"); cell(row, m.agentsDown, m.agentsDown > 0 ? "down" : ""); cell(row, (m.teams || []).join(", "));
   });
+  membersNote(s);
   const maxDepth = Math.max(1, ...s.inboxes.deepest.map((a) => a.inboxDepth + a.claimed));
   $("inbox-note").textContent = s.inboxes.agents + " agents, " + s.inboxes.claimedTotal + " claimed" +
     (s.inboxes.agents > s.inboxes.deepest.length ? "; the " + s.inboxes.deepest.length + " deepest shown" : "");

@@ -5,7 +5,12 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
 import { requestClusterRound } from "../../src/coordination/cluster-client.js";
-import { swarmPolicyName, swarmTeamId } from "../../src/coordination/cluster-coordination.js";
+import {
+  ClusterCoordination,
+  type CoordinationNode,
+  swarmPolicyName,
+  swarmTeamId,
+} from "../../src/coordination/cluster-coordination.js";
 import { startDemoCluster } from "../../src/coordination/demo-cluster.js";
 import { attachCoordination, coordinationNodeOf } from "../../src/coordination/node-coordination.js";
 import { RaftCheckpointStore } from "../../src/coordination/raft-checkpoint-store.js";
@@ -147,4 +152,49 @@ describe("a round on a cluster node", () => {
     );
     expect(swarmMailboxes()).toEqual([...workers].sort());
   }, 60_000);
+});
+
+describe("placing coordinators from a current routing state only", () => {
+  it("starts no coordinator while the node is not ready (no leader known, or replaying an old state), and starts it once ready", async () => {
+    const { cluster } = await startNode();
+    const node = cluster.node;
+    const port = coordinationNodeOf(node);
+    let ready = false;
+    const gated: CoordinationNode = {
+      id: port.id,
+      bus: port.bus,
+      get routingState() {
+        return port.routingState;
+      },
+      propose: (command) => port.propose(command),
+      isLeader: () => port.isLeader(),
+      isReady: () => ready,
+    };
+    const coordination = new ClusterCoordination({
+      node: gated,
+      logger: silentLogger,
+      reconcileIntervalMs: 20,
+    });
+    coordination.start();
+    cleanups.push(() => coordination.stop());
+    const topology = { kind: "hybrid" as const, teams: [{ name: "a", workers: 1 }] };
+    const plan = planTopology(topology, { swarm: "g" });
+    await node.propose({
+      op: "agent.register",
+      agent: plan.workers[0].id,
+      node: node.id,
+      team: swarmTeamId("g", plan.workers[0].team),
+    });
+    await node.propose({ op: "policy.set", name: swarmPolicyName("g"), value: { topology } });
+    await waitFor(
+      () => node.routing.state.teams.get(swarmTeamId("g", "a"))?.coordinator === node.id,
+      10_000,
+      "team a assigned to this node",
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200)); // ten reconciles
+    expect(coordination.describe()[0]?.coordinators ?? []).toEqual([]);
+    ready = true;
+    await waitFor(() => coordination.describe()[0]?.coordinators.length === 1, 5_000, "coordinator placed");
+    expect(coordination.describe()[0]?.coordinators).toEqual(["g.a.lead"]);
+  }, 30_000);
 });
