@@ -145,6 +145,12 @@ export class ClusterNode {
   private readonly undeliveredNotices = new Map<string, string>();
   /** Whether applying lags the commit index for longer than a probe's moment (readiness). */
   private readonly applyLag = new ApplyLagWatch();
+  /**
+   * The term in which this node confirmed it holds everything the leader had committed (one
+   * linearizable read, ReadIndex): until then its state may be the one it replayed from its own
+   * log at a restart, or kept through a partition, and readiness says "catching up".
+   */
+  private confirmedTerm: { term: number; done: boolean } | undefined;
   private readonly fatalListeners: ((error: unknown) => void)[] = [];
   /** Why the node stops on its own (failStop), once it does. */
   private failure: unknown;
@@ -990,6 +996,28 @@ export class ClusterNode {
     return { ok: this.state === "running" || this.state === "draining", state: this.state };
   }
 
+  /**
+   * Whether this node confirmed, in `term`, that it applied what the leader had committed: a
+   * ReadIndex read started at the first readiness check of the term (probes and coordination
+   * ask every second or so); a failed one is tried again at the next check.
+   */
+  private confirmedCurrent(term: number): boolean {
+    if (this.confirmedTerm?.term === term) return this.confirmedTerm.done;
+    const confirming = { term, done: false };
+    this.confirmedTerm = confirming;
+    this.host
+      .read(() => undefined)
+      .then(
+        () => {
+          confirming.done = true;
+        },
+        () => {
+          if (this.confirmedTerm === confirming) this.confirmedTerm = undefined;
+        },
+      );
+    return false;
+  }
+
   /** Knows a leader and has applied everything it knows committed (for /readyz). */
   readiness(): { ready: boolean; leader: string; commit: number; applied: number; reason?: string } {
     if (this.state !== "running") {
@@ -1017,7 +1045,10 @@ export class ClusterNode {
         applied: status.applied,
         reason: "no leader",
       };
-    if (this.applyLag.catchingUp(status.applied, status.commit, Date.now()))
+    if (
+      !this.confirmedCurrent(status.term) ||
+      this.applyLag.catchingUp(status.applied, status.commit, Date.now())
+    )
       return {
         ready: false,
         leader: status.leader,
