@@ -25,27 +25,35 @@ export function registerSecurityCommands(program: Command): void {
       [],
     )
     .option("--ttl-days <days>", "expire after this many days (default: no expiry)")
-    .action(async (flags: ApiFlags & { principal: string; role: string[]; ttlDays?: string }) => {
-      const { api, token: credential } = apiOf(flags);
-      if (flags.role.length === 0) throw new CfnError("CFN_ERR_INVALID_MESSAGE", "give at least one --role");
-      const body: Record<string, unknown> = { principal: flags.principal, roles: flags.role };
-      if (flags.ttlDays !== undefined) body.ttlDays = Number(flags.ttlDays);
-      const created = (await apiRequest(
-        api,
-        "POST",
-        "/v1/security/tokens",
-        credential,
-        body,
-      )) as TokenListing & {
-        token: string;
-      };
-      if (flags.json) return printJson(created);
-      printLine(created.token);
-      printLine(
-        `token ${created.id} for ${created.principal} (${created.roles.join(", ")}), expires ${created.expiresAt ?? "never"}.`,
-      );
-      printLine("Store it now: it is not shown again (only its hash is kept).");
-    });
+    .option(
+      "--agents <list>",
+      "act only as these agents: ids or prefixes ending in *, comma-separated (w1,w2 or team-a-*); default: any",
+    )
+    .action(
+      async (flags: ApiFlags & { principal: string; role: string[]; ttlDays?: string; agents?: string }) => {
+        const { api, token: credential } = apiOf(flags);
+        if (flags.role.length === 0)
+          throw new CfnError("CFN_ERR_INVALID_MESSAGE", "give at least one --role");
+        const body: Record<string, unknown> = { principal: flags.principal, roles: flags.role };
+        if (flags.ttlDays !== undefined) body.ttlDays = Number(flags.ttlDays);
+        if (flags.agents !== undefined) body.agents = flags.agents.split(",").map((agent) => agent.trim());
+        const created = (await apiRequest(
+          api,
+          "POST",
+          "/v1/security/tokens",
+          credential,
+          body,
+        )) as TokenListing & {
+          token: string;
+        };
+        if (flags.json) return printJson(created);
+        printLine(created.token);
+        printLine(
+          `token ${created.id} for ${created.principal} (${created.roles.join(", ")}${created.agents ? `; agents ${created.agents.join(", ")}` : ""}), expires ${created.expiresAt ?? "never"}.`,
+        );
+        printLine("Store it now: it is not shown again (only its hash is kept).");
+      },
+    );
 
   withApi(
     token.command("list").description("tokens of the cluster (ids, principals, roles; never secrets)"),
@@ -59,11 +67,12 @@ export function registerSecurityCommands(program: Command): void {
       t.id,
       t.principal,
       t.roles.join(","),
+      t.agents?.join(",") ?? "*",
       t.createdAt,
       t.expiresAt ?? "never",
       t.createdBy,
     ]);
-    printLine(table([["ID", "PRINCIPAL", "ROLES", "CREATED", "EXPIRES", "BY"], ...rows]));
+    printLine(table([["ID", "PRINCIPAL", "ROLES", "AGENTS", "CREATED", "EXPIRES", "BY"], ...rows]));
   });
 
   withApi(token.command("revoke").description("revoke a token on every node"))

@@ -233,6 +233,7 @@ export class ClusterNode {
       config: this.securityConfig,
       policies: () => this.routing.state.policies,
       propose: (command) => this.propose(command),
+      members: () => this.memberAddresses(),
       logger: this.logger,
       metrics: this.metrics,
       onRejected: (reason) => this.nodeMetrics.apiRejected.inc({ reason }),
@@ -481,6 +482,26 @@ export class ClusterNode {
         await sleep(250);
       }
     }
+  }
+
+  /**
+   * The members whose URLs the cluster token goes to: the routing state's, and Raft members it
+   * holds no record of (their apiUrl unknown). The security gate lets only the cluster token
+   * change them.
+   */
+  private memberAddresses(): Map<string, { peerUrl: string; apiUrl: string }> {
+    const members = new Map<string, { peerUrl: string; apiUrl: string }>();
+    for (const member of this.routing.state.members.values())
+      members.set(member.id, { peerUrl: member.peerUrl, apiUrl: member.apiUrl });
+    let raftMembers: { id: string; address: string | undefined }[] = [];
+    try {
+      raftMembers = this.host?.status().members ?? [];
+    } catch {
+      // not started, or closed: the routing state's members are all there is
+    }
+    for (const member of raftMembers)
+      if (!members.has(member.id)) members.set(member.id, { peerUrl: member.address ?? "", apiUrl: "" });
+    return members;
   }
 
   /** `id` is in the Raft group by the membership this node applied. */

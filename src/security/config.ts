@@ -41,6 +41,11 @@ export const securitySchema = z
     auditPruneIntervalMs: int(1000, 86_400_000)
       .default(60_000)
       .describe("How often entries past auditRetentionDays are deleted, in ms."),
+    auditRefusalsPerSecondMax: int(1, 100_000)
+      .default(10)
+      .describe(
+        "Refused requests from one source address audited and warn-logged per second; past it they are counted and summarised in one later entry.",
+      ),
     encryptionKeyFile: z
       .string()
       .default("")

@@ -25,7 +25,17 @@ import {
   roleExists,
   TOKEN_POLICY_PREFIX,
 } from "./permissions.js";
-import { asTokenRecord, listTokens, mintToken, TOKEN_ROLES_MAX, verifyToken } from "./tokens.js";
+import { RefusalThrottle, type SuppressedRefusals } from "./refusal-throttle.js";
+import {
+  agentInScope,
+  asTokenRecord,
+  isAgentScopeEntry,
+  listTokens,
+  mintToken,
+  TOKEN_AGENTS_MAX,
+  TOKEN_ROLES_MAX,
+  verifyToken,
+} from "./tokens.js";
 
 /** Who a request acts for. The cluster token is a superuser (compatibility, node-to-node calls). */
 export interface Principal {
@@ -33,6 +43,8 @@ export interface Principal {
   kind: "cluster" | "token" | "anonymous";
   tokenId?: string;
   roles: string[];
+  /** A token's agent scope (ids, `prefix*`): the agents it may act as; absent: any. */
+  agents?: string[];
 }
 
 /** One admitted request: its id, principal, and what the audit entry will say. */
@@ -43,7 +55,17 @@ export interface RequestAccess {
   path: string;
   /** Set when the request changes state or was refused: it gets an audit entry. */
   audited: boolean;
+  /** A refusal past security.auditRefusalsPerSecondMax: counted in a later summary instead. */
+  suppressed?: boolean;
+  /** The caller's address (read at admission: a cut-off request's socket is detached later). */
+  remote: string;
   detail: Record<string, unknown>;
+}
+
+/** A member's addresses as the routing state holds them. */
+export interface MemberAddresses {
+  peerUrl: string;
+  apiUrl: string;
 }
 
 export interface SecurityGateOptions {
@@ -53,6 +75,11 @@ export interface SecurityGateOptions {
   /** The replicated policies (routing state), read at every request. */
   policies: () => ReadonlyMap<string, unknown>;
   propose: (command: RoutingCommand) => Promise<RoutingResult>;
+  /**
+   * The members the routing state knows: an API token may not change an existing member's URLs
+   * (they receive the cluster token). Without it, no member is known.
+   */
+  members?: () => ReadonlyMap<string, MemberAddresses>;
   audit: AuditLog | undefined;
   logger: Logger;
   metrics: Metrics;
@@ -81,10 +108,30 @@ const DETAIL_FIELDS = [
   "apiUrl",
   "principal",
   "roles",
+  "agents",
+  "from",
   "epoch",
   "seq",
 ];
 const TOKEN_BYTES_MAX = 1024;
+/** `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 7235). */
+const BEARER_PATTERN = /^bearer +(\S+) *$/i;
+/** Routing command fields copied into an audit entry's detail: ids and URLs, never values. */
+const COMMAND_DETAIL_FIELDS = [
+  "id",
+  "peerUrl",
+  "apiUrl",
+  "state",
+  "agent",
+  "node",
+  "team",
+  "coordinator",
+  "name",
+  "scope",
+  "round",
+] as const;
+/** Commands of a batch described in an audit entry's detail; the rest are counted. */
+const COMMAND_DETAILS_MAX = 16;
 
 export class SecurityGate {
   private readonly options: SecurityGateOptions;
@@ -94,6 +141,8 @@ export class SecurityGate {
   private readonly denied;
   private readonly auditEntries;
   private readonly auditErrors;
+  private readonly refusalsSuppressed;
+  private readonly refusals: RefusalThrottle;
 
   constructor(options: SecurityGateOptions) {
     this.options = options;
@@ -114,6 +163,28 @@ export class SecurityGate {
       "cfn_security_audit_errors_total",
       "Audit entries that could not be written (the request itself was served)",
     );
+    this.refusalsSuppressed = options.metrics.counter(
+      "cfn_security_refusals_suppressed_total",
+      "Refused requests not audited or logged one by one (past security.auditRefusalsPerSecondMax from one address); summarised per address",
+    );
+    this.refusals = new RefusalThrottle({
+      perSecondMax: options.config.auditRefusalsPerSecondMax,
+      now: this.now,
+      onSuppressed: (summary) => {
+        try {
+          this.reportSuppressed(summary);
+        } catch (error) {
+          // Called from a timer too: it must never throw.
+          this.auditErrors.inc();
+          this.logger.error("audit summary lost", { error });
+        }
+      },
+    });
+  }
+
+  /** Writes the summaries of refusals still being counted (call before the audit log closes). */
+  close(): void {
+    this.refusals.close();
   }
 
   /**
@@ -130,14 +201,14 @@ export class SecurityGate {
       method,
       path,
       audited: isAuditedRoute(method, path),
+      // Read now: once a request is cut off (a body past apiBodyBytesMax) its socket is detached
+      // by the time the response closes.
+      remote: request.socket?.remoteAddress ?? "",
       detail: {},
     };
-    // Read now: once a request is cut off (a body past apiBodyBytesMax) its socket is detached
-    // by the time the response closes.
-    const remote = request.socket?.remoteAddress ?? "";
     response.once("close", () => {
       try {
-        this.recordOutcome(access, remote, response);
+        this.recordOutcome(access, response);
       } catch (error) {
         // A listener must never throw: it would end the process.
         this.auditErrors.inc();
@@ -153,17 +224,29 @@ export class SecurityGate {
       this.refuse(access, "token", "missing token (x-cfn-cluster-token or Authorization: Bearer)");
     }
     if (needed !== "authenticated") this.require(access, needed);
+    const parts = path.split("/");
+    if (method === "DELETE" && parts.length === 4 && parts[1] === "v1" && parts[2] === "agents")
+      this.requireAgent(access, parts[3]);
     return access;
   }
 
   /** Checks a routing command against the caller's permissions (a batch: each command in it). */
   admitCommand(access: RequestAccess, command: RoutingCommand): void {
-    const ops = command.op === "batch" ? command.commands.map((inner) => inner.op) : [command.op];
-    access.detail.ops = [...new Set(ops)];
+    const commands = flatten(command);
+    access.detail.ops = [...new Set(commands.map((inner) => inner.op))];
+    access.detail.commands = commands.slice(0, COMMAND_DETAILS_MAX).map(commandDetail);
+    if (commands.length > COMMAND_DETAILS_MAX)
+      access.detail.commandsNotShown = commands.length - COMMAND_DETAILS_MAX;
     for (const permission of permissionsForCommand(command)) this.require(access, permission);
+    for (const inner of commands) {
+      if (inner.op === "member.upsert")
+        this.admitMemberAddresses(access, inner.id, inner.peerUrl, inner.apiUrl);
+      if (inner.op === "agent.register" || inner.op === "agent.up" || inner.op === "agent.remove")
+        this.requireAgent(access, inner.agent);
+    }
     // Security policies written raw must be what the gate can read: a role naming a permission
     // that does not exist, or a token record it cannot parse, would fail only later.
-    for (const inner of command.op === "batch" ? command.commands : [command]) {
+    for (const inner of commands) {
       if (inner.op !== "policy.set" || inner.value === null) continue;
       if (inner.name.startsWith(ROLE_POLICY_PREFIX) && customRolePermissions(inner.value) === undefined)
         throw invalid(`${inner.name}: value must be {permissions: [...]} of ${PERMISSIONS.join(", ")}`);
@@ -181,6 +264,11 @@ export class SecurityGate {
   ): Promise<SecurityAnswer | undefined> {
     if (body) Object.assign(access.detail, pickDetail(body));
     const path = url.pathname;
+    if (path === "/v1/members" && method === "POST" && body)
+      this.admitMemberAddresses(access, body.id, body.peerUrl, body.apiUrl);
+    // A token scoped to some agents registers and sends only as them.
+    if (path === "/v1/agents" && method === "POST") this.requireAgent(access, body?.agent);
+    if (path === "/v1/send" && method === "POST") this.requireAgent(access, body?.from);
     if (path === "/v1/security/whoami" && method === "GET") return this.whoami(access);
     if (path === "/v1/security/tokens") {
       if (method === "GET") return { status: 200, body: { tokens: listTokens(this.options.policies()) } };
@@ -199,7 +287,7 @@ export class SecurityGate {
   private authenticate(request: IncomingMessage, access: RequestAccess): Principal {
     const header = request.headers["x-cfn-cluster-token"];
     const authorization = request.headers.authorization;
-    const bearer = authorization?.startsWith("Bearer ") ? authorization.slice(7) : undefined;
+    const bearer = authorization === undefined ? undefined : BEARER_PATTERN.exec(authorization)?.[1];
     const token = typeof header === "string" ? header : bearer;
     if (token === undefined) return ANONYMOUS;
     if (
@@ -218,6 +306,7 @@ export class SecurityGate {
       kind: "token",
       tokenId: verified.id,
       roles: verified.record.roles,
+      ...(verified.record.agents ? { agents: verified.record.agents } : {}),
     };
   }
 
@@ -235,17 +324,52 @@ export class SecurityGate {
     );
   }
 
+  /**
+   * A member's URLs receive the cluster token (every peer dials its peerUrl with it, a follower
+   * forwards to the leader's apiUrl with it): an existing member's URLs change only with the
+   * cluster token — a node announces its own addresses so. Re-adding with the same URLs passes.
+   */
+  private admitMemberAddresses(access: RequestAccess, id: unknown, peerUrl: unknown, apiUrl: unknown): void {
+    if (access.principal.kind === "cluster" || typeof id !== "string") return;
+    const existing = this.options.members?.().get(id);
+    if (!existing || (existing.peerUrl === peerUrl && existing.apiUrl === apiUrl)) return;
+    access.detail.needs = "cluster token";
+    this.refuse(
+      access,
+      "forbidden",
+      `member ${JSON.stringify(id)} exists: only the cluster token may change its peerUrl or apiUrl (a node announces its own)`,
+    );
+  }
+
+  /** A token with an agent scope acts only as the agents in it (unscoped tokens: any agent). */
+  private requireAgent(access: RequestAccess, agent: unknown): void {
+    const scope = access.principal.agents;
+    if (access.principal.kind !== "token" || scope === undefined) return;
+    if (typeof agent === "string" && agentInScope(scope, agent)) return;
+    access.detail.outOfScope = typeof agent === "string" && agent.length <= 512 ? agent : null;
+    this.refuse(
+      access,
+      "forbidden",
+      `principal "${access.principal.name}" may act only as agents ${scope.join(", ")}, not ${JSON.stringify(agent ?? null)}`,
+    );
+  }
+
   private refuse(access: RequestAccess, reason: "token" | "forbidden", message: string): never {
     access.audited = true;
     this.denied.inc({ reason });
     this.options.onRejected?.(reason);
-    this.logger.warn("api request denied", {
-      requestId: access.requestId,
-      principal: access.principal.name,
-      method: access.method,
-      path: access.path,
-      reason: message,
-    });
+    if (this.refusals.admit(access.remote, access.principal.name, reason))
+      this.logger.warn("api request denied", {
+        requestId: access.requestId,
+        principal: access.principal.name,
+        method: access.method,
+        path: access.path,
+        reason: message,
+      });
+    else {
+      access.suppressed = true;
+      this.refusalsSuppressed.inc();
+    }
     if (reason === "token") throw new CfnError("CFN_ERR_AUTH", message, { requestId: access.requestId });
     throw new CfnError("CFN_ERR_FORBIDDEN", message, {
       requestId: access.requestId,
@@ -275,6 +399,15 @@ export class SecurityGate {
       throw invalid(`roles: 1 to ${TOKEN_ROLES_MAX} role names`);
     const unknown = roles.filter((role) => !roleExists(role, policies));
     if (unknown.length > 0) throw invalid(`unknown role(s): ${unknown.join(", ")}`);
+    const agents = body.agents;
+    if (
+      agents !== undefined &&
+      (!Array.isArray(agents) ||
+        agents.length === 0 ||
+        agents.length > TOKEN_AGENTS_MAX ||
+        !agents.every(isAgentScopeEntry))
+    )
+      throw invalid(`agents: 1 to ${TOKEN_AGENTS_MAX} agent ids or prefixes ending in * (w1, team-a-*)`);
     const ttlMax = this.options.config.tokenTtlDaysMax;
     if (ttlDays !== undefined && (typeof ttlDays !== "number" || !(ttlDays > 0) || ttlDays > ttlMax))
       throw invalid(`ttlDays must be a number in (0, ${ttlMax}] (security.tokenTtlDaysMax)`);
@@ -288,6 +421,7 @@ export class SecurityGate {
       access.principal.name,
       new Date(this.now()),
       ttlDays as number | undefined,
+      agents as string[] | undefined,
     );
     access.detail.tokenId = minted.id;
     const result = await this.options.propose({
@@ -300,6 +434,7 @@ export class SecurityGate {
       tokenId: minted.id,
       principal,
       roles,
+      ...(agents === undefined ? {} : { agents }),
       by: access.principal.name,
     });
     const { sha256: _hash, ...visible } = minted.record;
@@ -345,9 +480,9 @@ export class SecurityGate {
     return this.options.audit;
   }
 
-  private recordOutcome(access: RequestAccess, remote: string, response: ServerResponse): void {
+  private recordOutcome(access: RequestAccess, response: ServerResponse): void {
     const log = this.options.audit;
-    if (!access.audited || !log) return;
+    if (!access.audited || access.suppressed || !log) return;
     const status = response.headersSent ? response.statusCode : 0;
     const outcome: AuditOutcome =
       status === 401 || status === 403 ? "denied" : status > 0 && status < 400 ? "ok" : "failed";
@@ -367,7 +502,7 @@ export class SecurityGate {
         action: `${access.method} ${access.path}`,
         outcome,
         status,
-        remote,
+        remote: access.remote,
         ...(Object.keys(access.detail).length > 0 ? { detail: access.detail } : {}),
       })
       .catch((error) => {
@@ -375,6 +510,56 @@ export class SecurityGate {
         this.logger.error("audit entry lost", { requestId: access.requestId, error });
       });
   }
+
+  /** One audit entry and one warn line for the refusals of one address that were not recorded. */
+  private reportSuppressed(summary: SuppressedRefusals): void {
+    const requestId = randomUUID();
+    const detail = {
+      summary: `${summary.suppressed} refusals from ${summary.remote || "(unknown address)"} suppressed`,
+      suppressed: summary.suppressed,
+      from: new Date(summary.firstMs).toISOString(),
+      to: new Date(summary.lastMs).toISOString(),
+      reasons: summary.reasons,
+      principals: summary.principals,
+    };
+    this.logger.warn("api requests denied, not logged one by one", { remote: summary.remote, ...detail });
+    const log = this.options.audit;
+    if (!log) return;
+    this.auditEntries.inc({ outcome: "denied" });
+    log
+      .append({
+        node: this.options.nodeId,
+        requestId,
+        // No principal is named "(several)": principals are ids ([A-Za-z0-9._-]).
+        principal: summary.principals.length === 1 ? summary.principals[0] : "(several)",
+        action: "refusals.suppressed",
+        outcome: "denied",
+        status: 0,
+        remote: summary.remote,
+        detail,
+      })
+      .catch((error) => {
+        this.auditErrors.inc();
+        this.logger.error("audit entry lost", { requestId, error });
+      });
+  }
+}
+
+/** The commands of a batch (nested batches included), or the command itself. */
+function flatten(command: RoutingCommand): Exclude<RoutingCommand, { op: "batch" }>[] {
+  if (command.op !== "batch") return [command];
+  return command.commands.flatMap(flatten);
+}
+
+/** A routing command's identifiers and URLs for the audit log (never values, data or secrets). */
+function commandDetail(command: RoutingCommand): Record<string, unknown> {
+  const detail: Record<string, unknown> = { op: command.op };
+  const fields = command as unknown as Record<string, unknown>;
+  for (const field of COMMAND_DETAIL_FIELDS) {
+    const value = fields[field];
+    if (typeof value === "string" && value.length <= 512) detail[field] = value;
+  }
+  return detail;
 }
 
 /** State-changing routes and reads of sensitive data get an audit entry even when they succeed. */
@@ -406,7 +591,7 @@ function pickDetail(body: Record<string, unknown>): Record<string, unknown> {
     const value = body[field];
     if (typeof value === "number" || (typeof value === "string" && value.length <= 512))
       detail[field] = value;
-    else if (Array.isArray(value) && value.length <= 16 && value.every((item) => typeof item === "string"))
+    else if (Array.isArray(value) && value.length <= 64 && value.every((item) => typeof item === "string"))
       detail[field] = value;
   }
   return detail;

@@ -12,7 +12,7 @@ import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import { AuditLog } from "./audit-log.js";
 import { parseSecurityConfig, type SecurityConfig } from "./config.js";
-import { SecurityGate } from "./gate.js";
+import { type MemberAddresses, SecurityGate } from "./gate.js";
 import { PLAINTEXT_CODEC, RecordCipher, type SealedRecordCodec } from "./record-cipher.js";
 import { scrubSpool } from "./spool-scrub.js";
 
@@ -23,6 +23,8 @@ export interface NodeSecurityOptions {
   config?: Partial<SecurityConfig>;
   policies: () => ReadonlyMap<string, unknown>;
   propose: (command: RoutingCommand) => Promise<RoutingResult>;
+  /** The cluster's members and their URLs (only the cluster token may change them). */
+  members?: () => ReadonlyMap<string, MemberAddresses>;
   logger: Logger;
   metrics: Metrics;
   onRejected?: (reason: string) => void;
@@ -101,6 +103,7 @@ export class NodeSecurity {
   async close(): Promise<void> {
     if (this.pruneTimer) clearInterval(this.pruneTimer);
     try {
+      this.gate.close(); // its last summaries of suppressed refusals go into the log first
       await this.audit?.close();
     } finally {
       claimedDataDirs.delete(this.dataDir);

@@ -11,7 +11,11 @@ export const PERMISSIONS = [
   "messages.send", // POST /v1/send
   "agents.write", // register / deregister agents, agent.* routing commands
   "swarm.write", // team checkpoints, topology, team.* routing commands (rounds, swarm ops)
-  "members.write", // add / remove members, leadership transfer, a removed node's hand-off, member.*
+  "members.write", // remove members, leadership transfer, a removed node's hand-off, member.state/remove
+  // Add members (POST /v1/members, member.upsert): a member's URLs receive the cluster token (the
+  // peers' handshake, a follower's forward to the leader), so adding one hands out the superuser
+  // secret. Only admin has it; changing an existing member's URLs needs the cluster token itself.
+  "members.add",
   "policy.read", // list API tokens and roles
   "policy.write", // create / revoke tokens, policy.set routing commands
   "audit.read", // query and verify the audit log
@@ -99,12 +103,8 @@ export function permissionForRoute(method: string, path: string): Permission | "
   }
   if (path === "/v1/send") return "messages.send";
   if (path === "/v1/agents" || path.startsWith("/v1/agents/")) return "agents.write";
-  if (
-    path === "/v1/members" ||
-    path.startsWith("/v1/members/") ||
-    path === "/v1/leader" ||
-    path === "/v1/handoff"
-  )
+  if (path === "/v1/members") return "members.add";
+  if (path.startsWith("/v1/members/") || path === "/v1/leader" || path === "/v1/handoff")
     return "members.write";
   if (path.startsWith("/v1/teams/")) return "swarm.write";
   if (path === "/v1/security/tokens" || path.startsWith("/v1/security/tokens/")) return "policy.write";
@@ -126,6 +126,7 @@ export function permissionsForCommand(command: RoutingCommand): Set<Permission> 
 }
 
 function permissionOfOp(op: Exclude<RoutingCommand["op"], "batch">): Permission {
+  if (op === "member.upsert") return "members.add";
   if (op.startsWith("member.")) return "members.write";
   if (op.startsWith("agent.")) return "agents.write";
   if (op === "policy.set") return "policy.write";

@@ -17,6 +17,11 @@ export interface TokenRecord {
   createdBy: string;
   /** ISO time after which the token is refused; null: no expiry. */
   expiresAt: string | null;
+  /**
+   * The agents the token may act as (register, deregister, agent.* commands, send from): ids, or
+   * prefixes ending in `*` (`w*`). Absent: any agent (tokens made before 2026-12-07).
+   */
+  agents?: string[];
 }
 
 export interface TokenListing extends Omit<TokenRecord, "sha256"> {
@@ -26,6 +31,24 @@ export interface TokenListing extends Omit<TokenRecord, "sha256"> {
 const TOKEN_PATTERN = /^cfn_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
 /** Roles one token may carry. */
 export const TOKEN_ROLES_MAX = 8;
+/** Agent ids or prefixes one token's scope may list. */
+export const TOKEN_AGENTS_MAX = 64;
+const AGENT_SCOPE_PATTERN = /^[A-Za-z0-9._-]{1,128}\*?$/;
+
+/** An entry of a token's agent scope: an agent id, or a prefix ending in `*` (not a bare `*`). */
+export function isAgentScopeEntry(value: unknown): value is string {
+  return (
+    typeof value === "string" && AGENT_SCOPE_PATTERN.test(value) && (value.endsWith("*") || isValidId(value))
+  );
+}
+
+/** Whether `agent` is inside a token's scope; an unscoped token (undefined) covers every agent. */
+export function agentInScope(scope: readonly string[] | undefined, agent: string): boolean {
+  if (scope === undefined) return true;
+  return scope.some((entry) =>
+    entry.endsWith("*") ? agent.startsWith(entry.slice(0, -1)) : agent === entry,
+  );
+}
 
 export function hashSecret(secret: string): string {
   return createHash("sha256").update(secret, "utf8").digest("hex");
@@ -38,6 +61,7 @@ export function mintToken(
   createdBy: string,
   now: Date,
   ttlDays?: number,
+  agents?: string[],
 ): { id: string; token: string; record: TokenRecord } {
   const id = randomBytes(6).toString("hex");
   const secret = randomBytes(32).toString("base64url");
@@ -53,6 +77,7 @@ export function mintToken(
       createdAt: now.toISOString(),
       createdBy,
       expiresAt,
+      ...(agents === undefined ? {} : { agents }),
     },
   };
 }
@@ -74,6 +99,15 @@ export function asTokenRecord(value: unknown): TokenRecord | undefined {
   // An expiry that is no time would never pass (NaN compares false): such a record is no token.
   if (r.expiresAt !== null && (typeof r.expiresAt !== "string" || Number.isNaN(Date.parse(r.expiresAt))))
     return undefined;
+  // A scope that cannot be read is no token (read as unscoped it would grant every agent).
+  if (
+    r.agents !== undefined &&
+    (!Array.isArray(r.agents) ||
+      r.agents.length === 0 ||
+      r.agents.length > TOKEN_AGENTS_MAX ||
+      !r.agents.every(isAgentScopeEntry))
+  )
+    return undefined;
   return {
     principal: r.principal,
     roles: r.roles as string[],
@@ -81,6 +115,7 @@ export function asTokenRecord(value: unknown): TokenRecord | undefined {
     createdAt: String(r.createdAt ?? ""),
     createdBy: String(r.createdBy ?? ""),
     expiresAt: r.expiresAt as string | null,
+    ...(r.agents === undefined ? {} : { agents: r.agents as string[] }),
   };
 }
 

@@ -23,7 +23,8 @@ beforeAll(async () => {
   const temp = tempRoot();
   root = temp.root;
   cleanup = temp.cleanup;
-  node = await startSecureNode({ root });
+  // Every refusal of these tests gets its own entry (gate-hardening.test.ts tests the throttle).
+  node = await startSecureNode({ root, security: { auditRefusalsPerSecondMax: 10_000 } });
   tokens.alice = await createToken(node, "alice", ["operator"]);
   tokens.bob = await createToken(node, "bob", ["viewer"]);
   tokens.carl = await createToken(node, "carl", ["agent"]);

@@ -10,7 +10,15 @@ import {
   roleExists,
   TOKEN_POLICY_PREFIX,
 } from "../../src/security/permissions.js";
-import { hashSecret, listTokens, mintToken, parseToken, verifyToken } from "../../src/security/tokens.js";
+import {
+  agentInScope,
+  asTokenRecord,
+  hashSecret,
+  listTokens,
+  mintToken,
+  parseToken,
+  verifyToken,
+} from "../../src/security/tokens.js";
 
 const NOW = new Date("2026-11-24T05:00:00.000Z");
 
@@ -25,7 +33,9 @@ describe("permissions", () => {
     expect(permissionForRoute("POST", "/v1/send")).toBe("messages.send");
     expect(permissionForRoute("POST", "/v1/agents")).toBe("agents.write");
     expect(permissionForRoute("DELETE", "/v1/agents/a1")).toBe("agents.write");
-    expect(permissionForRoute("POST", "/v1/members")).toBe("members.write");
+    // Adding a member hands its URLs the cluster token: admin only (found on 2026-12-07).
+    expect(permissionForRoute("POST", "/v1/members")).toBe("members.add");
+    expect(permissionForRoute("DELETE", "/v1/members/n3")).toBe("members.write");
     expect(permissionForRoute("POST", "/v1/leader")).toBe("members.write");
     expect(permissionForRoute("POST", "/v1/teams/t1/checkpoint")).toBe("swarm.write");
     expect(permissionForRoute("POST", "/v1/security/tokens")).toBe("policy.write");
@@ -46,6 +56,13 @@ describe("permissions", () => {
       ],
     });
     expect([...batch].sort()).toEqual(["agents.write", "members.write", "policy.write"]);
+    const upsert = { op: "member.upsert", id: "n2", peerUrl: "ws://h:1", apiUrl: "http://h:2" } as const;
+    expect([...permissionsForCommand(upsert)]).toEqual(["members.add"]);
+    expect([
+      ...permissionsForCommand({ op: "batch", commands: [{ op: "batch", commands: [upsert] }] }),
+    ]).toEqual(["members.add"]);
+    expect(BUILT_IN_ROLES.operator).not.toContain("members.add");
+    expect(BUILT_IN_ROLES.admin).toContain("members.add");
   });
 
   it("resolves built-in and custom roles; unknown roles grant nothing", () => {
@@ -110,5 +127,20 @@ describe("API tokens", () => {
     // A revoked token (policy deleted) is unknown.
     policies.clear();
     expect(verifyToken(minted.token, policies, NOW)).toEqual({ ok: false, reason: "unknown" });
+  });
+
+  it("keeps a token's agent scope; a scope it cannot read makes the record no token", () => {
+    const minted = mintToken("w-bot", ["agent"], "cluster", NOW, undefined, ["w1", "team-a-*"]);
+    const policies = new Map<string, unknown>([[`${TOKEN_POLICY_PREFIX}${minted.id}`, minted.record]]);
+    const verified = verifyToken(minted.token, policies, NOW);
+    expect(verified.ok && verified.record.agents).toEqual(["w1", "team-a-*"]);
+    expect(agentInScope(["w1", "team-a-*"], "w1")).toBe(true);
+    expect(agentInScope(["w1", "team-a-*"], "team-a-9")).toBe(true);
+    expect(agentInScope(["w1", "team-a-*"], "w10")).toBe(false);
+    expect(agentInScope(["w1", "team-a-*"], "team-b-1")).toBe(false);
+    expect(agentInScope(undefined, "anyone")).toBe(true);
+    expect(mintToken("x", ["agent"], "cluster", NOW).record).not.toHaveProperty("agents");
+    for (const agents of [[], "w1", ["*"], ["a b"], [".."], [1]])
+      expect(asTokenRecord({ ...minted.record, agents }), JSON.stringify(agents)).toBeUndefined();
   });
 });
