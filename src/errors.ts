@@ -55,7 +55,8 @@ export const ERROR_CODES = {
     "A local swarm is in use by another process: a round runs on it (or a stop), or a spawn of that name is under way",
 
   // security
-  CFN_ERR_FORBIDDEN: "The caller's token is valid but its roles lack the permission the request needs",
+  CFN_ERR_FORBIDDEN:
+    "The caller's token is valid but may not do this: its roles lack the permission, the agent is outside its scope, or a member's URLs change without the cluster token",
   CFN_ERR_KEY_FILE:
     "The encryption key file is missing, not 32 bytes, readable by others, or lacks the key of a stored record",
   CFN_ERR_DECRYPT:
