@@ -61,13 +61,22 @@ export class ClaimReader {
     if (length < 0) return null;
     // A file that filled the buffer is a batch or oversized: read it again with its size known.
     if (length === this.buffer.length) return this.read(claimedPath, count);
+    // The buffer may have grown past messageBytesMax + 1 for an earlier batch (read() keeps up to
+    // READ_BUFFER_BYTES_KEPT): a file it held whole is checked against its own bound all the same.
+    const bytesMax = this.bytesMaxOf(count);
+    if (length > bytesMax)
+      return { cause: "oversized", reason: `file of ${length} bytes exceeds ${bytesMax}` };
     return this.buffer.toString("utf8", 0, length);
+  }
+
+  /** The most bytes of a file that names `count` messages. */
+  private bytesMaxOf(count: number): number {
+    return count === 1 ? this.messageBytesMax : count * (this.messageBytesMax + BATCH_OVERHEAD_BYTES);
   }
 
   /** The text of the (claimed) file at `path`, which names `count` messages, or why it is refused. */
   read(path: string, count: number): string | ReadProblem {
-    const bytesMax =
-      count === 1 ? this.messageBytesMax : count * (this.messageBytesMax + BATCH_OVERHEAD_BYTES);
+    const bytesMax = this.bytesMaxOf(count);
     const fd = openRegularFile(path);
     if (fd === NOT_A_REGULAR_FILE) return NOT_REGULAR;
     try {

@@ -61,8 +61,14 @@ export function headersProblem(headers: unknown): string | undefined {
   for (const [name, value] of entries) {
     if (!HEADER_NAME_PATTERN.test(name))
       return `header name ${JSON.stringify(name)} outside [A-Za-z0-9._-]{1,64}`;
+    // Would not survive being an object key everywhere (a JavaScript object's prototype slot).
+    if (name === "__proto__") return 'header name "__proto__" is reserved';
     if (typeof value !== "string" || value.length > HEADER_VALUE_LENGTH_MAX)
       return `header ${name} must be a string of at most ${HEADER_VALUE_LENGTH_MAX} characters`;
+    // A lone surrogate is valid in JSON text but not in UTF-8: headers are text that crosses
+    // nodes, trace exporters and bash agents alike.
+    if (!(value as string & { isWellFormed(): boolean }).isWellFormed())
+      return `header ${name} holds a lone surrogate (not well-formed Unicode)`;
   }
   return undefined;
 }

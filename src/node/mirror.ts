@@ -22,20 +22,28 @@
 //   survived, nothing to restore. (The boot id covers a bus root on a disk, whose marker outlives a
 //   power loss that took recent inbox files; where there is no boot id, every start restores.)
 //
+// - Inbox entries are read as a claim reads them (src/bus/safe-read.ts): a FIFO is never waited
+//   on, a symlink never followed, a file larger than the bus reads for its name (messageBytesMax,
+//   or N × (messageBytesMax + 64) for a batch of N) never loaded. Such an entry is not mirrored —
+//   counted in cfn_node_mirror_skipped_files_total and logged once; the receiver that claims it
+//   dead-letters it with the reason.
+//
 // Stored in a LevelDB at <dataDir>/mirror:  m!<agent>!<file prefix P_T_N_UNIQ> → file text,
 // and t!token → the token.
 
 import { randomUUID } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ClassicLevel } from "classic-level";
 import type { Bus } from "../bus/index.js";
+import { fileBytesMaxOf, readInboxEntry } from "../bus/safe-read.js";
 import { CfnError, isCfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import { deadLetterUnreadable, unreadableReason } from "../security/at-rest.js";
 import { PLAINTEXT_CODEC, type SealedRecordCodec } from "../security/record-cipher.js";
 import { closeLevel, openLevel } from "../storage/level-open.js";
 import { parkDirOf } from "./delivery/park.js";
+import { NodeMetrics } from "./node-metrics.js";
 
 type Db = ClassicLevel<string, string>;
 type MirrorOp = { type: "put"; key: string; value: string } | { type: "del"; key: string };
@@ -50,6 +58,8 @@ export interface InboxMirrorOptions {
   shouldMirror: (agentId: string) => boolean;
   /** Encryption at rest (security.encryptionKeyFile): seals stored texts; plaintext when absent. */
   codec?: SealedRecordCodec;
+  /** The node's metrics; by default those of the bus's registry (the node's, shared). */
+  metrics?: NodeMetrics;
 }
 
 /** The marker in the bus dir: the bus holds what the mirror restored or saw since (restore()). */
@@ -72,6 +82,9 @@ export class InboxMirror {
   /** Mirrored entries, agent → prefixes (an index of the db). */
   private readonly mirrored = new Map<string, Set<string>>();
   private timer: NodeJS.Timeout | undefined;
+  /** Entries not mirrored (not a regular file, oversized), agent → prefixes: logged once, not read again. */
+  private readonly skipped = new Map<string, Set<string>>();
+  private readonly metrics: NodeMetrics;
   /** Mirror writes in flight: a round that skips a file as known waits for the write carrying it. */
   private readonly writes = new Set<Promise<void>>();
   private sweeping = false;
@@ -87,6 +100,7 @@ export class InboxMirror {
     this.token = token;
     this.options = options;
     this.logger = options.logger.child("mirror");
+    this.metrics = options.metrics ?? new NodeMetrics(options.bus.metrics);
   }
 
   static async open(options: InboxMirrorOptions): Promise<InboxMirror> {
@@ -145,6 +159,7 @@ export class InboxMirror {
         } catch (error) {
           // Altered on disk or sealed with an unknown key: dead-lettered with the reason, not restored.
           deadLetterUnreadable(paths.dead, agent, name, stored, error, this.logger);
+          this.metrics.mirrorUndecryptable.inc();
           prefixes.delete(prefix);
           await this.db.del(key);
           continue;
@@ -233,6 +248,12 @@ export class InboxMirror {
           ops.push({ type: "del", key: `m!${agent}!${prefix}` });
         }
       }
+      // A skipped entry that left (dead-lettered by its receiver, removed) is forgotten.
+      for (const [agent, prefixes] of this.skipped) {
+        const present = this.presentPrefixes(agent);
+        for (const prefix of prefixes) if (!present.has(prefix)) prefixes.delete(prefix);
+        if (prefixes.size === 0) this.skipped.delete(agent);
+      }
       if (ops.length > 0 && !this.closed) await this.write(ops);
     } catch (error) {
       this.logger.warn("mirror sweep failed", { error });
@@ -261,9 +282,11 @@ export class InboxMirror {
    * inbox, then the claimed dir, so a file moved on between two reads is found in the next.
    */
   private collectNew(agent: string, ops: MirrorOp[]): void {
-    const paths = this.options.bus.layout.agent(agent);
+    const { bus } = this.options;
+    const paths = bus.layout.agent(agent);
     const known = this.index(agent);
-    for (const dir of [parkDirOf(this.options.bus, agent), paths.inbox, paths.claimed]) {
+    const skipped = this.skipped.get(agent);
+    for (const dir of [parkDirOf(bus, agent), paths.inbox, paths.claimed]) {
       let names: string[];
       try {
         names = readdirSync(dir);
@@ -272,18 +295,39 @@ export class InboxMirror {
       }
       for (const name of names) {
         const prefix = prefixOf(name);
-        if (!prefix || known.has(prefix)) continue;
+        if (!prefix || known.has(prefix) || skipped?.has(prefix)) continue;
         let text: string;
         try {
-          text = readFileSync(join(dir, name), "utf8");
+          const read = readInboxEntry(join(dir, name), fileBytesMaxOf(name, bus.config.messageBytesMax));
+          if (!read.ok) {
+            if (read.problem !== "gone") this.skip(agent, prefix, name, read.problem, read.reason);
+            continue; // gone: claimed meanwhile (read from claimed/ next), or acknowledged: consumed
+          }
+          text = read.text;
         } catch {
-          continue; // claimed meanwhile (read from claimed/ next), or acknowledged: consumed
+          continue; // unreadable now (permissions, I/O): tried again in the next round
         }
         known.add(prefix);
         const key = `m!${agent}!${prefix}`;
         ops.push({ type: "put", key, value: (this.options.codec ?? PLAINTEXT_CODEC).seal(text, key) });
       }
     }
+  }
+
+  /** An entry not mirrored: counted and logged once; its receiver dead-letters it with the reason. */
+  private skip(agent: string, prefix: string, file: string, problem: string, reason: string): void {
+    let prefixes = this.skipped.get(agent);
+    if (!prefixes) {
+      prefixes = new Set();
+      this.skipped.set(agent, prefixes);
+    }
+    prefixes.add(prefix);
+    this.metrics.mirrorSkipped.inc({ reason: problem });
+    this.logger.warn("inbox entry not mirrored; its receiver moves it to dead-letter when it claims it", {
+      agent,
+      file,
+      reason,
+    });
   }
 
   private presentPrefixes(agent: string): Set<string> {
@@ -319,10 +363,11 @@ function readBootId(): string | undefined {
   return readText("/proc/sys/kernel/random/boot_id")?.trim() || undefined;
 }
 
-/** A small file's text, or undefined when it cannot be read (absent). */
+/** A small file's text, or undefined when it cannot be read (absent, no regular file, large). */
 function readText(path: string): string | undefined {
   try {
-    return readFileSync(path, "utf8");
+    const read = readInboxEntry(path, 4096); // the bus dir's marker: never a FIFO's wait
+    return read.ok ? read.text : undefined;
   } catch {
     return undefined;
   }

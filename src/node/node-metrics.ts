@@ -35,6 +35,10 @@ export class NodeMetrics {
   readonly agents: Gauge<string>;
   readonly teamsCoordinated: Gauge<string>;
   readonly reassignments: Counter<string>;
+  /** Inbox entries the persistence mirror did not copy, by reason (not_regular, oversized). */
+  readonly mirrorSkipped: Counter<string>;
+  /** Mirrored messages that could not be decrypted at a restore, dead-lettered as undecryptable. */
+  readonly mirrorUndecryptable: Counter<string>;
 
   constructor(metrics: Metrics) {
     this.delivered = metrics.counter(
@@ -122,6 +126,15 @@ export class NodeMetrics {
     this.reassignments = metrics.counter(
       "cfn_node_team_assignments_total",
       "Team coordinator assignments proposed by this node as leader",
+    );
+    this.mirrorSkipped = metrics.counter(
+      "cfn_node_mirror_skipped_files_total",
+      "Inbox entries the persistence mirror did not copy: not a regular file (FIFO, symlink, directory, device) or larger than the bus reads; the receiver dead-letters each when it claims it",
+      ["reason"],
+    );
+    this.mirrorUndecryptable = metrics.counter(
+      "cfn_node_mirror_undecryptable_messages_total",
+      "Mirrored messages a restore could not decrypt (altered or damaged on disk), moved to dead-letter as undecryptable",
     );
   }
 }

@@ -9,8 +9,8 @@
 // keys. A value without the prefix is plaintext written before encryption was turned on.
 
 import { createCipheriv, createDecipheriv, createHash, randomFillSync } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
 import { CfnError } from "../errors.js";
+import { readKeyFileBytes } from "./at-rest.js";
 
 const PREFIX = "cfnenc1.";
 const KEY_BYTES = 32;
@@ -52,27 +52,7 @@ export function keyIdOf(key: Buffer): string {
  * is allowed). The file must not be readable by group or others (0600 or 0400).
  */
 export function readKeyFile(path: string): Buffer {
-  let mode: number;
-  let raw: Buffer;
-  try {
-    mode = statSync(path).mode;
-    raw = readFileSync(path);
-  } catch (error) {
-    throw new CfnError(
-      "CFN_ERR_KEY_FILE",
-      `cannot read encryption key file ${path}: ${(error as Error).message}`,
-      {
-        path,
-      },
-    );
-  }
-  if ((mode & 0o077) !== 0) {
-    throw new CfnError(
-      "CFN_ERR_KEY_FILE",
-      `encryption key file ${path} has mode ${(mode & 0o777).toString(8)}; it must be 600 (chmod 600 ${path})`,
-      { path },
-    );
-  }
+  const raw = readKeyFileBytes(path); // a regular file of mode 600/400, or CFN_ERR_KEY_FILE
   const text = raw.toString("latin1").trim();
   let key: Buffer | undefined;
   if (raw.byteLength === KEY_BYTES) key = raw;

@@ -320,6 +320,17 @@ describe("limits and bad input from callers", () => {
       () => bus.sendSync("a", "b", { type: "t", id: "no spaces allowed" }),
       "CFN_ERR_INVALID_MESSAGE",
     );
+    // Headers are text that crosses nodes and exporters: no prototype slot, no lone surrogate.
+    expectCode(
+      () => bus.sendSync("a", "b", { type: "t", headers: JSON.parse('{"__proto__":"x"}') }),
+      "CFN_ERR_INVALID_MESSAGE",
+    );
+    expectCode(
+      () => bus.sendSync("a", "b", { type: "t", headers: { trace: "\ud800" } }),
+      "CFN_ERR_INVALID_MESSAGE",
+    );
+    expect(bus.inboxDepth("b")).toBe(0);
+    bus.sendSync("a", "b", { type: "t", headers: { emoji: "😀" } });
   });
 });
 

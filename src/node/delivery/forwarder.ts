@@ -23,6 +23,7 @@ import type { Transport } from "../../transport/index.js";
 import { HANDOFF_CHUNK_MESSAGES_MAX, HANDOFF_RETRY_MS, handOffChunk } from "../handoff.js";
 import type { NodeMetrics } from "../node-metrics.js";
 import { deadLetterRefused, deadLetterWireMessage } from "./dead-letters.js";
+import { exactPayload } from "./exact-payload.js";
 import type { DeliverySpool, SpooledMessage } from "./spool.js";
 import { spanParent, TRACER_NAME } from "./tracing.js";
 import {
@@ -862,7 +863,7 @@ function toWire(envelope: Envelope): WireMessage {
     type: envelope.type,
     priority: envelope.priority,
     headers: envelope.headers,
-    payload: envelope.payload,
+    payload: exactPayload(envelope.payload), // JSON text where msgpack would change it
     ts: envelope.ts,
     seq: envelope.seq,
   };

@@ -27,11 +27,12 @@
 // with backoff, and once it has room one resync asks the sender to go on from there (or the
 // sender's ack timeout resends first). Backpressure reaches the sending node; nothing is lost.
 
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Span, SpanKind, trace } from "@opentelemetry/api";
 import { isBusFailure } from "../../bus/bus-io-error.js";
 import type { Bus, ForwardedMessage } from "../../bus/index.js";
+import { fileBytesMaxOf, readInboxEntry } from "../../bus/safe-read.js";
 import { type CfnError, isCfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
 import type { Transport } from "../../transport/index.js";
@@ -699,6 +700,7 @@ export class DeliveryReceiver {
   /** (agent/id) of every message in the inbox and claimed dirs of `agents` (crash recovery). */
   private idsInInboxes(agents: Set<string>): Set<string> {
     const found = new Set<string>();
+    const { messageBytesMax } = this.options.bus.config;
     for (const agent of agents) {
       const paths = this.options.bus.layout.agent(agent);
       for (const dir of [parkDirOf(this.options.bus, agent), paths.inbox, paths.claimed]) {
@@ -712,7 +714,11 @@ export class DeliveryReceiver {
           if (name.startsWith(".")) continue; // a park file never renamed into place: not written
           let text: string;
           try {
-            text = readFileSync(join(dir, name), "utf8");
+            // As a claim reads it (bus/safe-read.ts): a FIFO, symlink or oversized entry holds no
+            // message this node wrote (its receiver dead-letters it); never waited on or followed.
+            const read = readInboxEntry(join(dir, name), fileBytesMaxOf(name, messageBytesMax));
+            if (!read.ok) continue;
+            text = read.text;
           } catch {
             continue;
           }

@@ -23,6 +23,7 @@ import { CfnError } from "../../errors.js";
 import type { Logger } from "../../obs/logger.js";
 import { PLAINTEXT_CODEC, type SealedRecordCodec } from "../../security/record-cipher.js";
 import { closeLevel, openLevel } from "../../storage/level-open.js";
+import { exactPayload } from "./exact-payload.js";
 import type { WireMessage } from "./wire.js";
 
 type Db = ClassicLevel<string, string>;
@@ -163,6 +164,8 @@ export class DeliverySpool {
       const messages = Array.isArray(parsed) ? parsed : [parsed];
       const list = result.get(dest) ?? [];
       messages.forEach((message, index) => {
+        // Stored as JSON, which kept the payload exact; it travels on as exactly (exact-payload.ts).
+        message.payload = exactPayload(message.payload);
         list.push({ dest, seq: first + index, message });
       });
       result.set(dest, list);

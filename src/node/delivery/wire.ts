@@ -18,6 +18,9 @@
 // a reason for anything else, so a malformed frame is counted and dropped, never thrown.
 
 import { isValidAgentId } from "../../bus/index.js";
+// Registers the ExactJson extension with msgpackr: a payload JSON keeps exact but msgpack would
+// not travels as its text (exact-payload.ts), and any process decoding frames must know it.
+import "./exact-payload.js";
 
 export const DELIVER_CHANNEL = "deliver";
 
