@@ -115,6 +115,17 @@ describe("cfn swarm on the cluster (real node processes)", () => {
         !s.teams.some((team: { id: string }) => team.id.startsWith("cs."))
       );
     });
+    // On the other node, the local dirs of n2's workers (a coordinator there wrote their tasks into
+    // them, the node forwarded them) go in the node's sweep: the proxy that drained them left no
+    // heartbeat behind that would pass for an agent's own.
+    const bus1 = n1.bus();
+    try {
+      await waitFor("no dirs of the swarm's workers left on n1", () =>
+        bus1.listAgents().every((id) => !/^cs\.team[0-9]+\.w[0-9]+$/.test(id)),
+      );
+    } finally {
+      bus1.close();
+    }
   }, 180_000);
 
   it("refuses to register a swarm whose bus is not the node's (nothing left running), and types a refused routing command", async () => {
