@@ -1,68 +1,10 @@
 #!/usr/bin/env -S node --min-semi-space-size=16
-// `cfn`: the command-line interface. Each command group lives in its own file and registers here.
+// `cfn`: the command-line interface (commands in src/cli/cli.ts). With too few file descriptors
+// even loading the CLI's modules fails with a raw EMFILE, so `cfn node start` checks the limit
+// first, with nothing loaded but node:fs (fd-preflight.ts), and only then imports the rest.
 
-import { Command, CommanderError } from "commander";
-import { registerAgentCommands } from "./agent-commands.js";
-import { explainAuthError } from "./api-flags.js";
-import { registerBusCommands } from "./bus-commands.js";
-import { registerConfigCommands } from "./config-commands.js";
-import { registerDemoCommand } from "./demo-command.js";
-import { registerNodeCommands } from "./node-commands.js";
-import { EXIT, reportError } from "./output.js";
-import { registerSecurityCommands } from "./security-commands.js";
-import { registerSwarmCommands } from "./swarm-commands.js";
+import { preflightFileDescriptors } from "./fd-preflight.js";
 
-export function buildProgram(): Command {
-  const program = new Command();
-  program
-    .name("cfn")
-    .description("Coordinate swarms of CLI agents over a tmpfs message bus, across one host or many")
-    .version("0.1.0")
-    .option("-c, --config <file>", "configuration file (YAML or JSON); also CFN_CONFIG")
-    .option("--profile <name>", "configuration profile: dev, staging, prod")
-    .option("--bus <name>", "bus name (bus.name)")
-    .option("--bus-root <dir>", "root directory of buses (bus.root)")
-    .option("--log-level <level>", "debug, info, warn, error, silent")
-    .showHelpAfterError()
-    .exitOverride();
-  registerConfigCommands(program);
-  registerDemoCommand(program);
-  registerAgentCommands(program);
-  registerSwarmCommands(program);
-  registerBusCommands(program);
-  registerNodeCommands(program);
-  registerSecurityCommands(program);
-  return program;
-}
-
-/**
- * A reader that goes away (`cfn cluster status | head`) fails the next write with EPIPE, which
- * Node raises as an 'error' event and, unhandled, a crash with a stack trace. The command ends as
- * it would have (the rest of its output has nowhere to go); a daemon keeps running.
- */
-function ignoreClosedOutput(): void {
-  for (const stream of [process.stdout, process.stderr]) {
-    stream.on("error", (error: NodeJS.ErrnoException) => {
-      if (error.code !== "EPIPE") throw error;
-    });
-  }
-}
-
-export async function main(argv: string[]): Promise<number> {
-  ignoreClosedOutput();
-  const program = buildProgram();
-  try {
-    await program.parseAsync(argv);
-    return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
-  } catch (error) {
-    if (error instanceof CommanderError) {
-      // Help and version exit 0; usage errors were already printed by commander.
-      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
-    }
-    return reportError(explainAuthError(error, argv), argv.includes("--json"));
-  }
-}
-
-main(process.argv).then((code) => {
-  process.exitCode = code;
-});
+preflightFileDescriptors(process.argv);
+const { main } = await import("./cli.js");
+process.exitCode = await main(process.argv);

@@ -6,6 +6,7 @@ import { attachCoordination } from "../coordination/node-coordination.js";
 import { CfnError, isCfnError } from "../errors.js";
 import { idleBackgroundThreads } from "../node/background-threads.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../node/cluster-file.js";
+import { checkFileDescriptorLimit } from "../node/listen-probe.js";
 import { apiRequest, ClusterNode } from "../node/node.js";
 import { NODE_DEFAULT_DATA_DIR, parseNodeConfig } from "../node/node-config.js";
 import { handOffDataDir } from "../node/offline-handoff.js";
@@ -162,6 +163,8 @@ export function registerNodeCommands(program: Command): void {
           ...config.node,
           ...nodeSettingsFromFlags(flags, process.env, config.node),
         });
+        // Too few file descriptors refuse the start here, not as a raw EMFILE halfway through it.
+        checkFileDescriptorLimit(nodeConfig, logger);
         // Before the node starts, so its first spans (and the delivery/coordination ones) export.
         tracing = await startTracing({
           config: config.tracing,

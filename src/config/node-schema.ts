@@ -53,7 +53,9 @@ export const nodeSchema = z
       .string()
       .min(16, "at least 16 characters")
       .default(SINGLE_NODE_TOKEN)
-      .describe("Shared secret peers and API clients present; set your own for a multi-node cluster."),
+      .describe(
+        "Shared secret peers and API clients present; set your own for a multi-node cluster or a listen address off loopback.",
+      ),
     dataDir: z
       .string()
       .min(1)
@@ -150,6 +152,27 @@ export const nodeSchema = z
     apiBodyBytesMax: int(1024, 64 * 1024 * 1024)
       .default(4 * 1024 * 1024)
       .describe("Largest HTTP API request body."),
+    apiConnectionsMax: int(1, 1_000_000)
+      .default(512)
+      .describe(
+        "Open HTTP API connections; at the cap a new one closes the oldest idle one (no request in progress), or is refused when all are busy.",
+      ),
+    apiHeadersTimeoutMs: int(100, 600_000)
+      .default(10_000)
+      .describe("An API connection that has not sent complete request headers by then is closed, in ms."),
+    apiRequestTimeoutMs: int(100, 3_600_000)
+      .default(30_000)
+      .describe("An API request (headers and body) not fully received by then is closed, in ms."),
+    peerPendingConnectionsMax: int(1, 100_000)
+      .default(64)
+      .describe(
+        "Connections to the peer listener not yet authenticated; at the cap a new one closes the oldest (authenticated peers do not count).",
+      ),
+    peerHandshakeTimeoutMs: int(100, 600_000)
+      .default(5000)
+      .describe(
+        "A connection to the peer listener that has not finished its authenticated WebSocket upgrade by then is closed, in ms.",
+      ),
   })
   .strict()
   .superRefine((node, ctx) => {
@@ -164,6 +187,13 @@ export const nodeSchema = z
         code: "custom",
         path: ["forwardBatchMessagesMax"],
         message: "must be ≤ forwardInflightMessagesMax",
+      });
+    }
+    if (node.apiHeadersTimeoutMs > node.apiRequestTimeoutMs) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["apiHeadersTimeoutMs"],
+        message: "must be ≤ apiRequestTimeoutMs",
       });
     }
     if (node.peers[node.id]) {
@@ -187,6 +217,28 @@ export function parseNodeConfig(input: unknown): NodeConfig {
         "invalid node configuration: node.clusterToken: is the single-node default, known to everyone: a node with peers or --join needs its own secret (--token, CFN_CLUSTER_TOKEN, node.clusterToken, or the cluster file's token / tokenEnv)",
         { problems: ["node.clusterToken: the single-node default with peers or --join"] },
       );
+    if (node.clusterToken === SINGLE_NODE_TOKEN) {
+      // The default token is the cluster token: anyone who can reach the API is its superuser.
+      // Fine on loopback (this host's users only), never on an address others can reach.
+      const exposed = (
+        [
+          ["node.apiListen", node.apiListen],
+          ["node.peerListen", node.peerListen],
+        ] as const
+      ).filter(([, address]) => !isLoopbackHost(splitListen(address).host));
+      if (exposed.length > 0) {
+        const where = exposed.map(([setting, address]) => `${setting} ${address}`).join(", ");
+        throw new CfnError(
+          "CFN_ERR_CONFIG_INVALID",
+          `invalid node configuration: node.clusterToken: is the single-node default, known to everyone, and ${where} is not a loopback address: anyone who reaches it would be the cluster's superuser. Set your own secret (--token, CFN_CLUSTER_TOKEN or CFN_NODE_CLUSTER_TOKEN, node.clusterToken), or listen on 127.0.0.1`,
+          {
+            problems: exposed.map(
+              ([setting]) => `node.clusterToken: the single-node default with ${setting} not on loopback`,
+            ),
+          },
+        );
+      }
+    }
     return node;
   }
   const problems = parsed.error.issues.map((issue) => {
@@ -209,6 +261,27 @@ export function advertisedPeerUrl(config: NodeConfig): string {
 
 export function advertisedApiUrl(config: NodeConfig): string {
   return config.advertiseApiUrl || `http://${config.apiListen}`;
+}
+
+/** localhost or 127.0.0.0/8 (a listen host cannot be an IPv6 literal: host:port has one colon). */
+export function isLoopbackHost(host: string): boolean {
+  const name = host.toLowerCase().replace(/\.$/, "");
+  if (name === "localhost" || name === "::1" || name === "[::1]") return true;
+  return (
+    /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(name) &&
+    name.split(".").every((part) => Number(part) <= 255)
+  );
+}
+
+/** The peer listener's bounds on unauthenticated connections (WsTransportOptions.listener). */
+export function peerListenerLimits(config: NodeConfig): {
+  pendingConnectionsMax: number;
+  handshakeTimeoutMs: number;
+} {
+  return {
+    pendingConnectionsMax: config.peerPendingConnectionsMax,
+    handshakeTimeoutMs: config.peerHandshakeTimeoutMs,
+  };
 }
 
 export function splitListen(listen: string): { host: string; port: number } {

@@ -28,15 +28,29 @@
 //   DELETE /v1/security/tokens/:id                            revoke
 //   GET    /v1/audit                   ?since&principal&action&outcome&limit   this node's audit log
 //   GET    /v1/audit/verify                                   walk its hash chain
+//
+// Connections are bounded before any token is read (docs/NODE.md "Connection limits"):
+// node.apiConnectionsMax open at once (at the cap a new one closes the oldest idle one),
+// complete headers within node.apiHeadersTimeoutMs, the whole request within
+// node.apiRequestTimeoutMs. What is refused or closed is counted and logged (rate-limited).
 
+import { closeSync, openSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import type { Counter } from "prom-client";
 import { validateAgentId } from "../bus/agent-id.js";
 import { CfnError, isCfnError } from "../errors.js";
 import { DashboardSnapshots } from "../obs/dashboard.js";
 import { DASHBOARD_HTML } from "../obs/dashboard-page.js";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
+import {
+  ConnectionGuard,
+  GUARD_WARN_INTERVAL_MS,
+  RateLimitedWarning,
+  sweepIntervalMs,
+} from "../transport/connection-guard.js";
 import type { ClusterNode } from "./node.js";
 import type { NodeConfig } from "./node-config.js";
 import { splitListen } from "./node-config.js";
@@ -73,20 +87,83 @@ export function isCanonicalPath(path: string): boolean {
   return !path.includes("%") && !path.slice(0, -1).includes("//");
 }
 
+/** How often the API checks that the process still has a free file descriptor, ms. */
+export const FD_CHECK_INTERVAL_MS = 1000;
+
 export class NodeApi {
   private readonly options: NodeApiOptions;
   private readonly logger: Logger;
   private readonly server: Server;
   private readonly dashboard: DashboardSnapshots;
+  private readonly guard: ConnectionGuard;
+  private readonly fdExhausted: Counter<string>;
+  private readonly fdWarning: RateLimitedWarning;
+  private fdTimer: NodeJS.Timeout | undefined;
 
   constructor(options: NodeApiOptions) {
     this.options = options;
+    const { config, metrics } = options;
     this.dashboard = new DashboardSnapshots(options.node, options.metrics);
     this.logger = options.logger.child("api");
-    this.server = createServer((request, response) => {
-      this.handle(request, response).catch((error) => this.fail(response, error));
-    });
+    this.server = createServer(
+      {
+        headersTimeout: config.apiHeadersTimeoutMs,
+        requestTimeout: config.apiRequestTimeoutMs,
+        // Node checks those deadlines every 30 s by default: a flood would hold its sockets as long.
+        connectionsCheckingInterval: sweepIntervalMs(config.apiHeadersTimeoutMs),
+      },
+      (request, response) => {
+        const socket = request.socket as Socket;
+        this.guard.markBusy(socket);
+        response.once("close", () => this.guard.markIdle(socket));
+        this.handle(request, response).catch((error) => this.fail(response, error));
+      },
+    );
     this.server.keepAliveTimeout = 5_000;
+    const refused = metrics.counter(
+      "cfn_node_api_connections_refused_total",
+      "API connections refused before a request (reason: connections_max: apiConnectionsMax reached with every connection busy, emfile: out of file descriptors on accept)",
+      ["reason"],
+    );
+    const reaped = metrics.counter(
+      "cfn_node_api_connections_reaped_total",
+      "API connections closed by the node before a complete request (reason: timeout: apiHeadersTimeoutMs or apiRequestTimeoutMs passed, evicted: the oldest idle one closed for a new one at apiConnectionsMax)",
+      ["reason"],
+    );
+    const open = metrics.gauge(
+      "cfn_node_api_connections",
+      "Open HTTP API connections (counted against apiConnectionsMax)",
+    );
+    this.guard = new ConnectionGuard({
+      name: "api",
+      connectionsSetting: "apiConnectionsMax",
+      connectionsMax: config.apiConnectionsMax,
+      logger: this.logger,
+      onRefused: (reason) => refused.inc({ reason }),
+      onReaped: (reason) => reaped.inc({ reason }),
+      onCount: (connections) => open.set(connections),
+    });
+    this.guard.attach(this.server);
+    // With a listener here Node leaves the answer to us: 408 for its own deadlines, else 400.
+    this.server.on("clientError", (error: Error & { code?: string }, socket: Duplex) => {
+      if (socket.destroyed) return;
+      const timedOut = error.code === "ERR_HTTP_REQUEST_TIMEOUT";
+      if (timedOut) this.guard.noteReaped("timeout");
+      if (socket.writable && error.code !== "ECONNRESET")
+        socket.end(
+          `HTTP/1.1 ${timedOut ? "408 Request Timeout" : "400 Bad Request"}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
+        );
+      socket.destroy();
+    });
+    this.fdExhausted = metrics.counter(
+      "cfn_node_fd_exhausted_total",
+      "Once-a-second checks that found the process out of file descriptors (new connections are then dropped before the node sees them): raise ulimit -n or lower apiConnectionsMax / peerPendingConnectionsMax",
+    );
+    this.fdWarning = new RateLimitedWarning(
+      this.logger,
+      "the process is out of file descriptors: new API and peer connections are dropped (raise ulimit -n, or lower node.apiConnectionsMax / node.peerPendingConnectionsMax)",
+      GUARD_WARN_INTERVAL_MS,
+    );
   }
 
   get url(): string {
@@ -105,10 +182,36 @@ export class NodeApi {
         resolve();
       });
     });
+    // Without a listener an error on accept (EMFILE when even libuv's reserve descriptor is
+    // gone) would be thrown and end the process: count it and go on serving.
+    this.server.on("error", (error: Error & { code?: string; syscall?: string }) => {
+      if (error.syscall === "accept" && (error.code === "EMFILE" || error.code === "ENFILE"))
+        this.guard.noteRefused("emfile");
+      else this.logger.error("api listener error", { error });
+    });
+    // Out of descriptors, libuv accepts and closes new connections itself, unseen by the server:
+    // a descriptor that cannot be opened is the only sign, so look for one now and then.
+    this.fdTimer = setInterval(() => this.checkDescriptors(), FD_CHECK_INTERVAL_MS);
+    this.fdTimer.unref();
     this.logger.info("api listening", { url: this.url });
   }
 
+  private checkDescriptors(): void {
+    try {
+      closeSync(openSync("/dev/null", "r"));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "EMFILE" && code !== "ENFILE") return;
+      this.fdExhausted.inc();
+      this.fdWarning.note(code);
+    }
+  }
+
   async close(): Promise<void> {
+    if (this.fdTimer) clearInterval(this.fdTimer);
+    this.fdTimer = undefined;
+    this.guard.close();
+    this.fdWarning.flush();
     if (!this.server.listening) return;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections();

@@ -37,7 +37,13 @@ import { askLeaderAboutMember, type HandOffSender, handOffAcks, memberHandOff } 
 import { NodeApi } from "./http-api.js";
 import { probeListenAddresses } from "./listen-probe.js";
 import { InboxMirror } from "./mirror.js";
-import { advertisedApiUrl, advertisedPeerUrl, type NodeConfig, splitListen } from "./node-config.js";
+import {
+  advertisedApiUrl,
+  advertisedPeerUrl,
+  type NodeConfig,
+  peerListenerLimits,
+  splitListen,
+} from "./node-config.js";
 import { NodeMetrics } from "./node-metrics.js";
 import { RaftHost } from "./raft-host.js";
 import { isValidId } from "./routing/commands.js";
@@ -261,6 +267,7 @@ export class ClusterNode {
       host: peerListen.host,
       port: peerListen.port,
       limits: { frameBytesMax: config.frameBytesMax },
+      listener: peerListenerLimits(config),
     });
     this.transport.onRefusedByPeer(() => void this.confirmRemoval());
     const peers: Record<string, string> = {};

@@ -17,6 +17,9 @@ export class TransportMetrics {
   readonly dialFailures: Counter<string>;
   readonly connectionsOpened: Counter<string>;
   readonly peersConnected: Gauge<string>;
+  readonly listenerRefused: Counter<string>;
+  readonly listenerReaped: Counter<string>;
+  readonly listenerPending: Gauge<string>;
 
   constructor(metrics: Metrics) {
     this.framesSent = metrics.counter("cfn_transport_frames_sent_total", "Frames written to peers", [
@@ -65,6 +68,20 @@ export class TransportMetrics {
     this.peersConnected = metrics.gauge(
       "cfn_transport_peers_connected",
       "Peers with an open outbound connection",
+    );
+    this.listenerRefused = metrics.counter(
+      "cfn_transport_listener_refused_total",
+      "Connections to the peer listener lost before the node saw them (reason: emfile: out of file descriptors on accept)",
+      ["reason"],
+    );
+    this.listenerReaped = metrics.counter(
+      "cfn_transport_listener_reaped_total",
+      "Unauthenticated connections to the peer listener closed by the node (reason: timeout: no authenticated upgrade within peerHandshakeTimeoutMs, evicted: oldest closed for a new one at peerPendingConnectionsMax)",
+      ["reason"],
+    );
+    this.listenerPending = metrics.gauge(
+      "cfn_transport_listener_pending_connections",
+      "Connections to the peer listener accepted and not yet authenticated",
     );
   }
 }

@@ -5,17 +5,25 @@
 // constant time), x-cfn-node-id (must be a known peer) and x-cfn-target-node-id (must be us, so
 // a stale address book is caught). Anything else → HTTP 401 (404 for another path), counted.
 // A malformed or oversized frame closes that connection and is counted; the process goes on.
+//
+// Connections that have not (yet) authenticated are bounded (ListenerLimits, docs/TRANSPORT.md
+// "Listener limits"): at most pendingConnectionsMax at once — a new one evicts the oldest (of its
+// own address first), so a peer whose handshake comes at once gets through a flood of silent
+// connections — and each must
+// finish its authenticated upgrade within handshakeTimeoutMs (headers included), or it is closed.
+// Authenticated peer connections do not count: there is at most one per member.
 
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer as createHttpServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createHttpsServer, type ServerOptions as HttpsServerOptions } from "node:https";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { type WebSocket, WebSocketServer } from "ws";
 import { assert, CfnError } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import type { Message, NodeId } from "../raft/types.js";
+import { ConnectionGuard, sweepIntervalMs } from "./connection-guard.js";
 import { encodeFrame, encodeRaftFrames, groupByDestination, snapshotOf } from "./frame.js";
 import { TransportHandlers } from "./handlers.js";
 import {
@@ -42,6 +50,45 @@ import {
 /** A cluster token shorter than this is refused at construction. */
 export const CLUSTER_TOKEN_CHARS_MIN = 16;
 
+/** Bounds of the peer listener on connections not yet authenticated (unit last). */
+export interface ListenerLimits {
+  /**
+   * Connections to the listener not yet authenticated (TCP accepted, upgrade not done); at the
+   * cap a new one closes the oldest. Default 64.
+   */
+  pendingConnectionsMax: number;
+  /** A connection that has not finished its authenticated upgrade by then is closed, ms. Default 5000. */
+  handshakeTimeoutMs: number;
+}
+
+export const DEFAULT_LISTENER_LIMITS: ListenerLimits = {
+  pendingConnectionsMax: 64,
+  handshakeTimeoutMs: 5000,
+};
+
+const LISTENER_LIMIT_RANGES: Record<keyof ListenerLimits, [number, number]> = {
+  pendingConnectionsMax: [1, 100_000],
+  handshakeTimeoutMs: [100, 600_000],
+};
+
+/** Fills defaults and validates: CFN_ERR_CONFIG_INVALID naming the limit. */
+export function resolveListenerLimits(partial: Partial<ListenerLimits> = {}): ListenerLimits {
+  const limits: ListenerLimits = { ...DEFAULT_LISTENER_LIMITS };
+  for (const [key, value] of Object.entries(partial) as [keyof ListenerLimits, number | undefined][])
+    if (value !== undefined) limits[key] = value;
+  for (const key of Object.keys(LISTENER_LIMIT_RANGES) as (keyof ListenerLimits)[]) {
+    const [min, max] = LISTENER_LIMIT_RANGES[key];
+    const value = limits[key];
+    if (!Number.isSafeInteger(value) || value < min || value > max)
+      throw new CfnError(
+        "CFN_ERR_CONFIG_INVALID",
+        `peer listener limit ${key} must be an integer in [${min}, ${max}], got ${String(value)}`,
+        { key, value },
+      );
+  }
+  return limits;
+}
+
 export interface WsTransportOptions {
   nodeId: NodeId;
   /** Shared secret of the cluster, at least CLUSTER_TOKEN_CHARS_MIN characters. */
@@ -58,6 +105,8 @@ export interface WsTransportOptions {
     client?: TlsClientOptions;
   };
   limits?: Partial<TransportLimits>;
+  /** Bounds on connections not yet authenticated (node.peerPendingConnectionsMax, …). */
+  listener?: Partial<ListenerLimits>;
   /** Random source for reconnect jitter; Math.random by default. */
   random?: () => number;
 }
@@ -70,6 +119,7 @@ interface InboundConnection {
 export class WsTransport implements Transport {
   readonly nodeId: NodeId;
   readonly limits: TransportLimits;
+  readonly listenerLimits: ListenerLimits;
   private readonly options: WsTransportOptions;
   private readonly logger: Logger;
   private readonly metrics: TransportMetrics;
@@ -79,6 +129,7 @@ export class WsTransport implements Transport {
   private readonly inbound = new Map<NodeId, InboundConnection>();
   private readonly server: Server;
   private readonly wss: WebSocketServer;
+  private readonly guard: ConnectionGuard;
   private state: "new" | "started" | "closed" = "new";
 
   constructor(options: WsTransportOptions) {
@@ -94,11 +145,41 @@ export class WsTransport implements Transport {
     this.options = options;
     this.nodeId = options.nodeId;
     this.limits = resolveTransportLimits(options.limits);
+    this.listenerLimits = resolveListenerLimits(options.listener);
     this.logger = options.logger.child("transport");
     this.metrics = new TransportMetrics(options.metrics);
     this.handlers = new TransportHandlers(this.nodeId, this.logger, this.metrics);
     this.tokenDigest = digest(options.clusterToken);
-    this.server = options.tls?.server ? createHttpsServer(options.tls.server) : createHttpServer();
+    const { handshakeTimeoutMs, pendingConnectionsMax } = this.listenerLimits;
+    // Node's own header and request deadlines too (its default waits 60 s for headers): the
+    // guard's sweep closes what is still unauthenticated after the upgrade event as well.
+    const serverOptions = {
+      headersTimeout: handshakeTimeoutMs,
+      requestTimeout: handshakeTimeoutMs,
+      connectionsCheckingInterval: sweepIntervalMs(handshakeTimeoutMs),
+    };
+    this.server = options.tls?.server
+      ? createHttpsServer({ ...options.tls.server, ...serverOptions })
+      : createHttpServer(serverOptions);
+    this.guard = new ConnectionGuard({
+      name: "peer listener",
+      connectionsSetting: "peerPendingConnectionsMax",
+      connectionsMax: pendingConnectionsMax,
+      idleTimeoutMs: handshakeTimeoutMs,
+      timeoutSetting: "peerHandshakeTimeoutMs",
+      logger: this.logger,
+      onRefused: (reason) => this.metrics.listenerRefused.inc({ reason }),
+      onReaped: (reason) => this.metrics.listenerReaped.inc({ reason }),
+      onCount: (connections) => this.metrics.listenerPending.set(connections),
+    });
+    this.guard.attach(this.server);
+    this.server.on("clientError", (error: Error & { code?: string }, socket: Duplex) => {
+      if (socket.destroyed) return;
+      if (error.code === "ERR_HTTP_REQUEST_TIMEOUT") this.guard.noteReaped("timeout");
+      const status = error.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : "400 Bad Request";
+      if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      socket.destroy();
+    });
     this.server.on("request", (_request, response) => {
       response.writeHead(426, { "content-type": "text/plain", connection: "close" });
       response.end("cfn peer endpoint: WebSocket upgrade required\n");
@@ -129,7 +210,12 @@ export class WsTransport implements Transport {
         resolve();
       });
     });
-    this.server.on("error", (error) => this.logger.error("peer listener error", { error }));
+    this.server.on("error", (error: Error & { code?: string; syscall?: string }) => {
+      // Out of descriptors on accept: the connection is lost, the listener goes on.
+      if (error.syscall === "accept" && (error.code === "EMFILE" || error.code === "ENFILE"))
+        this.guard.noteRefused("emfile");
+      else this.logger.error("peer listener error", { error });
+    });
     this.state = "started";
     this.logger.info("transport listening", { url: this.url });
     for (const peer of this.peers.values()) peer.start();
@@ -252,6 +338,7 @@ export class WsTransport implements Transport {
     this.inbound.clear();
     for (const client of this.wss.clients) client.terminate();
     this.wss.close();
+    this.guard.close();
     if (wasStarted) {
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeAllConnections();
@@ -286,9 +373,16 @@ export class WsTransport implements Transport {
       socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       return;
     }
-    this.wss.handleUpgrade(request, socket, head, (webSocket) =>
-      this.attachInbound(verdict.peerId, webSocket),
-    );
+    this.wss.handleUpgrade(request, socket, head, (webSocket) => {
+      // Authenticated: no longer pending (peer connections are bounded by the membership).
+      this.guard.release(socket as Socket);
+      this.attachInbound(verdict.peerId, webSocket);
+    });
+  }
+
+  /** Connections accepted and not yet authenticated (tests, status pages). */
+  get pendingConnections(): number {
+    return this.guard.connections;
   }
 
   private authenticate(

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { afterEach } from "vitest";
 import { CLI_PATH, freePort, LaunchedNode, type LaunchedNodeSpec } from "../../cluster/node-launcher.js";
 import { Bus } from "../../src/bus/index.js";
+import { isCfnError } from "../../src/errors.js";
 
 export const CLI = CLI_PATH;
 export const TOKEN = "test-cluster-token-0123456789";
@@ -288,4 +289,15 @@ export async function metricOf(
       total += Number(match[3]);
   }
   return total;
+}
+
+/** The code and message of the CfnError `run` throws ("CODE message"); fails when it throws none. */
+export function refusal(run: () => unknown): string {
+  try {
+    run();
+  } catch (error) {
+    if (isCfnError(error)) return `${error.code} ${error.message}`;
+    throw error;
+  }
+  throw new Error("expected a refusal");
 }

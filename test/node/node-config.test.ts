@@ -6,23 +6,12 @@ import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { nodeSettingsFromFlags } from "../../src/cli/node-commands.js";
-import { isCfnError } from "../../src/errors.js";
 import { nodeSettingsFromClusterFile, readClusterFile } from "../../src/node/cluster-file.js";
 import { ClusterNode } from "../../src/node/node.js";
 import { parseNodeConfig, SINGLE_NODE_TOKEN } from "../../src/node/node-config.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
-import { freePort, scratchDir } from "./harness.js";
-
-function refusal(run: () => unknown): string {
-  try {
-    run();
-  } catch (error) {
-    if (isCfnError(error)) return `${error.code} ${error.message}`;
-    throw error;
-  }
-  throw new Error("expected a refusal");
-}
+import { freePort, refusal, scratchDir } from "./harness.js";
 
 describe("node settings", () => {
   it("defaults to a single-node cluster on loopback", () => {
