@@ -17,7 +17,22 @@ export interface CheckpointStore {
   /** Removes a finished round's checkpoints. */
   remove(roundId: string): void;
   has(roundId: string): boolean;
+  /**
+   * Replicated stores only (RaftCheckpointStore): true once the round is known to be removed — a
+   * tombstone in the replicated state, or a write refused for it. A removed round is never
+   * written again, and whoever still runs it abandons it.
+   */
+  isRemoved?(roundId: string): boolean;
+  /**
+   * Replicated stores only: resolves once a write of the record proposed so far was accepted by
+   * the log ("committed"), refused because the round was removed ("removed"), refused for another
+   * reason ("rejected": over a limit on every replica), or the store closed ("closed").
+   */
+  committed?(roundId: string, name: string): Promise<CheckpointCommit>;
 }
+
+/** What became of a write in a replicated store (CheckpointStore.committed). */
+export type CheckpointCommit = "committed" | "rejected" | "removed" | "closed";
 
 const SAFE = /^[A-Za-z0-9._-]{1,160}$/;
 

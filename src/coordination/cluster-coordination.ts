@@ -360,6 +360,8 @@ export class ClusterCoordination {
         // Placed here after another node held the team: its workers answered that node.
         inFlightOnResume: "requeue",
         reviveWorkers: true,
+        // A coordinator record without the master's is an orphan of a finished round.
+        resumeOnlyWithMaster: true,
         isAlive: (worker) => this.isWorkerAlive(worker),
       });
       coordinator.start();
@@ -525,6 +527,17 @@ export class ClusterCoordination {
       return;
     }
     if (runtime.store.has(request.roundId)) return; // a repeated request: already queued or running
+    if (runtime.store.isRemoved(request.roundId)) {
+      // Already ran: its records are gone and the log keeps its tombstone (it cannot run twice).
+      this.logger.warn("round request refused: the round already ran", {
+        swarm: runtime.name,
+        roundId: request.roundId,
+      });
+      this.reply(runtime, request.replyTo, request.roundId, {
+        error: `round ${request.roundId} already ran (a round id is used once)`,
+      });
+      return;
+    }
     runtime.store.write(request.roundId, "request", request);
   }
 
@@ -555,6 +568,13 @@ export class ClusterCoordination {
       }
     } catch (error) {
       if (runtime.master !== master || isCfnError(error, "CFN_ERR_CLOSED")) return; // leadership lost
+      if (isCfnError(error, "CFN_ERR_ROUTING_REFUSED") && runtime.store.isRemoved(roundId)) {
+        this.logger.info("round was finished elsewhere; not answered again", {
+          swarm: runtime.name,
+          roundId,
+        });
+        return;
+      }
       this.logger.error("round failed", { swarm: runtime.name, roundId, error });
       runtime.store.remove(roundId);
       if (request) this.reply(runtime, request.replyTo, roundId, { error: String(error) });

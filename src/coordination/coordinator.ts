@@ -11,6 +11,12 @@
 //      hands them back to the restarted coordinator;
 //   3. a repeated assign (a restarted parent) is a resync: resend every settled outcome, re-forward
 //      to children; the master drops duplicates by task id.
+//
+// With a replicated store (RaftCheckpointStore, on a cluster) a round is live only while the log
+// accepts its checkpoints: a round starts (or resumes) dispatching tasks and sending partials only
+// once its first checkpoint committed, and is abandoned — nothing more dispatched, sent or
+// written — as soon as the store says the round was removed (its master finished it, or a stale
+// coordinator resumed it from an old state). A resumed round needs the master's record too.
 
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Bus, Delivery, Mailbox } from "../bus/index.js";
@@ -45,6 +51,28 @@ const BASH_RESULT = "result";
 export const PARTIAL_BYTES_MAX = 256 * 1024;
 /** How often a finished round is checked for removal from memory, ms. */
 export const ROUND_FORGET_CHECK_MS = 1000;
+/**
+ * A checkpoint holds the whole round (every task), so a round of n tasks is checkpointed after at
+ * least n / CHECKPOINT_SPREAD changes — tasks dispatched, outcomes settled — (or after
+ * CHECKPOINT_INTERVAL_MAX_MS, or when done): its cost stays O(CHECKPOINT_SPREAD) per change however
+ * large the round. Rounds of up to CHECKPOINT_SPREAD tasks are checkpointed at every flush. Acks
+ * wait for the checkpoint; outcomes go up at once.
+ */
+export const CHECKPOINT_SPREAD = 8;
+/**
+ * Longest a coordinator holds acks (and leaves progress uncheckpointed) while changes come in, ms,
+ * per 1,000 tasks of the round (a larger checkpoint costs more, so it waits longer), and at most a
+ * third of the bus's visibilityTimeoutMs (acks ahead of redelivery).
+ */
+export const CHECKPOINT_INTERVAL_MAX_MS = 250;
+
+/** The longest wait between two checkpoints of a round of `size` tasks, ms. */
+export function checkpointIntervalMaxMs(size: number, visibilityTimeoutMs: number): number {
+  return Math.max(
+    1,
+    Math.min(visibilityTimeoutMs / 3, CHECKPOINT_INTERVAL_MAX_MS * Math.max(1, size / 1000)),
+  );
+}
 
 export interface CoordinatorOptions {
   bus: Bus;
@@ -64,6 +92,12 @@ export interface CoordinatorOptions {
   /** A worker judged dead takes work again once isAlive says so (default false: pids are reused). */
   reviveWorkers?: boolean;
   isAlive?: (worker: WorkerRef) => boolean;
+  /**
+   * Resume only rounds whose master record is in the store (default false). On a cluster a
+   * coordinator record without the master's is left over from a finished round (the leader
+   * collects it); a round just starting gets its assign, which resumes from the record.
+   */
+  resumeOnlyWithMaster?: boolean;
 }
 
 interface RoundCommon {
@@ -74,6 +108,14 @@ interface RoundCommon {
   lastFlushMs: number;
   done: boolean;
   summarySent: boolean;
+  /**
+   * The log accepted a checkpoint of the round (always true with a local store): until then it
+   * dispatches nothing and sends nothing up — on a cluster the round may already be over.
+   */
+  confirmed: boolean;
+  /** Tasks dispatched and outcomes settled or received since the last checkpoint. */
+  changes: number;
+  lastCheckpointMs: number;
 }
 
 interface LeafRound extends RoundCommon {
@@ -116,6 +158,7 @@ export class Coordinator {
   private readonly isAlive: (worker: WorkerRef) => boolean;
   private readonly inFlightOnResume: "wait" | "requeue";
   private readonly reviveWorkers: boolean;
+  private readonly resumeOnlyWithMaster: boolean;
   private readonly rounds = new Map<string, RoundState>();
   private mailbox: Mailbox | undefined;
   private loop: Promise<void> | undefined;
@@ -131,6 +174,7 @@ export class Coordinator {
     this.livenessIntervalMs = options.livenessIntervalMs ?? 200;
     this.inFlightOnResume = options.inFlightOnResume ?? "wait";
     this.reviveWorkers = options.reviveWorkers ?? false;
+    this.resumeOnlyWithMaster = options.resumeOnlyWithMaster ?? false;
     this.isAlive =
       options.isAlive ??
       ((worker) => worker.pid === undefined || isProcessAlive(worker.pid, worker.processStart));
@@ -185,6 +229,10 @@ export class Coordinator {
     let wait = 1000;
     const nowMs = Date.now();
     for (const round of this.rounds.values()) {
+      if (!round.confirmed) {
+        wait = Math.min(wait, round.assign.limits.flushIntervalMs); // flushed once confirmed
+        continue;
+      }
       if (round.done && round.outcomes.length === 0 && round.teams.length === 0 && round.acks.length === 0)
         continue;
       if (round.outcomes.length > 0 || round.acks.length > 0 || round.teams.length > 0) {
@@ -237,9 +285,34 @@ export class Coordinator {
   // ---- assign ---------------------------------------------------------------------------------
 
   private onAssign(assign: AssignPayload, nowMs: number): void {
-    const existing = this.rounds.get(assign.roundId);
+    const existing = this.liveRound(assign.roundId);
     if (existing) {
       this.resync(existing, assign);
+      return;
+    }
+    if (this.checkpoints.isRemoved?.(assign.roundId)) {
+      // A late or repeated assign of a round that is over (the master removed it).
+      this.logger.info("assign of a removed round ignored", {
+        coordinator: this.id,
+        roundId: assign.roundId,
+      });
+      return;
+    }
+    const record = this.checkpoints.read<LeafCheckpoint | GroupCheckpoint>(assign.roundId, this.recordName);
+    if (record) {
+      // Checkpointed here or on another node but not resumed at start (the master's record was not
+      // there yet): resume from it, and answer the assign as the resync it is.
+      const round = this.restore(record, nowMs);
+      this.rounds.set(assign.roundId, round);
+      this.logger.info("resumed round from checkpoint on its assign", {
+        coordinator: this.id,
+        roundId: assign.roundId,
+        kind: record.kind,
+      });
+      round.assign.parent = assign.parent;
+      if (round.kind === "group") this.forwardAssign(round, newResyncTag());
+      this.checkpoint(round);
+      this.confirm(round);
       return;
     }
     if (assign.subtree.leaf) {
@@ -261,8 +334,11 @@ export class Coordinator {
       };
       this.rounds.set(assign.roundId, round);
       this.checkpoint(round);
-      this.sendDispatches(round, nowMs);
-      this.checkpoint(round);
+      this.confirm(round);
+      if (round.confirmed) {
+        this.sendDispatches(round, nowMs);
+        this.checkpoint(round);
+      }
     } else {
       const round: GroupRound = {
         kind: "group",
@@ -272,8 +348,85 @@ export class Coordinator {
       };
       this.rounds.set(assign.roundId, round);
       this.checkpoint(round);
+      this.confirm(round);
       this.forwardAssign(round);
     }
+  }
+
+  /**
+   * With a replicated store: the round goes on once the log accepted its latest checkpoint, and is
+   * abandoned when the log refused it as removed. A local store needs no wait.
+   */
+  private confirm(round: RoundState): void {
+    const committed = this.checkpoints.committed;
+    if (!committed) {
+      round.confirmed = true;
+      return;
+    }
+    round.confirmed = false;
+    const roundId = round.assign.roundId;
+    void committed.call(this.checkpoints, roundId, this.recordName).then((outcome) => {
+      if (this.closed || this.rounds.get(roundId) !== round) return;
+      if (outcome === "removed") {
+        this.abandon(round);
+        return;
+      }
+      if (outcome === "closed") return;
+      // "rejected" (over a limit): the round goes on with the last committed checkpoint, as before.
+      round.confirmed = true;
+      if (round.kind === "leaf" && !round.done) {
+        const nowMs = Date.now();
+        this.sendDispatches(round, nowMs);
+        this.checkpoint(round);
+      }
+    });
+  }
+
+  /**
+   * The round was removed from the replicated state (the master finished it, or this coordinator
+   * runs it from a stale state): stop dispatching, send nothing more up, write nothing more. The
+   * deliveries it holds are acked — they belong to a round nobody collects any more.
+   */
+  private abandon(round: RoundState): void {
+    const roundId = round.assign.roundId;
+    if (this.rounds.get(roundId) !== round) return;
+    this.rounds.delete(roundId);
+    if (round.acks.length > 0) (this.mailbox as Mailbox).ack(round.acks);
+    round.acks = [];
+    round.outcomes = [];
+    round.teams = [];
+    if (round.kind === "leaf" && round.trace) {
+      endStep(round.trace, {}, "round removed");
+      round.trace = undefined;
+    }
+    if (round.done) {
+      this.logger.debug("finished round removed; forgotten", { coordinator: this.id, roundId });
+      return;
+    }
+    this.logger.warn("round removed from the replicated state; abandoned here", {
+      coordinator: this.id,
+      roundId,
+    });
+    this.metrics
+      ?.counter(
+        "cfn_coordination_rounds_abandoned_total",
+        "Rounds a coordinator stopped running because they were removed from the replicated state",
+      )
+      .inc();
+  }
+
+  /** The round, unless the store says it was removed (then it is abandoned here). */
+  private liveRound(roundId: string): RoundState | undefined {
+    const round = this.rounds.get(roundId);
+    if (round && this.checkpoints.isRemoved?.(roundId)) {
+      this.abandon(round);
+      return undefined;
+    }
+    return round;
+  }
+
+  private get recordName(): string {
+    return `coordinator-${this.id}`;
   }
 
   private resync(round: RoundState, assign: AssignPayload): void {
@@ -319,7 +472,7 @@ export class Coordinator {
 
   private onResult(delivery: Delivery, result: ResultPayload, from: string, nowMs: number): void {
     const roundId = typeof result?.re === "string" ? result.re.split(".")[0] : "";
-    const round = this.rounds.get(roundId);
+    const round = this.liveRound(roundId);
     if (round?.kind !== "leaf") {
       this.logger.debug("result for an unknown round", { coordinator: this.id, re: result?.re, from });
       (this.mailbox as Mailbox).ack(delivery);
@@ -327,11 +480,11 @@ export class Coordinator {
     }
     round.team.onResult(result, from, nowMs);
     round.acks.push(delivery);
-    this.sendDispatches(round, nowMs);
+    if (round.confirmed) this.sendDispatches(round, nowMs);
   }
 
   private onPartial(delivery: Delivery, partial: PartialPayload): void {
-    const round = this.rounds.get(partial?.roundId);
+    const round = this.liveRound(partial?.roundId);
     if (round?.kind !== "group") {
       (this.mailbox as Mailbox).ack(delivery);
       return;
@@ -340,6 +493,7 @@ export class Coordinator {
       if (round.settled.has(outcome.taskId)) continue;
       round.settled.add(outcome.taskId);
       round.outcomes.push(outcome);
+      round.changes++;
     }
     for (const team of partial.teams ?? []) {
       if (round.teamsDone.has(team.team)) continue;
@@ -350,7 +504,9 @@ export class Coordinator {
   }
 
   private sendDispatches(round: LeafRound, nowMs: number): void {
-    for (const dispatch of round.team.dispatch(nowMs)) {
+    const dispatches = round.team.dispatch(nowMs);
+    round.changes += dispatches.length;
+    for (const dispatch of dispatches) {
       const payload: TaskPayload = {
         roundId: round.assign.roundId,
         taskId: dispatch.taskId,
@@ -383,6 +539,11 @@ export class Coordinator {
 
   private service(nowMs: number): void {
     for (const round of this.rounds.values()) {
+      if (this.checkpoints.isRemoved?.(round.assign.roundId)) {
+        this.abandon(round);
+        continue;
+      }
+      if (!round.confirmed) continue;
       if (round.kind === "leaf" && !round.done) {
         if (nowMs >= round.assign.deadlineMs) round.team.failUnsettled(nowMs, "round deadline passed");
         if (
@@ -393,11 +554,14 @@ export class Coordinator {
             round.lastLivenessMs = nowMs;
             round.team.checkWorkers(nowMs, this.isAlive, this.reviveWorkers);
           } else {
-            round.team.checkWorkers(nowMs, () => true);
+            round.team.checkTimeouts(nowMs);
           }
           this.sendDispatches(round, nowMs);
         }
-        for (const outcome of round.team.takeSettled()) round.outcomes.push(outcome);
+        for (const outcome of round.team.takeSettled()) {
+          round.outcomes.push(outcome);
+          round.changes++;
+        }
         if (round.team.isDone() && !round.summarySent) {
           round.summarySent = true;
           const summary = round.team.summary(nowMs);
@@ -439,13 +603,18 @@ export class Coordinator {
     if (!this.checkpoints.has(round.assign.roundId)) this.rounds.delete(round.assign.roundId);
   }
 
-  /** Checkpoints, sends buffered outcomes up, then acks what they came from (in that order). */
+  /**
+   * Checkpoints (when due), sends buffered outcomes up, then acks what they came from (in that
+   * order; acks only after a checkpoint).
+   */
   private flush(round: RoundState, nowMs: number): void {
     const { assign } = round;
     // Checkpoint first: it holds every settled outcome, so a crash after it resends them (the
     // parent drops duplicates), and nothing is written after the final send (the master removes
-    // the round's checkpoints once it holds every outcome).
-    this.checkpoint(round);
+    // the round's checkpoints once it holds every outcome). Between checkpoints outcomes still go
+    // up at once: a crash before the next one redoes their work from the deliveries not acked.
+    const checkpointed = round.done || this.checkpointDue(round, nowMs);
+    if (checkpointed) this.checkpoint(round);
     if (round.outcomes.length > 0 || round.teams.length > 0) {
       for (const chunk of chunkOutcomes(round.outcomes, assign.limits.flushOutcomesMax)) {
         const last = chunk === undefined;
@@ -467,11 +636,20 @@ export class Coordinator {
       round.outcomes = [];
       round.teams = [];
     }
-    if (round.acks.length > 0) {
+    if (checkpointed && round.acks.length > 0) {
       (this.mailbox as Mailbox).ack(round.acks);
       round.acks = [];
     }
     round.lastFlushMs = nowMs;
+  }
+
+  /** Enough new outcomes to pay for a whole checkpoint, or held too long (CHECKPOINT_SPREAD). */
+  private checkpointDue(round: RoundState, nowMs: number): boolean {
+    const size = round.kind === "leaf" ? round.team.size : round.assign.tasks.length;
+    return (
+      round.changes * CHECKPOINT_SPREAD >= size ||
+      nowMs - round.lastCheckpointMs >= checkpointIntervalMaxMs(size, this.bus.config.visibilityTimeoutMs)
+    );
   }
 
   private checkpoint(round: RoundState): void {
@@ -490,54 +668,81 @@ export class Coordinator {
             teamsDone: [...round.teamsDone],
             summarySent: round.summarySent,
           };
-    this.checkpoints.write(round.assign.roundId, `coordinator-${this.id}`, record);
+    this.checkpoints.write(round.assign.roundId, this.recordName, record);
+    round.changes = 0;
+    round.lastCheckpointMs = Date.now();
   }
 
   private resumeFromCheckpoints(): void {
     const nowMs = Date.now();
     for (const roundId of this.checkpoints.rounds()) {
-      const record = this.checkpoints.read<LeafCheckpoint | GroupCheckpoint>(
-        roundId,
-        `coordinator-${this.id}`,
-      );
+      const record = this.checkpoints.read<LeafCheckpoint | GroupCheckpoint>(roundId, this.recordName);
       if (!record) continue;
-      let round: RoundState;
-      if (record.kind === "leaf") {
-        const team = TeamRound.restore(record.team);
-        if (this.inFlightOnResume === "requeue") team.requeueInFlight(nowMs);
-        const assign = { ...record.assign, tasks: record.team.init.tasks };
-        round = {
-          kind: "leaf",
-          team,
-          ...freshCommon(assign, 0),
-          lastLivenessMs: 0,
-          summarySent: record.summarySent,
-          trace: record.summarySent ? undefined : this.teamStep(assign),
-        };
-        // Resend what was settled before the crash; the parent drops duplicates.
-        round.outcomes = team.allSettled();
-        team.takeSettled();
-        if (record.summarySent) round.teams.push(team.summary(nowMs));
-        round.done = team.isDone();
-      } else {
-        round = {
-          kind: "group",
-          settled: new Set(),
-          teamsDone: new Set(),
-          ...freshCommon(record.assign, 0),
-          summarySent: false,
-        };
-        // Children resend everything on a repeated assign.
-        this.forwardAssign(round);
+      if (this.checkpoints.isRemoved?.(roundId)) continue;
+      if (this.resumeOnlyWithMaster && this.checkpoints.read(roundId, "master") === undefined) {
+        this.logger.info("checkpoint of a round without its master's record not resumed", {
+          coordinator: this.id,
+          roundId,
+        });
+        continue;
       }
+      const round = this.restore(record, nowMs);
+      if (round.kind === "group") this.forwardAssign(round); // children resend everything on a repeated assign
       this.rounds.set(roundId, round);
+      if (this.checkpoints.committed) {
+        // Live only if the log still takes the round's checkpoints: a node restarted on an old
+        // state may hold a round that ended meanwhile (its write is then refused, and it is dropped).
+        this.checkpoint(round);
+        this.confirm(round);
+      } else round.confirmed = true;
       this.logger.info("resumed round from checkpoint", { coordinator: this.id, roundId, kind: record.kind });
     }
+  }
+
+  /** A round rebuilt from its checkpoint; what it had settled is queued to be sent again. */
+  private restore(record: LeafCheckpoint | GroupCheckpoint, nowMs: number): RoundState {
+    if (record.kind === "leaf") {
+      const team = TeamRound.restore(record.team);
+      if (this.inFlightOnResume === "requeue") team.requeueInFlight(nowMs);
+      const assign = { ...record.assign, tasks: record.team.init.tasks };
+      const round: LeafRound = {
+        kind: "leaf",
+        team,
+        ...freshCommon(assign, 0),
+        lastLivenessMs: 0,
+        summarySent: record.summarySent,
+        trace: record.summarySent ? undefined : this.teamStep(assign),
+      };
+      // Resend what was settled before the crash; the parent drops duplicates.
+      round.outcomes = team.allSettled();
+      team.takeSettled();
+      if (record.summarySent) round.teams.push(team.summary(nowMs));
+      round.done = team.isDone();
+      return round;
+    }
+    return {
+      kind: "group",
+      settled: new Set(),
+      teamsDone: new Set(),
+      ...freshCommon(record.assign, 0),
+      summarySent: false,
+    };
   }
 }
 
 function freshCommon(assign: AssignPayload, nowMs: number): RoundCommon {
-  return { assign, outcomes: [], teams: [], acks: [], lastFlushMs: nowMs, done: false, summarySent: false };
+  return {
+    assign,
+    outcomes: [],
+    teams: [],
+    acks: [],
+    lastFlushMs: nowMs,
+    done: false,
+    summarySent: false,
+    confirmed: true,
+    changes: 0,
+    lastCheckpointMs: nowMs,
+  };
 }
 
 /** Team names of the leaf coordinators under a subtree. */

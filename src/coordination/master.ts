@@ -9,7 +9,7 @@ import { CfnError, isCfnError } from "../errors.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
 import type { CheckpointStore } from "./checkpoint.js";
-import { leafNames } from "./coordinator.js";
+import { CHECKPOINT_SPREAD, checkpointIntervalMaxMs, leafNames } from "./coordinator.js";
 import {
   type AssignPayload,
   assignMessageId,
@@ -35,10 +35,15 @@ export const DEFAULT_LIMITS: RoundLimits = {
   flushOutcomesMax: 200,
 };
 
+/** Room left in messageBytesMax for an assign's envelope (ids, headers, trace context), bytes. */
+export const ASSIGN_ENVELOPE_BYTES = 4 * 1024;
+
 /** Extra time after the round deadline for coordinators to report what failed, in ms. */
 export const DEADLINE_GRACE_MS = 1000;
 /** The master checkpoints (and then acks partials) at most this often, in ms. */
 export const MASTER_CHECKPOINT_INTERVAL_MS = 50;
+// … and, as its checkpoint holds every outcome, only once n / CHECKPOINT_SPREAD new outcomes came
+// in (n tasks) or checkpointIntervalMaxMs after the last one: O(CHECKPOINT_SPREAD) per outcome.
 
 export interface RoundRequest {
   plan: Plan;
@@ -206,6 +211,24 @@ export class Master {
         ...(step.headers ? { trace: step.headers } : {}),
       } satisfies AssignPayload;
     });
+    // An assign the bus would refuse is refused before anything of the round exists: no
+    // checkpoint left for a later `--resume` to run silently, no team started with the others missing.
+    const bytesMax = this.bus.config.messageBytesMax - ASSIGN_ENVELOPE_BYTES;
+    for (const assign of assigns) {
+      const bytes = Buffer.byteLength(JSON.stringify(assign));
+      if (bytes > bytesMax) {
+        endStep(step, {}, "assign too large");
+        throw new CfnError(
+          "CFN_ERR_MESSAGE_TOO_LARGE",
+          `the assign of ${assign.subtree.coordinator} (${assign.tasks.length} tasks) is ${bytes} bytes, over messageBytesMax ${this.bus.config.messageBytesMax} less ${ASSIGN_ENVELOPE_BYTES} for its envelope: send fewer or smaller items per round`,
+          {
+            bytes,
+            messageBytesMax: this.bus.config.messageBytesMax,
+            coordinator: assign.subtree.coordinator,
+          },
+        );
+      }
+    }
     const state: MasterCheckpoint = {
       roundId,
       plan,
@@ -219,7 +242,15 @@ export class Master {
       firstResultMs: null,
     };
     this.checkpoints.write(roundId, "master", state);
-    this.sendAssigns(assigns);
+    try {
+      this.sendAssigns(assigns);
+    } catch (error) {
+      // Not issued (a send the size check above did not foresee): remove what would let a later
+      // `--resume` run it.
+      this.checkpoints.remove(roundId);
+      endStep(step, {}, String((error as Error)?.message ?? error));
+      throw error;
+    }
     hooks.onIssued?.(roundId);
     return this.collect(mailbox, state, startedAt, false, hooks, step);
   }
@@ -332,6 +363,9 @@ export class Master {
     let allAt: number | undefined = byTask.size >= total ? performance.now() : undefined;
     let unacked: Delivery[] = [];
     let lastCheckpoint = performance.now();
+    /** Outcomes and team summaries since the last checkpoint. */
+    let changes = 0;
+    const intervalMaxMs = checkpointIntervalMaxMs(total, this.bus.config.visibilityTimeoutMs);
     // Every team of the plan gets an assign and answers with its summary, a team without tasks
     // too (at once): counting only the teams with tasks, the early summaries of the idle ones
     // ended the wait before the last busy team's summary, left queued in the master's inbox.
@@ -343,8 +377,19 @@ export class Master {
       if (unacked.length > 0) mailbox.ack(unacked);
       unacked = [];
       lastCheckpoint = performance.now();
+      changes = 0;
     };
     while (byTask.size < total || teams.size < teamCount) {
+      if (this.checkpoints.isRemoved?.(state.roundId))
+        // Replicated store: another master finished the round (this one resumed it from a stale
+        // state, or was deposed): it is over, and answering it again would duplicate its result.
+        throw new CfnError(
+          "CFN_ERR_ROUTING_REFUSED",
+          `round ${state.roundId} was removed (finished elsewhere)`,
+          {
+            roundId: state.roundId,
+          },
+        );
       const nowMs = Date.now();
       if (nowMs > state.deadlineMs + DEADLINE_GRACE_MS) break;
       if (byTask.size >= total && allAt !== undefined && performance.now() - allAt > DEADLINE_GRACE_MS) break; // summaries late: not needed
@@ -376,12 +421,14 @@ export class Master {
           byTask.set(outcome.taskId, outcome);
           latest.push(outcome);
           if (outcome.ok) succeeded++;
+          changes++;
         }
         const teamsDone: TeamSummary[] = [];
         for (const team of partial.teams ?? []) {
           if (teams.has(team.team)) continue;
           teams.set(team.team, team);
           teamsDone.push(team);
+          changes++;
         }
         if (latest.length > 0 && state.firstResultMs === null)
           state.firstResultMs = performance.now() - startedAt;
@@ -399,7 +446,13 @@ export class Master {
           });
         }
       }
-      if (performance.now() - lastCheckpoint >= MASTER_CHECKPOINT_INTERVAL_MS) persist();
+      const sinceMs = performance.now() - lastCheckpoint;
+      if (
+        unacked.length > 0 &&
+        sinceMs >= MASTER_CHECKPOINT_INTERVAL_MS &&
+        (changes * CHECKPOINT_SPREAD >= total || sinceMs >= intervalMaxMs)
+      )
+        persist();
     }
     const endAt = allAt ?? performance.now();
     // Whatever is still missing is reported, never dropped silently.

@@ -5,6 +5,10 @@
 //   - a task whose worker dies or times out goes to another worker of the team, up to attemptsMax;
 //   - every task ends settled, ok or failed with a reason naming each attempt — never silently lost;
 //   - the first answer wins: a late answer of an earlier attempt settles the task, duplicates are ignored.
+// Work per event is O(1) or O(what it hands out), amortised (a round of 20,000 items costs no more
+// per task than one of 20): pending tasks wait in a heap by their order, tasks in flight in a heap
+// by send time, settled ones in a queue until reported; idle and usable workers and unsettled tasks
+// are counted as they change, never rescanned.
 
 import type {
   AttemptRecord,
@@ -39,6 +43,8 @@ interface WorkerState {
   dead: boolean;
   /** Timed out on a task and has not answered since: gets no new work. */
   suspect: boolean;
+  /** Counted in `usable` (neither dead nor suspect). */
+  usable: boolean;
 }
 
 export interface Dispatch {
@@ -71,34 +77,69 @@ export class TeamRound {
   readonly init: TeamRoundInit;
   private readonly tasks = new Map<string, TaskState>();
   private readonly order: string[] = [];
+  /** Task id → its position in `order`. */
+  private readonly position = new Map<string, number>();
   private readonly workers = new Map<string, WorkerState>();
   /** Message id of an attempt → task id. */
   private readonly byMessage = new Map<string, { taskId: string; attempt: number }>();
   private finishedAtMs: number | undefined;
+  /** Positions of pending tasks (entries may be stale: checked when popped). */
+  private readonly pendingHeap = new MinHeap<number>((a, b) => a - b);
+  /** Positions now in pendingHeap (no duplicates). */
+  private readonly queued = new Set<number>();
+  /** Attempts in flight by send time (entries may be stale: checked when looked at). */
+  private readonly inflightHeap = new MinHeap<InFlight>(
+    (a, b) => a.sentAtMs - b.sentAtMs || a.position - b.position,
+  );
+  /** Settled tasks not yet handed out by takeSettled, in settle order. */
+  private settledQueue: string[] = [];
+  /** Pending tasks per own worker (broadcast), for the "prefer workers without their own task" rule. */
+  private readonly pendingOwn = new Map<string, number>();
+  /** Workers neither busy, dead nor suspect, in the order they became idle. */
+  private readonly idle = new Set<string>();
+  /** Workers neither dead nor suspect. */
+  private usable = 0;
+  private unsettled = 0;
 
   constructor(init: TeamRoundInit) {
     this.init = init;
-    for (const worker of init.workers)
-      this.workers.set(worker.id, { ref: worker, dead: false, suspect: false });
-    for (const spec of init.tasks) {
-      this.tasks.set(spec.taskId, { spec, status: "pending", attempt: 0, attempts: [], reported: false });
-      this.order.push(spec.taskId);
+    for (const worker of init.workers) {
+      const state: WorkerState = { ref: worker, dead: false, suspect: false, usable: false };
+      this.workers.set(worker.id, state);
+      this.updateWorker(state);
     }
+    for (const spec of init.tasks) {
+      const task: TaskState = { spec, status: "pending", attempt: 0, attempts: [], reported: false };
+      this.position.set(spec.taskId, this.order.length);
+      this.tasks.set(spec.taskId, task);
+      this.order.push(spec.taskId);
+      this.unsettled++;
+      if (spec.worker) this.pendingOwn.set(spec.worker, (this.pendingOwn.get(spec.worker) ?? 0) + 1);
+      this.enqueuePending(task);
+    }
+  }
+
+  /** Tasks of the round. */
+  get size(): number {
+    return this.order.length;
   }
 
   /** Assigns pending tasks to idle workers; the caller sends each dispatch as a `cfn.task`. */
   dispatch(nowMs: number): Dispatch[] {
     const out: Dispatch[] = [];
-    const idle = [...this.workers.values()].filter(
-      (worker) => !worker.busy && !worker.dead && !worker.suspect,
-    );
-    if (idle.length === 0) {
+    if (this.idle.size === 0) {
       this.failIfNoWorkerLeft(nowMs);
       return out;
     }
-    const idleIds = new Set(idle.map((worker) => worker.ref.id));
-    for (const taskId of this.order) {
-      if (idleIds.size === 0) break;
+    if (this.queued.size === 0) return out;
+    const idleIds = new Set(this.idle);
+    /** Pending tasks looked at and left waiting (a broadcast task for its own busy worker). */
+    const waiting: number[] = [];
+    while (idleIds.size > 0) {
+      const at = this.pendingHeap.pop();
+      if (at === undefined) break;
+      this.queued.delete(at);
+      const taskId = this.order[at];
       const task = this.tasks.get(taskId) as TaskState;
       if (task.status !== "pending") continue;
       const tried = new Set(task.attempts.map((attempt) => attempt.worker));
@@ -108,11 +149,13 @@ export class TeamRound {
       if (!chosen) {
         // A broadcast task waits for its own worker unless that worker is out (dead, suspect or tried).
         const own = task.spec.worker ? this.workers.get(task.spec.worker) : undefined;
-        if (own && !own.dead && !own.suspect && !tried.has(own.ref.id)) continue;
+        if (own && !own.dead && !own.suspect && !tried.has(own.ref.id)) {
+          waiting.push(at);
+          continue;
+        }
         for (const id of idleIds) {
-          const owner = this.workers.get(id) as WorkerState;
           // Prefer workers whose own broadcast task is already done, then untried ones.
-          if (!tried.has(id) && !this.hasPendingOwnTask(owner.ref.id)) {
+          if (!tried.has(id) && !this.pendingOwn.has(id)) {
             chosen = id;
             break;
           }
@@ -120,11 +163,15 @@ export class TeamRound {
         if (!chosen) for (const id of idleIds) if (!tried.has(id)) chosen = id;
         if (!chosen) chosen = idleIds.values().next().value;
       }
-      if (!chosen) break;
+      if (!chosen) {
+        waiting.push(at);
+        break;
+      }
       idleIds.delete(chosen);
       const worker = this.workers.get(chosen) as WorkerState;
       worker.busy = taskId;
-      task.status = "inflight";
+      this.updateWorker(worker);
+      this.setStatus(task, "inflight");
       task.attempt += 1;
       task.worker = chosen;
       task.sentAtMs = nowMs;
@@ -134,6 +181,7 @@ export class TeamRound {
         outcome: "unanswered",
         startedAtMs: nowMs,
       });
+      this.inflightHeap.push({ position: at, attempt: task.attempt, sentAtMs: nowMs });
       const messageId = taskMessageId(this.init.roundId, taskId, task.attempt);
       this.byMessage.set(messageId, { taskId, attempt: task.attempt });
       out.push({
@@ -145,13 +193,8 @@ export class TeamRound {
         input: task.spec.input,
       });
     }
+    for (const at of waiting) this.enqueuePosition(at);
     return out;
-  }
-
-  private hasPendingOwnTask(workerId: string): boolean {
-    for (const task of this.tasks.values())
-      if (task.status === "pending" && task.spec.worker === workerId) return true;
-    return false;
   }
 
   /** Applies a worker's answer; false when it answers nothing this round knows (or a settled task). */
@@ -160,8 +203,11 @@ export class TeamRound {
     if (!known) return false;
     const task = this.tasks.get(known.taskId) as TaskState;
     const worker = this.workers.get(from);
-    if (worker && worker.busy === known.taskId) worker.busy = undefined;
-    if (worker) worker.suspect = false;
+    if (worker) {
+      if (worker.busy === known.taskId) worker.busy = undefined;
+      worker.suspect = false;
+      this.updateWorker(worker);
+    }
     const record = task.attempts.find((attempt) => attempt.attempt === known.attempt);
     if (task.status === "ok" || task.status === "failed") return false;
     const current = known.attempt === task.attempt;
@@ -174,7 +220,8 @@ export class TeamRound {
     if (!current) return true; // a failed late answer changes nothing: the newer attempt runs
     const cause = failureText(result);
     if (record) Object.assign(record, { outcome: "error", endedAtMs: nowMs, reason: cause });
-    if (this.init.limits.retryOnError && task.attempt < this.attemptsAllowed(task)) task.status = "pending";
+    if (this.init.limits.retryOnError && task.attempt < this.attemptsAllowed(task))
+      this.setStatus(task, "pending");
     else this.settle(task, "failed", nowMs, { reason: this.reasonOf(task) });
     return true;
   }
@@ -187,14 +234,19 @@ export class TeamRound {
   checkWorkers(nowMs: number, isAlive: (worker: WorkerRef) => boolean, revive = false): void {
     for (const worker of this.workers.values()) {
       if (worker.dead) {
-        if (revive && isAlive(worker.ref)) worker.dead = false;
+        if (revive && isAlive(worker.ref)) {
+          worker.dead = false;
+          this.updateWorker(worker);
+        }
         continue;
       }
       if (!isAlive(worker.ref)) {
         worker.dead = true;
-        if (worker.busy) {
-          const task = this.tasks.get(worker.busy) as TaskState;
-          worker.busy = undefined;
+        const busy = worker.busy;
+        worker.busy = undefined;
+        this.updateWorker(worker);
+        if (busy) {
+          const task = this.tasks.get(busy) as TaskState;
           this.loseAttempt(
             task,
             nowMs,
@@ -204,14 +256,21 @@ export class TeamRound {
         }
       }
     }
-    for (const task of this.tasks.values()) {
-      if (task.status !== "inflight" || task.sentAtMs === undefined) continue;
-      const waitedMs = nowMs - task.sentAtMs;
-      if (waitedMs < this.init.limits.taskTimeoutMs) continue;
+    this.checkTimeouts(nowMs);
+  }
+
+  /** Moves the tasks whose answer is overdue (taskTimeoutMs) to other workers; O(tasks timed out). */
+  checkTimeouts(nowMs: number): void {
+    for (;;) {
+      const head = this.liveInFlight();
+      if (!head || nowMs - head.task.sentAtMs < this.init.limits.taskTimeoutMs) break;
+      this.inflightHeap.pop();
+      const { task } = head;
       const worker = this.workers.get(task.worker as string);
       if (worker) {
-        worker.suspect = true;
         // It keeps the task "busy" until it answers or dies; it gets nothing new meanwhile.
+        worker.suspect = true;
+        this.updateWorker(worker);
       }
       this.loseAttempt(
         task,
@@ -233,12 +292,14 @@ export class TeamRound {
     if (worker && worker.busy === known.taskId) {
       worker.busy = undefined;
       worker.suspect = true;
+      this.updateWorker(worker);
     }
     this.loseAttempt(task, nowMs, "undeliverable", `cannot deliver to ${task.worker}: ${reason}`);
   }
 
   /** Fails every unsettled task (the round's deadline passed). */
   failUnsettled(nowMs: number, why: string): void {
+    if (this.unsettled === 0) return;
     for (const task of this.tasks.values()) {
       if (task.status === "ok" || task.status === "failed") continue;
       const record = task.attempts[task.attempts.length - 1];
@@ -248,15 +309,16 @@ export class TeamRound {
     }
   }
 
-  /** Settled outcomes not yet handed out; marks them reported. */
+  /** Settled outcomes not yet handed out; marks them reported. O(outcomes handed out). */
   takeSettled(): TaskOutcome[] {
     const out: TaskOutcome[] = [];
-    for (const taskId of this.order) {
+    for (const taskId of this.settledQueue) {
       const task = this.tasks.get(taskId) as TaskState;
       if (task.reported || (task.status !== "ok" && task.status !== "failed")) continue;
       task.reported = true;
       out.push(this.outcomeOf(task));
     }
+    this.settledQueue = [];
     return out;
   }
 
@@ -271,20 +333,13 @@ export class TeamRound {
   }
 
   isDone(): boolean {
-    for (const task of this.tasks.values())
-      if (task.status !== "ok" && task.status !== "failed") return false;
-    return true;
+    return this.unsettled === 0;
   }
 
   /** Earliest time a timeout may fire, for the coordinator's timer. */
   nextTimeoutMs(): number | undefined {
-    let next: number | undefined;
-    for (const task of this.tasks.values()) {
-      if (task.status !== "inflight" || task.sentAtMs === undefined) continue;
-      const at = task.sentAtMs + this.init.limits.taskTimeoutMs;
-      if (next === undefined || at < next) next = at;
-    }
-    return next;
+    const head = this.liveInFlight();
+    return head ? (head.task.sentAtMs as number) + this.init.limits.taskTimeoutMs : undefined;
   }
 
   summary(nowMs: number): TeamSummary {
@@ -333,8 +388,16 @@ export class TeamRound {
     for (const saved of snapshot.tasks) {
       const task = round.tasks.get(saved.taskId);
       if (!task) continue;
-      const { taskId: _taskId, ...rest } = saved;
+      const { taskId: _taskId, status, ...rest } = saved;
       Object.assign(task, rest, { reported: false });
+      round.setStatus(task, status);
+      if (status === "inflight" && task.sentAtMs !== undefined)
+        round.inflightHeap.push({
+          position: round.position.get(saved.taskId) as number,
+          attempt: task.attempt,
+          sentAtMs: task.sentAtMs,
+        });
+      if (status === "ok" || status === "failed") round.settledQueue.push(saved.taskId);
       for (const attempt of task.attempts)
         round.byMessage.set(taskMessageId(snapshot.init.roundId, saved.taskId, attempt.attempt), {
           taskId: saved.taskId,
@@ -343,7 +406,9 @@ export class TeamRound {
     }
     for (const saved of snapshot.workers) {
       const worker = round.workers.get(saved.id);
-      if (worker) Object.assign(worker, { busy: saved.busy, dead: saved.dead, suspect: saved.suspect });
+      if (!worker) continue;
+      Object.assign(worker, { busy: saved.busy, dead: saved.dead, suspect: saved.suspect });
+      round.updateWorker(worker);
     }
     round.finishedAtMs = snapshot.finishedAtMs;
     return round;
@@ -361,15 +426,74 @@ export class TeamRound {
       this.releaseCurrentAttempt(task, nowMs, "coordinator moved to another node; sent again");
       const record = task.attempts[task.attempts.length - 1];
       if (record && record.outcome === "unanswered") record.outcome = "undeliverable";
-      task.status = "pending";
+      this.setStatus(task, "pending");
       task.freeAttempts = (task.freeAttempts ?? 0) + 1;
       requeued++;
     }
-    for (const worker of this.workers.values()) worker.suspect = false;
+    for (const worker of this.workers.values()) {
+      worker.suspect = false;
+      this.updateWorker(worker);
+    }
     return requeued;
   }
 
   // ---- internals ------------------------------------------------------------------------------
+
+  /** Every change of a task's status goes through here: it keeps the counts and queues right. */
+  private setStatus(task: TaskState, status: TaskState["status"]): void {
+    const previous = task.status;
+    if (previous === status) {
+      if (status === "pending") this.enqueuePending(task);
+      return;
+    }
+    const ownWorker = task.spec.worker;
+    if (previous === "pending" && ownWorker) {
+      const left = (this.pendingOwn.get(ownWorker) ?? 1) - 1;
+      if (left > 0) this.pendingOwn.set(ownWorker, left);
+      else this.pendingOwn.delete(ownWorker);
+    }
+    const wasSettled = previous === "ok" || previous === "failed";
+    const isSettled = status === "ok" || status === "failed";
+    if (wasSettled !== isSettled) this.unsettled += isSettled ? -1 : 1;
+    task.status = status;
+    if (status === "pending") {
+      if (ownWorker) this.pendingOwn.set(ownWorker, (this.pendingOwn.get(ownWorker) ?? 0) + 1);
+      this.enqueuePending(task);
+    }
+  }
+
+  private enqueuePending(task: TaskState): void {
+    this.enqueuePosition(this.position.get(task.spec.taskId) as number);
+  }
+
+  private enqueuePosition(at: number): void {
+    if (this.queued.has(at)) return;
+    this.queued.add(at);
+    this.pendingHeap.push(at);
+  }
+
+  /** The earliest attempt still in flight (stale heap entries dropped on the way). */
+  private liveInFlight(): { task: TaskState & { sentAtMs: number } } | undefined {
+    for (;;) {
+      const head = this.inflightHeap.peek();
+      if (!head) return undefined;
+      const task = this.tasks.get(this.order[head.position]) as TaskState;
+      if (task.status === "inflight" && task.attempt === head.attempt && task.sentAtMs === head.sentAtMs)
+        return { task: task as TaskState & { sentAtMs: number } };
+      this.inflightHeap.pop();
+    }
+  }
+
+  /** Keeps the idle set and the usable count in step with a worker's flags. */
+  private updateWorker(worker: WorkerState): void {
+    const usable = !worker.dead && !worker.suspect;
+    if (usable !== worker.usable) {
+      this.usable += usable ? 1 : -1;
+      worker.usable = usable;
+    }
+    if (usable && !worker.busy) this.idle.add(worker.ref.id);
+    else this.idle.delete(worker.ref.id);
+  }
 
   private loseAttempt(
     task: TaskState,
@@ -380,7 +504,7 @@ export class TeamRound {
     if (task.status !== "inflight") return;
     const record = task.attempts[task.attempts.length - 1];
     if (record) Object.assign(record, { outcome, endedAtMs: nowMs, reason });
-    if (task.attempt < this.attemptsAllowed(task)) task.status = "pending";
+    if (task.attempt < this.attemptsAllowed(task)) this.setStatus(task, "pending");
     else this.settle(task, "failed", nowMs, { reason: this.reasonOf(task) });
   }
 
@@ -392,20 +516,23 @@ export class TeamRound {
     const record = task.attempts[task.attempts.length - 1];
     if (record && record.outcome === "unanswered") Object.assign(record, { endedAtMs: nowMs, reason });
     const worker = task.worker ? this.workers.get(task.worker) : undefined;
-    if (worker && worker.busy === task.spec.taskId) worker.busy = undefined;
+    if (worker && worker.busy === task.spec.taskId) {
+      worker.busy = undefined;
+      this.updateWorker(worker);
+    }
   }
 
   private failIfNoWorkerLeft(nowMs: number): void {
-    let usable = 0;
-    for (const worker of this.workers.values()) if (!worker.dead && !worker.suspect) usable++;
-    if (usable > 0) return;
-    for (const task of this.tasks.values()) {
+    if (this.usable > 0 || this.queued.size === 0) return;
+    const dead = [...this.workers.values()].filter((worker) => worker.dead).length;
+    const silent = [...this.workers.values()].filter((worker) => worker.suspect).length;
+    const why = `no worker of team ${this.init.team} left to run it (dead: ${dead}, not answering: ${silent})`;
+    for (;;) {
+      const at = this.pendingHeap.pop();
+      if (at === undefined) break;
+      this.queued.delete(at);
+      const task = this.tasks.get(this.order[at]) as TaskState;
       if (task.status !== "pending") continue;
-      const dead = [...this.workers.values()].filter((worker) => worker.dead).map((worker) => worker.ref.id);
-      const silent = [...this.workers.values()]
-        .filter((worker) => worker.suspect)
-        .map((worker) => worker.ref.id);
-      const why = `no worker of team ${this.init.team} left to run it (dead: ${dead.length}, not answering: ${silent.length})`;
       this.settle(task, "failed", nowMs, {
         reason: task.attempts.length > 0 ? `${this.reasonOf(task)}; ${why}` : why,
       });
@@ -418,15 +545,18 @@ export class TeamRound {
     nowMs: number,
     fields: { output?: unknown; reason?: string; worker?: string },
   ): void {
-    task.status = status;
+    this.setStatus(task, status);
     task.settledAtMs = nowMs;
+    this.settledQueue.push(task.spec.taskId);
     if (fields.worker) task.worker = fields.worker;
     if (status === "ok") task.output = fields.output;
     else task.reason = fields.reason;
     if (task.worker) {
       const worker = this.workers.get(task.worker);
-      if (worker && worker.busy === task.spec.taskId && status === "failed" && !worker.suspect)
+      if (worker && worker.busy === task.spec.taskId && status === "failed" && !worker.suspect) {
         worker.busy = undefined;
+        this.updateWorker(worker);
+      }
     }
     if (this.isDone() && this.finishedAtMs === undefined) this.finishedAtMs = nowMs;
   }
@@ -452,6 +582,61 @@ export class TeamRound {
     if (task.status === "ok") outcome.output = task.output;
     else outcome.reason = task.reason;
     return outcome;
+  }
+}
+
+/** An attempt in flight, as queued by send time. */
+interface InFlight {
+  position: number;
+  attempt: number;
+  sentAtMs: number;
+}
+
+/** A binary min-heap. */
+class MinHeap<T> {
+  private readonly items: T[] = [];
+  constructor(private readonly less: (a: T, b: T) => number) {}
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  peek(): T | undefined {
+    return this.items[0];
+  }
+
+  push(item: T): void {
+    const items = this.items;
+    items.push(item);
+    let at = items.length - 1;
+    while (at > 0) {
+      const parent = (at - 1) >> 1;
+      if (this.less(items[at], items[parent]) >= 0) break;
+      [items[at], items[parent]] = [items[parent], items[at]];
+      at = parent;
+    }
+  }
+
+  pop(): T | undefined {
+    const items = this.items;
+    if (items.length === 0) return undefined;
+    const top = items[0];
+    const last = items.pop() as T;
+    if (items.length > 0) {
+      items[0] = last;
+      let at = 0;
+      for (;;) {
+        const left = 2 * at + 1;
+        const right = left + 1;
+        let smallest = at;
+        if (left < items.length && this.less(items[left], items[smallest]) < 0) smallest = left;
+        if (right < items.length && this.less(items[right], items[smallest]) < 0) smallest = right;
+        if (smallest === at) break;
+        [items[at], items[smallest]] = [items[smallest], items[at]];
+        at = smallest;
+      }
+    }
+    return top;
   }
 }
 

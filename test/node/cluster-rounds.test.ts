@@ -187,6 +187,25 @@ describe("rounds across 3 node processes", () => {
       },
       LOADED_MS,
     );
+    // Round 1 stays finished: the victim replayed an old state that still held it, and nothing
+    // brings its checkpoints back (the log keeps its tombstone, on the victim too).
+    await waitFor(
+      "the victim holds round 1's tombstone",
+      async () =>
+        ((await routing(victim)).removedRounds ?? []).some(
+          (record: { scope: string; round: string }) => record.scope === "s" && record.round === "round1",
+        ),
+      LOADED_MS,
+    );
+    for (let sample = 0; sample < 15; sample++) {
+      for (const node of [first, victim]) {
+        const records = ((await routing(node)).roundCheckpoints ?? []).filter(
+          (record: { round: string }) => record.round === "round1",
+        );
+        expect(records).toEqual([]);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
 
     // Round 2: kill -9 the leader, which runs the master, mid-round: once the round is issued, with
     // the workers stopped so that it cannot have finished. (A kill before the issue commits leaves

@@ -27,7 +27,9 @@ export type RoutingCommand =
   | { op: "team.remove"; team: string }
   | { op: "topology.set"; topology: Topology }
   | { op: "policy.set"; name: string; value: unknown }
+  /** Refused with `round_removed` once the round was removed (its tombstone is kept). */
   | { op: "round.checkpoint"; scope: string; round: string; name: string; data: unknown }
+  /** Removes the round's records and leaves a tombstone (RoutingLimits.removedRoundsMax). */
   | { op: "round.remove"; scope: string; round: string }
   | { op: "batch"; commands: RoutingCommand[] };
 

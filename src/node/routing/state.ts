@@ -90,6 +90,11 @@ export interface RoutingLimits {
   roundCheckpointBytesMax: number;
   /** Round checkpoint records cluster-wide. Default 10,000. */
   roundCheckpointsMax: number;
+  /**
+   * Removed rounds remembered (tombstones: a `round.checkpoint` for one is refused, so a stale
+   * writer cannot bring a finished round back). Oldest dropped first. Default 10,000.
+   */
+  removedRoundsMax: number;
 }
 
 export const DEFAULT_ROUTING_LIMITS: RoutingLimits = {
@@ -102,6 +107,7 @@ export const DEFAULT_ROUTING_LIMITS: RoutingLimits = {
   eventsKept: 1_000,
   roundCheckpointBytesMax: 512 * 1024,
   roundCheckpointsMax: 10_000,
+  removedRoundsMax: 10_000,
 };
 
 export interface RoutingState {
@@ -113,12 +119,30 @@ export interface RoutingState {
   events: CoordinatorEvent[];
   /** Round checkpoints by roundCheckpointKey(scope, round, name). */
   roundCheckpoints: Map<string, RoundCheckpointRecord>;
+  /** Tombstones of removed rounds by removedRoundKey(scope, round), oldest first (insertion order). */
+  removedRounds: Map<string, RemovedRoundRecord>;
+}
+
+/** A removed round (`round.remove`): its checkpoints cannot be written again. */
+export interface RemovedRoundRecord {
+  scope: string;
+  round: string;
+  /** Log index of the removal. */
+  index: number;
 }
 
 /** Key of a round checkpoint record; "/" cannot occur in ids, so keys never collide. */
 export function roundCheckpointKey(scope: string, round: string, name: string): string {
   return `${scope}/${round}/${name}`;
 }
+
+/** Key of a removed round's tombstone. */
+export function removedRoundKey(scope: string, round: string): string {
+  return `${scope}/${round}`;
+}
+
+/** Result error of a `round.checkpoint` for a removed round: final, a retry cannot succeed. */
+export const ROUND_REMOVED = "round_removed";
 
 export const DEFAULT_TOPOLOGY: Topology = { kind: "adaptive", teamSize: 16 };
 
@@ -131,6 +155,7 @@ export function emptyRoutingState(): RoutingState {
     policies: new Map(),
     events: [],
     roundCheckpoints: new Map(),
+    removedRounds: new Map(),
   };
 }
 
@@ -270,6 +295,9 @@ export function applyRoutingCommand(
       return OK;
     }
     case "round.checkpoint": {
+      // A removed round stays removed: a late or stale writer (a coordinator resumed from an old
+      // state, a write in flight when the round ended) cannot re-create it.
+      if (state.removedRounds.has(removedRoundKey(command.scope, command.round))) return fail(ROUND_REMOVED);
       const key = roundCheckpointKey(command.scope, command.round, command.name);
       if (!state.roundCheckpoints.has(key) && state.roundCheckpoints.size >= limits.roundCheckpointsMax)
         return fail("round_checkpoints_max");
@@ -287,6 +315,14 @@ export function applyRoutingCommand(
       const prefix = `${command.scope}/${command.round}/`;
       for (const key of [...state.roundCheckpoints.keys()])
         if (key.startsWith(prefix)) state.roundCheckpoints.delete(key);
+      const tombstone = removedRoundKey(command.scope, command.round);
+      if (!state.removedRounds.has(tombstone)) {
+        state.removedRounds.set(tombstone, { scope: command.scope, round: command.round, index });
+        for (const oldest of state.removedRounds.keys()) {
+          if (state.removedRounds.size <= limits.removedRoundsMax) break;
+          state.removedRounds.delete(oldest);
+        }
+      }
       return OK;
     }
     case "batch":
@@ -329,6 +365,8 @@ export function routingStateToJson(state: RoutingState): Record<string, unknown>
     ),
     events: state.events,
     roundCheckpoints: sortedValues(state.roundCheckpoints),
+    // Oldest first (the order in which the limit drops them), not sorted.
+    removedRounds: [...state.removedRounds.values()],
   };
 }
 
@@ -349,5 +387,8 @@ export function routingStateFromJson(json: Record<string, unknown>): RoutingStat
   // Snapshots written before round checkpoints existed have no such field.
   for (const record of (json.roundCheckpoints as RoundCheckpointRecord[] | undefined) ?? [])
     state.roundCheckpoints.set(roundCheckpointKey(record.scope, record.round, record.name), { ...record });
+  // Snapshots written before round tombstones existed have no such field.
+  for (const record of (json.removedRounds as RemovedRoundRecord[] | undefined) ?? [])
+    state.removedRounds.set(removedRoundKey(record.scope, record.round), { ...record });
   return state;
 }
