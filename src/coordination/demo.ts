@@ -103,27 +103,34 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const placement = options.coordinators ?? "in-process";
   let swarm: LocalSwarm | undefined;
   let cluster: DemoCluster | undefined;
-  let cleanedUp = false;
   let stopped = { stopped: 0, killed: 0 };
-  const cleanup = async () => {
-    if (cleanedUp) return;
-    cleanedUp = true;
-    if (swarm) stopped = await swarm.stop({ timeoutMs: 3000 });
-    if (cluster) await cluster.node.shutdown("demo finished");
-    if (!options.keep) {
-      rmSync(bus.dir, { recursive: true, force: true });
-      if (cluster) rmSync(cluster.dataDir, { recursive: true, force: true });
-    }
-  };
+  // One clean-up, however many ask for it (the run's end, an error, a signal): each waits for it.
+  let cleaning: Promise<void> | undefined;
+  const cleanup = (): Promise<void> =>
+    (cleaning ??= (async () => {
+      if (swarm) stopped = await swarm.stop({ timeoutMs: 3000 });
+      if (cluster) await cluster.node.shutdown("demo finished");
+      if (!options.keep) {
+        rmSync(bus.dir, { recursive: true, force: true });
+        if (cluster) rmSync(cluster.dataDir, { recursive: true, force: true });
+      }
+    })());
   // Every demo made a temp dir of its own: it goes too unless kept, or the OS temp dir fills
   // with one per run.
   const removeMetricsDir = () => {
     if (!options.keep) rmSync(metricsDir, { recursive: true, force: true });
   };
-  const onSignal = () => {
-    void cleanup()
+  // A signal during the spawn aborts it — the spawn then stops what it started, which the
+  // clean-up cannot see yet (no swarm) — and the clean-up runs once the spawn has let go.
+  const interrupt = new AbortController();
+  let starting: Promise<unknown> | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    interrupt.abort();
+    void Promise.resolve(starting)
+      .catch(() => undefined)
+      .then(cleanup)
       .then(removeMetricsDir)
-      .finally(() => process.exit(130));
+      .finally(() => process.exit(signal === "SIGTERM" ? 143 : 130));
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
@@ -140,7 +147,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     // spawn
     options.onSpawnStart?.(plan.workers.length);
     const spawnStartedAt = performance.now();
-    swarm = await LocalSwarm.start({
+    starting = LocalSwarm.start({
       bus,
       plan,
       runtime: options.runtime ?? "lean",
@@ -149,9 +156,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       spawnConcurrency: options.spawn?.nodeConcurrency,
       spawnTimeoutMs: options.spawn?.readyTimeoutMs,
       onSpawnProgress: options.onSpawnProgress,
+      signal: interrupt.signal,
       logger,
       metrics,
     });
+    swarm = (await starting) as LocalSwarm;
     const spawnMs = performance.now() - spawnStartedAt;
     options.onSpawnDone?.();
     if (cluster) await registerSwarm(cluster, plan.workers);

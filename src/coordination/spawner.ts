@@ -7,7 +7,7 @@
 //   bash     examples/bash-agent.sh (the bus's agent in bash, coreutils only): an echo worker
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { createInterface } from "node:readline";
 import type { Bus } from "../bus/index.js";
@@ -484,8 +484,59 @@ export async function killProcesses(
     await new Promise((resolve) => setTimeout(resolve, 20));
     alive = alive.filter(isOurs);
   }
-  for (const target of alive) signal(target.pid, "SIGKILL");
+  for (const target of alive) {
+    // An agent runs each command in a process group of its own (so that it can end the command's
+    // whole tree): killed, it cannot, and the command would run on, reparented. Its children's
+    // groups go with it.
+    const groups = childGroupsOf(target.pid);
+    signal(target.pid, "SIGKILL");
+    for (const group of groups) signal(-group, "SIGKILL");
+  }
   return { stopped: targets.size - alive.length, killed: alive.length };
+}
+
+/**
+ * The process groups led by children of `pid` that are not in its own group (Linux: /proc; none
+ * elsewhere). At most CHILD_SCAN_PROCESSES_MAX entries of /proc are read.
+ */
+export function childGroupsOf(pid: number): number[] {
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return [];
+  }
+  const own = processGroupOf(pid);
+  const groups: number[] = [];
+  let read = 0;
+  for (const entry of entries) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    if (++read > CHILD_SCAN_PROCESSES_MAX) break;
+    const stat = procStat(Number(entry));
+    if (stat && stat.ppid === pid && stat.pgrp === Number(entry) && stat.pgrp !== own) groups.push(stat.pgrp);
+  }
+  return groups;
+}
+
+/** /proc entries childGroupsOf reads at most (a host's processes, bounded). */
+export const CHILD_SCAN_PROCESSES_MAX = 100_000;
+
+function processGroupOf(pid: number): number | undefined {
+  return procStat(pid)?.pgrp;
+}
+
+/** ppid and pgrp of `pid` from /proc/<pid>/stat (the command name may hold spaces and parens). */
+function procStat(pid: number): { ppid: number; pgrp: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const ppid = Number(fields[1]);
+  const pgrp = Number(fields[2]);
+  return Number.isInteger(ppid) && Number.isInteger(pgrp) ? { ppid, pgrp } : undefined;
 }
 
 function signal(pid: number, name: NodeJS.Signals): void {

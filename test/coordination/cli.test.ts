@@ -1,9 +1,10 @@
 // End to end through the compiled CLI: `cfn demo` and `cfn swarm spawn/status/round/stop`.
 
+import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { alive, removeRoot, runCli, tempRoot } from "./helpers.js";
+import { alive, CLI, removeRoot, runCli, tempRoot, waitFor } from "./helpers.js";
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -108,6 +109,51 @@ describe("cfn demo", () => {
     expect(JSON.parse(result.stderr).error.code).toBe("CFN_ERR_TOPOLOGY_INVALID");
     expect(result.code).toBe(2);
   });
+});
+
+describe("cfn demo stopped by a signal", () => {
+  /** Processes whose command line names `root` (the demo's agents and coordinators do). */
+  function processesUnder(root: string): number[] {
+    const pids: number[] = [];
+    for (const entry of readdirSync("/proc")) {
+      if (!/^[0-9]+$/.test(entry)) continue;
+      try {
+        const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+        const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+        if (cmdline.includes(root) && !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z"))
+          pids.push(Number(entry));
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return pids;
+  }
+
+  for (const name of ["SIGINT", "SIGTERM"] as const) {
+    it(`${name} to its pid during the spawn stops every agent and coordinator and removes the bus dir`, async () => {
+      const root = tempRoot();
+      cleanups.push(() => removeRoot(root));
+      const demo = spawn(
+        process.execPath,
+        [CLI, "--bus-root", root, "--log-level", "warn", "demo", "--agents", "8", "--teams", "2"].concat([
+          "--runtime",
+          "node",
+          "--coordinators",
+          "process",
+          "--json",
+        ]),
+        { stdio: "ignore", detached: true }, // its own group: the signal reaches the demo alone
+      );
+      const exited = new Promise<number | null>((resolve) => demo.once("exit", (code) => resolve(code)));
+      // The spawn is under way once agent processes run (8 node agents take seconds to be ready).
+      await waitFor(() => processesUnder(root).length >= 2, 20_000, "the spawn under way");
+      process.kill(demo.pid as number, name);
+      expect(await exited).toBe(name === "SIGTERM" ? 143 : 130);
+      await waitFor(() => processesUnder(root).length === 0, 10_000, "no process of the demo left");
+      await new Promise((resolve) => setTimeout(resolve, 500)); // nothing comes back to recreate it
+      expect(readdirSync(root).filter((dir) => dir.startsWith("demo-"))).toEqual([]);
+    }, 60_000);
+  }
 });
 
 describe("cfn swarm spawn / status / round / stop", () => {
