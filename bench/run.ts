@@ -1,7 +1,7 @@
 // `npm run bench -- <suite> [options]`: runs one benchmark suite (bench/suites/<suite>.ts, which
 // exports `run(args): Promise<SuiteResult>`) and prints its JSON summary as the last line.
 
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { report, type SuiteResult } from "./lib.js";
@@ -15,12 +15,36 @@ function available(): string[] {
     .sort();
 }
 
+/** A suite's usage: the opening comment of its file (its first lines say the command and options). */
+function usageOf(suite: string): string {
+  const lines: string[] = [];
+  for (const line of readFileSync(join(suitesDir, `${suite}.js`), "utf8").split("\n")) {
+    if (!line.startsWith("//")) break;
+    lines.push(line.replace(/^\/\/ ?/, ""));
+  }
+  return lines.join("\n");
+}
+
 async function main(): Promise<void> {
   const [suite, ...args] = process.argv.slice(2);
   const suites = available();
-  if (!suite || !suites.includes(suite)) {
-    process.stderr.write(`usage: npm run bench -- <suite> [options]\nsuites: ${suites.join(", ")}\n`);
-    process.exit(2);
+  const help = suite === "--help" || suite === "-h" || args.includes("--help") || args.includes("-h");
+  if (help && suite && suites.includes(suite)) {
+    process.stdout.write(`${usageOf(suite)}\n`);
+    process.exit(0);
+  }
+  if (help || !suite || !suites.includes(suite)) {
+    const text = `usage: npm run bench -- <suite> [options] (npm run bench -- <suite> --help for its options)\nsuites:\n${suites
+      .map(
+        (name) =>
+          `  ${usageOf(name)
+            .split("\n")[0]
+            .replace(/^`npm run bench -- /, "")
+            .replace(/`:.*$/, "")}`,
+      )
+      .join("\n")}\n`;
+    (help ? process.stdout : process.stderr).write(text);
+    process.exit(help ? 0 : 2);
   }
   const module = (await import(pathToFileURL(join(suitesDir, `${suite}.js`)).href)) as {
     run: (args: string[]) => Promise<SuiteResult>;

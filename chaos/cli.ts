@@ -63,8 +63,22 @@ async function main(): Promise<number> {
   const backend = (values.backend ?? localBackend()) as BackendName;
   const rounds = Number(values.rounds);
   const size = Number(values.size);
-  if (!name || !BACKENDS.includes(backend) || !(rounds >= 1) || !(size >= 3) || positionals.length > 1) {
-    process.stderr.write(`${USAGE}\n`);
+  const known = [...SCENARIOS.map((s) => s.name), ...Object.values(NODE_SCENARIOS), "all"];
+  const problem = !name
+    ? "no scenario given"
+    : positionals.length > 1
+      ? `one scenario at a time (got ${positionals.join(", ")})`
+      : !known.includes(name)
+        ? `no scenario "${name}"; known: ${known.join(", ")}`
+        : !BACKENDS.includes(backend)
+          ? `--backend ${backend}: one of ${BACKENDS.join(", ")}`
+          : !(Number.isInteger(rounds) && rounds >= 1)
+            ? `--rounds ${values.rounds}: a whole number ≥ 1`
+            : !(Number.isInteger(size) && size >= 3)
+              ? `--size ${values.size}: a whole number ≥ 3 (a cluster needs a majority left when one node fails)`
+              : undefined;
+  if (problem) {
+    process.stderr.write(`cfn chaos: ${problem}\n${USAGE}\n`);
     return 2;
   }
   const unavailable = backendUnavailableReason(backend);

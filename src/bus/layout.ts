@@ -21,6 +21,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { CfnError } from "../errors.js";
 import { shardOf } from "./agent-id.js";
 
 export interface AgentPaths {
@@ -151,14 +152,29 @@ function sweepConfTemporaries(base: string): void {
   }
 }
 
+/** The largest shard count a bus.conf may name (bus.shards' own bound). */
+const SHARDS_MAX = 4096;
+
+/**
+ * The shard count bus.conf fixes; undefined when there is none yet. One that exists and does not
+ * say `version=1` and `shards=<1..4096>` is refused: every process must agree on the shards, and
+ * falling back to its own setting would strand messages where no receiver looks.
+ */
 function readShards(confPath: string): number | undefined {
   let text: string;
   try {
     text = readFileSync(confPath, "utf8");
-  } catch {
-    return undefined;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
   }
   const match = /^shards=([0-9]+)$/m.exec(text);
   const shards = match ? Number(match[1]) : Number.NaN;
-  return Number.isInteger(shards) && shards >= 1 ? shards : undefined;
+  if (/^version=1$/m.test(text) && Number.isInteger(shards) && shards >= 1 && shards <= SHARDS_MAX)
+    return shards;
+  throw new CfnError(
+    "CFN_ERR_CONFIG_INVALID",
+    `${confPath} is not a bus.conf this version reads (expected "version=1" and "shards=<1..${SHARDS_MAX}>", found ${JSON.stringify(text.slice(0, 200))}): fix it, or remove the bus directory if nothing is queued in it`,
+    { path: confPath },
+  );
 }

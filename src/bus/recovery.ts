@@ -6,7 +6,7 @@
 import { readdirSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Bus } from "./bus.js";
-import { isProcessAlive } from "./clock.js";
+import { hostTag, isProcessAlive } from "./clock.js";
 import { type DeadLetterContext, moveToDeadLetter } from "./dead-letter.js";
 import type { AgentPaths } from "./layout.js";
 import { formatQueuedName, parseClaimedName, parseQueuedName } from "./names.js";
@@ -180,17 +180,23 @@ function emptyAndRemove(bus: Bus, paths: AgentPaths, dir: string, home: string):
   return false;
 }
 
-/** The pid in a temp file's UNIQ field (<host>-<pid>-<random>-<counter>), when readable. */
+/**
+ * The pid in a temp file's UNIQ field when it is exactly this host's `<host>-<pid>-<8 hex>-<counter>`
+ * (UniqueNames, the bash agent): a UNIQ of another form — a UUID, a writer on another host or in
+ * another pid namespace sharing the directory — names no pid of ours, and its file is only
+ * removed once clearly abandoned (STALE_TEMP_AGE_MS).
+ */
 function pidOfTemp(fileName: string): number | undefined {
   let unique: string | undefined;
   if (fileName.startsWith(".reason.")) unique = fileName.slice(".reason.".length);
   else unique = parseQueuedName(fileName)?.unique;
-  if (!unique) return undefined;
-  const parts = unique.split("-");
-  if (parts.length < 4) return undefined;
-  const pid = Number(parts[parts.length - 3]);
+  if (!unique?.startsWith(`${HOST_TAG}-`)) return undefined;
+  const match = /^([0-9]+)-[0-9a-f]{8}-[0-9a-z]+$/.exec(unique.slice(HOST_TAG.length + 1));
+  const pid = match ? Number(match[1]) : Number.NaN;
   return Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }
+
+const HOST_TAG = hostTag();
 
 export function readdirSafe(dir: string): string[] {
   try {

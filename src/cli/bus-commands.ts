@@ -7,7 +7,7 @@ import { busDirectory } from "../config/load.js";
 import type { Config } from "../config/schema.js";
 import { CfnError } from "../errors.js";
 import { buildContext, demotedLogger, readOnlyLogger } from "./context.js";
-import { EXIT, printJson, printLine, table } from "./output.js";
+import { printJson, printLine, table } from "./output.js";
 
 /** A payload argument is JSON when it parses as JSON, else the plain string. */
 export function parsePayload(text: string): unknown {
@@ -24,7 +24,13 @@ function parseHeaders(pairs: string[]): Record<string, string> {
     const at = pair.indexOf("=");
     if (at <= 0)
       throw new CfnError("CFN_ERR_INVALID_MESSAGE", `--header takes name=value, got ${JSON.stringify(pair)}`);
-    headers[pair.slice(0, at)] = pair.slice(at + 1);
+    const name = pair.slice(0, at);
+    // Set as a property, "__proto__" would vanish (it sets the prototype); the bus refuses it.
+    if (name === "__proto__")
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", 'header name "__proto__" is reserved');
+    if (Object.hasOwn(headers, name))
+      throw new CfnError("CFN_ERR_INVALID_MESSAGE", `--header ${name} given twice`);
+    headers[name] = pair.slice(at + 1);
   }
   return headers;
 }
@@ -160,10 +166,13 @@ export function registerBusCommands(program: Command): void {
         }
         // Printed first, acknowledged after: a crash in between redelivers rather than loses.
         mailbox.ack(deliveries);
-        if (deliveries.length === 0) {
-          if (!flags.json) process.stderr.write(`no message for ${agent}\n`);
-          process.exitCode = EXIT.timeout;
-        }
+        // Nothing came: an error like any other (`cfn: CFN_ERR_TIMEOUT …`, JSON with --json), exit 3.
+        if (deliveries.length === 0)
+          throw new CfnError(
+            "CFN_ERR_TIMEOUT",
+            timeoutMs > 0 ? `no message for ${agent} within ${timeoutMs} ms` : `no message for ${agent}`,
+            { agent, waitMs: timeoutMs },
+          );
       } finally {
         mailbox.close();
         bus.close();

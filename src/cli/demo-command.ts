@@ -50,11 +50,13 @@ export function registerDemoCommand(program: Command): void {
       // The summary is the demo's output: routine info lines (node started, leader elected) would
       // only interleave with it, so the demo logs warnings and errors unless asked for debug.
       const logger = config.log.level === "info" ? createLogger("cfn", { level: "warn" }) : configuredLogger;
+      const agents = intOption(flags.agents, "--agents", 1) ?? config.demo.agents;
       const spec = resolveTopology({
         file: flags.topologyFile,
         spec: flags.topology,
-        agents: intOption(flags.agents, "--agents", 1) ?? config.demo.agents,
-        teams: intOption(flags.teams, "--teams", 1) ?? config.demo.teams,
+        agents,
+        // Not asked for: no more teams than agents (`--agents 2` is a demo of 2 teams of 1).
+        teams: intOption(flags.teams, "--teams", 1) ?? Math.min(config.demo.teams, agents),
       });
       if (flags.coordinators !== "in-process" && flags.coordinators !== "process") {
         throw new CfnError(
@@ -62,7 +64,7 @@ export function registerDemoCommand(program: Command): void {
           `--coordinators must be in-process or process (got ${flags.coordinators})`,
         );
       }
-      const runtime = runtimeOption(flags.runtime, false);
+      const runtime = flags.runtime === "command" ? "command" : runtimeOption(flags.runtime, false);
       if (runtime === "command")
         throw new CfnError(
           "CFN_ERR_CONFIG_INVALID",

@@ -1258,7 +1258,16 @@ export class ClusterNode {
     } catch (error) {
       this.logger.warn("graceful shutdown step failed; closing anyway", { error });
     }
-    leadershipTransferred = wasLeader && !this.host.isLeader();
+    // Handed to another member, not merely lost (a leader without a quorum steps down too).
+    if (wasLeader && !this.host.isLeader()) {
+      let leader = "";
+      try {
+        leader = this.host.status().leader;
+      } catch {
+        // closed meanwhile: no leader known
+      }
+      leadershipTransferred = leader !== "" && leader !== this.id;
+    }
     const unacknowledged = this.forwarder.pendingTotal();
     await this.closeQuietly();
     const report = {

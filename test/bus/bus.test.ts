@@ -17,6 +17,7 @@ import { join } from "node:path";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { LATENCY_SAMPLES_PENDING_MAX } from "../../src/bus/bus-metrics.js";
+import { hostTag } from "../../src/bus/clock.js";
 import { moveToDeadLetter } from "../../src/bus/dead-letter.js";
 import { Bus, type Delivery, type Mailbox } from "../../src/bus/index.js";
 import { dirFdsMailboxesMax, MAILBOX_DIR_FDS_MAX, mailboxDirFdsHeld } from "../../src/bus/mailbox.js";
@@ -99,6 +100,30 @@ describe("send and receive", () => {
       expect(statSync(dir).mode & 0o777).toBe(0o700);
     }
     expect(readFileSync(join(root, "test", "bus.conf"), "utf8")).toBe("version=1\nshards=16\n");
+  });
+
+  it("refuses a bus.conf it cannot read instead of falling back to its own shard count", () => {
+    for (const text of ["shards=abc\n", "version=1\nshards=0\n", "version=2\nshards=16\n", ""]) {
+      const dir = join(root, "badconf");
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      writeFileSync(join(dir, "bus.conf"), text);
+      expectCode(() => openTestBus(root, { name: "badconf", shards: 7 }), "CFN_ERR_CONFIG_INVALID");
+      rmSync(dir, { recursive: true });
+    }
+  });
+
+  it("removes a crashed writer's temporary by its pid only when the UNIQ is a writer's <host>-<pid>-<hex>-<n>", () => {
+    const bus = openTestBus(root);
+    bus.sendSync("a", "w", { type: "t" });
+    const { tmp } = bus.layout.agent("w");
+    const deadPid = 4_000_000; // above any pid_max
+    const ours = `1_0000000000000001_1_${hostTag()}-${deadPid}-0a1b2c3d-1_0.json`;
+    const uuidShaped = `1_0000000000000001_1_12345678-1234-${deadPid}-8765-123456789012_0.json`;
+    writeFileSync(join(tmp, ours), "{");
+    writeFileSync(join(tmp, uuidShaped), "{");
+    bus.openMailbox("w", { watch: false, heartbeat: false }).close();
+    // The writer's own form names a dead pid: removed at once. A UUID is no pid: it ages out.
+    expect(readdirSync(tmp).sort()).toEqual([uuidShaped]);
   });
 
   it("removes a bus.conf temporary an opener that crashed left behind, once it is old, not a fresh one", () => {

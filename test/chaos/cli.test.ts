@@ -27,11 +27,20 @@ describe("chaos CLI arguments", () => {
     expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
   });
 
-  it("rejects a missing scenario, a bad backend and a cluster under 3 nodes, exit 2", () => {
-    for (const args of [[], ["kill-leader", "--backend", "vms"], ["kill-leader", "--size", "2"]]) {
-      const result = chaos(args);
+  it("rejects a missing or unknown scenario, a bad backend, rounds or size with the reason and the usage, exit 2", () => {
+    for (const [args, reason] of [
+      [[], "no scenario given"],
+      [["bogus"], 'no scenario "bogus"; known: '],
+      [["kill-leader", "--backend", "vms"], "--backend vms"],
+      [["kill-leader", "--rounds", "abc"], "--rounds abc"],
+      [["kill-leader", "--size", "2"], "--size 2"],
+    ] as const) {
+      const result = chaos([...args]);
       expect(result.status).toBe(2);
+      expect(result.stderr).toContain(`cfn chaos: ${reason}`);
       expect(result.stderr).toContain("usage: npm run chaos");
+      expect(result.stderr).not.toContain("    at "); // no stack trace
     }
+    expect(chaos(["bogus"]).stderr).toContain("node-kill-leader");
   });
 });

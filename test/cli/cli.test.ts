@@ -61,6 +61,20 @@ describe("cfn CLI", () => {
 
     const again = await cfn(["recv", "worker-1", "--wait", "100"]);
     expect(again.code).toBe(3);
+    // An empty inbox is reported as the error it is, as text or JSON.
+    expect(again.stderr).toContain("cfn: CFN_ERR_TIMEOUT no message for worker-1 within 100 ms");
+    const againJson = await cfn(["recv", "worker-1", "--json"]);
+    expect(againJson.code).toBe(3);
+    expect(JSON.parse(againJson.stderr).error).toMatchObject({ code: "CFN_ERR_TIMEOUT" });
+    // A header that would vanish as an object key, or is given twice, is refused, not dropped.
+    for (const header of [
+      ["--header", "__proto__=x"],
+      ["--header", "a=1", "--header", "a=2"],
+    ]) {
+      const refused = await cfn(["send", "worker-1", '"x"', ...header]);
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr).toContain("CFN_ERR_INVALID_MESSAGE");
+    }
     expect(again.stdout).toBe("");
   });
 

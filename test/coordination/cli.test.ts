@@ -103,6 +103,15 @@ describe("cfn demo", () => {
     }
   });
 
+  it("runs with fewer agents than the default teams, and says what --runtime command needs instead", async () => {
+    const small = await demoOnFreshRoot(["--agents", "2", "--json"]);
+    expect(small.code, small.stderr).toBe(0);
+    expect(JSON.parse(small.stdout)).toMatchObject({ tasks: 2, succeeded: 2 });
+    const command = await demoOnFreshRoot(["--runtime", "command", "--json"]);
+    expect(command.code).toBe(2);
+    expect(JSON.parse(command.stderr).error.message).toContain("cfn swarm spawn -- <cmd>");
+  });
+
   it("refuses an invalid topology with a typed error", async () => {
     const result = await runCli(["--log-level", "warn", "demo", "--topology", "hybrid:3", "--json"]);
     expect(result.code).not.toBe(0);

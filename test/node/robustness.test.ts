@@ -432,4 +432,21 @@ describe("node robustness (real processes)", () => {
       status.members.find((m: { id: string }) => m.id === leader.id).state,
     );
   });
+
+  it("does not report a leadership transfer when the leader only lost its quorum at shutdown", async () => {
+    cluster = await TestCluster.create(3);
+    await cluster.startAll();
+    const leader = await cluster.leader();
+    for (const node of cluster.nodes) if (node !== leader) await node.kill9();
+    leader.signal("SIGTERM");
+    expect(await leader.waitExit()).toBe(0);
+    const stopped = JSON.parse(
+      leader.stdout
+        .trim()
+        .split("\n")
+        .find((line) => line.includes('"stopped"')) as string,
+    );
+    expect(stopped, leader.stderr.slice(-4000)).toMatchObject({ event: "stopped", wasLeader: true });
+    expect(stopped.leadershipTransferred).toBe(false);
+  });
 });
