@@ -37,6 +37,17 @@ afterEach(async () => {
 
 const metric = metricOf;
 
+/** The node's last words: its `{"event":"stopped",…}` line on stdout. */
+// biome-ignore lint/suspicious/noExplicitAny: the report's JSON, read loosely by tests
+function stoppedReport(node: NodeProcess): any {
+  return JSON.parse(
+    node.stdout
+      .trim()
+      .split("\n")
+      .find((line) => line.includes('"stopped"')) as string,
+  );
+}
+
 /** Opens a peer connection to `node` claiming to be `as`; resolves with the socket or the HTTP status of the refusal. */
 function dial(node: NodeProcess, as: string, token: string): Promise<WebSocket | number> {
   return new Promise((resolve) => {
@@ -408,12 +419,7 @@ describe("node robustness (real processes)", () => {
     bus.close();
     leader.signal("SIGTERM");
     expect(await leader.waitExit()).toBe(0);
-    const stopped = JSON.parse(
-      leader.stdout
-        .trim()
-        .split("\n")
-        .find((line) => line.includes('"stopped"')) as string,
-    );
+    const stopped = stoppedReport(leader);
     expect(stopped, leader.stderr.slice(-4000)).toMatchObject({ event: "stopped", unacknowledged: 0 });
     // On a loaded machine leadership may have moved before SIGTERM arrived; a node that was the
     // leader at shutdown must have handed leadership over.
@@ -440,12 +446,7 @@ describe("node robustness (real processes)", () => {
     for (const node of cluster.nodes) if (node !== leader) await node.kill9();
     leader.signal("SIGTERM");
     expect(await leader.waitExit()).toBe(0);
-    const stopped = JSON.parse(
-      leader.stdout
-        .trim()
-        .split("\n")
-        .find((line) => line.includes('"stopped"')) as string,
-    );
+    const stopped = stoppedReport(leader);
     expect(stopped, leader.stderr.slice(-4000)).toMatchObject({ event: "stopped", wasLeader: true });
     expect(stopped.leadershipTransferred).toBe(false);
   });
