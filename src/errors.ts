@@ -8,6 +8,7 @@ export const ERROR_CODES = {
   // configuration
   CFN_ERR_CONFIG_INVALID: "A setting is missing, of the wrong type, or outside its allowed range",
   CFN_ERR_CONFIG_FILE: "A configuration file cannot be read or parsed",
+  CFN_ERR_USAGE: "The command line is malformed: an unknown command or option, a missing or extra argument",
 
   // local bus
   CFN_ERR_INVALID_AGENT_ID: "An agent id is empty, too long, or has characters outside [A-Za-z0-9._-]",

@@ -2,7 +2,7 @@
 
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { Bus, type Envelope, type OutgoingMessage, type Priority } from "../bus/index.js";
+import { Bus, type Envelope, type OutgoingMessage, type Priority, validateAgentId } from "../bus/index.js";
 import { busDirectory } from "../config/load.js";
 import type { Config } from "../config/schema.js";
 import { CfnError } from "../errors.js";
@@ -186,6 +186,7 @@ export function registerBusCommands(program: Command): void {
     .option("--json", "print as JSON")
     .action((flags: { agent?: string; json?: boolean }) => {
       const { config, logger, metrics } = buildContext(program);
+      if (flags.agent !== undefined) validateAgentId(flags.agent); // CFN_ERR_INVALID_AGENT_ID, exit 2
       refuseMissingBus(config);
       const bus = new Bus({ config: config.bus, logger: readOnlyLogger(logger), metrics });
       try {

@@ -12,8 +12,18 @@ import { EXIT, reportError } from "./output.js";
 import { registerSecurityCommands } from "./security-commands.js";
 import { registerSwarmCommands } from "./swarm-commands.js";
 
-export function buildProgram(): Command {
+export function buildProgram(argv: string[] = []): Command {
   const program = new Command();
+  if (argv.includes("--json")) {
+    // A script asked for JSON: a usage error is one JSON line too, without the help text.
+    program.configureOutput({
+      writeErr: () => {},
+      outputError: (text) => {
+        const message = text.replace(/^error: /, "").trim();
+        process.stderr.write(`${JSON.stringify({ error: { code: "CFN_ERR_USAGE", message } })}\n`);
+      },
+    });
+  }
   program
     .name("cfn")
     .description("Coordinate swarms of CLI agents over a tmpfs message bus, across one host or many")
@@ -50,7 +60,7 @@ function ignoreClosedOutput(): void {
 
 export async function main(argv: string[]): Promise<number> {
   ignoreClosedOutput();
-  const program = buildProgram();
+  const program = buildProgram(argv);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;

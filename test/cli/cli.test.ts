@@ -114,6 +114,19 @@ describe("cfn CLI", () => {
     const traversal = await cfn(["send", "../etc", "x"]);
     expect(traversal.code).toBe(2);
     expect(traversal.stderr).toContain("CFN_ERR_INVALID_AGENT_ID");
+    const statusTraversal = await cfn(["status", "--agent", "../x"]);
+    expect(statusTraversal.code).toBe(2);
+    expect(statusTraversal.stderr).toContain("CFN_ERR_INVALID_AGENT_ID");
+    // A malformed command line is a usage error; with --json it is one JSON line, no help text.
+    for (const args of [
+      ["send", "--json"],
+      ["recv", "w", "--bogus", "--json"],
+      ["send", "a", "b", "c", "--json"],
+    ]) {
+      const usage = await cfn(args);
+      expect(usage.code, args.join(" ")).toBe(2);
+      expect(JSON.parse(usage.stderr).error.code, args.join(" ")).toBe("CFN_ERR_USAGE");
+    }
 
     const badConfig = await cfn(["config", "validate"], { CFN_BUS_SHARDS: "0" });
     expect(badConfig.code).toBe(2);
