@@ -33,6 +33,7 @@ export const DEAD_LETTER_CAUSES = [
   "oversized",
   "misaddressed",
   "deliveries_exhausted",
+  "expired",
 ] as const satisfies readonly DeadLetterCause[];
 // Fails to compile when DeadLetterCause gains a value this list lacks.
 const deadLetterCausesComplete: Exclude<DeadLetterCause, (typeof DEAD_LETTER_CAUSES)[number]> extends never

@@ -9,7 +9,13 @@ import type { BusMetrics } from "./bus-metrics.js";
 import { type AgentPaths, FILE_MODE } from "./layout.js";
 
 /** Short, bounded-cardinality category of a dead-letter reason (metric label). */
-export type DeadLetterCause = "foreign" | "malformed" | "oversized" | "misaddressed" | "deliveries_exhausted";
+export type DeadLetterCause =
+  | "foreign"
+  | "malformed"
+  | "oversized"
+  | "misaddressed"
+  | "deliveries_exhausted"
+  | "expired";
 
 export interface DeadLetterContext {
   paths: AgentPaths;

@@ -38,6 +38,12 @@ const MESSAGE_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 const HEADER_NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 export const HEADERS_COUNT_MAX = 64;
 export const HEADER_VALUE_LENGTH_MAX = 4096;
+/**
+ * Optional header: milliseconds since the epoch (decimal) after which the message is of no use to
+ * anyone (a task past its round's deadline). A receiver that claims a single-message file past it
+ * moves it to dead-letter with cause "expired" instead of delivering it (docs/PROTOCOL.md).
+ */
+export const EXPIRES_AT_HEADER = "cfn-expires-at";
 const PRIORITIES = new Set<string>(["high", "normal", "low"]);
 
 function invalid(message: string, details: Record<string, unknown> = {}): CfnError {

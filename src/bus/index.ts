@@ -35,7 +35,7 @@ export {
   type SendResult,
 } from "./bus.js";
 export { posixCksum } from "./cksum.js";
-export { type Envelope, PROTOCOL_VERSION } from "./envelope.js";
+export { type Envelope, EXPIRES_AT_HEADER, PROTOCOL_VERSION } from "./envelope.js";
 export {
   type Delivery,
   Mailbox,

@@ -37,7 +37,13 @@ import {
   moveToDeadLetter,
   moveToDeadLetterAfterWrite,
 } from "./dead-letter.js";
-import { decodeFile, type Envelope, encodeBatchFile, encodeMessageFile } from "./envelope.js";
+import {
+  decodeFile,
+  type Envelope,
+  EXPIRES_AT_HEADER,
+  encodeBatchFile,
+  encodeMessageFile,
+} from "./envelope.js";
 import { InboxWatch } from "./inbox-watch.js";
 import { type AgentPaths, FILE_MODE } from "./layout.js";
 import { formatQueuedName, parseQueuedName, type QueuedName, queuedPrefixOf } from "./names.js";
@@ -637,6 +643,13 @@ export class Mailbox {
         this.deadLetter(claimedPath, claimedName, "misaddressed", reason, deliveries);
         return true;
       }
+    }
+    const expiresAt = envelopes.length === 1 ? envelopes[0].headers[EXPIRES_AT_HEADER] : undefined;
+    if (expiresAt !== undefined && Number(expiresAt) <= Date.now()) {
+      // Its sender said when it stops being of use (a round's deadline): not delivered after that.
+      const reason = `expired at ${new Date(Number(expiresAt)).toISOString()} (header ${EXPIRES_AT_HEADER})`;
+      this.deadLetter(claimedPath, claimedName, "expired", reason, deliveries);
+      return true;
     }
     const claim: Claim = {
       path: claimedPath,

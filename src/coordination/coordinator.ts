@@ -19,7 +19,7 @@
 // coordinator resumed it from an old state). A resumed round needs the master's record too.
 
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
-import type { Bus, Delivery, Mailbox } from "../bus/index.js";
+import { type Bus, type Delivery, EXPIRES_AT_HEADER, type Mailbox } from "../bus/index.js";
 import { isCfnError } from "../errors.js";
 import { type Logger, silentLogger } from "../obs/logger.js";
 import type { Metrics } from "../obs/metrics.js";
@@ -521,7 +521,9 @@ export class Coordinator {
           id: dispatch.messageId,
           priority: dispatch.priority,
           payload,
-          headers: round.trace?.headers,
+          // Past the round's deadline nobody waits for the answer: a task held up (in a dead
+          // node's spool, say) is dead-lettered as expired instead of run after the round ended.
+          headers: { ...round.trace?.headers, [EXPIRES_AT_HEADER]: String(round.assign.deadlineMs) },
         });
         if (dispatch.worker.doorbell) ringDoorbell(dispatch.worker.pid, dispatch.worker.processStart);
       } catch (error) {

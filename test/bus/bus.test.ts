@@ -329,6 +329,30 @@ describe("limits and bad input from callers", () => {
     expect(readdirSync(join(root, "test"))).toEqual(["bus.conf"]);
   });
 
+  it("dead-letters a message past its cfn-expires-at as expired instead of delivering it", async () => {
+    const metrics = new Metrics();
+    const bus = openTestBus(root, {}, { metrics });
+    bus.sendSync("a", "w", { id: "stale", type: "t", headers: { "cfn-expires-at": String(Date.now() - 1) } });
+    bus.sendSync("a", "w", {
+      id: "fresh",
+      type: "t",
+      headers: { "cfn-expires-at": String(Date.now() + 60_000) },
+    });
+    bus.sendSync("a", "w", { id: "plain", type: "t" });
+    const mailbox = bus.openMailbox("w", { watch: false, heartbeat: false });
+    const got = mailbox.receiveNow(10);
+    expect(got.map((delivery) => delivery.message.id)).toEqual(["fresh", "plain"]);
+    mailbox.ack(got);
+    mailbox.close();
+    const { dead } = bus.layout.agent("w");
+    const reasons = readdirSync(dead).filter((name) => name.endsWith(".reason"));
+    expect(reasons).toHaveLength(1);
+    expect(JSON.parse(readFileSync(join(dead, reasons[0]), "utf8"))).toMatchObject({ cause: "expired" });
+    const counted =
+      (await metrics.registry.getSingleMetric("cfn_bus_dead_letters_total")?.get())?.values ?? [];
+    expect(counted.find((value) => value.labels.reason === "expired")?.value).toBe(1);
+  });
+
   it("refuses malformed messages from callers", () => {
     const bus = openTestBus(root);
     expectCode(() => bus.sendSync("a", "b", { type: "has space" }), "CFN_ERR_INVALID_MESSAGE");
