@@ -186,7 +186,14 @@ process_file() {
       IFS= read -r line2 || true
       IFS= read -r line3 || true
     } <"$path"
-    [[ $line1 == '{"v":1,"id":'* ]] && handle_message "$line1" "$line2" "$line3" ||
+    [[ $line1 == '{"v":1,"id":'* ]] ||
+      { dead_letter "$path" "$name" malformed "not a protocol message (or truncated)" "$deliveries"; return; }
+    # cfn-expires-at (PROTOCOL.md section 6): past it the sender needs no answer; not run.
+    if [[ $line2 =~ \"cfn-expires-at\":\"([0-9]+)\" ]] && ((BASH_REMATCH[1] <= $(now_ms))); then
+      dead_letter "$path" "$name" expired "expired at ${BASH_REMATCH[1]} ms (header cfn-expires-at)" "$deliveries"
+      return
+    fi
+    handle_message "$line1" "$line2" "$line3" ||
       { dead_letter "$path" "$name" malformed "not a protocol message (or truncated)" "$deliveries"; return; }
   else
     {

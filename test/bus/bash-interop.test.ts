@@ -188,6 +188,17 @@ describe("bash agent ↔ TypeScript", () => {
     const bus = openTestBus(root);
     const inbox = bus.layout.agent("bashy").inbox;
     bus.sendSync("lead", "bashy", { type: "task", payload: 1 });
+    // Past its cfn-expires-at: dead-lettered as expired, not handled (PROTOCOL.md section 6).
+    bus.sendSync("lead", "bashy", {
+      type: "task",
+      payload: 2,
+      headers: { "cfn-expires-at": String(Date.now() - 1) },
+    });
+    bus.sendSync("lead", "bashy", {
+      type: "task",
+      payload: 3,
+      headers: { "cfn-expires-at": String(Date.now() + 600_000) },
+    });
     writeFileSync(join(inbox, "0_0000000000000001_1_junk-1_0.json"), "garbage\n");
     writeFileSync(join(inbox, ".notes.txt"), "foreign\n"); // sorts before the stop; dot-files count too
     bus.sendSync("lead", "bashy", { type: "stop", priority: "low" });
@@ -203,16 +214,16 @@ describe("bash agent ↔ TypeScript", () => {
       "20000",
     ]);
     expect(agent.code, agent.stderr).toBe(0);
-    expect(JSON.parse(agent.stdout.trim())).toEqual({ handled: 2 });
+    expect(JSON.parse(agent.stdout.trim())).toEqual({ handled: 3 });
     const dead = readdirSync(bus.layout.agent("bashy").dead).sort();
-    expect(dead).toHaveLength(4);
+    expect(dead).toHaveLength(6);
     expect(dead.filter((name) => name.startsWith(".notes.txt"))).toEqual([".notes.txt", ".notes.txt.reason"]);
     expect(dead.filter((name) => name.startsWith("0_0000000000000001_1_junk-1_1_"))).toHaveLength(2);
-    expect(bus.agentStatus("bashy")?.deadLetters).toBe(2);
+    expect(bus.agentStatus("bashy")?.deadLetters).toBe(3);
     const reasons = dead
       .filter((name) => name.endsWith(".reason"))
       .map((name) => JSON.parse(readFileSync(join(bus.layout.agent("bashy").dead, name), "utf8")).cause);
-    expect(reasons.sort()).toEqual(["foreign", "malformed"]);
+    expect(reasons.sort()).toEqual(["expired", "foreign", "malformed"]);
   });
 
   it("the bash agent recovers claims of a dead TypeScript consumer", async () => {
