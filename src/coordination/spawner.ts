@@ -484,36 +484,41 @@ export async function killProcesses(
     await new Promise((resolve) => setTimeout(resolve, 20));
     alive = alive.filter(isOurs);
   }
+  // An agent runs each command in a process group of its own (so that it can end the command's
+  // whole tree): killed, it cannot, and the command would run on, reparented. Its children's
+  // groups go with it (one scan of /proc for all of them, before any is killed).
+  const groups = alive.length > 0 ? childGroupsOf(alive.map((target) => target.pid)) : new Map();
   for (const target of alive) {
-    // An agent runs each command in a process group of its own (so that it can end the command's
-    // whole tree): killed, it cannot, and the command would run on, reparented. Its children's
-    // groups go with it.
-    const groups = childGroupsOf(target.pid);
     signal(target.pid, "SIGKILL");
-    for (const group of groups) signal(-group, "SIGKILL");
+    for (const group of groups.get(target.pid) ?? []) signal(-group, "SIGKILL");
   }
   return { stopped: targets.size - alive.length, killed: alive.length };
 }
 
 /**
- * The process groups led by children of `pid` that are not in its own group (Linux: /proc; none
- * elsewhere). At most CHILD_SCAN_PROCESSES_MAX entries of /proc are read.
+ * For each of `pids`, the process groups led by its children that are not in its own group
+ * (Linux: /proc; none elsewhere), from one scan of at most CHILD_SCAN_PROCESSES_MAX entries.
  */
-export function childGroupsOf(pid: number): number[] {
+export function childGroupsOf(pids: number[]): Map<number, number[]> {
+  const groups = new Map<number, number[]>();
   let entries: string[];
   try {
     entries = readdirSync("/proc");
   } catch {
-    return [];
+    return groups;
   }
-  const own = processGroupOf(pid);
-  const groups: number[] = [];
+  const parents = new Map(pids.map((pid) => [pid, processGroupOf(pid)]));
   let read = 0;
   for (const entry of entries) {
     if (!/^[0-9]+$/.test(entry)) continue;
     if (++read > CHILD_SCAN_PROCESSES_MAX) break;
-    const stat = procStat(Number(entry));
-    if (stat && stat.ppid === pid && stat.pgrp === Number(entry) && stat.pgrp !== own) groups.push(stat.pgrp);
+    const pid = Number(entry);
+    const stat = procStat(pid);
+    if (!stat || !parents.has(stat.ppid) || stat.pgrp !== pid || stat.pgrp === parents.get(stat.ppid))
+      continue;
+    const list = groups.get(stat.ppid) ?? [];
+    list.push(pid);
+    groups.set(stat.ppid, list);
   }
   return groups;
 }

@@ -7,27 +7,14 @@ import { readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
-import { tempRoot } from "./helpers.js";
+import { envelopeOf, tempRoot } from "./helpers.js";
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
   for (const cleanup of cleanups.splice(0).reverse()) cleanup();
 });
 
-function message(id: string, payloadBytes: number) {
-  return {
-    v: 1,
-    id,
-    from: "s1",
-    to: "r1",
-    type: "t",
-    priority: "normal",
-    ts: 1,
-    seq: 1,
-    headers: {},
-    payload: "x".repeat(payloadBytes),
-  };
-}
+const message = (id: string, payloadBytes: number) => envelopeOf(id, payloadBytes);
 
 describe.each([true, false])("claim bound (nativeIo %s)", (nativeIo) => {
   it("refuses an oversized single-message file after a batch grew the read buffer", () => {

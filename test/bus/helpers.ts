@@ -73,3 +73,19 @@ export function jsonLines(stdout: string): Record<string, any>[] {
     .filter((line) => line.trim().length > 0)
     .map((line) => JSON.parse(line));
 }
+
+/** A protocol envelope from s1 (or `from`) to `to` with a payload of `payloadBytes` x's. */
+export function envelopeOf(id: string, payloadBytes: number, from = "s1", to = "r1") {
+  return {
+    v: 1,
+    id,
+    from,
+    to,
+    type: "t",
+    priority: "normal",
+    ts: 1,
+    seq: 1,
+    headers: {},
+    payload: "x".repeat(payloadBytes),
+  };
+}

@@ -38,7 +38,7 @@ function agentWithCommand(): Promise<{ agent: number; command: number }> {
 describe("killProcesses", () => {
   it("SIGKILLs an agent that ignores SIGTERM together with the process group of the command it runs", async () => {
     const { agent, command } = await agentWithCommand();
-    expect(childGroupsOf(agent)).toEqual([command]);
+    expect(childGroupsOf([agent])).toEqual(new Map([[agent, [command]]]));
     const result = await killProcesses([{ pid: agent }], 300);
     expect(result).toEqual({ stopped: 0, killed: 1 });
     await waitFor(() => gone(agent) && gone(command), 5_000, "agent and command gone");

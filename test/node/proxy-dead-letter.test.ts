@@ -15,6 +15,7 @@ import { NodeMetrics } from "../../src/node/node-metrics.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import { MemoryNetwork } from "../../src/transport/index.js";
+import { envelopeOf } from "../bus/helpers.js";
 import { startMemoryPair } from "./delivery-wiring.js";
 import { perTestScratch, waitFor } from "./harness.js";
 
@@ -51,21 +52,7 @@ describe("proxy mailbox dead letters", () => {
     );
     const bus = new Bus({ config: { root: join(root, "bus"), name: "default" } });
     cleanups.push(() => bus.close());
-    const message = (id: string, payloadBytes: number) =>
-      JSON.parse(
-        JSON.stringify({
-          v: 1,
-          id,
-          from: "w1",
-          to: "r1",
-          type: "t",
-          priority: "normal",
-          ts: 1,
-          seq: 1,
-          headers: {},
-          payload: "x".repeat(payloadBytes),
-        }),
-      );
+    const message = (id: string, payloadBytes: number) => envelopeOf(id, payloadBytes, "w1", "r1");
     // A valid batch of 6 messages near messageBytesMax (1 MiB): 6 MB, within 6 × (1 MiB + 64).
     const batch = JSON.stringify({
       v: 1,

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ClassicLevel } from "classic-level";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { isCfnError } from "../../src/errors.js";
 import { DeliverySpool } from "../../src/node/delivery/spool.js";
 import type { WireMessage } from "../../src/node/delivery/wire.js";
@@ -16,19 +16,9 @@ import type { ClusterNode } from "../../src/node/node.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { RecordCipher } from "../../src/security/record-cipher.js";
 import { scrubSpool } from "../../src/security/spool-scrub.js";
-import { tempRoot } from "../bus/helpers.js";
-import { CLUSTER_TOKEN, call, startSecureNode } from "./helpers.js";
+import { CLUSTER_TOKEN, call, scratchRoots, startSecureNode } from "./helpers.js";
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const cleanup of cleanups.splice(0)) cleanup();
-});
-
-function scratch(): string {
-  const temp = tempRoot();
-  cleanups.push(temp.cleanup);
-  return temp.root;
-}
+const scratch = scratchRoots();
 
 function writeKey(root: string, name: string, mode = 0o600): string {
   const path = join(root, name);

@@ -2,6 +2,7 @@
 // loopback) with security settings, and a small HTTP client that shows status, body and headers.
 
 import { join } from "node:path";
+import { afterEach } from "vitest";
 import { freePort } from "../../cluster/node-launcher.js";
 import { parseNodeConfig } from "../../src/config/node-schema.js";
 import { ClusterNode } from "../../src/node/node.js";
@@ -9,6 +10,7 @@ import type { NodeConfig } from "../../src/node/node-config.js";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
 import type { SecurityConfig } from "../../src/security/config.js";
+import { tempRoot } from "../bus/helpers.js";
 
 export const CLUSTER_TOKEN = "security-test-cluster-token-0123";
 
@@ -86,4 +88,17 @@ export async function createToken(
   if (answer.status !== 201)
     throw new Error(`token create failed: ${answer.status} ${JSON.stringify(answer.body)}`);
   return { token: answer.body.token as string, id: answer.body.id as string };
+}
+
+/** scratch(): a fresh temp dir, removed after each test of the file that calls this. */
+export function scratchRoots(): () => string {
+  const cleanups: (() => void)[] = [];
+  afterEach(() => {
+    for (const cleanup of cleanups.splice(0)) cleanup();
+  });
+  return () => {
+    const temp = tempRoot();
+    cleanups.push(temp.cleanup);
+    return temp.root;
+  };
 }

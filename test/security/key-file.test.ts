@@ -7,22 +7,13 @@ import { execFile, execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { isCfnError } from "../../src/errors.js";
 import { KEY_FILE_BYTES_MAX, readKeyFileBytes } from "../../src/security/at-rest.js";
-import { tempRoot } from "../bus/helpers.js";
 import { CLI, freePort } from "../node/harness.js";
+import { scratchRoots } from "./helpers.js";
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const cleanup of cleanups.splice(0)) cleanup();
-});
-
-function scratch(): string {
-  const temp = tempRoot();
-  cleanups.push(temp.cleanup);
-  return temp.root;
-}
+const scratch = scratchRoots();
 
 function refusal(read: () => unknown): string {
   try {

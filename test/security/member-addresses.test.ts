@@ -150,30 +150,12 @@ describe("member addresses are the cluster token's destinations", () => {
 
     // The documented join flow with the cluster token: prepare (`cfn cluster join`), then start.
     const n4 = await cluster.makeNode("n4");
-    const byOperatorCli = await cli([
-      "cluster",
-      "join",
-      n4.id,
-      n4.peerUrl,
-      n4.api,
-      "--api",
-      follower.api,
-      "--token",
-      operator,
-    ]);
+    const join = (token: string) =>
+      cli(["cluster", "join", n4.id, n4.peerUrl, n4.api, "--api", follower.api, "--token", token]);
+    const byOperatorCli = await join(operator);
     expect(byOperatorCli.code).not.toBe(0);
     expect(byOperatorCli.stderr).toContain("CFN_ERR_FORBIDDEN");
-    const joined = await cli([
-      "cluster",
-      "join",
-      n4.id,
-      n4.peerUrl,
-      n4.api,
-      "--api",
-      follower.api,
-      "--token",
-      TOKEN,
-    ]);
+    const joined = await join(TOKEN);
     expect(joined.code, joined.stderr).toBe(0);
     cluster.nodes.push(n4);
     await n4.start(["--join", follower.api]);
