@@ -3,6 +3,7 @@
 // single-message file; only a file that fills the buffer (a batch) is opened again for an fstat and
 // more reads. Oversized files are refused before more than the limit is read.
 
+import { isUtf8 } from "node:buffer";
 import { closeSync, fstatSync, readSync } from "node:fs";
 import type { DeadLetterCause } from "./dead-letter.js";
 import { type FileIo, NOT_A_REGULAR_FILE, openRegularFile } from "./file-io.js";
@@ -13,6 +14,18 @@ export const READ_BUFFER_BYTES_KEPT = 8 * 1024 * 1024;
 export const BATCH_OVERHEAD_BYTES = 64;
 
 export type ReadProblem = { cause: DeadLetterCause; reason: string };
+
+/** Why a file that is not UTF-8 is refused (PROTOCOL.md §4: every file is UTF-8 JSON). */
+export const NOT_UTF8_REASON =
+  "not valid UTF-8: decoding would replace bytes and deliver a message other than the one written";
+
+const NOT_UTF8: ReadProblem = { cause: "malformed", reason: NOT_UTF8_REASON };
+
+/** The UTF-8 text of buffer[0, length), or why it is refused. */
+function utf8Text(buffer: Buffer, length: number): string | ReadProblem {
+  if (!isUtf8(buffer.subarray(0, length))) return NOT_UTF8;
+  return buffer.toString("utf8", 0, length);
+}
 
 /** An inbox entry that is no regular file: no sender writes one; never read, never followed. */
 const NOT_REGULAR: ReadProblem = {
@@ -66,7 +79,7 @@ export class ClaimReader {
     const bytesMax = this.bytesMaxOf(count);
     if (length > bytesMax)
       return { cause: "oversized", reason: `file of ${length} bytes exceeds ${bytesMax}` };
-    return this.buffer.toString("utf8", 0, length);
+    return utf8Text(this.buffer, length);
   }
 
   /** The most bytes of a file that names `count` messages. */
@@ -105,7 +118,7 @@ export class ClaimReader {
       }
       if (length > bytesMax)
         return { cause: "oversized", reason: `file of ${length} bytes exceeds ${bytesMax}` };
-      return buffer.toString("utf8", 0, length);
+      return utf8Text(buffer, length);
     } finally {
       closeSync(fd);
     }

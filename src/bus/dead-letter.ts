@@ -122,16 +122,20 @@ export function writeDeadLetter(
   writeFileSync(join(deadDir, `${name}.reason`), `${JSON.stringify(full)}\n`, { mode: FILE_MODE });
 }
 
-/** Dead-letters a file already written into dead/ (the remainder of a batch): reason file only. */
+/**
+ * Dead-letters a file already written into dead/ (the nacked or expired part of a batch): reason
+ * file only.
+ */
 export function moveToDeadLetterAfterWrite(
   context: DeadLetterContext,
   fileName: string,
+  cause: "deliveries_exhausted" | "expired",
   reason: string,
   deliveries: number,
 ): void {
   const reasonPath = join(context.paths.dead, `${fileName}.reason`);
   const record = {
-    cause: "deliveries_exhausted",
+    cause,
     reason,
     deliveries,
     agent: context.paths.agentId,
@@ -148,10 +152,11 @@ export function moveToDeadLetterAfterWrite(
       error,
     });
   }
-  context.busMetrics.deadLetters.inc({ reason: "deliveries_exhausted" });
+  context.busMetrics.deadLetters.inc({ reason: cause });
   context.logger.warn("message moved to dead-letter", {
     agent: context.paths.agentId,
     file: fileName,
+    cause,
     reason,
   });
 }

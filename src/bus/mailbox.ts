@@ -172,6 +172,26 @@ export function mailboxDirFdsHeld(): number {
   return mailboxesWithDirFds;
 }
 
+/** Indexes of the messages whose cfn-expires-at has passed (PROTOCOL.md §6), or undefined. */
+function expiredIndexes(envelopes: Envelope[]): number[] | undefined {
+  let expired: number[] | undefined;
+  let nowMs = 0;
+  for (let index = 0; index < envelopes.length; index++) {
+    const expiresAt = envelopes[index].headers[EXPIRES_AT_HEADER];
+    if (expiresAt === undefined) continue;
+    if (nowMs === 0) nowMs = Date.now();
+    if (!(Number(expiresAt) <= nowMs)) continue; // not yet, or not a number: no expiry
+    if (expired) expired.push(index);
+    else expired = [index];
+  }
+  return expired;
+}
+
+function expiryReason(envelope: Envelope): string {
+  const expiresAt = Number(envelope.headers[EXPIRES_AT_HEADER]);
+  return `expired at ${new Date(expiresAt).toISOString()} (header ${EXPIRES_AT_HEADER})`;
+}
+
 export class Mailbox {
   readonly agentId: string;
   readonly paths: AgentPaths;
@@ -644,11 +664,11 @@ export class Mailbox {
         return true;
       }
     }
-    const expiresAt = envelopes.length === 1 ? envelopes[0].headers[EXPIRES_AT_HEADER] : undefined;
-    if (expiresAt !== undefined && Number(expiresAt) <= Date.now()) {
-      // Its sender said when it stops being of use (a round's deadline): not delivered after that.
-      const reason = `expired at ${new Date(Number(expiresAt)).toISOString()} (header ${EXPIRES_AT_HEADER})`;
-      this.deadLetter(claimedPath, claimedName, "expired", reason, deliveries);
+    // A sender may say when a message stops being of use (a task past its round's deadline): it is
+    // not delivered after that.
+    const expired = expiredIndexes(envelopes);
+    if (expired && expired.length === envelopes.length) {
+      this.deadLetter(claimedPath, claimedName, "expired", expiryReason(envelopes[expired[0]]), deliveries);
       return true;
     }
     const claim: Claim = {
@@ -667,10 +687,12 @@ export class Mailbox {
       done: false,
       expired: false,
     };
+    if (expired) this.deadLetterExpiredPart(claim, expired);
     this.claims.set(claimedPath, claim);
-    this.claimedMessages += envelopes.length;
+    this.claimedMessages += claim.unsettled;
     this.maybeObserveLatency(envelopes[0]);
     for (let index = 0; index < envelopes.length; index++) {
+      if (claim.states[index] !== UNSETTLED) continue;
       const delivery: Delivery = { message: envelopes[index], deliveries, claim, index };
       if (out.length < max) out.push(delivery);
       else this.ready.push(delivery);
@@ -916,7 +938,13 @@ export class Mailbox {
         this.deadLetter(claim.path, claim.fileName, "deliveries_exhausted", wholeReason, deliveries);
         return;
       }
-      moveToDeadLetterAfterWrite(this.deadLetterContext, fileName, reason, deliveries);
+      moveToDeadLetterAfterWrite(
+        this.deadLetterContext,
+        fileName,
+        "deliveries_exhausted",
+        reason,
+        deliveries,
+      );
       this.unlinkClaim(claim);
       return;
     }
@@ -954,6 +982,32 @@ export class Mailbox {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
       this.logger.debug("claim vanished before requeue (visibility timeout)", { file: claim.fileName });
     }
+  }
+
+  /**
+   * The expired messages of a batch whose others are not: written to dead-letter as a file of their
+   * own (cause "expired") and settled in the claim, which hands out the rest. Without room for that
+   * file (a full bus) they are delivered with the others: expiry is a sender's hint, and losing a
+   * message to a full disk is worse than delivering it late.
+   */
+  private deadLetterExpiredPart(claim: Claim, expired: number[]): void {
+    const envelopes = expired.map((index) => claim.envelopes[index]);
+    const reason = expiryReason(envelopes[0]);
+    let fileName: string;
+    try {
+      fileName = this.writeRemainder(this.paths.dead, claim, envelopes, claim.deliveries);
+    } catch (error) {
+      this.logger.warn("cannot dead-letter the expired part of a batch; it is delivered", {
+        agent: this.agentId,
+        file: claim.fileName,
+        expired: expired.length,
+        error,
+      });
+      return;
+    }
+    moveToDeadLetterAfterWrite(this.deadLetterContext, fileName, "expired", reason, claim.deliveries);
+    for (const index of expired) claim.states[index] = ACKED;
+    claim.unsettled -= expired.length;
   }
 
   /** Writes the requeued part of a batch as a new file (same priority and arrival); returns its name. */

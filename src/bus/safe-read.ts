@@ -6,12 +6,16 @@
 // the bus's bound for its name: the caller skips it, and the receiver that claims it moves it to
 // dead-letter with the reason.
 
+import { isUtf8 } from "node:buffer";
 import { closeSync, fstatSync, readSync } from "node:fs";
-import { BATCH_OVERHEAD_BYTES } from "./claim-reader.js";
+import { BATCH_OVERHEAD_BYTES, NOT_UTF8_REASON } from "./claim-reader.js";
 import { NOT_A_REGULAR_FILE, openRegularFile } from "./file-io.js";
 
-/** Why an entry was not read: not a regular file (FIFO, symlink, directory, device), or too large. */
-export type UnreadableEntry = "not_regular" | "oversized";
+/**
+ * Why an entry was not read: not a regular file (FIFO, symlink, directory, device), too large, or
+ * not UTF-8 (decoding would replace bytes: what is kept or restored would differ from the file).
+ */
+export type UnreadableEntry = "not_regular" | "oversized" | "not_utf8";
 
 export type EntryRead =
   | { ok: true; text: string }
@@ -82,6 +86,8 @@ export function readInboxEntry(path: string, bytesMax: number): EntryRead {
     }
     if (length > bytesMax)
       return { ok: false, problem: "oversized", reason: `file exceeds ${bytesMax} bytes` };
+    if (!isUtf8(buffer.subarray(0, length)))
+      return { ok: false, problem: "not_utf8", reason: NOT_UTF8_REASON };
     return { ok: true, text: buffer.toString("utf8", 0, length) };
   } finally {
     closeSync(fd);

@@ -24,7 +24,8 @@
 //
 // - Inbox entries are read as a claim reads them (src/bus/safe-read.ts): a FIFO is never waited
 //   on, a symlink never followed, a file larger than the bus reads for its name (messageBytesMax,
-//   or N × (messageBytesMax + 64) for a batch of N) never loaded. Such an entry is not mirrored —
+//   or N × (messageBytesMax + 64) for a batch of N) never loaded, bytes that are not UTF-8 never
+//   decoded into other text. Such an entry is not mirrored —
 //   counted in cfn_node_mirror_skipped_files_total and logged once; the receiver that claims it
 //   dead-letters it with the reason.
 //

@@ -129,7 +129,7 @@ export class NodeMetrics {
     );
     this.mirrorSkipped = metrics.counter(
       "cfn_node_mirror_skipped_files_total",
-      "Inbox entries the persistence mirror did not copy: not a regular file (FIFO, symlink, directory, device) or larger than the bus reads; the receiver dead-letters each when it claims it",
+      "Inbox entries the persistence mirror did not copy: not a regular file (FIFO, symlink, directory, device), larger than the bus reads, or not UTF-8; the receiver dead-letters each when it claims it",
       ["reason"],
     );
     this.mirrorUndecryptable = metrics.counter(

@@ -353,6 +353,39 @@ describe("limits and bad input from callers", () => {
     expect(counted.find((value) => value.labels.reason === "expired")?.value).toBe(1);
   });
 
+  it("dead-letters the expired messages of a batch as a file of their own and delivers the rest", async () => {
+    const metrics = new Metrics();
+    const bus = openTestBus(root, {}, { metrics });
+    const past = { "cfn-expires-at": String(Date.now() - 1) };
+    const future = { "cfn-expires-at": String(Date.now() + 60_000) };
+    bus.sendBatchSync("a", "w", [
+      { id: "stale-1", type: "t", headers: past },
+      { id: "fresh", type: "t", headers: future },
+      { id: "stale-2", type: "t", headers: past },
+      { id: "plain", type: "t", headers: { "cfn-expires-at": "not-a-number" } },
+    ]);
+    bus.sendBatchSync("a", "w", [
+      { id: "stale-3", type: "t", headers: past },
+      { id: "stale-4", type: "t", headers: past },
+    ]);
+    const mailbox = bus.openMailbox("w", { watch: false, heartbeat: false });
+    const got = mailbox.receiveNow(10);
+    expect(got.map((delivery) => delivery.message.id)).toEqual(["fresh", "plain"]);
+    mailbox.ack(got);
+    const { dead, claimed, inbox } = bus.layout.agent("w");
+    expect(readdirSync(claimed)).toEqual([]);
+    expect(readdirSync(inbox)).toEqual([]);
+    mailbox.close();
+    const files = readdirSync(dead).filter((name) => !name.endsWith(".reason"));
+    const ids = files.flatMap((name) => [
+      ...readFileSync(join(dead, name), "utf8").matchAll(/"id":"([^"]+)"/g),
+    ]);
+    expect(ids.map((match) => match[1]).sort()).toEqual(["stale-1", "stale-2", "stale-3", "stale-4"]);
+    for (const name of readdirSync(dead).filter((entry) => entry.endsWith(".reason")))
+      expect(JSON.parse(readFileSync(join(dead, name), "utf8"))).toMatchObject({ cause: "expired" });
+    expect(await metrics.value("cfn_bus_dead_letters_total", { reason: "expired" })).toBe(2);
+  });
+
   it("refuses malformed messages from callers", () => {
     const bus = openTestBus(root);
     expectCode(() => bus.sendSync("a", "b", { type: "has space" }), "CFN_ERR_INVALID_MESSAGE");
@@ -522,6 +555,22 @@ describe("bad files in an inbox go to dead-letter; the receiver keeps serving", 
       "dangling symlink",
       (inbox) => symlinkSync("/nonexistent/x", join(inbox, "1_0000000000000010_1_dangle-1_0.json")),
       "foreign",
+    ],
+    [
+      // Decoding would turn the bytes into U+FFFD: a message other than the one written.
+      "invalid UTF-8 in a payload",
+      (inbox) =>
+        writeFileSync(
+          join(inbox, "1_0000000000000011_1_utf-1_0.json"),
+          Buffer.concat([
+            Buffer.from(
+              '{"v":1,"id":"x","from":"a","to":"worker","type":"t","priority":"normal","seq":1,"ts":1,\n"headers":{},\n"payload":"',
+            ),
+            Buffer.from([0xc3, 0x28, 0xff]),
+            Buffer.from('"}\n'),
+          ]),
+        ),
+      "malformed",
     ],
     [
       "batch count mismatch",

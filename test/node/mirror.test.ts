@@ -326,6 +326,27 @@ describe("inbox mirror", () => {
     expect(inboxIds(after.bus, "w1")).toEqual(["b1", "b2", "b3"]);
   });
 
+  it("does not mirror a file that is not UTF-8: restoring decoded text would deliver other bytes", async () => {
+    const root = shmScratch();
+    const bus = openBus(root);
+    const mirror = await openMirror(root, bus);
+    const paths = bus.layout.agent("w1");
+    bus.layout.ensureAgent(paths, true);
+    const name = queuedName("latin-1");
+    const bytes = Buffer.from(messageText("latin", "w1"));
+    bytes[bytes.indexOf('"payload":"') + 11] = 0xe9; // "é" in Latin-1: no UTF-8
+    writeFileSync(join(paths.tmp, name), bytes);
+    renameSync(join(paths.tmp, name), join(paths.inbox, name));
+    bus.sendSync("s1", "w1", { id: "real", type: "t" });
+    await mirror.mirrorAgents(["w1"]);
+    await mirror.sweep();
+    expect(mirror.size).toBe(1);
+    expect(await bus.metrics.value("cfn_node_mirror_skipped_files_total", { reason: "not_utf8" })).toBe(1);
+    const after = await hostRestart(root, bus, mirror);
+    expect(after.restored).toBe(1);
+    expect(inboxIds(after.bus, "w1")).toEqual(["real"]);
+  });
+
   it("counts the mirrored messages a restore dead-letters as undecryptable", async () => {
     const root = shmScratch();
     const codec = new RecordCipher(randomBytes(32));
