@@ -156,10 +156,29 @@ export function registerBusCommands(program: Command): void {
         throw new CfnError("CFN_ERR_CONFIG_INVALID", "--max: expected a whole number ≥ 1, got 0", {
           field: "--max",
         });
+      validateAgentId(agent); // CFN_ERR_INVALID_AGENT_ID, exit 2
+      // Without --wait nothing can arrive: a bus or an agent that does not exist is not created
+      // (a typo would leave a mailbox behind that status then lists).
+      if (timeoutMs === 0) refuseMissingBus(config);
       const bus = new Bus({ config: config.bus, logger, metrics });
+      const existed = bus.agentStatus(agent) !== undefined;
+      if (!existed && timeoutMs === 0) {
+        bus.close();
+        throw new CfnError(
+          "CFN_ERR_TIMEOUT",
+          `no message for ${agent} (no mailbox yet: nothing was sent to it)`,
+          {
+            agent,
+            waitMs: 0,
+          },
+        );
+      }
+      // --wait on a new agent makes its mailbox to watch it, and removes it again if nothing came.
       const mailbox = bus.openMailbox(agent, { heartbeat: false, heartbeatOnOpen: false });
+      let received = 0;
       try {
         const deliveries = await mailbox.receive({ timeoutMs, max });
+        received = deliveries.length;
         for (const delivery of deliveries) {
           if (flags.json) printJson(delivery.message);
           else printLine(describeEnvelope(delivery.message));
@@ -174,8 +193,11 @@ export function registerBusCommands(program: Command): void {
             { agent, waitMs: timeoutMs },
           );
       } finally {
-        mailbox.close();
-        bus.close();
+        try {
+          mailbox.close({ removeDirs: !existed && received === 0 });
+        } finally {
+          bus.close();
+        }
       }
     });
 

@@ -188,6 +188,26 @@ describe("cfn CLI", () => {
     expect(existsSync(join(root, "typo"))).toBe(false);
   });
 
+  it("recv on an agent nothing was sent to creates no mailbox, with or without --wait", async () => {
+    const missingBus = await cfn(["--bus", "typo", "recv", "w"]);
+    expect(missingBus.code).toBe(2);
+    expect(missingBus.stderr).toMatch(/^cfn: CFN_ERR_CONFIG_INVALID no bus typo under /);
+    expect(existsSync(join(root, "typo"))).toBe(false);
+    expect((await cfn(["send", "w", "1"])).code).toBe(0); // the bus "default" exists now
+    const unknown = await cfn(["recv", "nobody"]);
+    expect(unknown.code).toBe(3);
+    expect(unknown.stderr).toBe(
+      "cfn: CFN_ERR_TIMEOUT no message for nobody (no mailbox yet: nothing was sent to it)\n",
+    );
+    const waited = await cfn(["recv", "nobody-either", "--wait", "50"]);
+    expect(waited.code).toBe(3);
+    const status = JSON.parse((await cfn(["status", "--json"])).stdout);
+    expect(status.agents.map((agent: { agentId: string }) => agent.agentId)).toEqual(["w"]);
+    const bad = await cfn(["recv", "../x"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("CFN_ERR_INVALID_AGENT_ID");
+  });
+
   it("status logs its housekeeping at debug, not info", async () => {
     expect((await cfn(["send", "w", "1"])).code).toBe(0);
     const busDir = join(root, readdirSync(root)[0]);
