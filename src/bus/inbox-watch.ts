@@ -138,7 +138,12 @@ export class InboxWatch {
     this.wake?.();
   }
 
-  /** Resolves on a reported arrival, after `waitMs`, or on stop(). */
+  /** Ends a wait() now (a caller's abort), as an arrival would. */
+  interrupt(): void {
+    this.wake?.();
+  }
+
+  /** Resolves on a reported arrival, after `waitMs`, on stop() or on interrupt(). */
   wait(waitMs: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(done, waitMs);

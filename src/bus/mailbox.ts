@@ -67,6 +67,8 @@ export interface ReceiveOptions {
   timeoutMs?: number;
   /** Most messages returned (default 1). */
   max?: number;
+  /** Ends the wait when aborted: receive() then returns what it has (an empty array). */
+  signal?: AbortSignal;
 }
 
 /** One message handed to a consumer; settle it with ack or nack. */
@@ -281,8 +283,20 @@ export class Mailbox {
         continue;
       }
       const now = Date.now();
-      if (now >= deadline) return deliveries;
-      await this.watch.wait(Math.min(deadline - now, this.bus.config.rescanIntervalMs));
+      const signal = options.signal;
+      if (now >= deadline || signal?.aborted) return deliveries;
+      const waitMs = Math.min(deadline - now, this.bus.config.rescanIntervalMs);
+      if (!signal) {
+        await this.watch.wait(waitMs);
+        continue;
+      }
+      const interrupt = () => this.watch.interrupt();
+      signal.addEventListener("abort", interrupt, { once: true });
+      try {
+        await this.watch.wait(waitMs);
+      } finally {
+        signal.removeEventListener("abort", interrupt);
+      }
     }
   }
 

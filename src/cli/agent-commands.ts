@@ -18,6 +18,7 @@ import { CfnError } from "../errors.js";
 import { startTracing } from "../obs/tracing.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine } from "./output.js";
+import { EXIT_ON_SIGNAL, interruptOnSignals } from "./signals.js";
 
 interface RunOptions {
   id: string;
@@ -233,13 +234,26 @@ export function registerAgentCommands(program: Command): void {
           );
         const priority = options.priority as "high" | "normal" | "low";
         const waitMs = positiveInt(options.waitMs, "--wait-ms", 5000);
-        const outcome = await sendDirectMessage(
-          bus,
-          options.from ?? `cli-${process.pid}`,
-          options.to,
-          payload,
-          { waitMs, priority },
-        );
+        // Ctrl-C or SIGTERM while waiting: withdraw the message if nobody took it and remove the
+        // reply mailbox, as a timeout does, then exit 130 / 143.
+        const interrupt = interruptOnSignals();
+        let outcome: Awaited<ReturnType<typeof sendDirectMessage>>;
+        try {
+          outcome = await sendDirectMessage(bus, options.from ?? `cli-${process.pid}`, options.to, payload, {
+            waitMs,
+            priority,
+            signal: interrupt.signal,
+          });
+        } finally {
+          interrupt.off();
+        }
+        const signal = interrupt.received;
+        if (signal !== undefined && outcome.reply === undefined) {
+          const fate = outcome.withdrawn ? "the message was withdrawn" : "the agent took the message";
+          process.stderr.write(`cfn: direct message interrupted (${signal}): ${fate}\n`);
+          process.exitCode = EXIT_ON_SIGNAL[signal];
+          return;
+        }
         const reply = outcome.reply;
         if (reply === undefined && waitMs > 0) {
           const fate = outcome.withdrawn

@@ -29,6 +29,7 @@ import { apiOf } from "./api-flags.js";
 import { refuseMissingBus } from "./bus-commands.js";
 import { buildContext, readOnlyLogger } from "./context.js";
 import { EXIT, printJson, printLine, table } from "./output.js";
+import { EXIT_ON_SIGNAL, interruptOnSignals } from "./signals.js";
 import {
   awaitSwarmWithdrawn,
   clusterAgentIdsOf,
@@ -595,42 +596,6 @@ async function takeRoundLockForStop(
     await killProcesses([{ pid: holder.pid, processStart: holder.processStart }], timeoutMs);
     return acquireSwarmLock(busDir, swarm, "round", "stop");
   }
-}
-
-/** Exit statuses of a command ended by a signal (128 + its number, as a shell reports them). */
-const EXIT_ON_SIGNAL = { SIGINT: 130, SIGTERM: 143 } as const;
-
-/**
- * Turns SIGINT/SIGTERM into an abort while installed (instead of Node's default: dying on the
- * spot). `received` names the first signal; off() restores the default.
- */
-function interruptOnSignals(): {
-  signal: AbortSignal;
-  readonly received: keyof typeof EXIT_ON_SIGNAL | undefined;
-  off(): void;
-} {
-  const controller = new AbortController();
-  let received: keyof typeof EXIT_ON_SIGNAL | undefined;
-  const handlers = (Object.keys(EXIT_ON_SIGNAL) as Array<keyof typeof EXIT_ON_SIGNAL>).map(
-    (name) =>
-      [
-        name,
-        () => {
-          received ??= name;
-          controller.abort();
-        },
-      ] as const,
-  );
-  for (const [name, handler] of handlers) process.on(name, handler);
-  return {
-    signal: controller.signal,
-    get received() {
-      return received;
-    },
-    off() {
-      for (const [name, handler] of handlers) process.off(name, handler);
-    },
-  };
 }
 
 /** The round limits given as flags (the rest come from the configuration or the swarm's policy). */

@@ -17,6 +17,11 @@ export interface DirectOptions {
   /** Wait this long for the reply, ms; 0 sends without waiting. */
   waitMs?: number;
   priority?: "high" | "normal" | "low";
+  /**
+   * Stops the wait when aborted (SIGINT of `cfn agent direct`): the message is withdrawn if nobody
+   * claimed it, and the reply mailbox goes as after a timeout.
+   */
+  signal?: AbortSignal;
 }
 
 /** What became of a direct message. */
@@ -66,8 +71,9 @@ export async function sendDirectMessage(
     const deadline = Date.now() + waitMs;
     for (;;) {
       const remaining = deadline - Date.now();
-      if (remaining <= 0) return { withdrawn: withdraw(bus, to, sent.file, peerKnown), peerKnown };
-      const deliveries = await mailbox.receive({ timeoutMs: remaining, max: 64 });
+      if (remaining <= 0 || options.signal?.aborted)
+        return { withdrawn: withdraw(bus, to, sent.file, peerKnown), peerKnown };
+      const deliveries = await mailbox.receive({ timeoutMs: remaining, max: 64, signal: options.signal });
       let found: ResultPayload | undefined;
       for (const delivery of deliveries) {
         const reply = delivery.message.payload as ResultPayload;

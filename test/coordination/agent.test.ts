@@ -288,6 +288,24 @@ describe("cfn agent run -- <command>", () => {
     expect(bus.listAgents()).toEqual([]); // neither nobody's mailbox nor a cli-<pid> reply mailbox
   });
 
+  it("cfn agent direct interrupted by SIGINT withdraws its message and leaves no reply mailbox", async () => {
+    const { bus, global } = setup();
+    bus.openMailbox("idle", { watch: false }).close(); // a known peer that never answers
+    const child = startCli([...global, "agent", "direct", "--to", "idle", "--wait-ms", "60000", "1"]);
+    const output = collect(child);
+    const replyMailbox = `cli-${child.pid}`;
+    await waitFor(
+      () => bus.listAgents().includes(replyMailbox) && (bus.agentStatus("idle")?.inboxDepth ?? 0) === 1,
+      20_000,
+      "the direct message and its reply mailbox",
+    );
+    child.kill("SIGINT");
+    expect(await exited(child)).toEqual({ code: 130, signal: null });
+    expect(output.stderr()).toBe("cfn: direct message interrupted (SIGINT): the message was withdrawn\n");
+    expect(bus.listAgents()).toEqual(["idle"]);
+    expect(bus.agentStatus("idle")?.inboxDepth).toBe(0);
+  });
+
   it("refuses to run without a command", async () => {
     const { global } = setup();
     const result = await runCli([...global, "agent", "run", "--id", "x"]);
