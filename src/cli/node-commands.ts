@@ -13,6 +13,7 @@ import { handOffDataDir } from "../node/offline-handoff.js";
 import { isValidId } from "../node/routing/commands.js";
 import type { Logger } from "../obs/logger.js";
 import { startTracing, type Tracing } from "../obs/tracing.js";
+import { setDamagedLogPolicy } from "../storage/level-open.js";
 import { type ApiFlags, apiOf, apiRead, collect, withApi } from "./api-flags.js";
 import { buildContext } from "./context.js";
 import { EXIT, printJson, printLine, reportError, table } from "./output.js";
@@ -38,6 +39,7 @@ interface StartFlags {
   clusterFile?: string;
   persistence?: boolean;
   leaveOnShutdown?: boolean;
+  salvageDamagedLogs?: boolean;
   set: string[];
 }
 
@@ -142,6 +144,10 @@ export function registerNodeCommands(program: Command): void {
     .option("--cluster-file <file>", "cluster definition (cluster/*.yaml); needs --id")
     .option("--persistence", "mirror inboxes to disk (node.persistence)")
     .option("--leave-on-shutdown", "leave the membership at SIGTERM (node.leaveOnShutdown)")
+    .option(
+      "--salvage-damaged-logs",
+      "open LevelDBs whose write-ahead log is damaged, dropping the damaged blocks (a copy of each is kept); without it such a start is refused",
+    )
     .option("--set <name=value>", "any node setting, e.g. nodeDownAfterMs=1500 (repeatable)", collect, [])
     .action(async (flags: StartFlags) => {
       const { config, logger, metrics } = buildContext(program);
@@ -165,6 +171,12 @@ export function registerNodeCommands(program: Command): void {
         });
         // Too few file descriptors refuse the start here, not as a raw EMFILE halfway through it.
         checkFileDescriptorLimit(nodeConfig, logger);
+        // A damaged write-ahead log refuses the start (src/storage/wal-check.ts) unless salvaged.
+        if (flags.salvageDamagedLogs)
+          setDamagedLogPolicy({
+            salvage: true,
+            report: (message, details) => logger.child("cfn:storage").error(message, details),
+          });
         // Before the node starts, so its first spans (and the delivery/coordination ones) export.
         tracing = await startTracing({
           config: config.tracing,

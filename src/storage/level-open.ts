@@ -12,11 +12,50 @@
 // (a node stops: docs/STORAGE.md "A write that fails"). A new open recovers the log up to the torn
 // record, which was reported failed.
 
+//
+// Before LevelDB opens a directory, its write-ahead logs are checked (wal-check.ts): LevelDB drops
+// a damaged block without an error, so a damaged log refuses the open unless the process salvages
+// (`cfn node start --salvage-damaged-logs`), which keeps a copy of each damaged log and logs what
+// is dropped.
+
 import { resolve } from "node:path";
 import { ClassicLevel } from "classic-level";
 import { CfnError, isCfnError } from "../errors.js";
+import { checkLogs, describeDamage, keepDamagedLogs } from "./wal-check.js";
 
 const openPaths = new Set<string>();
+
+/** What an open does with a damaged write-ahead log. */
+export type DamagedLogPolicy =
+  | { salvage: false }
+  | { salvage: true; report: (message: string, details: Record<string, unknown>) => void };
+
+let damagedLogPolicy: DamagedLogPolicy = { salvage: false };
+
+/** Sets, for every later openLevel of this process, what a damaged write-ahead log does. */
+export function setDamagedLogPolicy(policy: DamagedLogPolicy): void {
+  damagedLogPolicy = policy;
+}
+
+/** Refuses (or, salvaging, reports and keeps a copy of) damaged write-ahead logs in `path`. */
+function checkBeforeOpen(path: string, what: string): void {
+  const damage = checkLogs(path);
+  if (damage.length === 0) return;
+  const described = describeDamage(damage);
+  if (!damagedLogPolicy.salvage) {
+    throw new CfnError(
+      "CFN_ERR_STORAGE",
+      `${what} ${path}: its write-ahead log is damaged (${described}). LevelDB would drop the damaged blocks without an error, acknowledged writes with them, so it is not opened: restore the data dir from a backup, replace the member (docs/RUNBOOKS.md "A damaged write-ahead log"), or start with --salvage-damaged-logs to keep what can be read`,
+      { path, damage },
+    );
+  }
+  const copies = keepDamagedLogs(path, damage);
+  damagedLogPolicy.report(`${what}: salvaging a damaged write-ahead log; the damaged blocks are dropped`, {
+    path,
+    damage: described,
+    copies,
+  });
+}
 
 export type LevelValueEncoding = "utf8" | "view";
 type ValueOf<E extends LevelValueEncoding> = E extends "utf8" ? string : Uint8Array;
@@ -38,6 +77,20 @@ export async function openLevel<E extends LevelValueEncoding>(
     });
   }
   openPaths.add(resolved);
+  try {
+    checkBeforeOpen(resolved, what);
+  } catch (error) {
+    openPaths.delete(resolved);
+    if (isCfnError(error)) throw error;
+    throw new CfnError(
+      "CFN_ERR_STORAGE",
+      `cannot read the logs of ${what} ${resolved}: ${causeChain(error)}`,
+      {
+        path: resolved,
+        cause: error,
+      },
+    );
+  }
   const db = new ClassicLevel<string, ValueOf<E>>(resolved, { keyEncoding: "utf8", valueEncoding });
   try {
     await db.open({ createIfMissing: true });
