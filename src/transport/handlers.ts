@@ -14,7 +14,36 @@ import {
 } from "./transport.js";
 import type { TransportMetrics } from "./transport-metrics.js";
 
+/**
+ * Longest run of frame handlers (cross-node deliveries, hand-offs …) in one turn of the event loop,
+ * ms. A peer that comes back after a partition sends its whole backlog at once — thousands of
+ * messages, each written into an inbox synchronously — and handling it in one go held the event
+ * loop for 0.5 – 2.5 s: Raft's ticks and heartbeats waited, and healing a partition cost a leader
+ * election. Frames past this budget wait for the next turn, in arrival order; Raft frames never
+ * wait (they are small, and they are what keeps the leader).
+ */
+export const FRAME_SLICE_MS = 8;
+/**
+ * Most frames that wait for a later turn. Past it a frame is handled at once (the event loop is
+ * held as before rather than a frame dropped): the senders' windows bound it well below this.
+ */
+export const FRAMES_DEFERRED_MAX = 65_536;
+
+interface DeferredFrame {
+  channel: string;
+  payload: unknown;
+  from: NodeId;
+}
+
 export class TransportHandlers {
+  /** Frames waiting for a later turn of the event loop (FRAME_SLICE_MS), oldest first. */
+  private readonly deferred: DeferredFrame[] = [];
+  private deferredHead = 0;
+  /** performance.now() when this turn's first frame handler ran; undefined between turns. */
+  private sliceStartedAt: number | undefined;
+  private drainScheduled = false;
+  private closed = false;
+
   private readonly messageHandlers: MessagesHandler[] = [];
   private readonly frameHandlers = new Map<string, FrameHandler[]>();
   private readonly unreachableHandlers: ((peerId: NodeId) => void)[] = [];
@@ -77,12 +106,75 @@ export class TransportHandlers {
       for (const handler of this.messageHandlers) this.callSafely(() => handler(messages, from), channel);
       return;
     }
-    const handlers = this.frameHandlers.get(channel);
-    if (!handlers) {
+    if (!this.frameHandlers.has(channel)) {
       this.logger.debug("frame for a channel without handler dropped", { channel, from });
       return;
     }
+    const waiting = this.deferred.length - this.deferredHead;
+    if (waiting > 0 || this.sliceSpent()) {
+      if (waiting < FRAMES_DEFERRED_MAX) {
+        this.deferred.push({ channel, payload, from });
+        this.scheduleDrain();
+        return;
+      }
+      this.metrics.framesDeferredOverflow.inc();
+    }
+    this.dispatch(channel, payload, from);
+  }
+
+  /**
+   * Stops handing deferred frames to handlers (the transport is closing): what still waits is
+   * dropped, as frames in a closing socket's buffer are; senders resend what was not acknowledged.
+   */
+  close(): void {
+    this.closed = true;
+    this.deferred.length = 0;
+    this.deferredHead = 0;
+  }
+
+  private dispatch(channel: string, payload: unknown, from: NodeId): void {
+    if (this.sliceStartedAt === undefined) {
+      this.sliceStartedAt = performance.now();
+      this.scheduleDrain(); // ends the slice at the next turn, and hands on what waits then
+    }
+    const handlers = this.frameHandlers.get(channel);
+    if (!handlers) return;
     for (const handler of handlers) this.callSafely(() => handler(payload, from), channel);
+  }
+
+  /** True when this turn's frame handlers have run for FRAME_SLICE_MS already. */
+  private sliceSpent(): boolean {
+    return this.sliceStartedAt !== undefined && performance.now() - this.sliceStartedAt >= FRAME_SLICE_MS;
+  }
+
+  private scheduleDrain(): void {
+    if (this.drainScheduled) return;
+    this.drainScheduled = true;
+    setImmediate(() => this.drain());
+  }
+
+  /** A new turn: a new slice for the frames that waited, oldest first. */
+  private drain(): void {
+    this.drainScheduled = false;
+    this.sliceStartedAt = undefined;
+    if (this.closed) return;
+    while (this.deferredHead < this.deferred.length) {
+      if (this.sliceSpent()) {
+        this.scheduleDrain();
+        break;
+      }
+      const frame = this.deferred[this.deferredHead];
+      this.deferred[this.deferredHead++] = undefined as unknown as DeferredFrame;
+      this.dispatch(frame.channel, frame.payload, frame.from);
+    }
+    if (this.deferredHead === this.deferred.length) {
+      this.deferred.length = 0;
+      this.deferredHead = 0;
+    } else if (this.deferredHead > 1024 && this.deferredHead * 2 > this.deferred.length) {
+      this.deferred.splice(0, this.deferredHead);
+      this.deferredHead = 0;
+    }
+    this.metrics.framesDeferred.set(this.deferred.length - this.deferredHead);
   }
 
   countBadFrame(error: unknown): void {

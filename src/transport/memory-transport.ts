@@ -221,6 +221,7 @@ export class MemoryTransport implements Transport {
   async close(): Promise<void> {
     if (this.state === "closed") return;
     this.state = "closed";
+    this.handlers.close();
     this.network.leave(this);
   }
 

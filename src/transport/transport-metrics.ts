@@ -20,6 +20,8 @@ export class TransportMetrics {
   readonly listenerRefused: Counter<string>;
   readonly listenerReaped: Counter<string>;
   readonly listenerPending: Gauge<string>;
+  readonly framesDeferred: Gauge<string>;
+  readonly framesDeferredOverflow: Counter<string>;
 
   constructor(metrics: Metrics) {
     this.framesSent = metrics.counter("cfn_transport_frames_sent_total", "Frames written to peers", [
@@ -73,6 +75,14 @@ export class TransportMetrics {
       "cfn_transport_listener_refused_total",
       "Connections to the peer listener lost before the node saw them (reason: emfile: out of file descriptors on accept)",
       ["reason"],
+    );
+    this.framesDeferred = metrics.gauge(
+      "cfn_transport_frames_deferred",
+      "Received non-Raft frames waiting for a later turn of the event loop (each turn handles frames for at most 8 ms, so Raft keeps its timing under a backlog)",
+    );
+    this.framesDeferredOverflow = metrics.counter(
+      "cfn_transport_frames_deferred_overflow_total",
+      "Received frames handled at once because 65,536 already waited (the event loop is held instead)",
     );
     this.listenerReaped = metrics.counter(
       "cfn_transport_listener_reaped_total",

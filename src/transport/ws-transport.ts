@@ -332,6 +332,7 @@ export class WsTransport implements Transport {
     if (this.state === "closed") return;
     const wasStarted = this.state === "started";
     this.state = "closed";
+    this.handlers.close();
     for (const peer of this.peers.values()) peer.close();
     this.peers.clear();
     for (const { socket } of this.inbound.values()) socket.terminate();
