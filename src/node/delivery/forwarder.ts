@@ -200,6 +200,11 @@ interface Proxy {
   /** Settles when the latest batch's spool write did (writes complete in issue order). */
   lastSpooled: Promise<void>;
   stopping: boolean;
+  /**
+   * The agent left the routing state: its mailbox here only ever held messages passing through
+   * (a round's reply mailbox, one per round), so its dirs go when it closes empty.
+   */
+  removeDirsOnClose: boolean;
 }
 
 export class DeliveryForwarder {
@@ -310,6 +315,7 @@ export class DeliveryForwarder {
     }
     for (const [agentId, proxy] of this.proxies) {
       const owner = this.options.ownerOf(agentId);
+      if (owner === undefined) proxy.removeDirsOnClose = true;
       if (owner === undefined || owner === nodeId) this.closeProxy(agentId, proxy);
     }
     for (const stream of this.streams.values()) {
@@ -420,6 +426,7 @@ export class DeliveryForwarder {
       unspooled: 0,
       lastSpooled: Promise.resolve(),
       stopping: false,
+      removeDirsOnClose: false,
     };
     this.proxies.set(agentId, proxy);
     proxy.running = this.runProxy(proxy).catch((error) => {
@@ -432,7 +439,16 @@ export class DeliveryForwarder {
   private closeProxy(agentId: string, proxy: Proxy): void {
     if (this.proxies.get(agentId) === proxy) this.proxies.delete(agentId);
     proxy.stopping = true;
-    if (proxy.unspooled === 0) proxy.mailbox.close();
+    if (proxy.unspooled === 0) this.closeProxyMailbox(proxy);
+  }
+
+  /** Closes a stopped proxy's mailbox, removing its dirs when empty if its agent is gone. */
+  private closeProxyMailbox(proxy: Proxy): void {
+    try {
+      proxy.mailbox.close({ removeDirs: proxy.removeDirsOnClose });
+    } catch (error) {
+      this.logger.warn("could not close the mailbox of a remote agent", { agentId: proxy.agentId, error });
+    }
   }
 
   private async runProxy(proxy: Proxy): Promise<void> {
@@ -485,7 +501,7 @@ export class DeliveryForwarder {
       );
       void proxy.lastSpooled.finally(() => {
         proxy.unspooled -= deliveries.length;
-        if (proxy.stopping && proxy.unspooled === 0) mailbox.close();
+        if (proxy.stopping && proxy.unspooled === 0) this.closeProxyMailbox(proxy);
       });
       // Yield to the event loop after each batch: with a backlog, receive() resolves at once and
       // this loop would otherwise run on microtasks alone, starving the socket (acks from the
