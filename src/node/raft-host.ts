@@ -128,6 +128,8 @@ export class RaftHost<Result> {
   private readonly stateMachine: StateMachine<Result>;
   private readonly incarnation: Uint8Array = randomBytes(INCARNATION_BYTES);
   private readonly addresses = new Map<NodeId, string>();
+  /** Cancels of the leadership waits in flight (transferLeadership): stop() ends them. */
+  private readonly leaderWaits = new Set<() => void>();
   private node!: RawNode;
   private storage!: MemoryStorage;
   private confState!: ConfState;
@@ -259,6 +261,7 @@ export class RaftHost<Result> {
     if (this.state === "stopping") this.state = "closing";
     while (this.readyLoop) await this.readyLoop;
     this.failAllPending(new CfnError("CFN_ERR_CLOSED", `raft host ${this.id} stopped`));
+    for (const cancel of [...this.leaderWaits]) cancel();
     await this.compactions;
     await this.transport.close();
     await this.store.close();
@@ -867,27 +870,34 @@ export class RaftHost<Result> {
   /** Runs `action` and resolves once `target` is the known leader, or rejects after `timeoutMs`. */
   private waitLeader(target: NodeId, timeoutMs: number, action: () => void): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        unsubscribe();
-        reject(
-          new CfnError("CFN_ERR_TIMEOUT", `leadership did not move to ${target} within ${timeoutMs} ms`, {
-            target,
-          }),
-        );
-      }, timeoutMs);
-      const unsubscribe = this.onLeaderChange((change) => {
-        if (change.leader !== target) return;
+      const settle = (error?: unknown) => {
         clearTimeout(timer);
         unsubscribe();
-        resolve();
+        this.leaderWaits.delete(cancel);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const cancel = () => settle(new CfnError("CFN_ERR_CLOSED", `raft host ${this.id} stopped`));
+      const timer = setTimeout(
+        () =>
+          settle(
+            new CfnError("CFN_ERR_TIMEOUT", `leadership did not move to ${target} within ${timeoutMs} ms`, {
+              target,
+            }),
+          ),
+        timeoutMs,
+      );
+      const unsubscribe = this.onLeaderChange((change) => {
+        if (change.leader === target) settle();
       });
+      // A stopped host ends the wait: its timer kept a stopped node's process alive for up to
+      // proposalTimeoutMs, and logged a late "transfer failed" after "node stopped".
+      this.leaderWaits.add(cancel);
       try {
         action();
         this.scheduleReady();
       } catch (error) {
-        clearTimeout(timer);
-        unsubscribe();
-        reject(error);
+        settle(error);
       }
     });
   }

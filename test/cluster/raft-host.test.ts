@@ -120,6 +120,21 @@ describe("RaftHost over the memory twins", () => {
     expect(await leader.metrics.value("cfn_raft_proposals_total", { outcome: "applied" })).toBe(200);
   });
 
+  it("ends a leadership transfer still waiting when the host stops (CFN_ERR_CLOSED, not a late timeout)", async () => {
+    const { network, nodes, leader } = await startCluster(["n1", "n2", "n3"], { proposalTimeoutMs: 60_000 });
+    const target = nodes.find((node) => node !== leader)!;
+    network.setLinkUp(leader.id, target.id, false);
+    network.setLinkUp(target.id, leader.id, false);
+    const transfer = leader.host.transferLeadership(target.id).then(
+      () => "moved",
+      (error: CfnError) => error.code,
+    );
+    await leader.host.stop();
+    running = running.filter((node) => node !== leader);
+    // Before, its 60 s timer kept running past stop(): a stopped node's process stayed alive.
+    expect(await transfer).toBe("CFN_ERR_CLOSED");
+  });
+
   it("hands leadership over on request and on stop", async () => {
     const { nodes, leader } = await startCluster();
     const target = nodes.find((node) => node !== leader)!;
