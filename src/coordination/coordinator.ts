@@ -325,6 +325,9 @@ export class Coordinator {
         limits: assign.limits,
         startedAtMs: nowMs,
       });
+      // Workers already known dead (a pid gone, an agent the cluster marked down) get no first
+      // attempt: before, each new round sent them a task and lost that attempt at the first check.
+      team.checkWorkers(nowMs, this.isAlive);
       const round: LeafRound = {
         kind: "leaf",
         team,

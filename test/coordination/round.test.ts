@@ -3,10 +3,19 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { Bus } from "../../src/bus/index.js";
 import { sendDirect } from "../../src/coordination/direct.js";
+import { isProcessAlive } from "../../src/coordination/liveness.js";
 import type { RoundProgress } from "../../src/coordination/master.js";
 import { LocalSwarm } from "../../src/coordination/swarm.js";
 import { parseTopologyString, planTopology } from "../../src/coordination/topology.js";
 import { removeRoot, tempRoot } from "./helpers.js";
+
+async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -87,12 +96,29 @@ describe("coordination rounds with real agent processes", () => {
     expect(bus.agentStatus("s.master")).toMatchObject({ inboxDepth: 0, claimed: 0 });
   });
 
-  it("a killed worker's task is retried on another worker of its team and reported", async () => {
+  it("a worker that died before the round gets no task: the others do its share", async () => {
     const { swarm } = await startSwarm("hybrid:2x3");
     const victim = swarm.spawned.agents.find((agent) => agent.id === "s.team1.w0");
     expect(victim).toBeDefined();
     process.kill(victim?.pid as number, "SIGKILL");
-    const result = await swarm.runRound({ input: 1, timeoutMs: 15_000 });
+    await waitUntil(() => !isProcessAlive(victim?.pid as number), "the worker gone");
+    const result = await swarm.runRound({ items: [1, 2, 3, 4, 5, 6], timeoutMs: 15_000 });
+    expect(result.deliveryRate).toBe(1);
+    // Before, each new round sent the dead worker a task and lost that attempt at the first check.
+    expect(result.retried).toBe(0);
+    expect(
+      result.outcomes.flatMap((outcome) => outcome.attempts.map((attempt) => attempt.worker)),
+    ).not.toContain("s.team1.w0");
+  });
+
+  it("a worker killed while it runs a task: the task is retried on another worker of its team and reported", async () => {
+    const { bus, swarm } = await startSwarm("hybrid:2x3", { lean: { workMs: 1_000 } });
+    const victim = swarm.spawned.agents.find((agent) => agent.id === "s.team1.w0");
+    expect(victim).toBeDefined();
+    const running = swarm.runRound({ input: 1, timeoutMs: 15_000 });
+    await waitUntil(() => (bus.agentStatus("s.team1.w0")?.claimed ?? 0) > 0, "the worker's task claimed");
+    process.kill(victim?.pid as number, "SIGKILL");
+    const result = await running;
     expect(result.deliveryRate).toBe(1);
     expect(result.retried).toBeGreaterThanOrEqual(1);
     const moved = result.outcomes.find((outcome) => outcome.attempts[0]?.worker === "s.team1.w0");
