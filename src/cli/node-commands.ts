@@ -471,6 +471,11 @@ function printClusterStatus(status: ClusterStatus): void {
   printLine(
     `this node ${status.node.id} (${status.raft.role}, ${status.node.state}), applied ${status.raft.applied}`,
   );
+  if (!status.raft.leader)
+    // Member states are what the leader last replicated: a node cut off from it cannot know better.
+    printLine(
+      "no leader known here: STATE is the replicated state as this node last applied it (it may be stale); HEARD is this node's own view",
+    );
   printLine();
   printLine(
     table([
