@@ -75,7 +75,7 @@ export class ConnectionGuard {
     this.options = options;
     this.warnings = new RateLimitedWarning(
       options.logger,
-      `${options.name}: connections refused or closed by the node (a flood of idle connections, or too low a limit)`,
+      `${options.name}: connections refused or closed by the node (counted by reason: closed_timeout, a client that did not finish its handshake or request in time — a stalled link, a half-open connection or a flood of idle ones; closed_evicted or refused_*, the connection limit or the descriptors ran out)`,
       options.warnIntervalMs ?? GUARD_WARN_INTERVAL_MS,
       {
         [options.connectionsSetting]: options.connectionsMax,
