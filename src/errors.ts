@@ -32,7 +32,7 @@ export const ERROR_CODES = {
     "A learner cannot be promoted yet: the leader has not seen it replicating close to the log's end",
 
   // storage
-  CFN_ERR_STORAGE: "The log store failed to read or write",
+  CFN_ERR_STORAGE: "A store of the data dir failed to read or write, or the data dir cannot be used",
   CFN_ERR_COMPACTED: "The requested log index was compacted into a snapshot",
   CFN_ERR_UNAVAILABLE: "Something asked for is not there (yet): a log index, an unfinished round to resume",
   CFN_ERR_DATA_DIR_FOREIGN: "The data dir belongs to another cluster or node",

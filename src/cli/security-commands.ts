@@ -1,14 +1,14 @@
 // `cfn token` (API tokens: create, list, revoke, whoami) and `cfn audit` (query, verify): thin
 // clients of a node's HTTP API; `cfn audit verify --data-dir` also checks a stopped node's log
-// on disk. docs/SECURITY.md describes roles, tokens and the audit log.
+// on disk (on a copy: the data dir is only read). docs/SECURITY.md describes roles, tokens and the
+// audit log.
 
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { CfnError } from "../errors.js";
 import { apiRequest } from "../node/node.js";
-import { silentLogger } from "../obs/logger.js";
-import { type AuditEntry, AuditLog, type AuditVerifyReport } from "../security/audit-log.js";
+import { type AuditEntry, type AuditVerifyReport, verifyAuditLogCopy } from "../security/audit-log.js";
 import type { TokenListing } from "../security/tokens.js";
 import { type ApiFlags, apiOf, collect, withApi } from "./api-flags.js";
 import { printJson, printLine, table } from "./output.js";
@@ -176,17 +176,5 @@ async function verifyOnDisk(dataDir: string): Promise<AuditVerifyReport> {
       "CFN_ERR_CONFIG_INVALID",
       `no audit log in ${dataDir} (expected ${join(dataDir, "audit")})`,
     );
-  // Retention settings do not matter for a read-only walk; the log is not appended to.
-  const log = await AuditLog.open({
-    path: join(dataDir, "audit"),
-    logger: silentLogger,
-    retentionDays: 36_500,
-    entriesMax: Number.MAX_SAFE_INTEGER,
-    batchEntriesMax: 1,
-  });
-  try {
-    return await log.verify();
-  } finally {
-    await log.close();
-  }
+  return verifyAuditLogCopy(join(dataDir, "audit"));
 }

@@ -3,7 +3,6 @@
 // (spool, forwarder, receiver), the master-coordinator loop while leader, agent liveness, and the
 // HTTP API. docs/NODE.md describes the design; this file only composes and sequences.
 
-import { mkdirSync } from "node:fs";
 import { join, resolve, sep } from "node:path";
 import { Bus } from "../bus/index.js";
 import type { BusConfig } from "../config/schema.js";
@@ -19,7 +18,13 @@ import { WsTransport } from "../transport/index.js";
 import { apiRequest } from "./api-client.js";
 import { ApplyLagWatch } from "./apply-lag.js";
 import { ControlPlane } from "./control.js";
-import { type DataDirIdentity, readDataDirIdentity, writeDataDirIdentity } from "./data-dir.js";
+import {
+  checkDataDirComplete,
+  createDataDir,
+  type DataDirIdentity,
+  readDataDirIdentity,
+  writeDataDirIdentity,
+} from "./data-dir.js";
 import { DeliveryForwarder } from "./delivery/forwarder.js";
 import { DeliveryLedger, LEDGER_FILE_BYTES_MAX } from "./delivery/ledger.js";
 import { InboxPark } from "./delivery/park.js";
@@ -222,7 +227,7 @@ export class ClusterNode {
     const joinMembers = config.join
       ? await fetchMembers(config.join, config.clusterToken, config.clusterId)
       : [];
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    createDataDir(config.dataDir);
     this.identity = this.checkDataDir();
     // A LevelDB of the data dir that stops taking writes (disk full, I/O error) stops the node.
     const dataDir = resolve(config.dataDir);
@@ -244,8 +249,6 @@ export class ClusterNode {
       metrics: this.metrics,
       onRejected: (reason) => this.nodeMetrics.apiRejected.inc({ reason }),
     });
-    // A new data dir is claimed for this cluster and node (a failure refuses the start).
-    if (this.identityFresh) writeDataDirIdentity(config.dataDir, this.identity);
     this.spool = await DeliverySpool.open({
       path: join(config.dataDir, "spool"),
       sync: config.spoolSync || config.persistence,
@@ -258,6 +261,9 @@ export class ClusterNode {
       logger: this.logger,
       metrics: this.metrics,
     });
+    // A new data dir is claimed for this cluster and node (a failure refuses the start), once the
+    // parts a later start requires exist (checkDataDirComplete): node.json says they must.
+    if (this.identityFresh) writeDataDirIdentity(config.dataDir, this.identity);
     const peerListen = splitListen(config.peerListen);
     this.transport = new WsTransport({
       nodeId: this.id,
@@ -316,6 +322,8 @@ export class ClusterNode {
       dir: join(config.dataDir, "delivery-in"),
       sync: config.persistence,
       fileBytesMax: LEDGER_FILE_BYTES_MAX,
+      // A ledger write that fails (disk full) stops the node as a LevelDB write does.
+      onFailure: (error) => this.failStop("a write to the data dir failed", error),
     });
     const spool = this.spool;
     this.park = new InboxPark({
@@ -433,6 +441,8 @@ export class ClusterNode {
           { removed: stored.removed },
         );
       }
+      // A Raft log (or spool) removed from a data dir that has one is not recreated empty.
+      checkDataDirComplete(this.config.dataDir, this.id);
       return stored;
     }
     // Written once the start is known to be sound (after the key files are read: open()).

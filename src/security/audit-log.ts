@@ -12,11 +12,18 @@
 //
 // Appends are group-committed: entries are chained in call order at once, written in synced
 // batches of at most batchEntriesMax; `append` resolves when its entry is durable.
+//
+// A stopped node's log is verified on a copy (verifyAuditLogCopy): opening a LevelDB writes to
+// it (LOCK, LOG, a new write-ahead log, a compaction that can drop a damaged one's evidence), so
+// the original is only read, and a read-only or full disk verifies too.
 
 import { createHash } from "node:crypto";
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import type { ClassicLevel } from "classic-level";
-import { CfnError } from "../errors.js";
-import type { Logger } from "../obs/logger.js";
+import { CfnError, isCfnError } from "../errors.js";
+import { type Logger, silentLogger } from "../obs/logger.js";
 import { closeLevel, openLevel } from "../storage/level-open.js";
 
 type Db = ClassicLevel<string, string>;
@@ -341,4 +348,96 @@ export class AuditLog {
     this.closed = true;
     await closeLevel(this.db, this.path);
   }
+}
+
+/**
+ * Verifies the audit log at `path` (a stopped node's <dataDir>/audit) without writing to it: its
+ * files but LOCK are copied to a temp dir under `tempRoot` (default: the OS's, TMPDIR), the copy
+ * is opened and walked, then removed. A log a running node holds (its LOCK locked, read from
+ * /proc/locks on Linux) → CFN_ERR_DATA_DIR_LOCKED: that node's API verifies its live log.
+ */
+export async function verifyAuditLogCopy(path: string, tempRoot = tmpdir()): Promise<AuditVerifyReport> {
+  const original = resolve(path);
+  const holder = lockHolder(join(original, "LOCK"));
+  if (holder !== undefined) {
+    throw new CfnError(
+      "CFN_ERR_DATA_DIR_LOCKED",
+      `audit log ${original} is open in a running node (process ${holder}): verify its live log through that node's API (\`cfn audit verify --api <its API URL>\`), or stop it first`,
+      { path: original, pid: holder },
+    );
+  }
+  const copy = mkdtempSync(join(tempRoot, "cfn-audit-verify-"));
+  try {
+    try {
+      for (const entry of readdirSync(original, { withFileTypes: true })) {
+        if (entry.name === "LOCK" || !entry.isFile()) continue;
+        copyFileSync(join(original, entry.name), join(copy, entry.name));
+      }
+    } catch (error) {
+      throw new CfnError(
+        "CFN_ERR_STORAGE",
+        `cannot copy audit log ${original} to ${copy}: ${String(error)}`,
+        {
+          path: original,
+          cause: error,
+        },
+      );
+    }
+    // Retention settings do not matter for a read-only walk; the copy is not appended to.
+    let log: AuditLog;
+    try {
+      log = await AuditLog.open({
+        path: copy,
+        logger: silentLogger,
+        retentionDays: 36_500,
+        entriesMax: Number.MAX_SAFE_INTEGER,
+        batchEntriesMax: 1,
+      });
+    } catch (error) {
+      // A refusal of the copy (a damaged write-ahead log) names the original.
+      if (!isCfnError(error)) throw error;
+      throw new CfnError(error.code, error.message.replaceAll(copy, original), {
+        ...(error.details as Record<string, unknown> | undefined),
+        path: original,
+      });
+    }
+    try {
+      return await log.verify();
+    } finally {
+      await log.close();
+    }
+  } finally {
+    rmSync(copy, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The process holding a POSIX lock on `lockPath` (LevelDB's LOCK), from /proc/locks; undefined
+ * when none does, the file is missing, or the system has no /proc/locks.
+ */
+function lockHolder(lockPath: string): number | undefined {
+  let text: string;
+  let stat: { dev: bigint; ino: bigint };
+  try {
+    stat = statSync(lockPath, { bigint: true });
+    text = readFileSync("/proc/locks", "utf8");
+  } catch {
+    return undefined;
+  }
+  // Linux's dev_t encoding (glibc gnu_dev_major / gnu_dev_minor); /proc/locks prints them in hex.
+  const major = ((stat.dev >> 8n) & 0xfffn) | ((stat.dev >> 32n) & ~0xfffn);
+  const minor = (stat.dev & 0xffn) | ((stat.dev >> 12n) & ~0xffn);
+  for (const line of text.split("\n")) {
+    // "1: POSIX  ADVISORY  WRITE 1234 00:2c:5678 0 EOF" (a waiter's line has "->" and is skipped)
+    const match =
+      /^\d+:\s+(?:POSIX|OFDLCK|FLOCK)\s+\S+\s+\S+\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/.exec(line);
+    if (!match) continue;
+    if (
+      BigInt(`0x${match[2]}`) === major &&
+      BigInt(`0x${match[3]}`) === minor &&
+      BigInt(match[4]) === stat.ino
+    )
+      return Number(match[1]);
+  }
+  return undefined;
 }

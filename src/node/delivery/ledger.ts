@@ -21,6 +21,13 @@
 // inside write(2)) is an intent whose inbox write never started: it is ignored. A file past
 // `fileBytesMax` is rewritten to its last commit, the chain after it and the mark past it (tmp +
 // rename) at the next commit.
+//
+// A write that fails (ENOSPC, EIO: an append, a new sender's file, an fdatasync) is the ledger's
+// last: it may have left a torn line, and an fdatasync that failed leaves the page cache's state
+// unknown, so the ledger takes no more writes (CFN_ERR_STORAGE, path and cause) and tells
+// `onFailure` once — a node stops, as for a LevelDB handle that failed (src/storage/level-open.ts).
+// What the torn record claimed was never acted on: an intent's inbox write starts after it returns,
+// an ack after the commit's. The next open reads up to the torn line and ignores it.
 
 import {
   closeSync,
@@ -36,6 +43,8 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
+import { CfnError } from "../../errors.js";
+import { causeChain } from "../../storage/level-open.js";
 import type { ReceiverCursor, ReceiverIntent } from "./spool.js";
 
 export interface LedgerOptions {
@@ -44,6 +53,8 @@ export interface LedgerOptions {
   sync: boolean;
   /** A ledger file is compacted to its last commit past this size, in bytes. */
   fileBytesMax: number;
+  /** Told once, with the CFN_ERR_STORAGE, when a write fails and the ledger stops taking writes. */
+  onFailure?: (error: CfnError) => void;
 }
 
 interface SenderLedger {
@@ -66,25 +77,44 @@ export class DeliveryLedger {
   private readonly options: LedgerOptions;
   private readonly senders = new Map<string, SenderLedger>();
   private closed = false;
+  /** The first write that failed: every later one is refused with it. */
+  private failure: CfnError | undefined;
 
   private constructor(options: LedgerOptions) {
     this.options = options;
   }
 
-  /** Opens (creating) the ledger dir and loads every sender's cursor and pending intents. */
+  /**
+   * Opens (creating) the ledger dir and loads every sender's cursor and pending intents; writes
+   * nothing else (a data dir on a full disk opens). CFN_ERR_STORAGE when it cannot be read.
+   */
   static open(options: LedgerOptions): DeliveryLedger {
-    mkdirSync(options.dir, { recursive: true, mode: 0o700 });
     const ledger = new DeliveryLedger(options);
-    for (const name of readdirSync(options.dir)) {
-      if (!name.endsWith(".log")) continue;
-      ledger.load(decodeURIComponent(name.slice(0, -4)));
+    try {
+      mkdirSync(options.dir, { recursive: true, mode: 0o700 });
+      for (const name of readdirSync(options.dir)) {
+        if (!name.endsWith(".log")) continue;
+        ledger.load(decodeURIComponent(name.slice(0, -4)));
+      }
+    } catch (error) {
+      ledger.close();
+      throw new CfnError(
+        "CFN_ERR_STORAGE",
+        `cannot open the delivery ledger ${options.dir}: ${causeChain(error)}`,
+        { path: options.dir, cause: error },
+      );
     }
     return ledger;
   }
 
-  /** False after close(): nothing more may be appended. */
+  /** False after close() or a failed write: nothing more may be appended (and nothing acknowledged). */
   get isOpen(): boolean {
-    return !this.closed;
+    return !this.closed && this.failure === undefined;
+  }
+
+  /** The CFN_ERR_STORAGE of the write that failed, once one did. */
+  get failed(): CfnError | undefined {
+    return this.failure;
   }
 
   cursor(from: string): ReceiverCursor | undefined {
@@ -144,16 +174,22 @@ export class DeliveryLedger {
     else this.append(sender, line);
   }
 
-  /** With `sync`: fdatasyncs every file appended to since the last call. */
+  /** With `sync`: fdatasyncs every file appended to since the last call (a failure is the ledger's last write). */
   async sync(): Promise<void> {
+    if (this.failure) throw this.failure;
     if (!this.options.sync) return;
-    const dirty = [...this.senders.values()].filter((sender) => sender.dirty);
-    for (const sender of dirty) sender.dirty = false;
+    const dirty = [...this.senders.entries()].filter(([, sender]) => sender.dirty);
+    for (const [, sender] of dirty) sender.dirty = false;
     await Promise.all(
       dirty.map(
-        (sender) =>
+        ([from, sender]) =>
           new Promise<void>((resolve, reject) =>
-            fdatasync(sender.fd, (error) => (error ? reject(error) : resolve())),
+            fdatasync(sender.fd, (error) => {
+              if (!error) return resolve();
+              // Closed under the call (shutdown): that says nothing about the disk.
+              if (this.closed) return reject(error);
+              reject(this.fail(from, error));
+            }),
           ),
       ),
     );
@@ -174,22 +210,33 @@ export class DeliveryLedger {
     let sender = this.senders.get(from);
     if (!sender) {
       if (this.closed) throw new Error("invariant violated: delivery ledger used after close");
-      sender = {
-        fd: openSync(this.path(from), "a", 0o600),
-        bytes: 0,
-        dirty: false,
-        cursor: undefined,
-        pending: undefined,
-        written: undefined,
-      };
-      this.senders.set(from, sender);
+      if (this.failure) throw this.failure;
+      try {
+        sender = this.addSender(from, openSync(this.path(from), "a", 0o600));
+      } catch (error) {
+        throw this.fail(from, error);
+      }
     }
     return sender;
   }
 
+  private addSender(from: string, fd: number): SenderLedger {
+    const sender: SenderLedger = {
+      fd,
+      bytes: 0,
+      dirty: false,
+      cursor: undefined,
+      pending: undefined,
+      written: undefined,
+    };
+    this.senders.set(from, sender);
+    return sender;
+  }
+
   private append(sender: SenderLedger, line: string): void {
-    // After a write that failed part way (ENOSPC), the next record starts on a line of its own: a
-    // torn line must not swallow it (load() skips the torn one).
+    if (this.failure) throw this.failure;
+    // After a torn last line (read back by load()), the next record starts on a line of its own:
+    // the torn line must not swallow it.
     const bytes = Buffer.from(sender.torn ? `\n${line}` : line);
     let offset = 0;
     try {
@@ -197,47 +244,75 @@ export class DeliveryLedger {
     } catch (error) {
       if (offset > 0) sender.torn = true;
       sender.bytes += offset;
-      throw error;
+      throw this.fail(this.senderOf(sender), error);
     }
     sender.torn = false;
     sender.bytes += bytes.length;
     sender.dirty = true;
   }
 
+  /** The sender whose file `sender` is (for the path in a failure). */
+  private senderOf(sender: SenderLedger): string {
+    for (const [from, candidate] of this.senders) if (candidate === sender) return from;
+    throw new Error("invariant violated: a delivery ledger file of no sender");
+  }
+
+  /**
+   * Records the ledger's first failed write (later ones are refused with it) and tells onFailure;
+   * returns the CFN_ERR_STORAGE to throw.
+   */
+  private fail(from: string, error: unknown): CfnError {
+    if (this.failure) return this.failure;
+    const path = this.path(from);
+    this.failure = new CfnError(
+      "CFN_ERR_STORAGE",
+      `delivery ledger ${path}: a write failed (${causeChain(error)}); it may have left a torn record, so the ledger takes no more writes — free the disk and start again`,
+      { path, cause: error },
+    );
+    this.options.onFailure?.(this.failure);
+    return this.failure;
+  }
+
   /** Replaces the file by its last commit and the chain after it; the rename is atomic for a process crash. */
   private rewrite(from: string, sender: SenderLedger, commitLine: string): void {
+    if (this.failure) throw this.failure;
     const path = this.path(from);
     const tmp = `${path}.tmp`;
-    const fd = openSync(tmp, "w", 0o600);
     let line = sender.pending ? `${commitLine}{"i":${JSON.stringify(sender.pending)}}\n` : commitLine;
     if (sender.written) line += `{"w":${JSON.stringify(sender.written)}}\n`;
+    let fd: number | undefined;
     try {
+      fd = openSync(tmp, "w", 0o600);
       const bytes = Buffer.from(line);
       for (let offset = 0; offset < bytes.length; ) offset += writeSync(fd, bytes, offset);
       if (this.options.sync) fsyncSync(fd);
+      renameSync(tmp, path);
     } catch (error) {
-      // The old file stays (the commit goes there instead, or fails there too).
-      closeSync(fd);
+      // The old file stays (the commit goes there instead, or fails there too: the ledger's failure).
+      if (fd !== undefined) closeSync(fd);
       rmSync(tmp, { force: true });
       if (!isErrno(error)) throw error;
       this.append(sender, commitLine);
       return;
     }
-    renameSync(tmp, path);
     closeSync(sender.fd);
     sender.fd = fd;
     sender.bytes = Buffer.byteLength(line);
     sender.dirty = false;
+    sender.torn = false;
   }
 
   private load(from: string): void {
     const path = this.path(from);
     if (!existsSync(path)) return;
     const text = readFileSync(path, "utf8");
-    const sender = this.sender(from);
+    // Opened here, not through sender(): a failure to open refuses the open (open()), it is not
+    // a failed write of a running ledger.
+    const sender = this.addSender(from, openSync(path, "a", 0o600));
     sender.bytes = Buffer.byteLength(text);
-    // A torn last line must not swallow the next record appended after it.
-    if (text.length > 0 && !text.endsWith("\n")) this.append(sender, "\n");
+    // A torn last line must not swallow the next record appended after it (append() starts that
+    // one with a newline; nothing is written here, so a data dir on a full disk still opens).
+    if (text.length > 0 && !text.endsWith("\n")) sender.torn = true;
     for (const line of text.split("\n")) {
       let record: { i?: ReceiverIntent; c?: ReceiverCursor; w?: ReceiverCursor };
       try {

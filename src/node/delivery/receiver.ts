@@ -204,7 +204,9 @@ export class DeliveryReceiver {
    * Cursors, intents, holds and acks are per stream: per sender node and lane (laneKey).
    */
   handle(frame: DataFrame, from: string): void {
-    if (this.closed) return;
+    // A ledger whose write failed stops the node (it takes no more writes): the frame is dropped
+    // unacknowledged, and its sender resends it to the next start.
+    if (this.closed || !this.options.ledger.isOpen) return;
     this.write(frame, laneKey(from, frame.l ?? 0));
   }
 
