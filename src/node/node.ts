@@ -359,7 +359,9 @@ export class ClusterNode {
       spoolMessagesMax: config.spoolMessagesMax,
       spoolBytesMax: config.spoolBytesMax,
     });
-    this.transport.onFrame(DELIVER_CHANNEL, (payload, from) => this.onDeliveryFrame(payload, from));
+    this.transport.onFrame(DELIVER_CHANNEL, (payload, from) => this.onDeliveryFrame(payload, from), {
+      bulk: true,
+    });
     this.routing.onApplied((applied) =>
       this.onRoutingApplied(applied.index, applied.command, applied.result),
     );

@@ -7,6 +7,7 @@ import type { NodeId } from "../raft/types.js";
 import { decodeFrame, parseRaftPayload } from "./frame.js";
 import {
   type FrameHandler,
+  type FrameHandlerOptions,
   type MessagesHandler,
   RAFT_CHANNEL,
   type SnapshotStatus,
@@ -15,12 +16,12 @@ import {
 import type { TransportMetrics } from "./transport-metrics.js";
 
 /**
- * Longest run of frame handlers (cross-node deliveries, hand-offs …) in one turn of the event loop,
+ * Longest run of bulk frame handlers (cross-node deliveries) in one turn of the event loop,
  * ms. A peer that comes back after a partition sends its whole backlog at once — thousands of
  * messages, each written into an inbox synchronously — and handling it in one go held the event
  * loop for 0.5 – 2.5 s: Raft's ticks and heartbeats waited, and healing a partition cost a leader
- * election. Frames past this budget wait for the next turn, in arrival order; Raft frames never
- * wait (they are small, and they are what keeps the leader).
+ * election. Frames past this budget wait for the next turn, in arrival order; the frames of other
+ * channels never wait (Raft's, and the node's pings: small, and what keeps leader and liveness).
  */
 export const FRAME_SLICE_MS = 8;
 /**
@@ -38,6 +39,8 @@ interface DeferredFrame {
 export class TransportHandlers {
   /** Frames waiting for a later turn of the event loop (FRAME_SLICE_MS), oldest first. */
   private readonly deferred: DeferredFrame[] = [];
+  /** Channels registered with `bulk`: their frames are handed over in slices. */
+  private readonly bulkChannels = new Set<string>();
   private deferredHead = 0;
   /** performance.now() when this turn's first frame handler ran; undefined between turns. */
   private sliceStartedAt: number | undefined;
@@ -60,8 +63,9 @@ export class TransportHandlers {
     this.messageHandlers.push(handler);
   }
 
-  onFrame(channel: string, handler: FrameHandler): void {
+  onFrame(channel: string, handler: FrameHandler, options: FrameHandlerOptions = {}): void {
     validateChannel(channel, true);
+    if (options.bulk) this.bulkChannels.add(channel);
     const handlers = this.frameHandlers.get(channel) ?? [];
     handlers.push(handler);
     this.frameHandlers.set(channel, handlers);
@@ -108,6 +112,11 @@ export class TransportHandlers {
     }
     if (!this.frameHandlers.has(channel)) {
       this.logger.debug("frame for a channel without handler dropped", { channel, from });
+      return;
+    }
+    // Only bulk channels wait (deliveries); the node's pings must not queue behind a backlog.
+    if (!this.bulkChannels.has(channel)) {
+      this.dispatch(channel, payload, from);
       return;
     }
     const waiting = this.deferred.length - this.deferredHead;

@@ -15,6 +15,7 @@ import { encodeFrame, encodeRaftFrames, groupByDestination, snapshotOf } from ".
 import { TransportHandlers } from "./handlers.js";
 import {
   type FrameHandler,
+  type FrameHandlerOptions,
   type MessagesHandler,
   RAFT_CHANNEL,
   resolveTransportLimits,
@@ -206,8 +207,8 @@ export class MemoryTransport implements Transport {
     return true;
   }
 
-  onFrame(channel: string, handler: FrameHandler): void {
-    this.handlers.onFrame(channel, handler);
+  onFrame(channel: string, handler: FrameHandler, options: FrameHandlerOptions = {}): void {
+    this.handlers.onFrame(channel, handler, options);
   }
 
   onPeerUnreachable(handler: (peerId: NodeId) => void): void {

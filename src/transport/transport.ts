@@ -25,6 +25,11 @@ export interface SnapshotStatus {
 export type MessagesHandler = (messages: Message[], from: NodeId) => void;
 export type FrameHandler = (payload: unknown, from: NodeId) => void;
 
+export interface FrameHandlerOptions {
+  /** Large frames whose handling may wait for a later turn of the event loop (deliveries). */
+  bulk?: boolean;
+}
+
 export interface Transport {
   /** This node's id; every Message sent must have `from === nodeId`. */
   readonly nodeId: NodeId;
@@ -48,8 +53,13 @@ export interface Transport {
    * than frameBytesMax → CFN_ERR_FRAME_TOO_LARGE.
    */
   sendFrame(peerId: NodeId, channel: string, payload: unknown): boolean;
-  /** Receives frames of one channel; the payload is decoded msgpack, unvalidated. */
-  onFrame(channel: string, handler: FrameHandler): void;
+  /**
+   * Receives frames of one channel; the payload is decoded msgpack, unvalidated. A `bulk` channel
+   * (cross-node deliveries) is handed over in time slices (src/transport/handlers.ts,
+   * FRAME_SLICE_MS): under a backlog its frames wait for a later turn of the event loop. Other
+   * channels' frames (Raft, the node's pings and forwarded proposals) never wait.
+   */
+  onFrame(channel: string, handler: FrameHandler, options?: FrameHandlerOptions): void;
   /** Called when a peer cannot be reached (dial failed, connection lost, link down). */
   onPeerUnreachable(handler: (peerId: NodeId) => void): void;
   /** Called with the outcome of each Snap message (see SnapshotStatus). */

@@ -28,6 +28,7 @@ import { encodeFrame, encodeRaftFrames, groupByDestination, snapshotOf } from ".
 import { TransportHandlers } from "./handlers.js";
 import {
   type FrameHandler,
+  type FrameHandlerOptions,
   type MessagesHandler,
   RAFT_CHANNEL,
   resolveTransportLimits,
@@ -302,8 +303,8 @@ export class WsTransport implements Transport {
     return peer.enqueue({ bytes, channel, messages: [] });
   }
 
-  onFrame(channel: string, handler: FrameHandler): void {
-    this.handlers.onFrame(channel, handler);
+  onFrame(channel: string, handler: FrameHandler, options: FrameHandlerOptions = {}): void {
+    this.handlers.onFrame(channel, handler, options);
   }
 
   onPeerUnreachable(handler: (peerId: NodeId) => void): void {
