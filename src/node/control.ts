@@ -67,6 +67,8 @@ export class ControlPlane {
   private readonly options: ControlOptions;
   private readonly logger: Logger;
   private readonly lastHeardMs = new Map<string, number>();
+  /** Since when each member has been heard without a gap of more than STALL_TICKS intervals. */
+  private readonly heardSinceMs = new Map<string, number>();
   private readonly startedMs = Date.now();
   /** When this process last resumed from a stall of its own (a pause, a frozen VM), or started. */
   private resumedMs = this.startedMs;
@@ -134,6 +136,16 @@ export class ControlPlane {
         });
       this.resumedMs = now;
     }
+  }
+
+  /** How long `id` has been heard without a gap (0 when it is not being heard now), ms. */
+  heardWithoutGapMs(id: string): number {
+    const now = Date.now();
+    const last = this.lastHeardMs.get(id);
+    const since = this.heardSinceMs.get(id);
+    if (last === undefined || since === undefined || now - last > STALL_TICKS * this.options.healthIntervalMs)
+      return 0;
+    return now - since;
   }
 
   lastHeard(id: string): number | undefined {
@@ -245,7 +257,11 @@ export class ControlPlane {
       this.logger.warn("malformed control frame dropped", { from });
       return;
     }
-    this.lastHeardMs.set(from, Date.now());
+    const now = Date.now();
+    const last = this.lastHeardMs.get(from);
+    if (last === undefined || now - last > STALL_TICKS * this.options.healthIntervalMs)
+      this.heardSinceMs.set(from, now);
+    this.lastHeardMs.set(from, now);
     switch (frame.t) {
       case "ping":
         return;

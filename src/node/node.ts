@@ -52,6 +52,7 @@ import {
 import { NodeMetrics } from "./node-metrics.js";
 import { RaftHost } from "./raft-host.js";
 import { isValidId } from "./routing/commands.js";
+import { FlapDamper } from "./routing/flap-damper.js";
 import {
   planAgentLiveness,
   planMemberStates,
@@ -137,6 +138,8 @@ export class ClusterNode {
   private state: NodeState = "starting";
   private readonly timers: NodeJS.Timeout[] = [];
   private coordinatorBusy = false;
+  /** Flap damping of member liveness while leader (src/node/routing/flap-damper.ts). */
+  private flaps!: FlapDamper;
   private agentScanBusy = false;
   /**
    * When this node first saw each of its agent records (keyed by id and the record's change
@@ -177,6 +180,7 @@ export class ClusterNode {
 
   private constructor(options: ClusterNodeOptions) {
     this.config = options.config;
+    this.flaps = new FlapDamper(options.config.nodeDownAfterMs);
     this.id = options.config.id;
     this.logger = options.logger.child("node");
     this.metrics = options.metrics;
@@ -758,8 +762,8 @@ export class ClusterNode {
   }
 
   /**
-   * Makes this node's member record carry its current addresses and state `active`, whenever it
-   * does not while the node runs — not once: a restarted node may first apply a stale `active`
+   * Makes this node's member record carry its current addresses, and state `active` when it is
+   * missing or `leaving`, whenever it does not while the node runs — not once: a restarted node may first apply a stale `active`
    * and only then the `leaving` its last shutdown committed (a leader's, after it handed over).
    */
   private async announce(): Promise<void> {
@@ -767,7 +771,10 @@ export class ClusterNode {
     const self = this.routing.state.members.get(this.id);
     const peerUrl = advertisedPeerUrl(this.config);
     const stale = !self || self.peerUrl !== peerUrl || self.apiUrl !== this.apiUrl;
-    if (!stale && self.state === "active") return;
+    // `down` → `active` is the leader's call: it hears this node's pings (a node that can propose
+    // can ping) and damps a member whose link flaps (routing/flap-damper.ts). Proposing it here
+    // undid the damping at every flap.
+    if (!stale && (self.state === "active" || self.state === "down")) return;
     if (this.removed || !this.isRaftMember(this.id)) return; // not a member (yet, or any more)
     this.announcing = true;
     try {
@@ -795,7 +802,11 @@ export class ClusterNode {
     try {
       const state = this.routing.state;
       const others = [...state.members.keys()].filter((id) => id !== this.id);
-      const view = { alive: this.control.alive(others, this.config.nodeDownAfterMs) };
+      const view = {
+        alive: this.control.alive(others, this.config.nodeDownAfterMs),
+        isBack: (id: string) => this.flaps.isBack(id, this.control.heardWithoutGapMs(id)),
+      };
+      this.flaps.retain(new Set(state.members.keys()));
       // planMemberStates leaves `leaving` alone; a leaving member gone silent (its shutdown ended,
       // or it was killed on the way) is `down`, so its agents count as dead until it is back.
       const memberCommands = [
@@ -807,6 +818,12 @@ export class ClusterNode {
       if (memberCommands.length > 0) {
         this.logger.info("member liveness changed", { changes: memberCommands });
         await this.control.propose(batch(memberCommands));
+        const now = Date.now();
+        for (const command of memberCommands) {
+          if (command.op !== "member.state") continue;
+          if (command.state === "down") this.flaps.wentDown(command.id, now);
+          else if (command.state === "active") this.flaps.cameUp(command.id, now);
+        }
       }
       const assignments = planTeamAssignments(this.routing.state, view);
       if (assignments.length > 0) {

@@ -9,6 +9,11 @@ import type { RoutingState } from "./state.js";
 export interface LivenessView {
   /** Members the leader heard from within nodeDownAfterMs (the leader itself included). */
   alive: ReadonlySet<string>;
+  /**
+   * Whether a down member that is alive again counts as back (flap damping, flap-damper.ts);
+   * absent: every alive member does.
+   */
+  isBack?: (id: string) => boolean;
 }
 
 /**
@@ -22,7 +27,7 @@ export function planMemberStates(state: RoutingState, view: LivenessView): Routi
     const alive = view.alive.has(member.id);
     if (member.state === "active" && !alive)
       commands.push({ op: "member.state", id: member.id, state: "down" });
-    else if (member.state === "down" && alive)
+    else if (member.state === "down" && alive && (view.isBack?.(member.id) ?? true))
       commands.push({ op: "member.state", id: member.id, state: "active" });
   }
   return commands;
