@@ -24,8 +24,6 @@ import { join } from "node:path";
 const BLOCK_BYTES = 32 * 1024;
 const HEADER_BYTES = 7;
 const LOG_FILE = /^[0-9]{6,}\.log$/;
-/** Largest piece of a log read at once. */
-const READ_CHUNK_BYTES = 1024 * 1024;
 
 const CRC32C_TABLE = (() => {
   const table = new Uint32Array(256);
@@ -70,7 +68,7 @@ export function checkLogFile(path: string, file: string): LogDamage | undefined 
     const block = Buffer.allocUnsafe(BLOCK_BYTES);
     let firstBad: { offset: number; what: LogDamage["what"] } | undefined;
     let intactAfter = 0;
-    // Blocks are read whole (the chunking only bounds the reads), a record never spans two.
+    // One block at a time: a record never spans two.
     for (let blockStart = 0; blockStart < size; blockStart += BLOCK_BYTES) {
       const length = readFully(fd, block, Math.min(BLOCK_BYTES, size - blockStart), blockStart);
       let at = 0;
@@ -103,7 +101,7 @@ export function checkLogFile(path: string, file: string): LogDamage | undefined 
 function readFully(fd: number, buffer: Buffer, length: number, position: number): number {
   let done = 0;
   while (done < length) {
-    const read = readSync(fd, buffer, done, Math.min(READ_CHUNK_BYTES, length - done), position + done);
+    const read = readSync(fd, buffer, done, length - done, position + done);
     if (read === 0) break;
     done += read;
   }

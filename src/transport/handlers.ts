@@ -114,9 +114,10 @@ export class TransportHandlers {
       this.logger.debug("frame for a channel without handler dropped", { channel, from });
       return;
     }
-    // Only bulk channels wait (deliveries); the node's pings must not queue behind a backlog.
+    // Only bulk channels wait (deliveries) and count against the slice; the node's pings must
+    // not queue behind a backlog.
     if (!this.bulkChannels.has(channel)) {
-      this.dispatch(channel, payload, from);
+      this.callHandlers(channel, payload, from);
       return;
     }
     const waiting = this.deferred.length - this.deferredHead;
@@ -146,6 +147,10 @@ export class TransportHandlers {
       this.sliceStartedAt = performance.now();
       this.scheduleDrain(); // ends the slice at the next turn, and hands on what waits then
     }
+    this.callHandlers(channel, payload, from);
+  }
+
+  private callHandlers(channel: string, payload: unknown, from: NodeId): void {
     const handlers = this.frameHandlers.get(channel);
     if (!handlers) return;
     for (const handler of handlers) this.callSafely(() => handler(payload, from), channel);

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { silentLogger } from "../../src/obs/logger.js";
 import { Metrics } from "../../src/obs/metrics.js";
-import { type Message, MessageType } from "../../src/raft/types.js";
+import { MessageType, makeMessage } from "../../src/raft/index.js";
 import { encodeFrame } from "../../src/transport/frame.js";
 import { FRAME_SLICE_MS, TransportHandlers } from "../../src/transport/handlers.js";
 import { TransportMetrics } from "../../src/transport/transport-metrics.js";
@@ -19,18 +19,7 @@ function busyFor(ms: number): void {
   }
 }
 
-const heartbeat: Message = {
-  type: MessageType.App,
-  from: "a",
-  to: "b",
-  term: 1,
-  index: 0,
-  logTerm: 0,
-  entries: [],
-  commit: 0,
-  reject: false,
-  rejectHint: 0,
-};
+const heartbeat = makeMessage({ type: MessageType.Heartbeat, from: "a", to: "b", term: 1 });
 
 describe("frame handling in slices", () => {
   it("hands a backlog over in slices, in order, with timers and Raft frames in between", async () => {
